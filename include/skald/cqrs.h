@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cqrs: command bus and query bus (handlers registered by type, validation,
+ * logging and metrics around every dispatch, asynchronous completion),
+ * persisted idempotency keys, projections with checkpoints, and consistency
+ * tokens that let a query wait until a given write is visible.
+ */
+#ifndef SK_CQRS_H
+#define SK_CQRS_H
+
+#include <skald/core.h>
+#include <skald/msg.h>
+#include <skald/obs.h>
+#include <skald/store.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- buses */
+
+/** A command bus or a query bus (same machinery, distinct instances). Thread-safe once set up. */
+typedef struct sk_cqrs_bus sk_cqrs_bus;
+/** One dispatched command or query, in flight until completed. */
+typedef struct sk_call sk_call;
+
+typedef enum sk_cqrs_kind {
+    SK_CQRS_COMMAND = 0,
+    SK_CQRS_QUERY = 1
+} sk_cqrs_kind;
+
+/** What a caller sends. Everything borrowed for the dispatch call (the bus copies what it keeps). */
+typedef struct sk_request {
+    const char *type;            /* "CreateOrder", "GetOrder" */
+    const json_t *payload;       /* a JSON object: body fields merged with path and query parameters */
+    const char *idempotency_key; /* or NULL */
+    const char *consistency_token; /* queries: or NULL */
+    const char *traceparent;     /* or NULL */
+    const char *request_id;      /* or NULL */
+} sk_request;
+
+/** The answer, in HTTP terms because every caller of a bus is an HTTP edge. */
+typedef struct sk_result {
+    int http_status;          /* 200, 201, 202, 400, 404, 409, 422, 500, 503, 504 ... */
+    const json_t *body;       /* success body, or NULL */
+    const char *title;        /* errors: short title */
+    const char *detail;       /* errors: message naming the field or the rule */
+    const char *location;     /* or NULL (Location header) */
+} sk_result;
+
+/** Check a payload before the handler runs; SK_EPROTO/SK_ELIMIT with a message naming the field (answered 400). */
+typedef sk_status (*sk_validate_fn)(const json_t *payload, void *ctx);
+/** Handle a call: complete it now or later, from any thread, exactly once. */
+typedef void (*sk_handler_fn)(sk_call *call, void *ctx);
+/** Receives the result; runs on the thread that completed the call. */
+typedef void (*sk_result_fn)(const sk_result *res, void *ctx);
+
+SK_API SK_NODISCARD sk_status sk_cqrs_bus_create(sk_cqrs_bus **out, sk_cqrs_kind kind, sk_metrics *metrics);
+SK_API void sk_cqrs_bus_destroy(sk_cqrs_bus *bus);
+
+/**
+ * Register the handler of @p type (copied). @p validate may be NULL.
+ * @return SK_OK, SK_EEXIST (type taken), SK_EINVAL, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_cqrs_bus_register(sk_cqrs_bus *bus,
+                                                   const char *type,
+                                                   sk_validate_fn validate,
+                                                   sk_handler_fn handler,
+                                                   void *ctx);
+
+/**
+ * A middleware sees every call before its handler and every result after.
+ * @p before may refuse a call by returning an error (answered as such).
+ */
+typedef struct sk_middleware {
+    const char *name;
+    sk_status (*before)(const sk_request *req, void *ctx);
+    void (*after)(const sk_request *req, const sk_result *res, int64_t elapsed_ns, void *ctx);
+    void *ctx;
+} sk_middleware;
+/** Add a middleware (copied); they run in the order added. Set up before dispatching. */
+SK_API SK_NODISCARD sk_status sk_cqrs_bus_use(sk_cqrs_bus *bus, const sk_middleware *mw);
+
+/**
+ * Dispatch. Validation failures answer 400 with the validator's message,
+ * an unknown type 404; otherwise the handler answers. @p done is called
+ * exactly once when this returns SK_OK. Logging and metrics
+ * (sk_cqrs_requests_total{kind,type,status}, latency histogram) are built in.
+ */
+SK_API SK_NODISCARD sk_status sk_cqrs_bus_dispatch(sk_cqrs_bus *bus, const sk_request *req, sk_result_fn done, void *ctx);
+
+/** The call's request (payload and strings valid until the call completes). */
+SK_API const sk_request *sk_call_request(const sk_call *call);
+SK_API void sk_call_set_user(sk_call *call, void *user);
+SK_API void *sk_call_user(const sk_call *call);
+/** Complete with success. @p body taken (may be NULL). @p location copied (may be NULL). */
+SK_API void sk_call_complete(sk_call *call, int http_status, json_t *body, const char *location);
+/** Complete with an error: HTTP status from sk_status (see sk_cqrs_http_status), detail formatted. */
+SK_API void sk_call_fail(sk_call *call, sk_status st, const char *detail_fmt, ...) SK_PRINTF(3, 4);
+/** Complete with an explicit HTTP error status and title. */
+SK_API void sk_call_fail_http(sk_call *call, int http_status, const char *title, const char *detail_fmt, ...)
+    SK_PRINTF(4, 5);
+
+/* ---------------------------------------------------------------- idempotency */
+
+/** Tables of idempotency keys and projection checkpoints (component "sk_cqrs"). */
+SK_API const sk_migration *sk_cqrs_migrations(size_t *n);
+
+/** Hex SHA-256 of the canonical form (sorted keys, compact) of a request payload, plus NUL. */
+#define SK_IDEM_HASH_LEN 65
+SK_API SK_NODISCARD sk_status sk_idem_hash(const json_t *payload, char out[SK_IDEM_HASH_LEN]);
+
+/**
+ * Look up an idempotency key (in a read snapshot or inside a unit of work).
+ * @param[out] http_status, body: the first answer (body owned, sk_free).
+ * @return SK_OK (same request seen: replay the answer), SK_ECONFLICT (key
+ *         used with another body: answer 422), SK_ENOTFOUND, SK_EDB.
+ */
+SK_API SK_NODISCARD sk_status sk_idem_lookup(sk_tx *tx,
+                                             const char *scope,
+                                             const char *key,
+                                             const char *request_hash,
+                                             int *http_status,
+                                             char **body);
+/**
+ * Record the answer to a key inside the unit of work that made the change,
+ * so the key and the change are durable together. Keys live >= 24 hours.
+ * @return SK_OK, SK_EEXIST, SK_EDB.
+ */
+SK_API SK_NODISCARD sk_status sk_idem_save(sk_tx *tx,
+                                           const char *scope,
+                                           const char *key,
+                                           const char *request_hash,
+                                           int http_status,
+                                           const char *body);
+/** Delete keys older than @p max_age_ms (housekeeping). */
+SK_API SK_NODISCARD sk_status sk_idem_expire(sk_tx *tx, int64_t max_age_ms);
+
+/* ---------------------------------------------------------------- projections */
+
+/** Apply one event to a read model inside a unit of work (the checkpoint is written in the same one). */
+typedef sk_status (*sk_projection_fn)(sk_tx *tx, const sk_message *m, void *ctx);
+
+typedef struct sk_projection_config {
+    const char *name;           /* projection name, e.g. "orderview" */
+    const char *stream;         /* e.g. "ORDER_EVENTS" */
+    const char *filter_subject; /* e.g. "order.events.>" */
+    sk_projection_fn apply;
+    void *ctx;
+} sk_projection_config;
+
+typedef struct sk_projection sk_projection;
+
+/**
+ * Start a projection: a durable consumer "<name>-<stream>" whose handler
+ * applies the event and advances the checkpoint (sk_checkpoints) in the
+ * same transaction; duplicates are dropped by the inbox.
+ */
+SK_API SK_NODISCARD sk_status sk_projection_start(sk_projection **out,
+                                                  sk_bus *bus,
+                                                  sk_store *store,
+                                                  sk_metrics *metrics,
+                                                  const sk_projection_config *cfg);
+SK_API void sk_projection_stop(sk_projection *p);
+
+/* ---------------------------------------------------------------- consistency */
+
+/** Longest token text, including the NUL. */
+#define SK_CTOKEN_MAX 160
+
+/** Encode "aggregate @p id reached @p version" as an opaque URL-safe token. */
+SK_API SK_NODISCARD sk_status sk_ctoken_encode(const char *id, int64_t version, char out[SK_CTOKEN_MAX]);
+/** Decode; a malformed token is SK_EPROTO. @p id_out holds at least SK_CTOKEN_MAX bytes. */
+SK_API SK_NODISCARD sk_status sk_ctoken_decode(sk_slice token, char *id_out, size_t id_out_len, int64_t *version);
+
+/** Queries waiting for a version of an aggregate to become visible. Thread-safe. */
+typedef struct sk_waiters sk_waiters;
+/** Current visible version of @p id (0 when unknown). */
+typedef int64_t (*sk_version_fn)(const char *id, void *ctx);
+/** Called once: SK_OK when the version is visible, SK_ETIMEDOUT, or SK_ECANCELED at shutdown. */
+typedef void (*sk_waiter_fn)(sk_status st, void *ctx);
+
+SK_API SK_NODISCARD sk_status sk_waiters_create(sk_waiters **out);
+/** Cancels every pending waiter (SK_ECANCELED), stops the timer. NULL-safe. */
+SK_API void sk_waiters_destroy(sk_waiters *w);
+/**
+ * Wait until version(@p id) >= @p version, at most @p timeout_ms. The waiter
+ * is registered first and @p current checked after, so a notify that races
+ * with this call is never missed. @p fn may run before this returns.
+ */
+SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
+                                             const char *id,
+                                             int64_t version,
+                                             int64_t timeout_ms,
+                                             sk_version_fn current,
+                                             void *current_ctx,
+                                             sk_waiter_fn fn,
+                                             void *ctx);
+/** Announce that @p id is visible at @p version (call after the commit). */
+SK_API void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SK_CQRS_H */

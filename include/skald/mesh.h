@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mesh: the proxyless service mesh.
+ *  - pki: a local CA and per-service certificates whose identity is the URI
+ *    SAN spiffe://skald.local/ns/default/sa/<service>;
+ *  - HTTP server (libmicrohttpd): TLS 1.3 with a client certificate required
+ *    on internal listeners, requests answered later from any thread;
+ *  - HTTP client (libcurl multi on one thread): mTLS, connection reuse,
+ *    asynchronous completion, the server's identity checked;
+ *  - upstream: one named service, its endpoints (fed by discovery) and its
+ *    traffic policy (load balancing today; outlier detection, pool limits,
+ *    retries, timeouts and fault injection plug in here).
+ */
+#ifndef SK_MESH_H
+#define SK_MESH_H
+
+#include <skald/core.h>
+#include <skald/obs.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- identity */
+
+#define SK_SPIFFE_PREFIX "spiffe://skald.local/ns/default/sa/"
+/** Longest service name usable as an identity. */
+#define SK_MESH_MAX_SERVICE 32
+
+/** Certificate, key and trust anchor files of one identity (all PEM). */
+typedef struct sk_tls_files {
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
+} sk_tls_files;
+
+/**
+ * Create DIR/ca.pem and DIR/ca.key (EC P-256, 10 years) unless both exist.
+ * Keys are written with mode 0600.
+ */
+SK_API SK_NODISCARD sk_status sk_pki_ca_ensure(const char *dir);
+/**
+ * Issue DIR/<name>.pem and DIR/<name>.key signed by the CA in DIR, unless
+ * both exist and the certificate is still valid for a day.
+ * @param uri_san the identity (e.g. SK_SPIFFE_PREFIX "order"), or NULL.
+ * @param ip_san  e.g. "127.0.0.1" for a server reached by address (nats-server), or NULL.
+ */
+SK_API SK_NODISCARD sk_status sk_pki_issue(const char *dir, const char *name, const char *uri_san, const char *ip_san);
+/** Paths of an identity issued by sk_pki_issue; strings owned by @p out, free with sk_tls_files_fini. */
+SK_API SK_NODISCARD sk_status sk_tls_files_init(sk_tls_files *out, const char *dir, const char *name);
+SK_API void sk_tls_files_fini(sk_tls_files *f);
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct sk_http_server sk_http_server;
+/** One request. Valid until it has been answered; answer exactly once, from any thread. */
+typedef struct sk_http_req sk_http_req;
+
+/**
+ * Called on a server thread once the whole body is in (bodies over the
+ * limit are answered 413 before this). Must not block: answer now, or keep
+ * @p req and answer later from another thread.
+ */
+typedef void (*sk_http_handler_fn)(sk_http_req *req, void *ctx);
+
+typedef struct sk_http_server_config {
+    const char *bind_addr;    /* "127.0.0.1" */
+    int port;                 /* 0 = any free port (read back with sk_http_server_port) */
+    const sk_tls_files *tls;  /* NULL = plain HTTP (public gateway only) */
+    bool require_client_cert; /* with tls: refuse clients without a CA-signed certificate */
+    unsigned n_threads;       /* 0 = 2 */
+    size_t max_body_bytes;    /* 0 = SK_MAX_HTTP_BODY */
+    sk_http_handler_fn handler;
+    void *ctx;
+    sk_metrics *metrics;      /* may be NULL */
+} sk_http_server_config;
+
+SK_API SK_NODISCARD sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg);
+SK_API int sk_http_server_port(const sk_http_server *srv);
+/** Stop accepting, answer 503 to what is still unanswered, stop threads. NULL-safe. */
+SK_API void sk_http_server_stop(sk_http_server *srv);
+
+/** "GET", "POST", ... (borrowed for the request's life, as are all getters). */
+SK_API const char *sk_http_req_method(const sk_http_req *req);
+/** Path without the query string, percent-decoded. */
+SK_API const char *sk_http_req_path(const sk_http_req *req);
+/** Query argument, or NULL. */
+SK_API const char *sk_http_req_query(const sk_http_req *req, const char *key);
+/** Header value (case-insensitive name), or NULL. */
+SK_API const char *sk_http_req_header(const sk_http_req *req, const char *name);
+SK_API sk_slice sk_http_req_body(const sk_http_req *req);
+/** The caller's service name from its certificate's SPIFFE URI SAN, or NULL (plain or no cert). */
+SK_API const char *sk_http_req_peer_service(const sk_http_req *req);
+/** A per-request slot for the handler's own state. */
+SK_API void sk_http_req_set_user(sk_http_req *req, void *user);
+SK_API void *sk_http_req_user(const sk_http_req *req);
+
+/**
+ * Answer. @p headers is NULL or a NULL-terminated list of "Name: value"
+ * strings. Body copied. Safe from any thread; a second answer is ignored.
+ */
+SK_API void sk_http_req_respond(sk_http_req *req,
+                                int status,
+                                const char *content_type,
+                                const char *body,
+                                size_t body_len,
+                                const char *const *headers);
+/** Answer application/problem+json {type,title,status,detail,request_id}. */
+SK_API void sk_http_req_respond_problem(sk_http_req *req, int status, const char *title, const char *detail_fmt, ...)
+    SK_PRINTF(4, 5);
+/** Answer a JSON value (not taken). */
+SK_API void sk_http_req_respond_json(sk_http_req *req, int status, const json_t *body, const char *const *headers);
+/** HTTP status for a Skald status (EINVAL/EPROTO 400, ENOTFOUND 404, EEXIST/ECONFLICT 409, ELIMIT 413, ETIMEDOUT 504, EUNAVAILABLE 503, EDENIED 403, else 500). */
+SK_API int sk_http_status_for(sk_status st);
+
+/* ---------------------------------------------------------------- client */
+
+/** HTTP client: one thread runs every transfer. Thread-safe. */
+typedef struct sk_http_client sk_http_client;
+
+typedef struct sk_http_request {
+    const char *method;
+    const char *url;                 /* "https://127.0.0.1:4711/orders" */
+    const char *const *headers;      /* NULL-terminated "Name: value" list, or NULL */
+    const char *body;                /* copied */
+    size_t body_len;
+    int64_t timeout_ms;              /* 0 = 10000 */
+    const char *expect_service;      /* required SPIFFE identity of the server, or NULL */
+} sk_http_request;
+
+typedef struct sk_http_response {
+    int status;                      /* 0 when no response */
+    sk_slice body;
+    const char *content_type;        /* or NULL */
+    const char *location;            /* or NULL */
+    const char *retry_after;         /* or NULL */
+} sk_http_response;
+
+/**
+ * Completion. @p st is SK_OK when a response arrived (any status),
+ * SK_ETIMEDOUT, SK_EUNAVAILABLE (connect failure), SK_ETLS, SK_EIO.
+ * Runs on the client thread; the response is borrowed for the call.
+ */
+typedef void (*sk_http_done_fn)(sk_status st, const sk_http_response *resp, void *ctx);
+
+/** @param tls client identity and trust anchor; NULL for plain HTTP. */
+SK_API SK_NODISCARD sk_status sk_http_client_create(sk_http_client **out, const sk_tls_files *tls);
+/** Fail what is in flight with SK_ECANCELED, stop the thread. NULL-safe. */
+SK_API void sk_http_client_destroy(sk_http_client *c);
+/** Start a request; @p done is called exactly once when this returns SK_OK. */
+SK_API SK_NODISCARD sk_status sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_fn done, void *ctx);
+
+/* ---------------------------------------------------------------- upstream */
+
+/** A named upstream service with its endpoints and traffic policy. Thread-safe. */
+typedef struct sk_upstream sk_upstream;
+
+/**
+ * @param policy the upstream's policy object from the system file (Istio
+ *        field names), or NULL for defaults; copied.
+ */
+SK_API SK_NODISCARD sk_status sk_upstream_create(sk_upstream **out,
+                                                 sk_http_client *client,
+                                                 const char *service,
+                                                 const json_t *policy,
+                                                 sk_metrics *metrics);
+SK_API void sk_upstream_destroy(sk_upstream *u);
+/** Replace the endpoint set ("127.0.0.1:4711" each); copied. */
+SK_API SK_NODISCARD sk_status sk_upstream_set_endpoints(sk_upstream *u, const char *const *addrs, size_t n);
+SK_API size_t sk_upstream_endpoint_count(sk_upstream *u);
+
+/**
+ * Send to one endpoint chosen by the load balancer. @p req->url is the path
+ * and query ("/orders/123"); the scheme and address come from the endpoint.
+ * With no endpoint the request fails with SK_EUNAVAILABLE.
+ */
+SK_API SK_NODISCARD sk_status sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn done, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SK_MESH_H */

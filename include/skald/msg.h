@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * msg: messaging over NATS JetStream.
+ *  - bus: one NATS connection (optionally mTLS) with its JetStream context;
+ *  - envelope: CloudEvents 1.0 in binary mode over NATS headers, JSON data;
+ *  - outbox: messages written in the same transaction as the state change,
+ *    published in order by an asynchronous relay (Nats-Msg-Id = ce-id, so
+ *    JetStream drops duplicate publishes);
+ *  - consumer: durable pull consumer, batched fetch, handler run inside a
+ *    unit of work together with an inbox row (idempotent consumption),
+ *    acknowledged only once that transaction is durable, bounded redelivery
+ *    with backoff, then a dead letter;
+ *  - kv: a JetStream key-value bucket (used by discovery).
+ */
+#ifndef SK_MSG_H
+#define SK_MSG_H
+
+#include <skald/core.h>
+#include <skald/obs.h>
+#include <skald/store.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- bus */
+
+/** A connection to NATS. Thread-safe. */
+typedef struct sk_bus sk_bus;
+
+typedef struct sk_bus_config {
+    const char *servers;      /* "tls://127.0.0.1:4222[,tls://...]" or nats:// */
+    const char *ca_file;      /* NULL for plain connections */
+    const char *cert_file;    /* client certificate (mTLS) */
+    const char *key_file;
+    const char *name;         /* connection name, e.g. "order-1" */
+    const char *inbox_prefix; /* e.g. "_INBOX.order"; NULL for the default */
+} sk_bus_config;
+
+/**
+ * Connect. When the server is not reachable yet the connection keeps
+ * retrying in the background and this returns SK_OK; sk_bus_is_connected
+ * tells the state (readiness checks use it).
+ * @return SK_OK, SK_EINVAL, SK_ETLS (certificate files), SK_EBUS, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg);
+/** Drain subscriptions and close. NULL-safe. Never call from a bus callback. */
+SK_API void sk_bus_close(sk_bus *bus);
+SK_API bool sk_bus_is_connected(sk_bus *bus);
+
+typedef struct sk_stream_config {
+    const char *name;                 /* e.g. "ORDER_EVENTS" */
+    const char *const *subjects;      /* e.g. {"order.events.>"} */
+    size_t n_subjects;
+    int replicas;                     /* 0 = 1 */
+    int64_t duplicate_window_ms;      /* 0 = 2 minutes */
+} sk_stream_config;
+
+/** Create the stream, or update it when it exists with another config. File storage. */
+SK_API SK_NODISCARD sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg);
+
+/* ---------------------------------------------------------------- envelope */
+
+/** Longest ce-type / ce-source / ce-subject accepted, in bytes. */
+#define SK_ENVELOPE_MAX_ATTR 256
+
+/**
+ * CloudEvents attributes carried as NATS headers (binary mode):
+ * ce-specversion "1.0", ce-id, ce-type, ce-source, ce-time (RFC 3339),
+ * ce-subject, ce-schemaversion (extension, integer), traceparent, and for
+ * saga commands ce-sagastep (extension) and ce-replyto (extension).
+ * Strings are borrowed.
+ */
+typedef struct sk_envelope {
+    char id[SK_UUID_LEN];
+    const char *type;
+    const char *source;
+    const char *subject;
+    int64_t time_ms;
+    int schema_version; /* >= 1 */
+    char traceparent[SK_TRACEPARENT_LEN];
+    int saga_step;        /* -1 when not a saga message */
+    const char *reply_to; /* NULL when not a saga command */
+} sk_envelope;
+
+/**
+ * Fill @p env for a new message: fresh UUIDv7 id, current time, schema
+ * version 1, a traceparent that continues @p parent_trace (or a new trace
+ * when NULL/invalid), no saga fields. Strings are borrowed.
+ */
+SK_API void sk_envelope_init(sk_envelope *env,
+                             const char *type,
+                             const char *source,
+                             const char *subject,
+                             const char *parent_trace);
+
+/** A received message; everything borrowed for the duration of the handler. */
+typedef struct sk_message {
+    const char *nats_subject;
+    sk_envelope env;
+    sk_slice data;
+    const json_t *json;   /* data parsed as a JSON object */
+    uint64_t stream_seq;  /* JetStream stream sequence */
+    uint64_t n_delivered; /* 1 on first delivery */
+} sk_message;
+
+/* ---------------------------------------------------------------- outbox */
+
+/** Tables of the outbox, the inbox and the dead-letter log; add them to the store's migrations. */
+SK_API const sk_migration *sk_msg_migrations(size_t *n);
+
+/**
+ * Add a message to the outbox inside @p tx. It is published after the
+ * transaction commits, in the order added.
+ * @param nats_subject 1..255 bytes, no spaces or wildcards.
+ * @param data a JSON object; serialised now.
+ * @return SK_OK, SK_EINVAL, SK_ELIMIT (payload over SK_MAX_MSG_PAYLOAD), SK_EDB.
+ */
+SK_API SK_NODISCARD sk_status sk_outbox_add(sk_tx *tx,
+                                            const char *nats_subject,
+                                            const sk_envelope *env,
+                                            const json_t *data);
+
+/** Publishes committed outbox rows in order. Thread-safe. */
+typedef struct sk_relay sk_relay;
+
+/**
+ * Start the relay thread: it publishes unsent rows with js_PublishAsync
+ * (Nats-Msg-Id = ce-id), deletes rows once acknowledged, retries from the
+ * first unacknowledged row on failure. Woken by the store's commit hook
+ * (this takes the hook) and by a timer.
+ */
+SK_API SK_NODISCARD sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metrics *metrics);
+/** Stop after the in-flight publishes settle (unsent rows stay for next time). NULL-safe. */
+SK_API void sk_relay_stop(sk_relay *relay);
+/** Rows published and acknowledged since start. */
+SK_API uint64_t sk_relay_published(sk_relay *relay);
+
+/* ---------------------------------------------------------------- consumer */
+
+/**
+ * Handle one message inside a unit of work. Return SK_OK to commit (the
+ * message is acknowledged once durable). SK_EPROTO means the message can
+ * never be processed (dead-lettered at once); any other error rolls back
+ * and the message is redelivered with backoff, until max_deliver, then
+ * dead-lettered.
+ */
+typedef sk_status (*sk_msg_handler_fn)(sk_tx *tx, const sk_message *m, void *ctx);
+
+typedef struct sk_consumer_config {
+    const char *stream;         /* stream to consume */
+    const char *durable;        /* durable consumer name, also the inbox key */
+    const char *filter_subject; /* e.g. "inventory.commands.>" */
+    int max_deliver;            /* 0 = 5 */
+    int64_t ack_wait_ms;        /* 0 = 30000 */
+    size_t batch;               /* 0 = 128 */
+    sk_msg_handler_fn handler;
+    void *ctx;
+} sk_consumer_config;
+
+typedef struct sk_consumer sk_consumer;
+
+/** Create (or bind to) the durable consumer and start fetching on a thread of its own. */
+SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
+                                                sk_bus *bus,
+                                                sk_store *store,
+                                                sk_metrics *metrics,
+                                                const sk_consumer_config *cfg);
+/** Stop fetching, wait for handled messages to be acknowledged. NULL-safe. */
+SK_API void sk_consumer_stop(sk_consumer *c);
+
+/* ---------------------------------------------------------------- key-value */
+
+/** A JetStream KV bucket. Thread-safe. */
+typedef struct sk_kv sk_kv;
+
+/** Open (creating when missing) bucket @p name whose entries expire after @p ttl_ms. */
+SK_API SK_NODISCARD sk_status sk_kv_open(sk_kv **out, sk_bus *bus, const char *name, int64_t ttl_ms);
+SK_API void sk_kv_close(sk_kv *kv);
+SK_API SK_NODISCARD sk_status sk_kv_put(sk_kv *kv, const char *key, sk_slice value);
+SK_API SK_NODISCARD sk_status sk_kv_delete(sk_kv *kv, const char *key);
+/** @param[out] out owned copy (sk_free), NUL-terminated. @return SK_OK, SK_ENOTFOUND, SK_EBUS. */
+SK_API SK_NODISCARD sk_status sk_kv_get(sk_kv *kv, const char *key, char **out, size_t *len);
+
+/** Called for every current entry, then for every change; on a bus thread. */
+typedef void (*sk_kv_watch_fn)(const char *key, sk_slice value, bool is_deleted, void *ctx);
+typedef struct sk_kv_watch sk_kv_watch;
+/** Watch keys matching @p pattern (NATS wildcards, ">" for all). */
+SK_API SK_NODISCARD sk_status sk_kv_watch_start(sk_kv_watch **out, sk_kv *kv, const char *pattern, sk_kv_watch_fn fn, void *ctx);
+SK_API void sk_kv_watch_stop(sk_kv_watch *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SK_MSG_H */

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store: one database per service behind a backend-neutral interface.
+ *
+ * Writes go through units of work: a function that runs inside a
+ * transaction on the store's single writer thread. The writer takes every
+ * unit that has queued, runs each inside its own savepoint (a failing unit
+ * rolls back alone), commits them together (group commit, SQLite WAL with
+ * synchronous=FULL) and only then calls each unit's done callback. So a
+ * caller answers its client exactly when the change is durable, and no
+ * caller thread ever waits on fsync.
+ *
+ * Reads run on the calling thread with a read-only connection of their own
+ * (in WAL mode readers never wait for the writer).
+ *
+ * SQL is written once for every backend: `?` placeholders, standard types
+ * (INTEGER, TEXT, BLOB), INSERT ... ON CONFLICT, RETURNING.
+ */
+#ifndef SK_STORE_H
+#define SK_STORE_H
+
+#include <skald/core.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A database. Thread-safe. */
+typedef struct sk_store sk_store;
+/** A transaction (or read snapshot). Owner-thread-only; valid only inside the callback that received it. */
+typedef struct sk_tx sk_tx;
+/** Result rows of one query. Owner-thread-only. */
+typedef struct sk_rows sk_rows;
+
+typedef enum sk_db_type {
+    SK_DB_NULL = 0,
+    SK_DB_INT = 1,
+    SK_DB_TEXT = 2,
+    SK_DB_BLOB = 3
+} sk_db_type;
+
+/** A bound parameter. Text and blob bytes are borrowed for the call. */
+typedef struct sk_db_value {
+    sk_db_type type;
+    int64_t i;
+    const char *s; /* text or blob bytes */
+    size_t len;    /* bytes; SIZE_MAX for NUL-terminated text */
+} sk_db_value;
+
+#define SK_DB_INT_V(x)  ((sk_db_value){ .type = SK_DB_INT, .i = (int64_t)(x) })
+#define SK_DB_TEXT_V(x) ((sk_db_value){ .type = SK_DB_TEXT, .s = (x), .len = SIZE_MAX })
+#define SK_DB_TEXTN_V(x, n) ((sk_db_value){ .type = SK_DB_TEXT, .s = (x), .len = (n) })
+#define SK_DB_BLOB_V(x, n) ((sk_db_value){ .type = SK_DB_BLOB, .s = (const char *)(x), .len = (n) })
+#define SK_DB_NULL_V    ((sk_db_value){ .type = SK_DB_NULL })
+
+/** A schema step. Applied once, in version order, per component, each in its own transaction. */
+typedef struct sk_migration {
+    const char *component; /* "order", "sk_msg", ...: versions are per component */
+    int version;           /* 1, 2, 3 ... */
+    const char *sql;       /* one or more statements separated by ';' */
+} sk_migration;
+
+typedef struct sk_store_config {
+    /** "sqlite:PATH", "sqlite::memory:" or a plain file path. */
+    const char *url;
+    /** Migrations of the service and of the modules it uses; order does not matter. */
+    const sk_migration *migrations;
+    size_t n_migrations;
+    /** Most units committed in one transaction (0 = 256). */
+    size_t max_batch;
+    /** Most units waiting for the writer (0 = 65536); past it submit answers SK_ELIMIT. */
+    size_t max_queue;
+} sk_store_config;
+
+/**
+ * Open the database, apply pending migrations, start the writer thread.
+ * @param[out] out owned, sk_store_close.
+ * @return SK_OK, SK_EINVAL, SK_EDB (open or migration failed, with the SQL error), SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_store_open(sk_store **out, const sk_store_config *cfg);
+/** Finish every queued unit, stop the writer, close all connections. NULL-safe. */
+SK_API void sk_store_close(sk_store *store);
+
+/** Work inside a transaction. Return SK_OK to keep its changes; anything else rolls back this unit only. */
+typedef sk_status (*sk_uow_fn)(sk_tx *tx, void *ctx);
+/**
+ * Called once per unit after its fate is durable: SK_OK when committed,
+ * otherwise the unit's status with its message (@p message never NULL).
+ * Runs on the writer thread: keep it short, never block, never submit
+ * synchronously (sk_store_run) from it.
+ */
+typedef void (*sk_uow_done_fn)(sk_status st, const char *message, void *ctx);
+
+/**
+ * Queue a unit of work. Never blocks on the database.
+ * @param done may be NULL.
+ * @return SK_OK (done will be called exactly once), SK_ELIMIT (queue full),
+ *         SK_ESTATE (store closing), SK_ENOMEM. On error done is not called.
+ * Thread-safe.
+ */
+SK_API SK_NODISCARD sk_status sk_store_submit(sk_store *store, sk_uow_fn work, sk_uow_done_fn done, void *ctx);
+
+/**
+ * Queue a unit and wait until it is durable. For start-up, tools and tests;
+ * never from a request path or from a done callback.
+ * @return the unit's status (message set), or a submit error.
+ */
+SK_API SK_NODISCARD sk_status sk_store_run(sk_store *store, sk_uow_fn work, void *ctx);
+
+/**
+ * Run @p fn with a read-only snapshot on the calling thread.
+ * @return what @p fn returned, or SK_EDB if no snapshot could be taken.
+ * Thread-safe (each thread gets its own connection).
+ */
+SK_API SK_NODISCARD sk_status sk_store_read(sk_store *store, sk_uow_fn fn, void *ctx);
+
+/**
+ * Called on the writer thread after every durable commit of a batch
+ * (e.g. to wake the outbox relay). One hook per store; NULL clears it.
+ */
+typedef void (*sk_store_commit_hook_fn)(void *ctx);
+SK_API void sk_store_set_commit_hook(sk_store *store, sk_store_commit_hook_fn fn, void *ctx);
+
+/** Units committed and batches (transactions) so far; for metrics and benchmarks. */
+SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches);
+
+/* ---------------------------------------------------------------- statements */
+
+/**
+ * Execute a statement that returns no rows. Statements are prepared once
+ * per connection and cached by their SQL text.
+ * @param[out] changes rows changed (may be NULL).
+ * @return SK_OK, SK_EEXIST (unique constraint), SK_EDB (with the SQL error), SK_EINVAL.
+ */
+SK_API SK_NODISCARD sk_status sk_tx_exec(sk_tx *tx,
+                                         const char *sql,
+                                         const sk_db_value *params,
+                                         size_t n_params,
+                                         int64_t *changes);
+
+/**
+ * Run a query. Step with sk_rows_next; always sk_rows_close.
+ * @param[out] out owned by the transaction until sk_rows_close.
+ */
+SK_API SK_NODISCARD sk_status sk_tx_query(sk_tx *tx,
+                                          const char *sql,
+                                          const sk_db_value *params,
+                                          size_t n_params,
+                                          sk_rows **out);
+/** @return SK_OK with a row, SK_ENOTFOUND past the last row, SK_EDB. */
+SK_API SK_NODISCARD sk_status sk_rows_next(sk_rows *rows);
+SK_API bool sk_rows_is_null(sk_rows *rows, int col);
+SK_API int64_t sk_rows_int(sk_rows *rows, int col);
+/** Borrowed until the next sk_rows_next / sk_rows_close; never NULL ("" for NULL). */
+SK_API const char *sk_rows_text(sk_rows *rows, int col, size_t *len);
+SK_API void sk_rows_close(sk_rows *rows);
+
+/**
+ * Convenience: run a query expected to return at most one row and read
+ * column 0 as an integer.
+ * @return SK_OK, SK_ENOTFOUND (no row), SK_EDB.
+ */
+SK_API SK_NODISCARD sk_status sk_tx_query_int(sk_tx *tx,
+                                              const char *sql,
+                                              const sk_db_value *params,
+                                              size_t n_params,
+                                              int64_t *out);
+
+/** Run @p fn on the writer thread after this unit's batch commits durably (before done callbacks). */
+SK_API SK_NODISCARD sk_status sk_tx_after_commit(sk_tx *tx, void (*fn)(void *ctx), void *ctx);
+
+/** The store this transaction belongs to (borrowed). */
+SK_API sk_store *sk_tx_store(sk_tx *tx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SK_STORE_H */

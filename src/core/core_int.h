@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * core: private declarations shared by the files of src/core and by the unit
+ * tests of this module. Nothing here is exported from libskald; other modules
+ * use include/skald/core.h only.
+ */
+#ifndef SK_CORE_INT_H
+#define SK_CORE_INT_H
+
+#include <stdio.h>
+
+#include <skald/core.h>
+
+/** Size of the thread-local error message buffer, including the NUL. */
+#define SK__ERROR_MAX 1024
+
+/** Source file of the calling thread's last SK_FAIL ("" when none). */
+const char *sk__error_file(void);
+/** Source line of the calling thread's last SK_FAIL (0 when none). */
+int sk__error_line(void);
+
+/**
+ * Decode one UTF-8 sequence at @p p (@p len bytes available). Rejects
+ * overlong forms, surrogates and code points above U+10FFFF.
+ * @param[out] cp the code point, when valid; may be NULL.
+ * @return the length of the sequence (1..4), or 0 when it is not valid.
+ */
+size_t sk__utf8_decode(const uint8_t *p, size_t len, uint32_t *cp);
+/**
+ * Check that @p s is entirely valid UTF-8.
+ * @param[out] bad_offset offset of the first invalid byte; may be NULL.
+ */
+bool sk__utf8_is_valid(sk_slice s, size_t *bad_offset);
+
+/** Log output format. */
+typedef enum sk__log_format { SK__LOG_FORMAT_TEXT = 0, SK__LOG_FORMAT_JSON = 1 } sk__log_format;
+
+/** Set the service name written on every log line (truncated to 63 bytes). */
+void sk__log_set_service(const char *service);
+void sk__log_set_format(sk__log_format format);
+/**
+ * Redirect log output (tests); NULL restores stderr. The stream is borrowed
+ * and must outlive its use.
+ */
+void sk__log_set_stream(FILE *stream);
+/**
+ * Parse a level name ("error", "warn", "info", "debug"; case-insensitive).
+ * @return false when @p name is not one of them.
+ */
+bool sk__log_level_parse(const char *name, sk_log_level *out);
+
+/**
+ * Scan JSON text for nesting deeper than @p max_depth, outside strings,
+ * without parsing it.
+ * @param[out] offset byte offset where the limit was passed.
+ * @return true when the limit is passed.
+ */
+bool sk__json_too_deep(sk_slice text, int max_depth, size_t *offset);
+
+/** True when @p s matches [a-z][a-z0-9-]{0,31} (service, context, database names). */
+bool sk__system_name_is_valid(const char *s);
+
+#endif /* SK_CORE_INT_H */
