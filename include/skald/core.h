@@ -58,8 +58,10 @@ SK_API void sk_free(void *p);
 SK_API char *sk_asprintf(const char *fmt, ...) SK_PRINTF(1, 2);
 
 /**
- * Test hook: make the @p n-th allocation from now (0-based) fail; -1 turns
- * it off. Only honoured in builds with SK_TESTING defined.
+ * Test hook: make the @p n-th allocation from now (0-based) fail once; -1
+ * turns it off. Always compiled in (one relaxed atomic load per allocation),
+ * so tests exercise the library code that ships. Counts every allocation in
+ * the process, including jansson's after sk_init.
  */
 SK_API void sk_test_fail_alloc_at(long n);
 

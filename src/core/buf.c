@@ -74,11 +74,11 @@ static sk_status buf_reserve(sk_buf *b, size_t extra)
     size_t need, cap;
     char *p;
 
-    if (extra > b->max_bytes || b->len > b->max_bytes - extra) {
+    if (extra > b->max_bytes || b->len > b->max_bytes - extra || b->len + extra == SIZE_MAX) {
         return SK_FAIL(SK_ELIMIT, "buffer limit of %zu bytes exceeded (have %zu, adding %zu)",
                        b->max_bytes, b->len, extra);
     }
-    need = b->len + extra + 1; /* cannot overflow: len + extra <= max_bytes < SIZE_MAX */
+    need = b->len + extra + 1; /* cannot overflow: len + extra < SIZE_MAX */
     if (need <= b->cap) {
         return SK_OK;
     }

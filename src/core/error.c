@@ -53,6 +53,8 @@ static size_t utf8_trim(const char *s, size_t len)
 }
 
 /* vsnprintf into @p out (size @p cap >= 1), truncating safely; returns the length. */
+static size_t format_into(char *out, size_t cap, const char *fmt, va_list ap) SK_PRINTF(3, 0);
+
 static size_t format_into(char *out, size_t cap, const char *fmt, va_list ap)
 {
     int n = vsnprintf(out, cap, fmt, ap);
