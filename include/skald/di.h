@@ -24,8 +24,11 @@ typedef enum sk_di_lifetime {
 } sk_di_lifetime;
 
 /**
- * Create the object for a provider. May call sk_di_resolve on @p di for its
- * dependencies. On failure return a status with SK_FAIL; *out is ignored.
+ * Create the object for a provider. May call sk_di_resolve (and
+ * sk_di_register) on @p di for its dependencies, never sk_di_destroy. On
+ * success set *out to a non-NULL object; on failure return a status with
+ * SK_FAIL (or the status of a failed sk_di_resolve, unchanged); *out is
+ * ignored.
  */
 typedef sk_status (*sk_di_create_fn)(sk_di *di, void **out, void *ctx);
 /** Destroy an object made by the matching create function. */
@@ -36,14 +39,18 @@ typedef void (*sk_di_destroy_fn)(void *obj, void *ctx);
 
 /** @return SK_OK or SK_ENOMEM. */
 SK_API SK_NODISCARD sk_status sk_di_create(sk_di **out);
-/** Destroy every created object in reverse creation order, then the container. NULL-safe. */
+/**
+ * Destroy every created object in reverse creation order, then the container.
+ * NULL-safe. Destroy functions must not register or resolve (SK_ESTATE).
+ */
 SK_API void sk_di_destroy(sk_di *di);
 
 /**
  * Register a provider.
- * @param name 1..SK_DI_MAX_NAME bytes, unique; copied.
- * @param destroy may be NULL (nothing to free).
- * @return SK_OK, SK_EINVAL (bad name or NULL create), SK_EEXIST (name taken), SK_ENOMEM.
+ * @param name 1..SK_DI_MAX_NAME bytes, no control characters, unique; copied.
+ * @param destroy may be NULL (nothing to free; the objects are then not tracked).
+ * @return SK_OK, SK_EINVAL (bad name, NULL create or unknown lifetime), SK_EEXIST
+ *         (name taken), SK_ESTATE (during teardown), SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_di_register(sk_di *di,
                                              const char *name,
@@ -54,16 +61,25 @@ SK_API SK_NODISCARD sk_status sk_di_register(sk_di *di,
 /**
  * Register an object built outside the container (a singleton that the
  * container will not destroy).
+ * @param name as for sk_di_register; copied.
+ * @param value borrowed, non-NULL; must outlive the container.
+ * @return SK_OK, SK_EINVAL, SK_EEXIST, SK_ESTATE, SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_di_register_value(sk_di *di, const char *name, void *value);
 
 /**
  * Resolve @p name, creating it (and, through its create function, its
- * dependencies) when needed.
- * @param[out] out borrowed; valid until sk_di_destroy.
- * @return SK_OK; SK_ENOTFOUND naming the missing provider and who asked for
- *         it; SK_ESTATE for a cycle, with the message "dependency cycle: a -> b -> a";
- *         or the status of a failing create function, wrapped with the chain.
+ * dependencies) when needed. A singleton whose create function failed is
+ * tried again on the next resolve; objects created before the failure stay
+ * in the container and are destroyed at teardown.
+ * @param[out] out borrowed; valid until sk_di_destroy; NULL on failure.
+ * @return SK_OK; SK_EINVAL (NULL argument or bad name); SK_ENOTFOUND naming
+ *         the missing provider and who asked for it ("provider \"bus\" not
+ *         found (needed by \"relay\")"); SK_ESTATE for a cycle, with the message
+ *         "dependency cycle: a -> b -> a", or during teardown; SK_ENOMEM;
+ *         SK_EINTERNAL when a create function returns SK_OK without an object;
+ *         or the status of a failing create function, its message wrapped once
+ *         with the chain ("resolving app -> relay -> bus: <message>").
  */
 SK_API SK_NODISCARD sk_status sk_di_resolve(sk_di *di, const char *name, void **out);
 
