@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for src/core/json.c: parsing limits, typed readers, dumping. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+
+#include "core/core_int.h"
+#include "sk_test.h"
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return sk_init("test") == SK_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    sk_shutdown();
+    return 0;
+}
+
+static sk_status parse(const char *text, json_t **out)
+{
+    return sk_json_parse(sk_slice_from_str(text), out);
+}
+
+static void test_sk_json_parse_values(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    assert_int_equal(parse("{\"a\": [1, 2.5, \"x\", true, null]}", &v), SK_OK);
+    assert_true(json_is_object(v));
+    json_decref(v);
+    assert_int_equal(parse("42", &v), SK_OK); /* any value at the top level */
+    assert_int_equal(json_integer_value(v), 42);
+    json_decref(v);
+    assert_int_equal(parse("\"caf\xc3\xa9\"", &v), SK_OK);
+    json_decref(v);
+}
+
+static void test_sk_json_parse_not_nul_terminated(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    sk_slice s = { (const uint8_t *)"[1,2]garbage", 5 };
+    assert_int_equal(sk_json_parse(s, &v), SK_OK);
+    assert_int_equal(json_array_size(v), 2);
+    json_decref(v);
+}
+
+static void test_sk_json_parse_syntax_error_has_position(void **state)
+{
+    (void)state;
+    json_t *v = (json_t *)1;
+    SK_TEST_ASSERT_ERR(parse("{\n  \"a\": ]\n}", &v), SK_EPROTO, "line 2, column ");
+    assert_null(v);
+    SK_TEST_ASSERT_ERR(parse("", &v), SK_EPROTO, "line ");
+    SK_TEST_ASSERT_ERR(parse("{\"a\":1} x", &v), SK_EPROTO, "end of file expected");
+}
+
+static void test_sk_json_parse_rejects_duplicates(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    SK_TEST_ASSERT_ERR(parse("{\"a\":1,\"a\":2}", &v), SK_EPROTO, "duplicate object key");
+    assert_null(v);
+}
+
+static void test_sk_json_parse_rejects_invalid_utf8(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    SK_TEST_ASSERT_ERR(parse("{\"a\":\"\xff\"}", &v), SK_EPROTO, "offset 6: invalid UTF-8");
+    SK_TEST_ASSERT_ERR(parse("\"\xc0\xaf\"", &v), SK_EPROTO, "invalid UTF-8");     /* overlong */
+    SK_TEST_ASSERT_ERR(parse("\"\xed\xa0\x80\"", &v), SK_EPROTO, "invalid UTF-8"); /* surrogate */
+    SK_TEST_ASSERT_ERR(parse("\"\\u0000\"", &v), SK_EPROTO, "line 1"); /* NUL escape refused */
+    assert_null(v);
+}
+
+static void test_sk_json_parse_depth_limit(void **state)
+{
+    (void)state;
+    char text[256];
+    json_t *v = NULL;
+    /* Exactly SK_MAX_JSON_DEPTH levels pass. */
+    memset(text, '[', SK_MAX_JSON_DEPTH);
+    memset(text + SK_MAX_JSON_DEPTH, ']', SK_MAX_JSON_DEPTH);
+    text[2 * SK_MAX_JSON_DEPTH] = '\0';
+    assert_int_equal(parse(text, &v), SK_OK);
+    json_decref(v);
+    /* One more is refused. */
+    memset(text, '[', SK_MAX_JSON_DEPTH + 1);
+    memset(text + SK_MAX_JSON_DEPTH + 1, ']', SK_MAX_JSON_DEPTH + 1);
+    text[2 * SK_MAX_JSON_DEPTH + 2] = '\0';
+    SK_TEST_ASSERT_ERR(parse(text, &v), SK_ELIMIT, "offset 32: JSON nested deeper than 32");
+    assert_null(v);
+    /* Brackets inside strings do not count, escaped quotes do not end strings. */
+    assert_int_equal(parse("{\"a\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[[\"}", &v),
+                     SK_OK);
+    json_decref(v);
+}
+
+static void test_sk_json_parse_huge_numbers(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    SK_TEST_ASSERT_ERR(parse("{\"n\": 99999999999999999999}", &v), SK_EPROTO,
+                       "line 1, column");
+    assert_null(v);
+    SK_TEST_ASSERT_ERR(parse("[1e400]", &v), SK_EPROTO, "line 1, column");
+    assert_int_equal(parse("[1e30]", &v), SK_OK); /* a real, refused by sk_json_get_int */
+    int64_t n = 0;
+    json_t *obj = json_pack("{s:O}", "q", json_array_get(v, 0));
+    SK_TEST_ASSERT_ERR(sk_json_get_int(obj, "q", 1, 10, &n), SK_EPROTO,
+                       "q: expected an integer in 1..10, got real number");
+    json_decref(obj);
+    json_decref(v);
+}
+
+static void test_sk_json_parse_null_args(void **state)
+{
+    (void)state;
+    json_t *v;
+    SK_TEST_ASSERT_ERR(parse("{}", NULL), SK_EINVAL, "out must not be NULL");
+    sk_slice bad = { NULL, 2 };
+    SK_TEST_ASSERT_ERR(sk_json_parse(bad, &v), SK_EINVAL, "text.ptr");
+    assert_null(v);
+    SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("{}"), NULL), SK_EINVAL, "out");
+}
+
+static void test_sk_json_parse_object(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    assert_int_equal(sk_json_parse_object(sk_slice_from_str("{\"a\":1}"), &v), SK_OK);
+    json_decref(v);
+    SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("[1]"), &v), SK_EPROTO,
+                       "expected a JSON object, got array");
+    assert_null(v);
+    SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("{"), &v), SK_EPROTO, "line 1");
+}
+
+static void test_sk_json_parse_every_alloc_failure(void **state)
+{
+    (void)state;
+    const char *text = "{\"order\":{\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"n\":1.5}}";
+    for (long n = 0;; n++) {
+        json_t *v = NULL;
+        sk_test_fail_alloc_at(n);
+        sk_status st = parse(text, &v);
+        sk_test_fail_alloc_at(-1);
+        if (st == SK_OK) {
+            json_decref(v);
+            break;
+        }
+        /* jansson reports some allocation failures as plain parse errors. */
+        assert_true(st == SK_ENOMEM || st == SK_EPROTO);
+        assert_null(v);
+    }
+}
+
+static void test_sk_json_get_string(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:n}", "name", "Ada", "uni", "\xc3\xa9\xc3\xa9",
+                          "num", 3, "empty", "", "nul");
+    const char *s = "x";
+    assert_int_equal(sk_json_get_string(o, "name", 1, 200, &s), SK_OK);
+    assert_string_equal(s, "Ada");
+    /* Two code points in four bytes: counted as characters. */
+    assert_int_equal(sk_json_get_string(o, "uni", 2, 2, &s), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "uni", 3, 5, &s), SK_EPROTO,
+                       "uni: expected a string of 3..5 characters, got 2");
+    assert_null(s);
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "empty", 1, 200, &s), SK_EPROTO,
+                       "empty: expected a string of 1..200 characters");
+    assert_int_equal(sk_json_get_string(o, "empty", 0, 0, &s), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "name", 1, 2, &s), SK_EPROTO,
+                       "name: expected a string of 1..2 characters, got 3");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "missing", 1, 2, &s), SK_EPROTO, "missing: required");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "num", 1, 2, &s), SK_EPROTO,
+                       "num: expected a string, got integer");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "nul", 1, 2, &s), SK_EPROTO,
+                       "nul: expected a string, got null");
+    json_object_set_new(o, "zero", json_stringn("a\0b", 3));
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "zero", 1, 9, &s), SK_EPROTO, "zero: must not");
+    json_decref(o);
+}
+
+static void test_sk_json_get_string_bad_args(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s}", "a", "b");
+    json_t *arr = json_array();
+    const char *s;
+    SK_TEST_ASSERT_ERR(sk_json_get_string(NULL, "a", 0, 1, &s), SK_EINVAL, "obj must not");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, NULL, 0, 1, &s), SK_EINVAL, "key must not");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "a", 0, 1, NULL), SK_EINVAL, "out must not");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(o, "a", 2, 1, &s), SK_EINVAL, "min_chars");
+    SK_TEST_ASSERT_ERR(sk_json_get_string(arr, "a", 0, 1, &s), SK_EPROTO,
+                       "a: expected a JSON object holding it, got array");
+    json_decref(arr);
+    json_decref(o);
+}
+
+static void test_sk_json_get_int(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:i, s:f, s:s, s:b, s:I, s:I}", "quantity", 5, "real", 2.0, "str",
+                          "5", "flag", 1, "min", (json_int_t)INT64_MIN, "max",
+                          (json_int_t)INT64_MAX);
+    int64_t n = 7;
+    assert_int_equal(sk_json_get_int(o, "quantity", 1, 10000, &n), SK_OK);
+    assert_int_equal(n, 5);
+    assert_int_equal(sk_json_get_int(o, "quantity", 5, 5, &n), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "quantity", 6, 10000, &n), SK_EPROTO,
+                       "quantity: expected an integer in 6..10000, got 5");
+    assert_int_equal(n, 0);
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "quantity", 1, 4, &n), SK_EPROTO,
+                       "quantity: expected an integer in 1..4");
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "real", 1, 4, &n), SK_EPROTO, "got real number");
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "str", 1, 10, &n), SK_EPROTO, "got string");
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "flag", 0, 10, &n), SK_EPROTO, "got boolean");
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "none", 0, 10, &n), SK_EPROTO, "none: required");
+    assert_int_equal(sk_json_get_int(o, "min", INT64_MIN, INT64_MAX, &n), SK_OK);
+    assert_true(n == INT64_MIN);
+    assert_int_equal(sk_json_get_int(o, "max", INT64_MIN, INT64_MAX, &n), SK_OK);
+    assert_true(n == INT64_MAX);
+    SK_TEST_ASSERT_ERR(sk_json_get_int(NULL, "a", 0, 1, &n), SK_EINVAL, "obj");
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "quantity", 0, 1, NULL), SK_EINVAL, "out");
+    SK_TEST_ASSERT_ERR(sk_json_get_int(o, "quantity", 2, 1, &n), SK_EINVAL, "min 2 > max 1");
+    json_decref(o);
+}
+
+static void test_sk_json_dump_and_dumps(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:i, s:[s,b]}", "a", 1, "b", "x", 0);
+    sk_buf b;
+    sk_buf_init(&b, 1024);
+    assert_int_equal(sk_buf_append_str(&b, ">"), SK_OK);
+    assert_int_equal(sk_json_dump(o, &b), SK_OK);
+    assert_string_equal(b.data, ">{\"a\":1,\"b\":[\"x\",false]}");
+    sk_buf_fini(&b);
+    char *s = sk_json_dumps(o);
+    assert_string_equal(s, "{\"a\":1,\"b\":[\"x\",false]}");
+    sk_free(s);
+    json_t *i = json_integer(7);
+    s = sk_json_dumps(i);
+    assert_string_equal(s, "7");
+    sk_free(s);
+    json_decref(i);
+    assert_null(sk_json_dumps(NULL));
+    SK_TEST_ASSERT_ERR(sk_json_dump(NULL, &b), SK_EINVAL, "value must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_json_dump(o, NULL), SK_EINVAL, "out must not be NULL");
+    json_decref(o);
+}
+
+static void test_sk_json_dump_limit_leaves_buffer(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s}", "long", "0123456789012345678901234567890123456789");
+    sk_buf b;
+    sk_buf_init(&b, 20);
+    assert_int_equal(sk_buf_append_str(&b, "keep"), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_json_dump(o, &b), SK_ELIMIT, "limit");
+    assert_string_equal(b.data, "keep");
+    assert_int_equal(b.len, 4);
+    sk_buf_fini(&b);
+    json_decref(o);
+}
+
+static void test_sk_json_dumps_every_alloc_failure(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:i, s:[s,b,f]}", "a", 1, "b", "x", 0, 1.5);
+    for (long n = 0;; n++) {
+        sk_test_fail_alloc_at(n);
+        char *s = sk_json_dumps(o);
+        sk_test_fail_alloc_at(-1);
+        if (s != NULL) {
+            sk_free(s);
+            break;
+        }
+        assert_int_equal(sk_error_status(), SK_ENOMEM);
+    }
+    json_decref(o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sk_json_parse_values),
+        cmocka_unit_test(test_sk_json_parse_not_nul_terminated),
+        cmocka_unit_test(test_sk_json_parse_syntax_error_has_position),
+        cmocka_unit_test(test_sk_json_parse_rejects_duplicates),
+        cmocka_unit_test(test_sk_json_parse_rejects_invalid_utf8),
+        cmocka_unit_test(test_sk_json_parse_depth_limit),
+        cmocka_unit_test(test_sk_json_parse_huge_numbers),
+        cmocka_unit_test(test_sk_json_parse_null_args),
+        cmocka_unit_test(test_sk_json_parse_object),
+        cmocka_unit_test(test_sk_json_parse_every_alloc_failure),
+        cmocka_unit_test(test_sk_json_get_string),
+        cmocka_unit_test(test_sk_json_get_string_bad_args),
+        cmocka_unit_test(test_sk_json_get_int),
+        cmocka_unit_test(test_sk_json_dump_and_dumps),
+        cmocka_unit_test(test_sk_json_dump_limit_leaves_buffer),
+        cmocka_unit_test(test_sk_json_dumps_every_alloc_failure),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
