@@ -55,12 +55,18 @@ typedef void (*sk_handler_fn)(sk_call *call, void *ctx);
 /** Receives the result; runs on the thread that completed the call. */
 typedef void (*sk_result_fn)(const sk_result *res, void *ctx);
 
+/**
+ * Create a bus. @p metrics (borrowed, may be NULL for none) must outlive the bus.
+ * @return SK_OK, SK_EINVAL, SK_ENOMEM.
+ */
 SK_API SK_NODISCARD sk_status sk_cqrs_bus_create(sk_cqrs_bus **out, sk_cqrs_kind kind, sk_metrics *metrics);
+/** NULL-safe. Every dispatched call must have completed before (pending calls are logged and leaked). */
 SK_API void sk_cqrs_bus_destroy(sk_cqrs_bus *bus);
 
 /**
- * Register the handler of @p type (copied). @p validate may be NULL.
- * @return SK_OK, SK_EEXIST (type taken), SK_EINVAL, SK_ENOMEM.
+ * Register the handler of @p type (copied; [A-Za-z][A-Za-z0-9]{0,63}). @p validate may be NULL.
+ * Set up before the first dispatch.
+ * @return SK_OK, SK_EEXIST (type taken), SK_EINVAL, SK_ESTATE (bus already dispatching), SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_cqrs_bus_register(sk_cqrs_bus *bus,
                                                    const char *type,
@@ -78,14 +84,23 @@ typedef struct sk_middleware {
     void (*after)(const sk_request *req, const sk_result *res, int64_t elapsed_ns, void *ctx);
     void *ctx;
 } sk_middleware;
-/** Add a middleware (copied); they run in the order added. Set up before dispatching. */
+/**
+ * Add a middleware (copied); befores run in the order added, afters in the
+ * reverse order (the first added sees the result last). A refused call is
+ * answered without its handler; the afters of every middleware still run.
+ * Set up before dispatching.
+ * @return SK_OK, SK_EINVAL, SK_ESTATE (bus already dispatching), SK_ENOMEM.
+ */
 SK_API SK_NODISCARD sk_status sk_cqrs_bus_use(sk_cqrs_bus *bus, const sk_middleware *mw);
 
 /**
- * Dispatch. Validation failures answer 400 with the validator's message,
- * an unknown type 404; otherwise the handler answers. @p done is called
- * exactly once when this returns SK_OK. Logging and metrics
- * (sk_cqrs_requests_total{kind,type,status}, latency histogram) are built in.
+ * Dispatch. Validation failures answer 400 with the validator's message
+ * (422 for SK_ELIMIT), an unknown type 404; otherwise the handler answers.
+ * @p done is called exactly once when this returns SK_OK, possibly before
+ * this returns. Logging and metrics (sk_cqrs_requests_total{kind,type,status},
+ * sk_cqrs_request_duration_seconds{kind,type}) are built in.
+ * @return SK_OK, SK_EINVAL (NULL argument, no type, payload not an object), SK_ENOMEM.
+ * Thread-safe.
  */
 SK_API SK_NODISCARD sk_status sk_cqrs_bus_dispatch(sk_cqrs_bus *bus, const sk_request *req, sk_result_fn done, void *ctx);
 
@@ -93,6 +108,18 @@ SK_API SK_NODISCARD sk_status sk_cqrs_bus_dispatch(sk_cqrs_bus *bus, const sk_re
 SK_API const sk_request *sk_call_request(const sk_call *call);
 SK_API void sk_call_set_user(sk_call *call, void *user);
 SK_API void *sk_call_user(const sk_call *call);
+/**
+ * Map a status to the HTTP status of its answer: EINVAL/EPROTO 400, EDENIED 403,
+ * ENOTFOUND 404, EEXIST/ECONFLICT 409, ELIMIT 422, EUNAVAILABLE 503,
+ * ETIMEDOUT 504, anything else 500 (SK_OK gives 200).
+ */
+SK_API int sk_cqrs_http_status(sk_status st);
+
+/*
+ * Completion: exactly once per call, from any thread; the call is freed by it.
+ * A second completion is a bug: it is logged (SK_LOG_ERROR) and ignored.
+ * An answer of 500 carries the detail "internal error"; the real text is logged.
+ */
 /** Complete with success. @p body taken (may be NULL). @p location copied (may be NULL). */
 SK_API void sk_call_complete(sk_call *call, int http_status, json_t *body, const char *location);
 /** Complete with an error: HTTP status from sk_status (see sk_cqrs_http_status), detail formatted. */
@@ -152,26 +179,53 @@ typedef struct sk_projection_config {
 typedef struct sk_projection sk_projection;
 
 /**
- * Start a projection: a durable consumer "<name>-<stream>" whose handler
- * applies the event and advances the checkpoint (sk_checkpoints) in the
- * same transaction; duplicates are dropped by the inbox.
+ * Start a projection: a durable consumer "<name>-<stream lower-cased>" whose
+ * handler applies the event and advances the checkpoint (sk_checkpoints,
+ * key "<name>:<stream>") in the same transaction; duplicates are dropped by
+ * the inbox. The store needs sk_cqrs_migrations and sk_msg_migrations.
+ * @param cfg name and stream 1..64 bytes of [A-Za-z0-9_-]; copied.
+ * @param metrics may be NULL.
+ * @return SK_OK, SK_EINVAL, SK_ENOMEM, or what sk_consumer_start returns.
  */
 SK_API SK_NODISCARD sk_status sk_projection_start(sk_projection **out,
                                                   sk_bus *bus,
                                                   sk_store *store,
                                                   sk_metrics *metrics,
                                                   const sk_projection_config *cfg);
+/** Stop the consumer (waits for handled events to be acknowledged). NULL-safe. */
 SK_API void sk_projection_stop(sk_projection *p);
+/**
+ * Read the checkpoint of projection @p name on @p stream: the highest stream
+ * sequence applied so far.
+ * @return SK_OK, SK_ENOTFOUND (nothing applied yet; *stream_seq = 0), SK_EINVAL, SK_EDB.
+ */
+SK_API SK_NODISCARD sk_status sk_projection_checkpoint_get(sk_tx *tx,
+                                                           const char *name,
+                                                           const char *stream,
+                                                           uint64_t *stream_seq);
 
 /* ---------------------------------------------------------------- consistency */
 
 /** Longest token text, including the NUL. */
-#define SK_CTOKEN_MAX 160
+#define SK_CTOKEN_MAX 164
 
-/** Encode "aggregate @p id reached @p version" as an opaque URL-safe token. */
+/**
+ * Encode "aggregate @p id reached @p version" as an opaque URL-safe token.
+ * @param id 1..100 bytes of [A-Za-z0-9._:-].
+ * @param version 1..2^53.
+ * @return SK_OK, SK_EINVAL (bad id or version, NULL).
+ */
 SK_API SK_NODISCARD sk_status sk_ctoken_encode(const char *id, int64_t version, char out[SK_CTOKEN_MAX]);
-/** Decode; a malformed token is SK_EPROTO. @p id_out holds at least SK_CTOKEN_MAX bytes. */
+/**
+ * Decode; a malformed token is SK_EPROTO ("consistency token: malformed...").
+ * @p id_out holds at least SK_CTOKEN_MAX bytes (SK_EINVAL when shorter than the id).
+ */
 SK_API SK_NODISCARD sk_status sk_ctoken_decode(sk_slice token, char *id_out, size_t id_out_len, int64_t *version);
+
+/** Most waiters pending at once in one sk_waiters; past it sk_waiters_add answers SK_ELIMIT. */
+#define SK_WAITERS_MAX 65536
+/** Longest wait accepted by sk_waiters_add, in milliseconds. */
+#define SK_WAITERS_MAX_TIMEOUT_MS 3600000
 
 /** Queries waiting for a version of an aggregate to become visible. Thread-safe. */
 typedef struct sk_waiters sk_waiters;
@@ -181,12 +235,21 @@ typedef int64_t (*sk_version_fn)(const char *id, void *ctx);
 typedef void (*sk_waiter_fn)(sk_status st, void *ctx);
 
 SK_API SK_NODISCARD sk_status sk_waiters_create(sk_waiters **out);
-/** Cancels every pending waiter (SK_ECANCELED), stops the timer. NULL-safe. */
+/**
+ * Cancels every pending waiter (SK_ECANCELED), stops the timer. NULL-safe.
+ * Never call it from a waiter callback, nor while another thread is in sk_waiters_add.
+ */
 SK_API void sk_waiters_destroy(sk_waiters *w);
 /**
  * Wait until version(@p id) >= @p version, at most @p timeout_ms. The waiter
  * is registered first and @p current checked after, so a notify that races
- * with this call is never missed. @p fn may run before this returns.
+ * with this call is never missed. @p fn may run before this returns, on this
+ * thread, a notifying thread or the timer thread, never under a lock.
+ * @param id 1..100 bytes of [A-Za-z0-9._:-]; copied.
+ * @param version >= 1. @param timeout_ms 0..SK_WAITERS_MAX_TIMEOUT_MS.
+ * @param current may be NULL (then only a notify or the timeout completes the wait).
+ * @return SK_OK (@p fn will be called exactly once), SK_EINVAL, SK_ELIMIT
+ *         (SK_WAITERS_MAX pending), SK_ESTATE (destroying), SK_ENOMEM; on error @p fn is not called.
  */
 SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
                                              const char *id,
@@ -196,7 +259,7 @@ SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
                                              void *current_ctx,
                                              sk_waiter_fn fn,
                                              void *ctx);
-/** Announce that @p id is visible at @p version (call after the commit). */
+/** Announce that @p id is visible at @p version (call after the commit). Invalid ids are ignored. */
 SK_API void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version);
 
 #ifdef __cplusplus

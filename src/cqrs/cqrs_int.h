@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cqrs internals shared by the files of src/cqrs and by their unit tests:
+ * name validators, the status -> HTTP mapping with reason phrases, the
+ * consistency-token parser on raw bytes, and the pthread helpers. Nothing
+ * here is exported from libskald.
+ */
+#ifndef SK_CQRS_INT_H
+#define SK_CQRS_INT_H
+
+#include <pthread.h>
+
+#include <skald/cqrs.h>
+
+/** Longest command or query type name, in bytes. */
+#define SK__CQRS_TYPE_MAX 64
+/** Longest aggregate id carried by a consistency token, in bytes. */
+#define SK__CTOKEN_ID_MAX 100
+/** Largest version carried by a consistency token: 2^53 (exact in a JSON number). */
+#define SK__CTOKEN_VERSION_MAX 9007199254740992LL
+/** Longest idempotency key, in bytes. */
+#define SK__IDEM_KEY_MAX 255
+/** Longest idempotency scope, in bytes. */
+#define SK__IDEM_SCOPE_MAX 255
+/** Longest projection or stream name, in bytes. */
+#define SK__PROJECTION_NAME_MAX 64
+
+/** True when @p s matches [A-Za-z][A-Za-z0-9]{0,63}. NULL-safe. */
+bool sk__cqrs_type_is_valid(const char *s);
+
+/** True when @p s is 1..SK__CTOKEN_ID_MAX bytes of [A-Za-z0-9._:-]. */
+bool sk__ctoken_id_is_valid(const char *s, size_t len);
+
+/** Reason phrase of an HTTP status ("Bad Request"); "Error" when unknown. Never NULL. */
+const char *sk__cqrs_http_title(int http_status);
+
+/**
+ * Abort on a failed pthread call (STYLE 5: errors from pthread calls abort;
+ * they only fail on misuse, which would corrupt state if ignored).
+ */
+void sk__cqrs_pthread_check(int rc, const char *what);
+
+/** Number of calls dispatched and not yet completed on @p bus (tests, shutdown checks). */
+size_t sk__cqrs_bus_pending(sk_cqrs_bus *bus);
+
+/** Number of waiters registered and not yet completed (tests). */
+size_t sk__waiters_pending(sk_waiters *w);
+
+#endif /* SK_CQRS_INT_H */
