@@ -1,0 +1,1131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * HTTP server on libmicrohttpd (GnuTLS): a thread pool polls with epoll, the
+ * body is gathered up to a limit, the handler runs once the body is in and
+ * the connection is suspended until sk_http_req_respond is called from any
+ * thread. Internal listeners use TLS 1.3 and refuse clients without a
+ * certificate signed by our CA during the handshake.
+ *
+ * Lifetime: a request is shared by MHD (until its completion callback) and,
+ * once the handler ran, by the handler (until its answer); whoever lets go
+ * last frees it. Requests point to a small reference-counted "hub" (lock and
+ * list of unanswered requests) rather than to the server, so an answer that
+ * arrives after sk_http_server_stop is a safe no-op.
+ */
+#include "mesh/mesh_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#define DEFAULT_THREADS     2u
+#define MAX_THREADS         64u
+#define IDLE_TIMEOUT_S      60u
+#define MAX_PEM_BYTES       (64u * 1024u)
+/* How long stop waits for the 503 answers it queued to go out. */
+#define STOP_DRAIN_MS       1000
+/* TLS 1.3 only on internal (mutual TLS) listeners; 1.2 is kept for public TLS ones. */
+#define PRIORITIES_INTERNAL "NORMAL:-VERS-ALL:+VERS-TLS1.3"
+#define PRIORITIES_PUBLIC   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+
+/* Shared between the server and its requests; freed by whoever drops the last reference. */
+typedef struct hub {
+    /* Protects every field below and, in each request, state, refs, has_user_ref, is_answered,
+     * resp, resp_status, prev/next/is_live and conn. Never held while calling the handler. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* signalled when n_outstanding drops */
+    size_t refs;             /* the server + one per live request */
+    sk_http_req *live;       /* handed to the handler, not answered yet */
+    size_t n_outstanding;    /* handed to the handler, MHD not completed yet */
+    bool is_stopping;
+    bool is_daemon_gone;     /* MHD_stop_daemon has returned: never call MHD again */
+} hub;
+
+typedef enum req_state {
+    REQ_RECEIVING,  /* headers and body arriving */
+    REQ_IN_HANDLER, /* the handler runs on an MHD thread */
+    REQ_SUSPENDED,  /* waiting for an answer from any thread */
+    REQ_QUEUED,     /* the response went to MHD */
+    REQ_DONE        /* MHD completed the request */
+} req_state;
+
+typedef struct kv {
+    const char *key;
+    const char *value;
+    enum MHD_ValueKind kind;
+} kv;
+
+struct sk_http_req {
+    hub *hub;
+    struct MHD_Connection *conn;
+    req_state state;
+    int refs;
+    bool has_user_ref;
+    bool is_answered;
+    bool is_outstanding;
+    bool is_live;
+    struct MHD_Response *resp;
+    int resp_status;
+    sk_http_req *prev, *next;
+
+    /* Written on the MHD thread before the handler runs, read-only afterwards. */
+    char *method;
+    char *path;
+    kv *kvs; /* headers and query arguments, strings in the same allocation */
+    size_t n_kvs;
+    sk_buf body;
+    bool is_too_large;
+    int sent_status; /* status queued to MHD, 0 when none (MHD thread only) */
+    int64_t start_ns;
+    char request_id[SK_MESH_MAX_REQUEST_ID + 1];
+    char peer_service[SK_MESH_MAX_SERVICE + 1];
+    bool has_peer_service;
+    void *user;
+};
+
+/* Per connection (MHD socket context): the verified peer identity, computed once. */
+typedef struct conn_ctx {
+    bool is_checked;
+    bool is_ok;
+    bool has_service;
+    char service[SK_MESH_MAX_SERVICE + 1];
+} conn_ctx;
+
+struct sk_http_server {
+    struct MHD_Daemon *daemon;
+    hub *hub;
+    int port;
+    int listen_fd; /* returned by MHD_quiesce_daemon; closed after MHD_stop_daemon */
+    bool is_tls;
+    bool require_client_cert;
+    size_t max_body_bytes;
+    sk_http_handler_fn handler;
+    void *ctx;
+    char *key_pem;
+    char *cert_pem;
+    char *ca_pem;
+    sk_metrics *metrics;
+    sk_histogram *latency;
+    _Atomic(sk_counter *) by_status[600];
+    _Atomic uint64_t n_connections;
+};
+
+static void lock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_lock(mu) != 0) {
+        abort();
+    }
+}
+
+static void unlock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_unlock(mu) != 0) {
+        abort();
+    }
+}
+
+static void hub_unref(hub *h)
+{
+    bool is_last;
+
+    lock(&h->mu);
+    is_last = --h->refs == 0;
+    unlock(&h->mu);
+    if (is_last) {
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
+        sk_free(h);
+    }
+}
+
+static void req_free(sk_http_req *req)
+{
+    if (req == NULL) {
+        return;
+    }
+    if (req->resp != NULL) {
+        MHD_destroy_response(req->resp);
+    }
+    sk_buf_fini(&req->body);
+    sk_free(req->kvs);
+    sk_free(req->method);
+    sk_free(req->path);
+    hub *h = req->hub;
+    sk_free(req);
+    if (h != NULL) {
+        hub_unref(h);
+    }
+}
+
+/* Callers hold hub->mu. */
+static void live_link(hub *h, sk_http_req *req)
+{
+    req->prev = NULL;
+    req->next = h->live;
+    if (h->live != NULL) {
+        h->live->prev = req;
+    }
+    h->live = req;
+    req->is_live = true;
+}
+
+static void live_unlink(hub *h, sk_http_req *req)
+{
+    if (!req->is_live) {
+        return;
+    }
+    if (req->prev != NULL) {
+        req->prev->next = req->next;
+    } else {
+        h->live = req->next;
+    }
+    if (req->next != NULL) {
+        req->next->prev = req->prev;
+    }
+    req->prev = req->next = NULL;
+    req->is_live = false;
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static bool header_line_split(const char *line, char *name, size_t name_cap, const char **value)
+{
+    const char *colon = strchr(line, ':');
+    size_t n;
+
+    if (colon == NULL || colon == line || (size_t)(colon - line) >= name_cap) {
+        return false;
+    }
+    n = (size_t)(colon - line);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            return false;
+        }
+    }
+    memcpy(name, line, n);
+    name[n] = '\0';
+    colon++;
+    while (*colon == ' ' || *colon == '\t') {
+        colon++;
+    }
+    if (strpbrk(colon, "\r\n") != NULL) {
+        return false;
+    }
+    *value = colon;
+    return true;
+}
+
+/*
+ * Build an MHD response carrying the request id. Returns NULL on out of
+ * memory; bad extra headers are skipped with a warning (the answer matters
+ * more than a malformed optional header).
+ */
+static struct MHD_Response *response_build(const sk_http_req *req,
+                                           const char *content_type,
+                                           const char *body,
+                                           size_t body_len,
+                                           const char *const *headers)
+{
+    struct MHD_Response *r;
+
+    r = MHD_create_response_from_buffer(body_len, (void *)(uintptr_t)(body != NULL ? body : ""),
+                                        MHD_RESPMEM_MUST_COPY);
+    if (r == NULL) {
+        return NULL;
+    }
+    if (content_type != NULL &&
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
+        SK_LOG_WARN("request %s: invalid Content-Type dropped", req->request_id);
+    }
+    if (MHD_add_response_header(r, "X-Request-Id", req->request_id) != MHD_YES) {
+        MHD_destroy_response(r);
+        return NULL;
+    }
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+        char name[128];
+        const char *value = NULL;
+        if (!header_line_split(headers[i], name, sizeof(name), &value) ||
+            MHD_add_response_header(r, name, value) != MHD_YES) {
+            SK_LOG_WARN("request %s: malformed response header #%zu dropped", req->request_id, i);
+        }
+    }
+    return r;
+}
+
+static struct MHD_Response *problem_build(const sk_http_req *req,
+                                          int status,
+                                          const char *title,
+                                          const char *detail,
+                                          bool is_closing)
+{
+    sk_buf b;
+    struct MHD_Response *r = NULL;
+    static const char *const close_hdr[] = { "Connection: close", NULL };
+
+    sk_buf_init(&b, 64 * 1024);
+    if (sk__http_problem_format(&b, status, title, detail, req->request_id) == SK_OK) {
+        r = response_build(req, "application/problem+json", b.data, b.len,
+                           is_closing ? close_hdr : NULL);
+    }
+    sk_buf_fini(&b);
+    return r;
+}
+
+/*
+ * Store an answer. @p from_user drops the handler's reference (its first
+ * answer only; later ones are ignored). Resumes the connection when MHD is
+ * waiting for it.
+ */
+static void answer_store(sk_http_req *req, struct MHD_Response *resp, int status, bool from_user)
+{
+    hub *h = req->hub;
+    bool is_last = false;
+
+    lock(&h->mu);
+    if (from_user) {
+        if (!req->has_user_ref) {
+            unlock(&h->mu);
+            SK_LOG_WARN("request %s: answered twice; second answer ignored", req->request_id);
+            if (resp != NULL) {
+                MHD_destroy_response(resp);
+            }
+            return;
+        }
+        req->has_user_ref = false;
+        req->refs--;
+    }
+    /* A NULL response (out of memory) still counts: MHD then closes the connection. */
+    if (!req->is_answered) {
+        req->is_answered = true;
+        req->resp = resp;
+        req->resp_status = status;
+        resp = NULL;
+        live_unlink(h, req);
+        if (req->state == REQ_SUSPENDED && !h->is_daemon_gone) {
+            MHD_resume_connection(req->conn);
+        }
+    }
+    is_last = req->refs == 0;
+    unlock(&h->mu);
+    if (resp != NULL) {
+        MHD_destroy_response(resp);
+    }
+    if (is_last) {
+        req_free(req);
+    }
+}
+
+void sk_http_req_respond(sk_http_req *req,
+                         int status,
+                         const char *content_type,
+                         const char *body,
+                         size_t body_len,
+                         const char *const *headers)
+{
+    struct MHD_Response *r;
+
+    if (req == NULL) {
+        return;
+    }
+    if (status < 200 || status > 599) {
+        SK_LOG_ERROR("request %s: handler answered with invalid status %d; sending 500",
+                     req->request_id, status);
+        r = problem_build(req, 500, NULL, NULL, false);
+        status = 500;
+    } else if (body == NULL && body_len > 0) {
+        SK_LOG_ERROR("request %s: handler answered with a NULL body of %zu bytes; sending 500",
+                     req->request_id, body_len);
+        r = problem_build(req, 500, NULL, NULL, false);
+        status = 500;
+    } else {
+        r = response_build(req, content_type, body, body_len, headers);
+    }
+    if (r == NULL) {
+        SK_LOG_ERROR("request %s: out of memory building the response", req->request_id);
+    }
+    /* With r == NULL the handler's reference is still released; MHD closes the connection. */
+    answer_store(req, r, status, true);
+}
+
+void sk_http_req_respond_problem(sk_http_req *req,
+                                 int status,
+                                 const char *title,
+                                 const char *detail_fmt,
+                                 ...)
+{
+    char detail[1024];
+    va_list ap;
+    struct MHD_Response *r;
+
+    if (req == NULL) {
+        return;
+    }
+    detail[0] = '\0';
+    if (detail_fmt != NULL) {
+        va_start(ap, detail_fmt);
+        vsnprintf(detail, sizeof(detail), detail_fmt, ap);
+        va_end(ap);
+    }
+    if (status < 400 || status > 599) {
+        SK_LOG_ERROR("request %s: problem with non-error status %d; sending 500", req->request_id,
+                     status);
+        status = 500;
+    }
+    if (status == 500) {
+        /* A 500 keeps its details in the log (they may reveal internals). */
+        SK_LOG_ERROR("request %s: %s %s: 500: %s", req->request_id, req->method, req->path,
+                     detail);
+        r = problem_build(req, status, title, "internal error; see the server log", false);
+    } else {
+        r = problem_build(req, status, title, detail_fmt != NULL ? detail : NULL, false);
+    }
+    answer_store(req, r, status, true);
+}
+
+void sk_http_req_respond_json(sk_http_req *req, int status, const json_t *body, const char *const *headers)
+{
+    sk_buf b;
+
+    if (req == NULL) {
+        return;
+    }
+    sk_buf_init(&b, SK_MAX_HTTP_BODY * 16u);
+    if (body == NULL) {
+        sk_http_req_respond_problem(req, 500, NULL, "sk_http_req_respond_json: body is NULL");
+    } else if (sk_json_dump(body, &b) != SK_OK) {
+        sk_http_req_respond_problem(req, 500, NULL, "encoding the JSON answer: %s",
+                                    sk_error_message());
+    } else {
+        sk_http_req_respond(req, status, "application/json", b.data, b.len, headers);
+    }
+    sk_buf_fini(&b);
+}
+
+/* ---------------------------------------------------------------- getters */
+
+const char *sk_http_req_method(const sk_http_req *req)
+{
+    return req != NULL ? req->method : NULL;
+}
+
+const char *sk_http_req_path(const sk_http_req *req)
+{
+    return req != NULL ? req->path : NULL;
+}
+
+static const char *kv_find(const sk_http_req *req, enum MHD_ValueKind kind, const char *key, bool is_icase)
+{
+    if (req == NULL || key == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < req->n_kvs; i++) {
+        if (req->kvs[i].kind == kind && (is_icase ? strcasecmp(req->kvs[i].key, key) == 0
+                                                  : strcmp(req->kvs[i].key, key) == 0)) {
+            return req->kvs[i].value;
+        }
+    }
+    return NULL;
+}
+
+const char *sk_http_req_query(const sk_http_req *req, const char *key)
+{
+    return kv_find(req, MHD_GET_ARGUMENT_KIND, key, false);
+}
+
+const char *sk_http_req_header(const sk_http_req *req, const char *name)
+{
+    return kv_find(req, MHD_HEADER_KIND, name, true);
+}
+
+sk_slice sk_http_req_body(const sk_http_req *req)
+{
+    if (req == NULL || req->body.data == NULL) {
+        return (sk_slice){ (const uint8_t *)"", 0 };
+    }
+    return (sk_slice){ (const uint8_t *)req->body.data, req->body.len };
+}
+
+const char *sk_http_req_peer_service(const sk_http_req *req)
+{
+    return req != NULL && req->has_peer_service ? req->peer_service : NULL;
+}
+
+void sk_http_req_set_user(sk_http_req *req, void *user)
+{
+    if (req != NULL) {
+        req->user = user;
+    }
+}
+
+void *sk_http_req_user(const sk_http_req *req)
+{
+    return req != NULL ? req->user : NULL;
+}
+
+/* ---------------------------------------------------------------- request setup */
+
+typedef struct kv_walk {
+    size_t n;
+    size_t bytes;
+    sk_http_req *req;
+    char *arena;
+} kv_walk;
+
+static enum MHD_Result kv_count(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    kv_walk *w = cls;
+    (void)kind;
+    w->n++;
+    w->bytes += strlen(key) + 1 + (value != NULL ? strlen(value) : 0) + 1;
+    return MHD_YES;
+}
+
+static enum MHD_Result kv_copy(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    kv_walk *w = cls;
+    kv *e = &w->req->kvs[w->req->n_kvs++];
+    size_t kl = strlen(key) + 1;
+    size_t vl = (value != NULL ? strlen(value) : 0) + 1;
+
+    if (w->req->n_kvs > w->n) {
+        w->req->n_kvs--;
+        return MHD_NO; /* cannot happen: the set does not change between the walks */
+    }
+    memcpy(w->arena, key, kl);
+    e->key = w->arena;
+    w->arena += kl;
+    memcpy(w->arena, value != NULL ? value : "", vl);
+    e->value = w->arena;
+    w->arena += vl;
+    e->kind = kind;
+    return MHD_YES;
+}
+
+/* Copy headers and query arguments so that getters never reach into MHD's connection. */
+static sk_status kvs_copy(sk_http_req *req, struct MHD_Connection *conn)
+{
+    kv_walk w = { 0, 0, req, NULL };
+    enum MHD_ValueKind kinds = (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND);
+    size_t size;
+
+    MHD_get_connection_values(conn, kinds, kv_count, &w);
+    if (w.n == 0) {
+        return SK_OK;
+    }
+    size = w.n * sizeof(kv) + w.bytes;
+    req->kvs = sk_malloc(size);
+    if (req->kvs == NULL) {
+        return SK_FAIL(SK_ENOMEM, "copying request headers");
+    }
+    w.arena = (char *)(req->kvs + w.n);
+    MHD_get_connection_values(conn, kinds, kv_copy, &w);
+    return SK_OK;
+}
+
+/* Fill @p cc with the verified peer identity of @p session. */
+static void peer_identify(gnutls_session_t session, conn_ctx *cc)
+{
+    unsigned status = 0;
+    unsigned n_certs = 0;
+    const gnutls_datum_t *certs;
+    gnutls_x509_crt_t crt = NULL;
+    size_t plen = strlen(SK_SPIFFE_PREFIX);
+
+    cc->is_checked = true;
+    cc->is_ok = false;
+    cc->has_service = false;
+    if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS || status != 0) {
+        return;
+    }
+    certs = gnutls_certificate_get_peers(session, &n_certs);
+    if (certs == NULL || n_certs == 0) {
+        return;
+    }
+    cc->is_ok = true;
+    if (gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS) {
+        cc->is_ok = false; /* cannot tell who it is: refuse rather than guess */
+        return;
+    }
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == GNUTLS_E_SUCCESS) {
+        for (unsigned i = 0;; i++) {
+            char san[512];
+            size_t san_len = sizeof(san) - 1;
+            int t = gnutls_x509_crt_get_subject_alt_name(crt, i, san, &san_len, NULL);
+            if (t == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+                break;
+            }
+            if (t != GNUTLS_SAN_URI || san_len <= plen || san_len - plen > SK_MESH_MAX_SERVICE ||
+                memcmp(san, SK_SPIFFE_PREFIX, plen) != 0) {
+                continue;
+            }
+            san[san_len] = '\0';
+            if (strlen(san) != san_len) {
+                continue; /* embedded NUL */
+            }
+            memcpy(cc->service, san + plen, san_len - plen + 1);
+            cc->has_service = true;
+            break;
+        }
+    }
+    gnutls_x509_crt_deinit(crt);
+}
+
+/* Verify the client certificate (when required) and fill in the peer service. */
+static bool peer_check(sk_http_server *srv, struct MHD_Connection *conn, sk_http_req *req)
+{
+    const union MHD_ConnectionInfo *ci;
+    conn_ctx local = { 0 };
+    conn_ctx *cc = &local;
+
+    if (!srv->is_tls || !srv->require_client_cert) {
+        return true;
+    }
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci != NULL && ci->socket_context != NULL) {
+        cc = ci->socket_context;
+    }
+    if (!cc->is_checked) {
+        ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        if (ci == NULL || ci->tls_session == NULL) {
+            return false;
+        }
+        peer_identify((gnutls_session_t)ci->tls_session, cc);
+    }
+    if (cc->has_service) {
+        memcpy(req->peer_service, cc->service, sizeof(req->peer_service));
+        req->has_peer_service = true;
+    }
+    return cc->is_ok;
+}
+
+static sk_http_req *req_new(sk_http_server *srv,
+                            struct MHD_Connection *conn,
+                            const char *url,
+                            const char *method)
+{
+    sk_http_req *req = sk_calloc(1, sizeof(*req));
+    const char *rid;
+
+    if (req == NULL) {
+        return NULL;
+    }
+    req->start_ns = sk_time_mono_ns();
+    req->conn = conn;
+    req->refs = 1; /* MHD's, dropped in on_completed */
+    req->state = REQ_RECEIVING;
+    sk_buf_init(&req->body, srv->max_body_bytes);
+    req->method = sk_strdup(method);
+    req->path = sk_strdup(url);
+    if (req->method == NULL || req->path == NULL || kvs_copy(req, conn) != SK_OK) {
+        req_free(req);
+        return NULL;
+    }
+    rid = kv_find(req, MHD_HEADER_KIND, "X-Request-Id", true);
+    if (rid != NULL && sk__http_request_id_is_valid(rid)) {
+        memcpy(req->request_id, rid, strlen(rid) + 1);
+    } else {
+        char uuid[SK_UUID_LEN];
+        sk_uuid7(uuid);
+        memcpy(req->request_id, uuid, sizeof(uuid));
+    }
+    lock(&srv->hub->mu);
+    srv->hub->refs++;
+    unlock(&srv->hub->mu);
+    req->hub = srv->hub;
+    return req;
+}
+
+static enum MHD_Result queue(sk_http_req *req, int status, struct MHD_Response *resp)
+{
+    enum MHD_Result r;
+
+    if (resp == NULL) {
+        return MHD_NO; /* out of memory: drop the connection */
+    }
+    r = MHD_queue_response(req->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    if (r == MHD_YES) {
+        req->sent_status = status;
+    }
+    return r;
+}
+
+/* ---------------------------------------------------------------- MHD callbacks */
+
+static enum MHD_Result on_access(void *cls,
+                                 struct MHD_Connection *conn,
+                                 const char *url,
+                                 const char *method,
+                                 const char *version,
+                                 const char *upload_data,
+                                 size_t *upload_data_size,
+                                 void **con_cls)
+{
+    sk_http_server *srv = cls;
+    sk_http_req *req = *con_cls;
+    hub *h = srv->hub;
+    struct MHD_Response *resp;
+    int status;
+
+    (void)version;
+    if (req == NULL) {
+        req = req_new(srv, conn, url, method);
+        if (req == NULL) {
+            SK_LOG_ERROR("%s %s: out of memory setting up the request", method, url);
+            return MHD_NO;
+        }
+        *con_cls = req;
+        if (!peer_check(srv, conn, req)) {
+            SK_LOG_WARN("request %s: client certificate missing or not signed by our CA; "
+                        "closing the connection",
+                        req->request_id);
+            return MHD_NO;
+        }
+        const char *cl = kv_find(req, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH, true);
+        if (cl != NULL) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno != 0 || end == cl || n > srv->max_body_bytes) {
+                /* Refuse before reading the body; MHD closes the connection after this answer. */
+                req->is_too_large = true;
+                req->state = REQ_QUEUED;
+                return queue(req, 413,
+                             problem_build(req, 413, NULL, "request body larger than the limit",
+                                           true));
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!req->is_too_large && sk_buf_append(&req->body, upload_data, *upload_data_size) != SK_OK) {
+            req->is_too_large = true;
+            sk_buf_fini(&req->body);
+            sk_buf_init(&req->body, 0);
+        }
+        *upload_data_size = 0;
+        if (req->is_too_large && req->state == REQ_RECEIVING) {
+            req->state = REQ_QUEUED;
+            return queue(req, 413,
+                         problem_build(req, 413, NULL, "request body larger than the limit", true));
+        }
+        return MHD_YES;
+    }
+    switch (req->state) {
+    case REQ_RECEIVING:
+        lock(&h->mu);
+        if (h->is_stopping) {
+            req->state = REQ_QUEUED;
+            unlock(&h->mu);
+            return queue(req, 503,
+                         problem_build(req, 503, NULL, "the server is shutting down", true));
+        }
+        req->state = REQ_IN_HANDLER;
+        req->refs++;
+        req->has_user_ref = true;
+        req->is_outstanding = true;
+        h->n_outstanding++;
+        live_link(h, req);
+        unlock(&h->mu);
+
+        srv->handler(req, srv->ctx);
+
+        lock(&h->mu);
+        if (!req->is_answered) {
+            /* No answer yet: wait for one, from any thread. */
+            req->state = REQ_SUSPENDED;
+            MHD_suspend_connection(conn);
+            unlock(&h->mu);
+            return MHD_YES;
+        }
+        break;
+    case REQ_SUSPENDED:
+        lock(&h->mu); /* resumed by answer_store */
+        break;
+    default:
+        return MHD_YES;
+    }
+    /* hub->mu held: take the stored answer. */
+    resp = req->resp;
+    status = req->resp_status;
+    req->resp = NULL;
+    req->state = REQ_QUEUED;
+    unlock(&h->mu);
+    return queue(req, status, resp);
+}
+
+static void on_completed(void *cls,
+                         struct MHD_Connection *conn,
+                         void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    sk_http_server *srv = cls;
+    sk_http_req *req = *con_cls;
+    hub *h = srv->hub;
+    bool is_last;
+
+    (void)conn;
+    (void)toe;
+    if (req == NULL) {
+        return;
+    }
+    *con_cls = NULL;
+    if (srv->metrics != NULL && req->sent_status >= 100 && req->sent_status < 600) {
+        sk_counter *c = atomic_load(&srv->by_status[req->sent_status]);
+        if (c == NULL) {
+            char labels[32];
+            snprintf(labels, sizeof(labels), "status=\"%d\"", req->sent_status);
+            c = sk_metrics_counter(srv->metrics, "sk_http_server_requests_total",
+                                   "HTTP requests answered, by status", labels);
+            if (c != NULL) {
+                atomic_store(&srv->by_status[req->sent_status], c);
+            }
+        }
+        if (c != NULL) {
+            sk_counter_add(c, 1);
+        }
+        if (srv->latency != NULL) {
+            sk_histogram_observe(srv->latency,
+                                 (double)(sk_time_mono_ns() - req->start_ns) / 1e9);
+        }
+    }
+    lock(&h->mu);
+    live_unlink(h, req);
+    if (req->is_outstanding) {
+        req->is_outstanding = false;
+        h->n_outstanding--;
+        pthread_cond_broadcast(&h->cv);
+    }
+    req->state = REQ_DONE;
+    req->conn = NULL;
+    req->refs--;
+    is_last = req->refs == 0;
+    unlock(&h->mu);
+    if (is_last) {
+        req_free(req);
+    }
+}
+
+static void on_connection(void *cls,
+                          struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    sk_http_server *srv = cls;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&srv->n_connections, 1);
+        if (srv->is_tls && srv->require_client_cert) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+            if (ci != NULL && ci->tls_session != NULL) {
+                gnutls_session_t s = (gnutls_session_t)ci->tls_session;
+                /* MHD only requests a certificate; require one and verify it in the handshake,
+                 * so a client without a valid certificate never gets to send a request. */
+                gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+                gnutls_session_set_verify_cert(s, NULL, 0);
+            }
+            *socket_context = sk_calloc(1, sizeof(conn_ctx)); /* NULL: checked per request */
+        }
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        sk_free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char text[512];
+    size_t n;
+
+    (void)cls;
+    if (SK_LOG_LEVEL_DEBUG > sk_log_level_current) {
+        return;
+    }
+    vsnprintf(text, sizeof(text), fmt, ap);
+    n = strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r')) {
+        text[--n] = '\0';
+    }
+    SK_LOG_DEBUG("libmicrohttpd: %s", text);
+}
+
+/* ---------------------------------------------------------------- start / stop */
+
+static sk_status read_pem(const char *what, const char *path, char **out)
+{
+    sk_status st = SK_OK;
+    int fd = -1;
+    sk_buf b;
+    char chunk[4096];
+
+    *out = NULL;
+    sk_buf_init(&b, MAX_PEM_BYTES);
+    if (path == NULL || path[0] == '\0') {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->tls->%s must be a path", what);
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        st = SK_FAIL(SK_EIO, "reading %s %s: %s", what, path, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            st = SK_FAIL(SK_EIO, "reading %s %s: %s", what, path, strerror(errno));
+            goto out;
+        }
+        if (n == 0) {
+            break;
+        }
+        st = sk_buf_append(&b, chunk, (size_t)n);
+        if (st != SK_OK) {
+            st = SK_WRAP(st, "reading %s %s", what, path);
+            goto out;
+        }
+    }
+    if (b.len == 0 || strstr(b.data, "-----BEGIN ") == NULL) {
+        st = SK_FAIL(SK_EPROTO, "%s %s: not a PEM file", what, path);
+        goto out;
+    }
+    *out = sk_buf_take(&b, NULL);
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (b.data != NULL) {
+        OPENSSL_cleanse(b.data, b.len); /* may hold a private key */
+    }
+    sk_buf_fini(&b);
+    return st;
+}
+
+static void server_free(sk_http_server *srv)
+{
+    if (srv == NULL) {
+        return;
+    }
+    if (srv->key_pem != NULL) {
+        OPENSSL_cleanse(srv->key_pem, strlen(srv->key_pem));
+    }
+    sk_free(srv->key_pem);
+    sk_free(srv->cert_pem);
+    sk_free(srv->ca_pem);
+    if (srv->hub != NULL) {
+        hub_unref(srv->hub);
+    }
+    sk_free(srv);
+}
+
+sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg)
+{
+    sk_status st = SK_OK;
+    sk_http_server *srv = NULL;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    struct sockaddr *sa;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    unsigned n_threads;
+    struct MHD_OptionItem opts[16];
+    size_t n_opts = 0;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: out must not be NULL");
+    }
+    *out = NULL;
+    if (cfg == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg must not be NULL");
+    }
+    if (cfg->handler == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->handler must not be NULL");
+    }
+    if (cfg->port < 0 || cfg->port > 65535) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->port must be 0..65535, got %d",
+                       cfg->port);
+    }
+    if (cfg->n_threads > MAX_THREADS) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->n_threads must be 0..%u, got %u",
+                       MAX_THREADS, cfg->n_threads);
+    }
+    if (cfg->require_client_cert && cfg->tls == NULL) {
+        return SK_FAIL(SK_EINVAL,
+                       "sk_http_server_start: cfg->require_client_cert needs cfg->tls");
+    }
+    const char *bind_addr = cfg->bind_addr != NULL ? cfg->bind_addr : "127.0.0.1";
+    memset(&sin, 0, sizeof(sin));
+    memset(&sin6, 0, sizeof(sin6));
+    if (inet_pton(AF_INET, bind_addr, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&sin;
+    } else if (inet_pton(AF_INET6, bind_addr, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&sin6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        return SK_FAIL(SK_EINVAL,
+                       "sk_http_server_start: cfg->bind_addr must be an IPv4 or IPv6 address, "
+                       "got \"%.64s\"",
+                       bind_addr);
+    }
+
+    srv = sk_calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "sk_http_server_start: allocating the server");
+        goto out;
+    }
+    srv->listen_fd = -1;
+    srv->hub = sk_calloc(1, sizeof(hub));
+    if (srv->hub == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "sk_http_server_start: allocating the server");
+        goto out;
+    }
+    if (pthread_mutex_init(&srv->hub->mu, NULL) != 0 || pthread_cond_init(&srv->hub->cv, NULL) != 0) {
+        abort();
+    }
+    srv->hub->refs = 1;
+    srv->handler = cfg->handler;
+    srv->ctx = cfg->ctx;
+    srv->max_body_bytes = cfg->max_body_bytes != 0 ? cfg->max_body_bytes : SK_MAX_HTTP_BODY;
+    srv->is_tls = cfg->tls != NULL;
+    srv->require_client_cert = cfg->require_client_cert;
+    srv->metrics = cfg->metrics;
+    if (srv->metrics != NULL) {
+        srv->latency = sk_metrics_histogram(srv->metrics, "sk_http_server_request_duration_seconds",
+                                            "HTTP request latency from headers to answer", NULL);
+        if (srv->latency == NULL) {
+            st = SK_WRAP(SK_ENOMEM, "sk_http_server_start: registering metrics");
+            goto out;
+        }
+    }
+    n_threads = cfg->n_threads != 0 ? cfg->n_threads : DEFAULT_THREADS;
+
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_SOCK_ADDR, 0, sa };
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv };
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv };
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, NULL };
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL };
+    if (n_threads > 1) {
+        opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_THREAD_POOL_SIZE, n_threads, NULL };
+    }
+    if (cfg->tls != NULL) {
+        st = read_pem("key_file", cfg->tls->key_file, &srv->key_pem);
+        if (st == SK_OK) {
+            st = read_pem("cert_file", cfg->tls->cert_file, &srv->cert_pem);
+        }
+        if (st == SK_OK && cfg->require_client_cert) {
+            st = read_pem("ca_file", cfg->tls->ca_file, &srv->ca_pem);
+        }
+        if (st != SK_OK) {
+            st = SK_WRAP(st, "sk_http_server_start");
+            goto out;
+        }
+        flags |= MHD_USE_TLS;
+        opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key_pem };
+        opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert_pem };
+        opts[n_opts++] = (struct MHD_OptionItem){
+            MHD_OPTION_HTTPS_PRIORITIES, 0,
+            (void *)(uintptr_t)(cfg->require_client_cert ? PRIORITIES_INTERNAL : PRIORITIES_PUBLIC)
+        };
+        if (cfg->require_client_cert) {
+            opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0, srv->ca_pem };
+        }
+    }
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY, opts,
+                                   MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        st = SK_FAIL(SK_EIO,
+                     "sk_http_server_start: cannot listen on %s:%d (address in use, bad TLS "
+                     "files or no resources; set SK_LOG_LEVEL=debug for libmicrohttpd's reason)",
+                     bind_addr, cfg->port);
+        goto out;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di != NULL ? (int)di->port : cfg->port;
+    *out = srv;
+    srv = NULL;
+out:
+    server_free(srv);
+    return st;
+}
+
+int sk_http_server_port(const sk_http_server *srv)
+{
+    return srv != NULL ? srv->port : 0;
+}
+
+uint64_t sk__http_server_connections_total(const sk_http_server *srv)
+{
+    return srv != NULL ? atomic_load(&((sk_http_server *)(uintptr_t)srv)->n_connections) : 0;
+}
+
+void sk_http_server_stop(sk_http_server *srv)
+{
+    hub *h;
+    struct timespec deadline;
+    MHD_socket fd;
+
+    if (srv == NULL) {
+        return;
+    }
+    h = srv->hub;
+    fd = MHD_quiesce_daemon(srv->daemon);
+
+    /* Answer whatever the handlers still hold; their late answers become no-ops. */
+    lock(&h->mu);
+    h->is_stopping = true;
+    while (h->live != NULL) {
+        sk_http_req *req = h->live;
+        struct MHD_Response *r =
+            problem_build(req, 503, NULL, "the server is shutting down", true);
+        live_unlink(h, req);
+        req->is_answered = true;
+        req->resp = r;
+        req->resp_status = 503;
+        if (req->state == REQ_SUSPENDED) {
+            MHD_resume_connection(req->conn);
+        }
+    }
+    /* Give those answers a moment to go out before the connections are closed. */
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += (long)(STOP_DRAIN_MS % 1000) * 1000000L;
+    deadline.tv_sec += STOP_DRAIN_MS / 1000 + deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+    while (h->n_outstanding > 0) {
+        if (pthread_cond_timedwait(&h->cv, &h->mu, &deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+    unlock(&h->mu);
+
+    MHD_stop_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET) {
+        close(fd);
+    }
+    lock(&h->mu);
+    h->is_daemon_gone = true;
+    unlock(&h->mu);
+    server_free(srv);
+}
