@@ -160,6 +160,15 @@ typedef struct sk_consumer_config {
 
 typedef struct sk_consumer sk_consumer;
 
+/**
+ * Dead letters of durable consumer D are stored in its sk_dead_letters table
+ * and published (through the outbox) on SK_DLQ_SUBJECT_PREFIX "D", which
+ * stream SK_DLQ_STREAM collects; sk_consumer_start creates that stream
+ * when it is missing, so a dead letter never blocks the outbox relay.
+ */
+#define SK_DLQ_STREAM         "DEAD_LETTERS"
+#define SK_DLQ_SUBJECT_PREFIX "dlq."
+
 /** Create (or bind to) the durable consumer and start fetching on a thread of its own. */
 SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
                                                 sk_bus *bus,

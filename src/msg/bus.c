@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The bus: one NATS connection (plain or mutual TLS) with its JetStream
+ * context, stream provisioning and the single nats -> sk_status mapping.
+ * The connection retries forever in the background, so a service started
+ * before nats-server comes up on its own once the server is there.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "msg/msg_int.h"
+
+/* Most servers in sk_bus_config.servers. */
+#define MAX_SERVERS 16
+/* Longest servers string accepted. */
+#define MAX_SERVERS_LEN 4096
+/* Reconnect wait: short, because JetStream leader elections are short. */
+#define RECONNECT_WAIT_MS 250
+/* Connection event warnings are logged at most once per this interval. */
+#define WARN_INTERVAL_MS 5000
+/* How long sk_bus_close lets subscriptions drain. */
+#define DRAIN_TIMEOUT_MS 5000
+
+/* JetStream error codes (server/errors.json). */
+#define JS_ERR_STREAM_NOT_FOUND  10059
+#define JS_ERR_NOT_ENABLED       10076
+#define JS_ERR_NOT_ENABLED_ACCNT 10039
+
+/* ---------------------------------------------------------------- errors */
+
+sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what)
+{
+    natsStatus last_st = NATS_OK;
+    const char *last = nats_GetLastError(&last_st);
+    const char *text = natsStatus_GetText(s);
+    sk_status st = SK_EBUS;
+
+    /* The last error text is thread-local and sticky: only trust it when it is about @p s. */
+    if (last == NULL || last_st != s || last[0] == '\0') {
+        last = NULL;
+    }
+    switch (s) {
+    case NATS_TIMEOUT:
+        st = SK_ETIMEDOUT;
+        break;
+    case NATS_NO_MEMORY:
+        st = SK_ENOMEM;
+        break;
+    case NATS_SSL_ERROR:
+        st = SK_ETLS;
+        break;
+    default:
+        st = SK_EBUS;
+        break;
+    }
+    if (jerr != 0) {
+        return SK_FAIL(st, "%s: %s%s%s (jetstream error %d)", what, text, last ? ": " : "",
+                       last ? last : "", (int)jerr);
+    }
+    return SK_FAIL(st, "%s: %s%s%s", what, text, last ? ": " : "", last ? last : "");
+}
+
+bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr)
+{
+    if (jerr == JS_ERR_NOT_ENABLED || jerr == JS_ERR_NOT_ENABLED_ACCNT) {
+        return true;
+    }
+    switch (s) {
+    case NATS_TIMEOUT:
+    case NATS_NO_RESPONDERS:
+    case NATS_CONNECTION_CLOSED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_NOT_YET_CONNECTED:
+    case NATS_STALE_CONNECTION:
+    case NATS_IO_ERROR:
+    case NATS_SLOW_CONSUMER:
+        return true;
+    default:
+        return false;
+    }
+}
+
+sk_status sk__subject_check(const char *subject, bool allow_wildcards, const char *field)
+{
+    size_t len, tok_start = 0;
+
+    if (subject == NULL) {
+        return SK_FAIL(SK_EINVAL, "%s must not be NULL", field);
+    }
+    len = strnlen(subject, 256);
+    if (len == 0 || len > 255) {
+        return SK_FAIL(SK_EINVAL, "%s: expected a subject of 1..255 bytes", field);
+    }
+    for (size_t i = 0; i <= len; i++) {
+        char c = subject[i];
+        if (i == len || c == '.') {
+            size_t tok_len = i - tok_start;
+            if (tok_len == 0) {
+                return SK_FAIL(SK_EINVAL, "%s: empty token at offset %zu", field, i);
+            }
+            if (tok_len > 1 && (memchr(subject + tok_start, '*', tok_len) != NULL ||
+                                memchr(subject + tok_start, '>', tok_len) != NULL)) {
+                return SK_FAIL(SK_EINVAL, "%s: a wildcard must be a whole token (offset %zu)",
+                               field, tok_start);
+            }
+            if (tok_len == 1 && subject[tok_start] == '>' && i != len) {
+                return SK_FAIL(SK_EINVAL, "%s: '>' must be the last token", field);
+            }
+            tok_start = i + 1;
+            continue;
+        }
+        if ((unsigned char)c < 0x21 || (unsigned char)c > 0x7e) {
+            return SK_FAIL(SK_EINVAL, "%s: invalid character 0x%02x at offset %zu", field,
+                           (unsigned)(unsigned char)c, i);
+        }
+        if ((c == '*' || c == '>') && !allow_wildcards) {
+            return SK_FAIL(SK_EINVAL, "%s: wildcards are not allowed (offset %zu)", field, i);
+        }
+    }
+    return SK_OK;
+}
+
+/* ---------------------------------------------------------------- connection events */
+
+/* True at most once per WARN_INTERVAL_MS per bus: repeated events are not all logged. */
+static bool warn_allowed(sk_bus *bus)
+{
+    int64_t now = sk_time_mono_ms();
+    int64_t last = atomic_load(&bus->last_warn_ms);
+
+    if (last != 0 && now - last < WARN_INTERVAL_MS) {
+        return false;
+    }
+    return atomic_compare_exchange_strong(&bus->last_warn_ms, &last, now);
+}
+
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    sk_bus *bus = closure;
+
+    (void)nc;
+    (void)sub;
+    if (warn_allowed(bus)) {
+        SK_LOG_WARN("nats asynchronous error conn=%s status=%s", bus->name,
+                    natsStatus_GetText(err));
+    }
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    sk_bus *bus = closure;
+
+    (void)nc;
+    atomic_fetch_add(&bus->n_disconnects, 1);
+    if (warn_allowed(bus)) {
+        SK_LOG_WARN("nats disconnected conn=%s (reconnecting)", bus->name);
+    }
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    sk_bus *bus = closure;
+
+    (void)nc;
+    SK_LOG_INFO("nats reconnected conn=%s", bus->name);
+}
+
+static void on_connected(natsConnection *nc, void *closure)
+{
+    sk_bus *bus = closure;
+
+    (void)nc;
+    SK_LOG_INFO("nats connected conn=%s (after retrying)", bus->name);
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+/* Split a comma-separated server list into @p copy; @p list points into it. */
+static sk_status split_servers(const char *servers, char *copy, const char **list, int *n)
+{
+    size_t len = strnlen(servers, MAX_SERVERS_LEN + 1);
+    char *p;
+
+    *n = 0;
+    if (len == 0 || len > MAX_SERVERS_LEN) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_open: cfg->servers: expected 1..%d bytes",
+                       MAX_SERVERS_LEN);
+    }
+    memcpy(copy, servers, len + 1);
+    p = copy;
+    while (*p != '\0') {
+        char *end = strchr(p, ',');
+        if (end != NULL) {
+            *end = '\0';
+        }
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p != '\0') {
+            if (*n == MAX_SERVERS) {
+                return SK_FAIL(SK_EINVAL, "sk_bus_open: cfg->servers: more than %d servers",
+                               MAX_SERVERS);
+            }
+            if (strncmp(p, "nats://", 7) != 0 && strncmp(p, "tls://", 6) != 0) {
+                return SK_FAIL(SK_EINVAL,
+                               "sk_bus_open: cfg->servers: expected nats:// or tls:// URLs, got "
+                               "\"%.64s\"",
+                               p);
+            }
+            list[(*n)++] = p;
+        }
+        if (end == NULL) {
+            break;
+        }
+        p = end + 1;
+    }
+    if (*n == 0) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_open: cfg->servers: no server given");
+    }
+    return SK_OK;
+}
+
+/* TLS file errors: SK_ETLS naming the file, with nats' reason. */
+static sk_status tls_fail(natsStatus s, const char *what, const char *file)
+{
+    natsStatus last_st = NATS_OK;
+    const char *last = nats_GetLastError(&last_st);
+
+    if (last == NULL || last_st != s) {
+        last = "";
+    }
+    return SK_FAIL(SK_ETLS, "sk_bus_open: loading %s %s: %s %s", what, file,
+                   natsStatus_GetText(s), last);
+}
+
+sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
+{
+    const char *servers[MAX_SERVERS];
+    char copy[MAX_SERVERS_LEN + 1];
+    sk_status st = SK_OK;
+    sk_bus *bus = NULL;
+    natsStatus s;
+    int n_servers = 0;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_open: out must not be NULL");
+    }
+    *out = NULL;
+    if (cfg == NULL || cfg->servers == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_open: cfg and cfg->servers must not be NULL");
+    }
+    if ((cfg->cert_file == NULL) != (cfg->key_file == NULL)) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_open: cfg->cert_file and cfg->key_file go together");
+    }
+    if (cfg->cert_file != NULL && cfg->ca_file == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_open: a client certificate needs cfg->ca_file");
+    }
+    if (cfg->inbox_prefix != NULL &&
+        (st = sk__subject_check(cfg->inbox_prefix, false, "sk_bus_open: cfg->inbox_prefix")) !=
+            SK_OK) {
+        return st;
+    }
+    if ((st = split_servers(cfg->servers, copy, servers, &n_servers)) != SK_OK) {
+        return st;
+    }
+    bus = sk_calloc(1, sizeof(*bus));
+    if (bus == NULL) {
+        return SK_FAIL(SK_ENOMEM, "sk_bus_open: allocating the bus");
+    }
+    bus->name = sk_strdup(cfg->name != NULL ? cfg->name : "");
+    if (bus->name == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "sk_bus_open: copying the name");
+        goto out;
+    }
+    if ((s = natsOptions_Create(&bus->opts)) != NATS_OK) {
+        st = sk__nats_fail(s, 0, "sk_bus_open: creating options");
+        goto out;
+    }
+    s = natsOptions_SetServers(bus->opts, servers, n_servers);
+    if (s == NATS_OK && cfg->name != NULL) {
+        s = natsOptions_SetName(bus->opts, cfg->name);
+    }
+    if (s == NATS_OK && cfg->inbox_prefix != NULL) {
+        s = natsOptions_SetCustomInboxPrefix(bus->opts, cfg->inbox_prefix);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetMaxReconnect(bus->opts, -1);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetReconnectWait(bus->opts, RECONNECT_WAIT_MS);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetRetryOnFailedConnect(bus->opts, true, on_connected, bus);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetErrorHandler(bus->opts, on_error, bus);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetDisconnectedCB(bus->opts, on_disconnected, bus);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetReconnectedCB(bus->opts, on_reconnected, bus);
+    }
+    if (s != NATS_OK) {
+        st = sk__nats_fail(s, 0, "sk_bus_open: setting options");
+        goto out;
+    }
+    if (cfg->ca_file != NULL) {
+        s = natsOptions_SetSecure(bus->opts, true);
+        if (s == NATS_OK) {
+            s = natsOptions_LoadCATrustedCertificates(bus->opts, cfg->ca_file);
+        }
+        if (s != NATS_OK) {
+            st = tls_fail(s, "CA file", cfg->ca_file);
+            goto out;
+        }
+        if (cfg->cert_file != NULL) {
+            s = natsOptions_LoadCertificatesChain(bus->opts, cfg->cert_file, cfg->key_file);
+            if (s != NATS_OK) {
+                st = tls_fail(s, "client certificate", cfg->cert_file);
+                goto out;
+            }
+        }
+    }
+    s = natsConnection_Connect(&bus->nc, bus->opts);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+        st = sk__nats_fail(s, 0, "sk_bus_open: connecting");
+        goto out;
+    }
+    if (s == NATS_NOT_YET_CONNECTED) {
+        SK_LOG_WARN("nats not reachable yet conn=%s (retrying in the background)", bus->name);
+    }
+    if ((s = natsConnection_JetStream(&bus->js, bus->nc, NULL)) != NATS_OK) {
+        st = sk__nats_fail(s, 0, "sk_bus_open: creating the JetStream context");
+        goto out;
+    }
+    *out = bus;
+    bus = NULL;
+out:
+    sk_bus_close(bus);
+    return st;
+}
+
+void sk_bus_close(sk_bus *bus)
+{
+    if (bus == NULL) {
+        return;
+    }
+    jsCtx_Destroy(bus->js);
+    if (bus->nc != NULL) {
+        /*
+         * Drain lets subscriptions finish what they received; it fails when
+         * the connection is not up, and then a plain close is all there is.
+         */
+        if (natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED &&
+            natsConnection_DrainTimeout(bus->nc, DRAIN_TIMEOUT_MS) == NATS_OK) {
+            int64_t deadline = sk_time_mono_ms() + DRAIN_TIMEOUT_MS + 1000;
+            while (!natsConnection_IsClosed(bus->nc) && sk_time_mono_ms() < deadline) {
+                struct timespec ts = { 0, 5 * 1000 * 1000 };
+                nanosleep(&ts, NULL);
+            }
+        }
+        natsConnection_Close(bus->nc);
+        natsConnection_Destroy(bus->nc);
+    }
+    natsOptions_Destroy(bus->opts);
+    sk_free(bus->name);
+    sk_free(bus);
+}
+
+bool sk_bus_is_connected(sk_bus *bus)
+{
+    return bus != NULL && bus->nc != NULL &&
+           natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+natsConnection *sk__bus_conn(sk_bus *bus)
+{
+    return bus->nc;
+}
+
+jsCtx *sk__bus_js(sk_bus *bus)
+{
+    return bus->js;
+}
+
+/* ---------------------------------------------------------------- streams */
+
+static bool stream_name_is_valid(const char *name)
+{
+    size_t len = strnlen(name, 65);
+
+    if (len == 0 || len > 64) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* True when the server's config already says what @p want says. */
+static bool stream_config_matches(const jsStreamConfig *have, const jsStreamConfig *want)
+{
+    if (have == NULL || have->SubjectsLen != want->SubjectsLen ||
+        have->Replicas != want->Replicas || have->Duplicates != want->Duplicates ||
+        have->Storage != want->Storage) {
+        return false;
+    }
+    for (int i = 0; i < want->SubjectsLen; i++) {
+        bool found = false;
+        for (int j = 0; j < have->SubjectsLen && !found; j++) {
+            found = strcmp(have->Subjects[j], want->Subjects[i]) == 0;
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    return true;
+}
+
+sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg)
+{
+    jsStreamInfo *si = NULL;
+    jsStreamConfig sc;
+    sk_status st = SK_OK;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    if (bus == NULL || cfg == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_stream_ensure: bus and cfg must not be NULL");
+    }
+    if (cfg->name == NULL || !stream_name_is_valid(cfg->name)) {
+        return SK_FAIL(SK_EINVAL,
+                       "sk_bus_stream_ensure: cfg->name: expected 1..64 of [A-Za-z0-9_-]");
+    }
+    if (cfg->subjects == NULL || cfg->n_subjects == 0 || cfg->n_subjects > 64) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_stream_ensure: cfg->subjects: expected 1..64 subjects");
+    }
+    for (size_t i = 0; i < cfg->n_subjects; i++) {
+        if ((st = sk__subject_check(cfg->subjects[i], true,
+                                    "sk_bus_stream_ensure: cfg->subjects[i]")) != SK_OK) {
+            return st;
+        }
+    }
+    if (cfg->replicas < 0 || cfg->replicas > 5) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_stream_ensure: cfg->replicas: expected 0..5, got %d",
+                       cfg->replicas);
+    }
+    if (cfg->duplicate_window_ms < 0 || cfg->duplicate_window_ms > INT64_MAX / 1000000) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_stream_ensure: cfg->duplicate_window_ms out of range");
+    }
+    jsStreamConfig_Init(&sc);
+    sc.Name = cfg->name;
+    /* nats.c takes `const char **`; it does not modify the strings. */
+    sc.Subjects = (const char **)(uintptr_t)cfg->subjects;
+    sc.SubjectsLen = (int)cfg->n_subjects;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = cfg->replicas == 0 ? 1 : cfg->replicas;
+    /* Stream durations are nanoseconds. */
+    sc.Duplicates =
+        (cfg->duplicate_window_ms == 0 ? 2 * 60 * 1000 : cfg->duplicate_window_ms) * 1000000;
+
+    s = js_GetStreamInfo(&si, sk__bus_js(bus), cfg->name, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JS_ERR_STREAM_NOT_FOUND) {
+        jerr = 0;
+        s = js_AddStream(NULL, sk__bus_js(bus), &sc, NULL, &jerr);
+        if (s != NATS_OK) {
+            st = sk__nats_fail(s, jerr, "creating stream");
+            st = SK_WRAP(st, "stream %s", cfg->name);
+        }
+        goto out;
+    }
+    if (s != NATS_OK) {
+        st = sk__nats_fail(s, jerr, "looking up stream");
+        st = SK_WRAP(st, "stream %s", cfg->name);
+        goto out;
+    }
+    if (!stream_config_matches(si->Config, &sc)) {
+        jerr = 0;
+        s = js_UpdateStream(NULL, sk__bus_js(bus), &sc, NULL, &jerr);
+        if (s != NATS_OK) {
+            st = sk__nats_fail(s, jerr, "updating stream");
+            st = SK_WRAP(st, "stream %s", cfg->name);
+        }
+    }
+out:
+    jsStreamInfo_Destroy(si);
+    return st;
+}

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * msg internals shared by the files of src/msg and their unit tests: the
+ * nats error mapping, the bus internals, and the pure envelope codec (header
+ * pairs <-> sk_envelope), which a fuzz target can call without a server.
+ */
+#ifndef SK_MSG_INT_H
+#define SK_MSG_INT_H
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <skald/msg.h>
+
+/* ---------------------------------------------------------------- bus */
+
+struct sk_bus {
+    natsOptions *opts;
+    natsConnection *nc;
+    jsCtx *js;
+    char *name; /* connection name for log lines ("" when none) */
+    _Atomic int64_t last_warn_ms; /* rate limit for connection event logs */
+    _Atomic uint64_t n_disconnects;
+};
+
+/**
+ * Map a nats failure to SK_EBUS (or SK_ETIMEDOUT / SK_ENOMEM / SK_ETLS),
+ * recording "<what>: <status text>[: <last error text>][ (jetstream error N)]".
+ * @param jerr JetStream error code, 0 when none.
+ */
+sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what);
+
+/**
+ * True for failures that clear up by themselves: timeouts, no responders
+ * (also "JetStream not enabled", 10076, during a leader election), a
+ * connection being re-established.
+ */
+bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr);
+
+/**
+ * Free an array that nats.c allocated and documents as released with
+ * free() (natsMsgHeader_Keys / _Values). NULL-safe.
+ */
+void sk__nats_free(const void *p);
+
+/** The bus's connection and JetStream context (borrowed, valid until sk_bus_close). */
+natsConnection *sk__bus_conn(sk_bus *bus);
+jsCtx *sk__bus_js(sk_bus *bus);
+
+/**
+ * Validate a NATS subject for publishing: 1..255 bytes of printable ASCII
+ * without spaces, no wildcards unless @p allow_wildcards, no empty token.
+ * @return SK_OK or SK_EINVAL naming @p field.
+ */
+sk_status sk__subject_check(const char *subject, bool allow_wildcards, const char *field);
+
+/* ---------------------------------------------------------------- envelope */
+
+#define SK__HDR_SPECVERSION   "ce-specversion"
+#define SK__HDR_ID            "ce-id"
+#define SK__HDR_TYPE          "ce-type"
+#define SK__HDR_SOURCE        "ce-source"
+#define SK__HDR_TIME          "ce-time"
+#define SK__HDR_SUBJECT       "ce-subject"
+#define SK__HDR_SCHEMAVERSION "ce-schemaversion"
+#define SK__HDR_TRACEPARENT   "traceparent"
+#define SK__HDR_SAGASTEP      "ce-sagastep"
+#define SK__HDR_REPLYTO       "ce-replyto"
+#define SK__HDR_MSGID         "Nats-Msg-Id"
+#define SK__HDR_CONTENTTYPE   "content-type"
+
+/** Largest schema version and saga step accepted. */
+#define SK__MAX_SCHEMA_VERSION 1000000
+#define SK__MAX_SAGA_STEP      1000
+
+/** One header as received: name and value, neither NUL-terminated. */
+typedef struct sk__msg_header {
+    sk_slice name;
+    sk_slice value;
+} sk__msg_header;
+
+/** Storage for the strings of a decoded envelope (the sk_envelope points into it). */
+typedef struct sk__envelope_buf {
+    char type[SK_ENVELOPE_MAX_ATTR + 1];
+    char source[SK_ENVELOPE_MAX_ATTR + 1];
+    char subject[SK_ENVELOPE_MAX_ATTR + 1];
+    char reply_to[SK_ENVELOPE_MAX_ATTR + 1];
+} sk__envelope_buf;
+
+/**
+ * Decode CloudEvents attributes from header pairs (names matched without
+ * regard to case; unknown headers ignored; a repeated attribute refused).
+ * Requires ce-specversion "1.0", ce-id (a UUID), ce-type, ce-source,
+ * ce-subject (1..SK_ENVELOPE_MAX_ATTR printable ASCII bytes), ce-time
+ * (RFC 3339), ce-schemaversion (1..1000000); optional ce-sagastep
+ * (0..1000), ce-replyto (like ce-type). An absent or invalid traceparent is
+ * replaced by a new one.
+ * @param[out] env strings point into @p buf.
+ * @return SK_OK, SK_EPROTO naming the header, SK_EINVAL (NULL arguments).
+ * Pure; thread-safe.
+ */
+sk_status sk__envelope_decode(const sk__msg_header *hdrs,
+                              size_t n_hdrs,
+                              sk_envelope *env,
+                              sk__envelope_buf *buf);
+
+/**
+ * Check an envelope before it is sent (same rules as decoding, except that
+ * the traceparent must be valid).
+ * @return SK_OK or SK_EINVAL naming the field.
+ */
+sk_status sk__envelope_validate(const sk_envelope *env);
+
+/**
+ * Parse an RFC 3339 timestamp ("2026-11-25T10:00:00.123Z", offsets
+ * allowed, fraction truncated to milliseconds).
+ * @return SK_OK or SK_EPROTO.
+ */
+sk_status sk__rfc3339_parse(sk_slice text, int64_t *epoch_ms);
+
+/**
+ * Serialise @p env as a compact JSON object of headers (every header the
+ * message will carry, Nats-Msg-Id and content-type included).
+ * @param[out] out owned, sk_free.
+ * @return SK_OK, SK_EINVAL (invalid envelope), SK_ENOMEM.
+ */
+sk_status sk__envelope_to_json(const sk_envelope *env, char **out);
+
+/**
+ * The inverse of sk__envelope_to_json: decode a JSON object of headers.
+ * @return SK_OK, SK_EPROTO, SK_ENOMEM.
+ */
+sk_status sk__envelope_from_json(sk_slice json, sk_envelope *env, sk__envelope_buf *buf);
+
+/**
+ * Set the headers of @p env on @p msg.
+ * @return SK_OK, SK_EINVAL (invalid envelope), SK_EBUS, SK_ENOMEM.
+ */
+sk_status sk__envelope_encode(const sk_envelope *env, natsMsg *msg);
+
+/**
+ * Set every member of a JSON object of string headers (an outbox row's
+ * headers column) on @p msg.
+ * @return SK_OK, SK_EPROTO (not an object of strings), SK_EBUS, SK_ENOMEM.
+ */
+sk_status sk__headers_json_apply(sk_slice json, natsMsg *msg);
+
+/**
+ * Decode the envelope of a received message.
+ * @return SK_OK, SK_EPROTO, SK_ENOMEM.
+ */
+sk_status sk__envelope_from_msg(natsMsg *msg, sk_envelope *env, sk__envelope_buf *buf);
+
+/* ---------------------------------------------------------------- outbox */
+
+/** Insert one outbox row with already-serialised headers and data. */
+sk_status sk__outbox_insert(sk_tx *tx,
+                            const char *nats_subject,
+                            const char *msg_id,
+                            const char *headers_json,
+                            sk_slice data);
+
+/* ---------------------------------------------------------------- consumer */
+
+/** Delay before redelivery number @p n_delivered + 1, in milliseconds. */
+int64_t sk__consumer_backoff_ms(uint64_t n_delivered);
+
+#endif /* SK_MSG_INT_H */

@@ -1,0 +1,586 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The outbox relay: a thread that publishes committed outbox rows in seq
+ * order with asynchronous JetStream publishes and deletes them once
+ * acknowledged. Invariant: a row is deleted only after JetStream
+ * acknowledged it and every row before it; rows past the first
+ * unacknowledged one are published again (Nats-Msg-Id lets JetStream drop
+ * the copies it already stored).
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "msg/msg_int.h"
+
+/* Rows read and published per round. */
+#define RELAY_BATCH 512
+/* Asynchronous publishes in flight at most. */
+#define RELAY_MAX_PENDING 256
+/* Idle poll interval: catches commits made by other processes or hooks we missed. */
+#define RELAY_TICK_MS 200
+/* How long one publish may wait for its acknowledgement. */
+#define RELAY_ACK_WAIT_MS 5000
+/* Retry backoff after a failed round. */
+#define RELAY_BACKOFF_MIN_MS 100
+#define RELAY_BACKOFF_MAX_MS 2000
+/* Failure logs at most once per this interval. */
+#define RELAY_LOG_INTERVAL_MS 5000
+
+typedef enum row_state { ROW_PENDING = 0, ROW_OK = 1, ROW_FAILED = 2 } row_state;
+
+typedef struct relay_row {
+    int64_t seq;
+    char msg_id[SK_UUID_LEN + 8];
+    natsMsg *msg; /* owned until handed to js_PublishMsgAsync */
+    row_state state;
+} relay_row;
+
+/*
+ * Lock order: mu only. The ack handler (nats thread) takes mu to record a
+ * row's fate; the relay thread takes it to read the fates and to sleep.
+ */
+struct sk_relay {
+    sk_store *store;
+    sk_bus *bus;
+    jsCtx *js; /* own context: it carries our ack handler */
+    pthread_t thread;
+    bool has_thread;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    /* Protected by mu. */
+    bool is_stopping;
+    bool is_woken;
+    relay_row rows[RELAY_BATCH];
+    size_t n_rows;
+    size_t ack_hint;      /* where the next acknowledgement most likely lands */
+    natsStatus last_err;  /* of the last failed acknowledgement */
+    jsErrCode last_jerr;
+    size_t n_units;       /* delete units in flight */
+
+    /* Relay thread only. */
+    int64_t acked_seq;    /* highest seq acknowledged with every row before it */
+    int64_t lag;
+    int64_t last_log_ms;
+
+    _Atomic int64_t deleted_seq; /* highest seq whose delete committed */
+    _Atomic uint64_t published;
+
+    sk_counter *m_published;
+    sk_counter *m_errors;
+    sk_gauge *m_lag;
+};
+
+typedef struct delete_unit {
+    sk_relay *relay;
+    int64_t seq;
+} delete_unit;
+
+static void lock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_lock(mu) != 0) {
+        sk_assert_fail("pthread_mutex_lock", __FILE__, __LINE__);
+    }
+}
+
+static void unlock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_unlock(mu) != 0) {
+        sk_assert_fail("pthread_mutex_unlock", __FILE__, __LINE__);
+    }
+}
+
+/* Wait on cond until woken, stopping, or @p ms passed. Called with mu held. */
+static void wait_ms(sk_relay *r, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    while (!r->is_woken && !r->is_stopping) {
+        int rc = pthread_cond_timedwait(&r->cond, &r->mu, &ts);
+        if (rc == ETIMEDOUT) {
+            break;
+        }
+        if (rc != 0) {
+            sk_assert_fail("pthread_cond_timedwait", __FILE__, __LINE__);
+        }
+    }
+    r->is_woken = false;
+}
+
+static void wake(sk_relay *r)
+{
+    lock(&r->mu);
+    r->is_woken = true;
+    pthread_cond_broadcast(&r->cond);
+    unlock(&r->mu);
+}
+
+static void on_commit(void *ctx)
+{
+    wake(ctx);
+}
+
+/* ---------------------------------------------------------------- acknowledgements */
+
+/* nats thread: record the fate of one publish. Owns and destroys @p msg. */
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    sk_relay *r = closure;
+    const char *id = NULL;
+
+    (void)js;
+    if (msg != NULL && natsMsgHeader_Get(msg, SK__HDR_MSGID, &id) == NATS_OK && id != NULL) {
+        lock(&r->mu);
+        size_t i = r->ack_hint < r->n_rows && strcmp(r->rows[r->ack_hint].msg_id, id) == 0
+                       ? r->ack_hint
+                       : r->n_rows;
+        for (size_t j = 0; i == r->n_rows && j < r->n_rows; j++) {
+            if (strcmp(r->rows[j].msg_id, id) == 0) {
+                i = j;
+            }
+        }
+        if (i < r->n_rows) {
+            r->ack_hint = i + 1;
+            if (pa != NULL && pae == NULL) {
+                r->rows[i].state = ROW_OK;
+            } else if (r->rows[i].state != ROW_OK) {
+                /* A late failure of an earlier copy never undoes a success. */
+                r->rows[i].state = ROW_FAILED;
+                r->last_err = pae != NULL ? pae->Err : NATS_ERR;
+                r->last_jerr = pae != NULL ? pae->ErrCode : 0;
+            }
+        }
+        unlock(&r->mu);
+    }
+    natsMsg_Destroy(msg);
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static sk_status read_rows(sk_tx *tx, void *ctx)
+{
+    sk_relay *r = ctx;
+    sk_db_value params[2] = { SK_DB_INT_V(r->acked_seq), SK_DB_INT_V(RELAY_BATCH) };
+    sk_rows *rows = NULL;
+    sk_status st;
+    size_t n = 0;
+
+    st = sk_tx_query(tx,
+                     "SELECT seq, subject, msg_id, headers, data FROM sk_outbox "
+                     "WHERE seq > ? ORDER BY seq LIMIT ?",
+                     params, 2, &rows);
+    if (st != SK_OK) {
+        return SK_WRAP(st, "relay: reading the outbox");
+    }
+    while ((st = sk_rows_next(rows)) == SK_OK) {
+        relay_row *row = &r->rows[n];
+        size_t len = 0, hlen = 0;
+        const char *subject = sk_rows_text(rows, 1, NULL);
+        const char *id = sk_rows_text(rows, 2, &len);
+        const char *headers = sk_rows_text(rows, 3, &hlen);
+        const char *data = sk_rows_text(rows, 4, &len);
+        natsStatus s;
+
+        row->seq = sk_rows_int(rows, 0);
+        row->state = ROW_PENDING;
+        snprintf(row->msg_id, sizeof(row->msg_id), "%s", id);
+        row->msg = NULL;
+        if (len > SK_MAX_MSG_PAYLOAD) {
+            st = SK_FAIL(SK_ELIMIT, "relay: outbox row %lld has %zu bytes of data",
+                         (long long)row->seq, len);
+            break;
+        }
+        s = natsMsg_Create(&row->msg, subject, NULL, data, (int)len);
+        if (s != NATS_OK) {
+            st = sk__nats_fail(s, 0, "relay: creating a message");
+            break;
+        }
+        n++;
+        st = sk__headers_json_apply((sk_slice){ (const uint8_t *)headers, hlen }, row->msg);
+        if (st != SK_OK) {
+            st = SK_WRAP(st, "relay: outbox row %lld", (long long)row->seq);
+            break;
+        }
+    }
+    sk_rows_close(rows);
+    if (st == SK_ENOTFOUND) {
+        st = SK_OK;
+    }
+    if (st == SK_OK && n == RELAY_BATCH) {
+        int64_t count = 0;
+        sk_db_value p1[1] = { SK_DB_INT_V(r->acked_seq) };
+        if (sk_tx_query_int(tx, "SELECT COUNT(*) FROM sk_outbox WHERE seq > ?", p1, 1, &count) ==
+            SK_OK) {
+            r->lag = count;
+        }
+    } else {
+        r->lag = (int64_t)n;
+    }
+    lock(&r->mu);
+    r->n_rows = n;
+    r->ack_hint = 0;
+    unlock(&r->mu);
+    return st;
+}
+
+static void rows_release(sk_relay *r)
+{
+    lock(&r->mu);
+    for (size_t i = 0; i < r->n_rows; i++) {
+        natsMsg_Destroy(r->rows[i].msg);
+        r->rows[i].msg = NULL;
+    }
+    r->n_rows = 0;
+    unlock(&r->mu);
+}
+
+/* ---------------------------------------------------------------- deleting */
+
+static sk_status delete_work(sk_tx *tx, void *ctx)
+{
+    delete_unit *u = ctx;
+    sk_db_value p[1] = { SK_DB_INT_V(u->seq) };
+
+    return sk_tx_exec(tx, "DELETE FROM sk_outbox WHERE seq <= ?", p, 1, NULL);
+}
+
+static void delete_done(sk_status st, const char *message, void *ctx)
+{
+    delete_unit *u = ctx;
+    sk_relay *r = u->relay;
+
+    if (st == SK_OK) {
+        int64_t cur = atomic_load(&r->deleted_seq);
+        while (cur < u->seq && !atomic_compare_exchange_weak(&r->deleted_seq, &cur, u->seq)) {
+        }
+    } else {
+        SK_LOG_WARN("relay: deleting published outbox rows up to seq=%lld failed: %s",
+                    (long long)u->seq, message);
+    }
+    sk_free(u);
+    lock(&r->mu);
+    r->n_units--;
+    pthread_cond_broadcast(&r->cond);
+    unlock(&r->mu);
+}
+
+/* Delete acknowledged rows unless a delete covering them is already committed or queued. */
+static void delete_acked(sk_relay *r)
+{
+    delete_unit *u;
+    sk_status st;
+
+    if (atomic_load(&r->deleted_seq) >= r->acked_seq) {
+        return;
+    }
+    lock(&r->mu);
+    bool busy = r->n_units > 0;
+    unlock(&r->mu);
+    if (busy) {
+        return; /* the tick retries once the queued delete is done */
+    }
+    u = sk_calloc(1, sizeof(*u));
+    if (u == NULL) {
+        return; /* retried on the next tick */
+    }
+    u->relay = r;
+    u->seq = r->acked_seq;
+    lock(&r->mu);
+    r->n_units++;
+    unlock(&r->mu);
+    st = sk_store_submit(r->store, delete_work, delete_done, u);
+    if (st != SK_OK) {
+        sk_free(u);
+        lock(&r->mu);
+        r->n_units--;
+        unlock(&r->mu);
+    }
+}
+
+/* ---------------------------------------------------------------- publishing */
+
+/* Log a failed round at most once per RELAY_LOG_INTERVAL_MS. */
+static void log_failure(sk_relay *r, const char *detail)
+{
+    int64_t now = sk_time_mono_ms();
+
+    if (r->last_log_ms == 0 || now - r->last_log_ms >= RELAY_LOG_INTERVAL_MS) {
+        r->last_log_ms = now;
+        SK_LOG_WARN("relay: %s (retrying from the first unacknowledged row)", detail);
+    }
+}
+
+/*
+ * Publish the rows read and wait for their acknowledgements.
+ * @return how many rows from the first are acknowledged.
+ */
+static size_t publish_rows(sk_relay *r, bool *is_failed)
+{
+    jsPubOptions popts;
+    size_t n_sent = 0, n_ok = 0;
+    natsStatus s = NATS_OK;
+    size_t n_rows;
+
+    lock(&r->mu);
+    n_rows = r->n_rows;
+    unlock(&r->mu);
+    jsPubOptions_Init(&popts);
+    popts.MaxWait = RELAY_ACK_WAIT_MS;
+    for (; n_sent < n_rows; n_sent++) {
+        natsMsg *m = r->rows[n_sent].msg;
+        /* The library takes the message (and clears m) when the call succeeds. */
+        s = js_PublishMsgAsync(r->js, &m, &popts);
+        if (s != NATS_OK) {
+            break;
+        }
+        r->rows[n_sent].msg = NULL;
+    }
+    if (n_sent > 0) {
+        jsPubOptions copts;
+        jsPubOptions_Init(&copts);
+        copts.MaxWait = RELAY_ACK_WAIT_MS * 2;
+        if (js_PublishAsyncComplete(r->js, &copts) != NATS_OK) {
+            natsMsgList pending = { 0 };
+            /* Take back what is still unacknowledged: it is published again later. */
+            if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
+                natsMsgList_Destroy(&pending);
+            }
+        }
+    }
+    lock(&r->mu);
+    while (n_ok < n_sent && r->rows[n_ok].state == ROW_OK) {
+        n_ok++;
+    }
+    natsStatus ack_err = r->last_err;
+    jsErrCode ack_jerr = r->last_jerr;
+    r->last_err = NATS_OK;
+    r->last_jerr = 0;
+    unlock(&r->mu);
+    *is_failed = n_ok < n_rows;
+    if (s != NATS_OK) {
+        sk_status st = sk__nats_fail(s, 0, "publishing");
+        log_failure(r, sk_error_message());
+        (void)st;
+    } else if (n_ok < n_rows) {
+        sk_status st = sk__nats_fail(ack_err != NATS_OK ? ack_err : NATS_TIMEOUT, ack_jerr,
+                                     "publish not acknowledged");
+        log_failure(r, sk_error_message());
+        (void)st;
+    }
+    return n_ok;
+}
+
+/* One round: read a batch, publish it, forget what was acknowledged. */
+static bool relay_round(sk_relay *r, bool *is_failed)
+{
+    size_t n_ok, n_rows;
+    sk_status st;
+
+    *is_failed = false;
+    st = sk_store_read(r->store, read_rows, r);
+    lock(&r->mu);
+    n_rows = r->n_rows;
+    unlock(&r->mu);
+    if (st != SK_OK) {
+        log_failure(r, sk_error_message());
+        *is_failed = true;
+        if (r->m_errors != NULL) {
+            sk_counter_add(r->m_errors, 1);
+        }
+        rows_release(r);
+        return false;
+    }
+    if (n_rows == 0) {
+        if (r->m_lag != NULL) {
+            sk_gauge_set(r->m_lag, 0);
+        }
+        return false;
+    }
+    n_ok = publish_rows(r, is_failed);
+    if (n_ok > 0) {
+        r->acked_seq = r->rows[n_ok - 1].seq;
+    }
+    rows_release(r);
+    if (n_ok > 0) {
+        atomic_fetch_add(&r->published, n_ok);
+        if (r->m_published != NULL) {
+            sk_counter_add(r->m_published, n_ok);
+        }
+        delete_acked(r);
+    }
+    if (*is_failed && r->m_errors != NULL) {
+        sk_counter_add(r->m_errors, 1);
+    }
+    r->lag -= (int64_t)n_ok;
+    if (r->m_lag != NULL) {
+        sk_gauge_set(r->m_lag, r->lag < 0 ? 0 : r->lag);
+    }
+    /* A full batch means more rows are probably waiting. */
+    return !*is_failed && n_rows == RELAY_BATCH;
+}
+
+static void *relay_main(void *arg)
+{
+    sk_relay *r = arg;
+    int64_t backoff = RELAY_BACKOFF_MIN_MS;
+    bool more = true;
+
+    for (;;) {
+        bool is_failed = false;
+
+        lock(&r->mu);
+        if (!more && !r->is_stopping) {
+            wait_ms(r, RELAY_TICK_MS);
+        }
+        bool stop = r->is_stopping;
+        r->is_woken = false;
+        unlock(&r->mu);
+        if (stop) {
+            break;
+        }
+        more = relay_round(r, &is_failed);
+        delete_acked(r); /* retries a delete that failed earlier */
+        if (is_failed) {
+            lock(&r->mu);
+            r->is_woken = false;
+            wait_ms(r, backoff);
+            unlock(&r->mu);
+            backoff = backoff * 2 > RELAY_BACKOFF_MAX_MS ? RELAY_BACKOFF_MAX_MS : backoff * 2;
+        } else {
+            backoff = RELAY_BACKOFF_MIN_MS;
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static sk_status noop_work(sk_tx *tx, void *ctx)
+{
+    (void)tx;
+    (void)ctx;
+    return SK_OK;
+}
+
+sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metrics *metrics)
+{
+    pthread_condattr_t ca;
+    sk_status st = SK_OK;
+    sk_relay *r = NULL;
+    jsOptions jo;
+    natsStatus s;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_relay_start: out must not be NULL");
+    }
+    *out = NULL;
+    if (store == NULL || bus == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_relay_start: store and bus must not be NULL");
+    }
+    r = sk_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return SK_FAIL(SK_ENOMEM, "sk_relay_start: allocating the relay");
+    }
+    r->store = store;
+    r->bus = bus;
+    if (pthread_mutex_init(&r->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
+        sk_free(r);
+        return SK_FAIL(SK_ENOMEM, "sk_relay_start: creating a mutex");
+    }
+    /* Timed waits on the monotonic clock: wall clock jumps must not stall the relay. */
+    if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&r->cond, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&r->mu);
+        sk_free(r);
+        return SK_FAIL(SK_ENOMEM, "sk_relay_start: creating a condition variable");
+    }
+    pthread_condattr_destroy(&ca);
+    if (metrics != NULL) {
+        r->m_published = sk_metrics_counter(metrics, "sk_outbox_published_total",
+                                            "Outbox messages published and acknowledged", NULL);
+        r->m_errors = sk_metrics_counter(metrics, "sk_outbox_publish_errors_total",
+                                         "Outbox relay rounds that failed", NULL);
+        r->m_lag = sk_metrics_gauge(metrics, "sk_outbox_lag", "Outbox rows not yet published",
+                                    NULL);
+    }
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = RELAY_MAX_PENDING;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = r;
+    s = natsConnection_JetStream(&r->js, sk__bus_conn(bus), &jo);
+    if (s != NATS_OK) {
+        st = sk__nats_fail(s, 0, "sk_relay_start: creating the JetStream context");
+        goto out;
+    }
+    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+        st = SK_FAIL(SK_EINTERNAL, "sk_relay_start: creating the relay thread");
+        goto out;
+    }
+    r->has_thread = true;
+    sk_store_set_commit_hook(store, on_commit, r);
+    *out = r;
+    r = NULL;
+out:
+    sk_relay_stop(r);
+    return st;
+}
+
+void sk_relay_stop(sk_relay *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    if (r->has_thread) {
+        sk_store_set_commit_hook(r->store, NULL, NULL);
+        /*
+         * A hook call may be running on the writer thread right now; a unit
+         * queued after clearing it completes only once that call returned.
+         */
+        SK_IGNORE(sk_store_run(r->store, noop_work, NULL)); /* store closing: no hook runs */
+        lock(&r->mu);
+        r->is_stopping = true;
+        pthread_cond_broadcast(&r->cond);
+        unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+    }
+    lock(&r->mu);
+    while (r->n_units > 0) {
+        if (pthread_cond_wait(&r->cond, &r->mu) != 0) {
+            sk_assert_fail("pthread_cond_wait", __FILE__, __LINE__);
+        }
+    }
+    unlock(&r->mu);
+    if (r->js != NULL) {
+        natsMsgList pending = { 0 };
+        jsPubOptions o;
+        /*
+         * Each round settles its publishes, so this is only a safety net:
+         * take back anything still pending, then wait for acknowledgement
+         * callbacks already running (they hold r) to return.
+         */
+        jsPubOptions_Init(&o);
+        o.MaxWait = 1000;
+        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
+            natsMsgList_Destroy(&pending);
+        }
+        SK_IGNORE(js_PublishAsyncComplete(r->js, &o)); /* best effort at shutdown */
+        jsCtx_Destroy(r->js);
+    }
+    rows_release(r);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->mu);
+    sk_free(r);
+}
+
+uint64_t sk_relay_published(sk_relay *relay)
+{
+    return relay == NULL ? 0 : atomic_load(&relay->published);
+}
