@@ -1,0 +1,934 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the registry (src/discovery/registry.c) over an in-memory
+ * fake of the KV API of msg.h, defined in this file: the fake delivers watch
+ * events synchronously, in order, on the thread that puts, and can be told
+ * to fail. Real-server behaviour is covered by test_discovery_registry.c.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "discovery/discovery_int.h"
+#include "sk_test.h"
+
+#define TTL_MS  150
+#define WAIT_MS 3000
+
+/* ---------------------------------------------------------------- fake KV */
+
+#define FAKE_MAX 64
+
+typedef struct fake_entry {
+    char *key;
+    char *value;
+    size_t len;
+} fake_entry;
+
+struct sk_kv_watch {
+    sk_kv_watch_fn fn;
+    void *ctx;
+    bool is_active;
+};
+
+static struct {
+    pthread_mutex_t mu; /* protects everything here; held while delivering events */
+    fake_entry entries[FAKE_MAX];
+    size_t n;
+    struct sk_kv_watch watches[8];
+    size_t n_watches;
+    int n_open;
+    int64_t ttl_ms;
+    unsigned n_puts;
+    sk_status fail_open, fail_put, fail_delete, fail_watch;
+} fake = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* Any non-NULL pointer will do: the fake never looks at the bus. */
+static int bus_token;
+#define BUS ((sk_bus *)(void *)&bus_token)
+
+static void fake_reset(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    for (size_t i = 0; i < fake.n; i++) {
+        sk_free(fake.entries[i].key);
+        sk_free(fake.entries[i].value);
+    }
+    fake.n = 0;
+    fake.n_watches = 0;
+    fake.n_puts = 0;
+    fake.fail_open = fake.fail_put = fake.fail_delete = fake.fail_watch = SK_OK;
+    pthread_mutex_unlock(&fake.mu);
+}
+
+static void fake_notify(const char *key, const char *value, size_t len, bool is_deleted)
+{
+    for (size_t i = 0; i < fake.n_watches; i++) {
+        if (fake.watches[i].is_active) {
+            fake.watches[i].fn(key, (sk_slice){ (const uint8_t *)value, len }, is_deleted,
+                               fake.watches[i].ctx);
+        }
+    }
+}
+
+sk_status sk_kv_open(sk_kv **out, sk_bus *bus, const char *name, int64_t ttl_ms)
+{
+    assert_non_null(bus);
+    assert_string_equal(name, SK_DISCOVERY_BUCKET);
+    *out = NULL;
+    if (fake.fail_open != SK_OK) {
+        return SK_FAIL(fake.fail_open, "fake kv_open failure");
+    }
+    pthread_mutex_lock(&fake.mu);
+    fake.n_open++;
+    fake.ttl_ms = ttl_ms;
+    pthread_mutex_unlock(&fake.mu);
+    *out = (sk_kv *)(void *)&fake;
+    return SK_OK;
+}
+
+void sk_kv_close(sk_kv *kv)
+{
+    if (kv == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&fake.mu);
+    fake.n_open--;
+    pthread_mutex_unlock(&fake.mu);
+}
+
+sk_status sk_kv_put(sk_kv *kv, const char *key, sk_slice value)
+{
+    sk_status st = SK_OK;
+
+    assert_non_null(kv);
+    pthread_mutex_lock(&fake.mu);
+    if (fake.fail_put != SK_OK) {
+        st = SK_FAIL(fake.fail_put, "fake kv_put failure");
+        goto out;
+    }
+    fake_entry *e = NULL;
+    for (size_t i = 0; i < fake.n; i++) {
+        if (strcmp(fake.entries[i].key, key) == 0) {
+            e = &fake.entries[i];
+        }
+    }
+    /* Allocation failures injected by the tests reach the fake too: report them. */
+    char *copy = sk_strndup((const char *)value.ptr, value.len);
+    if (copy == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "fake kv_put: copying the value");
+        goto out;
+    }
+    if (e == NULL) {
+        char *k = sk_strdup(key);
+        if (k == NULL) {
+            sk_free(copy);
+            st = SK_FAIL(SK_ENOMEM, "fake kv_put: copying the key");
+            goto out;
+        }
+        assert_true(fake.n < FAKE_MAX);
+        e = &fake.entries[fake.n++];
+        e->key = k;
+    } else {
+        sk_free(e->value);
+    }
+    e->value = copy;
+    e->len = value.len;
+    fake.n_puts++;
+    fake_notify(key, e->value, e->len, false);
+out:
+    pthread_mutex_unlock(&fake.mu);
+    return st;
+}
+
+sk_status sk_kv_delete(sk_kv *kv, const char *key)
+{
+    sk_status st = SK_OK;
+
+    assert_non_null(kv);
+    pthread_mutex_lock(&fake.mu);
+    if (fake.fail_delete != SK_OK) {
+        st = SK_FAIL(fake.fail_delete, "fake kv_delete failure");
+        goto out;
+    }
+    for (size_t i = 0; i < fake.n; i++) {
+        if (strcmp(fake.entries[i].key, key) == 0) {
+            sk_free(fake.entries[i].key);
+            sk_free(fake.entries[i].value);
+            fake.entries[i] = fake.entries[--fake.n];
+            break;
+        }
+    }
+    fake_notify(key, NULL, 0, true);
+out:
+    pthread_mutex_unlock(&fake.mu);
+    return st;
+}
+
+sk_status sk_kv_get(sk_kv *kv, const char *key, char **out, size_t *len)
+{
+    sk_status st = SK_ENOTFOUND;
+
+    (void)kv;
+    *out = NULL;
+    *len = 0;
+    pthread_mutex_lock(&fake.mu);
+    for (size_t i = 0; i < fake.n; i++) {
+        if (strcmp(fake.entries[i].key, key) == 0) {
+            *out = sk_strndup(fake.entries[i].value, fake.entries[i].len);
+            *len = fake.entries[i].len;
+            st = *out != NULL ? SK_OK : SK_ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&fake.mu);
+    if (st == SK_ENOTFOUND) {
+        return SK_FAIL(st, "fake: %s not found", key);
+    }
+    return st;
+}
+
+sk_status sk_kv_watch_start(sk_kv_watch **out,
+                            sk_kv *kv,
+                            const char *pattern,
+                            sk_kv_watch_fn fn,
+                            void *ctx)
+{
+    assert_non_null(kv);
+    assert_string_equal(pattern, ">");
+    *out = NULL;
+    if (fake.fail_watch != SK_OK) {
+        return SK_FAIL(fake.fail_watch, "fake watch failure");
+    }
+    pthread_mutex_lock(&fake.mu);
+    assert_true(fake.n_watches < 8);
+    struct sk_kv_watch *w = &fake.watches[fake.n_watches++];
+    w->fn = fn;
+    w->ctx = ctx;
+    w->is_active = true;
+    for (size_t i = 0; i < fake.n; i++) {
+        fn(fake.entries[i].key, (sk_slice){ (const uint8_t *)fake.entries[i].value, fake.entries[i].len },
+           false, ctx);
+    }
+    pthread_mutex_unlock(&fake.mu);
+    *out = w;
+    return SK_OK;
+}
+
+void sk_kv_watch_stop(sk_kv_watch *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&fake.mu);
+    w->is_active = false;
+    pthread_mutex_unlock(&fake.mu);
+}
+
+/* Put a raw value as another process would. */
+static void raw_put(const char *key, const char *value)
+{
+    sk_kv *kv = (sk_kv *)(void *)&fake;
+    assert_int_equal(sk_kv_put(kv, key, sk_slice_from_str(value)), SK_OK);
+}
+
+/* Put an encoded instance as another process would. */
+static void other_put(const char *service, const char *instance, const char *address, bool ready)
+{
+    sk_instance i = { service, instance, address, ready, 77, sk_time_now_ms() };
+    char *text = NULL;
+    size_t len = 0;
+    char key[160];
+
+    assert_int_equal(sk__instance_encode(&i, &text, &len), SK_OK);
+    snprintf(key, sizeof(key), "%s.%s", service, instance);
+    raw_put(key, text);
+    sk_free(text);
+}
+
+static void other_delete(const char *key)
+{
+    assert_int_equal(sk_kv_delete((sk_kv *)(void *)&fake, key), SK_OK);
+}
+
+/* Decode the fake's current value of @p key into @p out; false when absent. */
+static bool fake_lookup(const char *key, sk_instance *out)
+{
+    char *v = NULL;
+    size_t len = 0;
+
+    if (sk_kv_get((sk_kv *)(void *)&fake, key, &v, &len) != SK_OK) {
+        sk_error_clear();
+        return false;
+    }
+    sk_status st = sk__instance_decode((sk_slice){ (const uint8_t *)v, len }, out);
+    sk_free(v);
+    assert_int_equal(st, SK_OK);
+    return true;
+}
+
+static unsigned fake_puts(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    unsigned n = fake.n_puts;
+    pthread_mutex_unlock(&fake.mu);
+    return n;
+}
+
+static bool puts_reached(void *ctx)
+{
+    return fake_puts() >= *(const unsigned *)ctx;
+}
+
+/* Wait until the fake has seen @p more further puts. */
+static void wait_puts(unsigned more)
+{
+    unsigned target = fake_puts() + more;
+    assert_true(sk_test_wait_until(puts_reached, &target, WAIT_MS));
+}
+
+static bool self_not_ready(void *ctx)
+{
+    sk_instance got;
+    bool ok = false;
+
+    (void)ctx;
+    if (fake_lookup("order.order-1", &got)) {
+        ok = !got.is_ready;
+        sk__instance_fini(&got);
+    }
+    return ok;
+}
+
+/* ---------------------------------------------------------------- watch recorder */
+
+#define MAX_EVENTS 256
+
+typedef struct event {
+    char service[SK_DISCOVERY_MAX_NAME + 1];
+    size_t n;
+    char names[8][SK_DISCOVERY_MAX_NAME + 1]; /* instance names, in order */
+    bool ready[8];
+} event;
+
+typedef struct recorder {
+    pthread_mutex_t mu;
+    event events[MAX_EVENTS];
+    size_t n_events;
+    sk_registry *list_from; /* when set, the callback also calls sk_registry_list */
+    size_t n_listed;
+} recorder;
+
+static recorder rec;
+
+static void on_watch(const char *service, const sk_instance *instances, size_t n, void *ctx)
+{
+    recorder *r = ctx;
+
+    pthread_mutex_lock(&r->mu);
+    if (r->n_events < MAX_EVENTS) {
+        event *e = &r->events[r->n_events++];
+        snprintf(e->service, sizeof(e->service), "%s", service);
+        e->n = n;
+        for (size_t i = 0; i < n && i < 8; i++) {
+            assert_string_equal(instances[i].service, service);
+            snprintf(e->names[i], sizeof(e->names[i]), "%s", instances[i].instance);
+            e->ready[i] = instances[i].is_ready;
+        }
+    }
+    sk_registry *from = r->list_from;
+    pthread_mutex_unlock(&r->mu);
+    if (from != NULL) {
+        /* Callbacks run without the registry lock: calling back in must not deadlock. */
+        sk_instance *list = NULL;
+        size_t nl = 0;
+        assert_int_equal(sk_registry_list(from, &list, &nl), SK_OK);
+        sk_registry_list_free(list, nl);
+        pthread_mutex_lock(&r->mu);
+        r->n_listed++;
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+static size_t rec_count(void)
+{
+    pthread_mutex_lock(&rec.mu);
+    size_t n = rec.n_events;
+    pthread_mutex_unlock(&rec.mu);
+    return n;
+}
+
+static bool count_reached(void *ctx)
+{
+    return rec_count() >= *(const size_t *)ctx;
+}
+
+static event rec_last(void)
+{
+    pthread_mutex_lock(&rec.mu);
+    event e = rec.events[rec.n_events - 1];
+    pthread_mutex_unlock(&rec.mu);
+    return e;
+}
+
+typedef struct wait_last {
+    const char *service;
+    size_t n;
+    const char *first; /* NULL: any */
+    int first_ready;   /* -1: any */
+} wait_last;
+
+static bool last_matches(void *ctx)
+{
+    wait_last *w = ctx;
+    bool ok = false;
+
+    pthread_mutex_lock(&rec.mu);
+    for (size_t i = rec.n_events; i > 0 && !ok; i--) {
+        const event *e = &rec.events[i - 1];
+        if (strcmp(e->service, w->service) != 0) {
+            continue;
+        }
+        ok = e->n == w->n && (w->first == NULL || (e->n > 0 && strcmp(e->names[0], w->first) == 0)) &&
+             (w->first_ready < 0 || (e->n > 0 && e->ready[0] == (w->first_ready == 1)));
+        break; /* only the latest event of that service counts */
+    }
+    pthread_mutex_unlock(&rec.mu);
+    return ok;
+}
+
+static void wait_for(const char *service, size_t n, const char *first, int first_ready)
+{
+    wait_last w = { service, n, first, first_ready };
+    assert_true(sk_test_wait_until(last_matches, &w, WAIT_MS));
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return sk_init("test") == SK_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sk_shutdown();
+    return 0;
+}
+
+static int each_setup(void **state)
+{
+    (void)state;
+    fake_reset();
+    pthread_mutex_init(&rec.mu, NULL);
+    rec.n_events = 0;
+    rec.list_from = NULL;
+    rec.n_listed = 0;
+    return 0;
+}
+
+static int each_teardown(void **state)
+{
+    (void)state;
+    fake_reset();
+    pthread_mutex_destroy(&rec.mu);
+    return 0;
+}
+
+static sk_registry *open_registry(void)
+{
+    sk_registry *r = NULL;
+    assert_int_equal(sk_registry_open(&r, BUS, TTL_MS), SK_OK);
+    assert_non_null(r);
+    return r;
+}
+
+static const sk_instance SELF = { "order", "order-1", "127.0.0.1:41234", false, 0, 0 };
+
+/* ---------------------------------------------------------------- open / close */
+
+static void test_registry_open_success(void **state)
+{
+    sk_registry *r = NULL;
+
+    (void)state;
+    assert_int_equal(sk_registry_open(&r, BUS, 0), SK_OK);
+    assert_int_equal(sk__registry_ttl_ms(r), SK_DISCOVERY_DEFAULT_TTL_MS);
+    assert_int_equal(fake.ttl_ms, SK_DISCOVERY_DEFAULT_TTL_MS);
+    assert_int_equal(fake.n_open, 1);
+    sk_registry_close(r);
+    assert_int_equal(fake.n_open, 0);
+    r = open_registry();
+    assert_int_equal(sk__registry_ttl_ms(r), TTL_MS);
+    sk_registry_close(r);
+    sk_registry_close(NULL); /* NULL-safe */
+}
+
+static void test_registry_open_errors(void **state)
+{
+    sk_registry *r = (sk_registry *)(void *)&bus_token;
+
+    (void)state;
+    SK_TEST_ASSERT_ERR(sk_registry_open(NULL, BUS, 0), SK_EINVAL, "out must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, NULL, 0), SK_EINVAL, "bus must not be NULL");
+    assert_null(r);
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, -1), SK_EINVAL, "ttl_ms");
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, SK_DISCOVERY_MIN_TTL_MS - 1), SK_EINVAL,
+                       "got 99");
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, SK_DISCOVERY_MAX_TTL_MS + 1), SK_EINVAL,
+                       "ttl_ms");
+    assert_int_equal(sk_registry_open(&r, BUS, SK_DISCOVERY_MIN_TTL_MS), SK_OK);
+    sk_registry_close(r);
+    assert_int_equal(sk_registry_open(&r, BUS, SK_DISCOVERY_MAX_TTL_MS), SK_OK);
+    sk_registry_close(r);
+    fake.fail_open = SK_EBUS;
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, 0), SK_EBUS, "opening bucket skald_instances");
+    assert_null(r);
+    fake.fail_open = SK_OK;
+}
+
+static void test_registry_open_every_alloc_failure(void **state)
+{
+    (void)state;
+    for (long n = 0;; n++) {
+        sk_registry *r = NULL;
+        sk_test_fail_alloc_at(n);
+        sk_status st = sk_registry_open(&r, BUS, TTL_MS);
+        sk_test_fail_alloc_at(-1);
+        if (st == SK_OK) {
+            sk_registry_close(r);
+            break;
+        }
+        assert_int_equal(st, SK_ENOMEM);
+        assert_null(r);
+    }
+    assert_int_equal(fake.n_open, 0);
+}
+
+/* ---------------------------------------------------------------- register */
+
+static void test_registry_register_puts_and_heartbeats(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance got;
+
+    (void)state;
+    int64_t before = sk_time_now_ms();
+    assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
+    assert_true(fake_lookup("order.order-1", &got));
+    assert_string_equal(got.service, "order");
+    assert_string_equal(got.instance, "order-1");
+    assert_string_equal(got.address, "127.0.0.1:41234");
+    assert_false(got.is_ready);
+    assert_int_equal(got.pid, (int)getpid()); /* 0 means this process */
+    assert_true(got.heartbeat_ms >= before);
+    sk__instance_fini(&got);
+
+    /* The heartbeat re-puts every ttl/3: wait for a few more puts. */
+    wait_puts(3);
+    assert_true(fake_lookup("order.order-1", &got));
+    assert_true(got.heartbeat_ms >= before);
+    sk__instance_fini(&got);
+
+    sk_registry_close(r);
+    /* Closing deletes the key at once. */
+    assert_false(fake_lookup("order.order-1", &got));
+}
+
+static void test_registry_register_errors(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance bad = SELF;
+    sk_instance got;
+
+    (void)state;
+    SK_TEST_ASSERT_ERR(sk_registry_register(NULL, &SELF), SK_EINVAL, "r must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, NULL), SK_EINVAL, "self must not be NULL");
+    bad.service = "Bad";
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, &bad), SK_EINVAL, "service: expected");
+    bad = SELF;
+    bad.instance = "a.b";
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, &bad), SK_EINVAL, "instance: expected");
+    bad = SELF;
+    bad.address = "localhost";
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, &bad), SK_EINVAL, "address: expected");
+    bad = SELF;
+    bad.pid = -4;
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, &bad), SK_EINVAL, "pid: expected");
+    fake.fail_put = SK_EBUS;
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, &SELF), SK_EBUS, "putting order.order-1");
+    fake.fail_put = SK_OK;
+    assert_false(fake_lookup("order.order-1", &got));
+    /* Nothing registered: set_ready does nothing, close deletes nothing. */
+    sk_registry_set_ready(r, true);
+    assert_false(fake_lookup("order.order-1", &got));
+    sk_registry_close(r);
+}
+
+static void test_registry_register_replaces(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance next = SELF;
+    sk_instance got;
+
+    (void)state;
+    assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
+    next.instance = "order-2";
+    next.pid = 99;
+    assert_int_equal(sk_registry_register(r, &next), SK_OK);
+    assert_false(fake_lookup("order.order-1", &got)); /* the old key is gone */
+    assert_true(fake_lookup("order.order-2", &got));
+    assert_int_equal(got.pid, 99);
+    sk__instance_fini(&got);
+    /* A failed re-registration keeps the previous one. */
+    fake.fail_put = SK_EBUS;
+    next.instance = "order-3";
+    SK_TEST_ASSERT_ERR(sk_registry_register(r, &next), SK_EBUS, "order.order-3");
+    fake.fail_put = SK_OK;
+    sk_registry_set_ready(r, true);
+    assert_true(fake_lookup("order.order-2", &got));
+    assert_true(got.is_ready);
+    sk__instance_fini(&got);
+    assert_false(fake_lookup("order.order-3", &got));
+    sk_registry_close(r);
+    assert_false(fake_lookup("order.order-2", &got));
+}
+
+static void test_registry_register_every_alloc_failure(void **state)
+{
+    (void)state;
+    for (long n = 0;; n++) {
+        sk_registry *r = open_registry();
+        sk_instance got;
+        sk_test_fail_alloc_at(n);
+        sk_status st = sk_registry_register(r, &SELF);
+        sk_test_fail_alloc_at(-1);
+        if (st == SK_OK) {
+            assert_true(fake_lookup("order.order-1", &got));
+            sk__instance_fini(&got);
+            sk_registry_close(r);
+            break;
+        }
+        assert_int_equal(st, SK_ENOMEM);
+        assert_false(fake_lookup("order.order-1", &got));
+        sk_registry_close(r);
+    }
+}
+
+static void test_registry_set_ready(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance got;
+
+    (void)state;
+    sk_registry_set_ready(NULL, true); /* no effect */
+    assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
+    sk_registry_set_ready(r, true);
+    assert_true(fake_lookup("order.order-1", &got)); /* put before returning */
+    assert_true(got.is_ready);
+    sk__instance_fini(&got);
+    /* A failed put is logged and kept for the next heartbeat. */
+    fake.fail_put = SK_EBUS;
+    sk_registry_set_ready(r, false);
+    fake.fail_put = SK_OK;
+    assert_true(fake_lookup("order.order-1", &got));
+    assert_true(got.is_ready);
+    sk__instance_fini(&got);
+    assert_true(sk_test_wait_until(self_not_ready, NULL, WAIT_MS));
+    sk_registry_close(r);
+}
+
+/* ---------------------------------------------------------------- watch / list */
+
+static void test_registry_watch_sees_changes(void **state)
+{
+    sk_registry *r = open_registry();
+
+    (void)state;
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    other_put("order", "order-2", "10.0.0.2:80", false);
+    wait_for("order", 1, "order-2", 0);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 2, "order-1", 1); /* sorted by instance name */
+    event e = rec_last();
+    assert_string_equal(e.names[1], "order-2");
+
+    /* A heartbeat alone is no change; a readiness change is. */
+    size_t n_before = rec_count();
+    other_put("order", "order-2", "10.0.0.2:80", false);
+    other_put("order", "order-1", "10.0.0.1:80", false);
+    wait_for("order", 2, "order-1", 0);
+    assert_int_equal(rec_count(), n_before + 1);
+
+    /* Another service's changes do not reach this watch. */
+    other_put("payment", "payment-1", "10.0.0.3:80", true);
+    other_delete("order.order-1");
+    wait_for("order", 1, "order-2", -1);
+    other_delete("order.order-2");
+    wait_for("order", 0, NULL, -1);
+    pthread_mutex_lock(&rec.mu);
+    for (size_t i = 0; i < rec.n_events; i++) {
+        assert_string_equal(rec.events[i].service, "order");
+    }
+    pthread_mutex_unlock(&rec.mu);
+    sk_registry_close(r);
+}
+
+static void test_registry_watch_expires_entries(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance *list = NULL;
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    int64_t t0 = sk_time_mono_ms();
+    other_put("order", "order-9", "10.0.0.9:80", true);
+    wait_for("order", 1, "order-9", 1);
+    /* No delete, no heartbeat: dropped once the TTL passes. */
+    wait_for("order", 0, NULL, -1);
+    assert_true(sk_time_mono_ms() - t0 >= TTL_MS);
+    assert_int_equal(sk_registry_list(r, &list, &n), SK_OK);
+    assert_int_equal(n, 0);
+    assert_null(list);
+    /* It comes back with the next put. */
+    other_put("order", "order-9", "10.0.0.9:80", true);
+    wait_for("order", 1, "order-9", 1);
+    sk_registry_close(r);
+}
+
+static void test_registry_own_entry_stays_with_heartbeat(void **state)
+{
+    sk_registry *r = open_registry();
+
+    (void)state;
+    assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    wait_for("order", 1, "order-1", 0);
+    /* Across several TTLs the heartbeat keeps it, without further callbacks. */
+    size_t n_events = rec_count();
+    wait_puts(9);
+    assert_int_equal(rec_count(), n_events);
+    /* Stop heartbeating without deleting: it expires; re-registering brings it back. */
+    sk__registry_test_stop_heartbeat(r);
+    wait_for("order", 0, NULL, -1);
+    assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
+    wait_for("order", 1, "order-1", 0);
+    sk_registry_close(r);
+}
+
+static void test_registry_watch_initial_list(void **state)
+{
+    sk_registry *r = open_registry();
+
+    (void)state;
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    other_put("order", "order-0", "10.0.0.1:81", true);
+    /* The first watch starts the bucket watch and gets the current entries. */
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    wait_for("order", 2, "order-0", 1);
+    /* A later watch of the same service gets the current list too. */
+    size_t n_events = rec_count();
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    size_t target = n_events + 1;
+    assert_true(sk_test_wait_until(count_reached, &target, WAIT_MS));
+    assert_int_equal(rec_count(), n_events + 1);
+    assert_int_equal(rec_last().n, 2);
+    /* A watch of a service with no instances is not called until one appears. */
+    assert_int_equal(sk_registry_watch(r, "payment", on_watch, &rec), SK_OK);
+    other_put("payment", "p-1", "10.0.0.5:80", true);
+    wait_for("payment", 1, "p-1", 1);
+    sk_registry_close(r);
+}
+
+static void test_registry_watch_callback_may_list(void **state)
+{
+    sk_registry *r = open_registry();
+
+    (void)state;
+    rec.list_from = r;
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 1, "order-1", 1);
+    pthread_mutex_lock(&rec.mu);
+    assert_true(rec.n_listed >= 1);
+    pthread_mutex_unlock(&rec.mu);
+    sk_registry_close(r);
+}
+
+static void test_registry_watch_errors(void **state)
+{
+    sk_registry *r = open_registry();
+
+    (void)state;
+    SK_TEST_ASSERT_ERR(sk_registry_watch(NULL, "order", on_watch, &rec), SK_EINVAL,
+                       "r must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_registry_watch(r, NULL, on_watch, &rec), SK_EINVAL, "service");
+    SK_TEST_ASSERT_ERR(sk_registry_watch(r, "", on_watch, &rec), SK_EINVAL, "service");
+    SK_TEST_ASSERT_ERR(sk_registry_watch(r, "or.der", on_watch, &rec), SK_EINVAL, "service");
+    SK_TEST_ASSERT_ERR(sk_registry_watch(r, "order", NULL, &rec), SK_EINVAL,
+                       "fn must not be NULL");
+    fake.fail_watch = SK_EBUS;
+    SK_TEST_ASSERT_ERR(sk_registry_watch(r, "order", on_watch, &rec), SK_EBUS,
+                       "watching bucket skald_instances");
+    sk_instance *list = (sk_instance *)(void *)&bus_token;
+    size_t n = 5;
+    SK_TEST_ASSERT_ERR(sk_registry_list(r, &list, &n), SK_EBUS, "sk_registry_list");
+    assert_null(list);
+    assert_int_equal(n, 0);
+    /* The failure is not sticky. */
+    fake.fail_watch = SK_OK;
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    sk_registry_close(r);
+}
+
+static void test_registry_watch_every_alloc_failure(void **state)
+{
+    (void)state;
+    for (long n = 0;; n++) {
+        sk_registry *r = open_registry();
+        sk_test_fail_alloc_at(n);
+        sk_status st = sk_registry_watch(r, "order", on_watch, &rec);
+        sk_test_fail_alloc_at(-1);
+        sk_registry_close(r);
+        if (st == SK_OK) {
+            break;
+        }
+        assert_int_equal(st, SK_ENOMEM);
+    }
+}
+
+static void test_registry_list_snapshot(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance *list = NULL;
+    size_t n = 0;
+
+    (void)state;
+    other_put("payment", "p-2", "10.0.0.6:80", false);
+    other_put("order", "order-2", "10.0.0.2:80", true);
+    other_put("order", "order-1", "10.0.0.1:80", false);
+    /* The fake delivers current entries while the watch starts, so the first list sees them. */
+    assert_int_equal(sk_registry_list(r, &list, &n), SK_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(list[0].service, "order");
+    assert_string_equal(list[0].instance, "order-1");
+    assert_false(list[0].is_ready);
+    assert_string_equal(list[1].instance, "order-2");
+    assert_true(list[1].is_ready);
+    assert_string_equal(list[1].address, "10.0.0.2:80");
+    assert_int_equal(list[1].pid, 77);
+    assert_string_equal(list[2].service, "payment");
+    /* Deep copies: still valid after the entries change. */
+    other_delete("order.order-1");
+    other_delete("order.order-2");
+    assert_string_equal(list[0].address, "10.0.0.1:80");
+    sk_registry_list_free(list, n);
+    assert_int_equal(sk_registry_list(r, &list, &n), SK_OK);
+    assert_int_equal(n, 1);
+    sk_registry_list_free(list, n);
+    sk_registry_list_free(NULL, 3); /* NULL-safe */
+    sk_registry_close(r);
+}
+
+static void test_registry_list_errors(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance *list = NULL;
+    size_t n = 0;
+
+    (void)state;
+    SK_TEST_ASSERT_ERR(sk_registry_list(NULL, &list, &n), SK_EINVAL, "r must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_registry_list(r, NULL, &n), SK_EINVAL, "out must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_registry_list(r, &list, NULL), SK_EINVAL, "n must not be NULL");
+    other_put("order", "order-1", "10.0.0.1:80", false);
+    /* Start the watch first, so that the loop fails the snapshot's allocations only. */
+    assert_int_equal(sk_registry_list(r, &list, &n), SK_OK);
+    sk_registry_list_free(list, n);
+    for (long k = 0;; k++) {
+        sk_test_fail_alloc_at(k);
+        sk_status st = sk_registry_list(r, &list, &n);
+        sk_test_fail_alloc_at(-1);
+        if (st == SK_OK) {
+            assert_int_equal(n, 1);
+            sk_registry_list_free(list, n);
+            break;
+        }
+        assert_int_equal(st, SK_ENOMEM);
+        assert_null(list);
+        assert_int_equal(n, 0);
+    }
+    sk_registry_close(r);
+}
+
+static void test_registry_ignores_bad_entries(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_instance *list = NULL;
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 1, "order-1", 1);
+    raw_put("nodot", "{}");
+    raw_put("Order.x", "{}");
+    raw_put("order.order-2", "garbage \xff");
+    /* Value naming another instance than its key: refused. */
+    raw_put("order.order-3", "{\"service\":\"order\",\"instance\":\"order-4\",\"address\":"
+                             "\"h:1\",\"ready\":true,\"pid\":1,\"heartbeat_ms\":1}");
+    assert_int_equal(sk_registry_list(r, &list, &n), SK_OK);
+    assert_int_equal(n, 1);
+    sk_registry_list_free(list, n);
+    /* A bad value replacing a good one removes the instance. */
+    raw_put("order.order-1", "{\"service\":\"order\"}");
+    wait_for("order", 0, NULL, -1);
+    sk_registry_close(r);
+}
+
+static void test_registry_close_stops_callbacks(void **state)
+{
+    sk_registry *r = open_registry();
+
+    (void)state;
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 1, "order-1", 1);
+    sk_registry_close(r);
+    size_t n = rec_count();
+    other_put("order", "order-2", "10.0.0.1:80", true); /* nobody listens any more */
+    assert_int_equal(rec_count(), n);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, each_setup, each_teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_registry_open_success),
+        T(test_registry_open_errors),
+        T(test_registry_open_every_alloc_failure),
+        T(test_registry_register_puts_and_heartbeats),
+        T(test_registry_register_errors),
+        T(test_registry_register_replaces),
+        T(test_registry_register_every_alloc_failure),
+        T(test_registry_set_ready),
+        T(test_registry_watch_sees_changes),
+        T(test_registry_watch_expires_entries),
+        T(test_registry_own_entry_stays_with_heartbeat),
+        T(test_registry_watch_initial_list),
+        T(test_registry_watch_callback_may_list),
+        T(test_registry_watch_errors),
+        T(test_registry_watch_every_alloc_failure),
+        T(test_registry_list_snapshot),
+        T(test_registry_list_errors),
+        T(test_registry_ignores_bad_entries),
+        T(test_registry_close_stops_callbacks),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
