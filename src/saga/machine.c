@@ -292,11 +292,11 @@ static sk_status payload_build(const saga_inst *in,
                        in->version, what, step_name);
     }
     if (!json_is_object(*out)) {
+        const char *got = *out == NULL ? "NULL" : "a JSON value that is not an object";
         json_decref(*out);
         *out = NULL;
         return SK_FAIL(SK_EINVAL, "saga %s (%s v%d): the %s builder of step %s returned %s", in->id,
-                       in->type, in->version, what, step_name,
-                       *out == NULL ? "NULL" : "a JSON value that is not an object");
+                       in->type, in->version, what, step_name, got);
     }
     return SK_OK;
 }
