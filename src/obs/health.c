@@ -192,11 +192,16 @@ bool sk_health_evaluate(sk_health *h, sk_buf *out)
         is_built = checks != NULL;
     }
     /* Every check runs, even after a failure, so the document lists them all. */
-    for (size_t i = 0; i < n; i++, c = c->next) {
+    for (size_t i = 0; i < n; i++) {
         char reason[SK_HEALTH_REASON_LEN];
         bool is_ok;
         json_t *item;
 
+        /* Never read the next pointer of the last node of the snapshot: a
+         * concurrent sk_health_add may be writing it. */
+        if (i > 0) {
+            c = c->next;
+        }
         reason[0] = '\0';
         is_ok = c->fn(reason, sizeof(reason), c->ctx);
         reason[sizeof(reason) - 1] = '\0'; /* in case the check did not terminate it */
