@@ -140,7 +140,7 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 
     (void)nc;
     (void)sub;
-    if (warn_allowed(bus)) {
+    if (!atomic_load(&bus->is_closing) && warn_allowed(bus)) {
         SK_LOG_WARN("nats asynchronous error conn=%s status=%s", bus->name,
                     natsStatus_GetText(err));
     }
@@ -152,7 +152,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
 
     (void)nc;
     atomic_fetch_add(&bus->n_disconnects, 1);
-    if (warn_allowed(bus)) {
+    if (!atomic_load(&bus->is_closing) && warn_allowed(bus)) {
         SK_LOG_WARN("nats disconnected conn=%s (reconnecting)", bus->name);
     }
 }
@@ -346,6 +346,7 @@ void sk_bus_close(sk_bus *bus)
     if (bus == NULL) {
         return;
     }
+    atomic_store(&bus->is_closing, true);
     jsCtx_Destroy(bus->js);
     if (bus->nc != NULL) {
         /*

@@ -22,6 +22,7 @@ struct sk_bus {
     char *name; /* connection name for log lines ("" when none) */
     _Atomic int64_t last_warn_ms; /* rate limit for connection event logs */
     _Atomic uint64_t n_disconnects;
+    _Atomic bool is_closing; /* sk_bus_close started: connection events are expected */
 };
 
 /**

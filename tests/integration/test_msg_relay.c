@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration: envelope through JetStream, outbox -> relay -> stream in
+ * order and exactly once, relay restart with rows published but not yet
+ * deleted (Nats-Msg-Id dedup), and a nats-server crash mid-flight.
+ * Real nats-server, real SQLite files.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "msg/msg_int.h"
+#include "sk_test.h"
+#include "sk_test_nats.h"
+
+#define STREAM "ORDER_EVENTS"
+
+typedef struct fixture {
+    sk_test_nats *nats;
+    sk_bus *bus;
+    sk_store *store;
+    char dir[64];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = sk_calloc(1, sizeof(*f));
+    const char *subjects[] = { "order.events.>" };
+    sk_stream_config sc = { .name = STREAM, .subjects = subjects, .n_subjects = 1 };
+    size_t n_mig = 0;
+    const sk_migration *mig = sk_msg_migrations(&n_mig);
+    char url[128];
+
+    assert_non_null(f);
+    assert_int_equal(sk_test_nats_start(&f->nats, NULL), SK_OK);
+    sk_bus_config bc = { .servers = sk_test_nats_url(f->nats), .name = "test-relay" };
+    assert_int_equal(sk_bus_open(&f->bus, &bc), SK_OK);
+    assert_int_equal(sk_bus_stream_ensure(f->bus, &sc), SK_OK);
+    assert_int_equal(sk_test_tmpdir(f->dir, sizeof(f->dir)), SK_OK);
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&f->store, &cfg), SK_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    sk_store_close(f->store);
+    sk_bus_close(f->bus);
+    sk_test_nats_stop(f->nats);
+    sk_test_rmrf(f->dir);
+    sk_free(f);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+typedef struct add_ctx {
+    int first, count;
+    bool saga;
+    char last_id[SK_UUID_LEN];
+} add_ctx;
+
+static sk_status add_rows(sk_tx *tx, void *ctx)
+{
+    add_ctx *a = ctx;
+    for (int i = a->first; i < a->first + a->count; i++) {
+        sk_envelope env;
+        json_t *data = json_pack("{s:i, s:s}", "n", i, "pad", "0123456789abcdef");
+        sk_envelope_init(&env, "OrderCreated", "order", "order-1", NULL);
+        if (a->saga) {
+            env.saga_step = 3;
+            env.reply_to = "order.replies.CreateOrderSaga";
+            env.schema_version = 2;
+        }
+        sk_status st = sk_outbox_add(tx, "order.events.OrderCreated", &env, data);
+        json_decref(data);
+        if (st != SK_OK) {
+            return st;
+        }
+        memcpy(a->last_id, env.id, SK_UUID_LEN);
+    }
+    return SK_OK;
+}
+
+static void insert_rows(fixture *f, int first, int count)
+{
+    for (int done = 0; done < count;) {
+        add_ctx a = { .first = first + done, .count = count - done > 1000 ? 1000 : count - done };
+        assert_int_equal(sk_store_run(f->store, add_rows, &a), SK_OK);
+        done += a.count;
+    }
+}
+
+static uint64_t stream_msgs(fixture *f)
+{
+    jsStreamInfo *si = NULL;
+    uint64_t n = 0;
+    if (js_GetStreamInfo(&si, sk__bus_js(f->bus), STREAM, NULL, NULL) == NATS_OK) {
+        n = si->State.Msgs;
+    }
+    jsStreamInfo_Destroy(si);
+    return n;
+}
+
+typedef struct count_ctx {
+    fixture *f;
+    sk_relay *relay;
+    uint64_t want;
+} count_ctx;
+
+static bool relay_reached(void *ctx)
+{
+    count_ctx *c = ctx;
+    return sk_relay_published(c->relay) >= c->want;
+}
+
+static sk_status count_outbox(sk_tx *tx, void *ctx)
+{
+    return sk_tx_query_int(tx, "SELECT COUNT(*) FROM sk_outbox", NULL, 0, ctx);
+}
+
+static bool outbox_empty(void *ctx)
+{
+    count_ctx *c = ctx;
+    int64_t n = -1;
+    return sk_store_read(c->f->store, count_outbox, &n) == SK_OK && n == 0;
+}
+
+static bool stream_has(void *ctx)
+{
+    count_ctx *c = ctx;
+    return stream_msgs(c->f) >= c->want;
+}
+
+/* Read the stream from seq 1 and check data.n runs 0..n-1 in order. */
+static void check_stream_order(fixture *f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        natsMsg *m = NULL;
+        json_t *data = NULL;
+        assert_int_equal(js_GetMsg(&m, sk__bus_js(f->bus), STREAM, (uint64_t)i + 1, NULL, NULL),
+                         NATS_OK);
+        assert_int_equal(sk_json_parse_object((sk_slice){ (const uint8_t *)natsMsg_GetData(m),
+                                                          (size_t)natsMsg_GetDataLength(m) },
+                                              &data),
+                         SK_OK);
+        assert_int_equal(json_integer_value(json_object_get(data, "n")), i);
+        json_decref(data);
+        natsMsg_Destroy(m);
+    }
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_envelope_round_trip_through_jetstream(void **state)
+{
+    fixture *f = *state;
+    add_ctx a = { .first = 0, .count = 1, .saga = true };
+    sk__envelope_buf buf;
+    sk_envelope env;
+    sk_relay *relay = NULL;
+    natsMsg *m = NULL;
+    const char *v = NULL;
+
+    assert_int_equal(sk_store_run(f->store, add_rows, &a), SK_OK);
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
+    count_ctx c = { .f = f, .relay = relay, .want = 1 };
+    assert_true(sk_test_wait_until(relay_reached, &c, 10000));
+    sk_relay_stop(relay);
+
+    assert_int_equal(js_GetMsg(&m, sk__bus_js(f->bus), STREAM, 1, NULL, NULL), NATS_OK);
+    assert_int_equal(sk__envelope_from_msg(m, &env, &buf), SK_OK);
+    assert_string_equal(env.id, a.last_id);
+    assert_string_equal(env.type, "OrderCreated");
+    assert_string_equal(env.source, "order");
+    assert_string_equal(env.subject, "order-1");
+    assert_int_equal(env.schema_version, 2);
+    assert_int_equal(env.saga_step, 3);
+    assert_string_equal(env.reply_to, "order.replies.CreateOrderSaga");
+    assert_int_equal(natsMsgHeader_Get(m, "Nats-Msg-Id", &v), NATS_OK);
+    assert_string_equal(v, a.last_id);
+    assert_int_equal(natsMsgHeader_Get(m, "content-type", &v), NATS_OK);
+    assert_string_equal(v, "application/json");
+    assert_int_equal(natsMsgHeader_Get(m, "ce-specversion", &v), NATS_OK);
+    assert_string_equal(v, "1.0");
+    assert_non_null(strstr(natsMsg_GetData(m), "\"n\":0"));
+    natsMsg_Destroy(m);
+}
+
+static void test_relay_publishes_10000_in_order_once(void **state)
+{
+    fixture *f = *state;
+    sk_relay *relay = NULL;
+    sk_metrics *metrics = NULL;
+    sk_buf out;
+
+    insert_rows(f, 0, 10000);
+    assert_int_equal(sk_metrics_create(&metrics), SK_OK);
+    int64_t t0 = sk_time_mono_ms();
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, metrics), SK_OK);
+    count_ctx c = { .f = f, .relay = relay, .want = 10000 };
+    assert_true(sk_test_wait_until(relay_reached, &c, 20000));
+    print_message("relay: 10000 rows in %lld ms\n", (long long)(sk_time_mono_ms() - t0));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 5000));
+    assert_int_equal(sk_relay_published(relay), 10000);
+    sk_relay_stop(relay);
+    assert_int_equal(stream_msgs(f), 10000);
+    check_stream_order(f, 10000);
+
+    sk_buf_init(&out, 1 << 20);
+    assert_int_equal(sk_metrics_render(metrics, &out), SK_OK);
+    assert_non_null(strstr(out.data, "sk_outbox_published_total 10000"));
+    assert_non_null(strstr(out.data, "sk_outbox_lag 0"));
+    sk_buf_fini(&out);
+    sk_metrics_destroy(metrics);
+}
+
+static sk_status backup_outbox(sk_tx *tx, void *ctx)
+{
+    (void)ctx;
+    return sk_tx_exec(tx, "CREATE TABLE bak AS SELECT * FROM sk_outbox", NULL, 0, NULL);
+}
+
+/* A crash after publishing but before the delete committed: every row is back. */
+static sk_status restore_outbox(sk_tx *tx, void *ctx)
+{
+    (void)ctx;
+    return sk_tx_exec(tx,
+                      "INSERT INTO sk_outbox SELECT * FROM bak "
+                      "WHERE seq NOT IN (SELECT seq FROM sk_outbox)",
+                      NULL, 0, NULL);
+}
+
+static void test_relay_restart_republishes_without_duplicates(void **state)
+{
+    fixture *f = *state;
+    sk_relay *relay = NULL;
+
+    insert_rows(f, 0, 3000);
+    assert_int_equal(sk_store_run(f->store, backup_outbox, NULL), SK_OK);
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
+    count_ctx c = { .f = f, .relay = relay, .want = 500 };
+    assert_true(sk_test_wait_until(relay_reached, &c, 10000));
+    sk_relay_stop(relay); /* mid-flight: some rows published, the rest not */
+    relay = NULL;
+
+    assert_int_equal(sk_store_run(f->store, restore_outbox, NULL), SK_OK);
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
+    c.relay = relay;
+    c.want = 3000; /* the second relay publishes every row again */
+    assert_true(sk_test_wait_until(relay_reached, &c, 20000));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 5000));
+    sk_relay_stop(relay);
+    assert_int_equal(stream_msgs(f), 3000);
+    check_stream_order(f, 3000);
+}
+
+static void test_relay_survives_server_crash(void **state)
+{
+    fixture *f = *state;
+    sk_relay *relay = NULL;
+
+    insert_rows(f, 0, 2000);
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
+    count_ctx c = { .f = f, .relay = relay, .want = 200 };
+    assert_true(sk_test_wait_until(relay_reached, &c, 10000));
+    sk_test_nats_kill(f->nats);
+    insert_rows(f, 2000, 1000); /* commits while the server is down */
+    assert_int_equal(sk_test_nats_restart(f->nats), SK_OK);
+    c.want = 3000;
+    assert_true(sk_test_wait_until(stream_has, &c, 20000));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 10000));
+    sk_relay_stop(relay);
+    /* Exactly once in the stream, whatever was in flight at the crash. */
+    assert_int_equal(stream_msgs(f), 3000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_envelope_round_trip_through_jetstream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relay_publishes_10000_in_order_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_restart_republishes_without_duplicates, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relay_survives_server_crash, setup, teardown),
+    };
+    int rc;
+
+    if (sk_init("test") != SK_OK) {
+        return 1;
+    }
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    nats_CloseAndWait(5000);
+    sk_shutdown();
+    return rc;
+}
