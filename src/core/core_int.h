@@ -57,6 +57,9 @@ bool sk__log_level_parse(const char *name, sk_log_level *out);
  */
 bool sk__json_too_deep(sk_slice text, int max_depth, size_t *offset);
 
+/** "object", "array", "string", "integer", "real number", "boolean" or "null". */
+const char *sk__json_type_name(const json_t *v);
+
 /** True when @p s matches [a-z][a-z0-9-]{0,31} (service, context, database names). */
 bool sk__system_name_is_valid(const char *s);
 

@@ -40,8 +40,11 @@ bool sk__json_too_deep(sk_slice text, int max_depth, size_t *offset)
     return false;
 }
 
-static const char *type_name(const json_t *v)
+const char *sk__json_type_name(const json_t *v)
 {
+    if (v == NULL) {
+        return "nothing";
+    }
     switch (json_typeof(v)) {
     case JSON_OBJECT:
         return "object";
@@ -109,7 +112,7 @@ sk_status sk_json_parse_object(sk_slice text, json_t **out)
         return st;
     }
     if (!json_is_object(root)) {
-        st = SK_FAIL(SK_EPROTO, "expected a JSON object, got %s", type_name(root));
+        st = SK_FAIL(SK_EPROTO, "expected a JSON object, got %s", sk__json_type_name(root));
         json_decref(root);
         return st;
     }
@@ -128,7 +131,7 @@ static sk_status get_member(const json_t *obj, const char *key, const void *out,
     }
     if (!json_is_object(obj)) {
         return SK_FAIL(SK_EPROTO, "%s: expected a JSON object holding it, got %s", key,
-                       type_name(obj));
+                       sk__json_type_name(obj));
     }
     *member = json_object_get(obj, key);
     if (*member == NULL) {
@@ -157,7 +160,7 @@ sk_status sk_json_get_string(const json_t *obj, const char *key, size_t min_char
                        max_chars);
     }
     if (!json_is_string(v)) {
-        return SK_FAIL(SK_EPROTO, "%s: expected a string, got %s", key, type_name(v));
+        return SK_FAIL(SK_EPROTO, "%s: expected a string, got %s", key, sk__json_type_name(v));
     }
     s = (const uint8_t *)json_string_value(v);
     len = json_string_length(v);
@@ -200,7 +203,7 @@ sk_status sk_json_get_int(const json_t *obj, const char *key, int64_t min, int64
     }
     if (!json_is_integer(v)) {
         return SK_FAIL(SK_EPROTO, "%s: expected an integer in %lld..%lld, got %s", key,
-                       (long long)min, (long long)max, type_name(v));
+                       (long long)min, (long long)max, sk__json_type_name(v));
     }
     n = json_integer_value(v);
     if (n < min || n > max) {

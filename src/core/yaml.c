@@ -262,8 +262,13 @@ static sk_status parser_error(const yaml_ctx *c, const yaml_parser_t *p)
         return SK_FAIL(SK_ENOMEM, "%s: libyaml ran out of memory", c->origin);
     }
     if (p->context != NULL) {
-        return fail_at(SK_EPROTO, c, p->problem_mark, "%s (%s)",
-                       p->problem != NULL ? p->problem : "syntax error", p->context);
+        /* The classic trap: `{path: /orders/{id}}` is not YAML; braces end a flow plain scalar. */
+        bool flow = strstr(p->context, "flow") != NULL;
+        return fail_at(SK_EPROTO, c, p->problem_mark, "%s (%s)%s",
+                       p->problem != NULL ? p->problem : "syntax error", p->context,
+                       flow ? "; in flow style {...} or [...], quote values that contain "
+                              "braces, brackets or commas, e.g. path: \"/orders/{id}\""
+                            : "");
     }
     return fail_at(SK_EPROTO, c, p->problem_mark, "%s",
                    p->problem != NULL ? p->problem : "syntax error");

@@ -161,6 +161,9 @@ static void test_sk_yaml_parse_syntax_errors(void **state)
     (void)state;
     json_t *v = NULL;
     SK_TEST_ASSERT_ERR(parse("a: [1, 2\n", &v), SK_EPROTO, "t.yaml:2:1: ");
+    SK_TEST_ASSERT_ERR(parse("- {path: /orders/{id}}\n", &v), SK_EPROTO,
+                       "t.yaml:1:18: did not find expected ',' or '}' (while parsing a flow "
+                       "mapping); in flow style {...} or [...], quote values");
     SK_TEST_ASSERT_ERR(parse("a: b: c\n", &v), SK_EPROTO,
                        "t.yaml:1:5: mapping values are not allowed in this context");
     SK_TEST_ASSERT_ERR(parse("a:\n\t- b\n", &v), SK_EPROTO, "t.yaml:2:1: ");
