@@ -237,20 +237,30 @@ static const char *kind_name(sk_cqrs_kind kind)
     return kind == SK_CQRS_QUERY ? "query" : "command";
 }
 
-/* Copy untrusted text for a log line: at most 64 bytes, unprintable bytes and quotes as '?'. */
-static const char *log_safe(const char *s, char *buf, size_t buf_len)
+/*
+ * Copy untrusted text for a log line or an answer: at most buf_len - 1 bytes;
+ * control bytes, non-ASCII, quotes and backslashes (and spaces unless
+ * @p is_space_ok) become '?', so one event stays one line.
+ */
+static const char *text_safe(const char *s, char *buf, size_t buf_len, bool is_space_ok)
 {
     size_t i = 0;
 
     if (s == NULL) {
         return "-";
     }
-    for (; s[i] != '\0' && i + 1 < buf_len && i < 64; i++) {
+    for (; s[i] != '\0' && i + 1 < buf_len; i++) {
         unsigned char c = (unsigned char)s[i];
-        buf[i] = (c > 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+        bool ok = c > 0x20 && c < 0x7f && c != '"' && c != '\\';
+        buf[i] = (ok || (is_space_ok && c == ' ')) ? (char)c : '?';
     }
     buf[i] = '\0';
     return buf;
+}
+
+static const char *log_safe(const char *s, char *buf, size_t buf_len)
+{
+    return text_safe(s, buf, buf_len, false);
 }
 
 static void entry_destroy(handler_entry *e)
@@ -542,6 +552,7 @@ static void call_finish(sk_call *call,
     int64_t elapsed_ns;
     bool was_live;
     char rid[72];
+    char dbuf[256];
 
     if (call == NULL) {
         SK_LOG_ERROR("sk_call completion with a NULL call; ignored");
@@ -609,7 +620,7 @@ static void call_finish(sk_call *call,
         SK_LOG_WARN("%s %s status=%d elapsed_us=%lld request_id=%s detail=\"%s\"",
                     kind_name(bus->kind), e->type, http_status, (long long)(elapsed_ns / 1000),
                     log_safe(call->request_id, rid, sizeof(rid)),
-                    detail != NULL ? detail : res.title);
+                    text_safe(detail != NULL ? detail : res.title, dbuf, sizeof(dbuf), true));
     } else {
         SK_LOG_DEBUG("%s %s status=%d elapsed_us=%lld request_id=%s", kind_name(bus->kind),
                      e->type, http_status, (long long)(elapsed_ns / 1000),

@@ -43,6 +43,17 @@ void sk__cqrs_pthread_check(int rc, const char *what);
 /** Number of calls dispatched and not yet completed on @p bus (tests, shutdown checks). */
 size_t sk__cqrs_bus_pending(sk_cqrs_bus *bus);
 
+/**
+ * Validate @p cfg and build a projection without starting its consumer
+ * (sk_projection_start = this + sk_consumer_start). Free with sk_projection_stop.
+ * @return SK_OK, SK_EINVAL, SK_ENOMEM.
+ */
+sk_status sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projection_config *cfg);
+/** The consumer handler: apply, then advance the checkpoint; @p ctx is the projection. */
+sk_status sk__projection_handle(sk_tx *tx, const sk_message *m, void *ctx);
+/** The durable consumer name, "<name>-<stream lower-cased>" (borrowed). */
+const char *sk__projection_durable(const sk_projection *p);
+
 /** Number of waiters registered and not yet completed (tests). */
 size_t sk__waiters_pending(sk_waiters *w);
 

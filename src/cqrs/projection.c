@@ -48,7 +48,7 @@ static const char checkpoint_upsert_sql[] =
     " THEN excluded.stream_seq ELSE sk_checkpoints.stream_seq END,"
     " updated_ms = excluded.updated_ms";
 
-static sk_status projection_handle(sk_tx *tx, const sk_message *m, void *ctx)
+sk_status sk__projection_handle(sk_tx *tx, const sk_message *m, void *ctx)
 {
     sk_projection *p = ctx;
     sk_status st;
@@ -90,22 +90,14 @@ static void projection_free(sk_projection *p)
     sk_free(p);
 }
 
-sk_status sk_projection_start(sk_projection **out,
-                              sk_bus *bus,
-                              sk_store *store,
-                              sk_metrics *metrics,
-                              const sk_projection_config *cfg)
+sk_status sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projection_config *cfg)
 {
     sk_status st = SK_OK;
     sk_projection *p = NULL;
-    sk_consumer_config cc;
 
-    if (out == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_projection_start: out must not be NULL");
-    }
     *out = NULL;
-    if (bus == NULL || store == NULL || cfg == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_projection_start: bus, store and cfg must not be NULL");
+    if (cfg == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg must not be NULL");
     }
     if (!name_is_valid(cfg->name)) {
         return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
@@ -155,11 +147,44 @@ sk_status sk_projection_start(sk_projection **out,
             goto out;
         }
     }
+    *out = p;
+    p = NULL;
+out:
+    projection_free(p);
+    return st;
+}
+
+const char *sk__projection_durable(const sk_projection *p)
+{
+    return p->durable;
+}
+
+sk_status sk_projection_start(sk_projection **out,
+                              sk_bus *bus,
+                              sk_store *store,
+                              sk_metrics *metrics,
+                              const sk_projection_config *cfg)
+{
+    sk_status st = SK_OK;
+    sk_projection *p = NULL;
+    sk_consumer_config cc;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_projection_start: out must not be NULL");
+    }
+    *out = NULL;
+    if (bus == NULL || store == NULL || cfg == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_projection_start: bus, store and cfg must not be NULL");
+    }
+    st = sk__projection_build(&p, metrics, cfg);
+    if (st != SK_OK) {
+        goto out;
+    }
     memset(&cc, 0, sizeof(cc));
     cc.stream = p->stream;
     cc.durable = p->durable;
     cc.filter_subject = p->filter_subject;
-    cc.handler = projection_handle;
+    cc.handler = sk__projection_handle;
     cc.ctx = p;
     st = sk_consumer_start(&p->consumer, bus, store, metrics, &cc);
     if (st != SK_OK) {
