@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The service runtime shared by every Skald service process: command-line
+ * arguments, the platform providers registered in the DI container (system
+ * file, metrics, health, store, bus, relay, discovery, HTTP client, buses,
+ * router, internal HTTPS server), and the run loop that waits for SIGTERM
+ * and tears everything down in reverse order.
+ */
+#ifndef SVC_H
+#define SVC_H
+
+#include <skald/skald.h>
+
+/** Arguments every service takes from `skald up`. */
+typedef struct svc_args {
+    const char *service;     /* --service NAME */
+    const char *instance;    /* --instance NAME-N (default NAME-1) */
+    const char *config_path; /* --config FILE (default skald.yaml) */
+    const char *data_dir;    /* --data DIR (default ./var) */
+    int port;                /* --port N: listener port (0 = any; the gateway's public port) */
+} svc_args;
+
+/**
+ * Parse argv. On a usage error prints "skald-NAME: ..." and returns
+ * SK_EINVAL (exit 2).
+ */
+sk_status svc_args_parse(svc_args *out, int argc, char **argv, const char *service);
+
+/* ---------------------------------------------------------------- router */
+
+typedef struct svc_router svc_router;
+/** Route parameters ("{id}" segments), percent-decoded. */
+typedef struct svc_params {
+    size_t n;
+    char *names[8];
+    char *values[8];
+} svc_params;
+
+typedef void (*svc_route_fn)(sk_http_req *req, const svc_params *params, void *ctx);
+
+sk_status svc_router_create(svc_router **out);
+void svc_router_destroy(svc_router *r);
+/** Add a route; @p pattern segments "{name}" capture one segment. */
+sk_status svc_router_add(svc_router *r, const char *method, const char *pattern, svc_route_fn fn, void *ctx);
+/**
+ * Find the route for @p method and @p path.
+ * @return SK_OK (fn/ctx/params set; free params with svc_params_fini),
+ *         SK_ENOTFOUND (no pattern matches: 404),
+ *         SK_ESTATE (a pattern matches with another method: 405; @p allow gets "GET, POST").
+ */
+sk_status svc_router_match(svc_router *r,
+                           const char *method,
+                           const char *path,
+                           svc_route_fn *fn,
+                           void **ctx,
+                           svc_params *params,
+                           char *allow,
+                           size_t allow_len);
+void svc_params_fini(svc_params *p);
+const char *svc_params_get(const svc_params *p, const char *name);
+
+/* ---------------------------------------------------------------- app */
+
+/** The migrations of a service: its own plus those of the modules it uses. */
+typedef struct svc_schema {
+    const sk_migration *own;
+    size_t n_own;
+    bool uses_saga;
+} svc_schema;
+
+/** A running service process. Owner-thread-only (main thread). */
+typedef struct svc_app {
+    svc_args args;
+    sk_di *di;
+    sk_system *sys;
+    const sk_sys_service *self;
+    char source[96];  /* ce-source: "/skald/<service>" */
+    char pki_dir[512];
+    sk_tls_files tls;
+    /* Set during run; borrowed from the container. */
+    sk_http_server *server;
+    svc_router *router;   /* resolved before the server starts: handlers never touch the container */
+    sk_health *health;
+    sk_metrics *metrics;
+    svc_schema schema;
+    struct svc_edge_route *edges[32];
+    size_t n_edges;
+} svc_app;
+
+/**
+ * Initialise: parse args, sk_init, load the system file, find this
+ * service, create the container and register the platform providers:
+ *   "metrics" sk_metrics*   "health" sk_health*   "store" sk_store*
+ *   "bus" sk_bus*           "relay" sk_relay*     "registry" sk_registry*
+ *   "http_client" sk_http_client*  "commands" / "queries" sk_cqrs_bus*
+ *   "router" svc_router*    "upstreams" svc_upstreams*
+ * The service registers its own provider named after itself before
+ * svc_app_run. @return exit code: 0 ok, 1 runtime failure, 2 usage/config.
+ */
+int svc_app_init(svc_app *app, int argc, char **argv, const char *service);
+
+/**
+ * Resolve the service's own provider (which registers its routes and
+ * handlers), start the internal HTTPS listener (or the public plain one for
+ * the gateway), register in discovery, report ready, wait for
+ * SIGTERM/SIGINT, then stop accepting and return. @return exit code.
+ */
+int svc_app_run(svc_app *app);
+/** Tear down everything the container created, in reverse order. */
+void svc_app_fini(svc_app *app);
+
+/** Resolve a platform object by name; logs and returns the error on failure. */
+sk_status svc_get(svc_app *app, const char *name, void **out);
+
+/** Set the schema before the "store" provider is resolved. */
+void svc_app_set_schema(svc_app *app, const svc_schema *schema);
+
+/* ---------------------------------------------------------------- upstreams */
+
+/** The mesh upstreams of this service, fed by discovery. */
+typedef struct svc_upstreams svc_upstreams;
+/** Borrowed upstream for @p service, or NULL when not declared in the system file. */
+sk_upstream *svc_upstreams_get(svc_upstreams *u, const char *service);
+
+/* ---------------------------------------------------------------- edge */
+
+/**
+ * Route METHOD PATTERN to a command or query type: the payload is the JSON
+ * body (an object, or {} when empty) merged with the path parameters and
+ * query arguments (strings); Idempotency-Key, X-Consistency-Token (or
+ * ?consistency_token=), traceparent and X-Request-Id are carried along; the
+ * result becomes the HTTP answer (problem+json for errors).
+ */
+sk_status svc_route_command(svc_app *app, const char *method, const char *pattern, const char *type);
+/** @p query_keys: NULL-terminated list of query arguments copied into the payload, or NULL. */
+sk_status svc_route_query(svc_app *app,
+                          const char *method,
+                          const char *pattern,
+                          const char *type,
+                          const char *const *query_keys);
+
+/** Context names and stream names of the system ("ORDER_EVENTS", ...). */
+void svc_stream_name(const char *context, const char *kind, char *out, size_t out_len);
+
+/* ---------------------------------------------------------------- helpers */
+
+/** Build an outbox event of this service: subject "<context>.events.<type>". */
+sk_status svc_emit(svc_app *app,
+                   sk_tx *tx,
+                   const char *type,
+                   const char *aggregate_id,
+                   const json_t *data,
+                   const char *traceparent);
+
+
+/* ---------------------------------------------------------------- commands in a transaction */
+
+/** A command call being applied in a unit of work. */
+typedef struct svc_txcall {
+    sk_call *call;
+    void *ctx;
+    /* Set by the work function on success: */
+    int http_status;
+    json_t *body;   /* owned */
+    char *location; /* owned */
+} svc_txcall;
+
+/** Work of a command: runs on the store's writer thread inside the unit of work. */
+typedef sk_status (*svc_tx_fn)(sk_tx *tx, svc_txcall *tc);
+
+/**
+ * Apply @p fn in a unit of work and complete @p call when it is durable:
+ * with tc->http_status/body/location on success, with the unit's error
+ * (mapped to HTTP) otherwise. Never blocks. @p free_ctx (may be NULL)
+ * releases @p ctx after the call completed, in every case.
+ */
+void svc_txcall_submit(sk_store *store, sk_call *call, svc_tx_fn fn, void *ctx, void (*free_ctx)(void *ctx));
+/** Set the success answer (body taken). */
+void svc_txcall_answer(svc_txcall *tc, int http_status, json_t *body, const char *location);
+/**
+ * Choose the HTTP status of the error the work function is about to return
+ * (e.g. 422), instead of the one mapped from its sk_status.
+ */
+void svc_txcall_fail_http(svc_txcall *tc, int http_status);
+
+
+/** Sleep @p ms milliseconds (shutdown and start-up waits only, never on a request path). */
+void svc_sleep_ms(int64_t ms);
+
+/** Wait until every unit queued so far on @p store is durable and done (shutdown ordering). */
+void svc_store_flush(sk_store *store);
+
+/**
+ * Answer a saga command later, outside the consumer's unit of work (e.g.
+ * after a call to an external system): the reply addressing of @p m is
+ * saved by the caller and given back here.
+ */
+typedef struct svc_reply_addr {
+    char subject[SK_ENVELOPE_MAX_ATTR + 1];  /* ce-subject (saga id) */
+    char reply_to[SK_ENVELOPE_MAX_ATTR + 1]; /* ce-replyto */
+    int saga_step;
+} svc_reply_addr;
+void svc_reply_addr_from(svc_reply_addr *a, const sk_message *m);
+sk_status svc_reply_to_addr(sk_tx *tx, svc_app *app, const svc_reply_addr *a, const char *type, const json_t *data);
+
+#endif /* SVC_H */

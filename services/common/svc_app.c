@@ -1,0 +1,651 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The composition root shared by every service: platform providers in the
+ * DI container, the internal HTTPS listener with authorization, discovery
+ * registration and the signal-driven run loop. Objects are created lazily,
+ * in dependency order, the first time something resolves them, and torn
+ * down in reverse order by sk_di_destroy.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "svc.h"
+#include "svc_int.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+sk_status svc_get(svc_app *app, const char *name, void **out)
+{
+    sk_status st = sk_di_resolve(app->di, name, out);
+    if (st != SK_OK) {
+        SK_LOG_ERROR("resolving %s: %s", name, sk_error_message());
+    }
+    return st;
+}
+
+void svc_app_set_schema(svc_app *app, const svc_schema *schema)
+{
+    app->schema = *schema;
+}
+
+void svc_stream_name(const char *context, const char *kind, char *out, size_t out_len)
+{
+    size_t j = 0;
+    for (size_t i = 0; context[i] != '\0' && j + 1 < out_len; i++) {
+        char c = context[i];
+        out[j++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : (c == '-' ? '_' : c));
+    }
+    out[j] = '\0';
+    snprintf(out + j, out_len - j, "_%s", kind);
+}
+
+sk_status svc_emit(svc_app *app,
+                   sk_tx *tx,
+                   const char *type,
+                   const char *aggregate_id,
+                   const json_t *data,
+                   const char *traceparent)
+{
+    char subject[160];
+    sk_envelope env;
+    snprintf(subject, sizeof(subject), "%s.events.%s", app->self->context, type);
+    sk_envelope_init(&env, type, app->source, aggregate_id, traceparent);
+    return sk_outbox_add(tx, subject, &env, data);
+}
+
+/* Read DATA/run/nats.url (written by `skald up`) unless SKALD_NATS_URL is set. */
+static char *nats_url(const svc_app *app)
+{
+    const char *env = getenv("SKALD_NATS_URL");
+    if (env != NULL && env[0] != '\0') {
+        return sk_strdup(env);
+    }
+    char path[600];
+    snprintf(path, sizeof(path), "%s/run/nats.url", app->args.data_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return sk_strdup("tls://127.0.0.1:4222");
+    }
+    char line[512] = { 0 };
+    if (fgets(line, sizeof(line), f) == NULL) {
+        line[0] = '\0';
+    }
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    return sk_strdup(line[0] != '\0' ? line : "tls://127.0.0.1:4222");
+}
+
+/* ---------------------------------------------------------------- providers */
+
+static sk_status metrics_create(sk_di *di, void **out, void *ctx)
+{
+    (void)di;
+    (void)ctx;
+    return sk_metrics_create((sk_metrics **)out);
+}
+
+static void metrics_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_metrics_destroy(obj);
+}
+
+static sk_status health_create(sk_di *di, void **out, void *ctx)
+{
+    (void)di;
+    (void)ctx;
+    return sk_health_create((sk_health **)out);
+}
+
+static void health_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_health_destroy(obj);
+}
+
+static bool nats_check(char *reason, size_t reason_len, void *ctx)
+{
+    if (sk_bus_is_connected(ctx)) {
+        return true;
+    }
+    snprintf(reason, reason_len, "not connected to NATS");
+    return false;
+}
+
+/* Every stream of the system, so any service can consume before the producer has started. */
+static sk_status streams_ensure(svc_app *app, sk_bus *bus)
+{
+    sk_status st = SK_OK;
+    for (size_t i = 0; i < app->sys->n_services && st == SK_OK; i++) {
+        const sk_sys_service *s = &app->sys->services[i];
+        if (s->is_gateway || strcmp(s->database, "none") == 0 || s->database[0] == '\0') {
+            continue;
+        }
+        static const char *const kinds[] = { "events", "commands", "replies" };
+        static const char *const kinds_upper[] = { "EVENTS", "COMMANDS", "REPLIES" };
+        for (size_t k = 0; k < 3 && st == SK_OK; k++) {
+            char name[96], subject[128];
+            svc_stream_name(s->context, kinds_upper[k], name, sizeof(name));
+            snprintf(subject, sizeof(subject), "%s.%s.>", s->context, kinds[k]);
+            const char *subjects[] = { subject };
+            sk_stream_config cfg = { .name = name, .subjects = subjects, .n_subjects = 1 };
+            st = sk_bus_stream_ensure(bus, &cfg);
+        }
+    }
+    if (st == SK_OK) {
+        const char *subjects[] = { "dlq.>" };
+        sk_stream_config cfg = { .name = "DEAD_LETTERS", .subjects = subjects, .n_subjects = 1 };
+        st = sk_bus_stream_ensure(bus, &cfg);
+    }
+    return st;
+}
+
+static sk_status bus_create(sk_di *di, void **out, void *ctx)
+{
+    svc_app *app = ctx;
+    sk_health *health = NULL;
+    sk_bus *bus = NULL;
+    char name[128], inbox[128];
+    char *url = nats_url(app);
+    sk_status st = SK_OK;
+
+    if (url == NULL) {
+        return SK_FAIL(SK_ENOMEM, "bus: url");
+    }
+    st = sk_di_resolve(di, "health", (void **)&health);
+    if (st != SK_OK) {
+        goto out;
+    }
+    snprintf(name, sizeof(name), "%s", app->args.instance);
+    snprintf(inbox, sizeof(inbox), "_INBOX.%s", app->args.instance);
+    sk_bus_config cfg = {
+        .servers = url,
+        .ca_file = app->tls.ca_file,
+        .cert_file = app->tls.cert_file,
+        .key_file = app->tls.key_file,
+        .name = name,
+        .inbox_prefix = inbox,
+    };
+    st = sk_bus_open(&bus, &cfg);
+    if (st != SK_OK) {
+        st = SK_WRAP(st, "connecting to NATS at %s", url);
+        goto out;
+    }
+    /* Streams need a live connection: wait for it a while (the supervisor restarts us otherwise). */
+    int64_t deadline = sk_time_mono_ms() + 30000;
+    for (;;) {
+        st = sk_bus_is_connected(bus) ? streams_ensure(app, bus) : SK_EUNAVAILABLE;
+        if (st == SK_OK || sk_time_mono_ms() > deadline) {
+            break;
+        }
+        svc_sleep_ms(100);
+    }
+    if (st != SK_OK) {
+        st = SK_WRAP(st, "creating streams");
+        goto out;
+    }
+    st = sk_health_add(health, "nats", nats_check, bus);
+out:
+    if (st != SK_OK) {
+        sk_bus_close(bus);
+        bus = NULL;
+    }
+    sk_free(url);
+    *out = bus;
+    return st;
+}
+
+static void bus_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_bus_close(obj);
+}
+
+static sk_status store_create(sk_di *di, void **out, void *ctx)
+{
+    svc_app *app = ctx;
+    sk_migration *all = NULL;
+    size_t n_msg = 0, n_cqrs = 0, n_saga = 0, n = 0;
+    const sk_migration *msg_m = sk_msg_migrations(&n_msg);
+    const sk_migration *cqrs_m = sk_cqrs_migrations(&n_cqrs);
+    const sk_migration *saga_m = app->schema.uses_saga ? sk_saga_migrations(&n_saga) : NULL;
+    char dir[600], url[700];
+    sk_status st = SK_OK;
+    (void)di;
+
+    if (app->self->database[0] == '\0' || strcmp(app->self->database, "none") == 0) {
+        return SK_FAIL(SK_ESTATE, "service %s has no database", app->args.service);
+    }
+    all = sk_calloc(app->schema.n_own + n_msg + n_cqrs + n_saga + 1, sizeof(*all));
+    if (all == NULL) {
+        return SK_FAIL(SK_ENOMEM, "store: migrations");
+    }
+    for (size_t i = 0; i < app->schema.n_own; i++) {
+        all[n++] = app->schema.own[i];
+    }
+    for (size_t i = 0; i < n_msg; i++) {
+        all[n++] = msg_m[i];
+    }
+    for (size_t i = 0; i < n_cqrs; i++) {
+        all[n++] = cqrs_m[i];
+    }
+    for (size_t i = 0; i < n_saga; i++) {
+        all[n++] = saga_m[i];
+    }
+    snprintf(dir, sizeof(dir), "%s/db", app->args.data_dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        st = SK_FAIL(SK_EIO, "creating %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    /* A read-model service keeps one database per instance: each instance projects on its own. */
+    bool per_instance = app->self->n_commands == 0 && app->self->n_queries > 0;
+    snprintf(url, sizeof(url), "sqlite:%s/%s.db", dir, per_instance ? app->args.instance : app->self->database);
+    sk_store_config cfg = { .url = url, .migrations = all, .n_migrations = n };
+    st = sk_store_open((sk_store **)out, &cfg);
+out:
+    sk_free(all);
+    return st;
+}
+
+static void store_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_store_close(obj);
+}
+
+static sk_status relay_create(sk_di *di, void **out, void *ctx)
+{
+    sk_store *store = NULL;
+    sk_bus *bus = NULL;
+    sk_metrics *metrics = NULL;
+    sk_status st = sk_di_resolve(di, "store", (void **)&store);
+    (void)ctx;
+    if (st == SK_OK) {
+        st = sk_di_resolve(di, "bus", (void **)&bus);
+    }
+    if (st == SK_OK) {
+        st = sk_di_resolve(di, "metrics", (void **)&metrics);
+    }
+    if (st == SK_OK) {
+        st = sk_relay_start((sk_relay **)out, store, bus, metrics);
+    }
+    return st;
+}
+
+static void relay_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_relay_stop(obj);
+}
+
+static sk_status registry_create(sk_di *di, void **out, void *ctx)
+{
+    sk_bus *bus = NULL;
+    sk_status st = sk_di_resolve(di, "bus", (void **)&bus);
+    (void)ctx;
+    if (st == SK_OK) {
+        st = sk_registry_open((sk_registry **)out, bus, 0);
+    }
+    return st;
+}
+
+static void registry_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_registry_close(obj);
+}
+
+static sk_status client_create(sk_di *di, void **out, void *ctx)
+{
+    svc_app *app = ctx;
+    (void)di;
+    return sk_http_client_create((sk_http_client **)out, &app->tls);
+}
+
+static void client_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_http_client_destroy(obj);
+}
+
+static sk_status bus_kind_create(sk_di *di, void **out, sk_cqrs_kind kind)
+{
+    sk_metrics *metrics = NULL;
+    sk_status st = sk_di_resolve(di, "metrics", (void **)&metrics);
+    if (st == SK_OK) {
+        st = sk_cqrs_bus_create((sk_cqrs_bus **)out, kind, metrics);
+    }
+    return st;
+}
+
+static sk_status commands_create(sk_di *di, void **out, void *ctx)
+{
+    (void)ctx;
+    return bus_kind_create(di, out, SK_CQRS_COMMAND);
+}
+
+static sk_status queries_create(sk_di *di, void **out, void *ctx)
+{
+    (void)ctx;
+    return bus_kind_create(di, out, SK_CQRS_QUERY);
+}
+
+static void cqrs_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    sk_cqrs_bus_destroy(obj);
+}
+
+static sk_status router_create(sk_di *di, void **out, void *ctx)
+{
+    (void)di;
+    (void)ctx;
+    return svc_router_create((svc_router **)out);
+}
+
+static void router_destroy(void *obj, void *ctx)
+{
+    (void)ctx;
+    svc_router_destroy(obj);
+}
+
+/* ---------------------------------------------------------------- init */
+
+static sk_status register_platform(svc_app *app)
+{
+    struct {
+        const char *name;
+        sk_di_create_fn create;
+        sk_di_destroy_fn destroy;
+    } providers[] = {
+        { "metrics", metrics_create, metrics_destroy },
+        { "health", health_create, health_destroy },
+        { "bus", bus_create, bus_destroy },
+        { "store", store_create, store_destroy },
+        { "relay", relay_create, relay_destroy },
+        { "registry", registry_create, registry_destroy },
+        { "http_client", client_create, client_destroy },
+        { "upstreams", svc__upstreams_create, svc__upstreams_destroy },
+        { "commands", commands_create, cqrs_destroy },
+        { "queries", queries_create, cqrs_destroy },
+        { "router", router_create, router_destroy },
+    };
+    for (size_t i = 0; i < sizeof(providers) / sizeof(providers[0]); i++) {
+        sk_status st = sk_di_register(app->di, providers[i].name, SK_DI_SINGLETON, providers[i].create,
+                                      providers[i].destroy, app);
+        if (st != SK_OK) {
+            return st;
+        }
+    }
+    return SK_OK;
+}
+
+int svc_app_init(svc_app *app, int argc, char **argv, const char *service)
+{
+    static char instance_default[80];
+    sigset_t set;
+
+    memset(app, 0, sizeof(*app));
+    /* Block the stop signals before any thread exists, so only sigwait sees them. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (svc_args_parse(&app->args, argc, argv, service) != SK_OK) {
+        return 2;
+    }
+    if (app->args.instance == NULL) {
+        snprintf(instance_default, sizeof(instance_default), "%s-1", app->args.service);
+        app->args.instance = instance_default;
+    }
+    if (sk_init(app->args.instance) != SK_OK) {
+        fprintf(stderr, "skald-%s: init: %s\n", service, sk_error_message());
+        return 1;
+    }
+    if (sk_system_load(app->args.config_path, &app->sys) != SK_OK) {
+        fprintf(stderr, "skald-%s: %s\n", service, sk_error_message());
+        return 2;
+    }
+    app->self = sk_system_service_find(app->sys, app->args.service);
+    if (app->self == NULL) {
+        fprintf(stderr, "skald-%s: %s: no service \"%s\"\n", service, app->args.config_path, app->args.service);
+        return 2;
+    }
+    snprintf(app->source, sizeof(app->source), "/skald/%s", app->args.service);
+    snprintf(app->pki_dir, sizeof(app->pki_dir), "%s/pki", app->args.data_dir);
+    if (sk_tls_files_init(&app->tls, app->pki_dir, app->args.service) != SK_OK ||
+        sk_di_create(&app->di) != SK_OK || register_platform(app) != SK_OK) {
+        fprintf(stderr, "skald-%s: %s\n", service, sk_error_message());
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- HTTP front */
+
+/* Deny by default: a caller needs a rule naming it for the path prefix and method. */
+static bool is_authorized(const sk_sys_service *self, const char *peer, const char *method, const char *path)
+{
+    if (peer == NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < self->n_authz; i++) {
+        const sk_sys_authz_rule *r = &self->authz[i];
+        size_t plen = strlen(r->path_prefix);
+        if (strncmp(path, r->path_prefix, plen) != 0 || (path[plen] != '\0' && path[plen] != '/' && r->path_prefix[plen - 1] != '/')) {
+            continue;
+        }
+        bool method_ok = r->n_methods == 0;
+        for (size_t m = 0; m < r->n_methods && !method_ok; m++) {
+            method_ok = strcmp(r->methods[m], method) == 0;
+        }
+        bool from_ok = false;
+        for (size_t f = 0; f < r->n_from && !from_ok; f++) {
+            from_ok = strcmp(r->from[f], "*") == 0 || strcmp(r->from[f], peer) == 0;
+        }
+        if (method_ok && from_ok) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool is_operational_path(const char *path)
+{
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 || strcmp(path, "/metrics") == 0;
+}
+
+static void http_front(sk_http_req *req, void *ctx)
+{
+    svc_app *app = ctx;
+    svc_router *router = app->router;
+    const char *method = sk_http_req_method(req);
+    const char *path = sk_http_req_path(req);
+    svc_route_fn fn = NULL;
+    void *route_ctx = NULL;
+    svc_params params;
+    char allow[64];
+
+    if (!app->self->is_gateway && !is_operational_path(path)) {
+        const char *peer = sk_http_req_peer_service(req);
+        if (!is_authorized(app->self, peer, method, path)) {
+            sk_http_req_respond_problem(req, 403, "Forbidden", "identity %s may not call %s %s",
+                                        peer != NULL ? peer : "(none)", method, path);
+            return;
+        }
+    }
+    sk_status st = svc_router_match(router, method, path, &fn, &route_ctx, &params, allow, sizeof(allow));
+    if (st == SK_ENOTFOUND) {
+        sk_http_req_respond_problem(req, 404, "Not Found", "no resource at %s", path);
+        return;
+    }
+    if (st == SK_ESTATE) {
+        char allow_header[96];
+        snprintf(allow_header, sizeof(allow_header), "Allow: %s", allow);
+        const char *headers[] = { allow_header, NULL };
+        char body[256];
+        int n = snprintf(body, sizeof(body),
+                         "{\"type\":\"about:blank\",\"title\":\"Method Not Allowed\",\"status\":405,"
+                         "\"detail\":\"%s is not allowed here; allowed: %s\"}",
+                         method, allow);
+        sk_http_req_respond(req, 405, "application/problem+json", body, (size_t)n, headers);
+        return;
+    }
+    if (st != SK_OK) {
+        sk_http_req_respond_problem(req, 500, "Internal Server Error", "routing failed");
+        return;
+    }
+    fn(req, &params, route_ctx);
+    svc_params_fini(&params);
+}
+
+/* Built-in operational routes. */
+static void route_healthz(sk_http_req *req, const svc_params *p, void *ctx)
+{
+    (void)p;
+    (void)ctx;
+    static const char body[] = "{\"status\":\"ok\"}";
+    sk_http_req_respond(req, 200, "application/json", body, sizeof(body) - 1, NULL);
+}
+
+static void route_readyz(sk_http_req *req, const svc_params *p, void *ctx)
+{
+    svc_app *app = ctx;
+    sk_health *health = app->health;
+    sk_buf out;
+    (void)p;
+    sk_buf_init(&out, 64 * 1024);
+    bool ok = sk_health_evaluate(health, &out);
+    sk_http_req_respond(req, ok ? 200 : 503, "application/json", out.data != NULL ? out.data : "{}",
+                        out.data != NULL ? out.len : 2, NULL);
+    sk_buf_fini(&out);
+}
+
+static void route_metrics(sk_http_req *req, const svc_params *p, void *ctx)
+{
+    svc_app *app = ctx;
+    sk_metrics *metrics = app->metrics;
+    sk_buf out;
+    (void)p;
+    sk_buf_init(&out, 16 * 1024 * 1024);
+    if (sk_metrics_render(metrics, &out) != SK_OK) {
+        sk_buf_fini(&out);
+        sk_http_req_respond_problem(req, 500, "Internal Server Error", "rendering metrics failed");
+        return;
+    }
+    sk_http_req_respond(req, 200, "text/plain; version=0.0.4", out.data != NULL ? out.data : "",
+                        out.len, NULL);
+    sk_buf_fini(&out);
+}
+
+/* ---------------------------------------------------------------- run */
+
+static int gateway_port(const svc_app *app)
+{
+    const char *env = getenv("SKALD_GATEWAY_PORT");
+    if (app->args.port > 0) {
+        return app->args.port;
+    }
+    if (env != NULL && env[0] != '\0') {
+        int p = atoi(env);
+        if (p > 0 && p < 65536) {
+            return p;
+        }
+    }
+    return app->sys->gateway_port;
+}
+
+int svc_app_run(svc_app *app)
+{
+    svc_router *router = NULL;
+    sk_metrics *metrics = NULL;
+    sk_registry *registry = NULL;
+    void *service = NULL;
+    sk_http_server *server = NULL;
+    int rc = 1;
+
+    if (svc_get(app, "router", (void **)&router) != SK_OK || svc_get(app, "metrics", (void **)&metrics) != SK_OK ||
+        svc_get(app, "health", (void **)&app->health) != SK_OK) {
+        goto out;
+    }
+    app->router = router;
+    app->metrics = metrics;
+    if (svc_router_add(router, "GET", "/healthz", route_healthz, app) != SK_OK ||
+        svc_router_add(router, "GET", "/readyz", route_readyz, app) != SK_OK ||
+        svc_router_add(router, "GET", "/metrics", route_metrics, app) != SK_OK) {
+        goto out;
+    }
+    /* The service's own provider builds its handlers, consumers and routes. */
+    if (svc_get(app, app->args.service, &service) != SK_OK) {
+        fprintf(stderr, "skald-%s: %s\n", app->args.service, sk_error_message());
+        goto out;
+    }
+    sk_http_server_config cfg = {
+        .bind_addr = "127.0.0.1",
+        .port = app->self->is_gateway ? gateway_port(app) : app->args.port,
+        .tls = app->self->is_gateway ? NULL : &app->tls,
+        .require_client_cert = !app->self->is_gateway,
+        .n_threads = 2,
+        .handler = http_front,
+        .ctx = app,
+        .metrics = metrics,
+    };
+    if (sk_http_server_start(&server, &cfg) != SK_OK) {
+        fprintf(stderr, "skald-%s: listening on 127.0.0.1:%d: %s\n", app->args.service, cfg.port,
+                sk_error_message());
+        goto out;
+    }
+    app->server = server;
+    if (svc_get(app, "registry", (void **)&registry) != SK_OK) {
+        goto out;
+    }
+    char address[64];
+    snprintf(address, sizeof(address), "127.0.0.1:%d", sk_http_server_port(server));
+    sk_instance self = {
+        .service = app->args.service,
+        .instance = app->args.instance,
+        .address = address,
+        .is_ready = true,
+        .pid = (int)getpid(),
+    };
+    if (sk_registry_register(registry, &self) != SK_OK) {
+        SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
+        goto out;
+    }
+    SK_LOG_INFO("%s ready on %s://%s", app->args.instance, app->self->is_gateway ? "http" : "https", address);
+
+    sigset_t set;
+    int sig = 0;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    while (sigwait(&set, &sig) != 0) {
+    }
+    SK_LOG_INFO("signal %d: stopping", sig);
+    sk_registry_set_ready(registry, false);
+    rc = 0;
+out:
+    /* Stop accepting first; the container tears down the rest in reverse order. */
+    sk_http_server_stop(server);
+    app->server = NULL;
+    return rc;
+}
+
+void svc_app_fini(svc_app *app)
+{
+    sk_di_destroy(app->di);
+    app->di = NULL;
+    svc__edges_free(app);
+    sk_tls_files_fini(&app->tls);
+    sk_system_destroy(app->sys);
+    app->sys = NULL;
+    sk_shutdown();
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* Internals of the service runtime shared between its files. */
+#ifndef SVC_INT_H
+#define SVC_INT_H
+
+#include "svc.h"
+
+/* One HTTP route bound to a command or query type. */
+typedef struct svc_edge_route {
+    svc_app *app;
+    sk_cqrs_bus *bus;
+    char type[64];
+    const char *const *query_keys; /* static storage of the service */
+} svc_edge_route;
+
+sk_status svc__upstreams_create(sk_di *di, void **out, void *ctx);
+void svc__upstreams_destroy(void *obj, void *ctx);
+void svc__edges_free(svc_app *app);
+
+#endif /* SVC_INT_H */

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inventory: owns products, stock and reservations. HTTP commands
+ * CreateProduct and Restock; saga commands ReserveStock, CommitReservation
+ * and ReleaseReservation, each answered through the outbox.
+ * Invariant per product: stock + restocked == available + reserved + sold.
+ */
+#ifndef INVENTORY_H
+#define INVENTORY_H
+
+#include "svc.h"
+
+#define INVENTORY_MAX_PRICE_CENTS 1000000000000LL
+#define INVENTORY_MAX_STOCK 1000000000LL
+#define INVENTORY_MAX_QUANTITY 10000
+
+typedef struct inventory_deps {
+    svc_app *app;
+    sk_store *store;
+    sk_bus *bus;
+    sk_metrics *metrics;
+    sk_consumer *commands_consumer;
+} inventory_deps;
+
+/** One product row. */
+typedef struct inventory_product {
+    char sku[260];
+    char name[820];
+    int64_t price_cents, stock, restocked, available, reserved, sold, version;
+} inventory_product;
+
+extern const sk_migration inventory_migrations[];
+extern const size_t inventory_n_migrations;
+
+/** Load a product. @return SK_OK, SK_ENOTFOUND, SK_EDB. */
+sk_status inventory_product_load(sk_tx *tx, const char *sku, inventory_product *p);
+/** Write the counters back (version incremented) and emit @p event_type with them. */
+sk_status inventory_product_save(sk_tx *tx, inventory_deps *deps, inventory_product *p, const char *event_type,
+                                 const char *order_id);
+
+sk_status inventory_validate_create(const json_t *payload, void *ctx);
+void inventory_handle_create(sk_call *call, void *ctx);
+sk_status inventory_validate_restock(const json_t *payload, void *ctx);
+void inventory_handle_restock(sk_call *call, void *ctx);
+
+/** Saga participant: handles inventory.commands.* inside the consumer's unit of work. */
+sk_status inventory_handle_command(sk_tx *tx, const sk_message *m, void *ctx);
+
+sk_status inventory_provider_create(sk_di *di, void **out, void *ctx);
+void inventory_provider_destroy(void *obj, void *ctx);
+
+#endif /* INVENTORY_H */

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * order: owns orders and the saga instances that drive them.
+ * CreateOrder stores the order, its OrderCreated event, its idempotency key
+ * and the CreateOrderSaga instance with its first command in one unit of
+ * work. CancelOrder cancels a running saga or, for an approved order, starts
+ * CancelOrderSaga.
+ */
+#ifndef ORDER_H
+#define ORDER_H
+
+#include "svc.h"
+
+#define ORDER_MAX_ITEMS 100
+#define ORDER_MAX_QUANTITY 10000
+
+typedef struct order_deps {
+    svc_app *app;
+    sk_store *store;
+    sk_bus *bus;
+    sk_metrics *metrics;
+    sk_saga_engine *sagas;
+    sk_saga_def create_saga; /* definitions with ctx = this struct */
+    sk_saga_def cancel_saga;
+} order_deps;
+
+extern const sk_migration order_migrations[];
+extern const size_t order_n_migrations;
+
+/** Fill deps->create_saga and deps->cancel_saga (order_sagas.c), with ctx = @p deps. */
+void order_sagas_init(order_deps *deps);
+
+sk_status order_validate_create(const json_t *payload, void *ctx);
+void order_handle_create(sk_call *call, void *ctx);
+sk_status order_validate_cancel(const json_t *payload, void *ctx);
+void order_handle_cancel(sk_call *call, void *ctx);
+
+/** Set status (and reason), bump the version and emit @p event_type with @p extra merged in. */
+sk_status order_transition(sk_tx *tx,
+                           order_deps *deps,
+                           const char *order_id,
+                           const char *status,
+                           const char *reason,
+                           const char *event_type,
+                           json_t *extra);
+
+sk_status order_provider_create(sk_di *di, void **out, void *ctx);
+void order_provider_destroy(void *obj, void *ctx);
+
+#endif /* ORDER_H */

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * orderview: denormalised read models built from the events of every
+ * context (customers with their available credit, products with their stock
+ * counters, orders with names and prices), and the queries over them.
+ * Each instance projects into its own database. Events carry versions, so
+ * applying is idempotent and order-safe across streams.
+ */
+#ifndef ORDERVIEW_H
+#define ORDERVIEW_H
+
+#include "svc.h"
+
+#define ORDERVIEW_WAIT_MS 2000
+
+typedef struct orderview_deps {
+    svc_app *app;
+    sk_store *store;
+    sk_bus *bus;
+    sk_metrics *metrics;
+    sk_waiters *waiters;
+    sk_projection *projections[4];
+} orderview_deps;
+
+extern const sk_migration orderview_migrations[];
+extern const size_t orderview_n_migrations;
+
+/** Projection: apply one event of any context (dispatch on ce-type). */
+sk_status orderview_apply(sk_tx *tx, const sk_message *m, void *ctx);
+
+/** Queries. */
+sk_status orderview_validate_get_order(const json_t *payload, void *ctx);
+void orderview_get_order(sk_call *call, void *ctx);
+sk_status orderview_validate_list_orders(const json_t *payload, void *ctx);
+void orderview_list_orders(sk_call *call, void *ctx);
+sk_status orderview_validate_get_customer(const json_t *payload, void *ctx);
+void orderview_get_customer(sk_call *call, void *ctx);
+sk_status orderview_validate_get_product(const json_t *payload, void *ctx);
+void orderview_get_product(sk_call *call, void *ctx);
+
+/** Version of an order in the view (0 when absent); an sk_version_fn. */
+int64_t orderview_order_version(const char *id, void *ctx);
+
+sk_status orderview_provider_create(sk_di *di, void **out, void *ctx);
+void orderview_provider_destroy(void *obj, void *ctx);
+
+#endif /* ORDERVIEW_H */

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * orderview projection: one apply function for the events of all contexts.
+ * Rows carry the version of the aggregate they reflect; an event older than
+ * the row is skipped, so redelivery and cross-stream interleaving are safe.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "orderview.h"
+
+static int64_t jint(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s != NULL ? s : "";
+}
+
+/* ---------------------------------------------------------------- customers */
+
+static sk_status customer_registered(sk_tx *tx, const json_t *d)
+{
+    sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "customer_id")), SK_DB_TEXT_V(jstr(d, "name")),
+                        SK_DB_INT_V(jint(d, "credit_limit_cents")), SK_DB_INT_V(jint(d, "credit_limit_cents")) };
+    return sk_tx_exec(tx,
+                      "INSERT INTO customers_v (id, name, credit_limit_cents, available_credit_cents, credit_version)"
+                      " VALUES (?, ?, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                      p, 4, NULL);
+}
+
+static sk_status credit_changed(sk_tx *tx, const json_t *d)
+{
+    sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "customer_id")), SK_DB_INT_V(jint(d, "credit_limit_cents")),
+                        SK_DB_INT_V(jint(d, "available_credit_cents")), SK_DB_INT_V(jint(d, "version")) };
+    /* A payment event may overtake CustomerRegistered (another stream): keep a nameless row until it comes. */
+    return sk_tx_exec(tx,
+                      "INSERT INTO customers_v (id, name, credit_limit_cents, available_credit_cents, credit_version)"
+                      " VALUES (?, NULL, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                      " credit_limit_cents = excluded.credit_limit_cents,"
+                      " available_credit_cents = excluded.available_credit_cents,"
+                      " credit_version = excluded.credit_version"
+                      " WHERE excluded.credit_version > customers_v.credit_version",
+                      p, 4, NULL);
+}
+
+/* ---------------------------------------------------------------- products */
+
+static sk_status product_changed(sk_tx *tx, const json_t *d)
+{
+    sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "sku")),       SK_DB_TEXT_V(jstr(d, "name")),
+                        SK_DB_INT_V(jint(d, "price_cents")), SK_DB_INT_V(jint(d, "available")),
+                        SK_DB_INT_V(jint(d, "reserved")),    SK_DB_INT_V(jint(d, "sold")),
+                        SK_DB_INT_V(jint(d, "version")) };
+    return sk_tx_exec(tx,
+                      "INSERT INTO products_v (sku, name, price_cents, available, reserved, sold, version)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name,"
+                      " price_cents = excluded.price_cents, available = excluded.available,"
+                      " reserved = excluded.reserved, sold = excluded.sold, version = excluded.version"
+                      " WHERE excluded.version > products_v.version",
+                      p, 7, NULL);
+}
+
+/* ---------------------------------------------------------------- orders */
+
+typedef struct notify_job {
+    sk_waiters *waiters;
+    char id[128];
+    int64_t version;
+} notify_job;
+
+static void notify_after_commit(void *ctx)
+{
+    notify_job *job = ctx;
+    sk_waiters_notify(job->waiters, job->id, job->version);
+    sk_free(job);
+}
+
+static sk_status schedule_notify(sk_tx *tx, orderview_deps *deps, const char *id, int64_t version)
+{
+    notify_job *job = sk_calloc(1, sizeof(*job));
+    if (job == NULL) {
+        return SK_FAIL(SK_ENOMEM, "notify");
+    }
+    job->waiters = deps->waiters;
+    snprintf(job->id, sizeof(job->id), "%s", id);
+    job->version = version;
+    sk_status st = sk_tx_after_commit(tx, notify_after_commit, job);
+    if (st != SK_OK) {
+        sk_free(job);
+    }
+    return st;
+}
+
+static sk_status order_created(sk_tx *tx, orderview_deps *deps, const json_t *d)
+{
+    char *items = sk_json_dumps(json_object_get(d, "items"));
+    int64_t now = sk_time_now_ms();
+    if (items == NULL) {
+        return SK_FAIL(SK_ENOMEM, "items");
+    }
+    sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "order_id")), SK_DB_TEXT_V(jstr(d, "customer_id")),
+                        SK_DB_TEXT_V(items), SK_DB_TEXT_V(jstr(d, "created_at")), SK_DB_TEXT_V(jstr(d, "created_at")),
+                        SK_DB_INT_V(now) };
+    sk_status st = sk_tx_exec(tx,
+                              "INSERT INTO orders_v (id, customer_id, status, reject_reason, items, priced_items,"
+                              " total_cents, created_at, updated_at, version, applied_ms)"
+                              " VALUES (?, ?, 'PENDING', NULL, ?, NULL, NULL, ?, ?, 1, ?)"
+                              " ON CONFLICT (id) DO NOTHING",
+                              p, 6, NULL);
+    sk_free(items);
+    return st == SK_OK ? schedule_notify(tx, deps, jstr(d, "order_id"), 1) : st;
+}
+
+static sk_status order_changed(sk_tx *tx, orderview_deps *deps, const json_t *d)
+{
+    const json_t *items = json_object_get(d, "items");
+    char *priced = items != NULL ? sk_json_dumps(items) : NULL;
+    const json_t *total = json_object_get(d, "total_cents");
+    const json_t *reason = json_object_get(d, "reject_reason");
+    int64_t version = jint(d, "version");
+    sk_db_value p[] = {
+        SK_DB_TEXT_V(jstr(d, "status")),
+        json_is_string(reason) ? SK_DB_TEXT_V(json_string_value(reason)) : SK_DB_NULL_V,
+        priced != NULL ? SK_DB_TEXT_V(priced) : SK_DB_NULL_V,
+        json_is_integer(total) ? SK_DB_INT_V(json_integer_value(total)) : SK_DB_NULL_V,
+        SK_DB_TEXT_V(jstr(d, "updated_at")),
+        SK_DB_INT_V(version),
+        SK_DB_TEXT_V(jstr(d, "order_id")),
+        SK_DB_INT_V(version),
+    };
+    sk_status st = sk_tx_exec(tx,
+                              "UPDATE orders_v SET status = ?, reject_reason = ?,"
+                              " priced_items = COALESCE(?, priced_items), total_cents = COALESCE(?, total_cents),"
+                              " updated_at = ?, version = ? WHERE id = ? AND version < ?",
+                              p, 8, NULL);
+    sk_free(priced);
+    return st == SK_OK ? schedule_notify(tx, deps, jstr(d, "order_id"), version) : st;
+}
+
+sk_status orderview_apply(sk_tx *tx, const sk_message *m, void *ctx)
+{
+    orderview_deps *deps = ctx;
+    const char *type = m->env.type;
+    const json_t *d = m->json;
+
+    if (strcmp(type, "CustomerRegistered") == 0) {
+        return customer_registered(tx, d);
+    }
+    if (strcmp(type, "AccountOpened") == 0 || strcmp(type, "CreditCharged") == 0 ||
+        strcmp(type, "CreditRefunded") == 0) {
+        return credit_changed(tx, d);
+    }
+    if (strcmp(type, "ProductCreated") == 0 || strcmp(type, "StockRestocked") == 0 ||
+        strcmp(type, "StockReserved") == 0 || strcmp(type, "ReservationCommitted") == 0 ||
+        strcmp(type, "ReservationReleased") == 0) {
+        return product_changed(tx, d);
+    }
+    if (strcmp(type, "OrderCreated") == 0) {
+        return order_created(tx, deps, d);
+    }
+    if (strcmp(type, "OrderApproved") == 0 || strcmp(type, "OrderRejected") == 0 ||
+        strcmp(type, "OrderCancelled") == 0) {
+        return order_changed(tx, deps, d);
+    }
+    return SK_OK; /* events this view does not use */
+}

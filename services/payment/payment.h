@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * payment: owns credit accounts and charges. Opens an account on
+ * CustomerRegistered; as a saga participant it charges credit (holding the
+ * amount, then capturing it at the psp over the mesh) and refunds it.
+ * Every command is idempotent by order id (the charges row).
+ */
+#ifndef PAYMENT_H
+#define PAYMENT_H
+
+#include "svc.h"
+
+/** How long ChargeCredit waits for the account of a just-registered customer. */
+#define PAYMENT_ACCOUNT_GRACE_MS 5000
+
+typedef struct payment_deps {
+    svc_app *app;
+    sk_store *store;
+    sk_bus *bus;
+    sk_metrics *metrics;
+    sk_upstream *psp;
+    sk_consumer *customer_events;
+    sk_consumer *commands;
+    _Atomic int captures_in_flight;
+} payment_deps;
+
+extern const sk_migration payment_migrations[];
+extern const size_t payment_n_migrations;
+
+/** customer.events consumer: open an account for a registered customer. */
+sk_status payment_handle_customer_event(sk_tx *tx, const sk_message *m, void *ctx);
+/** payment.commands consumer: ChargeCredit, RefundCredit. */
+sk_status payment_handle_command(sk_tx *tx, const sk_message *m, void *ctx);
+/** Restart the captures that were in flight when the process stopped. */
+sk_status payment_resume_captures(payment_deps *deps);
+
+sk_status payment_provider_create(sk_di *di, void **out, void *ctx);
+void payment_provider_destroy(void *obj, void *ctx);
+
+#endif /* PAYMENT_H */

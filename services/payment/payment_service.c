@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/* payment: schema, consumers and the psp upstream. */
+#include <unistd.h>
+
+#include "payment.h"
+
+const sk_migration payment_migrations[] = {
+    { "payment", 1,
+      "CREATE TABLE accounts (customer_id TEXT PRIMARY KEY, credit_limit_cents INTEGER NOT NULL,"
+      " available_cents INTEGER NOT NULL, version INTEGER NOT NULL);"
+      "CREATE TABLE charges (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount_cents INTEGER NOT NULL,"
+      " state TEXT NOT NULL, reason TEXT NOT NULL, charge_subject TEXT NOT NULL, charge_reply_to TEXT NOT NULL,"
+      " charge_step INTEGER NOT NULL, refund_subject TEXT NOT NULL, refund_reply_to TEXT NOT NULL,"
+      " refund_step INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+      "CREATE INDEX charges_pending ON charges (state)" },
+};
+const size_t payment_n_migrations = sizeof(payment_migrations) / sizeof(payment_migrations[0]);
+
+sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
+{
+    svc_app *app = ctx;
+    svc_upstreams *ups = NULL;
+    void *relay = NULL;
+    payment_deps *deps = sk_calloc(1, sizeof(*deps));
+    svc_schema schema = { payment_migrations, payment_n_migrations, false };
+    sk_status st = SK_OK;
+
+    if (deps == NULL) {
+        return SK_FAIL(SK_ENOMEM, "payment");
+    }
+    svc_app_set_schema(app, &schema);
+    deps->app = app;
+    st = sk_di_resolve(di, "store", (void **)&deps->store);
+    if (st == SK_OK) {
+        st = sk_di_resolve(di, "bus", (void **)&deps->bus);
+    }
+    if (st == SK_OK) {
+        st = sk_di_resolve(di, "metrics", (void **)&deps->metrics);
+    }
+    if (st == SK_OK) {
+        st = sk_di_resolve(di, "relay", &relay);
+    }
+    if (st == SK_OK) {
+        st = sk_di_resolve(di, "upstreams", (void **)&ups);
+    }
+    if (st == SK_OK) {
+        deps->psp = svc_upstreams_get(ups, "psp");
+        if (deps->psp == NULL) {
+            st = SK_FAIL(SK_EPROTO, "payment: the system file declares no upstream psp");
+        }
+    }
+    if (st == SK_OK) {
+        sk_consumer_config cc = {
+            .stream = "CUSTOMER_EVENTS",
+            .durable = "payment-customer-events",
+            .filter_subject = "customer.events.>",
+            .handler = payment_handle_customer_event,
+            .ctx = deps,
+        };
+        st = sk_consumer_start(&deps->customer_events, deps->bus, deps->store, deps->metrics, &cc);
+    }
+    if (st == SK_OK) {
+        sk_consumer_config cc = {
+            .stream = "PAYMENT_COMMANDS",
+            .durable = "payment-commands",
+            .filter_subject = "payment.commands.>",
+            .handler = payment_handle_command,
+            .ctx = deps,
+        };
+        st = sk_consumer_start(&deps->commands, deps->bus, deps->store, deps->metrics, &cc);
+    }
+    if (st == SK_OK) {
+        st = payment_resume_captures(deps);
+    }
+    if (st != SK_OK) {
+        payment_provider_destroy(deps, NULL);
+        return st;
+    }
+    *out = deps;
+    return SK_OK;
+}
+
+void payment_provider_destroy(void *obj, void *ctx)
+{
+    payment_deps *deps = obj;
+    (void)ctx;
+    if (deps == NULL) {
+        return;
+    }
+    sk_consumer_stop(deps->commands);
+    sk_consumer_stop(deps->customer_events);
+    /* Captures in flight settle through the store; wait for them (bounded by the client timeout). */
+    int64_t deadline = sk_time_mono_ms() + 15000;
+    while (deps->captures_in_flight > 0 && sk_time_mono_ms() < deadline) {
+        svc_sleep_ms(10);
+    }
+    svc_store_flush(deps->store);
+    sk_free(deps);
+}

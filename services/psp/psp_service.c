@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/* psp: captures, remembered in memory for idempotent retries. */
+#include <stdio.h>
+#include <string.h>
+
+#include "psp.h"
+
+sk_status psp_validate_capture(const json_t *payload, void *ctx)
+{
+    const char *order_id = NULL;
+    int64_t amount = 0;
+    (void)ctx;
+    sk_status st = sk_json_get_string(payload, "order_id", 1, 100, &order_id);
+    if (st == SK_OK) {
+        st = sk_json_get_int(payload, "amount_cents", 0, 100000000000000LL, &amount);
+    }
+    return st;
+}
+
+void psp_handle_capture(sk_call *call, void *ctx)
+{
+    psp_state *psp = ctx;
+    const sk_request *req = sk_call_request(call);
+    const char *order_id = json_string_value(json_object_get(req->payload, "order_id"));
+    char key[128];
+    char capture_id[SK_UUID_LEN] = "";
+    snprintf(key, sizeof(key), "%s", req->idempotency_key != NULL ? req->idempotency_key : order_id);
+
+    /* Open addressing over a fixed table: a full probe window overwrites the oldest home slot. */
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = key; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+    }
+    pthread_mutex_lock(&psp->mu);
+    size_t home = (size_t)(h % PSP_MAX_REMEMBERED);
+    psp_capture *slot = NULL;
+    for (size_t i = 0; i < 64; i++) {
+        psp_capture *c = &psp->ring[(home + i) % PSP_MAX_REMEMBERED];
+        if (c->key[0] != '\0' && strcmp(c->key, key) == 0) {
+            memcpy(capture_id, c->capture_id, sizeof(capture_id));
+            break;
+        }
+        if (c->key[0] == '\0' && slot == NULL) {
+            slot = c;
+        }
+    }
+    if (capture_id[0] == '\0') {
+        if (slot == NULL) {
+            slot = &psp->ring[home];
+        }
+        sk_uuid7(capture_id);
+        snprintf(slot->key, sizeof(slot->key), "%s", key);
+        memcpy(slot->capture_id, capture_id, sizeof(capture_id));
+    }
+    pthread_mutex_unlock(&psp->mu);
+
+    json_t *body = json_pack("{s:s, s:s, s:O}", "capture_id", capture_id, "order_id", order_id, "amount_cents",
+                             json_object_get(req->payload, "amount_cents"));
+    if (body == NULL) {
+        sk_call_fail(call, SK_ENOMEM, "out of memory");
+        return;
+    }
+    sk_call_complete(call, 201, body, NULL);
+}
+
+sk_status psp_provider_create(sk_di *di, void **out, void *ctx)
+{
+    svc_app *app = ctx;
+    sk_cqrs_bus *commands = NULL;
+    psp_state *psp = sk_calloc(1, sizeof(*psp));
+    sk_status st = SK_OK;
+    if (psp == NULL || (psp->ring = sk_calloc(PSP_MAX_REMEMBERED, sizeof(*psp->ring))) == NULL) {
+        sk_free(psp);
+        return SK_FAIL(SK_ENOMEM, "psp");
+    }
+    pthread_mutex_init(&psp->mu, NULL);
+    st = sk_di_resolve(di, "commands", (void **)&commands);
+    if (st == SK_OK) {
+        st = sk_cqrs_bus_register(commands, "Capture", psp_validate_capture, psp_handle_capture, psp);
+    }
+    if (st == SK_OK) {
+        st = svc_route_command(app, "POST", "/captures", "Capture");
+    }
+    if (st != SK_OK) {
+        psp_provider_destroy(psp, NULL);
+        return st;
+    }
+    *out = psp;
+    return SK_OK;
+}
+
+void psp_provider_destroy(void *obj, void *ctx)
+{
+    psp_state *psp = obj;
+    (void)ctx;
+    if (psp == NULL) {
+        return;
+    }
+    pthread_mutex_destroy(&psp->mu);
+    sk_free(psp->ring);
+    sk_free(psp);
+}
