@@ -19,9 +19,9 @@ typedef struct provider {
     sk_di_create_fn create; /* NULL for a value registered with sk_di_register_value */
     sk_di_destroy_fn destroy;
     void *ctx;
-    void *instance;     /* the singleton or the value, once there is one */
-    bool has_instance;  /* instance is set (singletons and values only) */
-    bool is_resolving;  /* on the resolution stack right now */
+    void *instance;    /* the singleton or the value, once there is one */
+    bool has_instance; /* instance is set (singletons and values only) */
+    bool is_resolving; /* on the resolution stack right now */
 } provider;
 
 /* One running create function. */
@@ -200,38 +200,42 @@ static sk_status reserve_provider(sk_di *di, const char *fn)
     return SK_OK;
 }
 
-/* Validate, then add a provider; shared by sk_di_register and sk_di_register_value. */
-static sk_status add_provider(sk_di *di, const char *fn, const char *name, provider **out)
+/*
+ * Validate, then add a provider; shared by sk_di_register and
+ * sk_di_register_value. Returns the new provider, or NULL with *st set.
+ */
+static provider *add_provider(sk_di *di, const char *fn, const char *name, sk_status *st)
 {
-    sk_status st;
     provider *p;
 
-    *out = NULL;
     if (di == NULL) {
-        return SK_FAIL(SK_EINVAL, "%s: di must not be NULL", fn);
+        *st = SK_FAIL(SK_EINVAL, "%s: di must not be NULL", fn);
+        return NULL;
     }
-    st = check_name(fn, name);
-    if (st != SK_OK) {
-        return st;
+    *st = check_name(fn, name);
+    if (*st != SK_OK) {
+        return NULL;
     }
     if (di->is_closing) {
-        return SK_FAIL(SK_ESTATE, "%s: the container is being destroyed", fn);
+        *st = SK_FAIL(SK_ESTATE, "%s: the container is being destroyed", fn);
+        return NULL;
     }
     if (find(di, name) != NULL) {
-        return SK_FAIL(SK_EEXIST, "%s: provider \"%s\" is already registered", fn, name);
+        *st = SK_FAIL(SK_EEXIST, "%s: provider \"%s\" is already registered", fn, name);
+        return NULL;
     }
-    st = reserve_provider(di, fn);
-    if (st != SK_OK) {
-        return st;
+    *st = reserve_provider(di, fn);
+    if (*st != SK_OK) {
+        return NULL;
     }
     p = sk_calloc(1, sizeof(*p));
     if (p == NULL) {
-        return SK_FAIL(SK_ENOMEM, "%s: allocating provider \"%s\"", fn, name);
+        *st = SK_FAIL(SK_ENOMEM, "%s: allocating provider \"%s\"", fn, name);
+        return NULL;
     }
     memcpy(p->name, name, strlen(name) + 1);
     di->providers[di->n_providers++] = p;
-    *out = p;
-    return SK_OK;
+    return p;
 }
 
 sk_status sk_di_register(sk_di *di,
@@ -242,8 +246,8 @@ sk_status sk_di_register(sk_di *di,
                          void *ctx)
 {
     static const char fn[] = "sk_di_register";
-    sk_status st;
-    provider *p = NULL;
+    sk_status st = SK_OK;
+    provider *p;
 
     if (create == NULL) {
         return SK_FAIL(SK_EINVAL, "%s: create must not be NULL", fn);
@@ -252,8 +256,8 @@ sk_status sk_di_register(sk_di *di,
         return SK_FAIL(SK_EINVAL, "%s: lifetime must be SK_DI_SINGLETON or SK_DI_TRANSIENT, got %d",
                        fn, (int)lifetime);
     }
-    st = add_provider(di, fn, name, &p);
-    if (st != SK_OK) {
+    p = add_provider(di, fn, name, &st);
+    if (p == NULL) {
         return st;
     }
     p->lifetime = lifetime;
@@ -266,14 +270,14 @@ sk_status sk_di_register(sk_di *di,
 sk_status sk_di_register_value(sk_di *di, const char *name, void *value)
 {
     static const char fn[] = "sk_di_register_value";
-    sk_status st;
-    provider *p = NULL;
+    sk_status st = SK_OK;
+    provider *p;
 
     if (value == NULL) {
         return SK_FAIL(SK_EINVAL, "%s: value must not be NULL", fn);
     }
-    st = add_provider(di, fn, name, &p);
-    if (st != SK_OK) {
+    p = add_provider(di, fn, name, &st);
+    if (p == NULL) {
         return st;
     }
     p->lifetime = SK_DI_SINGLETON;

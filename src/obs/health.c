@@ -156,7 +156,7 @@ static json_t *reason_string(const char *reason)
         return s;
     }
     for (i = 0; i + 1 < sizeof(clean) && reason[i] != '\0'; i++) {
-        clean[i] = ((unsigned char)reason[i] & 0x80) != 0 ? '?' : reason[i];
+        clean[i] = (char)(((unsigned char)reason[i] & 0x80) != 0 ? '?' : reason[i]);
     }
     clean[i] = '\0';
     return json_string(clean); /* NULL now means out of memory */
@@ -231,9 +231,10 @@ bool sk_health_evaluate(sk_health *h, sk_buf *out)
         return is_ready;
     }
     if (is_built) {
+        const char *status = is_ready ? "ready" : "not ready";
+
         root = json_object();
-        if (root == NULL ||
-            json_object_set_new(root, "status", json_string(is_ready ? "ready" : "not ready")) != 0) {
+        if (root == NULL || json_object_set_new(root, "status", json_string(status)) != 0) {
             is_built = false;
         } else {
             is_built = json_object_set_new(root, "checks", checks) == 0;

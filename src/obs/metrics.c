@@ -285,12 +285,8 @@ static void series_init_values(series *s, kind k)
 }
 
 /* The get-or-create behind the three public getters; NULL with a message on failure. */
-static series *get_or_create(sk_metrics *m,
-                             kind k,
-                             const char *fn,
-                             const char *name,
-                             const char *help,
-                             const char *labels)
+static series *get_or_create(
+    sk_metrics *m, kind k, const char *fn, const char *name, const char *help, const char *labels)
 {
     family *f;
     family *new_family = NULL;
@@ -394,7 +390,8 @@ out:
     return s;
 }
 
-sk_counter *sk_metrics_counter(sk_metrics *m, const char *name, const char *help, const char *labels)
+sk_counter *
+sk_metrics_counter(sk_metrics *m, const char *name, const char *help, const char *labels)
 {
     series *s = get_or_create(m, KIND_COUNTER, "sk_metrics_counter", name, help, labels);
     return s != NULL ? &s->u.counter : NULL;
@@ -544,10 +541,9 @@ static sk_status render_family(sk_buf *out, const family *f)
         case KIND_COUNTER:
             st = render_name(out, f->name, "", s->labels);
             if (st == SK_OK) {
-                st = sk_buf_appendf(
-                    out, " %llu\n",
-                    (unsigned long long)atomic_load_explicit(&s->u.counter.value,
-                                                             memory_order_relaxed));
+                st = sk_buf_appendf(out, " %llu\n",
+                                    (unsigned long long)atomic_load_explicit(&s->u.counter.value,
+                                                                             memory_order_relaxed));
             }
             break;
         case KIND_GAUGE:

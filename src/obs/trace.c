@@ -11,6 +11,8 @@
 
 #define TRACE_ID_BYTES  16
 #define PARENT_ID_BYTES 8
+#define TRACE_ID_HEX    ((size_t)2 * TRACE_ID_BYTES)
+#define PARENT_ID_HEX   ((size_t)2 * PARENT_ID_BYTES)
 /* "00-" + 32 + "-" + 16 + "-" + 2 */
 #define TRACEPARENT_TEXT_LEN (SK_TRACEPARENT_LEN - 1)
 #define TRACE_ID_OFF         3
@@ -48,9 +50,8 @@ bool sk_trace_is_valid(sk_slice s)
         return false;
     }
     return p[0] == '0' && p[1] == '0' && p[2] == '-' &&
-           hex_field_ok(p + TRACE_ID_OFF, 2 * TRACE_ID_BYTES, false) &&
-           p[PARENT_ID_OFF - 1] == '-' &&
-           hex_field_ok(p + PARENT_ID_OFF, 2 * PARENT_ID_BYTES, false) && p[FLAGS_OFF - 1] == '-' &&
+           hex_field_ok(p + TRACE_ID_OFF, TRACE_ID_HEX, false) && p[PARENT_ID_OFF - 1] == '-' &&
+           hex_field_ok(p + PARENT_ID_OFF, PARENT_ID_HEX, false) && p[FLAGS_OFF - 1] == '-' &&
            hex_field_ok(p + FLAGS_OFF, 2, true);
 }
 
@@ -136,10 +137,10 @@ void sk_trace_child(sk_slice parent, char out[SK_TRACEPARENT_LEN])
         return;
     }
     /* Copy first: @p parent may point into @p out. */
-    char trace_and_flags[2 * TRACE_ID_BYTES + 2];
-    memcpy(trace_and_flags, parent.ptr + TRACE_ID_OFF, 2 * TRACE_ID_BYTES);
-    memcpy(trace_and_flags + 2 * TRACE_ID_BYTES, parent.ptr + FLAGS_OFF, 2);
-    memcpy(out + TRACE_ID_OFF, trace_and_flags, 2 * TRACE_ID_BYTES);
+    char trace_and_flags[TRACE_ID_HEX + 2];
+    memcpy(trace_and_flags, parent.ptr + TRACE_ID_OFF, TRACE_ID_HEX);
+    memcpy(trace_and_flags + TRACE_ID_HEX, parent.ptr + FLAGS_OFF, 2);
+    memcpy(out + TRACE_ID_OFF, trace_and_flags, TRACE_ID_HEX);
     write_frame_and_span(out);
-    memcpy(out + FLAGS_OFF, trace_and_flags + 2 * TRACE_ID_BYTES, 2);
+    memcpy(out + FLAGS_OFF, trace_and_flags + TRACE_ID_HEX, 2);
 }

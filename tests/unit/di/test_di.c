@@ -189,8 +189,7 @@ static void test_sk_di_register_null_args(void **state)
     assert_int_equal(sk_di_register(NULL, "a", SK_DI_SINGLETON, fake_create, NULL, NULL),
                      SK_EINVAL);
     assert_msg_contains("sk_di_register: di must not be NULL");
-    assert_int_equal(sk_di_register(di, NULL, SK_DI_SINGLETON, fake_create, NULL, NULL),
-                     SK_EINVAL);
+    assert_int_equal(sk_di_register(di, NULL, SK_DI_SINGLETON, fake_create, NULL, NULL), SK_EINVAL);
     assert_msg_contains("sk_di_register: name must not be NULL");
     assert_int_equal(sk_di_register(di, "a", SK_DI_SINGLETON, NULL, NULL, NULL), SK_EINVAL);
     assert_msg_contains("sk_di_register: create must not be NULL");
@@ -219,8 +218,7 @@ static void test_sk_di_register_name_lengths(void **state)
 
     memset(name, 'n', SK_DI_MAX_NAME + 1);
     name[SK_DI_MAX_NAME + 1] = '\0';
-    assert_int_equal(sk_di_register(di, name, SK_DI_SINGLETON, fake_create, NULL, NULL),
-                     SK_EINVAL);
+    assert_int_equal(sk_di_register(di, name, SK_DI_SINGLETON, fake_create, NULL, NULL), SK_EINVAL);
     assert_msg_contains("name must be at most 64 bytes");
     assert_false(sk_di_has(di, name));
 
@@ -589,8 +587,9 @@ static void test_sk_di_resolve_own_failure_after_swallowed_one(void **state)
 
     /* Then a transient that swallows a missing dependency and fails itself
      * with another status: its own failure gets the chain. */
-    fake job = { .name = "job", .deps = { "metrics" }, .is_deps_optional = true,
-                 .fail_st = SK_EDB };
+    fake job = {
+        .name = "job", .deps = { "metrics" }, .is_deps_optional = true, .fail_st = SK_EDB
+    };
     reg(di, &job, SK_DI_TRANSIENT);
     assert_int_equal(sk_di_resolve(di, "job", &got), SK_EDB);
     assert_string_equal(sk_error_message(), "resolving job: job: injected failure");
@@ -769,8 +768,8 @@ static void test_sk_di_resolve_during_teardown(void **state)
     sk_di *di = new_di();
     void *got = NULL;
 
-    assert_int_equal(
-        sk_di_register(di, "x", SK_DI_SINGLETON, plain_create, resolving_destroy, di), SK_OK);
+    assert_int_equal(sk_di_register(di, "x", SK_DI_SINGLETON, plain_create, resolving_destroy, di),
+                     SK_OK);
     assert_int_equal(sk_di_resolve(di, "x", &got), SK_OK);
     g_teardown_st = SK_OK;
     sk_di_destroy(di);
@@ -810,8 +809,8 @@ static void test_sk_di_register_from_create(void **state)
 
     g_late.n_created = 0;
     g_late.n_destroyed = 0;
-    assert_int_equal(
-        sk_di_register(di, "outer", SK_DI_SINGLETON, registering_create, NULL, NULL), SK_OK);
+    assert_int_equal(sk_di_register(di, "outer", SK_DI_SINGLETON, registering_create, NULL, NULL),
+                     SK_OK);
     assert_int_equal(sk_di_resolve(di, "outer", &got), SK_OK);
     assert_ptr_equal(((obj *)got)->f, &g_late);
     assert_true(sk_di_has(di, "extra19"));

@@ -20,7 +20,7 @@
 
 typedef struct fake_check {
     bool is_ok;
-    const char *reason; /* written when failing; NULL writes nothing */
+    const char *reason;     /* written when failing; NULL writes nothing */
     bool fill_unterminated; /* fill the whole buffer without a NUL */
     int n_calls;
 } fake_check;
@@ -236,8 +236,8 @@ static void test_sk_health_evaluate_all_pass(void **state)
 
     assert_int_equal(sk_health_add(h, "db", fake_fn, &db), SK_OK);
     assert_int_equal(sk_health_add(h, "bus", fake_fn, &bus), SK_OK);
-    assert_evaluate(h, true,
-                    "{\"status\":\"ready\",\"checks\":{\"db\":{\"ok\":true},\"bus\":{\"ok\":true}}}");
+    assert_evaluate(
+        h, true, "{\"status\":\"ready\",\"checks\":{\"db\":{\"ok\":true},\"bus\":{\"ok\":true}}}");
     assert_int_equal(db.n_calls, 1);
     assert_int_equal(bus.n_calls, 1);
     sk_health_destroy(h);

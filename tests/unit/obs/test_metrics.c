@@ -209,8 +209,8 @@ static void test_sk_metrics_labels_checked(void **state)
     sk_metrics *m = new_metrics();
     char labels[SK_METRICS_MAX_LABELS + 2];
     static const char *const good[] = {
-        "a=\"b\"",        "a=\"b\",c=\"d\"", "a=\"x\\\"y\"", "a=\"{}\"", "a=\"line\\nbreak\"",
-        "a=\"tab\there\"", "a=\"le\"",       "x=\"le=\"",    "a=\"\"",
+        "a=\"b\"",         "a=\"b\",c=\"d\"", "a=\"x\\\"y\"", "a=\"{}\"", "a=\"line\\nbreak\"",
+        "a=\"tab\there\"", "a=\"le\"",        "x=\"le=\"",    "a=\"\"",
     };
     static const struct {
         const char *labels;
@@ -353,8 +353,8 @@ static void test_sk_histogram_bucket_edges(void **state)
         sk_histogram_observe(h, sk__histogram_bounds[i]);
     }
     sk_histogram_observe(h, 10.000000000000002); /* the next double above the last bound */
-    sk_histogram_observe(h, NAN);                   /* ignored */
-    sk_histogram_observe(h, -1.0);                  /* below every bound */
+    sk_histogram_observe(h, NAN);                /* ignored */
+    sk_histogram_observe(h, -1.0);               /* below every bound */
     char *text = render(m);
     assert_non_null(strstr(text, "h_bucket{le=\"0.0005\"} 2\n"));
     assert_non_null(strstr(text, "h_bucket{le=\"0.001\"} 3\n"));
@@ -377,13 +377,12 @@ static void test_sk_metrics_render_exact(void **state)
 {
     (void)state;
     sk_metrics *m = new_metrics();
-    sk_counter *ok =
-        sk_metrics_counter(m, "http_requests_total", "Requests handled.",
-                           "route=\"/orders\",status=\"202\"");
+    sk_counter *ok = sk_metrics_counter(m, "http_requests_total", "Requests handled.",
+                                        "route=\"/orders\",status=\"202\"");
     sk_gauge *inflight = sk_metrics_gauge(m, "inflight", "In flight.", NULL);
     /* A second series of the first family, registered after another family. */
-    sk_counter *bad = sk_metrics_counter(m, "http_requests_total", NULL,
-                                         "route=\"/orders\",status=\"400\"");
+    sk_counter *bad =
+        sk_metrics_counter(m, "http_requests_total", NULL, "route=\"/orders\",status=\"400\"");
     sk_histogram *lat = sk_metrics_histogram(m, "latency_seconds", "Latency.", "route=\"/orders\"");
     sk_counter *bare = sk_metrics_counter(m, "bare_total", NULL, NULL);
 
