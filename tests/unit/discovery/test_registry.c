@@ -3,7 +3,7 @@
  * Unit tests of the registry (src/discovery/registry.c) over an in-memory
  * fake of the KV API of msg.h, defined in this file: the fake delivers watch
  * events synchronously, in order, on the thread that puts, and can be told
- * to fail. Real-server behaviour is covered by test_discovery_registry.c.
+ * to fail. Real-server behaviour is covered by tests/integration/test_discovery_nats.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
