@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration: durable consumer exactly-once under redelivery and duplicate
+ * stream copies, dead letters after max_deliver (later messages still
+ * flow), malformed messages dead-lettered at once, SK_EPROTO from a handler.
+ * Real nats-server, real SQLite files.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "msg/msg_int.h"
+#include "sk_test.h"
+#include "sk_test_nats.h"
+
+#define STREAM  "INV_COMMANDS"
+#define DURABLE "inventory"
+
+static const sk_migration test_migration = {
+    "test", 1, "CREATE TABLE counts (msg_id TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+};
+
+typedef struct fixture {
+    sk_test_nats *nats;
+    sk_bus *bus;
+    sk_store *store;
+    char dir[64];
+    _Atomic int calls;
+    _Atomic int poison_calls;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = sk_calloc(1, sizeof(*f));
+    const char *subjects[] = { "inv.commands.>" };
+    sk_stream_config sc = { .name = STREAM, .subjects = subjects, .n_subjects = 1 };
+    sk_migration mig[8];
+    size_t n_mig = 0;
+    const sk_migration *msg_mig = sk_msg_migrations(&n_mig);
+    char url[128];
+
+    assert_non_null(f);
+    memcpy(mig, msg_mig, n_mig * sizeof(*mig));
+    mig[n_mig++] = test_migration;
+    assert_int_equal(sk_test_nats_start(&f->nats, NULL), SK_OK);
+    sk_bus_config bc = { .servers = sk_test_nats_url(f->nats), .name = "test-consumer" };
+    assert_int_equal(sk_bus_open(&f->bus, &bc), SK_OK);
+    assert_int_equal(sk_bus_stream_ensure(f->bus, &sc), SK_OK);
+    assert_int_equal(sk_test_tmpdir(f->dir, sizeof(f->dir)), SK_OK);
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&f->store, &cfg), SK_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    sk_store_close(f->store);
+    sk_bus_close(f->bus);
+    sk_test_nats_stop(f->nats);
+    sk_test_rmrf(f->dir);
+    sk_free(f);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- publishing */
+
+/* Publish one message with an envelope; @p msg_id overrides Nats-Msg-Id (copies). */
+static void publish(fixture *f,
+                    const char *type,
+                    const char *id,
+                    const char *msg_id,
+                    const char *data)
+{
+    sk_envelope env;
+    natsMsg *m = NULL;
+
+    sk_envelope_init(&env, type, "test", "agg-1", NULL);
+    if (id != NULL) {
+        snprintf(env.id, sizeof(env.id), "%s", id);
+    }
+    assert_int_equal(natsMsg_Create(&m, "inv.commands.Reserve", NULL, data, (int)strlen(data)),
+                     NATS_OK);
+    assert_int_equal(sk__envelope_encode(&env, m), SK_OK);
+    if (msg_id != NULL) {
+        assert_int_equal(natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id), NATS_OK);
+    }
+    assert_int_equal(js_PublishMsg(NULL, sk__bus_js(f->bus), m, NULL, NULL), NATS_OK);
+    natsMsg_Destroy(m);
+}
+
+static void publish_raw(fixture *f, const char *data)
+{
+    assert_int_equal(js_Publish(NULL, sk__bus_js(f->bus), "inv.commands.Raw", data,
+                                (int)strlen(data), NULL, NULL),
+                     NATS_OK);
+}
+
+/* ---------------------------------------------------------------- handler */
+
+static sk_status count_handler(sk_tx *tx, const sk_message *m, void *ctx)
+{
+    fixture *f = ctx;
+    sk_db_value p[1] = { SK_DB_TEXT_V(m->env.id) };
+    int64_t n = json_integer_value(json_object_get(m->json, "n"));
+
+    atomic_fetch_add(&f->calls, 1);
+    if (strcmp(m->env.type, "Poison") == 0) {
+        atomic_fetch_add(&f->poison_calls, 1);
+        return SK_FAIL(SK_EUNAVAILABLE, "boom: poison message %lld", (long long)n);
+    }
+    if (strcmp(m->env.type, "Bad") == 0) {
+        return SK_FAIL(SK_EPROTO, "bad command: field sku missing");
+    }
+    /* Some messages fail transiently on their first delivery. */
+    if (n % 7 == 0 && m->n_delivered == 1) {
+        return SK_FAIL(SK_EUNAVAILABLE, "transient failure of message %lld", (long long)n);
+    }
+    return sk_tx_exec(tx,
+                      "INSERT INTO counts (msg_id, n) VALUES (?, 1) "
+                      "ON CONFLICT (msg_id) DO UPDATE SET n = n + 1",
+                      p, 1, NULL);
+}
+
+static sk_consumer *start(fixture *f, int max_deliver, int64_t ack_wait_ms, size_t batch)
+{
+    sk_consumer_config cfg = {
+        .stream = STREAM,
+        .durable = DURABLE,
+        .filter_subject = "inv.commands.>",
+        .max_deliver = max_deliver,
+        .ack_wait_ms = ack_wait_ms,
+        .batch = batch,
+        .handler = count_handler,
+        .ctx = f,
+    };
+    sk_consumer *c = NULL;
+    assert_int_equal(sk_consumer_start(&c, f->bus, f->store, NULL, &cfg), SK_OK);
+    return c;
+}
+
+/* ---------------------------------------------------------------- queries */
+
+typedef struct q {
+    fixture *f;
+    const char *sql;
+    int64_t want;
+    int64_t got;
+} q;
+
+static sk_status q_run(sk_tx *tx, void *ctx)
+{
+    q *x = ctx;
+    return sk_tx_query_int(tx, x->sql, NULL, 0, &x->got);
+}
+
+static int64_t query(fixture *f, const char *sql)
+{
+    q x = { .f = f, .sql = sql };
+    assert_int_equal(sk_store_read(f->store, q_run, &x), SK_OK);
+    return x.got;
+}
+
+static bool q_reached(void *ctx)
+{
+    q *x = ctx;
+    return sk_store_read(x->f->store, q_run, x) == SK_OK && x->got >= x->want;
+}
+
+static void wait_query(fixture *f, const char *sql, int64_t want, int64_t timeout_ms)
+{
+    q x = { .f = f, .sql = sql, .want = want };
+    if (!sk_test_wait_until(q_reached, &x, timeout_ms)) {
+        fail_msg("%s: got %lld, want %lld", sql, (long long)x.got, (long long)want);
+    }
+}
+
+static bool no_ack_pending(void *ctx)
+{
+    fixture *f = ctx;
+    jsConsumerInfo *ci = NULL;
+    bool ok = false;
+    if (js_GetConsumerInfo(&ci, sk__bus_js(f->bus), STREAM, DURABLE, NULL, NULL) == NATS_OK) {
+        ok = ci->NumAckPending == 0 && ci->NumPending == 0;
+    }
+    jsConsumerInfo_Destroy(ci);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_consumer_exactly_once_under_redelivery(void **state)
+{
+    fixture *f = *state;
+    char ids[200][SK_UUID_LEN];
+    char data[64];
+    sk_consumer *c;
+
+    for (int i = 0; i < 200; i++) {
+        sk_uuid7(ids[i]);
+        snprintf(data, sizeof(data), "{\"n\":%d}", i + 1);
+        publish(f, "Reserve", ids[i], NULL, data);
+    }
+    /* The same ce-id stored twice: a different Nats-Msg-Id defeats JetStream's dedup. */
+    for (int i = 0; i < 200; i += 10) {
+        char other[SK_UUID_LEN];
+        sk_uuid7(other);
+        snprintf(data, sizeof(data), "{\"n\":%d}", i + 1);
+        publish(f, "Reserve", ids[i], other, data);
+    }
+    c = start(f, 5, 2000, 16);
+    wait_query(f, "SELECT COUNT(*) FROM counts", 200, 15000);
+    assert_true(sk_test_wait_until(no_ack_pending, f, 15000));
+    sk_consumer_stop(c);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM counts"), 200);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM counts WHERE n <> 1"), 0);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_inbox WHERE consumer = 'inventory'"), 200);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters"), 0);
+    /* Transient failures and duplicates made the handler run more than 200 times. */
+    assert_true(atomic_load(&f->calls) > 200);
+
+    /* A restart binds to the same durable and gets nothing again. */
+    c = start(f, 5, 2000, 16);
+    publish(f, "Reserve", ids[1], "fresh-copy", "{\"n\":2}");
+    assert_true(sk_test_wait_until(no_ack_pending, f, 10000));
+    sk_consumer_stop(c);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM counts WHERE n <> 1"), 0);
+}
+
+static void test_consumer_dead_letters_after_max_deliver(void **state)
+{
+    fixture *f = *state;
+    sk_relay *relay = NULL;
+    sk_metrics *metrics = NULL;
+    sk_consumer *c = NULL;
+    jsStreamInfo *si = NULL;
+    char data[64];
+    sk_buf out;
+    sk_consumer_config cfg = {
+        .stream = STREAM,
+        .durable = DURABLE,
+        .filter_subject = "inv.commands.>",
+        .max_deliver = 3,
+        .ack_wait_ms = 5000,
+        .handler = count_handler,
+        .ctx = f,
+    };
+
+    assert_int_equal(sk_metrics_create(&metrics), SK_OK);
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
+    publish(f, "Poison", NULL, NULL, "{\"n\":1}");
+    for (int i = 0; i < 5; i++) {
+        snprintf(data, sizeof(data), "{\"n\":%d}", 7 * (100 + i) + 1); /* never fails */
+        publish(f, "Reserve", NULL, NULL, data);
+    }
+    assert_int_equal(sk_consumer_start(&c, f->bus, f->store, metrics, &cfg), SK_OK);
+    /* Later messages are not held up by the failing one. */
+    wait_query(f, "SELECT COUNT(*) FROM counts", 5, 5000);
+    wait_query(f, "SELECT COUNT(*) FROM sk_dead_letters", 1, 15000);
+    assert_int_equal(atomic_load(&f->poison_calls), 3);
+    assert_int_equal(query(f, "SELECT deliveries FROM sk_dead_letters"), 3);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters WHERE error LIKE "
+                              "'%boom: poison message 1%' AND consumer = 'inventory' AND msg_id "
+                              "IS NOT NULL AND subject = 'inv.commands.Reserve'"),
+                     1);
+    assert_true(sk_test_wait_until(no_ack_pending, f, 10000));
+    /* The dead letter went through the outbox to the dead-letter stream. */
+    for (int64_t deadline = sk_time_mono_ms() + 10000; sk_time_mono_ms() < deadline;) {
+        jsStreamInfo_Destroy(si);
+        si = NULL;
+        if (js_GetStreamInfo(&si, sk__bus_js(f->bus), SK_DLQ_STREAM, NULL, NULL) == NATS_OK &&
+            si->State.Msgs == 1) {
+            break;
+        }
+        struct timespec ts = { 0, 10 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    assert_non_null(si);
+    assert_int_equal(si->State.Msgs, 1);
+    jsStreamInfo_Destroy(si);
+    {
+        natsMsg *m = NULL;
+        assert_int_equal(js_GetLastMsg(&m, sk__bus_js(f->bus), SK_DLQ_STREAM, "dlq.inventory",
+                                       NULL, NULL),
+                         NATS_OK);
+        assert_non_null(strstr(natsMsg_GetData(m), "boom: poison message 1"));
+        assert_non_null(strstr(natsMsg_GetData(m), "\"deliveries\":3"));
+        natsMsg_Destroy(m);
+    }
+    sk_consumer_stop(c);
+    sk_relay_stop(relay);
+    sk_buf_init(&out, 1 << 20);
+    assert_int_equal(sk_metrics_render(metrics, &out), SK_OK);
+    assert_non_null(
+        strstr(out.data, "sk_consumer_messages_total{consumer=\"inventory\",result=\"dead\"} 1"));
+    assert_non_null(
+        strstr(out.data, "sk_consumer_messages_total{consumer=\"inventory\",result=\"retry\"} 2"));
+    sk_buf_fini(&out);
+    sk_metrics_destroy(metrics);
+}
+
+static void test_consumer_malformed_dead_lettered_at_once(void **state)
+{
+    fixture *f = *state;
+    sk_consumer *c;
+
+    publish_raw(f, "{\"no\":\"envelope\"}");
+    publish(f, "Reserve", NULL, NULL, "not json");
+    publish(f, "Reserve", NULL, NULL, "[1,2]");
+    publish(f, "Bad", NULL, NULL, "{\"n\":5}");
+    publish(f, "Reserve", NULL, NULL, "{\"n\":8}");
+    c = start(f, 5, 30000, 0);
+    wait_query(f, "SELECT COUNT(*) FROM sk_dead_letters", 4, 10000);
+    wait_query(f, "SELECT COUNT(*) FROM counts", 1, 5000);
+    assert_true(sk_test_wait_until(no_ack_pending, f, 10000));
+    sk_consumer_stop(c);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters WHERE deliveries <> 1"), 0);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters WHERE msg_id IS NULL AND "
+                              "error LIKE '%invalid envelope%' AND error LIKE '%no headers%'"),
+                     1);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters WHERE error LIKE "
+                              "'%invalid data%'"),
+                     2);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters WHERE error LIKE "
+                              "'%field sku missing%'"),
+                     1);
+    /* The dead letters are queued for the dead-letter stream. */
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_outbox WHERE subject = 'dlq.inventory'"),
+                     4);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_consumer_exactly_once_under_redelivery, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_dead_letters_after_max_deliver, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_malformed_dead_lettered_at_once, setup,
+                                        teardown),
+    };
+    int rc;
+
+    if (sk_init("test") != SK_OK) {
+        return 1;
+    }
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    nats_CloseAndWait(5000);
+    sk_shutdown();
+    return rc;
+}
