@@ -61,7 +61,11 @@ typedef struct sk_migration {
 } sk_migration;
 
 typedef struct sk_store_config {
-    /** "sqlite:PATH", "sqlite::memory:" or a plain file path. */
+    /**
+     * "sqlite:PATH", "sqlite::memory:" or a plain file path. Each
+     * ":memory:" store is its own database, shared by the store's
+     * connections; it has no WAL, so there a long read delays commits.
+     */
     const char *url;
     /** Migrations of the service and of the modules it uses; order does not matter. */
     const sk_migration *migrations;
@@ -78,7 +82,12 @@ typedef struct sk_store_config {
  * @return SK_OK, SK_EINVAL, SK_EDB (open or migration failed, with the SQL error), SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_store_open(sk_store **out, const sk_store_config *cfg);
-/** Finish every queued unit, stop the writer, close all connections. NULL-safe. */
+/**
+ * Finish every queued unit, stop the writer, close all connections. NULL-safe.
+ * From the moment it starts, sk_store_submit answers SK_ESTATE. No read may
+ * be running. Never call it from a store callback (it is then ignored, with
+ * an error logged, since the writer cannot wait for itself).
+ */
 SK_API void sk_store_close(sk_store *store);
 
 /** Work inside a transaction. Return SK_OK to keep its changes; anything else rolls back this unit only. */
@@ -103,14 +112,16 @@ SK_API SK_NODISCARD sk_status sk_store_submit(sk_store *store, sk_uow_fn work, s
 /**
  * Queue a unit and wait until it is durable. For start-up, tools and tests;
  * never from a request path or from a done callback.
- * @return the unit's status (message set), or a submit error.
+ * @return the unit's status (message set), or a submit error; SK_ESTATE when
+ *         called on the writer thread (from a unit or a callback).
  */
 SK_API SK_NODISCARD sk_status sk_store_run(sk_store *store, sk_uow_fn work, void *ctx);
 
 /**
  * Run @p fn with a read-only snapshot on the calling thread.
  * @return what @p fn returned, or SK_EDB if no snapshot could be taken.
- * Thread-safe (each thread gets its own connection).
+ * Thread-safe (each running read has its own connection, taken from a pool
+ * that the store owns; a nested read takes a second one).
  */
 SK_API SK_NODISCARD sk_status sk_store_read(sk_store *store, sk_uow_fn fn, void *ctx);
 
@@ -121,16 +132,25 @@ SK_API SK_NODISCARD sk_status sk_store_read(sk_store *store, sk_uow_fn fn, void 
 typedef void (*sk_store_commit_hook_fn)(void *ctx);
 SK_API void sk_store_set_commit_hook(sk_store *store, sk_store_commit_hook_fn fn, void *ctx);
 
-/** Units committed and batches (transactions) so far; for metrics and benchmarks. */
+/**
+ * Units committed (that returned SK_OK and whose batch committed) and batches
+ * (committed transactions) so far; for metrics and benchmarks. Either output
+ * may be NULL; a NULL store reads as zeros. Thread-safe.
+ */
 SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches);
 
 /* ---------------------------------------------------------------- statements */
 
 /**
  * Execute a statement that returns no rows. Statements are prepared once
- * per connection and cached by their SQL text.
+ * per connection and cached by their SQL text. A statement that returns
+ * rows (INSERT ... RETURNING) is run to its end and the rows are dropped.
+ * @param sql exactly one statement.
+ * @param params n_params values, one per `?`; borrowed for the call.
  * @param[out] changes rows changed (may be NULL).
- * @return SK_OK, SK_EEXIST (unique constraint), SK_EDB (with the SQL error), SK_EINVAL.
+ * @return SK_OK, SK_EEXIST (unique constraint), SK_EDB (with the SQL error),
+ *         SK_EINVAL (NULL argument, not one statement, parameter count or
+ *         value), SK_ESTATE (rows of the same SQL are still open).
  */
 SK_API SK_NODISCARD sk_status sk_tx_exec(sk_tx *tx,
                                          const char *sql,
@@ -139,25 +159,30 @@ SK_API SK_NODISCARD sk_status sk_tx_exec(sk_tx *tx,
                                          int64_t *changes);
 
 /**
- * Run a query. Step with sk_rows_next; always sk_rows_close.
+ * Run a query. Step with sk_rows_next; always sk_rows_close (rows left open
+ * are closed when the callback returns). One open rows per SQL text at a time.
+ * @param params copied; they need not outlive the call.
  * @param[out] out owned by the transaction until sk_rows_close.
+ * @return as sk_tx_exec.
  */
 SK_API SK_NODISCARD sk_status sk_tx_query(sk_tx *tx,
                                           const char *sql,
                                           const sk_db_value *params,
                                           size_t n_params,
                                           sk_rows **out);
-/** @return SK_OK with a row, SK_ENOTFOUND past the last row, SK_EDB. */
+/** @return SK_OK with a row, SK_ENOTFOUND past the last row (and on every later call), SK_EDB, SK_ESTATE (closed). */
 SK_API SK_NODISCARD sk_status sk_rows_next(sk_rows *rows);
+/** Column accessors (0-based); with no current row or a column out of range: true, 0, "". */
 SK_API bool sk_rows_is_null(sk_rows *rows, int col);
 SK_API int64_t sk_rows_int(sk_rows *rows, int col);
 /** Borrowed until the next sk_rows_next / sk_rows_close; never NULL ("" for NULL). */
 SK_API const char *sk_rows_text(sk_rows *rows, int col, size_t *len);
+/** Reset the statement for reuse. NULL-safe and idempotent. */
 SK_API void sk_rows_close(sk_rows *rows);
 
 /**
  * Convenience: run a query expected to return at most one row and read
- * column 0 as an integer.
+ * column 0 as an integer (a NULL value reads as 0).
  * @return SK_OK, SK_ENOTFOUND (no row), SK_EDB.
  */
 SK_API SK_NODISCARD sk_status sk_tx_query_int(sk_tx *tx,
@@ -166,7 +191,11 @@ SK_API SK_NODISCARD sk_status sk_tx_query_int(sk_tx *tx,
                                               size_t n_params,
                                               int64_t *out);
 
-/** Run @p fn on the writer thread after this unit's batch commits durably (before done callbacks). */
+/**
+ * Run @p fn on the writer thread after this unit's batch commits durably
+ * (before done callbacks), in registration order. Never runs if the unit fails.
+ * @return SK_OK, SK_EINVAL, SK_ESTATE (a read snapshot), SK_ELIMIT (2^20 hooks in one batch), SK_ENOMEM.
+ */
 SK_API SK_NODISCARD sk_status sk_tx_after_commit(sk_tx *tx, void (*fn)(void *ctx), void *ctx);
 
 /** The store this transaction belongs to (borrowed). */

@@ -557,6 +557,15 @@ static sk_status sqlite_conn_open(const char *target, bool is_writer, sk__db_con
     if (st != SK_OK) {
         goto out;
     }
+    /*
+     * Each unit runs in a savepoint, and SQLite copies the pages a savepoint
+     * touches into a statement sub-journal: keep it in memory, not in a
+     * temporary file (it is never needed after a crash).
+     */
+    st = run_simple(c, "PRAGMA temp_store=MEMORY");
+    if (st != SK_OK) {
+        goto out;
+    }
     st = pragma_text(c, "PRAGMA synchronous", value, sizeof(value));
     if (st == SK_OK && strcmp(value, "2") != 0) {
         st = SK_FAIL(SK_EDB, "sqlite: synchronous=FULL refused (value is \"%s\")", value);
