@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/* System-test fixture: `skald up` as a child process and an HTTP client for its gateway. */
+#define _GNU_SOURCE
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sk_test.h"
+#include "sk_test_system.h"
+
+extern char **environ;
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+sk_status sk_test_system_start(sk_test_system *sys, int64_t ready_ms)
+{
+    char port[16], bin[512], config[512];
+    posix_spawn_file_actions_t fa;
+    memset(sys, 0, sizeof(*sys));
+    if (sk_test_tmpdir(sys->data_dir, sizeof(sys->data_dir)) != SK_OK) {
+        return SK_FAIL(SK_EIO, "tmpdir");
+    }
+    sys->port = sk_test_free_port();
+    snprintf(port, sizeof(port), "%d", sys->port);
+    snprintf(bin, sizeof(bin), "%s/skald", SK_BIN_DIR);
+    snprintf(config, sizeof(config), "%s/skald.yaml", SK_SOURCE_DIR);
+    snprintf(sys->base_url, sizeof(sys->base_url), "http://127.0.0.1:%d", sys->port);
+    char *argv[] = { bin, "up", "--config", config, "--data", sys->data_dir, "--port", port, NULL };
+    char log_path[400];
+    snprintf(log_path, sizeof(log_path), "%s/skald-up.log", sys->data_dir);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    int rc = posix_spawn(&sys->pid, bin, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        return SK_FAIL(SK_EIO, "spawning %s: %s", bin, strerror(rc));
+    }
+    int64_t deadline = sk_time_mono_ms() + ready_ms;
+    while (sk_time_mono_ms() < deadline) {
+        sk_test_http r;
+        if (sk_test_http_send(sys, "GET", "/readyz", NULL, 0, NULL, &r) == SK_OK) {
+            int status = r.status;
+            sk_test_http_fini(&r);
+            if (status == 200) {
+                return SK_OK;
+            }
+        }
+        int wstatus = 0;
+        if (waitpid(sys->pid, &wstatus, WNOHANG) == sys->pid) {
+            sys->pid = 0;
+            return SK_FAIL(SK_EIO, "skald up exited early (see %s)", log_path);
+        }
+        sleep_ms(50);
+    }
+    return SK_FAIL(SK_ETIMEDOUT, "gateway not ready within %lld ms (see %s)", (long long)ready_ms, log_path);
+}
+
+int sk_test_system_stop(sk_test_system *sys)
+{
+    int wstatus = 0;
+    if (sys->pid <= 0) {
+        return -1;
+    }
+    kill(sys->pid, SIGTERM);
+    int64_t deadline = sk_time_mono_ms() + 30000;
+    for (;;) {
+        pid_t r = waitpid(sys->pid, &wstatus, WNOHANG);
+        if (r == sys->pid) {
+            break;
+        }
+        if (sk_time_mono_ms() > deadline) {
+            kill(sys->pid, SIGKILL);
+            waitpid(sys->pid, &wstatus, 0);
+            sys->pid = 0;
+            return -1;
+        }
+        sleep_ms(20);
+    }
+    sys->pid = 0;
+    return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+}
+
+void sk_test_system_cleanup(sk_test_system *sys)
+{
+    if (getenv("SK_TEST_KEEP") == NULL) {
+        sk_test_rmrf(sys->data_dir);
+    }
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+static size_t on_body(char *ptr, size_t size, size_t n, void *ctx)
+{
+    sk_buf *b = ctx;
+    return sk_buf_append(b, ptr, size * n) == SK_OK ? size * n : 0;
+}
+
+static void copy_header(const char *line, size_t len, const char *name, char *out, size_t out_len)
+{
+    size_t nlen = strlen(name);
+    if (len > nlen + 1 && strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+        const char *v = line + nlen + 1;
+        size_t vlen = len - nlen - 1;
+        while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+            v++;
+            vlen--;
+        }
+        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n')) {
+            vlen--;
+        }
+        snprintf(out, out_len, "%.*s", (int)vlen, v);
+    }
+}
+
+static size_t on_header(char *ptr, size_t size, size_t n, void *ctx)
+{
+    sk_test_http *r = ctx;
+    copy_header(ptr, size * n, "Content-Type", r->content_type, sizeof(r->content_type));
+    copy_header(ptr, size * n, "Location", r->location, sizeof(r->location));
+    copy_header(ptr, size * n, "Allow", r->allow, sizeof(r->allow));
+    return size * n;
+}
+
+static pthread_key_t handle_key;
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+
+static void handle_free(void *h)
+{
+    curl_easy_cleanup(h);
+}
+
+static void handle_key_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_key_create(&handle_key, handle_free);
+}
+
+sk_status sk_test_http_send(const sk_test_system *sys,
+                            const char *method,
+                            const char *path,
+                            const char *body,
+                            size_t body_len,
+                            const char *const *headers,
+                            sk_test_http *out)
+{
+    char url[8192];
+    sk_buf buf;
+    struct curl_slist *list = NULL;
+    pthread_once(&handle_once, handle_key_init);
+    CURL *h = pthread_getspecific(handle_key);
+    if (h == NULL) {
+        h = curl_easy_init();
+        pthread_setspecific(handle_key, h);
+    } else {
+        curl_easy_reset(h);
+    }
+    memset(out, 0, sizeof(*out));
+    snprintf(url, sizeof(url), "%s%s", sys->base_url, path);
+    sk_buf_init(&buf, 64u * 1024u * 1024u);
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+        list = curl_slist_append(list, headers[i]);
+    }
+    if (body != NULL) {
+        list = curl_slist_append(list, "Content-Type: application/json");
+    }
+    list = curl_slist_append(list, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
+    if (body != NULL) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    CURLcode rc = curl_easy_perform(h);
+    curl_slist_free_all(list);
+    if (rc != CURLE_OK) {
+        sk_buf_fini(&buf);
+        return SK_FAIL(SK_EIO, "%s %s: %s", method, path, curl_easy_strerror(rc));
+    }
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    out->status = (int)status;
+    out->body = sk_buf_take(&buf, &out->body_len);
+    if (out->body == NULL) {
+        out->body = sk_strdup("");
+        out->body_len = 0;
+    }
+    if (out->body_len > 0) {
+        json_error_t err;
+        out->json = json_loadb(out->body, out->body_len, 0, &err);
+    }
+    return SK_OK;
+}
+
+void sk_test_http_fini(sk_test_http *r)
+{
+    sk_free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof(*r));
+}
