@@ -47,17 +47,16 @@ typedef struct unit_data {
 static void unit_fill(unit_data *d, uint64_t n)
 {
     snprintf(d->order_id, sizeof(d->order_id), "ord-%016llu", (unsigned long long)n);
-    snprintf(d->customer_id, sizeof(d->customer_id), "cus-%08llu",
-             (unsigned long long)(n % 10000));
+    snprintf(d->customer_id, sizeof(d->customer_id), "cus-%08llu", (unsigned long long)(n % 10000));
     d->total_cents = (int64_t)(n % 100000) + 199;
-    d->payload_len = snprintf(
-        d->payload, sizeof(d->payload),
-        "{\"order_id\":\"%s\",\"customer_id\":\"%s\",\"status\":\"PENDING\",\"items\":["
-        "{\"sku\":\"SKU-%04llu\",\"quantity\":2,\"unit_price_cents\":1999},"
-        "{\"sku\":\"SKU-%04llu\",\"quantity\":1,\"unit_price_cents\":499}],"
-        "\"total_cents\":%lld,\"created_at\":\"2026-11-25T10:00:00.123Z\"}",
-        d->order_id, d->customer_id, (unsigned long long)(n % 1000),
-        (unsigned long long)((n + 7) % 1000), (long long)d->total_cents);
+    d->payload_len =
+        snprintf(d->payload, sizeof(d->payload),
+                 "{\"order_id\":\"%s\",\"customer_id\":\"%s\",\"status\":\"PENDING\",\"items\":["
+                 "{\"sku\":\"SKU-%04llu\",\"quantity\":2,\"unit_price_cents\":1999},"
+                 "{\"sku\":\"SKU-%04llu\",\"quantity\":1,\"unit_price_cents\":499}],"
+                 "\"total_cents\":%lld,\"created_at\":\"2026-11-25T10:00:00.123Z\"}",
+                 d->order_id, d->customer_id, (unsigned long long)(n % 1000),
+                 (unsigned long long)((n + 7) % 1000), (long long)d->total_cents);
 }
 
 /* ---------------------------------------------------------------- the store */
@@ -153,7 +152,8 @@ static void *producer_main(void *arg)
             B.submit_ns[id] = sk_time_mono_ns();
         }
         /* The id and the producer travel in the context pointer: no allocation per unit. */
-        st = sk_store_submit(B.store, unit_work, unit_done, (void *)(uintptr_t)((id << 1) | (uint64_t)p));
+        st = sk_store_submit(B.store, unit_work, unit_done,
+                             (void *)(uintptr_t)((id << 1) | (uint64_t)p));
         if (st != SK_OK) {
             atomic_fetch_sub(&B.inflight[p], 1);
             atomic_fetch_add(&B.n_failed, 1);
@@ -275,8 +275,8 @@ static double run_raw(const char *dir, int seconds, int batch)
 
     snprintf(path, sizeof(path), "%s/raw.db", dir);
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-        raw_exec(db, "PRAGMA journal_mode=WAL") != 0 || raw_exec(db, "PRAGMA synchronous=FULL") != 0 ||
-        raw_exec(db, schema) != 0 ||
+        raw_exec(db, "PRAGMA journal_mode=WAL") != 0 ||
+        raw_exec(db, "PRAGMA synchronous=FULL") != 0 || raw_exec(db, schema) != 0 ||
         sqlite3_prepare_v2(db, insert_order, -1, &so, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, insert_outbox, -1, &sm, NULL) != SQLITE_OK) {
         fprintf(stderr, "bench_store: raw setup: %s\n", sqlite3_errmsg(db));
@@ -345,8 +345,8 @@ int main(int argc, char **argv)
     int batch;
     int rc = 1;
 
-    if (argc > 2 || (argc == 2 && (sscanf(argv[1], "%d", &seconds) != 1 || seconds < 1 ||
-                                   seconds > 600))) {
+    if (argc > 2 ||
+        (argc == 2 && (sscanf(argv[1], "%d", &seconds) != 1 || seconds < 1 || seconds > 600))) {
         fprintf(stderr, "usage: bench_store [SECONDS 1..600]\n");
         return 2;
     }

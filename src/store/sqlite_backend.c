@@ -282,7 +282,8 @@ size_t sk__sqlite_conn_n_cached(const sk__db_conn *conn)
 
 /* ---------------------------------------------------------------- statements */
 
-static sk_status sqlite_bind(sk_rows *rows, const sk_db_value *params, size_t n_params, bool is_copy)
+static sk_status
+sqlite_bind(sk_rows *rows, const sk_db_value *params, size_t n_params, bool is_copy)
 {
     sqlite_stmt *s = stmt_of(rows);
     int expected = sqlite3_bind_parameter_count(s->st);
@@ -291,8 +292,8 @@ static sk_status sqlite_bind(sk_rows *rows, const sk_db_value *params, size_t n_
 
     if ((size_t)expected != n_params) {
         sk__store_sql_quote(s->sql, quoted, sizeof(quoted));
-        return SK_FAIL(SK_EINVAL, "SQL has %d parameter(s), %zu given (in: %s)", expected,
-                       n_params, quoted);
+        return SK_FAIL(SK_EINVAL, "SQL has %d parameter(s), %zu given (in: %s)", expected, n_params,
+                       quoted);
     }
     if (n_params > 0 && params == NULL) {
         return SK_FAIL(SK_EINVAL, "params must not be NULL when n_params is %zu", n_params);
@@ -311,7 +312,8 @@ static sk_status sqlite_bind(sk_rows *rows, const sk_db_value *params, size_t n_
         case SK_DB_TEXT: {
             size_t len = v->len;
             if (v->s == NULL) {
-                return SK_FAIL(SK_EINVAL, "param %d: text must not be NULL (use SK_DB_NULL_V)", idx);
+                return SK_FAIL(SK_EINVAL, "param %d: text must not be NULL (use SK_DB_NULL_V)",
+                               idx);
             }
             if (len == SIZE_MAX) {
                 len = strlen(v->s);

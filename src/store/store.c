@@ -353,16 +353,18 @@ static sk_status validate_config(const sk_store_config *cfg)
     for (size_t i = 0; i < cfg->n_migrations; i++) {
         const sk_migration *m = &cfg->migrations[i];
         if (m->component == NULL || m->component[0] == '\0') {
-            return SK_FAIL(SK_EINVAL,
-                           "sk_store_open: cfg->migrations[%zu].component must be a non-empty string",
-                           i);
+            return SK_FAIL(
+                SK_EINVAL,
+                "sk_store_open: cfg->migrations[%zu].component must be a non-empty string", i);
         }
         if (m->version < 1) {
-            return SK_FAIL(SK_EINVAL, "sk_store_open: cfg->migrations[%zu].version must be >= 1, got %d",
-                           i, m->version);
+            return SK_FAIL(SK_EINVAL,
+                           "sk_store_open: cfg->migrations[%zu].version must be >= 1, got %d", i,
+                           m->version);
         }
         if (m->sql == NULL) {
-            return SK_FAIL(SK_EINVAL, "sk_store_open: cfg->migrations[%zu].sql must not be NULL", i);
+            return SK_FAIL(SK_EINVAL, "sk_store_open: cfg->migrations[%zu].sql must not be NULL",
+                           i);
         }
     }
     return SK_OK;
@@ -381,8 +383,8 @@ static sk_status migrate_one(sk_store *s, const sk_migration *m)
     if (st != SK_OK) {
         return st;
     }
-    st = sk_tx_query_int(&tx, "SELECT count(*) FROM sk_migrations WHERE component = ? AND version = ?",
-                         key, 2, &n);
+    st = sk_tx_query_int(
+        &tx, "SELECT count(*) FROM sk_migrations WHERE component = ? AND version = ?", key, 2, &n);
     if (st != SK_OK || n > 0) {
         goto out;
     }
@@ -391,7 +393,8 @@ static sk_status migrate_one(sk_store *s, const sk_migration *m)
     if (st != SK_OK) {
         goto out;
     }
-    st = sk_tx_exec(&tx, "INSERT INTO sk_migrations(component, version, applied_at) VALUES (?, ?, ?)",
+    st = sk_tx_exec(&tx,
+                    "INSERT INTO sk_migrations(component, version, applied_at) VALUES (?, ?, ?)",
                     key, 3, NULL);
     if (st != SK_OK) {
         goto out;
@@ -874,8 +877,9 @@ static sk_status tx_prepare(sk_tx *tx,
     if (rows->is_open) {
         char quoted[SK__STORE_SQL_QUOTE_MAX + 8];
         sk__store_sql_quote(sql, quoted, sizeof(quoted));
-        return SK_FAIL(SK_ESTATE, "%s: this statement's rows are still open; sk_rows_close them "
-                                  "first (in: %s)",
+        return SK_FAIL(SK_ESTATE,
+                       "%s: this statement's rows are still open; sk_rows_close them "
+                       "first (in: %s)",
                        fn_name, quoted);
     }
     st = tx->be->bind(rows, params, n_params, is_copy);
@@ -887,11 +891,8 @@ static sk_status tx_prepare(sk_tx *tx,
     return SK_OK;
 }
 
-sk_status sk_tx_exec(sk_tx *tx,
-                     const char *sql,
-                     const sk_db_value *params,
-                     size_t n_params,
-                     int64_t *changes)
+sk_status
+sk_tx_exec(sk_tx *tx, const char *sql, const sk_db_value *params, size_t n_params, int64_t *changes)
 {
     sk_rows *rows = NULL;
     sk_status st;
@@ -904,7 +905,8 @@ sk_status sk_tx_exec(sk_tx *tx,
     if (st != SK_OK) {
         return st;
     }
-    /* A statement that returns rows (INSERT ... RETURNING) runs to its end; the rows are dropped. */
+    /* A statement that returns rows (INSERT ... RETURNING) runs to its end; the rows are dropped.
+     */
     do {
         st = tx->be->step(rows);
     } while (st == SK_OK);
@@ -918,11 +920,8 @@ sk_status sk_tx_exec(sk_tx *tx,
     return st;
 }
 
-sk_status sk_tx_query(sk_tx *tx,
-                      const char *sql,
-                      const sk_db_value *params,
-                      size_t n_params,
-                      sk_rows **out)
+sk_status
+sk_tx_query(sk_tx *tx, const char *sql, const sk_db_value *params, size_t n_params, sk_rows **out)
 {
     sk_rows *rows = NULL;
     sk_status st;
@@ -1023,11 +1022,8 @@ void sk_rows_close(sk_rows *rows)
     rows->is_done = false;
 }
 
-sk_status sk_tx_query_int(sk_tx *tx,
-                          const char *sql,
-                          const sk_db_value *params,
-                          size_t n_params,
-                          int64_t *out)
+sk_status sk_tx_query_int(
+    sk_tx *tx, const char *sql, const sk_db_value *params, size_t n_params, int64_t *out)
 {
     sk_rows *rows = NULL;
     sk_status st;

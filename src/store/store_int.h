@@ -24,9 +24,9 @@ struct sk_rows {
     sk_tx *tx;                   /* owning transaction while open */
     sk_rows *prev_open;          /* the transaction's list of open rows */
     sk_rows *next_open;
-    bool is_open;    /* between sk_tx_query and sk_rows_close */
-    bool has_row;    /* the last sk_rows_next produced a row */
-    bool is_done;    /* stepping reached the end or failed */
+    bool is_open; /* between sk_tx_query and sk_rows_close */
+    bool has_row; /* the last sk_rows_next produced a row */
+    bool is_done; /* stepping reached the end or failed */
 };
 
 /** A transaction or read snapshot on one connection. */
@@ -34,7 +34,7 @@ struct sk_tx {
     sk_store *store;
     const sk__store_backend *be;
     sk__db_conn *conn;
-    bool is_write;     /* a unit of work on the writer, else a read snapshot */
+    bool is_write;      /* a unit of work on the writer, else a read snapshot */
     sk_rows *open_rows; /* queries not closed yet; closed when the callback returns */
 };
 

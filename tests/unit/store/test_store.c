@@ -217,9 +217,9 @@ static sk_status list_migrations(sk_tx *tx, void *ctx)
 {
     mig_row_ctx *c = ctx;
     sk_rows *rows = NULL;
-    sk_status st = sk_tx_query(
-        tx, "SELECT component, version, applied_at FROM sk_migrations ORDER BY rowid", NULL, 0,
-        &rows);
+    sk_status st =
+        sk_tx_query(tx, "SELECT component, version, applied_at FROM sk_migrations ORDER BY rowid",
+                    NULL, 0, &rows);
     size_t n = 0;
 
     c->got[0] = '\0';
@@ -293,11 +293,13 @@ static sk_status text_read(sk_tx *tx, void *ctx)
 static void test_sk_store_open_file_reopen_not_reapplied(void **state)
 {
     static const sk_migration v1[] = {
-        { "order", 1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'seed');" },
+        { "order", 1,
+          "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'seed');" },
     };
     static const sk_migration v12[] = {
         { "order", 2, "INSERT INTO t VALUES (2, 'second');" },
-        { "order", 1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'seed');" },
+        { "order", 1,
+          "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'seed');" },
     };
     char dir[64];
     char url[128];
@@ -377,9 +379,9 @@ static void test_sk_store_open_every_alloc_failure(void **state)
     (void)state;
     for (long n = 0;; n++) {
         sk_store *s = NULL;
-        sk_store_config cfg = { .url = "sqlite::memory:",
-                                .migrations = base_migrations,
-                                .n_migrations = 1 };
+        sk_store_config cfg = {
+            .url = "sqlite::memory:", .migrations = base_migrations, .n_migrations = 1
+        };
         sk_test_fail_alloc_at(n);
         sk_status st = sk_store_open(&s, &cfg);
         sk_test_fail_alloc_at(-1);
@@ -509,10 +511,11 @@ static void row_done_any(sk_status st, const char *message, void *ctx)
 static void test_sk_store_submit_commit_failure_fails_batch(void **state)
 {
     static const sk_migration migs[] = {
-        { "test", 1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
-                     "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
-                     "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER "
-                     "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);" },
+        { "test", 1,
+          "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
+          "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+          "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER "
+          "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);" },
     };
     sk_store *s = NULL;
     sk_store_config cfg = { .url = "sqlite::memory:", .migrations = migs, .n_migrations = 1 };
@@ -641,10 +644,9 @@ static void test_sk_store_submit_group_commit_batches(void **state)
 static void test_sk_store_submit_max_batch(void **state)
 {
     sk_store *s = NULL;
-    sk_store_config cfg = { .url = "sqlite::memory:",
-                            .migrations = base_migrations,
-                            .n_migrations = 1,
-                            .max_batch = 2 };
+    sk_store_config cfg = {
+        .url = "sqlite::memory:", .migrations = base_migrations, .n_migrations = 1, .max_batch = 2
+    };
     gate g;
     atomic_int n_done;
     row_unit u[5];
@@ -931,12 +933,14 @@ static void test_sk_store_read_is_read_only(void **state)
 /* ---------------------------------------------------------------- statements and params */
 
 static const sk_migration param_migrations[] = {
-    { "test", 1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
-                 "CREATE TABLE p (k INTEGER PRIMARY KEY, n INTEGER, i INTEGER, s TEXT, b BLOB, "
-                 "tn TEXT, u TEXT UNIQUE);" },
+    { "test", 1,
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
+      "CREATE TABLE p (k INTEGER PRIMARY KEY, n INTEGER, i INTEGER, s TEXT, b BLOB, "
+      "tn TEXT, u TEXT UNIQUE);" },
 };
 
-static const char quoted_text[] = "O'Brien said \"hi\"; -- not a comment \xc3\xbc\xe2\x82\xac\xf0\x9f\x98\x80";
+static const char quoted_text[] =
+    "O'Brien said \"hi\"; -- not a comment \xc3\xbc\xe2\x82\xac\xf0\x9f\x98\x80";
 static const uint8_t blob_bytes[] = { 0, 1, 0, 2, 0, 255 };
 static const char text_with_nul[] = { 'a', 'b', '\0', 'c', 'd' };
 
@@ -944,12 +948,16 @@ static sk_status insert_params(sk_tx *tx, void *ctx)
 {
     int64_t changes = -1;
     sk_db_value p[7] = {
-        SK_DB_INT_V(1),           SK_DB_NULL_V,        SK_DB_INT_V(INT64_MIN),
-        SK_DB_TEXT_V(quoted_text), SK_DB_BLOB_V(blob_bytes, sizeof(blob_bytes)),
-        SK_DB_TEXTN_V(text_with_nul, sizeof(text_with_nul)), SK_DB_TEXTN_V("uniqueXXX", 6),
+        SK_DB_INT_V(1),
+        SK_DB_NULL_V,
+        SK_DB_INT_V(INT64_MIN),
+        SK_DB_TEXT_V(quoted_text),
+        SK_DB_BLOB_V(blob_bytes, sizeof(blob_bytes)),
+        SK_DB_TEXTN_V(text_with_nul, sizeof(text_with_nul)),
+        SK_DB_TEXTN_V("uniqueXXX", 6),
     };
-    sk_status st = sk_tx_exec(tx, "INSERT INTO p (k, n, i, s, b, tn, u) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              p, 7, &changes);
+    sk_status st = sk_tx_exec(
+        tx, "INSERT INTO p (k, n, i, s, b, tn, u) VALUES (?, ?, ?, ?, ?, ?, ?)", p, 7, &changes);
     (void)ctx;
     if (st != SK_OK) {
         return st;
@@ -1018,7 +1026,9 @@ static sk_status check_params(sk_tx *tx, void *ctx)
 static void test_sk_tx_exec_params_of_every_type(void **state)
 {
     sk_store *s = NULL;
-    sk_store_config cfg = { .url = "sqlite::memory:", .migrations = param_migrations, .n_migrations = 1 };
+    sk_store_config cfg = {
+        .url = "sqlite::memory:", .migrations = param_migrations, .n_migrations = 1
+    };
     (void)state;
 
     assert_int_equal(sk_store_open(&s, &cfg), SK_OK);
@@ -1048,7 +1058,9 @@ static sk_status unique_unit(sk_tx *tx, void *ctx)
 static void test_sk_tx_exec_unique_is_eexist(void **state)
 {
     sk_store *s = NULL;
-    sk_store_config cfg = { .url = "sqlite::memory:", .migrations = param_migrations, .n_migrations = 1 };
+    sk_store_config cfg = {
+        .url = "sqlite::memory:", .migrations = param_migrations, .n_migrations = 1
+    };
     (void)state;
 
     assert_int_equal(sk_store_open(&s, &cfg), SK_OK);
@@ -1078,7 +1090,8 @@ static sk_status misuse_unit(sk_tx *tx, void *ctx)
                        SK_EINVAL, "param 1: unknown type 42");
     SK_TEST_ASSERT_ERR(sk_tx_exec(tx, "INSERT INTO t (id) VALUES (?)", null_text, 1, NULL),
                        SK_EINVAL, "param 1: text must not be NULL");
-    SK_TEST_ASSERT_ERR(sk_tx_exec(tx, "INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (2)",
+    SK_TEST_ASSERT_ERR(sk_tx_exec(tx,
+                                  "INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (2)",
                                   NULL, 0, NULL),
                        SK_EINVAL, "more than one statement");
     SK_TEST_ASSERT_ERR(sk_tx_exec(tx, "  ", NULL, 0, NULL), SK_EINVAL, "no statement");
@@ -1089,8 +1102,8 @@ static sk_status misuse_unit(sk_tx *tx, void *ctx)
     assert_int_equal(changes, 1);
     /* Statements returning rows run to the end through exec. */
     assert_int_equal(sk_tx_exec(tx, "SELECT id FROM t", NULL, 0, &changes), SK_OK);
-    assert_int_equal(sk_tx_exec(tx, "INSERT INTO t (id) VALUES (11) RETURNING id", NULL, 0, &changes),
-                     SK_OK);
+    assert_int_equal(
+        sk_tx_exec(tx, "INSERT INTO t (id) VALUES (11) RETURNING id", NULL, 0, &changes), SK_OK);
     assert_int_equal(changes, 1);
 
     /* One open rows object per statement. */
