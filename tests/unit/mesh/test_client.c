@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests for src/mesh/client.c over plain HTTP on 127.0.0.1 (TLS and
+ * server identity checks are in tests/integration/test_mesh_tls.c).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "mesh/mesh_int.h"
+#include "mesh_test_util.h"
+#include "sk_test.h"
+
+typedef struct fixture {
+    test_srv t;
+    sk_http_server *srv;
+    sk_http_client *client;
+    char base[64];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = sk_calloc(1, sizeof(*f));
+    assert_non_null(f);
+    test_srv_init(&f->t);
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1", .handler = test_srv_handler, .ctx = &f->t };
+    assert_int_equal(sk_http_server_start(&f->srv, &cfg), SK_OK);
+    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", sk_http_server_port(f->srv));
+    assert_int_equal(sk_http_client_create(&f->client, NULL), SK_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    sk_http_client_destroy(f->client);
+    sk_http_server_stop(f->srv);
+    test_srv_fini(&f->t);
+    sk_free(f);
+    return 0;
+}
+
+static void noop_done(sk_status st, const sk_http_response *resp, void *ctx)
+{
+    (void)st;
+    (void)resp;
+    (void)ctx;
+}
+
+static void test_sk_http_client_create_errors(void **state)
+{
+    (void)state;
+    sk_http_client *c = (sk_http_client *)1;
+    sk_tls_files tls = { "ca.pem", NULL, "x.key" };
+
+    SK_TEST_ASSERT_ERR(sk_http_client_create(NULL, NULL), SK_EINVAL, "out");
+    SK_TEST_ASSERT_ERR(sk_http_client_create(&c, &tls), SK_EINVAL, "tls->");
+    assert_null(c);
+    sk_http_client_destroy(NULL);
+    assert_false(sk__http_client_is_tls(NULL));
+}
+
+static void test_sk_http_client_create_every_alloc_failure(void **state)
+{
+    (void)state;
+    sk_tls_files tls = { "ca.pem", "x.pem", "x.key" };
+    for (long n = 0;; n++) {
+        sk_http_client *c = NULL;
+        sk_test_fail_alloc_at(n);
+        sk_status st = sk_http_client_create(&c, &tls);
+        sk_test_fail_alloc_at(-1);
+        if (st == SK_OK) {
+            assert_true(sk__http_client_is_tls(c));
+            sk_http_client_destroy(c);
+            break;
+        }
+        assert_int_equal(st, SK_ENOMEM);
+        assert_null(c);
+    }
+}
+
+static void test_sk_http_client_send_invalid(void **state)
+{
+    fixture *f = *state;
+    sk_http_client *c = f->client;
+    char big_url[9000];
+    static const char *const bad_hdr[] = { "NoColon", NULL };
+    static const char *const crlf_hdr[] = { "X-A: b\r\nX-Evil: 1", NULL };
+    sk_http_request r = { .method = "GET", .url = f->base };
+
+    SK_TEST_ASSERT_ERR(sk_http_client_send(NULL, &r, noop_done, NULL), SK_EINVAL, "c must not");
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, NULL, noop_done, NULL), SK_EINVAL, "req must not");
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, NULL, NULL), SK_EINVAL, "done must not");
+    r.method = NULL;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "req->method");
+    r.method = "GE T";
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "req->method");
+    r.method = "GET";
+    r.url = "ftp://x/";
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "req->url");
+    r.url = "http://x/a b";
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "req->url");
+    memset(big_url, 'a', sizeof(big_url));
+    memcpy(big_url, "http://", 7);
+    big_url[sizeof(big_url) - 1] = '\0';
+    r.url = big_url;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "req->url");
+    r.url = f->base;
+    r.headers = bad_hdr;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "headers[0]");
+    r.headers = crlf_hdr;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "headers[0]");
+    r.headers = NULL;
+    r.body_len = 3;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "req->body is NULL");
+    r.body = "abc";
+    r.body_len = SK_MAX_HTTP_BODY + 1u;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_ELIMIT, "exceeds");
+    r.body = NULL;
+    r.body_len = 0;
+    r.timeout_ms = -1;
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "timeout_ms");
+    r.timeout_ms = 0;
+    r.expect_service = "order";
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "https URL");
+    r.expect_service = "Bad Name";
+    SK_TEST_ASSERT_ERR(sk_http_client_send(c, &r, noop_done, NULL), SK_EINVAL, "expect_service");
+}
+
+static void test_sk_http_client_send_methods_and_headers(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+    json_t *o;
+    static const char *const hdrs[] = { "X-Test: v1", "Content-Type: application/json", NULL };
+    const char *methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS" };
+
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "%s/echo?q=1", f->base);
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        sk_http_request r = { .method = methods[i], .url = url, .headers = hdrs,
+                              .body = i == 1 || i == 2 ? "{\"a\":1}" : NULL,
+                              .body_len = i == 1 || i == 2 ? 7 : 0 };
+        assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+        assert_true(done_rec_wait(&d, (int)i + 1, 10000));
+        assert_int_equal(d.st, SK_OK);
+        assert_int_equal(d.status, 200);
+        if (strcmp(methods[i], "HEAD") == 0) {
+            assert_int_equal(d.body_len, 0);
+            continue;
+        }
+        assert_int_equal(sk_json_parse_object(sk_slice_from_str(d.body), &o), SK_OK);
+        assert_string_equal(json_string_value(json_object_get(o, "method")), methods[i]);
+        assert_string_equal(json_string_value(json_object_get(o, "x_test")), "v1");
+        assert_string_equal(json_string_value(json_object_get(o, "q")), "1");
+        assert_int_equal(json_integer_value(json_object_get(o, "body_len")), r.body_len);
+        json_decref(o);
+        assert_string_equal(d.location, "/somewhere");
+        assert_string_equal(d.retry_after, "3");
+    }
+    done_rec_fini(&d);
+}
+
+static void test_sk_http_client_connect_refused(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+    int port = sk_test_free_port();
+
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, 1, 10000));
+    assert_int_equal(d.st, SK_EUNAVAILABLE);
+    assert_int_equal(d.status, 0);
+    assert_non_null(strstr(d.err, url));
+    done_rec_fini(&d);
+}
+
+static void test_sk_http_client_timeout(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "%s/hold", f->base);
+    sk_http_request r = { .method = "GET", .url = url, .timeout_ms = 100 };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, 1, 10000));
+    assert_int_equal(d.st, SK_ETIMEDOUT);
+    assert_non_null(strstr(d.err, "imeout"));
+    assert_true(sk_test_wait_until(test_srv_has_held, &f->t, 10000));
+    sk_http_req_respond(test_srv_take_held(&f->t), 204, NULL, NULL, 0, NULL);
+    done_rec_fini(&d);
+}
+
+static void test_sk_http_client_response_too_large(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "%s/big", f->base);
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, 1, 10000));
+    assert_int_equal(d.st, SK_ELIMIT);
+    assert_non_null(strstr(d.err, "larger than"));
+    done_rec_fini(&d);
+}
+
+static void test_sk_http_client_destroy_cancels_in_flight(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "%s/hold", f->base);
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    assert_true(sk_test_wait_until(test_srv_has_held, &f->t, 10000));
+    sk_http_client_destroy(f->client);
+    f->client = NULL;
+    assert_int_equal(atomic_load(&d.n_done), 1);
+    assert_int_equal(d.st, SK_ECANCELED);
+    sk_http_req_respond(test_srv_take_held(&f->t), 200, NULL, "x", 1, NULL);
+    done_rec_fini(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sk_http_client_create_errors),
+        cmocka_unit_test(test_sk_http_client_create_every_alloc_failure),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_send_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_send_methods_and_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_connect_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_response_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_destroy_cancels_in_flight, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
