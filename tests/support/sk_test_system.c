@@ -39,7 +39,8 @@ sk_status sk_test_system_start(sk_test_system *sys, int64_t ready_ms)
     snprintf(bin, sizeof(bin), "%s/skald", SK_BIN_DIR);
     snprintf(config, sizeof(config), "%s/skald.yaml", SK_SOURCE_DIR);
     snprintf(sys->base_url, sizeof(sys->base_url), "http://127.0.0.1:%d", sys->port);
-    char *argv[] = { bin, "up", "--config", config, "--data", sys->data_dir, "--port", port, NULL };
+    char a_up[] = "up", a_config[] = "--config", a_data[] = "--data", a_port[] = "--port";
+    char *argv[] = { bin, a_up, a_config, config, a_data, sys->data_dir, a_port, port, NULL };
     char log_path[400];
     snprintf(log_path, sizeof(log_path), "%s/skald-up.log", sys->data_dir);
     posix_spawn_file_actions_init(&fa);
