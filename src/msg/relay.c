@@ -63,6 +63,7 @@ struct sk_relay {
     int64_t acked_seq;    /* highest seq acknowledged with every row before it */
     int64_t lag;
     int64_t last_log_ms;
+    bool has_published; /* js has async-publish state (nats.c crashes listing pending without it) */
 
     _Atomic int64_t deleted_seq; /* highest seq whose delete committed */
     _Atomic uint64_t published;
@@ -336,6 +337,7 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
     for (; n_sent < n_rows; n_sent++) {
         natsMsg *m = r->rows[n_sent].msg;
         /* The library takes the message (and clears m) when the call succeeds. */
+        r->has_published = true;
         s = js_PublishMsgAsync(r->js, &m, &popts);
         if (s != NATS_OK) {
             break;
@@ -568,7 +570,7 @@ void sk_relay_stop(sk_relay *r)
          */
         jsPubOptions_Init(&o);
         o.MaxWait = 1000;
-        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
+        if (r->has_published && js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
             natsMsgList_Destroy(&pending);
         }
         SK_IGNORE(js_PublishAsyncComplete(r->js, &o)); /* best effort at shutdown */
