@@ -95,8 +95,7 @@ sk_status sk__saga_reply_token(const char *reply_subject, char *out, size_t out_
     }
     n = (size_t)(dot - reply_subject);
     if (n + 1 > out_size) {
-        return SK_FAIL(SK_EINVAL, "reply_subject: first token longer than %zu bytes",
-                       out_size - 1);
+        return SK_FAIL(SK_EINVAL, "reply_subject: first token longer than %zu bytes", out_size - 1);
     }
     memcpy(out, reply_subject, n);
     out[n] = '\0';
@@ -153,17 +152,17 @@ static sk_status check_step(const sk_saga_def *def, size_t i)
         }
         if (s->command_type == NULL || s->command_type[0] == '\0' ||
             strlen(s->command_type) > SK_ENVELOPE_MAX_ATTR) {
-            return SK_FAIL(SK_EINVAL, "saga %s: steps[%zu].command_type must be 1..%d bytes", t,
-                           i, SK_ENVELOPE_MAX_ATTR);
+            return SK_FAIL(SK_EINVAL, "saga %s: steps[%zu].command_type must be 1..%d bytes", t, i,
+                           SK_ENVELOPE_MAX_ATTR);
         }
     } else if (s->is_retried_until_done) {
-        return SK_FAIL(SK_EINVAL,
-                       "saga %s: steps[%zu].is_retried_until_done needs a command step", t, i);
+        return SK_FAIL(SK_EINVAL, "saga %s: steps[%zu].is_retried_until_done needs a command step",
+                       t, i);
     }
     if ((s->compensation_subject == NULL) != (s->compensation_type == NULL)) {
-        return SK_FAIL(SK_EINVAL,
-                       "saga %s: steps[%zu]: compensation_subject and compensation_type go together",
-                       t, i);
+        return SK_FAIL(
+            SK_EINVAL,
+            "saga %s: steps[%zu]: compensation_subject and compensation_type go together", t, i);
     }
     if (s->compensation_subject != NULL) {
         if (!is_plain_subject(s->compensation_subject)) {
@@ -210,8 +209,7 @@ sk_status sk__saga_def_check(const sk_saga_def *def)
         }
     }
     if (def->version < 1) {
-        return SK_FAIL(SK_EINVAL, "saga %s: version must be >= 1, got %d", def->type,
-                       def->version);
+        return SK_FAIL(SK_EINVAL, "saga %s: version must be >= 1, got %d", def->type, def->version);
     }
     st = sk__saga_reply_token(def->reply_subject, token, sizeof(token));
     if (st != SK_OK) {
@@ -505,8 +503,8 @@ sk_status sk_saga_engine_start(sk_saga_engine *e)
         };
         st = sk_consumer_start(&f->consumer, e->bus, e->store, e->metrics, &cc);
         if (st != SK_OK) {
-            st = SK_WRAP(st, "sk_saga_engine_start: reply consumer %s on %s", f->durable,
-                         f->filter);
+            st =
+                SK_WRAP(st, "sk_saga_engine_start: reply consumer %s on %s", f->durable, f->filter);
             goto out;
         }
     }
@@ -579,10 +577,11 @@ static sk_status scan_read_fn(sk_tx *tx, void *ctx)
     sk_db_value p[2] = { SK_DB_INT_V(r->now_ms), SK_DB_INT_V(SK__SAGA_SCAN_BATCH) };
     sk_status st;
 
-    st = sk_tx_query(tx,
-                     "SELECT id, state, seq FROM sk_sagas WHERE state IN (0, 1) AND deadline_ms < ? "
-                     "ORDER BY deadline_ms LIMIT ?",
-                     p, 2, &rows);
+    st =
+        sk_tx_query(tx,
+                    "SELECT id, state, seq FROM sk_sagas WHERE state IN (0, 1) AND deadline_ms < ? "
+                    "ORDER BY deadline_ms LIMIT ?",
+                    p, 2, &rows);
     if (st != SK_OK) {
         return st;
     }

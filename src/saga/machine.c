@@ -164,7 +164,7 @@ static sk_status metric_count(sk_tx *tx,
 
 /* ---------------------------------------------------------------- persistence */
 
-#define INST_COLUMNS                                                                               \
+#define INST_COLUMNS \
     "type, version, state, step, seq, data, reason, cancel_requested, deadline_ms, traceparent"
 
 static sk_status inst_load(sk_tx *tx, const char *saga_id, saga_inst *in)
@@ -260,8 +260,7 @@ static sk_status inst_save(sk_tx *tx, const saga_inst *in, int64_t now_ms)
                     p, sizeof(p) / sizeof(p[0]), &changes);
     sk_free(data);
     if (st == SK_OK && changes != 1) {
-        st = SK_FAIL(SK_EINTERNAL, "saga %s: saving changed %lld rows", in->id,
-                     (long long)changes);
+        st = SK_FAIL(SK_EINTERNAL, "saga %s: saving changed %lld rows", in->id, (long long)changes);
     }
     return st;
 }
@@ -271,11 +270,8 @@ static sk_status inst_save(sk_tx *tx, const saga_inst *in, int64_t now_ms)
 typedef sk_status (*build_fn)(const json_t *data, json_t **out, void *ctx);
 
 /* Build a payload with @p fn ({} when NULL) and check that it is an object. */
-static sk_status payload_build(const saga_inst *in,
-                               build_fn fn,
-                               const char *what,
-                               const char *step_name,
-                               json_t **out)
+static sk_status payload_build(
+    const saga_inst *in, build_fn fn, const char *what, const char *step_name, json_t **out)
 {
     sk_status st;
 
@@ -305,8 +301,8 @@ static sk_status payload_build(const saga_inst *in,
  * Send the command (or compensation) of step @p i with a new sequence
  * number and set the deadline for its reply.
  */
-static sk_status send_step(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int i, bool is_comp,
-                           int64_t now_ms)
+static sk_status
+send_step(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int i, bool is_comp, int64_t now_ms)
 {
     const sk_saga_step *s = &in->def->steps[i];
     const char *subject = is_comp ? s->compensation_subject : s->command_subject;
@@ -324,8 +320,8 @@ static sk_status send_step(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int i, b
         return st;
     }
     in->seq++;
-    sk_envelope_init(&env, type, e->source, in->id, in->traceparent[0] != '\0' ? in->traceparent
-                                                                                : NULL);
+    sk_envelope_init(&env, type, e->source, in->id,
+                     in->traceparent[0] != '\0' ? in->traceparent : NULL);
     env.saga_step = (int)in->seq;
     env.reply_to = in->def->reply_subject;
     st = sk_outbox_add(tx, subject, &env, payload);
@@ -358,16 +354,16 @@ static sk_status finish_failed(sk_tx *tx, sk_saga_engine *e, saga_inst *in)
         }
     }
     SK_LOG_INFO("saga %s (%s v%d) failed: %s", in->id, in->type, in->version, in->reason);
-    return metric_count(tx, e, "sk_saga_failed_total", "Sagas that ended failed, after compensation",
-                        in->type, in->reason);
+    return metric_count(tx, e, "sk_saga_failed_total",
+                        "Sagas that ended failed, after compensation", in->type, in->reason);
 }
 
 /*
  * Unwind: send the compensation of the nearest step at or before @p from
  * that has one, or finish failed when none is left. in->reason is set.
  */
-static sk_status compensate_from(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int from,
-                                 int64_t now_ms)
+static sk_status
+compensate_from(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int from, int64_t now_ms)
 {
     in->state = SK_SAGA_COMPENSATING;
     in->has_deadline = false;
@@ -383,8 +379,7 @@ static sk_status compensate_from(sk_tx *tx, sk_saga_engine *e, saga_inst *in, in
  * Go forward from step @p from: run local steps at once, stop at the first
  * command step (sent), unwind on a local failure, complete after the last.
  */
-static sk_status advance_from(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int from,
-                              int64_t now_ms)
+static sk_status advance_from(sk_tx *tx, sk_saga_engine *e, saga_inst *in, int from, int64_t now_ms)
 {
     const sk_saga_def *def = in->def;
     sk_status st;
@@ -463,7 +458,9 @@ sk_status sk_saga_start(sk_tx *tx,
     memset(&in, 0, sizeof(in));
     if (tx == NULL || e == NULL || type == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_saga_start: %s must not be NULL",
-                       tx == NULL ? "tx" : e == NULL ? "e" : "type");
+                       tx == NULL  ? "tx"
+                       : e == NULL ? "e"
+                                   : "type");
     }
     st = id_check("sk_saga_start", saga_id);
     if (st != SK_OK) {
@@ -494,8 +491,8 @@ sk_status sk_saga_start(sk_tx *tx,
     now_ms = sk__saga_now_ms(e);
     {
         sk_db_value p[] = {
-            SK_DB_TEXT_V(saga_id),     SK_DB_TEXT_V(in.type),        SK_DB_INT_V(in.version),
-            SK_DB_TEXT_V(text),        SK_DB_TEXT_V(in.traceparent), SK_DB_INT_V(now_ms),
+            SK_DB_TEXT_V(saga_id), SK_DB_TEXT_V(in.type),        SK_DB_INT_V(in.version),
+            SK_DB_TEXT_V(text),    SK_DB_TEXT_V(in.traceparent), SK_DB_INT_V(now_ms),
             SK_DB_INT_V(now_ms),
         };
         st = sk_tx_exec(tx,
@@ -537,7 +534,9 @@ sk_status sk__saga_handle_reply(sk_tx *tx, const sk_message *m, void *ctx)
     memset(&in, 0, sizeof(in));
     if (tx == NULL || m == NULL || e == NULL) {
         return SK_FAIL(SK_EINVAL, "saga reply handler: %s must not be NULL",
-                       tx == NULL ? "tx" : m == NULL ? "m" : "ctx");
+                       tx == NULL  ? "tx"
+                       : m == NULL ? "m"
+                                   : "ctx");
     }
     if (m->env.subject == NULL || m->env.subject[0] == '\0') {
         return SK_FAIL(SK_EPROTO, "saga reply on %s: no ce-subject (the saga id)",
@@ -564,8 +563,7 @@ sk_status sk__saga_handle_reply(sk_tx *tx, const sk_message *m, void *ctx)
     }
     if ((int64_t)m->env.saga_step != in.seq) {
         SK_LOG_DEBUG("saga %s: stale reply %s (step %d, awaiting %lld) ignored", in.id,
-                     m->env.type != NULL ? m->env.type : "?", m->env.saga_step,
-                     (long long)in.seq);
+                     m->env.type != NULL ? m->env.type : "?", m->env.saga_step, (long long)in.seq);
         goto out;
     }
     st = inst_bind_def(e, &in);
@@ -604,8 +602,10 @@ sk_status sk__saga_handle_reply(sk_tx *tx, const sk_message *m, void *ctx)
             }
             reason[SK_SAGA_MAX_REASON - 1] = '\0';
             if (!json_is_object(in.data)) {
-                st = SK_FAIL(SK_EINTERNAL, "saga %s: on_reply of step %s left data that is not "
-                             "an object", in.id, s->name);
+                st = SK_FAIL(SK_EINTERNAL,
+                             "saga %s: on_reply of step %s left data that is not "
+                             "an object",
+                             in.id, s->name);
                 goto out;
             }
         }
@@ -621,8 +621,8 @@ sk_status sk__saga_handle_reply(sk_tx *tx, const sk_message *m, void *ctx)
             reason_set(in.reason, reason[0] != '\0' ? reason : SK__SAGA_REASON_FAILED);
             st = compensate_from(tx, e, &in, in.step - 1, now_ms);
         } else {
-            st = SK_FAIL(SK_EINVAL, "saga %s: on_reply of step %s set an invalid verdict %d",
-                         in.id, s->name, (int)verdict);
+            st = SK_FAIL(SK_EINVAL, "saga %s: on_reply of step %s set an invalid verdict %d", in.id,
+                         s->name, (int)verdict);
         }
     }
     if (st == SK_OK) {
@@ -648,7 +648,9 @@ sk_status sk__saga_handle_deadline(sk_tx *tx,
     memset(&in, 0, sizeof(in));
     if (tx == NULL || e == NULL || saga_id == NULL) {
         return SK_FAIL(SK_EINVAL, "saga deadline handler: %s must not be NULL",
-                       tx == NULL ? "tx" : e == NULL ? "e" : "saga_id");
+                       tx == NULL  ? "tx"
+                       : e == NULL ? "e"
+                                   : "saga_id");
     }
     st = inst_load(tx, saga_id, &in);
     if (st == SK_ENOTFOUND) {
@@ -722,8 +724,8 @@ sk_status sk_saga_cancel(sk_tx *tx, sk_saga_engine *e, const char *saga_id)
     switch (in.state) {
     case SK_SAGA_COMPLETED:
     case SK_SAGA_FAILED:
-        st = SK_FAIL(SK_ESTATE, "sk_saga_cancel: saga %s already %s", saga_id,
-                     state_name(in.state));
+        st =
+            SK_FAIL(SK_ESTATE, "sk_saga_cancel: saga %s already %s", saga_id, state_name(in.state));
         goto out;
     case SK_SAGA_COMPENSATING:
         goto out; /* already unwinding; its reason stays */
@@ -764,7 +766,9 @@ sk_status sk_saga_get_state(sk_tx *tx, const char *saga_id, sk_saga_state *state
     }
     if (tx == NULL || saga_id == NULL || state == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_saga_get_state: %s must not be NULL",
-                       tx == NULL ? "tx" : saga_id == NULL ? "saga_id" : "state");
+                       tx == NULL        ? "tx"
+                       : saga_id == NULL ? "saga_id"
+                                         : "state");
     }
     p[0] = SK_DB_TEXT_V(saga_id);
     st = sk_tx_query_int(tx, "SELECT state FROM sk_sagas WHERE id = ?", p, 1, &v);

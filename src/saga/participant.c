@@ -26,8 +26,7 @@ sk_status sk_saga_reply(sk_tx *tx,
         return SK_FAIL(SK_EINVAL, "sk_saga_reply: source must be 1..%d bytes",
                        SK_ENVELOPE_MAX_ATTR);
     }
-    if (reply_type == NULL || reply_type[0] == '\0' ||
-        strlen(reply_type) > SK_ENVELOPE_MAX_ATTR) {
+    if (reply_type == NULL || reply_type[0] == '\0' || strlen(reply_type) > SK_ENVELOPE_MAX_ATTR) {
         return SK_FAIL(SK_EINVAL, "sk_saga_reply: reply_type must be 1..%d bytes",
                        SK_ENVELOPE_MAX_ATTR);
     }

@@ -38,7 +38,7 @@
 
 /** One reply consumer: every definition whose reply subject starts with the same token. */
 typedef struct sk__saga_family {
-    char token[SK_ENVELOPE_MAX_ATTR + 1]; /* "order" */
+    char token[SK_ENVELOPE_MAX_ATTR + 1];   /* "order" */
     char filter[SK_ENVELOPE_MAX_ATTR + 16]; /* "order.replies.>" */
     char durable[SK__SAGA_MAX_DURABLE + 1];
     sk_consumer *consumer;
@@ -74,9 +74,9 @@ struct sk_saga_engine {
     pthread_mutex_t mu;
     pthread_cond_t cond; /* signalled on stop and when n_pending drops */
     /* Protected by mu: */
-    bool is_running;    /* scanner and consumers started */
-    bool is_stopping;   /* the scanner must exit */
-    size_t n_pending;   /* deadline units submitted and not done yet */
+    bool is_running;      /* scanner and consumers started */
+    bool is_stopping;     /* the scanner must exit */
+    size_t n_pending;     /* deadline units submitted and not done yet */
     int64_t last_warn_ms; /* rate limit of scanner warnings */
     pthread_t scanner;
 };

@@ -14,8 +14,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -120,11 +120,8 @@ static sk_status on_completed(sk_tx *tx, const char *saga_id, const json_t *data
     return record(tx, saga_id, "completed", "");
 }
 
-static sk_status on_failed(sk_tx *tx,
-                           const char *saga_id,
-                           const json_t *data,
-                           const char *reason,
-                           void *ctx)
+static sk_status
+on_failed(sk_tx *tx, const char *saga_id, const json_t *data, const char *reason, void *ctx)
 {
     (void)data;
     (void)ctx;
@@ -199,8 +196,12 @@ static sk_status seen_count(sk_tx *tx, const sk_message *m, int64_t *n)
     return sk_tx_query_int(tx, "SELECT COUNT(*) FROM seen WHERE saga = ? AND type = ?", p, 2, n);
 }
 
-static sk_status answer(sk_tx *tx, const sk_message *m, const char *source, const char *type,
-                        const char *reason, int64_t price)
+static sk_status answer(sk_tx *tx,
+                        const sk_message *m,
+                        const char *source,
+                        const char *type,
+                        const char *reason,
+                        int64_t price)
 {
     json_t *data = json_object();
     sk_status st;
@@ -251,9 +252,9 @@ static sk_status participant(sk_tx *tx, const sk_message *m, void *ctx)
         if (has_flag(m, "drop_charge")) {
             return SK_OK; /* never answered: the step times out */
         }
-        return has_flag(m, "fail_charge") ? answer(tx, m, "/skald/payment", "CreditChargeFailed",
-                                                   "INSUFFICIENT_CREDIT", 0)
-                                          : answer(tx, m, "/skald/payment", "CreditCharged", NULL, 0);
+        return has_flag(m, "fail_charge")
+                   ? answer(tx, m, "/skald/payment", "CreditChargeFailed", "INSUFFICIENT_CREDIT", 0)
+                   : answer(tx, m, "/skald/payment", "CreditCharged", NULL, 0);
     }
     if (strcmp(t, "RefundCredit") == 0) {
         return answer(tx, m, "/skald/payment", "CreditRefunded", NULL, 0);
@@ -303,8 +304,8 @@ static void order_up(fixture *f)
     sk_bus_config bc = { .servers = sk_test_nats_url(f->nats), .name = "test-order" };
     assert_int_equal(sk_bus_open(&f->bus, &bc), SK_OK);
     assert_int_equal(sk_metrics_create(&f->metrics), SK_OK);
-    assert_int_equal(sk_saga_engine_create(&f->engine, f->store, f->bus, f->metrics,
-                                           "/skald/order", "ORDER_REPLIES"),
+    assert_int_equal(sk_saga_engine_create(&f->engine, f->store, f->bus, f->metrics, "/skald/order",
+                                           "ORDER_REPLIES"),
                      SK_OK);
     assert_int_equal(sk_saga_engine_register(f->engine, &order_def), SK_OK);
     assert_int_equal(sk_saga_engine_start(f->engine), SK_OK);
@@ -326,11 +327,14 @@ static void order_down(fixture *f)
     f->metrics = NULL;
 }
 
-static void consumer_up(fixture *f, sk_consumer **c, const char *stream, const char *durable,
-                        const char *filter)
+static void consumer_up(
+    fixture *f, sk_consumer **c, const char *stream, const char *durable, const char *filter)
 {
-    sk_consumer_config cc = { .stream = stream, .durable = durable, .filter_subject = filter,
-                              .handler = participant, .ack_wait_ms = 5000 };
+    sk_consumer_config cc = { .stream = stream,
+                              .durable = durable,
+                              .filter_subject = filter,
+                              .handler = participant,
+                              .ack_wait_ms = 5000 };
     assert_int_equal(sk_consumer_start(c, f->pbus, f->pstore, NULL, &cc), SK_OK);
 }
 
@@ -523,8 +527,7 @@ static void test_saga_flow_outcomes(void **state)
     start(f, "charge-lost", "drop_charge");
     start(f, "commit-lost", "drop_commit_once");
 
-    expect_result(f, "happy", "completed:",
-                  "ReserveStock,ChargeCredit,CommitReservation");
+    expect_result(f, "happy", "completed:", "ReserveStock,ChargeCredit,CommitReservation");
     expect_result(f, "no-stock", "failed:OUT_OF_STOCK", "ReserveStock");
     expect_result(f, "no-credit", "failed:INSUFFICIENT_CREDIT",
                   "ReserveStock,ChargeCredit,ReleaseReservation");
@@ -532,8 +535,8 @@ static void test_saga_flow_outcomes(void **state)
     expect_result(f, "charge-lost", "failed:TIMEOUT",
                   "ReserveStock,ChargeCredit,RefundCredit,ReleaseReservation");
     /* Past the pivot the step is sent again until answered. */
-    expect_result(f, "commit-lost", "completed:",
-                  "ReserveStock,ChargeCredit,CommitReservation,CommitReservation");
+    expect_result(f, "commit-lost",
+                  "completed:", "ReserveStock,ChargeCredit,CommitReservation,CommitReservation");
 
     sk_buf_init(&b, 1 << 20);
     assert_int_equal(sk_metrics_render(f->metrics, &b), SK_OK);
@@ -603,8 +606,8 @@ static sk_status expire_uow(sk_tx *tx, void *ctx)
 {
     sk_db_value p[1] = { SK_DB_INT_V(sk_time_now_ms() - 1) };
     (void)ctx;
-    return sk_tx_exec(tx, "UPDATE sk_sagas SET deadline_ms = ? WHERE deadline_ms IS NOT NULL", p,
-                      1, NULL);
+    return sk_tx_exec(tx, "UPDATE sk_sagas SET deadline_ms = ? WHERE deadline_ms IS NOT NULL", p, 1,
+                      NULL);
 }
 
 static void test_saga_flow_deadline_passed_while_down(void **state)
@@ -634,8 +637,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_saga_flow_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_saga_flow_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_saga_flow_resume_after_restart, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_saga_flow_deadline_passed_while_down, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_saga_flow_deadline_passed_while_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,11 +43,8 @@ static const sk_saga_step good_steps[] = {
     },
 };
 
-static sk_status on_failed(sk_tx *tx,
-                           const char *saga_id,
-                           const json_t *data,
-                           const char *reason,
-                           void *ctx)
+static sk_status
+on_failed(sk_tx *tx, const char *saga_id, const json_t *data, const char *reason, void *ctx)
 {
     fx *f = ctx;
     (void)tx;
@@ -103,8 +100,9 @@ static int setup(void **state)
     assert_true(n_msg + n_saga <= 8);
     memcpy(all, m_msg, n_msg * sizeof(*all));
     memcpy(all + n_msg, m_saga, n_saga * sizeof(*all));
-    sk_store_config cfg = { .url = "sqlite::memory:", .migrations = all,
-                            .n_migrations = n_msg + n_saga };
+    sk_store_config cfg = {
+        .url = "sqlite::memory:", .migrations = all, .n_migrations = n_msg + n_saga
+    };
     assert_int_equal(sk_store_open(&f->store, &cfg), SK_OK);
     assert_int_equal(sk_saga_engine_create(&f->e, f->store, NULL, NULL, "/skald/order", "ORDER_R"),
                      SK_OK);
@@ -311,8 +309,8 @@ static void test_sk_saga_engine_register_invalid(void **state)
     s[0].command_subject = NULL;
     expect_invalid(f, &d, "steps[0] (reserve): set exactly one of");
     memcpy(s, good_steps, sizeof(s));
-    s[0].local = (sk_status(*)(sk_tx *, const char *, json_t *, sk_saga_verdict *, char *,
-                               void *))1;
+    s[0].local =
+        (sk_status(*)(sk_tx *, const char *, json_t *, sk_saga_verdict *, char *, void *))1;
     expect_invalid(f, &d, "set exactly one of");
     memcpy(s, good_steps, sizeof(s));
     s[0].command_type = NULL;
@@ -341,8 +339,8 @@ static void test_sk_saga_engine_register_invalid(void **state)
     memcpy(s, good_steps, sizeof(s));
     s[1].command_subject = NULL;
     s[1].command_type = NULL;
-    s[1].local = (sk_status(*)(sk_tx *, const char *, json_t *, sk_saga_verdict *, char *,
-                               void *))1;
+    s[1].local =
+        (sk_status(*)(sk_tx *, const char *, json_t *, sk_saga_verdict *, char *, void *))1;
     expect_invalid(f, &d, "steps[1].is_retried_until_done needs a command step");
     assert_null(sk__saga_def_latest(f->e, "ReserveSaga"));
 }

@@ -176,11 +176,8 @@ static sk_status on_completed(sk_tx *tx, const char *saga_id, const json_t *data
     return SK_OK;
 }
 
-static sk_status on_failed(sk_tx *tx,
-                           const char *saga_id,
-                           const json_t *data,
-                           const char *reason,
-                           void *ctx)
+static sk_status
+on_failed(sk_tx *tx, const char *saga_id, const json_t *data, const char *reason, void *ctx)
 {
     fx *f = ctx;
     (void)tx;
@@ -255,8 +252,9 @@ static int setup(void **state)
     assert_true(n_msg + n_saga <= 8);
     memcpy(all, m_msg, n_msg * sizeof(*all));
     memcpy(all + n_msg, m_saga, n_saga * sizeof(*all));
-    sk_store_config cfg = { .url = "sqlite::memory:", .migrations = all,
-                            .n_migrations = n_msg + n_saga };
+    sk_store_config cfg = {
+        .url = "sqlite::memory:", .migrations = all, .n_migrations = n_msg + n_saga
+    };
     assert_int_equal(sk_store_open(&f->store, &cfg), SK_OK);
     assert_int_equal(sk_metrics_create(&f->metrics), SK_OK);
     assert_int_equal(
@@ -510,8 +508,8 @@ static int64_t outbox_count(fx *f)
 }
 
 /* Check outbox row number @p idx (0-based, in publication order). */
-static void assert_outbox(fx *f, int64_t idx, const char *saga_id, const char *subject,
-                          const char *type, int step)
+static void assert_outbox(
+    fx *f, int64_t idx, const char *saga_id, const char *subject, const char *type, int step)
 {
     ob_row row;
     ob_read r = { .offset = idx, .out = &row };
@@ -603,9 +601,8 @@ static void test_sk_saga_failure_at_step_2_compensates_step_1(void **state)
 
     assert_int_equal(start(f, "o-2"), SK_OK);
     assert_int_equal(reply(f, "o-2", 1, "StockReserved", "{\"price\": 10}"), SK_OK);
-    assert_int_equal(reply(f, "o-2", 2, "CreditChargeFailed",
-                           "{\"reason\": \"INSUFFICIENT_CREDIT\"}"),
-                     SK_OK);
+    assert_int_equal(
+        reply(f, "o-2", 2, "CreditChargeFailed", "{\"reason\": \"INSUFFICIENT_CREDIT\"}"), SK_OK);
     /* No refund (the charge failed), only the release of the reservation. */
     assert_int_equal(outbox_count(f), 3);
     assert_outbox(f, 2, "o-2", SUBJ_RELEASE, "ReleaseReservation", 3);
@@ -788,8 +785,8 @@ static void test_sk_saga_cancel_then_step_fails_keeps_reason(void **state)
     assert_int_equal(start(f, "o-10"), SK_OK);
     assert_int_equal(reply(f, "o-10", 1, "StockReserved", "{\"price\": 10}"), SK_OK);
     assert_int_equal(cancel(f, "o-10"), SK_OK);
-    assert_int_equal(reply(f, "o-10", 2, "CreditChargeFailed", "{\"reason\":\"INSUFFICIENT_CREDIT\"}"),
-                     SK_OK);
+    assert_int_equal(
+        reply(f, "o-10", 2, "CreditChargeFailed", "{\"reason\":\"INSUFFICIENT_CREDIT\"}"), SK_OK);
     assert_outbox(f, 2, "o-10", SUBJ_RELEASE, "ReleaseReservation", 3);
     assert_int_equal(reply(f, "o-10", 3, "ReservationReleased", "{}"), SK_OK);
     assert_string_equal(f->failed_reason, "INSUFFICIENT_CREDIT");
