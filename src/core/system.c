@@ -135,12 +135,18 @@ static sk_status oom(const vctx *v)
 /* Join a field path; names are bounded, so truncation only shortens messages. */
 static void join(char *out, const char *base, const char *key)
 {
-    (void)snprintf(out, PATH_MAX_LEN, "%s%s%s", base, base[0] != '\0' ? "." : "", key);
+    int n = snprintf(out, PATH_MAX_LEN, "%s%s%s", base, base[0] != '\0' ? "." : "", key);
+    if (n < 0 || n >= PATH_MAX_LEN) {
+        out[PATH_MAX_LEN - 1] = '\0'; /* a shortened path in an error message is fine */
+    }
 }
 
 static void join_index(char *out, const char *base, size_t i)
 {
-    (void)snprintf(out, PATH_MAX_LEN, "%s[%zu]", base, i);
+    int n = snprintf(out, PATH_MAX_LEN, "%s[%zu]", base, i);
+    if (n < 0 || n >= PATH_MAX_LEN) {
+        out[PATH_MAX_LEN - 1] = '\0';
+    }
 }
 
 bool sk__system_name_is_valid(const char *s)
