@@ -35,15 +35,15 @@ typedef struct handler_entry {
 
 struct sk_cqrs_bus {
     sk_cqrs_kind kind;
-    sk_metrics *metrics;       /* borrowed, may be NULL */
-    handler_entry **entries;   /* sorted by type; immutable once frozen */
+    sk_metrics *metrics;     /* borrowed, may be NULL */
+    handler_entry **entries; /* sorted by type; immutable once frozen */
     size_t n_entries;
     size_t cap_entries;
-    handler_entry *unknown;    /* metrics of calls to unknown types */
-    sk_middleware *mws;        /* immutable once frozen */
+    handler_entry *unknown; /* metrics of calls to unknown types */
+    sk_middleware *mws;     /* immutable once frozen */
     size_t n_mws;
-    atomic_bool is_frozen;     /* set by the first dispatch; setup calls then fail */
-    atomic_size_t n_pending;   /* calls dispatched and not yet completed */
+    atomic_bool is_frozen;   /* set by the first dispatch; setup calls then fail */
+    atomic_size_t n_pending; /* calls dispatched and not yet completed */
 };
 
 struct sk_call {
@@ -207,28 +207,50 @@ int sk_cqrs_http_status(sk_status st)
 const char *sk__cqrs_http_title(int http_status)
 {
     switch (http_status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Error";
     }
 }
 
@@ -296,9 +318,9 @@ static sk_status entry_create(sk_cqrs_bus *bus, const char *type, handler_entry 
             st = SK_FAIL(SK_ENOMEM, "sk_cqrs_bus_register: formatting metric labels");
             goto out;
         }
-        e->latency = sk_metrics_histogram(bus->metrics, "sk_cqrs_request_duration_seconds",
-                                          "Time from dispatch to completion of commands and queries",
-                                          labels);
+        e->latency = sk_metrics_histogram(
+            bus->metrics, "sk_cqrs_request_duration_seconds",
+            "Time from dispatch to completion of commands and queries", labels);
         if (e->latency == NULL) {
             st = SK_WRAP(sk_error_status() == SK_OK ? SK_ENOMEM : sk_error_status(),
                          "sk_cqrs_bus_register: latency histogram");
@@ -319,7 +341,8 @@ static sk_counter *entry_counter(sk_cqrs_bus *bus, handler_entry *e, int http_st
     sk_counter *c;
     char labels[160];
 
-    if (bus->metrics == NULL || http_status < STATUS_MIN || http_status >= STATUS_MIN + STATUS_SLOTS) {
+    if (bus->metrics == NULL || http_status < STATUS_MIN ||
+        http_status >= STATUS_MIN + STATUS_SLOTS) {
         return NULL;
     }
     c = atomic_load_explicit(&e->by_status[http_status - STATUS_MIN], memory_order_acquire);
@@ -348,7 +371,8 @@ sk_status sk_cqrs_bus_create(sk_cqrs_bus **out, sk_cqrs_kind kind, sk_metrics *m
     }
     *out = NULL;
     if (kind != SK_CQRS_COMMAND && kind != SK_CQRS_QUERY) {
-        return SK_FAIL(SK_EINVAL, "sk_cqrs_bus_create: kind must be SK_CQRS_COMMAND or SK_CQRS_QUERY");
+        return SK_FAIL(SK_EINVAL,
+                       "sk_cqrs_bus_create: kind must be SK_CQRS_COMMAND or SK_CQRS_QUERY");
     }
     bus = sk_calloc(1, sizeof(*bus));
     if (bus == NULL) {
@@ -380,8 +404,8 @@ void sk_cqrs_bus_destroy(sk_cqrs_bus *bus)
     pending = atomic_load(&bus->n_pending);
     if (pending > 0) {
         /* Their handlers still hold the calls, which point at the bus: leaking beats a crash. */
-        SK_LOG_ERROR("sk_cqrs_bus_destroy: %zu %s call(s) still pending; the bus is leaked", pending,
-                     kind_name(bus->kind));
+        SK_LOG_ERROR("sk_cqrs_bus_destroy: %zu %s call(s) still pending; the bus is leaked",
+                     pending, kind_name(bus->kind));
         return;
     }
     for (size_t i = 0; i < bus->n_entries; i++) {
@@ -425,11 +449,8 @@ static size_t entry_find(const sk_cqrs_bus *bus, const char *type, bool *found)
     return lo;
 }
 
-sk_status sk_cqrs_bus_register(sk_cqrs_bus *bus,
-                               const char *type,
-                               sk_validate_fn validate,
-                               sk_handler_fn handler,
-                               void *ctx)
+sk_status sk_cqrs_bus_register(
+    sk_cqrs_bus *bus, const char *type, sk_validate_fn validate, sk_handler_fn handler, void *ctx)
 {
     sk_status st = SK_OK;
     handler_entry *e = NULL;
@@ -440,7 +461,8 @@ sk_status sk_cqrs_bus_register(sk_cqrs_bus *bus,
         return SK_FAIL(SK_EINVAL, "sk_cqrs_bus_register: bus must not be NULL");
     }
     if (!sk__cqrs_type_is_valid(type)) {
-        return SK_FAIL(SK_EINVAL, "sk_cqrs_bus_register: type must match [A-Za-z][A-Za-z0-9]{0,63}");
+        return SK_FAIL(SK_EINVAL,
+                       "sk_cqrs_bus_register: type must match [A-Za-z][A-Za-z0-9]{0,63}");
     }
     if (handler == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_cqrs_bus_register: handler must not be NULL (type %s)", type);
@@ -471,7 +493,8 @@ sk_status sk_cqrs_bus_register(sk_cqrs_bus *bus,
     e->validate = validate;
     e->handler = handler;
     e->ctx = ctx;
-    memmove(&bus->entries[at + 1], &bus->entries[at], (bus->n_entries - at) * sizeof(*bus->entries));
+    memmove(&bus->entries[at + 1], &bus->entries[at],
+            (bus->n_entries - at) * sizeof(*bus->entries));
     bus->entries[at] = e;
     bus->n_entries++;
 out:
@@ -487,7 +510,8 @@ sk_status sk_cqrs_bus_use(sk_cqrs_bus *bus, const sk_middleware *mw)
         return SK_FAIL(SK_EINVAL, "sk_cqrs_bus_use: bus and mw must not be NULL");
     }
     if (mw->before == NULL && mw->after == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_cqrs_bus_use: middleware needs a before or an after function");
+        return SK_FAIL(SK_EINVAL,
+                       "sk_cqrs_bus_use: middleware needs a before or an after function");
     }
     if (atomic_load(&bus->is_frozen)) {
         return SK_FAIL(SK_ESTATE, "sk_cqrs_bus_use: the bus is already dispatching");
@@ -622,8 +646,8 @@ static void call_finish(sk_call *call,
                     log_safe(call->request_id, rid, sizeof(rid)),
                     text_safe(detail != NULL ? detail : res.title, dbuf, sizeof(dbuf), true));
     } else {
-        SK_LOG_DEBUG("%s %s status=%d elapsed_us=%lld request_id=%s", kind_name(bus->kind),
-                     e->type, http_status, (long long)(elapsed_ns / 1000),
+        SK_LOG_DEBUG("%s %s status=%d elapsed_us=%lld request_id=%s", kind_name(bus->kind), e->type,
+                     http_status, (long long)(elapsed_ns / 1000),
                      log_safe(call->request_id, rid, sizeof(rid)));
     }
 
@@ -646,7 +670,8 @@ static void call_fail_with_message(sk_call *call, sk_status st, int http_status,
     call_finish(call, http_status, NULL, NULL, detail, NULL);
 }
 
-sk_status sk_cqrs_bus_dispatch(sk_cqrs_bus *bus, const sk_request *req, sk_result_fn done, void *ctx)
+sk_status
+sk_cqrs_bus_dispatch(sk_cqrs_bus *bus, const sk_request *req, sk_result_fn done, void *ctx)
 {
     sk_status st = SK_OK;
     sk_call *call = NULL;
@@ -794,7 +819,8 @@ void sk_call_fail(sk_call *call, sk_status st, const char *detail_fmt, ...)
     call_finish(call, http, NULL, NULL, detail, NULL);
 }
 
-void sk_call_fail_http(sk_call *call, int http_status, const char *title, const char *detail_fmt, ...)
+void sk_call_fail_http(
+    sk_call *call, int http_status, const char *title, const char *detail_fmt, ...)
 {
     char detail[DETAIL_MAX];
     const char *d = NULL;
@@ -807,7 +833,8 @@ void sk_call_fail_http(sk_call *call, int http_status, const char *title, const 
         d = detail;
     }
     if (http_status < 400 || http_status > 599) {
-        SK_LOG_ERROR("sk_call_fail_http called with non-error status %d; answering 500", http_status);
+        SK_LOG_ERROR("sk_call_fail_http called with non-error status %d; answering 500",
+                     http_status);
         http_status = 500;
         title = NULL;
     }

@@ -170,14 +170,14 @@ struct id_entry {
  */
 struct sk_waiters {
     pthread_mutex_t mu;
-    pthread_cond_t cond;   /* the timer waits on it; signalled on a new earliest deadline or stop */
-    id_entry **buckets;    /* under mu; n_buckets, a power of two */
-    size_t n_buckets;      /* under mu */
-    size_t n_ids;          /* under mu */
-    waiter **heap;         /* under mu; min-heap by deadline_ns */
-    size_t n_heap;         /* under mu; also the number of pending waiters */
-    size_t cap_heap;       /* under mu */
-    bool is_stopping;      /* under mu */
+    pthread_cond_t cond; /* the timer waits on it; signalled on a new earliest deadline or stop */
+    id_entry **buckets;  /* under mu; n_buckets, a power of two */
+    size_t n_buckets;    /* under mu */
+    size_t n_ids;        /* under mu */
+    waiter **heap;       /* under mu; min-heap by deadline_ns */
+    size_t n_heap;       /* under mu; also the number of pending waiters */
+    size_t cap_heap;     /* under mu */
+    bool is_stopping;    /* under mu */
     bool has_thread;
     pthread_t thread;
 };
@@ -436,7 +436,8 @@ sk_status sk_waiters_create(sk_waiters **out)
     }
     pthread_condattr_destroy(&attr);
     if (rc != 0) {
-        st = SK_FAIL(SK_ENOMEM, "sk_waiters_create: monotonic condition variable: %s", strerror(rc));
+        st =
+            SK_FAIL(SK_ENOMEM, "sk_waiters_create: monotonic condition variable: %s", strerror(rc));
         goto out;
     }
     has_cond = true;
@@ -629,7 +630,8 @@ void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
     waiter *ready = NULL;
     id_entry *e;
 
-    if (w == NULL || id == NULL || !sk__ctoken_id_is_valid(id, strnlen(id, SK__CTOKEN_ID_MAX + 1))) {
+    if (w == NULL || id == NULL ||
+        !sk__ctoken_id_is_valid(id, strnlen(id, SK__CTOKEN_ID_MAX + 1))) {
         return;
     }
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");

@@ -48,7 +48,8 @@ size_t sk__cqrs_bus_pending(sk_cqrs_bus *bus);
  * (sk_projection_start = this + sk_consumer_start). Free with sk_projection_stop.
  * @return SK_OK, SK_EINVAL, SK_ENOMEM.
  */
-sk_status sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projection_config *cfg);
+sk_status
+sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projection_config *cfg);
 /** The consumer handler: apply, then advance the checkpoint; @p ctx is the projection. */
 sk_status sk__projection_handle(sk_tx *tx, const sk_message *m, void *ctx);
 /** The durable consumer name, "<name>-<stream lower-cased>" (borrowed). */

@@ -10,7 +10,7 @@
  * Hide OpenSSL's deprecated names: its stack.h would otherwise define sk_free
  * as OPENSSL_sk_free and clash with ours.
  */
-#define OPENSSL_API_COMPAT 30000
+#define OPENSSL_API_COMPAT    30000
 #define OPENSSL_NO_DEPRECATED 1
 #include <string.h>
 
@@ -89,8 +89,8 @@ sk_status sk_idem_hash(const json_t *payload, char out[SK_IDEM_HASH_LEN])
         goto out;
     }
     /* Streamed straight into the digest: the canonical text is never held whole. */
-    if (json_dump_callback(payload, hash_chunk, md, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) !=
-        0) {
+    if (json_dump_callback(payload, hash_chunk, md,
+                           JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) != 0) {
         st = SK_FAIL(SK_ENOMEM, "sk_idem_hash: serialising the payload failed");
         ERR_clear_error();
         goto out;
@@ -116,8 +116,10 @@ static sk_status check_key(const char *key)
     size_t n = 0;
 
     if (key == NULL) {
-        return SK_FAIL(SK_EPROTO, "Idempotency-Key: expected 1..%d printable ASCII characters, "
-                                  "got none", SK__IDEM_KEY_MAX);
+        return SK_FAIL(SK_EPROTO,
+                       "Idempotency-Key: expected 1..%d printable ASCII characters, "
+                       "got none",
+                       SK__IDEM_KEY_MAX);
     }
     for (; key[n] != '\0'; n++) {
         unsigned char c = (unsigned char)key[n];
@@ -133,8 +135,10 @@ static sk_status check_key(const char *key)
         }
     }
     if (n == 0) {
-        return SK_FAIL(SK_EPROTO, "Idempotency-Key: expected 1..%d printable ASCII characters, "
-                                  "got an empty key", SK__IDEM_KEY_MAX);
+        return SK_FAIL(SK_EPROTO,
+                       "Idempotency-Key: expected 1..%d printable ASCII characters, "
+                       "got an empty key",
+                       SK__IDEM_KEY_MAX);
     }
     return SK_OK;
 }
@@ -160,7 +164,7 @@ static sk_status check_hash(const char *fn, const char *hash)
     if (hash == NULL) {
         return SK_FAIL(SK_EINVAL, "%s: request_hash must not be NULL", fn);
     }
-    for (; hash[n] != '\0' && n < SK_IDEM_HASH_LEN; n++) {
+    for (; n < SK_IDEM_HASH_LEN && hash[n] != '\0'; n++) {
         char c = hash[n];
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
             return SK_FAIL(SK_EINVAL, "%s: request_hash must be 64 lower-case hex digits", fn);
@@ -268,13 +272,17 @@ sk_status sk_idem_save(sk_tx *tx,
         return st;
     }
     if (http_status < 100 || http_status > 599) {
-        return SK_FAIL(SK_EINVAL, "sk_idem_save: http_status must be 100..599, got %d", http_status);
+        return SK_FAIL(SK_EINVAL, "sk_idem_save: http_status must be 100..599, got %d",
+                       http_status);
     }
     {
         const sk_db_value params[] = {
-            SK_DB_TEXT_V(scope),     SK_DB_TEXT_V(key),
-            SK_DB_TEXT_V(request_hash), SK_DB_INT_V(http_status),
-            body != NULL ? SK_DB_TEXT_V(body) : SK_DB_NULL_V, SK_DB_INT_V(sk_time_now_ms()),
+            SK_DB_TEXT_V(scope),
+            SK_DB_TEXT_V(key),
+            SK_DB_TEXT_V(request_hash),
+            SK_DB_INT_V(http_status),
+            body != NULL ? SK_DB_TEXT_V(body) : SK_DB_NULL_V,
+            SK_DB_INT_V(sk_time_now_ms()),
         };
         st = sk_tx_exec(tx,
                         "INSERT INTO sk_idempotency (scope, key, request_hash, http_status, body,"

@@ -90,7 +90,8 @@ static void projection_free(sk_projection *p)
     sk_free(p);
 }
 
-sk_status sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projection_config *cfg)
+sk_status
+sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projection_config *cfg)
 {
     sk_status st = SK_OK;
     sk_projection *p = NULL;
@@ -100,7 +101,8 @@ sk_status sk__projection_build(sk_projection **out, sk_metrics *metrics, const s
         return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg must not be NULL");
     }
     if (!name_is_valid(cfg->name)) {
-        return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
+        return SK_FAIL(SK_EINVAL,
+                       "sk_projection_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK__PROJECTION_NAME_MAX);
     }
     if (!name_is_valid(cfg->stream)) {
@@ -109,7 +111,8 @@ sk_status sk__projection_build(sk_projection **out, sk_metrics *metrics, const s
                        SK__PROJECTION_NAME_MAX);
     }
     if (cfg->filter_subject == NULL || cfg->filter_subject[0] == '\0') {
-        return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg.filter_subject must be a non-empty subject");
+        return SK_FAIL(SK_EINVAL,
+                       "sk_projection_start: cfg.filter_subject must be a non-empty subject");
     }
     if (cfg->apply == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg.apply must not be NULL");
@@ -209,7 +212,8 @@ void sk_projection_stop(sk_projection *p)
     projection_free(p);
 }
 
-sk_status sk_projection_checkpoint_get(sk_tx *tx, const char *name, const char *stream, uint64_t *stream_seq)
+sk_status
+sk_projection_checkpoint_get(sk_tx *tx, const char *name, const char *stream, uint64_t *stream_seq)
 {
     sk_status st;
     char key[2 * SK__PROJECTION_NAME_MAX + 2];
@@ -223,14 +227,16 @@ sk_status sk_projection_checkpoint_get(sk_tx *tx, const char *name, const char *
         return SK_FAIL(SK_EINVAL, "sk_projection_checkpoint_get: tx must not be NULL");
     }
     if (!name_is_valid(name) || !name_is_valid(stream)) {
-        return SK_FAIL(SK_EINVAL, "sk_projection_checkpoint_get: name and stream must be 1..%d "
-                                  "bytes of [A-Za-z0-9_-]", SK__PROJECTION_NAME_MAX);
+        return SK_FAIL(SK_EINVAL,
+                       "sk_projection_checkpoint_get: name and stream must be 1..%d "
+                       "bytes of [A-Za-z0-9_-]",
+                       SK__PROJECTION_NAME_MAX);
     }
     snprintf(key, sizeof(key), "%s:%s", name, stream);
     {
         const sk_db_value params[] = { SK_DB_TEXT_V(key) };
-        st = sk_tx_query_int(tx, "SELECT stream_seq FROM sk_checkpoints WHERE projection = ?", params,
-                             1, &v);
+        st = sk_tx_query_int(tx, "SELECT stream_seq FROM sk_checkpoints WHERE projection = ?",
+                             params, 1, &v);
     }
     if (st == SK_ENOTFOUND) {
         return SK_FAIL(SK_ENOTFOUND, "projection %s: no checkpoint on stream %s yet", name, stream);

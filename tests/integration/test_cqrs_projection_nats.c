@@ -151,15 +151,17 @@ static sk_status apply_order_created(sk_tx *tx, const sk_message *m, void *ctx)
     }
     {
         const sk_db_value p[] = { SK_DB_TEXT_V(order_id), SK_DB_INT_V((int64_t)m->stream_seq) };
-        st = sk_tx_exec(tx,
-                        "INSERT INTO order_view (order_id, n_applied, stream_seq) VALUES (?, 1, ?)"
-                        " ON CONFLICT (order_id) DO UPDATE SET n_applied = order_view.n_applied + 1",
-                        p, 2, NULL);
+        st =
+            sk_tx_exec(tx,
+                       "INSERT INTO order_view (order_id, n_applied, stream_seq) VALUES (?, 1, ?)"
+                       " ON CONFLICT (order_id) DO UPDATE SET n_applied = order_view.n_applied + 1",
+                       p, 2, NULL);
     }
     if (st == SK_OK) {
         atomic_fetch_add(&f->n_applied, 1);
         prev = atomic_load(&f->max_seq);
-        while (m->stream_seq > prev && !atomic_compare_exchange_weak(&f->max_seq, &prev, m->stream_seq)) {
+        while (m->stream_seq > prev &&
+               !atomic_compare_exchange_weak(&f->max_seq, &prev, m->stream_seq)) {
         }
     }
     return st;
@@ -167,8 +169,11 @@ static sk_status apply_order_created(sk_tx *tx, const sk_message *m, void *ctx)
 
 static sk_projection *start_projection(fixture *f)
 {
-    sk_projection_config cfg = { .name = VIEW, .stream = STREAM, .filter_subject = "order.events.>",
-                                 .apply = apply_order_created, .ctx = f };
+    sk_projection_config cfg = { .name = VIEW,
+                                 .stream = STREAM,
+                                 .filter_subject = "order.events.>",
+                                 .apply = apply_order_created,
+                                 .ctx = f };
     sk_projection *p = NULL;
 
     assert_int_equal(sk_projection_start(&p, f->bus, f->view, f->metrics, &cfg), SK_OK);
@@ -241,7 +246,8 @@ static void wait_view(fixture *f, int64_t n_rows, uint64_t checkpoint)
         snapshot s = take_snapshot(f);
         fail_msg("view: %lld rows, checkpoint %llu (%s); want %lld rows, checkpoint %llu",
                  (long long)s.n_rows, (unsigned long long)s.checkpoint,
-                 sk_status_name(s.checkpoint_st), (long long)n_rows, (unsigned long long)checkpoint);
+                 sk_status_name(s.checkpoint_st), (long long)n_rows,
+                 (unsigned long long)checkpoint);
     }
 }
 

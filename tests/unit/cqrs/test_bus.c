@@ -61,8 +61,8 @@ static void captured_init(captured *c)
 static void handler_accept(sk_call *call, void *ctx)
 {
     const sk_request *req = sk_call_request(call);
-    json_t *body = json_pack("{s:O?,s:s}", "id", json_object_get(req->payload, "id"), "type",
-                             req->type);
+    json_t *body =
+        json_pack("{s:O?,s:s}", "id", json_object_get(req->payload, "id"), "type", req->type);
 
     (void)ctx;
     sk_call_complete(call, 202, body, "/orders/1");
@@ -151,14 +151,18 @@ static void test_sk_cqrs_bus_register_errors(void **state)
     memset(long_type, 'a', 65);
     long_type[65] = '\0';
     assert_int_equal(sk_cqrs_bus_register(bus, "CreateOrder", NULL, handler_accept, NULL), SK_OK);
-    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "CreateOrder", NULL, handler_accept, NULL), SK_EEXIST,
-                       "CreateOrder");
-    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(NULL, "X", NULL, handler_accept, NULL), SK_EINVAL, "bus");
-    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, NULL, NULL, handler_accept, NULL), SK_EINVAL, "type");
-    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "", NULL, handler_accept, NULL), SK_EINVAL, "type");
-    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "1Abc", NULL, handler_accept, NULL), SK_EINVAL, "type");
-    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "Create-Order", NULL, handler_accept, NULL), SK_EINVAL,
+    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "CreateOrder", NULL, handler_accept, NULL),
+                       SK_EEXIST, "CreateOrder");
+    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(NULL, "X", NULL, handler_accept, NULL), SK_EINVAL,
+                       "bus");
+    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, NULL, NULL, handler_accept, NULL), SK_EINVAL,
                        "type");
+    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "", NULL, handler_accept, NULL), SK_EINVAL,
+                       "type");
+    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "1Abc", NULL, handler_accept, NULL), SK_EINVAL,
+                       "type");
+    SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, "Create-Order", NULL, handler_accept, NULL),
+                       SK_EINVAL, "type");
     SK_TEST_ASSERT_ERR(sk_cqrs_bus_register(bus, long_type, NULL, handler_accept, NULL), SK_EINVAL,
                        "type");
     long_type[64] = '\0'; /* 64 bytes: the maximum */
@@ -217,8 +221,8 @@ static void test_sk_cqrs_bus_dispatch_success(void **state)
 
     (void)state;
     captured_init(&c);
-    assert_int_equal(sk_cqrs_bus_register(bus, "CreateOrder", validate_needs_id, handler_accept, NULL),
-                     SK_OK);
+    assert_int_equal(
+        sk_cqrs_bus_register(bus, "CreateOrder", validate_needs_id, handler_accept, NULL), SK_OK);
     assert_int_equal(dispatch_json(bus, "CreateOrder", "{\"id\":\"o-1\"}", &c), SK_OK);
     assert_int_equal(atomic_load(&c.n_done), 1);
     assert_int_equal(c.http_status, 202);
@@ -247,8 +251,8 @@ static void test_sk_cqrs_bus_dispatch_null_payload_is_empty_object(void **state)
 
     (void)state;
     captured_init(&c);
-    assert_int_equal(sk_cqrs_bus_register(bus, "ListOrders", NULL, handler_check_null_payload, NULL),
-                     SK_OK);
+    assert_int_equal(
+        sk_cqrs_bus_register(bus, "ListOrders", NULL, handler_check_null_payload, NULL), SK_OK);
     assert_int_equal(dispatch_json(bus, "ListOrders", NULL, &c), SK_OK);
     assert_int_equal(c.http_status, 200);
     assert_false(c.has_body);
@@ -286,8 +290,8 @@ static void test_sk_cqrs_bus_dispatch_validator_failure_400(void **state)
 
     (void)state;
     captured_init(&c);
-    assert_int_equal(sk_cqrs_bus_register(bus, "CreateOrder", validate_needs_id, handler_accept, NULL),
-                     SK_OK);
+    assert_int_equal(
+        sk_cqrs_bus_register(bus, "CreateOrder", validate_needs_id, handler_accept, NULL), SK_OK);
     assert_int_equal(dispatch_json(bus, "CreateOrder", "{\"id\":5}", &c), SK_OK);
     assert_int_equal(atomic_load(&c.n_done), 1);
     assert_int_equal(c.http_status, 400);
@@ -420,7 +424,7 @@ static void handler_twice(sk_call *call, void *ctx)
 {
     (void)ctx;
     sk_call_complete(call, 200, json_pack("{s:i}", "first", 1), NULL);
-    sk_call_fail(call, SK_EINTERNAL, "second completion");           /* ignored */
+    sk_call_fail(call, SK_EINTERNAL, "second completion");             /* ignored */
     sk_call_complete(call, 201, json_pack("{s:i}", "third", 1), NULL); /* ignored, body freed */
 }
 
@@ -477,11 +481,16 @@ static void test_sk_call_fail_maps_status_and_hides_500(void **state)
         int http;
         const char *title;
     } cases[] = {
-        { SK_EINVAL, 400, "Bad Request" },         { SK_EPROTO, 400, "Bad Request" },
-        { SK_ENOTFOUND, 404, "Not Found" },        { SK_EEXIST, 409, "Conflict" },
-        { SK_ECONFLICT, 409, "Conflict" },         { SK_ELIMIT, 422, "Unprocessable Content" },
-        { SK_EUNAVAILABLE, 503, "Service Unavailable" }, { SK_ETIMEDOUT, 504, "Gateway Timeout" },
-        { SK_EDENIED, 403, "Forbidden" },          { SK_EDB, 500, "Internal Server Error" },
+        { SK_EINVAL, 400, "Bad Request" },
+        { SK_EPROTO, 400, "Bad Request" },
+        { SK_ENOTFOUND, 404, "Not Found" },
+        { SK_EEXIST, 409, "Conflict" },
+        { SK_ECONFLICT, 409, "Conflict" },
+        { SK_ELIMIT, 422, "Unprocessable Content" },
+        { SK_EUNAVAILABLE, 503, "Service Unavailable" },
+        { SK_ETIMEDOUT, 504, "Gateway Timeout" },
+        { SK_EDENIED, 403, "Forbidden" },
+        { SK_EDB, 500, "Internal Server Error" },
     };
     sk_cqrs_bus *bus = new_bus(SK_CQRS_COMMAND, NULL);
     sk_call *parked = NULL;
@@ -656,20 +665,22 @@ static void test_sk_cqrs_bus_metrics_rendered(void **state)
     captured_init(&c);
     assert_int_equal(sk_metrics_create(&m), SK_OK);
     bus = new_bus(SK_CQRS_COMMAND, m);
-    assert_int_equal(sk_cqrs_bus_register(bus, "CreateOrder", validate_needs_id, handler_accept, NULL),
-                     SK_OK);
+    assert_int_equal(
+        sk_cqrs_bus_register(bus, "CreateOrder", validate_needs_id, handler_accept, NULL), SK_OK);
     assert_int_equal(dispatch_json(bus, "CreateOrder", "{\"id\":\"a\"}", &c), SK_OK);
     assert_int_equal(dispatch_json(bus, "CreateOrder", "{\"id\":\"b\"}", &c), SK_OK);
     assert_int_equal(dispatch_json(bus, "CreateOrder", "{}", &c), SK_OK);
     assert_int_equal(dispatch_json(bus, "Missing", "{}", &c), SK_OK);
     sk_buf_init(&out, 1u << 20);
     assert_int_equal(sk_metrics_render(m, &out), SK_OK);
-    assert_non_null(strstr(out.data,
-                           "sk_cqrs_requests_total{kind=\"command\",type=\"CreateOrder\",status=\"202\"} 2"));
-    assert_non_null(strstr(out.data,
-                           "sk_cqrs_requests_total{kind=\"command\",type=\"CreateOrder\",status=\"400\"} 1"));
-    assert_non_null(strstr(out.data,
-                           "sk_cqrs_requests_total{kind=\"command\",type=\"_unknown\",status=\"404\"} 1"));
+    assert_non_null(
+        strstr(out.data,
+               "sk_cqrs_requests_total{kind=\"command\",type=\"CreateOrder\",status=\"202\"} 2"));
+    assert_non_null(
+        strstr(out.data,
+               "sk_cqrs_requests_total{kind=\"command\",type=\"CreateOrder\",status=\"400\"} 1"));
+    assert_non_null(strstr(
+        out.data, "sk_cqrs_requests_total{kind=\"command\",type=\"_unknown\",status=\"404\"} 1"));
     assert_non_null(strstr(out.data, "sk_cqrs_request_duration_seconds_count{kind=\"command\","
                                      "type=\"CreateOrder\"} 3"));
     sk_buf_fini(&out);
@@ -677,7 +688,8 @@ static void test_sk_cqrs_bus_metrics_rendered(void **state)
     sk_metrics_destroy(m);
 }
 
-/* ---------------------------------------------------------------- shutdown, allocation failures, threads */
+/* ---------------------------------------------------------------- shutdown, allocation failures,
+ * threads */
 
 static void test_sk_cqrs_bus_destroy_with_pending_call(void **state)
 {
@@ -705,8 +717,12 @@ static void test_sk_cqrs_bus_every_alloc_failure(void **state)
         captured c;
         sk_status st;
         json_t *p = json_pack("{s:s,s:[i,i]}", "id", "x", "list", 1, 2);
-        sk_request req = { .type = "CreateOrder", .payload = p, .idempotency_key = "k",
-                           .consistency_token = "t", .traceparent = "tp", .request_id = "r" };
+        sk_request req = { .type = "CreateOrder",
+                           .payload = p,
+                           .idempotency_key = "k",
+                           .consistency_token = "t",
+                           .traceparent = "tp",
+                           .request_id = "r" };
         sk_middleware mw = { .name = "noop", .before = mw_noop_before };
 
         captured_init(&c);

@@ -44,8 +44,8 @@ static void round_trip(const char *id, int64_t version)
     assert_int_equal(sk_ctoken_encode(id, version, tok), SK_OK);
     assert_true(strlen(tok) < SK_CTOKEN_MAX);
     for (const char *p = tok; *p != '\0'; p++) {
-        assert_true((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-                    *p == '-' || *p == '_');
+        assert_true((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_');
     }
     assert_int_equal(sk_ctoken_decode(sk_slice_from_str(tok), id_out, sizeof(id_out), &v), SK_OK);
     assert_string_equal(id_out, id);
@@ -92,7 +92,8 @@ static void test_sk_ctoken_encode_errors(void **state)
     SK_TEST_ASSERT_ERR(sk_ctoken_encode("a b", 1, tok), SK_EINVAL, "id");
     SK_TEST_ASSERT_ERR(sk_ctoken_encode("o", 0, tok), SK_EINVAL, "version");
     SK_TEST_ASSERT_ERR(sk_ctoken_encode("o", -5, tok), SK_EINVAL, "version");
-    SK_TEST_ASSERT_ERR(sk_ctoken_encode("o", SK__CTOKEN_VERSION_MAX + 1, tok), SK_EINVAL, "version");
+    SK_TEST_ASSERT_ERR(sk_ctoken_encode("o", SK__CTOKEN_VERSION_MAX + 1, tok), SK_EINVAL,
+                       "version");
 }
 
 static void expect_malformed(sk_slice s)
@@ -100,7 +101,8 @@ static void expect_malformed(sk_slice s)
     char id[SK_CTOKEN_MAX] = "x";
     int64_t v = 42;
 
-    SK_TEST_ASSERT_ERR(sk_ctoken_decode(s, id, sizeof(id), &v), SK_EPROTO, "consistency token: malformed");
+    SK_TEST_ASSERT_ERR(sk_ctoken_decode(s, id, sizeof(id), &v), SK_EPROTO,
+                       "consistency token: malformed");
     assert_int_equal(v, 0);
     assert_string_equal(id, "");
 }
@@ -113,31 +115,32 @@ static void expect_malformed_str(const char *s)
 static void test_sk_ctoken_decode_malformed(void **state)
 {
     static char huge[5001];
-    const uint8_t with_nul[] = { 'd', 'j', 'F', '8', 0, '3', 'J', 'k', 'Z', 'X', 'I', 't', 'M', 'X', 'w', 'z' };
+    const uint8_t with_nul[] = { 'd', 'j', 'F', '8', 0,   '3', 'J', 'k',
+                                 'Z', 'X', 'I', 't', 'M', 'X', 'w', 'z' };
 
     (void)state;
-    expect_malformed_str("");                                    /* empty */
-    expect_malformed_str("djF8b3JkZXItMXwz=");                   /* padding */
-    expect_malformed_str("djF8b3JkZX+tMXwz");                    /* standard base64 alphabet */
-    expect_malformed_str("djF8b3JkZXItMXw!");                    /* not base64 at all */
-    expect_malformed_str("djF8b");                               /* impossible length */
-    expect_malformed_str("djJ8b3JkZXItMXwz");                    /* v2|order-1|3: wrong prefix */
-    expect_malformed_str("b3JkZXI");                             /* "order": no prefix */
-    expect_malformed_str("djF8b3JkZXIgMXwz");                    /* v1|order 1|3: bad id char */
-    expect_malformed_str("djF8fDM");                             /* v1||3: empty id */
-    expect_malformed_str("djF8b3w");                             /* v1|o|: no version */
-    expect_malformed_str("djF8bw");                              /* v1|o: no separator */
-    expect_malformed_str("djF8b3wtMQ");                          /* v1|o|-1: negative */
-    expect_malformed_str("djF8b3ww");                            /* v1|o|0: zero */
-    expect_malformed_str("djF8b3wwMQ");                          /* v1|o|01: leading zero */
-    expect_malformed_str("djF8b3wrMw");                          /* v1|o|+3 */
-    expect_malformed_str("djF8b3wxZTM");                         /* v1|o|1e3 */
-    expect_malformed_str("djF8b3wzfDQ");                         /* v1|o|3|4 */
-    expect_malformed_str("djF8b3w5MDA3MTk5MjU0NzQwOTkz");        /* 2^53 + 1 */
-    expect_malformed_str("djF8b3w5OTk5OTk5OTk5OTk5OTk5OTk5OQ");  /* 20 digits: overflow */
+    expect_malformed_str("");                                   /* empty */
+    expect_malformed_str("djF8b3JkZXItMXwz=");                  /* padding */
+    expect_malformed_str("djF8b3JkZX+tMXwz");                   /* standard base64 alphabet */
+    expect_malformed_str("djF8b3JkZXItMXw!");                   /* not base64 at all */
+    expect_malformed_str("djF8b");                              /* impossible length */
+    expect_malformed_str("djJ8b3JkZXItMXwz");                   /* v2|order-1|3: wrong prefix */
+    expect_malformed_str("b3JkZXI");                            /* "order": no prefix */
+    expect_malformed_str("djF8b3JkZXIgMXwz");                   /* v1|order 1|3: bad id char */
+    expect_malformed_str("djF8fDM");                            /* v1||3: empty id */
+    expect_malformed_str("djF8b3w");                            /* v1|o|: no version */
+    expect_malformed_str("djF8bw");                             /* v1|o: no separator */
+    expect_malformed_str("djF8b3wtMQ");                         /* v1|o|-1: negative */
+    expect_malformed_str("djF8b3ww");                           /* v1|o|0: zero */
+    expect_malformed_str("djF8b3wwMQ");                         /* v1|o|01: leading zero */
+    expect_malformed_str("djF8b3wrMw");                         /* v1|o|+3 */
+    expect_malformed_str("djF8b3wxZTM");                        /* v1|o|1e3 */
+    expect_malformed_str("djF8b3wzfDQ");                        /* v1|o|3|4 */
+    expect_malformed_str("djF8b3w5MDA3MTk5MjU0NzQwOTkz");       /* 2^53 + 1 */
+    expect_malformed_str("djF8b3w5OTk5OTk5OTk5OTk5OTk5OTk5OQ"); /* 20 digits: overflow */
     memset(huge, 'A', sizeof(huge) - 1);
-    expect_malformed(sk_slice_from_str(huge));                   /* 5,000 characters */
-    expect_malformed((sk_slice){ with_nul, sizeof(with_nul) });  /* embedded NUL */
+    expect_malformed(sk_slice_from_str(huge));                  /* 5,000 characters */
+    expect_malformed((sk_slice){ with_nul, sizeof(with_nul) }); /* embedded NUL */
 }
 
 static void test_sk_ctoken_decode_max_version_and_slice(void **state)
@@ -148,7 +151,8 @@ static void test_sk_ctoken_decode_max_version_and_slice(void **state)
 
     (void)state;
     /* Only len bytes are read: the slice need not end with a NUL. */
-    assert_int_equal(sk_ctoken_decode((sk_slice){ (const uint8_t *)text, 28 }, id, sizeof(id), &v), SK_OK);
+    assert_int_equal(sk_ctoken_decode((sk_slice){ (const uint8_t *)text, 28 }, id, sizeof(id), &v),
+                     SK_OK);
     assert_string_equal(id, "o");
     assert_int_equal(v, SK__CTOKEN_VERSION_MAX);
 }
@@ -163,7 +167,8 @@ static void test_sk_ctoken_decode_bad_args(void **state)
     (void)state;
     SK_TEST_ASSERT_ERR(sk_ctoken_decode(tok, NULL, sizeof(id), &v), SK_EINVAL, "id_out");
     SK_TEST_ASSERT_ERR(sk_ctoken_decode(tok, id, sizeof(id), NULL), SK_EINVAL, "version");
-    SK_TEST_ASSERT_ERR(sk_ctoken_decode((sk_slice){ NULL, 3 }, id, sizeof(id), &v), SK_EINVAL, "ptr");
+    SK_TEST_ASSERT_ERR(sk_ctoken_decode((sk_slice){ NULL, 3 }, id, sizeof(id), &v), SK_EINVAL,
+                       "ptr");
     SK_TEST_ASSERT_ERR(sk_ctoken_decode(tok, small, sizeof(small), &v), SK_EINVAL, "too small");
     assert_int_equal(v, 0);
     assert_int_equal(sk_ctoken_decode(tok, id, 8, &v), SK_OK); /* exactly id + NUL */
@@ -222,7 +227,8 @@ static void test_sk_waiters_satisfied_immediately(void **state)
     (void)state;
     atomic_init(&vc.version, 5);
     wres_init(&r);
-    assert_int_equal(sk_waiters_add(w, "order-1", 5, 2000, current_version, &vc, on_wait, &r), SK_OK);
+    assert_int_equal(sk_waiters_add(w, "order-1", 5, 2000, current_version, &vc, on_wait, &r),
+                     SK_OK);
     assert_int_equal(atomic_load(&r.n_calls), 1); /* before add returned */
     assert_int_equal(atomic_load(&r.st), SK_OK);
     assert_int_equal(sk__waiters_pending(w), 0);
@@ -259,8 +265,10 @@ static void test_sk_waiters_satisfied_by_notify_from_thread(void **state)
     atomic_init(&vc.version, 0);
     wres_init(&r6);
     wres_init(&r8);
-    assert_int_equal(sk_waiters_add(w, "order-1", 6, 10000, current_version, &vc, on_wait, &r6), SK_OK);
-    assert_int_equal(sk_waiters_add(w, "order-1", 8, 10000, current_version, &vc, on_wait, &r8), SK_OK);
+    assert_int_equal(sk_waiters_add(w, "order-1", 6, 10000, current_version, &vc, on_wait, &r6),
+                     SK_OK);
+    assert_int_equal(sk_waiters_add(w, "order-1", 8, 10000, current_version, &vc, on_wait, &r8),
+                     SK_OK);
     assert_int_equal(sk__waiters_pending(w), 2);
     assert_int_equal(pthread_create(&t, NULL, notify_main, &n), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
@@ -347,10 +355,13 @@ static void test_sk_waiters_bad_args(void **state)
     SK_TEST_ASSERT_ERR(sk_waiters_add(w, "", 1, 10, NULL, NULL, on_wait, &r), SK_EINVAL, "id");
     SK_TEST_ASSERT_ERR(sk_waiters_add(w, "a/b", 1, 10, NULL, NULL, on_wait, &r), SK_EINVAL, "id");
     SK_TEST_ASSERT_ERR(sk_waiters_add(w, long_id, 1, 10, NULL, NULL, on_wait, &r), SK_EINVAL, "id");
-    SK_TEST_ASSERT_ERR(sk_waiters_add(w, "o", 0, 10, NULL, NULL, on_wait, &r), SK_EINVAL, "version");
-    SK_TEST_ASSERT_ERR(sk_waiters_add(w, "o", 1, -1, NULL, NULL, on_wait, &r), SK_EINVAL, "timeout_ms");
-    SK_TEST_ASSERT_ERR(sk_waiters_add(w, "o", 1, SK_WAITERS_MAX_TIMEOUT_MS + 1, NULL, NULL, on_wait, &r),
-                       SK_EINVAL, "timeout_ms");
+    SK_TEST_ASSERT_ERR(sk_waiters_add(w, "o", 0, 10, NULL, NULL, on_wait, &r), SK_EINVAL,
+                       "version");
+    SK_TEST_ASSERT_ERR(sk_waiters_add(w, "o", 1, -1, NULL, NULL, on_wait, &r), SK_EINVAL,
+                       "timeout_ms");
+    SK_TEST_ASSERT_ERR(
+        sk_waiters_add(w, "o", 1, SK_WAITERS_MAX_TIMEOUT_MS + 1, NULL, NULL, on_wait, &r),
+        SK_EINVAL, "timeout_ms");
     assert_int_equal(atomic_load(&r.n_calls), 0);
     assert_int_equal(sk__waiters_pending(w), 0);
     sk_waiters_destroy(w);
@@ -375,8 +386,8 @@ static void test_sk_waiters_limit_and_many_ids(void **state)
     for (int i = 0; i < SK_WAITERS_MAX; i++) {
         char id[32];
         snprintf(id, sizeof(id), "order-%d", i % 5000); /* many ids: the map grows */
-        assert_int_equal(sk_waiters_add(w, id, 1 + i / 5000, 600000, NULL, NULL, count_call, &n_calls),
-                         SK_OK);
+        assert_int_equal(
+            sk_waiters_add(w, id, 1 + i / 5000, 600000, NULL, NULL, count_call, &n_calls), SK_OK);
     }
     SK_TEST_ASSERT_ERR(sk_waiters_add(w, "one-more", 1, 1000, NULL, NULL, on_wait, &r), SK_ELIMIT,
                        "pending");
@@ -402,7 +413,8 @@ static void on_reenter(sk_status st, void *ctx)
 
     assert_int_equal(st, SK_OK);
     atomic_fetch_add(&re->n_calls, 1);
-    assert_int_equal(sk_waiters_add(re->w, "inner", 1, 60000, NULL, NULL, on_wait, &re->inner), SK_OK);
+    assert_int_equal(sk_waiters_add(re->w, "inner", 1, 60000, NULL, NULL, on_wait, &re->inner),
+                     SK_OK);
     sk_waiters_notify(re->w, "inner", 1);
 }
 
@@ -500,8 +512,9 @@ static void *race_adder(void *arg)
         char id[4] = { 'r', (char)('0' + k), '\0', '\0' };
         /* Wait for the next version: usually not visible yet, sometimes just published. */
         int64_t want = atomic_load(&r->versions[k]) + 1;
-        assert_int_equal(sk_waiters_add(r->w, id, want, 60000, race_current, r, on_wait, &r->results[idx]),
-                         SK_OK);
+        assert_int_equal(
+            sk_waiters_add(r->w, id, want, 60000, race_current, r, on_wait, &r->results[idx]),
+            SK_OK);
     }
     return NULL;
 }

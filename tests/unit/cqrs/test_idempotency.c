@@ -79,10 +79,12 @@ static void test_sk_idem_hash_key_order_independent(void **state)
     char h1[SK_IDEM_HASH_LEN];
     char h2[SK_IDEM_HASH_LEN];
     char h3[SK_IDEM_HASH_LEN];
-    json_t *a = json_loads("{\"customer_id\":\"c\",\"items\":[{\"sku\":\"S\",\"quantity\":2}]}", 0, NULL);
-    json_t *b = json_loads("{ \"items\" : [ {\"quantity\":2, \"sku\":\"S\"} ], \"customer_id\":\"c\" }",
-                           0, NULL);
-    json_t *c = json_loads("{\"customer_id\":\"c\",\"items\":[{\"sku\":\"S\",\"quantity\":3}]}", 0, NULL);
+    json_t *a =
+        json_loads("{\"customer_id\":\"c\",\"items\":[{\"sku\":\"S\",\"quantity\":2}]}", 0, NULL);
+    json_t *b = json_loads(
+        "{ \"items\" : [ {\"quantity\":2, \"sku\":\"S\"} ], \"customer_id\":\"c\" }", 0, NULL);
+    json_t *c =
+        json_loads("{\"customer_id\":\"c\",\"items\":[{\"sku\":\"S\",\"quantity\":3}]}", 0, NULL);
 
     (void)state;
     assert_int_equal(sk_idem_hash(a, h1), SK_OK);
@@ -150,8 +152,10 @@ static sk_status run_job(sk_tx *tx, void *ctx)
         break;
     case OP_AGE: {
         /* Make every key of the scope look 2 days old. */
-        const sk_db_value p[] = { SK_DB_INT_V(sk_time_now_ms() - 2 * 86400000LL), SK_DB_TEXT_V(j->scope) };
-        j->st = sk_tx_exec(tx, "UPDATE sk_idempotency SET created_ms = ? WHERE scope = ?", p, 2, NULL);
+        const sk_db_value p[] = { SK_DB_INT_V(sk_time_now_ms() - 2 * 86400000LL),
+                                  SK_DB_TEXT_V(j->scope) };
+        j->st =
+            sk_tx_exec(tx, "UPDATE sk_idempotency SET created_ms = ? WHERE scope = ?", p, 2, NULL);
         break;
     }
     }
@@ -186,8 +190,12 @@ static void test_sk_idem_save_and_lookup(void **state)
     job j;
 
     (void)state;
-    j = (job){ .op = OP_SAVE, .scope = "CreateOrder", .key = "key-1", .hash = HASH_A,
-               .http_status = 202, .body = "{\"order_id\":\"o-1\"}" };
+    j = (job){ .op = OP_SAVE,
+               .scope = "CreateOrder",
+               .key = "key-1",
+               .hash = HASH_A,
+               .http_status = 202,
+               .body = "{\"order_id\":\"o-1\"}" };
     assert_int_equal(do_job(store, &j), SK_OK);
 
     /* Same request: replay. */
@@ -217,12 +225,18 @@ static void test_sk_idem_save_and_lookup(void **state)
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_ENOTFOUND, "Idempotency-Key");
 
     /* Saving twice. */
-    j = (job){ .op = OP_SAVE, .scope = "CreateOrder", .key = "key-1", .hash = HASH_B,
-               .http_status = 202, .body = "{}" };
+    j = (job){ .op = OP_SAVE,
+               .scope = "CreateOrder",
+               .key = "key-1",
+               .hash = HASH_B,
+               .http_status = 202,
+               .body = "{}" };
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_EEXIST, "already recorded");
 
     /* A NULL body is kept as NULL. */
-    j = (job){ .op = OP_SAVE, .scope = "CreateOrder", .key = "key-3", .hash = HASH_B, .http_status = 204 };
+    j = (job){
+        .op = OP_SAVE, .scope = "CreateOrder", .key = "key-3", .hash = HASH_B, .http_status = 204
+    };
     assert_int_equal(do_job(store, &j), SK_OK);
     j = (job){ .op = OP_LOOKUP, .scope = "CreateOrder", .key = "key-3", .hash = HASH_B };
     assert_int_equal(do_job(store, &j), SK_OK);
@@ -269,7 +283,11 @@ static void test_sk_idem_bad_args(void **state)
     (void)state;
     memset(long_scope, 's', 256);
     long_scope[256] = '\0';
-    j = (job){ .op = OP_SAVE, .scope = "S", .key = "k", .hash = HASH_A, .http_status = 200,
+    j = (job){ .op = OP_SAVE,
+               .scope = "S",
+               .key = "k",
+               .hash = HASH_A,
+               .http_status = 200,
                .use_null_tx = true };
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_EINVAL, "tx");
     j = (job){ .op = OP_LOOKUP, .scope = "S", .key = "k", .hash = HASH_A, .use_null_tx = true };
@@ -286,7 +304,9 @@ static void test_sk_idem_bad_args(void **state)
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_EINVAL, "request_hash");
     j = (job){ .op = OP_SAVE, .scope = "S", .key = "k", .hash = "abc", .http_status = 200 };
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_EINVAL, "request_hash");
-    j = (job){ .op = OP_LOOKUP, .scope = "S", .key = "k",
+    j = (job){ .op = OP_LOOKUP,
+               .scope = "S",
+               .key = "k",
                .hash = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" };
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_EINVAL, "lower-case hex");
     j = (job){ .op = OP_SAVE, .scope = "S", .key = "k", .hash = HASH_A HASH_A, .http_status = 200 };
@@ -298,7 +318,8 @@ static void test_sk_idem_bad_args(void **state)
     j = (job){ .op = OP_EXPIRE, .max_age_ms = -1 };
     SK_TEST_ASSERT_ERR(do_job(store, &j), SK_EINVAL, "max_age_ms");
     /* NULL outputs of lookup. */
-    SK_TEST_ASSERT_ERR(sk_idem_lookup(NULL, "S", "k", HASH_A, NULL, &body), SK_EINVAL, "http_status");
+    SK_TEST_ASSERT_ERR(sk_idem_lookup(NULL, "S", "k", HASH_A, NULL, &body), SK_EINVAL,
+                       "http_status");
     SK_TEST_ASSERT_ERR(sk_idem_lookup(NULL, "S", "k", HASH_A, &status, NULL), SK_EINVAL, "body");
     SK_TEST_ASSERT_ERR(sk_idem_lookup(NULL, "S", "k", HASH_A, &status, &body), SK_EINVAL, "tx");
     assert_int_equal(status, 0);
@@ -312,9 +333,13 @@ static void test_sk_idem_expire(void **state)
     job j;
 
     (void)state;
-    j = (job){ .op = OP_SAVE, .scope = "Old", .key = "k", .hash = HASH_A, .http_status = 202, .body = "{}" };
+    j = (job){
+        .op = OP_SAVE, .scope = "Old", .key = "k", .hash = HASH_A, .http_status = 202, .body = "{}"
+    };
     assert_int_equal(do_job(store, &j), SK_OK);
-    j = (job){ .op = OP_SAVE, .scope = "New", .key = "k", .hash = HASH_A, .http_status = 202, .body = "{}" };
+    j = (job){
+        .op = OP_SAVE, .scope = "New", .key = "k", .hash = HASH_A, .http_status = 202, .body = "{}"
+    };
     assert_int_equal(do_job(store, &j), SK_OK);
     j = (job){ .op = OP_AGE, .scope = "Old" };
     assert_int_equal(do_job(store, &j), SK_OK);
@@ -338,7 +363,11 @@ static void test_sk_idem_lookup_every_alloc_failure(void **state)
     job j;
 
     (void)state;
-    j = (job){ .op = OP_SAVE, .scope = "S", .key = "k", .hash = HASH_A, .http_status = 202,
+    j = (job){ .op = OP_SAVE,
+               .scope = "S",
+               .key = "k",
+               .hash = HASH_A,
+               .http_status = 202,
                .body = "{\"a\":1}" };
     assert_int_equal(do_job(store, &j), SK_OK);
     for (long n = 0;; n++) {

@@ -78,8 +78,11 @@ static void test_sk_projection_build_validates_config(void **state)
     view v = { 0 };
     sk_projection *p = (sk_projection *)1;
     char long_name[80];
-    sk_projection_config ok = { .name = "orderview", .stream = "ORDER_EVENTS",
-                                .filter_subject = "order.events.>", .apply = apply_row, .ctx = &v };
+    sk_projection_config ok = { .name = "orderview",
+                                .stream = "ORDER_EVENTS",
+                                .filter_subject = "order.events.>",
+                                .apply = apply_row,
+                                .ctx = &v };
     sk_projection_config c;
 
     (void)state;
@@ -120,7 +123,9 @@ static void test_sk_projection_build_validates_config(void **state)
 static void test_sk_projection_start_null_args(void **state)
 {
     sk_projection *p = (sk_projection *)1;
-    sk_projection_config cfg = { .name = "v", .stream = "S", .filter_subject = "s.>", .apply = apply_row };
+    sk_projection_config cfg = {
+        .name = "v", .stream = "S", .filter_subject = "s.>", .apply = apply_row
+    };
 
     (void)state;
     SK_TEST_ASSERT_ERR(sk_projection_start(NULL, NULL, NULL, NULL, &cfg), SK_EINVAL, "out");
@@ -131,7 +136,9 @@ static void test_sk_projection_start_null_args(void **state)
 static void test_sk_projection_build_every_alloc_failure(void **state)
 {
     sk_metrics *m = NULL;
-    sk_projection_config cfg = { .name = "v", .stream = "S", .filter_subject = "s.>", .apply = apply_row };
+    sk_projection_config cfg = {
+        .name = "v", .stream = "S", .filter_subject = "s.>", .apply = apply_row
+    };
 
     (void)state;
     assert_int_equal(sk_metrics_create(&m), SK_OK);
@@ -186,7 +193,8 @@ static sk_status read_unit(sk_tx *tx, void *ctx)
     deliver *d = ctx;
     sk_status st;
 
-    d->st = sk_projection_checkpoint_get(d->use_null_tx ? NULL : tx, d->name, d->stream, &d->checkpoint);
+    d->st = sk_projection_checkpoint_get(d->use_null_tx ? NULL : tx, d->name, d->stream,
+                                         &d->checkpoint);
     snprintf(d->message, sizeof(d->message), "%s", sk_error_message());
     st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM view_rows", NULL, 0, &d->n_rows);
     return st;
@@ -206,8 +214,11 @@ static void test_sk_projection_handle_applies_and_checkpoints(void **state)
     sk_metrics *metrics = NULL;
     view v = { 0 };
     sk_projection *p = NULL;
-    sk_projection_config cfg = { .name = "orderview", .stream = "ORDER_EVENTS",
-                                 .filter_subject = "order.events.>", .apply = apply_row, .ctx = &v };
+    sk_projection_config cfg = { .name = "orderview",
+                                 .stream = "ORDER_EVENTS",
+                                 .filter_subject = "order.events.>",
+                                 .apply = apply_row,
+                                 .ctx = &v };
     deliver d;
     sk_buf out;
 
