@@ -38,6 +38,8 @@
 #define MAX_PEM_BYTES       (64u * 1024u)
 /* How long stop waits for the 503 answers it queued to go out. */
 #define STOP_DRAIN_MS       1000
+/* A client streaming more than this many times the body limit is disconnected. */
+#define DISCARD_FACTOR      4u
 /* TLS 1.3 only on internal (mutual TLS) listeners; 1.2 is kept for public TLS ones. */
 #define PRIORITIES_INTERNAL "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 #define PRIORITIES_PUBLIC   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
@@ -89,6 +91,7 @@ struct sk_http_req {
     size_t n_kvs;
     sk_buf body;
     bool is_too_large;
+    size_t n_discarded; /* body bytes dropped after the limit was passed */
     int sent_status; /* status queued to MHD, 0 when none (MHD thread only) */
     int64_t start_ns;
     char request_id[SK_MESH_MAX_REQUEST_ID + 1];
@@ -718,13 +721,22 @@ static enum MHD_Result on_access(void *cls,
             sk_buf_fini(&req->body);
             sk_buf_init(&req->body, 0);
         }
-        *upload_data_size = 0;
-        if (req->is_too_large && req->state == REQ_RECEIVING) {
-            req->state = REQ_QUEUED;
-            return queue(req, 413,
-                         problem_build(req, 413, NULL, "request body larger than the limit", true));
+        if (req->is_too_large) {
+            /* MHD cannot answer before the body is in (without Content-Length): discard it and
+             * answer 413 at the end, but drop a client that streams far past the limit. */
+            req->n_discarded += *upload_data_size;
+            if (req->n_discarded / DISCARD_FACTOR > srv->max_body_bytes) {
+                *upload_data_size = 0;
+                return MHD_NO;
+            }
         }
+        *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (req->is_too_large && req->state == REQ_RECEIVING) {
+        req->state = REQ_QUEUED;
+        return queue(req, 413,
+                     problem_build(req, 413, NULL, "request body larger than the limit", false));
     }
     switch (req->state) {
     case REQ_RECEIVING:

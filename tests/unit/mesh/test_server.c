@@ -9,8 +9,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "mesh/mesh_int.h"
 #include "mesh_test_util.h"
@@ -221,6 +226,75 @@ static void test_sk_http_server_small_limit_413(void **state)
     sk_http_server_stop(srv);
 }
 
+/* Send @p request on a plain socket and read the answer until the server closes or 2 s pass. */
+static size_t raw_exchange(int port, const char *request, char *out, size_t out_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = { 0 };
+    struct timeval tv = { 2, 0 };
+    size_t total = 0;
+
+    assert_true(fd >= 0);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(send(fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+    for (;;) {
+        ssize_t n = recv(fd, out + total, out_len - 1 - total, 0);
+        if (n <= 0) {
+            break;
+        }
+        total += (size_t)n;
+        if (strstr(out, "\r\n\r\n") != NULL && total >= out_len / 2) {
+            break;
+        }
+        out[total] = '\0';
+        if (strstr(out, "}") != NULL) {
+            break; /* the problem body is complete */
+        }
+    }
+    out[total] = '\0';
+    close(fd);
+    return total;
+}
+
+static void test_sk_http_server_chunked_over_limit_413(void **state)
+{
+    fixture *f = *state;
+    sk_http_server *srv = NULL;
+    char out[4096];
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
+                                  .handler = test_srv_handler,
+                                  .ctx = &f->t,
+                                  .max_body_bytes = 10 };
+    int handled = atomic_load(&f->t.n_handled);
+
+    assert_int_equal(sk_http_server_start(&srv, &cfg), SK_OK);
+    /* No Content-Length: the limit is found while the body streams in. */
+    raw_exchange(sk_http_server_port(srv),
+                 "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "14\r\n01234567890123456789\r\n0\r\n\r\n",
+                 out, sizeof(out));
+    assert_non_null(strstr(out, "HTTP/1.1 413"));
+    assert_non_null(strstr(out, "application/problem+json"));
+    /* Exactly the limit, chunked, reaches the handler. */
+    raw_exchange(sk_http_server_port(srv),
+                 "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                 "Connection: close\r\n\r\n5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n",
+                 out, sizeof(out));
+    assert_non_null(strstr(out, "HTTP/1.1 200"));
+    assert_non_null(strstr(out, "\"body_len\":10"));
+    assert_int_equal(atomic_load(&f->t.n_handled), handled + 1);
+    /* A Content-Length that is not a number is refused as well. */
+    raw_exchange(sk_http_server_port(srv),
+                 "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                 out, sizeof(out));
+    assert_true(strstr(out, "HTTP/1.1 413") != NULL || strstr(out, "HTTP/1.1 400") != NULL);
+    sk_http_server_stop(srv);
+}
+
 static void test_sk_http_server_unknown_method_reaches_handler(void **state)
 {
     fixture *f = *state;
@@ -369,6 +443,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_post_body_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_small_limit_413, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_chunked_over_limit_413, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_unknown_method_reaches_handler, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_req_respond_problem_body, setup, teardown),
