@@ -92,14 +92,20 @@ SK_API void sk_registry_set_ready(sk_registry *r, bool is_ready);
  * time, never with a registry lock held; they may call sk_registry_list and
  * sk_registry_watch but not sk_registry_close.
  */
-typedef void (*sk_registry_watch_fn)(const char *service, const sk_instance *instances, size_t n, void *ctx);
+typedef void (*sk_registry_watch_fn)(const char *service,
+                                     const sk_instance *instances,
+                                     size_t n,
+                                     void *ctx);
 /**
  * Call @p fn (with @p ctx) whenever the live set of @p service changes, until
  * sk_registry_close. Starts the bucket watch on first use.
  * @param service [a-z0-9-]{1,64}; copied.
  * @return SK_OK, SK_EINVAL, SK_EBUS (watch could not start), SK_ELIMIT, SK_ENOMEM.
  */
-SK_API SK_NODISCARD sk_status sk_registry_watch(sk_registry *r, const char *service, sk_registry_watch_fn fn, void *ctx);
+SK_API SK_NODISCARD sk_status sk_registry_watch(sk_registry *r,
+                                                const char *service,
+                                                sk_registry_watch_fn fn,
+                                                void *ctx);
 
 /**
  * Snapshot of every live instance, sorted by service then instance name.

@@ -29,14 +29,14 @@ bool sk__discovery_name_is_valid(const char *s, size_t len)
 
 static bool is_host_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 static bool is_ipv6_char(char c)
 {
-    return (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || (c >= '0' && c <= '9') ||
-           c == ':' || c == '.';
+    return (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || (c >= '0' && c <= '9') || c == ':' ||
+           c == '.';
 }
 
 bool sk__discovery_address_is_valid(const char *s, size_t len)
@@ -109,7 +109,8 @@ sk_status sk__instance_validate(const sk_instance *inst)
     }
     if (inst->address == NULL ||
         !sk__discovery_address_is_valid(inst->address, strlen(inst->address))) {
-        return SK_FAIL(SK_EINVAL, "address: expected \"host:port\" with port 1..65535, got \"%.*s\"",
+        return SK_FAIL(SK_EINVAL,
+                       "address: expected \"host:port\" with port 1..65535, got \"%.*s\"",
                        QUOTE_MAX, inst->address != NULL ? inst->address : "(null)");
     }
     if (inst->pid < 0) {
@@ -181,9 +182,9 @@ static sk_status get_checked_string(const json_t *obj,
     }
     if (!json_is_string(v)) {
         return SK_FAIL(SK_EPROTO, "%s: expected %s, got a JSON %s", key, expected,
-                       json_is_object(v)   ? "object"
-                       : json_is_array(v)  ? "array"
-                       : json_is_number(v) ? "number"
+                       json_is_object(v)    ? "object"
+                       : json_is_array(v)   ? "array"
+                       : json_is_number(v)  ? "number"
                        : json_is_boolean(v) ? "boolean"
                                             : "null");
     }
@@ -207,11 +208,8 @@ static sk_status get_checked_string(const json_t *obj,
 }
 
 /* Read required integer member @p key in [min, max]. */
-static sk_status get_checked_int(const json_t *obj,
-                                 const char *key,
-                                 int64_t min,
-                                 int64_t max,
-                                 int64_t *dst)
+static sk_status
+get_checked_int(const json_t *obj, const char *key, int64_t min, int64_t max, int64_t *dst)
 {
     const json_t *v = json_object_get(obj, key);
 
@@ -247,8 +245,7 @@ sk_status sk__instance_decode(sk_slice value, sk_instance *out)
     }
     memset(out, 0, sizeof(*out));
     if (value.ptr == NULL && value.len != 0) {
-        return SK_FAIL(SK_EINVAL, "sk__instance_decode: value.ptr is NULL with len %zu",
-                       value.len);
+        return SK_FAIL(SK_EINVAL, "sk__instance_decode: value.ptr is NULL with len %zu", value.len);
     }
     if (value.len > SK__DISCOVERY_MAX_VALUE) {
         return SK_FAIL(SK_ELIMIT, "instance value: %zu bytes, at most %d accepted", value.len,

@@ -103,7 +103,8 @@ static void unlock(pthread_mutex_t *m)
     }
 }
 
-/* Wait on @p c until signalled or the monotonic clock reaches @p deadline_ms (INT64_MAX: no limit). */
+/* Wait on @p c until signalled or the monotonic clock reaches @p deadline_ms (INT64_MAX: no limit).
+ */
 static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ms)
 {
     int rc;
@@ -237,8 +238,8 @@ static void warn_bad_entry(sk_registry *r, const char *key, const char *why)
         return;
     }
     /* Keys come from the bucket: quote a bounded prefix only. */
-    SK_LOG_WARN("ignoring registry entry key=\"%.80s\" bucket=%s error=\"%s\" suppressed=%llu",
-                key, SK_DISCOVERY_BUCKET, why, (unsigned long long)r->n_warn_suppressed);
+    SK_LOG_WARN("ignoring registry entry key=\"%.80s\" bucket=%s error=\"%s\" suppressed=%llu", key,
+                SK_DISCOVERY_BUCKET, why, (unsigned long long)r->n_warn_suppressed);
     r->last_warn_mono_ms = now;
     r->n_warn_suppressed = 0;
 }
@@ -300,9 +301,8 @@ static sk_status snapshot(sk_registry *r, const char *service, sk_instance **out
 /* ---------------------------------------------------------------- KV watch (bus thread) */
 
 /* Split "<service>.<instance>" into its two names (copied into @p svc and @p ins). */
-static bool key_parse(const char *key,
-                      char svc[SK_DISCOVERY_MAX_NAME + 1],
-                      char ins[SK_DISCOVERY_MAX_NAME + 1])
+static bool
+key_parse(const char *key, char svc[SK_DISCOVERY_MAX_NAME + 1], char ins[SK_DISCOVERY_MAX_NAME + 1])
 {
     const char *dot = strchr(key, '.');
     size_t svc_len, ins_len;
@@ -332,8 +332,7 @@ static void table_put(sk_registry *r, sk_instance *inst, const char *key)
     if (e != NULL) {
         /* A heartbeat alone is no change of the live set; other fields are. */
         bool is_changed = e->inst.is_ready != inst->is_ready || e->inst.pid != inst->pid ||
-                          strcmp(e->inst.address, inst->address) != 0 ||
-                          !entry_is_live(r, e, now);
+                          strcmp(e->inst.address, inst->address) != 0 || !entry_is_live(r, e, now);
         sk__instance_fini(&e->inst);
         e->inst = *inst;
         memset(inst, 0, sizeof(*inst));
@@ -404,8 +403,7 @@ static void on_kv_event(const char *key, sk_slice value, bool is_deleted, void *
     }
     if (!is_deleted) {
         st = sk__instance_decode(value, &inst);
-        if (st == SK_OK &&
-            (strcmp(inst.service, svc) != 0 || strcmp(inst.instance, ins) != 0)) {
+        if (st == SK_OK && (strcmp(inst.service, svc) != 0 || strcmp(inst.instance, ins) != 0)) {
             st = SK_FAIL(SK_EPROTO, "instance value: service/instance do not match the key");
         }
     }
@@ -546,8 +544,7 @@ static sk_status watch_ensure(sk_registry *r)
     }
     unlock(&r->mu);
     if (rc != 0) {
-        st = SK_FAIL(SK_ELIMIT, "sk_registry: cannot start the discovery thread: %s",
-                     strerror(rc));
+        st = SK_FAIL(SK_ELIMIT, "sk_registry: cannot start the discovery thread: %s", strerror(rc));
         goto out;
     }
     st = sk_kv_watch_start(&w, r->kv, ">", on_kv_event, r);
@@ -747,11 +744,18 @@ void sk_registry_close(sk_registry *r)
         return;
     }
     hb_stop(r);
+    /* Stop watching before deregistering: once the watch is stopped no bus
+     * thread touches the tables, and our own delete event does not race
+     * with the watcher's shutdown (nats.c 3.4.1 leaks a message that
+     * arrives while kvWatcher_Next is being stopped). */
+    sk_kv_watch_stop(r->watch);
+    r->watch = NULL;
+    disp_stop(r);
     lock(&r->reg_mu);
     if (r->is_registered) {
         if (sk_kv_delete(r->kv, r->self_key) != SK_OK) {
-            SK_LOG_WARN("deregistering %s failed (its TTL will expire it): %s",
-                        r->self_key, sk_error_message());
+            SK_LOG_WARN("deregistering %s failed (its TTL will expire it): %s", r->self_key,
+                        sk_error_message());
             sk_error_clear();
         }
         r->is_registered = false;
@@ -760,10 +764,6 @@ void sk_registry_close(sk_registry *r)
     sk_free(r->self_key);
     r->self_key = NULL;
     unlock(&r->reg_mu);
-    /* The watch first: once it is stopped no bus thread touches the tables. */
-    sk_kv_watch_stop(r->watch);
-    r->watch = NULL;
-    disp_stop(r);
     sk_kv_close(r->kv);
     for (size_t i = 0; i < r->n_entries; i++) {
         sk__instance_fini(&r->entries[i].inst);
@@ -871,10 +871,7 @@ void sk_registry_set_ready(sk_registry *r, bool is_ready)
     unlock(&r->reg_mu);
 }
 
-sk_status sk_registry_watch(sk_registry *r,
-                            const char *service,
-                            sk_registry_watch_fn fn,
-                            void *ctx)
+sk_status sk_registry_watch(sk_registry *r, const char *service, sk_registry_watch_fn fn, void *ctx)
 {
     sk_status st = SK_OK;
     char *name = NULL;
@@ -883,7 +880,8 @@ sk_status sk_registry_watch(sk_registry *r,
         return SK_FAIL(SK_EINVAL, "sk_registry_watch: r must not be NULL");
     }
     if (service == NULL || !sk__discovery_name_is_valid(service, strlen(service))) {
-        return SK_FAIL(SK_EINVAL, "sk_registry_watch: service: expected [a-z0-9-]{1,%d}, got \"%.64s\"",
+        return SK_FAIL(SK_EINVAL,
+                       "sk_registry_watch: service: expected [a-z0-9-]{1,%d}, got \"%.64s\"",
                        SK_DISCOVERY_MAX_NAME, service != NULL ? service : "(null)");
     }
     if (fn == NULL) {
@@ -944,7 +942,9 @@ sk_status sk_registry_list(sk_registry *r, sk_instance **out, size_t *n)
     }
     if (r == NULL || out == NULL || n == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_registry_list: %s must not be NULL",
-                       r == NULL ? "r" : out == NULL ? "out" : "n");
+                       r == NULL     ? "r"
+                       : out == NULL ? "out"
+                                     : "n");
     }
     st = watch_ensure(r);
     if (st != SK_OK) {

@@ -301,8 +301,7 @@ static void test_discovery_late_watcher_and_bad_entries(void **state)
     assert_int_equal(sk_registry_register(a, &ia), SK_OK);
     /* Someone else writes garbage into the bucket: ignored, nothing breaks. */
     assert_int_equal(sk_kv_open(&kv, f->bus[1], SK_DISCOVERY_BUCKET, TTL_MS), SK_OK);
-    assert_int_equal(sk_kv_put(kv, "inventory.inventory-9", sk_slice_from_str("not json")),
-                     SK_OK);
+    assert_int_equal(sk_kv_put(kv, "inventory.inventory-9", sk_slice_from_str("not json")), SK_OK);
     assert_int_equal(sk_kv_put(kv, "junk", sk_slice_from_str("{}")), SK_OK);
     /* A watch added after the registration gets the current list from the bucket. */
     assert_int_equal(sk_registry_watch(c, "inventory", on_watch, &v), SK_OK);

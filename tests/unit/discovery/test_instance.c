@@ -17,8 +17,8 @@
 #include "discovery/discovery_int.h"
 #include "sk_test.h"
 
-#define VALID                                                                                      \
-    "{\"service\":\"order\",\"instance\":\"order-1\",\"address\":\"127.0.0.1:41234\","          \
+#define VALID                                                                          \
+    "{\"service\":\"order\",\"instance\":\"order-1\",\"address\":\"127.0.0.1:41234\"," \
     "\"ready\":true,\"pid\":4242,\"heartbeat_ms\":1764000000123}"
 
 static int setup(void **state)
@@ -340,15 +340,15 @@ static void test_instance_decode_missing_fields(void **state)
 static void with_field(char *out, size_t cap, const char *key, const char *json)
 {
     const char *names[] = { "service", "instance", "address", "ready", "pid", "heartbeat_ms" };
-    const char *values[] = { "\"order\"", "\"order-1\"", "\"127.0.0.1:41234\"", "true", "4242",
-                             "1764000000123" };
+    const char *values[] = { "\"order\"", "\"order-1\"", "\"127.0.0.1:41234\"",
+                             "true",      "4242",        "1764000000123" };
     size_t used = 0;
 
     used += (size_t)snprintf(out + used, cap - used, "{");
     for (size_t i = 0; i < 6; i++) {
         const char *v = strcmp(names[i], key) == 0 ? json : values[i];
-        used += (size_t)snprintf(out + used, cap - used, "%s\"%s\":%s", i > 0 ? "," : "",
-                                 names[i], v);
+        used +=
+            (size_t)snprintf(out + used, cap - used, "%s\"%s\":%s", i > 0 ? "," : "", names[i], v);
     }
     snprintf(out + used, cap - used, "}");
 }

@@ -193,11 +193,8 @@ sk_status sk_kv_get(sk_kv *kv, const char *key, char **out, size_t *len)
     return st;
 }
 
-sk_status sk_kv_watch_start(sk_kv_watch **out,
-                            sk_kv *kv,
-                            const char *pattern,
-                            sk_kv_watch_fn fn,
-                            void *ctx)
+sk_status
+sk_kv_watch_start(sk_kv_watch **out, sk_kv *kv, const char *pattern, sk_kv_watch_fn fn, void *ctx)
 {
     assert_non_null(kv);
     assert_string_equal(pattern, ">");
@@ -212,8 +209,8 @@ sk_status sk_kv_watch_start(sk_kv_watch **out,
     w->ctx = ctx;
     w->is_active = true;
     for (size_t i = 0; i < fake.n; i++) {
-        fn(fake.entries[i].key, (sk_slice){ (const uint8_t *)fake.entries[i].value, fake.entries[i].len },
-           false, ctx);
+        fn(fake.entries[i].key,
+           (sk_slice){ (const uint8_t *)fake.entries[i].value, fake.entries[i].len }, false, ctx);
     }
     pthread_mutex_unlock(&fake.mu);
     *out = w;
@@ -394,7 +391,8 @@ static bool last_matches(void *ctx)
         if (strcmp(e->service, w->service) != 0) {
             continue;
         }
-        ok = e->n == w->n && (w->first == NULL || (e->n > 0 && strcmp(e->names[0], w->first) == 0)) &&
+        ok = e->n == w->n &&
+             (w->first == NULL || (e->n > 0 && strcmp(e->names[0], w->first) == 0)) &&
              (w->first_ready < 0 || (e->n > 0 && e->ready[0] == (w->first_ready == 1)));
         break; /* only the latest event of that service counts */
     }
@@ -478,10 +476,8 @@ static void test_registry_open_errors(void **state)
     SK_TEST_ASSERT_ERR(sk_registry_open(&r, NULL, 0), SK_EINVAL, "bus must not be NULL");
     assert_null(r);
     SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, -1), SK_EINVAL, "ttl_ms");
-    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, SK_DISCOVERY_MIN_TTL_MS - 1), SK_EINVAL,
-                       "got 99");
-    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, SK_DISCOVERY_MAX_TTL_MS + 1), SK_EINVAL,
-                       "ttl_ms");
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, SK_DISCOVERY_MIN_TTL_MS - 1), SK_EINVAL, "got 99");
+    SK_TEST_ASSERT_ERR(sk_registry_open(&r, BUS, SK_DISCOVERY_MAX_TTL_MS + 1), SK_EINVAL, "ttl_ms");
     assert_int_equal(sk_registry_open(&r, BUS, SK_DISCOVERY_MIN_TTL_MS), SK_OK);
     sk_registry_close(r);
     assert_int_equal(sk_registry_open(&r, BUS, SK_DISCOVERY_MAX_TTL_MS), SK_OK);
@@ -771,8 +767,7 @@ static void test_registry_watch_errors(void **state)
     SK_TEST_ASSERT_ERR(sk_registry_watch(r, NULL, on_watch, &rec), SK_EINVAL, "service");
     SK_TEST_ASSERT_ERR(sk_registry_watch(r, "", on_watch, &rec), SK_EINVAL, "service");
     SK_TEST_ASSERT_ERR(sk_registry_watch(r, "or.der", on_watch, &rec), SK_EINVAL, "service");
-    SK_TEST_ASSERT_ERR(sk_registry_watch(r, "order", NULL, &rec), SK_EINVAL,
-                       "fn must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_registry_watch(r, "order", NULL, &rec), SK_EINVAL, "fn must not be NULL");
     fake.fail_watch = SK_EBUS;
     SK_TEST_ASSERT_ERR(sk_registry_watch(r, "order", on_watch, &rec), SK_EBUS,
                        "watching bucket skald_instances");
