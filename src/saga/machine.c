@@ -234,12 +234,42 @@ out:
     return st;
 }
 
+/* Nesting depth of @p v ({} and [] count one level each), exploring at most @p limit + 1 levels. */
+static int json_depth(const json_t *v, int limit)
+{
+    int best = 0;
+
+    if (limit < 0 || (!json_is_object(v) && !json_is_array(v))) {
+        return 0;
+    }
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *child;
+        json_object_foreach ((json_t *)v, key, child) {
+            int d = json_depth(child, limit - 1);
+            best = d > best ? d : best;
+        }
+    } else {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            int d = json_depth(json_array_get(v, i), limit - 1);
+            best = d > best ? d : best;
+        }
+    }
+    return best + 1;
+}
+
 static sk_status inst_save(sk_tx *tx, const saga_inst *in, int64_t now_ms)
 {
-    char *data = sk_json_dumps(in->data);
+    char *data = NULL;
     int64_t changes = 0;
     sk_status st;
 
+    /* Loading parses with the external-input limits: never store what could not be read back. */
+    if (json_depth(in->data, SK_MAX_JSON_DEPTH) > SK_MAX_JSON_DEPTH) {
+        return SK_FAIL(SK_ELIMIT, "saga %s: data nested deeper than %d levels", in->id,
+                       SK_MAX_JSON_DEPTH);
+    }
+    data = sk_json_dumps(in->data);
     if (data == NULL) {
         return SK_FAIL(SK_ENOMEM, "saga %s: serialising data", in->id);
     }

@@ -991,6 +991,37 @@ static void test_sk_saga_start_errors(void **state)
     assert_int_equal(outbox_count(f), 1);
 }
 
+/* Wrap @p levels - 1 objects around {"qty": 2}: @p levels levels deep. */
+static json_t *nested(int levels)
+{
+    json_t *v = json_pack("{s:i}", "qty", 2);
+    for (int i = 1; i < levels && v != NULL; i++) {
+        json_t *outer = json_object();
+        assert_int_equal(json_object_set_new(outer, "n", v), 0);
+        v = outer;
+    }
+    return v;
+}
+
+static void test_sk_saga_start_data_depth_limit(void **state)
+{
+    fx *f = *state;
+    call c = { .f = f, .id = "deep-32", .type = "OrderSaga" };
+
+    /* The deepest data that can be read back is accepted, and it is read back. */
+    c.data = nested(SK_MAX_JSON_DEPTH);
+    assert_int_equal(sk_store_run(f->store, start_uow, &c), SK_OK);
+    json_decref(c.data);
+    assert_int_equal(reply(f, "deep-32", 1, "StockReserved", "{\"price\": 1}"), SK_OK);
+    assert_int_equal(get_row(f, "deep-32").seq, 2);
+    /* One level more is refused at the start, not discovered at the next reply. */
+    c.id = "deep-33";
+    c.data = nested(SK_MAX_JSON_DEPTH + 1);
+    SK_TEST_ASSERT_ERR(sk_store_run(f->store, start_uow, &c), SK_ELIMIT, "nested deeper than 32");
+    json_decref(c.data);
+    assert_int_equal(outbox_count(f), 2);
+}
+
 /* A saga whose first step is local and already fails: it fails inside the start. */
 static const sk_saga_step local_first_steps[] = {
     { .name = "check", .local = local_total },
@@ -1139,6 +1170,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_saga_unknown_version_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_saga_start_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_saga_start_local_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_saga_start_data_depth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_saga_count_and_get_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_saga_start_every_alloc_failure, setup, teardown),
     };
