@@ -115,7 +115,7 @@ void sk__saga_durable_base(const char *source, char *out, size_t out_size)
         const char *slash = strrchr(source, '/');
         name = slash != NULL && slash[1] != '\0' ? slash + 1 : source;
     }
-    for (; name[n] != '\0' && n < 64 && n + sizeof(suffix) < out_size; n++) {
+    for (; n < 64 && n + sizeof(suffix) < out_size && name[n] != '\0'; n++) {
         out[n] = is_type_char(name[n]) && name[n] != '.' ? name[n] : '_';
     }
     if (n == 0 && sizeof(suffix) + 4 < out_size) {
