@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal interface of the `skald` command-line program: the subcommands
+ * (cmd_<verb>.c), argument and path helpers (cli_util.c), the nats-server
+ * configuration (nats_conf.c), the PKI bootstrap (pki_setup.c), readiness
+ * probes (probe.c) and the child-process supervisor (supervisor.c).
+ * Everything here runs on the main thread of the CLI process.
+ */
+#ifndef SK_CLI_H
+#define SK_CLI_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <skald/skald.h>
+
+/* ---------------------------------------------------------------- commands */
+
+/** A subcommand: argv[0] is the command's name; returns the process exit code (0, 1 or 2). */
+typedef int (*cli_cmd_fn)(int argc, char **argv);
+
+int cli_cmd_up(int argc, char **argv);
+int cli_cmd_status(int argc, char **argv);
+
+/** Exit codes of every command (STYLE.md: 0 success, 1 runtime failure, 2 usage or config). */
+#define CLI_EXIT_OK      0
+#define CLI_EXIT_FAILURE 1
+#define CLI_EXIT_USAGE   2
+
+/* ---------------------------------------------------------------- helpers (cli_util.c) */
+
+/** Default data directory, gateway port source and system file. */
+#define CLI_DEFAULT_DATA   "./var"
+#define CLI_DEFAULT_CONFIG "skald.yaml"
+
+/**
+ * Match argv[*i] against "--name VALUE" or "--name=VALUE".
+ * @param[out] value the value (borrowed from argv) when matched.
+ * @return 1 matched (and *i advanced past a separate value), 0 another
+ *         argument, -1 this flag with a missing or empty value.
+ */
+int cli_flag(int argc, char **argv, int *i, const char *name, const char **value);
+
+/** True when argv[i] is "--help", "-h" or "help". */
+bool cli_is_help(const char *arg);
+
+/** Print "skald: <context>: <message>" on stderr. */
+void cli_errorf(const char *context, const char *fmt, ...) SK_PRINTF(2, 3);
+
+/**
+ * Parse a TCP port "1".."65535" (decimal, nothing else).
+ * @return SK_OK or SK_EINVAL ("expected 1..65535, got \"x\"").
+ */
+SK_NODISCARD sk_status cli_port_parse(const char *text, int *out);
+
+/**
+ * The data dir to use: @p flag when not NULL, else $SKALD_DATA when set and
+ * not empty, else CLI_DEFAULT_DATA. Borrowed (from argv, environ or static).
+ */
+const char *cli_data_dir_choose(const char *flag);
+
+/**
+ * The gateway port: @p flag (already parsed, > 0) when set, else
+ * $SKALD_GATEWAY_PORT, else @p system_port.
+ * @return SK_OK or SK_EINVAL when the environment value is not a port.
+ */
+SK_NODISCARD sk_status cli_gateway_port_choose(int flag, int system_port, int *out);
+
+/** mkdir with @p mode unless it exists as a directory. @return SK_OK or SK_EIO. */
+SK_NODISCARD sk_status cli_mkdir(const char *path, mode_t mode);
+
+/**
+ * Read the first line of a small text file (at most @p max_bytes) without
+ * its line end. @param[out] out owned (sk_free).
+ * @return SK_OK, SK_ENOTFOUND (no file), SK_EIO, SK_ELIMIT, SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_file_read_line(const char *path, size_t max_bytes, char **out);
+
+/**
+ * Write @p text to @p path atomically (temporary file + rename) with @p mode.
+ * @return SK_OK or SK_EIO.
+ */
+SK_NODISCARD sk_status cli_file_write(const char *path, const char *text, mode_t mode);
+
+/** True when a TCP connection to 127.0.0.1:@p port succeeds now. */
+bool cli_port_accepts(int port);
+
+/**
+ * Whether 127.0.0.1:@p port can be bound now (SO_REUSEADDR, like servers do).
+ * @p port 0 asks the kernel for any free port.
+ * @param[out] bound the port that was bound (the same, or the kernel's pick).
+ */
+bool cli_port_is_free(int port, int *bound);
+
+/** Sleep at most @p ms milliseconds (used only by polls with a deadline). */
+void cli_sleep_ms(int64_t ms);
+
+/**
+ * The directory of the running executable (dirname of /proc/self/exe),
+ * where the service binaries skald-<service> are built next to skald.
+ * @param[out] out owned (sk_free). @return SK_OK, SK_EIO, SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_self_dir(char **out);
+
+/**
+ * Find an executable: @p name on $PATH, then in /usr/sbin, /usr/local/sbin,
+ * /usr/local/bin, /sbin (nats-server is in /usr/sbin on Debian, which is
+ * not on a normal user's PATH). @param[out] out owned (sk_free).
+ * @return SK_OK, SK_ENOTFOUND, SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_program_find(const char *name, char **out);
+
+/* ---------------------------------------------------------------- pid file (pidfile.c) */
+
+/** A held DATA/run/skald.pid. */
+typedef struct cli_pidfile {
+    int fd;     /* locked (F_SETLK) while held; -1 when not */
+    char *path; /* owned */
+} cli_pidfile;
+
+/**
+ * Create and lock @p path and write this process's PID in it.
+ * @param[out] other when another live skald holds it: its PID (0 if unknown).
+ * @return SK_OK, SK_EEXIST (held by a running skald), SK_EIO, SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_pidfile_acquire(cli_pidfile *pf, const char *path, pid_t *other);
+/** Remove the file and drop the lock. Safe on a released or failed pid file. */
+void cli_pidfile_release(cli_pidfile *pf);
+
+/* ---------------------------------------------------------------- nats-server config (nats_conf.c) */
+
+/** Everything needed to render nats.conf. Strings borrowed. */
+typedef struct cli_nats_conf {
+    int port;              /* 1..65535, on 127.0.0.1 */
+    const char *server_name;
+    const char *store_dir; /* JetStream storage (DATA/nats) */
+    const char *cert_file; /* nats-server's certificate (IP SAN 127.0.0.1) */
+    const char *key_file;
+    const char *ca_file;   /* trust anchor for client certificates */
+} cli_nats_conf;
+
+/**
+ * Render a nats-server configuration: loopback listener, JetStream limits,
+ * mTLS with client certificates required, no monitoring port. Paths are
+ * quoted; a path with a quote, backslash or control character is refused.
+ * @param out appended to.
+ * @return SK_OK, SK_EINVAL (naming the field), SK_ELIMIT/SK_ENOMEM (buffer).
+ */
+SK_NODISCARD sk_status cli_nats_conf_render(const cli_nats_conf *conf, sk_buf *out);
+
+/**
+ * Parse the port of a URL "tls://127.0.0.1:<port>" as written in nats.url.
+ * @return SK_OK or SK_EPROTO.
+ */
+SK_NODISCARD sk_status cli_nats_url_port(const char *url, int *out);
+
+/* ---------------------------------------------------------------- PKI (pki_setup.c) */
+
+/** The identity the CLI uses to talk to NATS and the services. */
+#define CLI_IDENTITY "skald-cli"
+/** The certificate name of nats-server in DATA/pki. */
+#define CLI_NATS_IDENTITY "nats-server"
+
+/**
+ * Make sure DATA/pki holds the CA and a certificate for every service of
+ * @p sys, for the CLI and for nats-server (kept when still valid).
+ */
+SK_NODISCARD sk_status cli_pki_setup(const char *pki_dir, const sk_system *sys);
+
+/* ---------------------------------------------------------------- probes (probe.c) */
+
+/**
+ * GET http://127.0.0.1:@p port@p path over plain HTTP/1.1 with a deadline.
+ * @param[out] status the HTTP status code (0 when no answer).
+ * @return SK_OK (an answer arrived), SK_EUNAVAILABLE (connect failed),
+ *         SK_ETIMEDOUT, SK_EPROTO (not HTTP), SK_EIO.
+ */
+SK_NODISCARD sk_status cli_http_get_status(int port, const char *path, int64_t timeout_ms, int *status);
+
+/* ---------------------------------------------------------------- supervisor (supervisor.c) */
+
+/** Restart delays: the first, the cap, and how long a child must run to reset them. */
+#define CLI_BACKOFF_MIN_MS   250
+#define CLI_BACKOFF_MAX_MS   10000
+#define CLI_BACKOFF_RESET_MS 30000
+/** How long each shutdown phase waits after SIGTERM before SIGKILL. */
+#define CLI_STOP_DEADLINE_MS 10000
+
+/**
+ * The delay before restarting a child that exited after running @p ran_ms,
+ * given the delay used for its previous restart (0 when none): 250 ms,
+ * doubling up to 10 s, back to 250 ms once the child had run 30 s.
+ */
+int64_t cli_backoff_next(int64_t prev_delay_ms, int64_t ran_ms);
+
+/** The order in which children are stopped: lower phases first. */
+typedef enum cli_stop_phase {
+    CLI_PHASE_GATEWAY = 0,  /* stops first: no new requests come in */
+    CLI_PHASE_SERVICE = 1,
+    CLI_PHASE_BROKER = 2,   /* nats-server, stops last */
+} cli_stop_phase;
+#define CLI_PHASE_COUNT 3
+
+/**
+ * Supervises child processes: starts them, restarts them with backoff when
+ * they exit, and stops them in phase order. Signals SIGCHLD, SIGTERM and
+ * SIGINT are blocked in the calling process and read through a signalfd;
+ * children get the original mask back. Owner-thread-only; the process
+ * should have no other threads (signal masks are per thread).
+ */
+typedef struct cli_supervisor cli_supervisor;
+
+/**
+ * Block the signals and open the signalfd.
+ * @param[out] out owned, cli_supervisor_destroy.
+ * @return SK_OK, SK_EIO (signalfd), SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_supervisor_create(cli_supervisor **out);
+/**
+ * Stop every running child (cli_supervisor_stop_all), close the signalfd
+ * and restore the signal mask. NULL-safe.
+ */
+void cli_supervisor_destroy(cli_supervisor *s);
+
+/**
+ * Start a child now: fork, reset signals, stdin from /dev/null, stdout and
+ * stderr appended to @p log_path, execv(@p argv[0], argv).
+ * @param name unique display name ("order-1"); copied.
+ * @param argv NULL-terminated; argv[0] is the path of the program (a name
+ *        without '/' is searched on PATH); copied.
+ * @param log_path file the child writes to (created 0600); copied.
+ * @return SK_OK, SK_EINVAL, SK_EEXIST (name taken), SK_EIO (fork, log file), SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_supervisor_spawn(cli_supervisor *s,
+                                            const char *name,
+                                            cli_stop_phase phase,
+                                            const char *const *argv,
+                                            const char *log_path);
+
+/**
+ * Handle what happened (children that exited, restarts that are due, stop
+ * signals), waiting at most @p wait_ms for something to happen (0 = just
+ * look, -1 = until an event).
+ */
+void cli_supervisor_poll(cli_supervisor *s, int64_t wait_ms);
+
+/** True once SIGTERM or SIGINT arrived. */
+bool cli_supervisor_is_stopping(const cli_supervisor *s);
+/** Ask for the stop as if a signal had arrived (tests, fatal errors). */
+void cli_supervisor_request_stop(cli_supervisor *s);
+
+/**
+ * Stop every child, phase by phase: SIGTERM to the running children of the
+ * phase, wait until they exit (CLI_STOP_DEADLINE_MS, or @p deadline_ms when
+ * > 0), then SIGKILL the rest and reap them. Pending restarts are cancelled.
+ */
+void cli_supervisor_stop_all(cli_supervisor *s, int64_t deadline_ms);
+
+/** PID of child @p name, or 0 when it is not running (or unknown). */
+pid_t cli_supervisor_pid(const cli_supervisor *s, const char *name);
+/** How many times child @p name was restarted (0 when unknown). */
+unsigned cli_supervisor_restarts(const cli_supervisor *s, const char *name);
+/** Number of children currently running. */
+size_t cli_supervisor_running(const cli_supervisor *s);
+/** Let tests shorten the restart delays: every computed delay is multiplied by @p percent / 100. */
+void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent);
+
+#endif /* SK_CLI_H */

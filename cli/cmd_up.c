@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `skald up`: runs the whole system on this machine. Prepares the data dir
+ * (PKI, nats.conf, nats.url), starts nats-server and every service instance
+ * of the system file as direct children, waits for the gateway's /readyz,
+ * then supervises until SIGTERM/SIGINT and stops everything in order:
+ * gateway, services, nats-server. Only processes it started are signalled,
+ * always by PID.
+ */
+/* realpath is an XSI extension. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define NATS_START_DEADLINE_MS 10000
+#define READY_DEADLINE_MS      60000
+#define READY_PROBE_TIMEOUT_MS 1000
+
+typedef struct up_opts {
+    const char *config; /* as given */
+    const char *data;   /* as given */
+    int port_flag;      /* 0 = not given */
+} up_opts;
+
+/* Everything `skald up` holds; freed by up_fini. */
+typedef struct up_state {
+    sk_system *sys;
+    char *data_dir;    /* absolute */
+    char *config_path; /* absolute */
+    char *bin_dir;
+    char *nats_bin;
+    char *run_dir, *pki_dir, *db_dir, *nats_dir, *log_dir;
+    int gateway_port;
+    int nats_port;
+    cli_pidfile pid;
+    cli_supervisor *sup;
+    int64_t t0_ms;
+} up_state;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: skald up [--config FILE] [--data DIR] [--port N]\n"
+               "  --config FILE  system file (default skald.yaml)\n"
+               "  --data DIR     data dir (default $SKALD_DATA, else ./var)\n"
+               "  --port N       gateway port (default $SKALD_GATEWAY_PORT, else the system "
+               "file's gateway.port)\n");
+}
+
+/* @return -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, up_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->config = CLI_DEFAULT_CONFIG;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int m;
+        if (cli_is_help(argv[i])) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if ((m = cli_flag(argc, argv, &i, "--config", &v)) != 0) {
+            if (m < 0) {
+                cli_errorf("up", "--config: missing or empty value");
+                return CLI_EXIT_USAGE;
+            }
+            o->config = v;
+        } else if ((m = cli_flag(argc, argv, &i, "--data", &v)) != 0) {
+            if (m < 0) {
+                cli_errorf("up", "--data: missing or empty value");
+                return CLI_EXIT_USAGE;
+            }
+            o->data = v;
+        } else if ((m = cli_flag(argc, argv, &i, "--port", &v)) != 0) {
+            if (m < 0 || cli_port_parse(v, &o->port_flag) != SK_OK) {
+                cli_errorf("up", "--port: expected a port 1..65535, got \"%.20s\"",
+                           v != NULL ? v : "");
+                return CLI_EXIT_USAGE;
+            }
+        } else {
+            cli_errorf("up", "unknown argument \"%.64s\"", argv[i]);
+            usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
+static void up_fini(up_state *u)
+{
+    cli_supervisor_destroy(u->sup);
+    cli_pidfile_release(&u->pid);
+    sk_system_destroy(u->sys);
+    sk_free(u->data_dir);
+    sk_free(u->config_path);
+    sk_free(u->bin_dir);
+    sk_free(u->nats_bin);
+    sk_free(u->run_dir);
+    sk_free(u->pki_dir);
+    sk_free(u->db_dir);
+    sk_free(u->nats_dir);
+    sk_free(u->log_dir);
+}
+
+static sk_status abs_path(const char *path, char **out)
+{
+    char buf[PATH_MAX];
+    if (realpath(path, buf) == NULL) {
+        *out = NULL;
+        return SK_FAIL(errno == ENOENT ? SK_ENOTFOUND : SK_EIO, "%s: %s", path, strerror(errno));
+    }
+    *out = sk_strdup(buf);
+    return *out != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "copying a path");
+}
+
+/* DATA and its subdirectories, all 0700: the PKI keys and databases live there. */
+static sk_status prepare_dirs(up_state *u, const char *data)
+{
+    sk_status st = cli_mkdir(data, 0700);
+    if (st == SK_OK) {
+        st = abs_path(data, &u->data_dir);
+    }
+    if (st != SK_OK) {
+        return st;
+    }
+    u->run_dir = sk_asprintf("%s/run", u->data_dir);
+    u->pki_dir = sk_asprintf("%s/pki", u->data_dir);
+    u->db_dir = sk_asprintf("%s/db", u->data_dir);
+    u->nats_dir = sk_asprintf("%s/nats", u->data_dir);
+    u->log_dir = sk_asprintf("%s/run/logs", u->data_dir);
+    if (u->run_dir == NULL || u->pki_dir == NULL || u->db_dir == NULL || u->nats_dir == NULL ||
+        u->log_dir == NULL) {
+        return SK_FAIL(SK_ENOMEM, "building data dir paths");
+    }
+    const char *dirs[] = { u->run_dir, u->pki_dir, u->db_dir, u->nats_dir, u->log_dir };
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && st == SK_OK; i++) {
+        st = cli_mkdir(dirs[i], 0700);
+    }
+    return st;
+}
+
+/* Every binary must exist before anything starts: a missing one is a build problem. */
+static sk_status check_binaries(up_state *u)
+{
+    sk_status st = cli_self_dir(&u->bin_dir);
+    if (st != SK_OK) {
+        return st;
+    }
+    for (size_t i = 0; i < u->sys->n_services; i++) {
+        char *bin = sk_asprintf("%s/skald-%s", u->bin_dir, u->sys->services[i].name);
+        if (bin == NULL) {
+            return SK_FAIL(SK_ENOMEM, "building binary paths");
+        }
+        bool ok = access(bin, X_OK) == 0;
+        if (!ok) {
+            st = SK_FAIL(SK_ENOTFOUND, "service %s: no executable %s (run `make build`)",
+                         u->sys->services[i].name, bin);
+        }
+        sk_free(bin);
+        if (!ok) {
+            return st;
+        }
+    }
+    st = cli_program_find("nats-server", &u->nats_bin);
+    return st == SK_OK ? SK_OK : SK_WRAP(st, "nats-server (Debian package nats-server)");
+}
+
+/* The previous port when it is still free (clients keep their URL), else any free port. */
+static sk_status choose_nats_port(up_state *u, const char *url_path)
+{
+    char *prev = NULL;
+    int port = 0;
+
+    if (cli_file_read_line(url_path, 256, &prev) == SK_OK && cli_nats_url_port(prev, &port) == SK_OK &&
+        cli_port_is_free(port, NULL)) {
+        u->nats_port = port;
+    } else if (!cli_port_is_free(0, &u->nats_port)) {
+        sk_free(prev);
+        return SK_FAIL(SK_EIO, "no free loopback port for nats-server");
+    }
+    sk_free(prev);
+    sk_error_clear(); /* a missing or stale nats.url is normal */
+    return SK_OK;
+}
+
+static sk_status write_run_files(up_state *u)
+{
+    sk_status st = SK_OK;
+    sk_tls_files tls = { 0 };
+    sk_buf conf;
+    char *conf_path = sk_asprintf("%s/nats.conf", u->run_dir);
+    char *url_path = sk_asprintf("%s/nats.url", u->run_dir);
+    char *cfg_path = sk_asprintf("%s/config.path", u->run_dir);
+    char url[64], line[PATH_MAX + 2];
+
+    sk_buf_init(&conf, 64 * 1024);
+    if (conf_path == NULL || url_path == NULL || cfg_path == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "building run file paths");
+        goto out;
+    }
+    st = choose_nats_port(u, url_path);
+    if (st == SK_OK) {
+        st = sk_tls_files_init(&tls, u->pki_dir, CLI_NATS_IDENTITY);
+    }
+    if (st != SK_OK) {
+        goto out;
+    }
+    cli_nats_conf nc = {
+        .port = u->nats_port,
+        .server_name = "skald",
+        .store_dir = u->nats_dir,
+        .cert_file = tls.cert_file,
+        .key_file = tls.key_file,
+        .ca_file = tls.ca_file,
+    };
+    st = cli_nats_conf_render(&nc, &conf);
+    if (st == SK_OK) {
+        st = cli_file_write(conf_path, conf.data, 0600);
+    }
+    snprintf(url, sizeof(url), "tls://127.0.0.1:%d", u->nats_port);
+    snprintf(line, sizeof(line), "%s\n", url);
+    if (st == SK_OK) {
+        st = cli_file_write(url_path, line, 0600);
+    }
+    /* `skald status` and later commands find the system file of the running system here. */
+    snprintf(line, sizeof(line), "%s\n", u->config_path);
+    if (st == SK_OK) {
+        st = cli_file_write(cfg_path, line, 0600);
+    }
+    if (st == SK_OK && setenv("SKALD_NATS_URL", url, 1) != 0) {
+        st = SK_FAIL(SK_EIO, "setenv SKALD_NATS_URL: %s", strerror(errno));
+    }
+out:
+    sk_tls_files_fini(&tls);
+    sk_buf_fini(&conf);
+    sk_free(conf_path);
+    sk_free(url_path);
+    sk_free(cfg_path);
+    return st;
+}
+
+static sk_status spawn_logged(up_state *u, const char *name, cli_stop_phase phase, const char *const *argv)
+{
+    char *log = sk_asprintf("%s/%s.log", u->log_dir, name);
+    if (log == NULL) {
+        return SK_FAIL(SK_ENOMEM, "building the log path of %s", name);
+    }
+    sk_status st = cli_supervisor_spawn(u->sup, name, phase, argv, log);
+    sk_free(log);
+    return st;
+}
+
+static sk_status start_nats(up_state *u)
+{
+    char *conf = sk_asprintf("%s/nats.conf", u->run_dir);
+    if (conf == NULL) {
+        return SK_FAIL(SK_ENOMEM, "nats.conf path");
+    }
+    const char *argv[] = { u->nats_bin, "-c", conf, NULL };
+    sk_status st = spawn_logged(u, "nats-server", CLI_PHASE_BROKER, argv);
+    sk_free(conf);
+    if (st != SK_OK) {
+        return st;
+    }
+    int64_t deadline = sk_time_mono_ms() + NATS_START_DEADLINE_MS;
+    while (!cli_port_accepts(u->nats_port)) {
+        if (cli_supervisor_is_stopping(u->sup)) {
+            return SK_FAIL(SK_ECANCELED, "stopped while nats-server was starting");
+        }
+        if (sk_time_mono_ms() >= deadline) {
+            return SK_FAIL(SK_ETIMEDOUT,
+                           "nats-server did not accept connections on 127.0.0.1:%d within %d ms "
+                           "(see %s/nats-server.log)",
+                           u->nats_port, NATS_START_DEADLINE_MS, u->log_dir);
+        }
+        cli_supervisor_poll(u->sup, 20);
+    }
+    return SK_OK;
+}
+
+static sk_status start_instance(up_state *u, const sk_sys_service *svc, int k)
+{
+    char instance[SK_MESH_MAX_SERVICE + 16], port[16];
+    char *bin = sk_asprintf("%s/skald-%s", u->bin_dir, svc->name);
+    if (bin == NULL) {
+        return SK_FAIL(SK_ENOMEM, "building the binary path of %s", svc->name);
+    }
+    snprintf(instance, sizeof(instance), "%s-%d", svc->name, k);
+    snprintf(port, sizeof(port), "%d", u->gateway_port);
+    /*
+     * The service name is a word of the command line (CONTRACT.md: `ps` shows it).
+     * Only the gateway gets --port: for the others the NULL ends argv there.
+     */
+    const char *argv[] = { bin,         "--service", svc->name,   "--instance",
+                           instance,    "--config",  u->config_path, "--data",
+                           u->data_dir, svc->is_gateway ? "--port" : NULL, port, NULL };
+    sk_status st = spawn_logged(u, instance, svc->is_gateway ? CLI_PHASE_GATEWAY : CLI_PHASE_SERVICE, argv);
+    sk_free(bin);
+    return st;
+}
+
+static sk_status start_services(up_state *u, size_t *n_started)
+{
+    *n_started = 0;
+    for (size_t i = 0; i < u->sys->n_services; i++) {
+        const sk_sys_service *svc = &u->sys->services[i];
+        int n = svc->instances > 0 ? svc->instances : 1;
+        if (svc->is_gateway && n > 1) {
+            /* Every gateway instance would bind the same public port. */
+            fprintf(stderr, "skald: up: %s: instances: %d; starting 1 (one public port)\n",
+                    svc->name, n);
+            n = 1;
+        }
+        for (int k = 1; k <= n; k++) {
+            sk_status st = start_instance(u, svc, k);
+            if (st != SK_OK) {
+                return st;
+            }
+            (*n_started)++;
+        }
+    }
+    return SK_OK;
+}
+
+/* Supervise until the gateway answers /readyz 200 (true), or a stop is asked (false). */
+static bool wait_ready(up_state *u, int64_t deadline)
+{
+    bool warned = false;
+    while (!cli_supervisor_is_stopping(u->sup)) {
+        int status = 0;
+        if (cli_http_get_status(u->gateway_port, "/readyz", READY_PROBE_TIMEOUT_MS, &status) == SK_OK &&
+            status == 200) {
+            printf("skald: ready in %lld ms\n", (long long)(sk_time_mono_ms() - u->t0_ms));
+            fflush(stdout);
+            return true;
+        }
+        sk_error_clear();
+        if (!warned && sk_time_mono_ms() >= deadline) {
+            warned = true;
+            fprintf(stderr,
+                    "skald: up: not ready after %d ms (GET /readyz answered %d); still "
+                    "supervising, see the logs in %s\n",
+                    READY_DEADLINE_MS, status, u->log_dir);
+        }
+        cli_supervisor_poll(u->sup, warned ? 1000 : 100);
+    }
+    return false;
+}
+
+static int run(up_state *u, const up_opts *o)
+{
+    sk_status st;
+    pid_t other = 0;
+    size_t n_started = 0;
+
+    st = sk_system_load(o->config, &u->sys);
+    if (st != SK_OK) {
+        cli_errorf("up", "%s", sk_error_message());
+        return CLI_EXIT_USAGE;
+    }
+    if (cli_gateway_port_choose(o->port_flag, u->sys->gateway_port, &u->gateway_port) != SK_OK) {
+        cli_errorf("up", "%s", sk_error_message());
+        return CLI_EXIT_USAGE;
+    }
+    bool has_gateway = false;
+    for (size_t i = 0; i < u->sys->n_services; i++) {
+        has_gateway = has_gateway || u->sys->services[i].is_gateway;
+    }
+    if (!has_gateway) {
+        cli_errorf("up", "%s: services: no service has \"gateway: true\"", o->config);
+        return CLI_EXIT_USAGE;
+    }
+    if (abs_path(o->config, &u->config_path) != SK_OK || prepare_dirs(u, o->data) != SK_OK) {
+        cli_errorf("up", "%s", sk_error_message());
+        return CLI_EXIT_FAILURE;
+    }
+    char *pid_path = sk_asprintf("%s/skald.pid", u->run_dir);
+    st = pid_path != NULL ? cli_pidfile_acquire(&u->pid, pid_path, &other)
+                          : SK_FAIL(SK_ENOMEM, "pid file path");
+    sk_free(pid_path);
+    if (st == SK_EEXIST) {
+        cli_errorf("up", "another `skald up` (pid %ld) is running with data dir %s; stop it first "
+                   "(kill %ld) or choose another --data",
+                   (long)other, u->data_dir, (long)other);
+        return CLI_EXIT_FAILURE;
+    }
+    if (st != SK_OK || check_binaries(u) != SK_OK) {
+        cli_errorf("up", "%s", sk_error_message());
+        return CLI_EXIT_FAILURE;
+    }
+    if (!cli_port_is_free(u->gateway_port, NULL)) {
+        cli_errorf("up", "gateway port %d on 127.0.0.1 is in use; choose another with --port or "
+                   "SKALD_GATEWAY_PORT",
+                   u->gateway_port);
+        return CLI_EXIT_FAILURE;
+    }
+    st = cli_pki_setup(u->pki_dir, u->sys);
+    if (st == SK_OK) {
+        st = write_run_files(u);
+    }
+    if (st == SK_OK) {
+        st = cli_supervisor_create(&u->sup);
+    }
+    if (st != SK_OK) {
+        cli_errorf("up", "%s", sk_error_message());
+        return CLI_EXIT_FAILURE;
+    }
+    printf("skald: system %s from %s, data in %s\n", u->sys->name, u->config_path, u->data_dir);
+    printf("skald: logs in %s/<process>.log\n", u->log_dir);
+    fflush(stdout);
+    st = start_nats(u);
+    if (st == SK_OK) {
+        printf("skald: nats-server on tls://127.0.0.1:%d (pid %ld)\n", u->nats_port,
+               (long)cli_supervisor_pid(u->sup, "nats-server"));
+        st = start_services(u, &n_started);
+    }
+    if (st != SK_OK) {
+        bool stopped = st == SK_ECANCELED;
+        if (!stopped) {
+            cli_errorf("up", "%s", sk_error_message());
+        }
+        cli_supervisor_stop_all(u->sup, 0);
+        return stopped ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+    }
+    printf("skald: started %zu service processes\n", n_started);
+    printf("skald: gateway   http://127.0.0.1:%d/\n", u->gateway_port);
+    printf("skald: dashboard http://127.0.0.1:%d/ui/\n", u->gateway_port);
+    fflush(stdout);
+    (void)wait_ready(u, u->t0_ms + READY_DEADLINE_MS);
+    while (!cli_supervisor_is_stopping(u->sup)) {
+        cli_supervisor_poll(u->sup, -1);
+    }
+    cli_supervisor_stop_all(u->sup, 0);
+    printf("skald: stopped\n");
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_up(int argc, char **argv)
+{
+    up_opts o;
+    up_state u;
+    int rc = parse_args(argc, argv, &o);
+
+    if (rc >= 0) {
+        return rc;
+    }
+    memset(&u, 0, sizeof(u));
+    u.pid.fd = -1;
+    u.t0_ms = sk_time_mono_ms();
+    o.data = cli_data_dir_choose(o.data);
+    rc = run(&u, &o);
+    up_fini(&u);
+    return rc;
+}
