@@ -56,7 +56,7 @@ struct sk_http_client {
     pthread_t thread;
     bool has_thread;
     CURLM *multi;
-    CURLSH *share;  /* TLS sessions and DNS, used on the client thread only */
+    CURLSH *share; /* TLS sessions and DNS, used on the client thread only */
     bool is_tls;
     char *ca_file;
     char *cert_file;
@@ -176,7 +176,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 }
 
 /* The leaf's URI SANs must include the expected identity. */
-static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+static int
+on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
     job *j = clientp;
     struct curl_tlssessioninfo *ti = NULL;
@@ -277,8 +278,8 @@ static void job_finish(job *j, sk_status st, CURLcode rc)
             code = 0;
         }
         resp.status = (int)code;
-        resp.body = (sk_slice){ (const uint8_t *)(j->resp.data != NULL ? j->resp.data : ""),
-                                j->resp.len };
+        resp.body =
+            (sk_slice){ (const uint8_t *)(j->resp.data != NULL ? j->resp.data : ""), j->resp.len };
         resp.content_type = j->content_type;
         resp.location = j->location;
         resp.retry_after = j->retry_after;
@@ -439,7 +440,8 @@ static void *client_main(void *arg)
             while (c->active != NULL) {
                 job *j = c->active;
                 active_unlink(c, j);
-                SK_IGNORE(curl_multi_remove_handle(c->multi, j->easy)); /* nothing to do on failure */
+                SK_IGNORE(
+                    curl_multi_remove_handle(c->multi, j->easy)); /* nothing to do on failure */
                 job_finish(j, SK_ECANCELED, CURLE_OK);
             }
             break;
@@ -592,7 +594,8 @@ static bool is_service_name(const char *s)
     return n > 0;
 }
 
-sk_status sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_fn done, void *ctx)
+sk_status
+sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_fn done, void *ctx)
 {
     sk_status st = SK_OK;
     job *j = NULL;
@@ -601,10 +604,14 @@ sk_status sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_
 
     if (c == NULL || req == NULL || done == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_http_client_send: %s must not be NULL",
-                       c == NULL ? "c" : req == NULL ? "req" : "done");
+                       c == NULL     ? "c"
+                       : req == NULL ? "req"
+                                     : "done");
     }
     if (req->method == NULL || !is_token(req->method, 16)) {
-        return SK_FAIL(SK_EINVAL, "sk_http_client_send: req->method must be an HTTP token of 1..16 characters");
+        return SK_FAIL(
+            SK_EINVAL,
+            "sk_http_client_send: req->method must be an HTTP token of 1..16 characters");
     }
     if (req->url == NULL || strlen(req->url) > MAX_URL_BYTES ||
         (strncmp(req->url, "http://", 7) != 0 && strncmp(req->url, "https://", 8) != 0) ||

@@ -34,10 +34,10 @@ sk_status sk__mesh_duration_parse(sk_slice text, int64_t *out_ms);
  * retries and fault injection, which plug in here later.
  */
 typedef struct sk__upstream_policy {
-    int64_t timeout_ms;          /* "timeout"; 0 = none */
-    int retries_attempts;        /* "retries.attempts"; parsed, not applied yet */
-    int64_t per_try_timeout_ms;  /* "retries.perTryTimeout"; parsed, not applied yet */
-    json_t *raw;                 /* deep copy of the policy object, or NULL */
+    int64_t timeout_ms;         /* "timeout"; 0 = none */
+    int retries_attempts;       /* "retries.attempts"; parsed, not applied yet */
+    int64_t per_try_timeout_ms; /* "retries.perTryTimeout"; parsed, not applied yet */
+    json_t *raw;                /* deep copy of the policy object, or NULL */
 } sk__upstream_policy;
 
 /**
@@ -56,16 +56,14 @@ const char *sk__http_reason(int status);
  * @param title NULL = the reason phrase; @param detail NULL = omitted;
  * @param request_id NULL = omitted.
  */
-sk_status sk__http_problem_format(sk_buf *out,
-                                  int status,
-                                  const char *title,
-                                  const char *detail,
-                                  const char *request_id);
+sk_status sk__http_problem_format(
+    sk_buf *out, int status, const char *title, const char *detail, const char *request_id);
 
 /** True when @p s is an acceptable X-Request-Id: 1..128 of [A-Za-z0-9._:-]. */
 bool sk__http_request_id_is_valid(const char *s);
 
-/** True when @p name is a usable identity/file name: 1..64 of [A-Za-z0-9._-], not starting with '.'. */
+/** True when @p name is a usable identity/file name: 1..64 of [A-Za-z0-9._-], not starting with
+ * '.'. */
 bool sk__pki_name_is_valid(const char *name);
 
 /** Connections accepted so far by @p srv (tests count keep-alive reuse). */

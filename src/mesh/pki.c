@@ -21,7 +21,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -269,8 +268,8 @@ static sk_status cert_new(X509 **out, const char *cn, int days, EVP_PKEY *key)
         goto out;
     }
     name = X509_get_subject_name(cert);
-    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"skald", -1,
-                                   -1, 0) != 1 ||
+    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"skald", -1, -1,
+                                   0) != 1 ||
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
                                    0) != 1) {
         st = ssl_fail(SK_ETLS, "setting the certificate subject");
@@ -513,7 +512,8 @@ sk_status sk_pki_issue(const char *dir, const char *name, const char *uri_san, c
         } else if (inet_pton(AF_INET6, ip_san, ip) == 1) {
             ip_len = 16;
         } else {
-            return SK_FAIL(SK_EINVAL, "sk_pki_issue: ip_san must be an IPv4 or IPv6 address, got \"%.64s\"",
+            return SK_FAIL(SK_EINVAL,
+                           "sk_pki_issue: ip_san must be an IPv4 or IPv6 address, got \"%.64s\"",
                            ip_san);
         }
     }

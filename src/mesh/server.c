@@ -32,14 +32,14 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 
-#define DEFAULT_THREADS     2u
-#define MAX_THREADS         64u
-#define IDLE_TIMEOUT_S      60u
-#define MAX_PEM_BYTES       (64u * 1024u)
+#define DEFAULT_THREADS 2u
+#define MAX_THREADS     64u
+#define IDLE_TIMEOUT_S  60u
+#define MAX_PEM_BYTES   (64u * 1024u)
 /* How long stop waits for the 503 answers it queued to go out. */
-#define STOP_DRAIN_MS       1000
+#define STOP_DRAIN_MS 1000
 /* A client streaming more than this many times the body limit is disconnected. */
-#define DISCARD_FACTOR      4u
+#define DISCARD_FACTOR 4u
 /* TLS 1.3 only on internal (mutual TLS) listeners; 1.2 is kept for public TLS ones. */
 #define PRIORITIES_INTERNAL "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 #define PRIORITIES_PUBLIC   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
@@ -49,12 +49,12 @@ typedef struct hub {
     /* Protects every field below and, in each request, state, refs, has_user_ref, is_answered,
      * resp, resp_status, prev/next/is_live and conn. Never held while calling the handler. */
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* signalled when n_outstanding drops */
-    size_t refs;             /* the server + one per live request */
-    sk_http_req *live;       /* handed to the handler, not answered yet */
-    size_t n_outstanding;    /* handed to the handler, MHD not completed yet */
+    pthread_cond_t cv;    /* signalled when n_outstanding drops */
+    size_t refs;          /* the server + one per live request */
+    sk_http_req *live;    /* handed to the handler, not answered yet */
+    size_t n_outstanding; /* handed to the handler, MHD not completed yet */
     bool is_stopping;
-    bool is_daemon_gone;     /* MHD_stop_daemon has returned: never call MHD again */
+    bool is_daemon_gone; /* MHD_stop_daemon has returned: never call MHD again */
 } hub;
 
 typedef enum req_state {
@@ -92,7 +92,7 @@ struct sk_http_req {
     sk_buf body;
     bool is_too_large;
     size_t n_discarded; /* body bytes dropped after the limit was passed */
-    int sent_status; /* status queued to MHD, 0 when none (MHD thread only) */
+    int sent_status;    /* status queued to MHD, 0 when none (MHD thread only) */
     int64_t start_ns;
     char request_id[SK_MESH_MAX_REQUEST_ID + 1];
     char peer_service[SK_MESH_MAX_SERVICE + 1];
@@ -270,11 +270,8 @@ static struct MHD_Response *response_build(const sk_http_req *req,
     return r;
 }
 
-static struct MHD_Response *problem_build(const sk_http_req *req,
-                                          int status,
-                                          const char *title,
-                                          const char *detail,
-                                          bool is_closing)
+static struct MHD_Response *problem_build(
+    const sk_http_req *req, int status, const char *title, const char *detail, bool is_closing)
 {
     sk_buf b;
     struct MHD_Response *r = NULL;
@@ -365,11 +362,8 @@ void sk_http_req_respond(sk_http_req *req,
     answer_store(req, r, status, true);
 }
 
-void sk_http_req_respond_problem(sk_http_req *req,
-                                 int status,
-                                 const char *title,
-                                 const char *detail_fmt,
-                                 ...)
+void sk_http_req_respond_problem(
+    sk_http_req *req, int status, const char *title, const char *detail_fmt, ...)
 {
     char detail[1024];
     va_list ap;
@@ -391,8 +385,7 @@ void sk_http_req_respond_problem(sk_http_req *req,
     }
     if (status == 500) {
         /* A 500 keeps its details in the log (they may reveal internals). */
-        SK_LOG_ERROR("request %s: %s %s: 500: %s", req->request_id, req->method, req->path,
-                     detail);
+        SK_LOG_ERROR("request %s: %s %s: 500: %s", req->request_id, req->method, req->path, detail);
         r = problem_build(req, status, title, "internal error; see the server log", false);
     } else {
         r = problem_build(req, status, title, detail_fmt != NULL ? detail : NULL, false);
@@ -400,7 +393,10 @@ void sk_http_req_respond_problem(sk_http_req *req,
     answer_store(req, r, status, true);
 }
 
-void sk_http_req_respond_json(sk_http_req *req, int status, const json_t *body, const char *const *headers)
+void sk_http_req_respond_json(sk_http_req *req,
+                              int status,
+                              const json_t *body,
+                              const char *const *headers)
 {
     sk_buf b;
 
@@ -431,7 +427,8 @@ const char *sk_http_req_path(const sk_http_req *req)
     return req != NULL ? req->path : NULL;
 }
 
-static const char *kv_find(const sk_http_req *req, enum MHD_ValueKind kind, const char *key, bool is_icase)
+static const char *
+kv_find(const sk_http_req *req, enum MHD_ValueKind kind, const char *key, bool is_icase)
 {
     if (req == NULL || key == NULL) {
         return NULL;
@@ -489,7 +486,8 @@ typedef struct kv_walk {
     char *arena;
 } kv_walk;
 
-static enum MHD_Result kv_count(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result
+kv_count(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     kv_walk *w = cls;
     (void)kind;
@@ -498,7 +496,8 @@ static enum MHD_Result kv_count(void *cls, enum MHD_ValueKind kind, const char *
     return MHD_YES;
 }
 
-static enum MHD_Result kv_copy(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result
+kv_copy(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     kv_walk *w = cls;
     kv *e = &w->req->kvs[w->req->n_kvs++];
@@ -616,10 +615,8 @@ static bool peer_check(sk_http_server *srv, struct MHD_Connection *conn, sk_http
     return cc->is_ok;
 }
 
-static sk_http_req *req_new(sk_http_server *srv,
-                            struct MHD_Connection *conn,
-                            const char *url,
-                            const char *method)
+static sk_http_req *
+req_new(sk_http_server *srv, struct MHD_Connection *conn, const char *url, const char *method)
 {
     sk_http_req *req = sk_calloc(1, sizeof(*req));
     const char *rid;
@@ -708,15 +705,16 @@ static enum MHD_Result on_access(void *cls,
                 /* Refuse before reading the body; MHD closes the connection after this answer. */
                 req->is_too_large = true;
                 req->state = REQ_QUEUED;
-                return queue(req, 413,
-                             problem_build(req, 413, NULL, "request body larger than the limit",
-                                           true));
+                return queue(
+                    req, 413,
+                    problem_build(req, 413, NULL, "request body larger than the limit", true));
             }
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!req->is_too_large && sk_buf_append(&req->body, upload_data, *upload_data_size) != SK_OK) {
+        if (!req->is_too_large &&
+            sk_buf_append(&req->body, upload_data, *upload_data_size) != SK_OK) {
             req->is_too_large = true;
             sk_buf_fini(&req->body);
             sk_buf_init(&req->body, 0);
@@ -812,8 +810,7 @@ static void on_completed(void *cls,
             sk_counter_add(c, 1);
         }
         if (srv->latency != NULL) {
-            sk_histogram_observe(srv->latency,
-                                 (double)(sk_time_mono_ns() - req->start_ns) / 1e9);
+            sk_histogram_observe(srv->latency, (double)(sk_time_mono_ns() - req->start_ns) / 1e9);
         }
     }
     lock(&h->mu);
@@ -954,8 +951,8 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
     struct sockaddr *sa;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     unsigned n_threads;
     struct MHD_OptionItem opts[16];
     size_t n_opts = 0;
@@ -979,8 +976,7 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
                        MAX_THREADS, cfg->n_threads);
     }
     if (cfg->require_client_cert && cfg->tls == NULL) {
-        return SK_FAIL(SK_EINVAL,
-                       "sk_http_server_start: cfg->require_client_cert needs cfg->tls");
+        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->require_client_cert needs cfg->tls");
     }
     const char *bind_addr = cfg->bind_addr != NULL ? cfg->bind_addr : "127.0.0.1";
     memset(&sin, 0, sizeof(sin));
@@ -1012,7 +1008,8 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         st = SK_FAIL(SK_ENOMEM, "sk_http_server_start: allocating the server");
         goto out;
     }
-    if (pthread_mutex_init(&srv->hub->mu, NULL) != 0 || pthread_cond_init(&srv->hub->cv, NULL) != 0) {
+    if (pthread_mutex_init(&srv->hub->mu, NULL) != 0 ||
+        pthread_cond_init(&srv->hub->cv, NULL) != 0) {
         abort();
     }
     srv->hub->refs = 1;
@@ -1033,10 +1030,13 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
     n_threads = cfg->n_threads != 0 ? cfg->n_threads : DEFAULT_THREADS;
 
     opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_SOCK_ADDR, 0, sa };
-    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv };
-    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv };
+    opts[n_opts++] =
+        (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv };
+    opts[n_opts++] =
+        (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv };
     opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, NULL };
-    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL };
+    opts[n_opts++] =
+        (struct MHD_OptionItem){ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL };
     if (n_threads > 1) {
         opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_THREAD_POOL_SIZE, n_threads, NULL };
     }
@@ -1110,8 +1110,7 @@ void sk_http_server_stop(sk_http_server *srv)
     h->is_stopping = true;
     while (h->live != NULL) {
         sk_http_req *req = h->live;
-        struct MHD_Response *r =
-            problem_build(req, 503, NULL, "the server is shutting down", true);
+        struct MHD_Response *r = problem_build(req, 503, NULL, "the server is shutting down", true);
         live_unlink(h, req);
         req->is_answered = true;
         req->resp = r;

@@ -13,8 +13,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#define MAX_ENDPOINTS     1024u
-#define MAX_ENDPOINT_LEN  255u
+#define MAX_ENDPOINTS    1024u
+#define MAX_ENDPOINT_LEN 255u
 
 struct sk_upstream {
     sk_http_client *client; /* borrowed; outlives the upstream */
@@ -82,8 +82,8 @@ static bool endpoint_is_valid(const char *s)
             return false;
         }
         for (const char *p = s + 1; p < colon - 1; p++) {
-            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') ||
-                  *p == ':' || *p == '.')) {
+            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+                  (*p >= 'A' && *p <= 'F') || *p == ':' || *p == '.')) {
                 return false;
             }
         }
@@ -241,7 +241,8 @@ static void on_upstream_done(sk_status st, const sk_http_response *resp, void *c
     sk_free(call);
 }
 
-sk_status sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn done, void *ctx)
+sk_status
+sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn done, void *ctx)
 {
     sk_status st = SK_OK;
     char *url = NULL;
@@ -251,7 +252,9 @@ sk_status sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_d
 
     if (u == NULL || req == NULL || done == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_upstream_send: %s must not be NULL",
-                       u == NULL ? "u" : req == NULL ? "req" : "done");
+                       u == NULL     ? "u"
+                       : req == NULL ? "req"
+                                     : "done");
     }
     if (req->url == NULL || req->url[0] != '/') {
         return SK_FAIL(SK_EINVAL, "sk_upstream_send: req->url must be a path starting with '/'");
@@ -260,8 +263,8 @@ sk_status sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_d
     lock(&u->mu);
     if (u->n_endpoints > 0) {
         uint64_t k = atomic_fetch_add(&u->next, 1);
-        url = sk_asprintf("%s://%s%s", is_tls ? "https" : "http",
-                          u->endpoints[k % u->n_endpoints], req->url);
+        url = sk_asprintf("%s://%s%s", is_tls ? "https" : "http", u->endpoints[k % u->n_endpoints],
+                          req->url);
     }
     size_t n = u->n_endpoints;
     unlock(&u->mu);

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <arpa/inet.h>
@@ -21,8 +22,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "mesh/mesh_int.h"
 #include "../unit/mesh/mesh_test_util.h"
+#include "mesh/mesh_int.h"
 #include "sk_test.h"
 #include "sk_test_pki.h"
 
@@ -30,11 +31,11 @@
 #include <openssl/ssl.h>
 
 typedef struct fixture {
-    sk_test_pki pki;       /* our CA */
-    sk_test_pki other;     /* a CA nobody trusts */
-    sk_tls_files order;    /* server identity */
-    sk_tls_files payment;  /* client identity */
-    sk_tls_files rogue;    /* "payment" from the other CA */
+    sk_test_pki pki;      /* our CA */
+    sk_test_pki other;    /* a CA nobody trusts */
+    sk_tls_files order;   /* server identity */
+    sk_tls_files payment; /* client identity */
+    sk_tls_files rogue;   /* "payment" from the other CA */
     test_srv t;
     sk_http_server *srv;
     sk_http_client *client;
@@ -96,10 +97,13 @@ static int teardown(void **state)
     return 0;
 }
 
-static void send_wait(sk_http_client *c, done_rec *d, const char *url, const char *expect, int64_t timeout_ms)
+static void
+send_wait(sk_http_client *c, done_rec *d, const char *url, const char *expect, int64_t timeout_ms)
 {
     int before = atomic_load(&d->n_done);
-    sk_http_request r = { .method = "GET", .url = url, .expect_service = expect, .timeout_ms = timeout_ms };
+    sk_http_request r = {
+        .method = "GET", .url = url, .expect_service = expect, .timeout_ms = timeout_ms
+    };
     assert_int_equal(sk_http_client_send(c, &r, done_rec_cb, d), SK_OK);
     assert_true(done_rec_wait(d, before + 1, 20000));
 }
@@ -109,8 +113,13 @@ static void send_wait(sk_http_client *c, done_rec *d, const char *url, const cha
  * when @p cert is set), send @p request, read until close. Returns the
  * number of bytes read, or -1 when the handshake itself failed.
  */
-static int raw_tls(int port, const char *ca, const char *cert, const char *key, const char *request,
-                   char *out, size_t out_len)
+static int raw_tls(int port,
+                   const char *ca,
+                   const char *cert,
+                   const char *key,
+                   const char *request,
+                   char *out,
+                   size_t out_len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sin = { 0 };
@@ -332,9 +341,12 @@ static void test_mtls_200_concurrent(void **state)
     done_rec_init(&d);
     for (int i = 0; i < 200; i++) {
         snprintf(url, sizeof(url), "%s/%s", f->base, i % 4 == 0 ? "later" : "echo");
-        sk_http_request r = { .method = i % 2 ? "POST" : "GET", .url = url,
-                              .body = i % 2 ? "{\"n\":1}" : NULL, .body_len = i % 2 ? 7 : 0,
-                              .expect_service = "order", .timeout_ms = 30000 };
+        sk_http_request r = { .method = i % 2 ? "POST" : "GET",
+                              .url = url,
+                              .body = i % 2 ? "{\"n\":1}" : NULL,
+                              .body_len = i % 2 ? 7 : 0,
+                              .expect_service = "order",
+                              .timeout_ms = 30000 };
         assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
     }
     assert_true(done_rec_wait(&d, 200, 60000));

@@ -139,8 +139,8 @@ typedef struct done_rec {
     char location[128];
     char retry_after[32];
     char err[1024];
-    _Atomic int n_ok;      /* responses with status 200 */
-    _Atomic int n_failed;  /* anything else */
+    _Atomic int n_ok;     /* responses with status 200 */
+    _Atomic int n_failed; /* anything else */
 } done_rec;
 
 static inline void done_rec_init(done_rec *d)

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <stdio.h>
@@ -28,7 +29,9 @@ static int setup(void **state)
     fixture *f = sk_calloc(1, sizeof(*f));
     assert_non_null(f);
     test_srv_init(&f->t);
-    sk_http_server_config cfg = { .bind_addr = "127.0.0.1", .handler = test_srv_handler, .ctx = &f->t };
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
+                                  .handler = test_srv_handler,
+                                  .ctx = &f->t };
     assert_int_equal(sk_http_server_start(&f->srv, &cfg), SK_OK);
     snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", sk_http_server_port(f->srv));
     assert_int_equal(sk_http_client_create(&f->client, NULL), SK_OK);
@@ -145,7 +148,9 @@ static void test_sk_http_client_send_methods_and_headers(void **state)
     done_rec_init(&d);
     snprintf(url, sizeof(url), "%s/echo?q=1", f->base);
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        sk_http_request r = { .method = methods[i], .url = url, .headers = hdrs,
+        sk_http_request r = { .method = methods[i],
+                              .url = url,
+                              .headers = hdrs,
                               .body = i == 1 || i == 2 ? "{\"a\":1}" : NULL,
                               .body_len = i == 1 || i == 2 ? 7 : 0 };
         assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
@@ -245,11 +250,13 @@ int main(void)
         cmocka_unit_test(test_sk_http_client_create_errors),
         cmocka_unit_test(test_sk_http_client_create_every_alloc_failure),
         cmocka_unit_test_setup_teardown(test_sk_http_client_send_invalid, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_http_client_send_methods_and_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_send_methods_and_headers, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_response_too_large, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_http_client_destroy_cancels_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_destroy_cancels_in_flight, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

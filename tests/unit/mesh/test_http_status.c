@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <string.h>
@@ -49,7 +50,8 @@ static void test_sk__http_problem_format_full(void **state)
     json_t *o;
 
     sk_buf_init(&b, 4096);
-    assert_int_equal(sk__http_problem_format(&b, 409, "Conflict", "order \"7\" paid", "rid-1"), SK_OK);
+    assert_int_equal(sk__http_problem_format(&b, 409, "Conflict", "order \"7\" paid", "rid-1"),
+                     SK_OK);
     assert_int_equal(sk_json_parse_object((sk_slice){ (const uint8_t *)b.data, b.len }, &o), SK_OK);
     assert_string_equal(json_string_value(json_object_get(o, "type")), "about:blank");
     assert_string_equal(json_string_value(json_object_get(o, "title")), "Conflict");

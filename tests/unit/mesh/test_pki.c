@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <stdio.h>
@@ -123,8 +124,8 @@ static void test_sk_pki_issue_leaf(void **state)
     assert_int_equal(X509_check_issued(ca, leaf), X509_V_OK);
 
     char cn[64];
-    assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn,
-                                          sizeof(cn)) > 0);
+    assert_true(
+        X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof(cn)) > 0);
     assert_string_equal(cn, "order");
     assert_true(X509_get_extended_key_usage(leaf) & XKU_SSL_SERVER);
     assert_true(X509_get_extended_key_usage(leaf) & XKU_SSL_CLIENT);
@@ -326,7 +327,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_pki_ca_ensure_creates_ca, setup, teardown),
         cmocka_unit_test(test_sk_pki_ca_ensure_errors),
         cmocka_unit_test_setup_teardown(test_sk_pki_issue_leaf, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_pki_issue_keeps_current_and_reissues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_pki_issue_keeps_current_and_reissues, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sk_pki_issue_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_pki_issue_every_alloc_failure, setup, teardown),
         cmocka_unit_test(test_sk_tls_files_init_fini),

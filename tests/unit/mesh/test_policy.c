@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <string.h>
@@ -24,10 +25,10 @@ static void test_sk__mesh_duration_parse_valid(void **state)
         const char *text;
         int64_t ms;
     } cases[] = {
-        { "2s", 2000 },       { "250ms", 250 },    { "1.5s", 1500 },   { "0.25s", 250 },
-        { "1m", 60000 },      { "1h", 3600000 },   { "1m30s", 90000 }, { "0s", 0 },
-        { "0", 0 },           { "1us", 1 },        { "1ns", 1 },       { "1500us", 2 },
-        { "24h", 86400000 },  { "10ms", 10 },      { ".5s", 500 },     { "1h0m0.001s", 3600001 },
+        { "2s", 2000 },      { "250ms", 250 },  { "1.5s", 1500 },   { "0.25s", 250 },
+        { "1m", 60000 },     { "1h", 3600000 }, { "1m30s", 90000 }, { "0s", 0 },
+        { "0", 0 },          { "1us", 1 },      { "1ns", 1 },       { "1500us", 2 },
+        { "24h", 86400000 }, { "10ms", 10 },    { ".5s", 500 },     { "1h0m0.001s", 3600001 },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         if (strcmp(cases[i].text, "0") == 0) {
@@ -58,7 +59,8 @@ static void test_sk__mesh_duration_parse_invalid(void **state)
     SK_TEST_ASSERT_ERR(sk__mesh_duration_parse(sk_slice_from_str("1s"), NULL), SK_EINVAL, "out_ms");
     SK_TEST_ASSERT_ERR(sk__mesh_duration_parse((sk_slice){ NULL, 3 }, &ms), SK_EINVAL, "ptr");
     /* Not NUL-terminated input is read by length only. */
-    assert_int_equal(sk__mesh_duration_parse((sk_slice){ (const uint8_t *)"3sXYZ", 2 }, &ms), SK_OK);
+    assert_int_equal(sk__mesh_duration_parse((sk_slice){ (const uint8_t *)"3sXYZ", 2 }, &ms),
+                     SK_OK);
     assert_int_equal(ms, 3000);
 }
 

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <arpa/inet.h>
@@ -35,10 +36,9 @@ static int setup(void **state)
     assert_non_null(f);
     test_srv_init(&f->t);
     assert_int_equal(sk_metrics_create(&f->metrics), SK_OK);
-    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
-                                  .handler = test_srv_handler,
-                                  .ctx = &f->t,
-                                  .metrics = f->metrics };
+    sk_http_server_config cfg = {
+        .bind_addr = "127.0.0.1", .handler = test_srv_handler, .ctx = &f->t, .metrics = f->metrics
+    };
     assert_int_equal(sk_http_server_start(&f->srv, &cfg), SK_OK);
     assert_true(sk_http_server_port(f->srv) > 0);
     snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", sk_http_server_port(f->srv));
@@ -70,8 +70,9 @@ static void do_request(fixture *f,
     char url[256];
     int before = atomic_load(&d->n_done);
     snprintf(url, sizeof(url), "%s%s", f->base, path);
-    sk_http_request r = { .method = method, .url = url, .headers = headers, .body = body,
-                          .body_len = body_len };
+    sk_http_request r = {
+        .method = method, .url = url, .headers = headers, .body = body, .body_len = body_len
+    };
     assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, d), SK_OK);
     assert_true(done_rec_wait(d, before + 1, 10000));
 }
@@ -265,10 +266,9 @@ static void test_sk_http_server_chunked_over_limit_413(void **state)
     fixture *f = *state;
     sk_http_server *srv = NULL;
     char out[4096];
-    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
-                                  .handler = test_srv_handler,
-                                  .ctx = &f->t,
-                                  .max_body_bytes = 10 };
+    sk_http_server_config cfg = {
+        .bind_addr = "127.0.0.1", .handler = test_srv_handler, .ctx = &f->t, .max_body_bytes = 10
+    };
     int handled = atomic_load(&f->t.n_handled);
 
     assert_int_equal(sk_http_server_start(&srv, &cfg), SK_OK);
@@ -288,9 +288,10 @@ static void test_sk_http_server_chunked_over_limit_413(void **state)
     assert_non_null(strstr(out, "\"body_len\":10"));
     assert_int_equal(atomic_load(&f->t.n_handled), handled + 1);
     /* A Content-Length that is not a number is refused as well. */
-    raw_exchange(sk_http_server_port(srv),
-                 "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-                 out, sizeof(out));
+    raw_exchange(
+        sk_http_server_port(srv),
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", out,
+        sizeof(out));
     assert_true(strstr(out, "HTTP/1.1 413") != NULL || strstr(out, "HTTP/1.1 400") != NULL);
     sk_http_server_stop(srv);
 }
@@ -326,7 +327,8 @@ static void test_sk_http_req_respond_problem_body(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "type")), "about:blank");
     assert_string_equal(json_string_value(json_object_get(o, "title")), "Conflict");
     assert_int_equal(json_integer_value(json_object_get(o, "status")), 409);
-    assert_string_equal(json_string_value(json_object_get(o, "detail")), "order 42 is already paid");
+    assert_string_equal(json_string_value(json_object_get(o, "detail")),
+                        "order 42 is already paid");
     assert_string_equal(json_string_value(json_object_get(o, "request_id")), "abc-123");
     json_decref(o);
 
@@ -362,7 +364,8 @@ static void test_sk_http_server_keep_alive(void **state)
 
     done_rec_init(&d);
     for (int i = 0; i < 20; i++) {
-        do_request(f, &d, i % 2 ? "POST" : "GET", "/echo", NULL, i % 2 ? "{}" : NULL, i % 2 ? 2 : 0);
+        do_request(f, &d, i % 2 ? "POST" : "GET", "/echo", NULL, i % 2 ? "{}" : NULL,
+                   i % 2 ? 2 : 0);
         assert_int_equal(d.status, 200);
     }
     assert_int_equal(sk__http_server_connections_total(f->srv) - before, 1);
@@ -410,7 +413,9 @@ static void test_sk_http_server_stop_answers_held_503(void **state)
     sk_http_client *c = NULL;
     done_rec d;
     char url[128];
-    sk_http_server_config cfg = { .bind_addr = "127.0.0.1", .handler = test_srv_handler, .ctx = &t };
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
+                                  .handler = test_srv_handler,
+                                  .ctx = &t };
 
     test_srv_init(&t);
     done_rec_init(&d);
@@ -443,11 +448,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_post_body_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_small_limit_413, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_http_server_chunked_over_limit_413, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_chunked_over_limit_413, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_unknown_method_reaches_handler, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_req_respond_problem_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_http_req_respond_later_from_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_req_respond_later_from_thread, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_keep_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_metrics, setup, teardown),
         cmocka_unit_test(test_sk_http_server_stop_answers_held_503),

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <stdio.h>
@@ -27,8 +28,9 @@ static int setup(void **state)
     assert_non_null(f);
     for (int i = 0; i < 2; i++) {
         test_srv_init(&f->t[i]);
-        sk_http_server_config cfg = { .bind_addr = "127.0.0.1", .n_threads = 1,
-                                      .handler = test_srv_handler, .ctx = &f->t[i] };
+        sk_http_server_config cfg = {
+            .bind_addr = "127.0.0.1", .n_threads = 1, .handler = test_srv_handler, .ctx = &f->t[i]
+        };
         assert_int_equal(sk_http_server_start(&f->srv[i], &cfg), SK_OK);
         snprintf(f->ep[i], sizeof(f->ep[i]), "127.0.0.1:%d", sk_http_server_port(f->srv[i]));
     }
@@ -69,17 +71,17 @@ static void test_sk_upstream_create_errors(void **state)
     assert_null(u);
     SK_TEST_ASSERT_ERR(sk_upstream_create(&u, f->client, NULL, NULL, NULL), SK_EINVAL, "service");
     SK_TEST_ASSERT_ERR(sk_upstream_create(&u, f->client, "", NULL, NULL), SK_EINVAL, "service");
-    SK_TEST_ASSERT_ERR(sk_upstream_create(&u, f->client, "Order", NULL, NULL), SK_EINVAL, "service");
-    SK_TEST_ASSERT_ERR(sk_upstream_create(&u, f->client, "a23456789012345678901234567890123",
-                                          NULL, NULL),
-                       SK_EINVAL, "service");
+    SK_TEST_ASSERT_ERR(sk_upstream_create(&u, f->client, "Order", NULL, NULL), SK_EINVAL,
+                       "service");
+    SK_TEST_ASSERT_ERR(
+        sk_upstream_create(&u, f->client, "a23456789012345678901234567890123", NULL, NULL),
+        SK_EINVAL, "service");
     SK_TEST_ASSERT_ERR(sk_upstream_create(&u, f->client, "order", bad, NULL), SK_EPROTO,
                        "upstream order: policy.timeout");
     assert_null(u);
     json_decref(bad);
-    assert_int_equal(sk_upstream_create(&u, f->client, "a2345678901234567890123456789012", NULL,
-                                        NULL),
-                     SK_OK);
+    assert_int_equal(
+        sk_upstream_create(&u, f->client, "a2345678901234567890123456789012", NULL, NULL), SK_OK);
     sk_upstream_destroy(u);
     sk_upstream_destroy(NULL);
 }
@@ -108,8 +110,8 @@ static void test_sk_upstream_set_endpoints(void **state)
     fixture *f = *state;
     sk_upstream *u = NULL;
     const char *good[] = { "127.0.0.1:1", "[::1]:65535", "order-1.local:8080" };
-    const char *bad[] = { "nope", "1.2.3.4:0", "1.2.3.4:65536", ":80", "a b:80", "[::1:80",
-                          "1.2.3.4:", "h/x:80" };
+    const char *bad[] = { "nope",   "1.2.3.4:0", "1.2.3.4:65536", ":80",
+                          "a b:80", "[::1:80",   "1.2.3.4:",      "h/x:80" };
 
     assert_int_equal(sk_upstream_create(&u, f->client, "order", NULL, NULL), SK_OK);
     assert_int_equal(sk_upstream_endpoint_count(u), 0);
@@ -221,7 +223,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sk_upstream_create_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_upstream_create_every_alloc_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_upstream_create_every_alloc_failure, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_set_endpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_send_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_send_round_robin, setup, teardown),
