@@ -165,6 +165,18 @@ static void on_reconnected(natsConnection *nc, void *closure)
     SK_LOG_INFO("nats reconnected conn=%s", bus->name);
 }
 
+/* The last callback nats.c makes for a connection: after it, the bus may be freed. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    sk_bus *bus = closure;
+
+    (void)nc;
+    pthread_mutex_lock(&bus->mu);
+    bus->is_closed = true;
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->mu);
+}
+
 static void on_connected(natsConnection *nc, void *closure)
 {
     sk_bus *bus = closure;
@@ -267,6 +279,16 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
     if (bus == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_bus_open: allocating the bus");
     }
+    if (pthread_mutex_init(&bus->mu, NULL) != 0) {
+        sk_free(bus);
+        return SK_FAIL(SK_ENOMEM, "sk_bus_open: creating a mutex");
+    }
+    if (pthread_cond_init(&bus->cond, NULL) != 0) {
+        pthread_mutex_destroy(&bus->mu);
+        sk_free(bus);
+        return SK_FAIL(SK_ENOMEM, "sk_bus_open: creating a condition variable");
+    }
+    bus->has_sync = true;
     bus->name = sk_strdup(cfg->name != NULL ? cfg->name : "");
     if (bus->name == NULL) {
         st = SK_FAIL(SK_ENOMEM, "sk_bus_open: copying the name");
@@ -300,6 +322,9 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
     }
     if (s == NATS_OK) {
         s = natsOptions_SetReconnectedCB(bus->opts, on_reconnected, bus);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetClosedCB(bus->opts, on_closed, bus);
     }
     if (s != NATS_OK) {
         st = sk__nats_fail(s, 0, "sk_bus_open: setting options");
@@ -362,9 +387,27 @@ void sk_bus_close(sk_bus *bus)
             }
         }
         natsConnection_Close(bus->nc);
+        /*
+         * Callbacks run on a nats thread and may still be queued; the closed
+         * callback comes last, so once it ran nothing refers to bus any more.
+         */
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 5;
+        pthread_mutex_lock(&bus->mu);
+        while (!bus->is_closed) {
+            if (pthread_cond_timedwait(&bus->cond, &bus->mu, &deadline) != 0) {
+                break;
+            }
+        }
+        pthread_mutex_unlock(&bus->mu);
         natsConnection_Destroy(bus->nc);
     }
     natsOptions_Destroy(bus->opts);
+    if (bus->has_sync) {
+        pthread_cond_destroy(&bus->cond);
+        pthread_mutex_destroy(&bus->mu);
+    }
     sk_free(bus->name);
     sk_free(bus);
 }

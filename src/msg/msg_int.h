@@ -23,6 +23,10 @@ struct sk_bus {
     _Atomic int64_t last_warn_ms; /* rate limit for connection event logs */
     _Atomic uint64_t n_disconnects;
     _Atomic bool is_closing; /* sk_bus_close started: connection events are expected */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool has_sync;  /* mu and cond initialised */
+    bool is_closed; /* mu: the closed callback ran; no callback follows it */
 };
 
 /**
