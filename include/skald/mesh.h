@@ -88,7 +88,7 @@ SK_API const char *sk_http_req_path(const sk_http_req *req);
 SK_API const char *sk_http_req_query(const sk_http_req *req, const char *key);
 /** Called for each query argument, in order, percent-decoded. */
 typedef void (*sk_http_query_fn)(const char *key, const char *value, void *ctx);
-/** Visit every query argument of the request (from the server thread that runs the handler). */
+/** Visit every query argument of the request, in order (a value may be NULL for "?flag"). Any thread. */
 SK_API void sk_http_req_query_each(const sk_http_req *req, sk_http_query_fn fn, void *ctx);
 /** Header value (case-insensitive name), or NULL. */
 SK_API const char *sk_http_req_header(const sk_http_req *req, const char *name);

@@ -447,6 +447,18 @@ const char *sk_http_req_query(const sk_http_req *req, const char *key)
     return kv_find(req, MHD_GET_ARGUMENT_KIND, key, false);
 }
 
+void sk_http_req_query_each(const sk_http_req *req, sk_http_query_fn fn, void *ctx)
+{
+    if (req == NULL || fn == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < req->n_kvs; i++) {
+        if (req->kvs[i].kind == MHD_GET_ARGUMENT_KIND) {
+            fn(req->kvs[i].key, req->kvs[i].value, ctx);
+        }
+    }
+}
+
 const char *sk_http_req_header(const sk_http_req *req, const char *name)
 {
     return kv_find(req, MHD_HEADER_KIND, name, true);

@@ -77,7 +77,7 @@ sk_status sk__subject_check(const char *subject, bool allow_wildcards, const cha
 
 /** Largest schema version and saga step accepted. */
 #define SK__MAX_SCHEMA_VERSION 1000000
-#define SK__MAX_SAGA_STEP      1000
+#define SK__MAX_SAGA_STEP      2147483647 /* saga sequence numbers grow with every re-send */
 
 /** One header as received: name and value, neither NUL-terminated. */
 typedef struct sk__msg_header {
