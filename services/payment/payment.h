@@ -10,8 +10,15 @@
 
 #include "svc.h"
 
-/** How long ChargeCredit waits for the account of a just-registered customer. */
-#define PAYMENT_ACCOUNT_GRACE_MS 5000
+/**
+ * How long ChargeCredit waits for the account of a just-registered customer
+ * (accounts open asynchronously from CustomerRegistered). The command is
+ * redelivered with backoff meanwhile (0.25, 0.5, 1, 2 s: the fifth delivery
+ * comes ~3.75 s after the first, past this grace, and answers UNKNOWN_CUSTOMER).
+ */
+#define PAYMENT_ACCOUNT_GRACE_MS 3000
+/** Deliveries of a payment command before it is dead-lettered (covers the grace above). */
+#define PAYMENT_MAX_DELIVER 6
 
 typedef struct payment_deps {
     svc_app *app;

@@ -64,6 +64,7 @@ sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
             .stream = "PAYMENT_COMMANDS",
             .durable = "payment-commands",
             .filter_subject = "payment.commands.>",
+            .max_deliver = PAYMENT_MAX_DELIVER,
             .handler = payment_handle_command,
             .ctx = deps,
         };
