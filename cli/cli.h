@@ -129,16 +129,17 @@ SK_NODISCARD sk_status cli_pidfile_acquire(cli_pidfile *pf, const char *path, pi
 /** Remove the file and drop the lock. Safe on a released or failed pid file. */
 void cli_pidfile_release(cli_pidfile *pf);
 
-/* ---------------------------------------------------------------- nats-server config (nats_conf.c) */
+/* ---------------------------------------------------------------- nats-server config (nats_conf.c)
+ */
 
 /** Everything needed to render nats.conf. Strings borrowed. */
 typedef struct cli_nats_conf {
-    int port;              /* 1..65535, on 127.0.0.1 */
+    int port; /* 1..65535, on 127.0.0.1 */
     const char *server_name;
     const char *store_dir; /* JetStream storage (DATA/nats) */
     const char *cert_file; /* nats-server's certificate (IP SAN 127.0.0.1) */
     const char *key_file;
-    const char *ca_file;   /* trust anchor for client certificates */
+    const char *ca_file; /* trust anchor for client certificates */
 } cli_nats_conf;
 
 /**
@@ -177,7 +178,10 @@ SK_NODISCARD sk_status cli_pki_setup(const char *pki_dir, const sk_system *sys);
  * @return SK_OK (an answer arrived), SK_EUNAVAILABLE (connect failed),
  *         SK_ETIMEDOUT, SK_EPROTO (not HTTP), SK_EIO.
  */
-SK_NODISCARD sk_status cli_http_get_status(int port, const char *path, int64_t timeout_ms, int *status);
+SK_NODISCARD sk_status cli_http_get_status(int port,
+                                           const char *path,
+                                           int64_t timeout_ms,
+                                           int *status);
 
 /* ---------------------------------------------------------------- supervisor (supervisor.c) */
 
@@ -197,9 +201,9 @@ int64_t cli_backoff_next(int64_t prev_delay_ms, int64_t ran_ms);
 
 /** The order in which children are stopped: lower phases first. */
 typedef enum cli_stop_phase {
-    CLI_PHASE_GATEWAY = 0,  /* stops first: no new requests come in */
+    CLI_PHASE_GATEWAY = 0, /* stops first: no new requests come in */
     CLI_PHASE_SERVICE = 1,
-    CLI_PHASE_BROKER = 2,   /* nats-server, stops last */
+    CLI_PHASE_BROKER = 2, /* nats-server, stops last */
 } cli_stop_phase;
 #define CLI_PHASE_COUNT 3
 

@@ -286,7 +286,8 @@ static bool is_executable_file(const char *path)
 
 sk_status cli_program_find(const char *name, char **out)
 {
-    static const char *const extra[] = { "/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/sbin" };
+    static const char *const extra[] = { "/usr/sbin", "/usr/local/sbin", "/usr/local/bin",
+                                         "/sbin" };
     const char *path = getenv("PATH");
 
     *out = NULL;
@@ -317,8 +318,10 @@ sk_status cli_program_find(const char *name, char **out)
         }
         sk_free(candidate);
     }
-    return SK_FAIL(SK_ENOTFOUND, "%s not found on PATH nor in /usr/sbin, /usr/local/sbin, "
-                                 "/usr/local/bin, /sbin", name);
+    return SK_FAIL(SK_ENOTFOUND,
+                   "%s not found on PATH nor in /usr/sbin, /usr/local/sbin, "
+                   "/usr/local/bin, /sbin",
+                   name);
 }
 
 void cli_sleep_ms(int64_t ms)

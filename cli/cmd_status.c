@@ -173,8 +173,9 @@ static void probe_all(sk_http_client *client, probe *probes, size_t n)
         probe *p = &probes[i];
         if (p->is_gateway) {
             int port = loopback_port(p->inst->address);
-            p->st = port > 0 ? cli_http_get_status(port, "/readyz", PROBE_TIMEOUT_MS, &p->http_status)
-                             : SK_FAIL(SK_EPROTO, "address is not 127.0.0.1:<port>");
+            p->st = port > 0
+                        ? cli_http_get_status(port, "/readyz", PROBE_TIMEOUT_MS, &p->http_status)
+                        : SK_FAIL(SK_EPROTO, "address is not 127.0.0.1:<port>");
             if (p->st != SK_OK) {
                 snprintf(p->error, sizeof(p->error), "%s", sk_error_message());
             }
@@ -190,7 +191,8 @@ static void probe_all(sk_http_client *client, probe *probes, size_t n)
         };
         if (jobs == NULL || client == NULL) {
             p->st = SK_ENOMEM;
-            snprintf(p->error, sizeof(p->error), "%s", client == NULL ? "no HTTP client" : "out of memory");
+            snprintf(p->error, sizeof(p->error), "%s",
+                     client == NULL ? "no HTTP client" : "out of memory");
             continue;
         }
         jobs[i].set = &set;
@@ -229,7 +231,8 @@ static const char *upstream_circuit_state(const sk_instance *inst, const char *u
     return "n/a";
 }
 
-static void format_upstreams(const sk_system *sys, const sk_instance *inst, char *out, size_t out_len)
+static void
+format_upstreams(const sk_system *sys, const sk_instance *inst, char *out, size_t out_len)
 {
     const sk_sys_service *svc = sys != NULL ? sk_system_service_find(sys, inst->service) : NULL;
     size_t used = 0;
@@ -347,6 +350,10 @@ int cli_cmd_status(int argc, char **argv)
         return rc;
     }
     rc = CLI_EXIT_FAILURE;
+    /* The bus logs reconnect warnings; here the outcome is reported once, below. */
+    if (getenv("SK_LOG_LEVEL") == NULL) {
+        sk_log_set_level(SK_LOG_LEVEL_ERROR);
+    }
     const char *data = cli_data_dir_choose(o.data);
     url_path = sk_asprintf("%s/run/nats.url", data);
     pki_dir = sk_asprintf("%s/pki", data);
@@ -356,7 +363,8 @@ int cli_cmd_status(int argc, char **argv)
     }
     st = cli_file_read_line(url_path, 256, &url);
     if (st == SK_ENOTFOUND) {
-        cli_errorf("status", "the system is not running: no %s (start it with `skald up --data %s`)",
+        cli_errorf("status",
+                   "the system is not running: no %s (start it with `skald up --data %s`)",
                    url_path, data);
         goto out;
     }
@@ -365,8 +373,10 @@ int cli_cmd_status(int argc, char **argv)
         goto out;
     }
     if (access(tls.cert_file, R_OK) != 0 || access(tls.key_file, R_OK) != 0) {
-        cli_errorf("status", "no CLI identity in %s (%s.pem/.key); was the system started with "
-                   "`skald up --data %s`?", pki_dir, CLI_IDENTITY, data);
+        cli_errorf("status",
+                   "no CLI identity in %s (%s.pem/.key); was the system started with "
+                   "`skald up --data %s`?",
+                   pki_dir, CLI_IDENTITY, data);
         goto out;
     }
     sk_bus_config bc = {

@@ -177,8 +177,8 @@ static sk_status choose_nats_port(up_state *u, const char *url_path)
     char *prev = NULL;
     int port = 0;
 
-    if (cli_file_read_line(url_path, 256, &prev) == SK_OK && cli_nats_url_port(prev, &port) == SK_OK &&
-        cli_port_is_free(port, NULL)) {
+    if (cli_file_read_line(url_path, 256, &prev) == SK_OK &&
+        cli_nats_url_port(prev, &port) == SK_OK && cli_port_is_free(port, NULL)) {
         u->nats_port = port;
     } else if (!cli_port_is_free(0, &u->nats_port)) {
         sk_free(prev);
@@ -245,7 +245,8 @@ out:
     return st;
 }
 
-static sk_status spawn_logged(up_state *u, const char *name, cli_stop_phase phase, const char *const *argv)
+static sk_status
+spawn_logged(up_state *u, const char *name, cli_stop_phase phase, const char *const *argv)
 {
     char *log = sk_asprintf("%s/%s.log", u->log_dir, name);
     if (log == NULL) {
@@ -297,10 +298,20 @@ static sk_status start_instance(up_state *u, const sk_sys_service *svc, int k)
      * The service name is a word of the command line (CONTRACT.md: `ps` shows it).
      * Only the gateway gets --port: for the others the NULL ends argv there.
      */
-    const char *argv[] = { bin,         "--service", svc->name,   "--instance",
-                           instance,    "--config",  u->config_path, "--data",
-                           u->data_dir, svc->is_gateway ? "--port" : NULL, port, NULL };
-    sk_status st = spawn_logged(u, instance, svc->is_gateway ? CLI_PHASE_GATEWAY : CLI_PHASE_SERVICE, argv);
+    const char *argv[] = { bin,
+                           "--service",
+                           svc->name,
+                           "--instance",
+                           instance,
+                           "--config",
+                           u->config_path,
+                           "--data",
+                           u->data_dir,
+                           svc->is_gateway ? "--port" : NULL,
+                           port,
+                           NULL };
+    sk_status st =
+        spawn_logged(u, instance, svc->is_gateway ? CLI_PHASE_GATEWAY : CLI_PHASE_SERVICE, argv);
     sk_free(bin);
     return st;
 }
@@ -334,7 +345,8 @@ static bool wait_ready(up_state *u, int64_t deadline)
     bool warned = false;
     while (!cli_supervisor_is_stopping(u->sup)) {
         int status = 0;
-        if (cli_http_get_status(u->gateway_port, "/readyz", READY_PROBE_TIMEOUT_MS, &status) == SK_OK &&
+        if (cli_http_get_status(u->gateway_port, "/readyz", READY_PROBE_TIMEOUT_MS, &status) ==
+                SK_OK &&
             status == 200) {
             printf("skald: ready in %lld ms\n", (long long)(sk_time_mono_ms() - u->t0_ms));
             fflush(stdout);
@@ -385,7 +397,8 @@ static int run(up_state *u, const up_opts *o)
                           : SK_FAIL(SK_ENOMEM, "pid file path");
     sk_free(pid_path);
     if (st == SK_EEXIST) {
-        cli_errorf("up", "another `skald up` (pid %ld) is running with data dir %s; stop it first "
+        cli_errorf("up",
+                   "another `skald up` (pid %ld) is running with data dir %s; stop it first "
                    "(kill %ld) or choose another --data",
                    (long)other, u->data_dir, (long)other);
         return CLI_EXIT_FAILURE;
@@ -395,7 +408,8 @@ static int run(up_state *u, const up_opts *o)
         return CLI_EXIT_FAILURE;
     }
     if (!cli_port_is_free(u->gateway_port, NULL)) {
-        cli_errorf("up", "gateway port %d on 127.0.0.1 is in use; choose another with --port or "
+        cli_errorf("up",
+                   "gateway port %d on 127.0.0.1 is in use; choose another with --port or "
                    "SKALD_GATEWAY_PORT",
                    u->gateway_port);
         return CLI_EXIT_FAILURE;

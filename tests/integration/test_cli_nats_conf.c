@@ -5,10 +5,13 @@
  * nats-server 2.9 started by the supervisor on the rendered config accepts
  * an mTLS connection with the CLI's certificate.
  */
+/* cmocka needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -95,7 +98,8 @@ static void test_cli_nats_conf_render_bad_strings(void **state)
     sk_buf_init(&b, 64 * 1024);
     c = sample();
     c.store_dir = "/data/\"evil";
-    SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "store_dir: character 0x22 at offset 6");
+    SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL,
+                       "store_dir: character 0x22 at offset 6");
     c = sample();
     c.cert_file = "a\\b";
     SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "cert_file");
@@ -104,7 +108,8 @@ static void test_cli_nats_conf_render_bad_strings(void **state)
     SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "key_file: character 0x0a");
     c = sample();
     c.ca_file = "";
-    SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "ca_file must be a non-empty string");
+    SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL,
+                       "ca_file must be a non-empty string");
     c = sample();
     c.server_name = NULL;
     SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "server_name");
@@ -164,8 +169,8 @@ static void test_cli_pki_setup_issues_every_identity(void **state)
     assert_int_equal(sk_test_tmpdir(dir, sizeof(dir)), SK_OK);
     assert_int_equal(sk_system_parse(sk_slice_from_str(system_yaml), "t.yaml", &sys), SK_OK);
     assert_int_equal(cli_pki_setup(dir, sys), SK_OK);
-    const char *names[] = { "ca.pem",          "ca.key",        "gateway.pem",     "gateway.key",
-                            "order.pem",       "order.key",     "skald-cli.pem",   "skald-cli.key",
+    const char *names[] = { "ca.pem",          "ca.key",         "gateway.pem",   "gateway.key",
+                            "order.pem",       "order.key",      "skald-cli.pem", "skald-cli.key",
                             "nats-server.pem", "nats-server.key" };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         assert_true(file_exists(dir, names[i]));

@@ -6,10 +6,13 @@
  * arriving through the signalfd, and argument errors. Backoff delays are
  * scaled down so the tests take milliseconds, not seconds.
  */
+/* cmocka needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -149,9 +152,9 @@ static void test_cli_supervisor_kills_after_deadline(void **state)
 {
     fixture *f = *state;
 
-    assert_int_equal(spawn_sh(f, "stubborn", CLI_PHASE_SERVICE,
-                              "trap '' TERM; while :; do sleep 0.05; done"),
-                     SK_OK);
+    assert_int_equal(
+        spawn_sh(f, "stubborn", CLI_PHASE_SERVICE, "trap '' TERM; while :; do sleep 0.05; done"),
+        SK_OK);
     cli_sleep_ms(100);
     int64_t t0 = sk_time_mono_ms();
     cli_supervisor_stop_all(f->sup, 200);
@@ -215,9 +218,9 @@ static void test_cli_supervisor_spawn_errors(void **state)
                        "log_path");
     SK_TEST_ASSERT_ERR(cli_supervisor_spawn(f->sup, "x", (cli_stop_phase)7, argv, log), SK_EINVAL,
                        "phase");
-    SK_TEST_ASSERT_ERR(cli_supervisor_spawn(f->sup, "x", CLI_PHASE_SERVICE, argv,
-                                            "/nonexistent/dir/x.log"),
-                       SK_EIO, "opening log /nonexistent/dir/x.log");
+    SK_TEST_ASSERT_ERR(
+        cli_supervisor_spawn(f->sup, "x", CLI_PHASE_SERVICE, argv, "/nonexistent/dir/x.log"),
+        SK_EIO, "opening log /nonexistent/dir/x.log");
     assert_int_equal(cli_supervisor_spawn(f->sup, "x", CLI_PHASE_SERVICE, argv, log), SK_OK);
     SK_TEST_ASSERT_ERR(cli_supervisor_spawn(f->sup, "x", CLI_PHASE_SERVICE, argv, log), SK_EEXIST,
                        "a child named x exists");

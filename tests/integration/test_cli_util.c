@@ -4,10 +4,13 @@
  * precedence, files, the pid file lock (held by another process), program
  * lookup and the plain-HTTP readiness probe against small local servers.
  */
+/* cmocka needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -42,8 +45,9 @@ static void test_cli_port_parse(void **state)
 
 static void test_cli_flag_forms(void **state)
 {
-    char *argv[] = { (char *)"up", (char *)"--port", (char *)"80", (char *)"--data=/x",
-                     (char *)"--config=", (char *)"--portal", (char *)"--config" };
+    char *argv[] = { (char *)"up",        (char *)"--port",    (char *)"80",
+                     (char *)"--data=/x", (char *)"--config=", (char *)"--portal",
+                     (char *)"--config" };
     int argc = 7, i = 1;
     const char *v = NULL;
     (void)state;
