@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -749,11 +750,42 @@ static void test_forty_orders_compete_for_ten_units(void **state)
     expect_credit(customer, 100000000 - 10 * 250);
 }
 
+/* `skald status` lists one ready instance per service (each confirmed by GET /readyz over mTLS). */
+static void test_status_lists_every_instance_ready(void **state)
+{
+    (void)state;
+    char cmd[600], line[512];
+    const char *services[] = { "customer", "inventory", "payment", "order", "orderview", "gateway", "psp" };
+    bool seen[7] = { false };
+    snprintf(cmd, sizeof(cmd), "%s/skald status --data %s", SK_BIN_DIR, g_sys.data_dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    while (fgets(line, sizeof(line), p) != NULL) {
+        for (size_t i = 0; i < 7; i++) {
+            char prefix[64];
+            snprintf(prefix, sizeof(prefix), "%s-1 ", services[i]);
+            if (strncmp(line, prefix, strlen(prefix)) == 0) {
+                if (strstr(line, " ready ") == NULL) {
+                    fail_msg("skald status: %s", line);
+                }
+                seen[i] = true;
+            }
+        }
+    }
+    assert_int_equal(pclose(p), 0);
+    for (size_t i = 0; i < 7; i++) {
+        if (!seen[i]) {
+            fail_msg("skald status did not list %s-1", services[i]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gateway_health_ready_metrics),
         cmocka_unit_test(test_unknown_route_404_and_wrong_method_405),
+        cmocka_unit_test(test_status_lists_every_instance_ready),
         cmocka_unit_test(test_customer_register_and_get),
         cmocka_unit_test(test_unicode_and_quote_names_verbatim),
         cmocka_unit_test(test_product_create_conflict_restock_get),
