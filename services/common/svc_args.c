@@ -38,7 +38,8 @@ sk_status svc_args_parse(svc_args *out, int argc, char **argv, const char *servi
     out->service = service;
     out->config_path = "skald.yaml";
     out->data_dir = getenv("SKALD_DATA") != NULL ? getenv("SKALD_DATA") : "./var";
-    for (int i = 1; i < argc; i++) {
+    int i = 1;
+    while (i < argc) {
         const char *arg = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -71,7 +72,7 @@ sk_status svc_args_parse(svc_args *out, int argc, char **argv, const char *servi
             usage(service);
             return SK_FAIL(SK_EINVAL, "unknown argument");
         }
-        i++;
+        i += 2; /* flag and value */
     }
     if (!is_name(out->service, SK_MESH_MAX_SERVICE)) {
         fprintf(stderr, "skald-%s: --service: expected [a-z][a-z0-9-]{0,31}\n", service);
