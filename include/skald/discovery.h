@@ -89,8 +89,8 @@ SK_API void sk_registry_set_ready(sk_registry *r, bool is_ready);
  * other than heartbeat_ms changes. @p instances is sorted by instance name;
  * it and its strings are borrowed for the call. A newly added watch gets the
  * current list once (when not empty). Callbacks of one registry run one at a
- * time, never with a registry lock held; they may call sk_registry_list and
- * sk_registry_watch but not sk_registry_close.
+ * time, never with a registry lock held; they may call sk_registry_list,
+ * sk_registry_watch and sk_registry_unwatch but not sk_registry_close.
  */
 typedef void (*sk_registry_watch_fn)(const char *service,
                                      const sk_instance *instances,
@@ -98,7 +98,7 @@ typedef void (*sk_registry_watch_fn)(const char *service,
                                      void *ctx);
 /**
  * Call @p fn (with @p ctx) whenever the live set of @p service changes, until
- * sk_registry_close. Starts the bucket watch on first use.
+ * sk_registry_unwatch or sk_registry_close. Starts the bucket watch on first use.
  * @param service [a-z0-9-]{1,64}; copied.
  * @return SK_OK, SK_EINVAL, SK_EBUS (watch could not start), SK_ELIMIT, SK_ENOMEM.
  */
@@ -106,6 +106,20 @@ SK_API SK_NODISCARD sk_status sk_registry_watch(sk_registry *r,
                                                 const char *service,
                                                 sk_registry_watch_fn fn,
                                                 void *ctx);
+
+/**
+ * Remove every watch registered with exactly @p fn and @p ctx (whatever its
+ * service). When this returns, no call of @p fn with @p ctx is running and
+ * none will start, so @p ctx may be freed: a call in progress on the
+ * discovery thread is waited for. Called from inside a watch callback (on
+ * the discovery thread) it removes the watches and returns at once without
+ * waiting; the callback in progress, including a call of this very watch,
+ * runs on to its end. An unknown (@p fn, @p ctx) pair is a no-op. NULL-safe
+ * (@p r or @p fn NULL: no effect). Thread-safe; not concurrently with
+ * sk_registry_close. Must not be called with a lock that a watch callback
+ * of this registry takes, since it may wait for that callback.
+ */
+SK_API void sk_registry_unwatch(sk_registry *r, sk_registry_watch_fn fn, void *ctx);
 
 /**
  * Snapshot of every live instance, sorted by service then instance name.

@@ -7,7 +7,11 @@
  * that expires entries older than the TTL (nats-server 2.9 sends no event
  * when an entry's TTL passes) and calls the watch callbacks, one at a time
  * and never with a lock held. Invariant: every entry in the table has a
- * service record whose n_entries counts it.
+ * service record whose n_entries counts it, and every watcher one whose
+ * n_watchers counts it. sk_registry_unwatch waits, on call_cond, for a
+ * callback of the watch it removes that is in progress (the "call in
+ * progress" marker is_calling/call_fn/call_ctx), unless the discovery thread
+ * itself calls it from inside that callback.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -37,7 +41,7 @@ typedef struct svc_state {
 } svc_state;
 
 typedef struct watcher {
-    char *service; /* owned; never moves or is freed before close */
+    char *service; /* owned; freed by sk_registry_unwatch or close */
     sk_registry_watch_fn fn;
     void *ctx;
     uint64_t seen_version; /* service version last delivered to it */
@@ -45,7 +49,8 @@ typedef struct watcher {
 
 /*
  * Lock order: start_mu, then reg_mu, then mu. Never call a callback or a
- * blocking bus operation with mu held.
+ * blocking bus operation with mu held. sk_registry_unwatch takes mu only
+ * (and waits on call_cond with it), so a callback may call it.
  */
 struct sk_registry {
     sk_bus *bus; /* borrowed */
@@ -69,6 +74,7 @@ struct sk_registry {
     pthread_mutex_t mu;
     pthread_cond_t hb_cond;   /* wakes the heartbeat thread (stop) */
     pthread_cond_t disp_cond; /* wakes the discovery thread (change, stop) */
+    pthread_cond_t call_cond; /* broadcast when a watch callback returns */
     bool is_hb_running;
     bool is_hb_stop;
     pthread_t hb_thread;
@@ -82,6 +88,13 @@ struct sk_registry {
     watcher *watchers;
     size_t n_watchers, cap_watchers;
     uint64_t change_seq;
+    /* The watch callback in progress on the discovery thread, if is_calling;
+     * call_seq counts the calls, so that a waiter can tell its call ended
+     * even when the same (fn, ctx) is watched again and called anew. */
+    bool is_calling;
+    sk_registry_watch_fn call_fn;
+    void *call_ctx;
+    uint64_t call_seq;
     int64_t last_warn_mono_ms;
     uint64_t n_warn_suppressed;
 };
@@ -478,14 +491,34 @@ static void *disp_main(void *arg)
                 break;
             }
             w->seen_version = version;
-            /* Copy what the call needs: the watchers array may move while unlocked. */
+            /* Copy what the call needs: the watchers array may move, and the
+             * watcher (with its service string) may be removed by an unwatch
+             * from inside the callback, while unlocked. Names are validated
+             * to at most SK_DISCOVERY_MAX_NAME bytes. */
             sk_registry_watch_fn fn = w->fn;
             void *ctx = w->ctx;
-            const char *service = w->service; /* stable until close joins this thread */
+            char service[SK_DISCOVERY_MAX_NAME + 1];
+            size_t service_len = strlen(w->service);
+            SK_ASSERT(service_len <= SK_DISCOVERY_MAX_NAME);
+            if (service_len > SK_DISCOVERY_MAX_NAME) {
+                service_len = SK_DISCOVERY_MAX_NAME;
+            }
+            memcpy(service, w->service, service_len);
+            service[service_len] = '\0';
+            r->is_calling = true;
+            r->call_fn = fn;
+            r->call_ctx = ctx;
+            r->call_seq++;
             unlock(&r->mu);
             fn(service, list, n, ctx);
             sk_registry_list_free(list, n);
             lock(&r->mu);
+            r->is_calling = false;
+            r->call_fn = NULL;
+            r->call_ctx = NULL;
+            if (pthread_cond_broadcast(&r->call_cond) != 0) {
+                abort();
+            }
             is_delivered = true;
             break; /* tables may have changed: start over */
         }
@@ -699,12 +732,15 @@ sk_status sk_registry_open(sk_registry **out, sk_bus *bus, int64_t ttl_ms)
                     n_sync++;
                     if (init_cond(&r->disp_cond) == 0) {
                         n_sync++;
+                        if (init_cond(&r->call_cond) == 0) {
+                            n_sync++;
+                        }
                     }
                 }
             }
         }
     }
-    if (n_sync != 5) {
+    if (n_sync != 6) {
         st = SK_FAIL(SK_ENOMEM, "sk_registry_open: initialising locks");
         goto out;
     }
@@ -718,6 +754,9 @@ sk_status sk_registry_open(sk_registry **out, sk_bus *bus, int64_t ttl_ms)
 out:
     if (r != NULL) {
         /* Destroy exactly the primitives that were initialised, in reverse. */
+        if (n_sync >= 6) {
+            pthread_cond_destroy(&r->call_cond);
+        }
         if (n_sync >= 5) {
             pthread_cond_destroy(&r->disp_cond);
         }
@@ -777,6 +816,7 @@ void sk_registry_close(sk_registry *r)
         sk_free(r->watchers[i].service);
     }
     sk_free(r->watchers);
+    pthread_cond_destroy(&r->call_cond);
     pthread_cond_destroy(&r->disp_cond);
     pthread_cond_destroy(&r->hb_cond);
     pthread_mutex_destroy(&r->mu);
@@ -928,6 +968,50 @@ out:
     unlock(&r->mu);
     sk_free(name);
     return st;
+}
+
+void sk_registry_unwatch(sk_registry *r, sk_registry_watch_fn fn, void *ctx)
+{
+    size_t kept = 0;
+
+    if (r == NULL || fn == NULL) {
+        return;
+    }
+    lock(&r->mu);
+    /* Compact the table in place, keeping the order in which watches were added. */
+    for (size_t i = 0; i < r->n_watchers; i++) {
+        watcher *w = &r->watchers[i];
+        if (w->fn != fn || w->ctx != ctx) {
+            if (kept != i) {
+                r->watchers[kept] = *w;
+            }
+            kept++;
+            continue;
+        }
+        svc_state *s = svc_find(r, w->service);
+        SK_ASSERT(s != NULL && s->n_watchers > 0);
+        if (s != NULL && s->n_watchers > 0) {
+            s->n_watchers--;
+            svc_maybe_drop(r, s);
+        }
+        sk_free(w->service);
+    }
+    r->n_watchers = kept;
+    /*
+     * The discovery thread may have copied fn and ctx before we took mu and
+     * be calling them now: wait for that call to return, so that the caller
+     * may free ctx. Not when we are that thread (an unwatch from inside the
+     * callback): waiting for ourselves would never end. is_calling is only
+     * set while the thread runs, so disp_thread is valid here.
+     */
+    if (r->is_calling && r->call_fn == fn && r->call_ctx == ctx &&
+        !pthread_equal(pthread_self(), r->disp_thread)) {
+        uint64_t seq = r->call_seq;
+        while (r->is_calling && r->call_seq == seq) {
+            wait_until(&r->call_cond, &r->mu, INT64_MAX);
+        }
+    }
+    unlock(&r->mu);
 }
 
 sk_status sk_registry_list(sk_registry *r, sk_instance **out, size_t *n)

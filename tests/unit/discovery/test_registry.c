@@ -900,6 +900,312 @@ static void test_registry_close_stops_callbacks(void **state)
     assert_int_equal(rec_count(), n);
 }
 
+/* ---------------------------------------------------------------- unwatch */
+
+/* Counts the calls of a watch; used as a second watcher to know the discovery thread went on. */
+typedef struct counter {
+    pthread_mutex_t mu;
+    size_t calls;
+    size_t last_n;
+} counter;
+
+static void on_count(const char *service, const sk_instance *instances, size_t n, void *ctx)
+{
+    counter *c = ctx;
+
+    (void)service;
+    (void)instances;
+    pthread_mutex_lock(&c->mu);
+    c->calls++;
+    c->last_n = n;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static size_t counter_calls(counter *c)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->calls;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+typedef struct counter_wait {
+    counter *c;
+    size_t calls;
+    size_t last_n;
+} counter_wait;
+
+static bool counter_matches(void *ctx)
+{
+    counter_wait *w = ctx;
+
+    pthread_mutex_lock(&w->c->mu);
+    bool ok = w->c->calls >= w->calls && w->c->last_n == w->last_n;
+    pthread_mutex_unlock(&w->c->mu);
+    return ok;
+}
+
+/* Wait until @p c has been called at least @p calls times, the last with @p last_n instances. */
+static void counter_wait_for(counter *c, size_t calls, size_t last_n)
+{
+    counter_wait w = { c, calls, last_n };
+    assert_true(sk_test_wait_until(counter_matches, &w, WAIT_MS));
+}
+
+static void test_registry_unwatch_stops_deliveries(void **state)
+{
+    sk_registry *r = open_registry();
+    counter other = { .calls = 0 };
+
+    (void)state;
+    pthread_mutex_init(&other.mu, NULL);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "payment", on_watch, &rec), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "order", on_count, &other), SK_OK);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 1, "order-1", 1);
+    counter_wait_for(&other, 1, 1);
+
+    /* Every watch of (on_watch, &rec) goes, whatever its service; the other stays. */
+    sk_registry_unwatch(r, on_watch, &rec);
+    size_t n_events = rec_count();
+    other_put("order", "order-2", "10.0.0.2:80", true);
+    other_put("payment", "payment-1", "10.0.0.3:80", true);
+    counter_wait_for(&other, 2, 2);
+    /* The discovery thread serves pending watches in the order they were
+     * added and starts over after each call, so once the counter has seen
+     * this later delete, a watch of rec left behind would have been called. */
+    other_delete("order.order-1");
+    counter_wait_for(&other, 3, 1);
+    assert_int_equal(rec_count(), n_events);
+
+    /* Unwatching twice is harmless; watching again gets the current list at once. */
+    sk_registry_unwatch(r, on_watch, &rec);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    wait_for("order", 1, "order-2", 1);
+    assert_int_equal(rec_count(), n_events + 1);
+    sk_registry_unwatch(r, on_watch, &rec);
+    sk_registry_unwatch(r, on_count, &other);
+    sk_registry_close(r);
+    pthread_mutex_destroy(&other.mu);
+}
+
+/* A watch whose callback blocks until the test releases it. */
+typedef struct blocker {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    size_t calls;
+    bool is_released;
+    bool has_returned; /* set by the callback as the last thing it does */
+} blocker;
+
+static void on_block(const char *service, const sk_instance *instances, size_t n, void *ctx)
+{
+    blocker *b = ctx;
+
+    (void)service;
+    (void)instances;
+    (void)n;
+    pthread_mutex_lock(&b->mu);
+    b->calls++;
+    b->has_returned = false;
+    while (!b->is_released) {
+        pthread_cond_wait(&b->cond, &b->mu);
+    }
+    b->has_returned = true;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static bool blocker_entered(void *ctx)
+{
+    blocker *b = ctx;
+
+    pthread_mutex_lock(&b->mu);
+    bool ok = b->calls > 0;
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+typedef struct unwatcher {
+    sk_registry *r;
+    blocker *b;
+    _Atomic bool is_started;
+    _Atomic bool is_done;
+    bool saw_returned; /* has_returned of the callback when unwatch returned */
+} unwatcher;
+
+static void *unwatch_main(void *arg)
+{
+    unwatcher *u = arg;
+
+    u->is_started = true;
+    sk_registry_unwatch(u->r, on_block, u->b);
+    pthread_mutex_lock(&u->b->mu);
+    u->saw_returned = u->b->has_returned;
+    pthread_mutex_unlock(&u->b->mu);
+    u->is_done = true;
+    return NULL;
+}
+
+static bool unwatcher_started(void *ctx)
+{
+    return ((unwatcher *)ctx)->is_started;
+}
+
+static bool unwatcher_done(void *ctx)
+{
+    return ((unwatcher *)ctx)->is_done;
+}
+
+static void test_registry_unwatch_waits_for_callback_in_progress(void **state)
+{
+    sk_registry *r = open_registry();
+    blocker b = { .calls = 0 };
+    unwatcher u = { .r = r, .b = &b };
+    pthread_t thread;
+
+    (void)state;
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cond, NULL);
+    assert_int_equal(sk_registry_watch(r, "order", on_block, &b), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    assert_true(sk_test_wait_until(blocker_entered, &b, WAIT_MS));
+
+    assert_int_equal(pthread_create(&thread, NULL, unwatch_main, &u), 0);
+    assert_true(sk_test_wait_until(unwatcher_started, &u, WAIT_MS));
+    /* The callback is still blocked: unwatch must not return within this deadline. */
+    assert_false(sk_test_wait_until(unwatcher_done, &u, 200));
+
+    pthread_mutex_lock(&b.mu);
+    b.is_released = true;
+    pthread_cond_broadcast(&b.cond);
+    pthread_mutex_unlock(&b.mu);
+    assert_true(sk_test_wait_until(unwatcher_done, &u, WAIT_MS));
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_true(u.saw_returned); /* it returned only after the callback had */
+
+    /* The other watch still works and the blocker is never called again
+     * (order-1 may have expired meanwhile: the TTL is short, so put it again). */
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    other_put("order", "order-2", "10.0.0.2:80", true);
+    wait_for("order", 2, "order-1", 1);
+    pthread_mutex_lock(&b.mu);
+    assert_int_equal(b.calls, 1);
+    pthread_mutex_unlock(&b.mu);
+    sk_registry_close(r);
+    pthread_cond_destroy(&b.cond);
+    pthread_mutex_destroy(&b.mu);
+}
+
+/* A watch that removes itself (and optionally another watch) from inside its callback. */
+typedef struct self_remover {
+    sk_registry *r;
+    counter *also; /* when set, unwatch (on_count, also) too */
+    size_t calls;  /* only touched on the discovery thread until the test reads it after close */
+    char service[SK_DISCOVERY_MAX_NAME + 1];
+    size_t n;
+    char first_address[SK_DISCOVERY_MAX_ADDRESS + 1];
+} self_remover;
+
+static void on_self_remove(const char *service, const sk_instance *instances, size_t n, void *ctx)
+{
+    self_remover *s = ctx;
+
+    s->calls++;
+    sk_registry_unwatch(s->r, on_self_remove, s);
+    if (s->also != NULL) {
+        sk_registry_unwatch(s->r, on_count, s->also);
+    }
+    /* The arguments stay valid for the rest of the call (ASan checks). */
+    snprintf(s->service, sizeof(s->service), "%s", service);
+    s->n = n;
+    if (n > 0) {
+        snprintf(s->first_address, sizeof(s->first_address), "%s", instances[0].address);
+    }
+}
+
+static void test_registry_unwatch_from_callback(void **state)
+{
+    sk_registry *r = open_registry();
+    counter other = { .calls = 0 };
+    self_remover s = { .r = r, .also = &other };
+
+    (void)state;
+    pthread_mutex_init(&other.mu, NULL);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    /* Pending watches are served in the order they were added: the counter
+     * gets the current list, then the self-remover removes itself and the
+     * counter, then the recorder is called (and keeps being called). */
+    assert_int_equal(sk_registry_watch(r, "order", on_count, &other), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "order", on_self_remove, &s), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    wait_for("order", 1, "order-1", 1);
+    other_put("order", "order-2", "10.0.0.2:80", true);
+    wait_for("order", 2, "order-1", 1);
+    sk_registry_close(r); /* joins the discovery thread: s is ours again */
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(s.service, "order");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.first_address, "10.0.0.1:80");
+    assert_int_equal(counter_calls(&other), 1);
+    pthread_mutex_destroy(&other.mu);
+}
+
+static void test_registry_unwatch_unknown_is_noop(void **state)
+{
+    sk_registry *r = open_registry();
+    int stranger = 0;
+
+    (void)state;
+    /* Before any watch (no discovery thread yet). */
+    sk_registry_unwatch(r, on_watch, &rec);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    /* Same fn with another ctx, another fn with the same ctx: neither matches. */
+    sk_registry_unwatch(r, on_watch, &stranger);
+    sk_registry_unwatch(r, on_count, &rec);
+    sk_registry_unwatch(r, on_watch, NULL);
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 1, "order-1", 1);
+    sk_registry_close(r);
+}
+
+static _Atomic size_t null_ctx_calls;
+
+static void on_null_ctx(const char *service, const sk_instance *instances, size_t n, void *ctx)
+{
+    (void)service;
+    (void)instances;
+    (void)n;
+    (void)ctx;
+    null_ctx_calls++;
+}
+
+static void test_registry_unwatch_null_args(void **state)
+{
+    sk_registry *r = open_registry();
+    counter c = { .calls = 0 };
+
+    (void)state;
+    pthread_mutex_init(&c.mu, NULL);
+    sk_registry_unwatch(NULL, on_watch, &rec); /* no effect */
+    sk_registry_unwatch(NULL, NULL, NULL);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    sk_registry_unwatch(r, NULL, &rec); /* no effect: fn NULL matches nothing */
+    other_put("order", "order-1", "10.0.0.1:80", true);
+    wait_for("order", 1, "order-1", 1);
+    /* A NULL ctx is an ordinary ctx: a watch added with it is removed with it. */
+    assert_int_equal(sk_registry_watch(r, "order", on_null_ctx, NULL), SK_OK);
+    sk_registry_unwatch(r, on_null_ctx, NULL);
+    size_t n_null = null_ctx_calls;
+    assert_int_equal(sk_registry_watch(r, "order", on_count, &c), SK_OK);
+    other_put("order", "order-2", "10.0.0.2:80", true);
+    counter_wait_for(&c, 1, 2); /* the initial list and the put may come as one call */
+    assert_int_equal(null_ctx_calls, n_null);
+    sk_registry_close(r);
+    pthread_mutex_destroy(&c.mu);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, each_setup, each_teardown)
 
 int main(void)
@@ -924,6 +1230,11 @@ int main(void)
         T(test_registry_list_errors),
         T(test_registry_ignores_bad_entries),
         T(test_registry_close_stops_callbacks),
+        T(test_registry_unwatch_stops_deliveries),
+        T(test_registry_unwatch_waits_for_callback_in_progress),
+        T(test_registry_unwatch_from_callback),
+        T(test_registry_unwatch_unknown_is_noop),
+        T(test_registry_unwatch_null_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
