@@ -2,7 +2,9 @@
 /*
  * The synchronous upstreams a service declares in the system file, each an
  * sk_upstream whose endpoints follow the ready instances that discovery
- * reports.
+ * reports. Each upstream is watched with itself as the callback's ctx, so
+ * its watch is removed (sk_registry_unwatch waits for a callback in
+ * progress) before it is destroyed: the registry outlives the upstreams.
  */
 #include <string.h>
 
@@ -12,6 +14,7 @@
 #define MAX_UPSTREAMS 16
 
 struct svc_upstreams {
+    sk_registry *registry; /* borrowed (DI); NULL when there are no upstreams */
     size_t n;
     char *names[MAX_UPSTREAMS];
     sk_upstream *ups[MAX_UPSTREAMS];
@@ -51,6 +54,9 @@ void svc__upstreams_destroy(void *obj, void *ctx)
         return;
     }
     for (size_t i = 0; i < u->n; i++) {
+        /* No on_instances call may touch the upstream once it is freed. A
+         * no-op for an upstream whose watch was never added. */
+        sk_registry_unwatch(u->registry, on_instances, u->ups[i]);
         sk_upstream_destroy(u->ups[i]);
         sk_free(u->names[i]);
     }
@@ -81,6 +87,7 @@ sk_status svc__upstreams_create(sk_di *di, void **out, void *ctx)
     st = sk_di_resolve(di, "http_client", (void **)&client);
     if (st == SK_OK) {
         st = sk_di_resolve(di, "registry", (void **)&registry);
+        u->registry = registry;
     }
     if (st == SK_OK) {
         st = sk_di_resolve(di, "metrics", (void **)&metrics);
