@@ -109,6 +109,19 @@ int svc_app_run(svc_app *app);
 /** Tear down everything the container created, in reverse order. */
 void svc_app_fini(svc_app *app);
 
+/** What a service with a database uses of the platform (borrowed from the container). */
+typedef struct svc_platform {
+    sk_store *store;
+    sk_bus *bus;
+    sk_metrics *metrics;
+} svc_platform;
+
+/**
+ * Set the service's schema, then resolve the store, the bus and the metrics,
+ * and start the outbox relay. Call from the service's provider.
+ */
+sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platform *out);
+
 /** Resolve a platform object by name; logs and returns the error on failure. */
 sk_status svc_get(svc_app *app, const char *name, void **out);
 
@@ -158,6 +171,7 @@ sk_status svc_emit(svc_app *app,
 /** A command call being applied in a unit of work. */
 typedef struct svc_txcall {
     sk_call *call;
+    const sk_request *req; /* the call's request: valid until the call completes, after the work */
     void *ctx;
     /* Set by the work function on success: */
     int http_status;
@@ -171,10 +185,19 @@ typedef sk_status (*svc_tx_fn)(sk_tx *tx, svc_txcall *tc);
 /**
  * Apply @p fn in a unit of work and complete @p call when it is durable:
  * with tc->http_status/body/location on success, with the unit's error
- * (mapped to HTTP) otherwise. Never blocks. @p free_ctx (may be NULL)
- * releases @p ctx after the call completed, in every case.
+ * (mapped to HTTP) otherwise. Never blocks. The work reads the request
+ * through tc->req and its dependencies through tc->ctx (borrowed).
  */
-void svc_txcall_submit(sk_store *store, sk_call *call, svc_tx_fn fn, void *ctx, void (*free_ctx)(void *ctx));
+void svc_txcall_submit(sk_store *store, sk_call *call, svc_tx_fn fn, void *ctx);
+
+/** Adapter for sk_cqrs_bus_register: a handler whose whole work is one unit of work. */
+typedef struct svc_tx_handler {
+    sk_store *store;
+    svc_tx_fn fn;
+    void *ctx;
+} svc_tx_handler;
+/** An sk_handler_fn whose ctx is an svc_tx_handler (kept alive by the service). */
+void svc_tx_handle(sk_call *call, void *ctx);
 /** Set the success answer (body taken). */
 void svc_txcall_answer(svc_txcall *tc, int http_status, json_t *body, const char *location);
 /**

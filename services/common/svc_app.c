@@ -34,6 +34,23 @@ void svc_app_set_schema(svc_app *app, const svc_schema *schema)
     app->schema = *schema;
 }
 
+sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platform *out)
+{
+    void *relay = NULL;
+    svc_app_set_schema(app, schema);
+    sk_status st = sk_di_resolve(app->di, "store", (void **)&out->store);
+    if (st == SK_OK) {
+        st = sk_di_resolve(app->di, "bus", (void **)&out->bus);
+    }
+    if (st == SK_OK) {
+        st = sk_di_resolve(app->di, "metrics", (void **)&out->metrics);
+    }
+    if (st == SK_OK) {
+        st = sk_di_resolve(app->di, "relay", &relay); /* publishes what the handlers put in the outbox */
+    }
+    return st;
+}
+
 void svc_stream_name(const char *context, const char *kind, char *out, size_t out_len)
 {
     size_t j = 0;

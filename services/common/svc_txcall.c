@@ -9,7 +9,6 @@
 typedef struct txjob {
     svc_txcall tc;
     svc_tx_fn fn;
-    void (*free_ctx)(void *ctx);
 } txjob;
 
 void svc_txcall_answer(svc_txcall *tc, int http_status, json_t *body, const char *location)
@@ -64,32 +63,29 @@ static void txjob_done(sk_status st, const char *message, void *ctx)
     }
     json_decref(job->tc.body);
     sk_free(job->tc.location);
-    if (job->free_ctx != NULL) {
-        job->free_ctx(job->tc.ctx);
-    }
     sk_free(job);
 }
 
-void svc_txcall_submit(sk_store *store, sk_call *call, svc_tx_fn fn, void *ctx, void (*free_ctx)(void *ctx))
+void svc_txcall_submit(sk_store *store, sk_call *call, svc_tx_fn fn, void *ctx)
 {
     txjob *job = sk_calloc(1, sizeof(*job));
     if (job == NULL) {
-        if (free_ctx != NULL) {
-            free_ctx(ctx);
-        }
         sk_call_fail(call, SK_ENOMEM, "out of memory");
         return;
     }
-    job->free_ctx = free_ctx;
     job->tc.call = call;
+    job->tc.req = sk_call_request(call);
     job->tc.ctx = ctx;
     job->fn = fn;
     sk_status st = sk_store_submit(store, txjob_work, txjob_done, job);
     if (st != SK_OK) {
         sk_free(job);
-        if (free_ctx != NULL) {
-            free_ctx(ctx);
-        }
         sk_call_fail(call, st == SK_ELIMIT ? SK_EUNAVAILABLE : st, "%s", sk_error_message());
     }
+}
+
+void svc_tx_handle(sk_call *call, void *ctx)
+{
+    const svc_tx_handler *h = ctx;
+    svc_txcall_submit(h->store, call, h->fn, h->ctx);
 }

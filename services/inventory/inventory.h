@@ -16,9 +16,9 @@
 
 typedef struct inventory_deps {
     svc_app *app;
-    sk_store *store;
-    sk_bus *bus;
-    sk_metrics *metrics;
+    svc_platform platform;
+    svc_tx_handler create_product;
+    svc_tx_handler restock;
     sk_consumer *commands_consumer;
 } inventory_deps;
 
@@ -39,9 +39,11 @@ sk_status inventory_product_save(sk_tx *tx, inventory_deps *deps, inventory_prod
                                  const char *order_id);
 
 sk_status inventory_validate_create(const json_t *payload, void *ctx);
-void inventory_handle_create(sk_call *call, void *ctx);
+/** CreateProduct in a unit of work: 201, or 409 when the sku exists. */
+sk_status inventory_create_tx(sk_tx *tx, svc_txcall *tc);
 sk_status inventory_validate_restock(const json_t *payload, void *ctx);
-void inventory_handle_restock(sk_call *call, void *ctx);
+/** Restock in a unit of work: 202, or 404 for an unknown sku. */
+sk_status inventory_restock_tx(sk_tx *tx, svc_txcall *tc);
 
 /** Saga participant: handles inventory.commands.* inside the consumer's unit of work. */
 sk_status inventory_handle_command(sk_tx *tx, const sk_message *m, void *ctx);

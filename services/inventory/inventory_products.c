@@ -86,27 +86,16 @@ sk_status inventory_validate_create(const json_t *payload, void *ctx)
     return st;
 }
 
-typedef struct create_work {
-    inventory_deps *deps;
-    json_t *payload; /* a reference */
-} create_work;
-
-static void create_work_free(void *ctx)
+sk_status inventory_create_tx(sk_tx *tx, svc_txcall *tc)
 {
-    create_work *w = ctx;
-    json_decref(w->payload);
-    sk_free(w);
-}
-
-static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
-{
-    create_work *w = tc->ctx;
+    inventory_deps *deps = tc->ctx;
+    const json_t *payload = tc->req->payload;
     inventory_product p;
     memset(&p, 0, sizeof(p));
-    snprintf(p.sku, sizeof(p.sku), "%s", json_string_value(json_object_get(w->payload, "sku")));
-    snprintf(p.name, sizeof(p.name), "%s", json_string_value(json_object_get(w->payload, "name")));
-    p.price_cents = json_integer_value(json_object_get(w->payload, "price_cents"));
-    p.stock = json_integer_value(json_object_get(w->payload, "stock"));
+    snprintf(p.sku, sizeof(p.sku), "%s", json_string_value(json_object_get(payload, "sku")));
+    snprintf(p.name, sizeof(p.name), "%s", json_string_value(json_object_get(payload, "name")));
+    p.price_cents = json_integer_value(json_object_get(payload, "price_cents"));
+    p.stock = json_integer_value(json_object_get(payload, "stock"));
     p.available = p.stock;
     p.version = 1;
 
@@ -126,7 +115,7 @@ static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
     if (event == NULL) {
         return SK_FAIL(SK_ENOMEM, "product event");
     }
-    st = svc_emit(w->deps->app, tx, "ProductCreated", p.sku, event, NULL);
+    st = svc_emit(deps->app, tx, "ProductCreated", p.sku, event, NULL);
     json_decref(event);
     if (st != SK_OK) {
         return st;
@@ -138,18 +127,6 @@ static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
     }
     svc_txcall_answer(tc, 201, body, NULL);
     return SK_OK;
-}
-
-void inventory_handle_create(sk_call *call, void *ctx)
-{
-    create_work *w = sk_calloc(1, sizeof(*w));
-    if (w == NULL) {
-        sk_call_fail(call, SK_ENOMEM, "out of memory");
-        return;
-    }
-    w->deps = ctx;
-    w->payload = json_incref((json_t *)sk_call_request(call)->payload);
-    svc_txcall_submit(w->deps->store, call, create_tx, w, create_work_free);
 }
 
 /* ---------------------------------------------------------------- Restock */
@@ -166,33 +143,22 @@ sk_status inventory_validate_restock(const json_t *payload, void *ctx)
     return st;
 }
 
-static sk_status restock_tx(sk_tx *tx, svc_txcall *tc)
+sk_status inventory_restock_tx(sk_tx *tx, svc_txcall *tc)
 {
-    create_work *w = tc->ctx;
+    inventory_deps *deps = tc->ctx;
+    const json_t *payload = tc->req->payload;
     inventory_product p;
-    const char *sku = json_string_value(json_object_get(w->payload, "sku"));
-    int64_t quantity = json_integer_value(json_object_get(w->payload, "quantity"));
+    const char *sku = json_string_value(json_object_get(payload, "sku"));
+    int64_t quantity = json_integer_value(json_object_get(payload, "quantity"));
     sk_status st = inventory_product_load(tx, sku, &p);
     if (st != SK_OK) {
         return st;
     }
     p.restocked += quantity;
     p.available += quantity;
-    st = inventory_product_save(tx, w->deps, &p, "StockRestocked", NULL);
+    st = inventory_product_save(tx, deps, &p, "StockRestocked", NULL);
     if (st == SK_OK) {
         svc_txcall_answer(tc, 202, NULL, NULL);
     }
     return st;
-}
-
-void inventory_handle_restock(sk_call *call, void *ctx)
-{
-    create_work *w = sk_calloc(1, sizeof(*w));
-    if (w == NULL) {
-        sk_call_fail(call, SK_ENOMEM, "out of memory");
-        return;
-    }
-    w->deps = ctx;
-    w->payload = json_incref((json_t *)sk_call_request(call)->payload);
-    svc_txcall_submit(w->deps->store, call, restock_tx, w, create_work_free);
 }

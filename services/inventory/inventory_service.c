@@ -18,35 +18,25 @@ sk_status inventory_provider_create(sk_di *di, void **out, void *ctx)
 {
     svc_app *app = ctx;
     sk_cqrs_bus *commands = NULL;
-    void *relay = NULL;
     inventory_deps *deps = sk_calloc(1, sizeof(*deps));
     svc_schema schema = { inventory_migrations, inventory_n_migrations, false };
-    sk_status st = SK_OK;
 
     if (deps == NULL) {
         return SK_FAIL(SK_ENOMEM, "inventory");
     }
-    svc_app_set_schema(app, &schema);
     deps->app = app;
-    st = sk_di_resolve(di, "store", (void **)&deps->store);
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "bus", (void **)&deps->bus);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "metrics", (void **)&deps->metrics);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "relay", &relay);
-    }
+    sk_status st = svc_platform_resolve(app, &schema, &deps->platform);
     if (st == SK_OK) {
         st = sk_di_resolve(di, "commands", (void **)&commands);
     }
     if (st == SK_OK) {
-        st = sk_cqrs_bus_register(commands, "CreateProduct", inventory_validate_create, inventory_handle_create,
-                                  deps);
+        deps->create_product = (svc_tx_handler){ deps->platform.store, inventory_create_tx, deps };
+        st = sk_cqrs_bus_register(commands, "CreateProduct", inventory_validate_create, svc_tx_handle,
+                                  &deps->create_product);
     }
     if (st == SK_OK) {
-        st = sk_cqrs_bus_register(commands, "Restock", inventory_validate_restock, inventory_handle_restock, deps);
+        deps->restock = (svc_tx_handler){ deps->platform.store, inventory_restock_tx, deps };
+        st = sk_cqrs_bus_register(commands, "Restock", inventory_validate_restock, svc_tx_handle, &deps->restock);
     }
     if (st == SK_OK) {
         st = svc_route_command(app, "POST", "/products", "CreateProduct");
@@ -62,7 +52,8 @@ sk_status inventory_provider_create(sk_di *di, void **out, void *ctx)
             .handler = inventory_handle_command,
             .ctx = deps,
         };
-        st = sk_consumer_start(&deps->commands_consumer, deps->bus, deps->store, deps->metrics, &cc);
+        st = sk_consumer_start(&deps->commands_consumer, deps->platform.bus, deps->platform.store,
+                               deps->platform.metrics, &cc);
     }
     if (st != SK_OK) {
         inventory_provider_destroy(deps, NULL);
@@ -80,6 +71,6 @@ void inventory_provider_destroy(void *obj, void *ctx)
         return;
     }
     sk_consumer_stop(deps->commands_consumer);
-    svc_store_flush(deps->store);
+    svc_store_flush(deps->platform.store);
     sk_free(deps);
 }

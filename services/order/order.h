@@ -16,10 +16,10 @@
 
 typedef struct order_deps {
     svc_app *app;
-    sk_store *store;
-    sk_bus *bus;
-    sk_metrics *metrics;
+    svc_platform platform;
     sk_saga_engine *sagas;
+    svc_tx_handler create_order;
+    svc_tx_handler cancel_order;
     sk_saga_def create_saga; /* definitions with ctx = this struct */
     sk_saga_def cancel_saga;
 } order_deps;
@@ -31,9 +31,11 @@ extern const size_t order_n_migrations;
 void order_sagas_init(order_deps *deps);
 
 sk_status order_validate_create(const json_t *payload, void *ctx);
-void order_handle_create(sk_call *call, void *ctx);
+/** CreateOrder in a unit of work: 202 + consistency token; replays an Idempotency-Key, 422 on reuse with another body. */
+sk_status order_create_tx(sk_tx *tx, svc_txcall *tc);
 sk_status order_validate_cancel(const json_t *payload, void *ctx);
-void order_handle_cancel(sk_call *call, void *ctx);
+/** CancelOrder in a unit of work: 202; 404 unknown; 409 already REJECTED or CANCELLED. */
+sk_status order_cancel_tx(sk_tx *tx, svc_txcall *tc);
 
 /** Set status (and reason), bump the version and emit @p event_type with @p extra merged in. */
 sk_status order_transition(sk_tx *tx,

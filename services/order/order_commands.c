@@ -123,23 +123,6 @@ sk_status order_transition(sk_tx *tx,
 
 /* ---------------------------------------------------------------- CreateOrder */
 
-typedef struct create_work {
-    order_deps *deps;
-    json_t *payload;
-    char *idem_key;
-    char hash[SK_IDEM_HASH_LEN];
-    char *traceparent;
-} create_work;
-
-static void create_work_free(void *ctx)
-{
-    create_work *w = ctx;
-    json_decref(w->payload);
-    sk_free(w->idem_key);
-    sk_free(w->traceparent);
-    sk_free(w);
-}
-
 /* Answer with what was stored for the key; the body's order id gives the Location. */
 static sk_status replay_answer(svc_txcall *tc, int http_status, const char *body)
 {
@@ -154,17 +137,24 @@ static sk_status replay_answer(svc_txcall *tc, int http_status, const char *body
     return SK_OK;
 }
 
-static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
+sk_status order_create_tx(sk_tx *tx, svc_txcall *tc)
 {
-    create_work *w = tc->ctx;
-    order_deps *deps = w->deps;
+    order_deps *deps = tc->ctx;
+    const json_t *payload = tc->req->payload;
+    const char *idem_key = tc->req->idempotency_key;
+    const char *traceparent = tc->req->traceparent;
     char id[SK_UUID_LEN], token[SK_CTOKEN_MAX], created_at[SK_RFC3339_LEN], location[96];
+    char hash[SK_IDEM_HASH_LEN];
     int64_t now = sk_time_now_ms();
 
-    if (w->idem_key != NULL) {
+    if (idem_key != NULL) {
         int stored_status = 0;
         char *stored_body = NULL;
-        sk_status st = sk_idem_lookup(tx, IDEM_SCOPE, w->idem_key, w->hash, &stored_status, &stored_body);
+        sk_status st = sk_idem_hash(payload, hash);
+        if (st == SK_OK) {
+            /* The writer runs units one at a time, so no other unit can take the key in between. */
+            st = sk_idem_lookup(tx, IDEM_SCOPE, idem_key, hash, &stored_status, &stored_body);
+        }
         if (st == SK_OK) {
             st = replay_answer(tc, stored_status, stored_body);
             sk_free(stored_body);
@@ -180,8 +170,8 @@ static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
     }
     sk_uuid7(id);
     sk_time_format_rfc3339(now, created_at);
-    const char *customer_id = json_string_value(json_object_get(w->payload, "customer_id"));
-    json_t *items = json_deep_copy(json_object_get(w->payload, "items"));
+    const char *customer_id = json_string_value(json_object_get(payload, "customer_id"));
+    json_t *items = json_deep_copy(json_object_get(payload, "items"));
     /* Keep only the fields we know, in a canonical shape. */
     size_t i = 0;
     json_t *item = NULL;
@@ -208,12 +198,12 @@ static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
     if (st == SK_OK) {
         event = json_pack("{s:s, s:s, s:O, s:s, s:s, s:i}", "order_id", id, "customer_id", customer_id, "items",
                           items, "status", "PENDING", "created_at", created_at, "version", 1);
-        st = event != NULL ? svc_emit(deps->app, tx, "OrderCreated", id, event, w->traceparent)
+        st = event != NULL ? svc_emit(deps->app, tx, "OrderCreated", id, event, traceparent)
                            : SK_FAIL(SK_ENOMEM, "OrderCreated");
     }
     if (st == SK_OK) {
         saga_data = json_pack("{s:s, s:s, s:O}", "order_id", id, "customer_id", customer_id, "items", items);
-        st = saga_data != NULL ? sk_saga_start(tx, deps->sagas, "CreateOrderSaga", id, saga_data, w->traceparent)
+        st = saga_data != NULL ? sk_saga_start(tx, deps->sagas, "CreateOrderSaga", id, saga_data, traceparent)
                                : SK_FAIL(SK_ENOMEM, "saga data");
     }
     if (st == SK_OK) {
@@ -224,8 +214,8 @@ static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
         body_text = body != NULL ? sk_json_dumps(body) : NULL;
         st = body_text != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "answer");
     }
-    if (st == SK_OK && w->idem_key != NULL) {
-        st = sk_idem_save(tx, IDEM_SCOPE, w->idem_key, w->hash, 202, body_text);
+    if (st == SK_OK && idem_key != NULL) {
+        st = sk_idem_save(tx, IDEM_SCOPE, idem_key, hash, 202, body_text);
     }
     if (st == SK_OK) {
         snprintf(location, sizeof(location), "/api/v1/orders/%s", id);
@@ -240,43 +230,14 @@ static sk_status create_tx(sk_tx *tx, svc_txcall *tc)
     return st;
 }
 
-void order_handle_create(sk_call *call, void *ctx)
-{
-    const sk_request *req = sk_call_request(call);
-    create_work *w = sk_calloc(1, sizeof(*w));
-    if (w == NULL) {
-        sk_call_fail(call, SK_ENOMEM, "out of memory");
-        return;
-    }
-    w->deps = ctx;
-    w->payload = json_incref((json_t *)req->payload);
-    if (req->idempotency_key != NULL) {
-        size_t len = strlen(req->idempotency_key);
-        if (len == 0 || len > 255) {
-            create_work_free(w);
-            sk_call_fail(call, SK_EPROTO, "Idempotency-Key: expected 1..255 characters");
-            return;
-        }
-        w->idem_key = sk_strdup(req->idempotency_key);
-        if (w->idem_key == NULL || sk_idem_hash(req->payload, w->hash) != SK_OK) {
-            create_work_free(w);
-            sk_call_fail(call, SK_ENOMEM, "out of memory");
-            return;
-        }
-    }
-    if (req->traceparent != NULL) {
-        w->traceparent = sk_strdup(req->traceparent);
-    }
-    svc_txcall_submit(w->deps->store, call, create_tx, w, create_work_free);
-}
-
 /* ---------------------------------------------------------------- CancelOrder */
 
-static sk_status cancel_tx(sk_tx *tx, svc_txcall *tc)
+sk_status order_cancel_tx(sk_tx *tx, svc_txcall *tc)
 {
-    create_work *w = tc->ctx;
-    order_deps *deps = w->deps;
-    const char *id = json_string_value(json_object_get(w->payload, "id"));
+    order_deps *deps = tc->ctx;
+    const json_t *payload = tc->req->payload;
+    const char *traceparent = tc->req->traceparent;
+    const char *id = json_string_value(json_object_get(payload, "id"));
     sk_rows *rows = NULL;
     char status[24] = "";
     sk_db_value key[] = { SK_DB_TEXT_V(id) };
@@ -304,7 +265,7 @@ static sk_status cancel_tx(sk_tx *tx, svc_txcall *tc)
         char saga_id[160];
         snprintf(saga_id, sizeof(saga_id), "cancel-%s", id);
         json_t *data = json_pack("{s:s}", "order_id", id);
-        st = data != NULL ? sk_saga_start(tx, deps->sagas, "CancelOrderSaga", saga_id, data, w->traceparent)
+        st = data != NULL ? sk_saga_start(tx, deps->sagas, "CancelOrderSaga", saga_id, data, traceparent)
                           : SK_FAIL(SK_ENOMEM, "cancel");
         json_decref(data);
         if (st == SK_EEXIST) {
@@ -316,20 +277,4 @@ static sk_status cancel_tx(sk_tx *tx, svc_txcall *tc)
         svc_txcall_answer(tc, 202, body, NULL);
     }
     return st;
-}
-
-void order_handle_cancel(sk_call *call, void *ctx)
-{
-    const sk_request *req = sk_call_request(call);
-    create_work *w = sk_calloc(1, sizeof(*w));
-    if (w == NULL) {
-        sk_call_fail(call, SK_ENOMEM, "out of memory");
-        return;
-    }
-    w->deps = ctx;
-    w->payload = json_incref((json_t *)req->payload);
-    if (req->traceparent != NULL) {
-        w->traceparent = sk_strdup(req->traceparent);
-    }
-    svc_txcall_submit(w->deps->store, call, cancel_tx, w, create_work_free);
 }

@@ -14,32 +14,21 @@ sk_status order_provider_create(sk_di *di, void **out, void *ctx)
 {
     svc_app *app = ctx;
     sk_cqrs_bus *commands = NULL;
-    void *relay = NULL;
     order_deps *deps = sk_calloc(1, sizeof(*deps));
     svc_schema schema = { order_migrations, order_n_migrations, true };
-    sk_status st = SK_OK;
 
     if (deps == NULL) {
         return SK_FAIL(SK_ENOMEM, "order");
     }
-    svc_app_set_schema(app, &schema);
     deps->app = app;
     order_sagas_init(deps);
-    st = sk_di_resolve(di, "store", (void **)&deps->store);
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "bus", (void **)&deps->bus);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "metrics", (void **)&deps->metrics);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "relay", &relay);
-    }
+    sk_status st = svc_platform_resolve(app, &schema, &deps->platform);
     if (st == SK_OK) {
         st = sk_di_resolve(di, "commands", (void **)&commands);
     }
     if (st == SK_OK) {
-        st = sk_saga_engine_create(&deps->sagas, deps->store, deps->bus, deps->metrics, app->source,
+        st = sk_saga_engine_create(&deps->sagas, deps->platform.store, deps->platform.bus, deps->platform.metrics,
+                                   app->source,
                                    "ORDER_REPLIES");
     }
     if (st == SK_OK) {
@@ -52,10 +41,12 @@ sk_status order_provider_create(sk_di *di, void **out, void *ctx)
         st = sk_saga_engine_start(deps->sagas);
     }
     if (st == SK_OK) {
-        st = sk_cqrs_bus_register(commands, "CreateOrder", order_validate_create, order_handle_create, deps);
+        deps->create_order = (svc_tx_handler){ deps->platform.store, order_create_tx, deps };
+        st = sk_cqrs_bus_register(commands, "CreateOrder", order_validate_create, svc_tx_handle, &deps->create_order);
     }
     if (st == SK_OK) {
-        st = sk_cqrs_bus_register(commands, "CancelOrder", order_validate_cancel, order_handle_cancel, deps);
+        deps->cancel_order = (svc_tx_handler){ deps->platform.store, order_cancel_tx, deps };
+        st = sk_cqrs_bus_register(commands, "CancelOrder", order_validate_cancel, svc_tx_handle, &deps->cancel_order);
     }
     if (st == SK_OK) {
         st = svc_route_command(app, "POST", "/orders", "CreateOrder");
@@ -79,7 +70,7 @@ void order_provider_destroy(void *obj, void *ctx)
         return;
     }
     sk_saga_engine_stop(deps->sagas);
-    svc_store_flush(deps->store);
+    svc_store_flush(deps->platform.store);
     sk_saga_engine_destroy(deps->sagas);
     sk_free(deps);
 }

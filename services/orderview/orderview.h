@@ -15,9 +15,7 @@
 
 typedef struct orderview_deps {
     svc_app *app;
-    sk_store *store;
-    sk_bus *bus;
-    sk_metrics *metrics;
+    svc_platform platform;
     sk_waiters *waiters;
     sk_projection *projections[4];
 } orderview_deps;

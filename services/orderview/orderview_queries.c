@@ -134,7 +134,7 @@ int64_t orderview_order_version(const char *id, void *ctx)
     orderview_deps *deps = ctx;
     view_read r = { id, NULL };
     int64_t v = 0;
-    if (sk_store_read(deps->store, read_version, &r) == SK_OK && r.out != NULL) {
+    if (sk_store_read(deps->platform.store, read_version, &r) == SK_OK && r.out != NULL) {
         v = json_integer_value(r.out);
     }
     json_decref(r.out);
@@ -145,7 +145,7 @@ static void answer_order(sk_call *call, orderview_deps *deps)
 {
     const sk_request *req = sk_call_request(call);
     view_read r = { json_string_value(json_object_get(req->payload, "id")), NULL };
-    sk_status st = sk_store_read(deps->store, read_view, &r);
+    sk_status st = sk_store_read(deps->platform.store, read_view, &r);
     if (st == SK_ENOTFOUND) {
         sk_call_fail(call, SK_ENOTFOUND, "order %s not found", r.id);
     } else if (st != SK_OK) {
@@ -337,7 +337,7 @@ void orderview_list_orders(sk_call *call, void *ctx)
 {
     orderview_deps *deps = ctx;
     list_read r = { sk_call_request(call)->payload, json_array(), "" };
-    sk_status st = r.items != NULL ? sk_store_read(deps->store, read_list, &r) : SK_FAIL(SK_ENOMEM, "list");
+    sk_status st = r.items != NULL ? sk_store_read(deps->platform.store, read_list, &r) : SK_FAIL(SK_ENOMEM, "list");
     if (st != SK_OK) {
         json_decref(r.items);
         sk_call_fail(call, st, "%s", sk_error_message());
@@ -401,7 +401,7 @@ static sk_status read_product(sk_tx *tx, void *ctx)
 static void answer_one(sk_call *call, orderview_deps *deps, const char *field, sk_uow_fn reader, const char *what)
 {
     one_read r = { json_string_value(json_object_get(sk_call_request(call)->payload, field)), NULL };
-    sk_status st = sk_store_read(deps->store, reader, &r);
+    sk_status st = sk_store_read(deps->platform.store, reader, &r);
     if (st == SK_ENOTFOUND) {
         sk_call_fail(call, SK_ENOTFOUND, "%s %s not found", what, r.key);
     } else if (st != SK_OK) {

@@ -37,17 +37,10 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
     if (deps == NULL) {
         return SK_FAIL(SK_ENOMEM, "orderview");
     }
-    svc_app_set_schema(app, &schema);
     deps->app = app;
     st = sk_waiters_create(&deps->waiters);
     if (st == SK_OK) {
-        st = sk_di_resolve(di, "store", (void **)&deps->store);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "bus", (void **)&deps->bus);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "metrics", (void **)&deps->metrics);
+        st = svc_platform_resolve(app, &schema, &deps->platform);
     }
     if (st == SK_OK) {
         st = sk_di_resolve(di, "queries", (void **)&queries);
@@ -86,7 +79,8 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
             .apply = orderview_apply,
             .ctx = deps,
         };
-        st = sk_projection_start(&deps->projections[i], deps->bus, deps->store, deps->metrics, &pc);
+        st = sk_projection_start(&deps->projections[i], deps->platform.bus, deps->platform.store,
+                                 deps->platform.metrics, &pc);
     }
     if (st != SK_OK) {
         orderview_provider_destroy(deps, NULL);
@@ -106,7 +100,7 @@ void orderview_provider_destroy(void *obj, void *ctx)
     for (size_t i = 0; i < 4; i++) {
         sk_projection_stop(deps->projections[i]);
     }
-    svc_store_flush(deps->store);
+    svc_store_flush(deps->platform.store);
     sk_waiters_destroy(deps->waiters);
     sk_free(deps);
 }

@@ -22,9 +22,7 @@
 
 typedef struct payment_deps {
     svc_app *app;
-    sk_store *store;
-    sk_bus *bus;
-    sk_metrics *metrics;
+    svc_platform platform;
     sk_upstream *psp;
     sk_consumer *customer_events;
     sk_consumer *commands;

@@ -228,7 +228,7 @@ static void capture_answered(sk_status st, const sk_http_response *resp, void *c
         SK_LOG_WARN("capture of order %s failed: %s (HTTP %d)", job->order_id,
                     st == SK_OK ? "psp refused" : sk_status_name(st), resp != NULL ? resp->status : 0);
     }
-    if (sk_store_submit(job->deps->store, capture_settle_tx, capture_settle_done, job) != SK_OK) {
+    if (sk_store_submit(job->deps->platform.store, capture_settle_tx, capture_settle_done, job) != SK_OK) {
         SK_LOG_ERROR("settling capture of order %s: %s", job->order_id, sk_error_message());
         job->deps->captures_in_flight--;
         sk_free(job);
@@ -426,7 +426,7 @@ sk_status payment_resume_captures(payment_deps *deps)
         return SK_FAIL(SK_ENOMEM, "resume");
     }
     rc->deps = deps;
-    sk_status st = sk_store_read(deps->store, find_pending, rc);
+    sk_status st = sk_store_read(deps->platform.store, find_pending, rc);
     for (size_t i = 0; i < rc->n; i++) {
         if (st == SK_OK) {
             SK_LOG_INFO("resuming capture of order %s", rc->jobs[i]->order_id);

@@ -20,26 +20,14 @@ sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
 {
     svc_app *app = ctx;
     svc_upstreams *ups = NULL;
-    void *relay = NULL;
     payment_deps *deps = sk_calloc(1, sizeof(*deps));
     svc_schema schema = { payment_migrations, payment_n_migrations, false };
-    sk_status st = SK_OK;
 
     if (deps == NULL) {
         return SK_FAIL(SK_ENOMEM, "payment");
     }
-    svc_app_set_schema(app, &schema);
     deps->app = app;
-    st = sk_di_resolve(di, "store", (void **)&deps->store);
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "bus", (void **)&deps->bus);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "metrics", (void **)&deps->metrics);
-    }
-    if (st == SK_OK) {
-        st = sk_di_resolve(di, "relay", &relay);
-    }
+    sk_status st = svc_platform_resolve(app, &schema, &deps->platform);
     if (st == SK_OK) {
         st = sk_di_resolve(di, "upstreams", (void **)&ups);
     }
@@ -57,7 +45,8 @@ sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
             .handler = payment_handle_customer_event,
             .ctx = deps,
         };
-        st = sk_consumer_start(&deps->customer_events, deps->bus, deps->store, deps->metrics, &cc);
+        st = sk_consumer_start(&deps->customer_events, deps->platform.bus, deps->platform.store,
+                               deps->platform.metrics, &cc);
     }
     if (st == SK_OK) {
         sk_consumer_config cc = {
@@ -68,7 +57,8 @@ sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
             .handler = payment_handle_command,
             .ctx = deps,
         };
-        st = sk_consumer_start(&deps->commands, deps->bus, deps->store, deps->metrics, &cc);
+        st = sk_consumer_start(&deps->commands, deps->platform.bus, deps->platform.store, deps->platform.metrics,
+                               &cc);
     }
     if (st == SK_OK) {
         st = payment_resume_captures(deps);
@@ -95,6 +85,6 @@ void payment_provider_destroy(void *obj, void *ctx)
     while (deps->captures_in_flight > 0 && sk_time_mono_ms() < deadline) {
         svc_sleep_ms(10);
     }
-    svc_store_flush(deps->store);
+    svc_store_flush(deps->platform.store);
     sk_free(deps);
 }
