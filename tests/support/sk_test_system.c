@@ -2,6 +2,7 @@
 /* System-test fixture: `skald up` as a child process and an HTTP client for its gateway. */
 #define _GNU_SOURCE
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -219,4 +220,137 @@ void sk_test_http_fini(sk_test_http *r)
     sk_free(r->body);
     json_decref(r->json);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---------------------------------------------------------------- child processes */
+
+/* Parent PID from /proc/PID/stat; the command name may hold ')' so parse after the last one. */
+static pid_t parent_of(const char *pid_dir)
+{
+    char path[300], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%s/stat", pid_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    char state = 0;
+    int ppid = -1;
+    if (p == NULL || sscanf(p + 1, " %c %d", &state, &ppid) != 2) {
+        return -1;
+    }
+    return (pid_t)ppid;
+}
+
+/* Does the NUL-separated command line name @p service (see the header)? */
+static bool cmdline_serves(const char *cmd, size_t len, const char *service)
+{
+    char bin_name[128];
+    snprintf(bin_name, sizeof(bin_name), "skald-%s", service);
+    const char *prev = NULL;
+    for (size_t off = 0; off < len;) {
+        const char *word = cmd + off;
+        size_t wlen = strnlen(word, len - off);
+        if (off == 0) {
+            const char *base = strrchr(word, '/');
+            base = base != NULL ? base + 1 : word;
+            if (strcmp(base, bin_name) == 0) {
+                return true;
+            }
+        }
+        if (prev != NULL && strcmp(prev, "--service") == 0 && strcmp(word, service) == 0) {
+            return true;
+        }
+        prev = word;
+        off += wlen + 1;
+    }
+    return false;
+}
+
+pid_t sk_test_system_service_pid(const sk_test_system *sys, const char *service)
+{
+    pid_t found = 0;
+    if (sys == NULL || sys->pid <= 0 || service == NULL || service[0] == '\0') {
+        return 0;
+    }
+    DIR *d = opendir("/proc");
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *e;
+    while (found == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9' ||
+            strspn(e->d_name, "0123456789") != strlen(e->d_name)) {
+            continue;
+        }
+        if (parent_of(e->d_name) != sys->pid) {
+            continue;
+        }
+        char path[300];
+        size_t len = 0;
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        /* A zombie (killed, not reaped yet) has an empty command line and never matches. */
+        char *cmd = sk_test_read_file(path, &len);
+        if (cmd != NULL && cmdline_serves(cmd, len, service)) {
+            found = (pid_t)strtol(e->d_name, NULL, 10);
+        }
+        sk_free(cmd);
+    }
+    closedir(d);
+    return found;
+}
+
+sk_status sk_test_system_await_service(const sk_test_system *sys,
+                                       const char *service,
+                                       pid_t old_pid,
+                                       int64_t timeout_ms,
+                                       pid_t *pid_out)
+{
+    if (pid_out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_await_service: pid_out must not be NULL");
+    }
+    *pid_out = 0;
+    if (sys == NULL || service == NULL || service[0] == '\0') {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_await_service: sys and service are required");
+    }
+    int64_t deadline = sk_time_mono_ms() + timeout_ms;
+    for (;;) {
+        pid_t pid = sk_test_system_service_pid(sys, service);
+        if (pid > 0 && pid != old_pid) {
+            *pid_out = pid;
+            return SK_OK;
+        }
+        if (sk_time_mono_ms() > deadline) {
+            return SK_FAIL(SK_ETIMEDOUT, "no new process of %s within %lld ms (old pid %d)",
+                           service, (long long)timeout_ms, (int)old_pid);
+        }
+        sleep_ms(20);
+    }
+}
+
+sk_status sk_test_system_await_ready(const sk_test_system *sys, int64_t timeout_ms)
+{
+    if (sys == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_await_ready: sys must not be NULL");
+    }
+    int64_t deadline = sk_time_mono_ms() + timeout_ms;
+    int last = 0;
+    for (;;) {
+        sk_test_http r;
+        if (sk_test_http_send(sys, "GET", "/readyz", NULL, 0, NULL, &r) == SK_OK) {
+            last = r.status;
+            sk_test_http_fini(&r);
+            if (last == 200) {
+                return SK_OK;
+            }
+        }
+        if (sk_time_mono_ms() > deadline) {
+            return SK_FAIL(SK_ETIMEDOUT, "gateway /readyz not 200 within %lld ms (last answer %d)",
+                           (long long)timeout_ms, last);
+        }
+        sleep_ms(20);
+    }
 }

@@ -29,6 +29,34 @@ int sk_test_system_stop(sk_test_system *sys);
 /** Remove the data dir. */
 void sk_test_system_cleanup(sk_test_system *sys);
 
+/**
+ * PID of the running child of `skald up` that serves @p service: its command
+ * line has the word "--service" followed by the word @p service, or its
+ * argv[0] is (a path ending in) "skald-<service>". Words match exactly, so
+ * "order" never matches "orderview". Reads only /proc, so any thread may call it.
+ * @return the PID, or 0 when none runs (for example between a crash and its
+ *         restart) or on bad arguments.
+ */
+pid_t sk_test_system_service_pid(const sk_test_system *sys, const char *service);
+
+/**
+ * Wait until a child serving @p service runs whose PID is not @p old_pid
+ * (pass 0 for any), polling every 20 ms.
+ * @return SK_OK with *pid_out set, SK_ETIMEDOUT after @p timeout_ms, or
+ *         SK_EINVAL on bad arguments.
+ */
+SK_NODISCARD sk_status sk_test_system_await_service(const sk_test_system *sys,
+                                                    const char *service,
+                                                    pid_t old_pid,
+                                                    int64_t timeout_ms,
+                                                    pid_t *pid_out);
+
+/**
+ * Poll GET /readyz on the gateway until it answers 200.
+ * @return SK_OK, or SK_ETIMEDOUT after @p timeout_ms (the last answer in the message).
+ */
+SK_NODISCARD sk_status sk_test_system_await_ready(const sk_test_system *sys, int64_t timeout_ms);
+
 /** One HTTP exchange's answer; free with sk_test_http_fini. */
 typedef struct sk_test_http {
     int status;
