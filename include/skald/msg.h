@@ -147,12 +147,19 @@ SK_API uint64_t sk_relay_published(sk_relay *relay);
  */
 typedef sk_status (*sk_msg_handler_fn)(sk_tx *tx, const sk_message *m, void *ctx);
 
+/**
+ * Default AckWait. Messages fetched by a process that dies come back only
+ * after it, so it bounds how long a crash delays them (saga step deadlines
+ * are longer); a slow unit past it is redelivered and dropped by the inbox.
+ */
+#define SK_CONSUMER_DEFAULT_ACK_WAIT_MS 5000
+
 typedef struct sk_consumer_config {
     const char *stream;         /* stream to consume */
     const char *durable;        /* durable consumer name, also the inbox key */
     const char *filter_subject; /* e.g. "inventory.commands.>" */
     int max_deliver;            /* 0 = 5 */
-    int64_t ack_wait_ms;        /* 0 = 30000 */
+    int64_t ack_wait_ms;        /* 0 = SK_CONSUMER_DEFAULT_ACK_WAIT_MS */
     size_t batch;               /* 0 = 128 */
     sk_msg_handler_fn handler;
     void *ctx;

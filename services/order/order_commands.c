@@ -74,12 +74,27 @@ sk_status order_transition(sk_tx *tx,
                            const char *event_type,
                            json_t *extra)
 {
-    int64_t version = 0;
+    int64_t version = 0, created_ms = 0;
     int64_t now = sk_time_now_ms();
-    char updated_at[SK_RFC3339_LEN];
+    char updated_at[SK_RFC3339_LEN], created_at[SK_RFC3339_LEN];
+    char customer_id[128] = "";
+    json_t *ordered = NULL;
+    sk_rows *rows = NULL;
     sk_db_value key[] = { SK_DB_TEXT_V(order_id) };
-    sk_status st = sk_tx_query_int(tx, "SELECT version FROM orders WHERE id = ?", key, 1, &version);
+    sk_status st = sk_tx_query(tx, "SELECT version, customer_id, items, created_ms FROM orders WHERE id = ?", key, 1,
+                               &rows);
+    if (st == SK_OK) {
+        st = sk_rows_next(rows);
+        if (st == SK_OK) {
+            version = sk_rows_int(rows, 0);
+            snprintf(customer_id, sizeof(customer_id), "%s", sk_rows_text(rows, 1, NULL));
+            st = sk_json_parse(sk_slice_from_str(sk_rows_text(rows, 2, NULL)), &ordered);
+            created_ms = sk_rows_int(rows, 3);
+        }
+        sk_rows_close(rows);
+    }
     if (st != SK_OK) {
+        json_decref(ordered);
         return st == SK_ENOTFOUND ? SK_FAIL(SK_ENOTFOUND, "order %s not found", order_id) : st;
     }
     version++;
@@ -102,11 +117,16 @@ sk_status order_transition(sk_tx *tx,
                     params, 7, NULL);
     sk_free(items_text);
     if (st != SK_OK) {
+        json_decref(ordered);
         return st;
     }
+    /* Every order event carries the whole order, so a read model can build the
+     * row from whichever event reaches it first (redelivery can reorder them). */
     sk_time_format_rfc3339(now, updated_at);
-    json_t *data = json_pack("{s:s, s:s, s:I, s:s}", "order_id", order_id, "status", status, "version",
-                             (json_int_t)version, "updated_at", updated_at);
+    sk_time_format_rfc3339(created_ms, created_at);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:I}", "order_id", order_id, "customer_id", customer_id,
+                             "status", status, "ordered_items", ordered, "created_at", created_at, "updated_at",
+                             updated_at, "version", (json_int_t)version);
     if (data == NULL) {
         return SK_FAIL(SK_ENOMEM, "%s", event_type);
     }

@@ -115,29 +115,47 @@ static sk_status order_created(sk_tx *tx, orderview_deps *deps, const json_t *d)
     return st == SK_OK ? schedule_notify(tx, deps, jstr(d, "order_id"), 1) : st;
 }
 
+/*
+ * A later order event may arrive before OrderCreated (a message fetched by a
+ * process that died is redelivered after the ones behind it), so it builds
+ * the row when it is missing: order events carry the whole order.
+ */
 static sk_status order_changed(sk_tx *tx, orderview_deps *deps, const json_t *d)
 {
     const json_t *items = json_object_get(d, "items");
     char *priced = items != NULL ? sk_json_dumps(items) : NULL;
+    char *ordered = sk_json_dumps(json_object_get(d, "ordered_items") != NULL ? json_object_get(d, "ordered_items")
+                                                                              : json_object_get(d, "items"));
     const json_t *total = json_object_get(d, "total_cents");
     const json_t *reason = json_object_get(d, "reject_reason");
     int64_t version = jint(d, "version");
     sk_db_value p[] = {
+        SK_DB_TEXT_V(jstr(d, "order_id")),
+        SK_DB_TEXT_V(jstr(d, "customer_id")),
         SK_DB_TEXT_V(jstr(d, "status")),
         json_is_string(reason) ? SK_DB_TEXT_V(json_string_value(reason)) : SK_DB_NULL_V,
+        SK_DB_TEXT_V(ordered != NULL ? ordered : "[]"),
         priced != NULL ? SK_DB_TEXT_V(priced) : SK_DB_NULL_V,
         json_is_integer(total) ? SK_DB_INT_V(json_integer_value(total)) : SK_DB_NULL_V,
+        SK_DB_TEXT_V(jstr(d, "created_at")),
         SK_DB_TEXT_V(jstr(d, "updated_at")),
         SK_DB_INT_V(version),
-        SK_DB_TEXT_V(jstr(d, "order_id")),
-        SK_DB_INT_V(version),
+        SK_DB_INT_V(sk_time_now_ms()),
     };
     sk_status st = sk_tx_exec(tx,
-                              "UPDATE orders_v SET status = ?, reject_reason = ?,"
-                              " priced_items = COALESCE(?, priced_items), total_cents = COALESCE(?, total_cents),"
-                              " updated_at = ?, version = ? WHERE id = ? AND version < ?",
-                              p, 8, NULL);
+                              "INSERT INTO orders_v (id, customer_id, status, reject_reason, items, priced_items,"
+                              " total_cents, created_at, updated_at, version, applied_ms)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                              " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                              " reject_reason = excluded.reject_reason,"
+                              " priced_items = COALESCE(excluded.priced_items, orders_v.priced_items),"
+                              " total_cents = COALESCE(excluded.total_cents, orders_v.total_cents),"
+                              " updated_at = excluded.updated_at, version = excluded.version,"
+                              " applied_ms = excluded.applied_ms"
+                              " WHERE excluded.version > orders_v.version",
+                              p, 11, NULL);
     sk_free(priced);
+    sk_free(ordered);
     return st == SK_OK ? schedule_notify(tx, deps, jstr(d, "order_id"), version) : st;
 }
 

@@ -648,7 +648,7 @@ sk_status sk_consumer_start(sk_consumer **out,
     c->handler = cfg->handler;
     c->ctx = cfg->ctx;
     c->max_deliver = cfg->max_deliver == 0 ? 5 : cfg->max_deliver;
-    c->ack_wait_ms = cfg->ack_wait_ms == 0 ? 30000 : cfg->ack_wait_ms;
+    c->ack_wait_ms = cfg->ack_wait_ms == 0 ? SK_CONSUMER_DEFAULT_ACK_WAIT_MS : cfg->ack_wait_ms;
     c->batch = cfg->batch == 0 ? 128 : cfg->batch;
     c->max_outstanding = 4 * c->batch;
     c->stream = sk_strdup(cfg->stream);
