@@ -72,6 +72,30 @@ sk_status sk_test_system_start(sk_test_system *sys, int64_t ready_ms)
     return SK_FAIL(SK_ETIMEDOUT, "gateway not ready within %lld ms (see %s)", (long long)ready_ms, log_path);
 }
 
+/* Count sanitizer reports in the logs of every process (services built with ASan/UBSan write them there). */
+static int sanitizer_reports(const sk_test_system *sys)
+{
+    static const char *const logs[] = { "skald-up.log", "run/logs/customer-1.log", "run/logs/inventory-1.log",
+                                        "run/logs/payment-1.log", "run/logs/order-1.log", "run/logs/orderview-1.log",
+                                        "run/logs/gateway-1.log", "run/logs/psp-1.log", "run/logs/inventory-2.log",
+                                        "run/logs/payment-2.log", "run/logs/orderview-2.log" };
+    static const char *const markers[] = { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:" };
+    int found = 0;
+    for (size_t i = 0; i < sizeof(logs) / sizeof(logs[0]); i++) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s", sys->data_dir, logs[i]);
+        char *text = sk_test_read_file(path, NULL);
+        for (size_t m = 0; text != NULL && m < sizeof(markers) / sizeof(markers[0]); m++) {
+            if (strstr(text, markers[m]) != NULL) {
+                fprintf(stderr, "sanitizer report in %s (\"%s\")\n", path, markers[m]);
+                found++;
+            }
+        }
+        sk_free(text);
+    }
+    return found;
+}
+
 int sk_test_system_stop(sk_test_system *sys)
 {
     int wstatus = 0;
@@ -94,6 +118,9 @@ int sk_test_system_stop(sk_test_system *sys)
         sleep_ms(20);
     }
     sys->pid = 0;
+    if (sanitizer_reports(sys) > 0) {
+        return -2;
+    }
     return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
 }
 

@@ -24,7 +24,10 @@ typedef struct sk_test_system {
  * --port FREE` and wait until /readyz answers 200 (deadline @p ready_ms).
  */
 SK_NODISCARD sk_status sk_test_system_start(sk_test_system *sys, int64_t ready_ms);
-/** SIGTERM, wait (deadline 30 s, then SIGKILL); @return the exit status (-1 when killed). */
+/**
+ * SIGTERM, wait (deadline 30 s, then SIGKILL); @return the exit status (-1 when killed,
+ * -2 when a process's log holds a sanitizer report).
+ */
 int sk_test_system_stop(sk_test_system *sys);
 /** Remove the data dir. */
 void sk_test_system_cleanup(sk_test_system *sys);
