@@ -13,6 +13,10 @@
 
 #define ORDER_MAX_ITEMS 100
 #define ORDER_MAX_QUANTITY 10000
+/** Idempotency keys are kept this long (the contract promises at least 24 hours). */
+#define ORDER_IDEM_KEEP_MS (48LL * 3600 * 1000)
+/** How often the unit of a CreateOrder also deletes expired keys. */
+#define ORDER_IDEM_EXPIRE_EVERY_MS (3600LL * 1000)
 
 typedef struct order_deps {
     svc_app *app;
@@ -20,6 +24,7 @@ typedef struct order_deps {
     sk_saga_engine *sagas;
     svc_tx_handler create_order;
     svc_tx_handler cancel_order;
+    int64_t idem_expired_ms; /* last expiry of idempotency keys; store writer thread only */
     sk_saga_def create_saga; /* definitions with ctx = this struct */
     sk_saga_def cancel_saga;
 } order_deps;

@@ -167,6 +167,13 @@ sk_status order_create_tx(sk_tx *tx, svc_txcall *tc)
     char hash[SK_IDEM_HASH_LEN];
     int64_t now = sk_time_now_ms();
 
+    if (now - deps->idem_expired_ms > ORDER_IDEM_EXPIRE_EVERY_MS) {
+        sk_status st = sk_idem_expire(tx, ORDER_IDEM_KEEP_MS);
+        if (st != SK_OK) {
+            return st;
+        }
+        deps->idem_expired_ms = now; /* a rolled-back unit only delays the next expiry */
+    }
     if (idem_key != NULL) {
         int stored_status = 0;
         char *stored_body = NULL;
