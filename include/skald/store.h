@@ -198,6 +198,17 @@ SK_API SK_NODISCARD sk_status sk_tx_query_int(sk_tx *tx,
  */
 SK_API SK_NODISCARD sk_status sk_tx_after_commit(sk_tx *tx, void (*fn)(void *ctx), void *ctx);
 
+/**
+ * As sk_tx_after_commit, and when the unit does not commit (it failed, or
+ * its batch did) @p discard (may be NULL) is called instead, on the writer
+ * thread, so @p ctx can be freed either way. When this returns an error
+ * neither is called.
+ */
+SK_API SK_NODISCARD sk_status sk_tx_after_commit_or_discard(sk_tx *tx,
+                                                            void (*fn)(void *ctx),
+                                                            void (*discard)(void *ctx),
+                                                            void *ctx);
+
 /** The store this transaction belongs to (borrowed). */
 SK_API sk_store *sk_tx_store(sk_tx *tx);
 

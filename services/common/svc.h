@@ -11,6 +11,9 @@
 
 #include <skald/skald.h>
 
+/** Bytes that hold any id the services accept (1..100 characters of up to 4 UTF-8 bytes) and a NUL. */
+#define SVC_ID_MAX 404
+
 /** Arguments every service takes from `skald up`. */
 typedef struct svc_args {
     const char *service;     /* --service NAME */

@@ -508,12 +508,17 @@ static void http_front(sk_http_req *req, void *ctx)
         char allow_header[96];
         snprintf(allow_header, sizeof(allow_header), "Allow: %s", allow);
         const char *headers[] = { allow_header, NULL };
-        char body[256];
-        int n = snprintf(body, sizeof(body),
-                         "{\"type\":\"about:blank\",\"title\":\"Method Not Allowed\",\"status\":405,"
-                         "\"detail\":\"%s is not allowed here; allowed: %s\"}",
-                         method, allow);
-        sk_http_req_respond(req, 405, "application/problem+json", body, (size_t)n, headers);
+        /* jansson escapes the method, which the client chose. */
+        json_t *body = json_pack("{s:s, s:s, s:i, s:s+}", "type", "about:blank", "title", "Method Not Allowed",
+                                 "status", 405, "detail", "method not allowed here; allowed: ", allow);
+        char *text = body != NULL ? sk_json_dumps(body) : NULL;
+        json_decref(body);
+        if (text == NULL) {
+            sk_http_req_respond_problem(req, 500, "Internal Server Error", "out of memory");
+            return;
+        }
+        sk_http_req_respond(req, 405, "application/problem+json", text, strlen(text), headers);
+        sk_free(text);
         return;
     }
     if (st != SK_OK) {

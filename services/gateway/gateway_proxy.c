@@ -108,14 +108,33 @@ static void forwarded(sk_status st, const sk_http_response *resp, void *ctx)
                         (const char *)resp->body.ptr, resp->body.len, headers);
 }
 
-/* Copy a request header to the upstream request when present. */
-static void pass_header(sk_http_req *req, const char *name, char *slot, size_t slot_len, const char **list, size_t *n)
+/* Header lines of the upstream request, owned. */
+typedef struct header_list {
+    char *lines[8];
+    size_t n;
+} header_list;
+
+/* Copy a request header to the upstream request when present; SK_ENOMEM only. */
+static sk_status pass_header(sk_http_req *req, const char *name, header_list *h)
 {
     const char *v = sk_http_req_header(req, name);
-    if (v != NULL && strlen(v) < slot_len - strlen(name) - 3) {
-        snprintf(slot, slot_len, "%s: %s", name, v);
-        list[(*n)++] = slot;
+    if (v == NULL) {
+        return SK_OK;
     }
+    h->lines[h->n] = sk_asprintf("%s: %s", name, v);
+    if (h->lines[h->n] == NULL) {
+        return SK_FAIL(SK_ENOMEM, "copying header %s", name);
+    }
+    h->n++;
+    return SK_OK;
+}
+
+static void header_list_fini(header_list *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        sk_free(h->lines[i]);
+    }
+    h->n = 0;
 }
 
 void gateway_forward(sk_http_req *req, const svc_params *params, void *ctx)
@@ -123,10 +142,9 @@ void gateway_forward(sk_http_req *req, const svc_params *params, void *ctx)
     gateway_route *route = ctx;
     query_ctx q = { .st = SK_OK };
     sk_buf path;
-    char h_type[300], h_idem[600], h_token[600], h_req_id[300], h_trace[128];
     char trace[SK_TRACEPARENT_LEN];
+    header_list h = { .n = 0 };
     const char *headers[8];
-    size_t n = 0;
 
     sk_buf_init(&q.buf, 8192);
     sk_buf_init(&path, 16384);
@@ -141,15 +159,29 @@ void gateway_forward(sk_http_req *req, const svc_params *params, void *ctx)
         sk_http_req_respond_problem(req, st == SK_ELIMIT ? 414 : 400, "Bad Request", "%s", sk_error_message());
         return;
     }
-    pass_header(req, "Content-Type", h_type, sizeof(h_type), headers, &n);
-    pass_header(req, "Idempotency-Key", h_idem, sizeof(h_idem), headers, &n);
-    pass_header(req, "X-Consistency-Token", h_token, sizeof(h_token), headers, &n);
-    pass_header(req, "X-Request-Id", h_req_id, sizeof(h_req_id), headers, &n);
+    /* Every header a service relies on goes through whole (no length cut: MHD bounds them). */
+    static const char *const passed[] = { "Content-Type", "Idempotency-Key", "X-Consistency-Token", "X-Request-Id" };
+    for (size_t i = 0; i < 4 && st == SK_OK; i++) {
+        st = pass_header(req, passed[i], &h);
+    }
     const char *parent = sk_http_req_header(req, "traceparent");
     sk_trace_child(parent != NULL ? sk_slice_from_str(parent) : (sk_slice){ NULL, 0 }, trace);
-    snprintf(h_trace, sizeof(h_trace), "traceparent: %s", trace);
-    headers[n++] = h_trace;
-    headers[n] = NULL;
+    if (st == SK_OK) {
+        h.lines[h.n] = sk_asprintf("traceparent: %s", trace);
+        st = h.lines[h.n] != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "traceparent");
+        h.n += h.lines[h.n] != NULL ? 1 : 0;
+    }
+    if (st != SK_OK) {
+        header_list_fini(&h);
+        sk_buf_fini(&q.buf);
+        sk_buf_fini(&path);
+        sk_http_req_respond_problem(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < h.n; i++) {
+        headers[i] = h.lines[i];
+    }
+    headers[h.n] = NULL;
 
     sk_slice body = sk_http_req_body(req);
     sk_http_request out = {
@@ -160,6 +192,7 @@ void gateway_forward(sk_http_req *req, const svc_params *params, void *ctx)
         .body_len = body.len,
     };
     st = sk_upstream_send(route->upstream, &out, forwarded, req);
+    header_list_fini(&h);
     sk_buf_fini(&q.buf);
     sk_buf_fini(&path);
     if (st != SK_OK) {

@@ -77,7 +77,7 @@ sk_status order_transition(sk_tx *tx,
     int64_t version = 0, created_ms = 0;
     int64_t now = sk_time_now_ms();
     char updated_at[SK_RFC3339_LEN], created_at[SK_RFC3339_LEN];
-    char customer_id[128] = "";
+    char customer_id[SVC_ID_MAX] = "";
     json_t *ordered = NULL;
     sk_rows *rows = NULL;
     sk_db_value key[] = { SK_DB_TEXT_V(order_id) };
@@ -289,7 +289,7 @@ sk_status order_cancel_tx(sk_tx *tx, svc_txcall *tc)
     if (strcmp(status, "PENDING") == 0) {
         st = sk_saga_cancel(tx, deps->sagas, id);
     } else { /* APPROVED */
-        char saga_id[160];
+        char saga_id[SVC_ID_MAX + 16];
         snprintf(saga_id, sizeof(saga_id), "cancel-%s", id);
         json_t *data = json_pack("{s:s}", "order_id", id);
         st = data != NULL ? sk_saga_start(tx, deps->sagas, "CancelOrderSaga", saga_id, data, traceparent)

@@ -68,7 +68,7 @@ static sk_status product_changed(sk_tx *tx, const json_t *d)
 
 typedef struct notify_job {
     sk_waiters *waiters;
-    char id[128];
+    char id[SVC_ID_MAX];
     int64_t version;
 } notify_job;
 
@@ -88,7 +88,7 @@ static sk_status schedule_notify(sk_tx *tx, orderview_deps *deps, const char *id
     job->waiters = deps->waiters;
     snprintf(job->id, sizeof(job->id), "%s", id);
     job->version = version;
-    sk_status st = sk_tx_after_commit(tx, notify_after_commit, job);
+    sk_status st = sk_tx_after_commit_or_discard(tx, notify_after_commit, sk_free, job);
     if (st != SK_OK) {
         sk_free(job);
     }
@@ -168,7 +168,8 @@ sk_status orderview_apply(sk_tx *tx, const sk_message *m, void *ctx)
     if (strcmp(type, "CustomerRegistered") == 0) {
         return customer_registered(tx, d);
     }
-    if (strcmp(type, "AccountOpened") == 0 || strcmp(type, "CreditCharged") == 0 ||
+    if (strcmp(type, "AccountOpened") == 0 || strcmp(type, "CreditReserved") == 0 ||
+        strcmp(type, "CreditCharged") == 0 || strcmp(type, "CreditReleased") == 0 ||
         strcmp(type, "CreditRefunded") == 0) {
         return credit_changed(tx, d);
     }

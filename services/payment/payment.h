@@ -8,15 +8,18 @@
 #ifndef PAYMENT_H
 #define PAYMENT_H
 
+#include <pthread.h>
+
 #include "svc.h"
 
 /**
- * How long ChargeCredit waits for the account of a just-registered customer
- * (accounts open asynchronously from CustomerRegistered). The command is
- * redelivered with backoff meanwhile (0.25, 0.5, 1, 2 s: the fifth delivery
- * comes ~3.75 s after the first, past this grace, and answers UNKNOWN_CUSTOMER).
+ * How many deliveries of ChargeCredit wait for the account of a
+ * just-registered customer (accounts open asynchronously from
+ * CustomerRegistered). Redeliveries back off 0.25, 0.5, 1, 2 s, so the fifth
+ * delivery, which answers UNKNOWN_CUSTOMER, comes ~3.75 s after the first
+ * (counted from when payment first saw it, not from when it was sent).
  */
-#define PAYMENT_ACCOUNT_GRACE_MS 3000
+#define PAYMENT_ACCOUNT_DELIVERIES 5
 /** Deliveries of a payment command before it is dead-lettered (covers the grace above). */
 #define PAYMENT_MAX_DELIVER 6
 
@@ -27,7 +30,17 @@ typedef struct payment_deps {
     sk_consumer *customer_events;
     sk_consumer *commands;
     _Atomic int captures_in_flight;
+    /* The sweeper re-drives unsettled captures; mu protects is_stopping. */
+    pthread_t sweeper;
+    bool has_sweeper;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool is_stopping;
 } payment_deps;
+
+/** Unsettled captures older than this are started again by the sweeper, every PAYMENT_SWEEP_MS. */
+#define PAYMENT_RESUME_AFTER_MS 10000
+#define PAYMENT_SWEEP_MS 5000
 
 extern const sk_migration payment_migrations[];
 extern const size_t payment_n_migrations;
@@ -36,8 +49,13 @@ extern const size_t payment_n_migrations;
 sk_status payment_handle_customer_event(sk_tx *tx, const sk_message *m, void *ctx);
 /** payment.commands consumer: ChargeCredit, RefundCredit. */
 sk_status payment_handle_command(sk_tx *tx, const sk_message *m, void *ctx);
-/** Restart the captures that were in flight when the process stopped. */
-sk_status payment_resume_captures(payment_deps *deps);
+/**
+ * Start again the captures of charges still unsettled after @p min_age_ms:
+ * those in flight when the process stopped, and those whose settling failed.
+ * The psp call is idempotent and settling checks the state, so a capture
+ * that was merely slow costs a second call, nothing more.
+ */
+sk_status payment_resume_captures(payment_deps *deps, int64_t min_age_ms);
 
 sk_status payment_provider_create(sk_di *di, void **out, void *ctx);
 void payment_provider_destroy(void *obj, void *ctx);

@@ -12,11 +12,12 @@
 
 #include "payment.h"
 
-#define MAX_AMOUNT_CENTS 100000000000000LL
+/* 100 lines x 10^4 units x 10^12 cents: the largest total an order can have. */
+#define MAX_AMOUNT_CENTS 1000000000000000000LL
 
 typedef struct charge {
-    char order_id[128];
-    char customer_id[128];
+    char order_id[SVC_ID_MAX];
+    char customer_id[SVC_ID_MAX];
     int64_t amount_cents;
     char state[24]; /* PENDING CHARGED FAILED REFUND_PENDING REFUNDED VOID */
     char reason[64];
@@ -163,7 +164,7 @@ static sk_status reply(sk_tx *tx, payment_deps *deps, const svc_reply_addr *addr
 
 typedef struct capture_job {
     payment_deps *deps;
-    char order_id[128];
+    char order_id[SVC_ID_MAX];
     int64_t amount_cents;
     bool is_captured;
 } capture_job;
@@ -190,7 +191,8 @@ static sk_status capture_settle_tx(sk_tx *tx, void *ctx)
         } else {
             snprintf(c.state, sizeof(c.state), "FAILED");
             snprintf(c.reason, sizeof(c.reason), "PAYMENT_UNAVAILABLE");
-            st = account_adjust(tx, deps, c.customer_id, c.amount_cents, NULL, c.order_id, c.amount_cents);
+            st = account_adjust(tx, deps, c.customer_id, c.amount_cents, "CreditReleased", c.order_id,
+                                c.amount_cents);
             if (st == SK_OK) {
                 st = reply(tx, deps, &c.charge_addr, "CreditChargeFailed", c.order_id, c.reason);
             }
@@ -198,7 +200,7 @@ static sk_status capture_settle_tx(sk_tx *tx, void *ctx)
     } else if (strcmp(c.state, "REFUND_PENDING") == 0) {
         /* Refunded while capturing: give the hold back whatever the psp said. */
         snprintf(c.state, sizeof(c.state), "REFUNDED");
-        st = account_adjust(tx, deps, c.customer_id, c.amount_cents, NULL, c.order_id, c.amount_cents);
+        st = account_adjust(tx, deps, c.customer_id, c.amount_cents, "CreditRefunded", c.order_id, c.amount_cents);
         if (st == SK_OK) {
             st = reply(tx, deps, &c.refund_addr, "CreditRefunded", c.order_id, NULL);
         }
@@ -239,7 +241,7 @@ static void capture_answered(sk_status st, const sk_http_response *resp, void *c
 static void capture_start(void *ctx)
 {
     capture_job *job = ctx;
-    char idem[160];
+    char idem[SVC_ID_MAX + 32];
     json_t *doc = json_pack("{s:s, s:I}", "order_id", job->order_id, "amount_cents", (json_int_t)job->amount_cents);
     char *body = doc != NULL ? sk_json_dumps(doc) : NULL;
     json_decref(doc);
@@ -269,7 +271,7 @@ static sk_status capture_schedule(sk_tx *tx, payment_deps *deps, const charge *c
     job->deps = deps;
     snprintf(job->order_id, sizeof(job->order_id), "%s", c->order_id);
     job->amount_cents = c->amount_cents;
-    sk_status st = sk_tx_after_commit(tx, capture_start, job);
+    sk_status st = sk_tx_after_commit_or_discard(tx, capture_start, sk_free, job);
     if (st != SK_OK) {
         sk_free(job);
     }
@@ -316,8 +318,8 @@ static sk_status charge_credit(sk_tx *tx, const sk_message *m, payment_deps *dep
 
     st = account_load(tx, customer_id, &a);
     if (st == SK_ENOTFOUND) {
-        /* The account opens from CustomerRegistered, asynchronously: give it time before giving up. */
-        if (sk_time_now_ms() - m->env.time_ms < PAYMENT_ACCOUNT_GRACE_MS) {
+        /* The account opens from CustomerRegistered, asynchronously: give it a few redeliveries. */
+        if (m->n_delivered < PAYMENT_ACCOUNT_DELIVERIES) {
             return SK_FAIL(SK_EUNAVAILABLE, "account of %s not open yet", customer_id);
         }
         snprintf(c.state, sizeof(c.state), "FAILED");
@@ -329,7 +331,7 @@ static sk_status charge_credit(sk_tx *tx, const sk_message *m, payment_deps *dep
         snprintf(c.reason, sizeof(c.reason), "INSUFFICIENT_CREDIT");
     } else {
         snprintf(c.state, sizeof(c.state), "PENDING");
-        st = account_adjust(tx, deps, customer_id, -amount, NULL, order_id, amount);
+        st = account_adjust(tx, deps, customer_id, -amount, "CreditReserved", order_id, amount);
         if (st == SK_OK) {
             st = charge_save(tx, &c);
         }
@@ -392,6 +394,7 @@ sk_status payment_handle_command(sk_tx *tx, const sk_message *m, void *ctx)
 
 typedef struct resume_ctx {
     payment_deps *deps;
+    int64_t older_than_ms;
     capture_job *jobs[1024];
     size_t n;
 } resume_ctx;
@@ -400,10 +403,12 @@ static sk_status find_pending(sk_tx *tx, void *ctx)
 {
     resume_ctx *rc = ctx;
     sk_rows *rows = NULL;
+    sk_db_value params[] = { SK_DB_INT_V(rc->older_than_ms) };
     sk_status st = sk_tx_query(tx,
                                "SELECT order_id, amount_cents FROM charges"
-                               " WHERE state IN ('PENDING', 'REFUND_PENDING') LIMIT 1024",
-                               NULL, 0, &rows);
+                               " WHERE state IN ('PENDING', 'REFUND_PENDING') AND updated_ms < ?"
+                               " ORDER BY updated_ms LIMIT 1024",
+                               params, 1, &rows);
     while (st == SK_OK && (st = sk_rows_next(rows)) == SK_OK) {
         capture_job *job = sk_calloc(1, sizeof(*job));
         if (job == NULL) {
@@ -419,13 +424,14 @@ static sk_status find_pending(sk_tx *tx, void *ctx)
     return st == SK_ENOTFOUND ? SK_OK : st;
 }
 
-sk_status payment_resume_captures(payment_deps *deps)
+sk_status payment_resume_captures(payment_deps *deps, int64_t min_age_ms)
 {
     resume_ctx *rc = sk_calloc(1, sizeof(*rc));
     if (rc == NULL) {
         return SK_FAIL(SK_ENOMEM, "resume");
     }
     rc->deps = deps;
+    rc->older_than_ms = sk_time_now_ms() - min_age_ms;
     sk_status st = sk_store_read(deps->platform.store, find_pending, rc);
     for (size_t i = 0; i < rc->n; i++) {
         if (st == SK_OK) {

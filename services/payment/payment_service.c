@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* payment: schema, consumers and the psp upstream. */
-#include <unistd.h>
+#include <time.h>
 
 #include "payment.h"
 
@@ -16,6 +16,29 @@ const sk_migration payment_migrations[] = {
 };
 const size_t payment_n_migrations = sizeof(payment_migrations) / sizeof(payment_migrations[0]);
 
+/* Re-drive captures whose settling was lost (see payment_resume_captures). */
+static void *sweep_main(void *arg)
+{
+    payment_deps *deps = arg;
+    pthread_mutex_lock(&deps->mu);
+    while (!deps->is_stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += PAYMENT_SWEEP_MS / 1000;
+        pthread_cond_timedwait(&deps->cond, &deps->mu, &ts);
+        if (deps->is_stopping) {
+            break;
+        }
+        pthread_mutex_unlock(&deps->mu);
+        if (payment_resume_captures(deps, PAYMENT_RESUME_AFTER_MS) != SK_OK) {
+            SK_LOG_WARN("capture sweep: %s", sk_error_message());
+        }
+        pthread_mutex_lock(&deps->mu);
+    }
+    pthread_mutex_unlock(&deps->mu);
+    return NULL;
+}
+
 sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
 {
     svc_app *app = ctx;
@@ -26,6 +49,8 @@ sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
     if (deps == NULL) {
         return SK_FAIL(SK_ENOMEM, "payment");
     }
+    pthread_mutex_init(&deps->mu, NULL);
+    pthread_cond_init(&deps->cond, NULL);
     deps->app = app;
     sk_status st = svc_platform_resolve(app, &schema, &deps->platform);
     if (st == SK_OK) {
@@ -61,7 +86,14 @@ sk_status payment_provider_create(sk_di *di, void **out, void *ctx)
                                &cc);
     }
     if (st == SK_OK) {
-        st = payment_resume_captures(deps);
+        st = payment_resume_captures(deps, 0); /* everything left by the previous run */
+    }
+    if (st == SK_OK) {
+        if (pthread_create(&deps->sweeper, NULL, sweep_main, deps) != 0) {
+            st = SK_FAIL(SK_EINTERNAL, "payment: starting the capture sweeper");
+        } else {
+            deps->has_sweeper = true;
+        }
     }
     if (st != SK_OK) {
         payment_provider_destroy(deps, NULL);
@@ -78,6 +110,13 @@ void payment_provider_destroy(void *obj, void *ctx)
     if (deps == NULL) {
         return;
     }
+    if (deps->has_sweeper) {
+        pthread_mutex_lock(&deps->mu);
+        deps->is_stopping = true;
+        pthread_cond_signal(&deps->cond);
+        pthread_mutex_unlock(&deps->mu);
+        pthread_join(deps->sweeper, NULL);
+    }
     sk_consumer_stop(deps->commands);
     sk_consumer_stop(deps->customer_events);
     /* Captures in flight settle through the store; wait for them (bounded by the client timeout). */
@@ -86,5 +125,7 @@ void payment_provider_destroy(void *obj, void *ctx)
         svc_sleep_ms(10);
     }
     svc_store_flush(deps->platform.store);
+    pthread_cond_destroy(&deps->cond);
+    pthread_mutex_destroy(&deps->mu);
     sk_free(deps);
 }

@@ -14,7 +14,7 @@
 #define PSP_MAX_REMEMBERED 65536
 
 typedef struct psp_capture {
-    char key[128];
+    char key[SVC_ID_MAX + 32];
     char capture_id[SK_UUID_LEN];
 } psp_capture;
 

@@ -12,7 +12,7 @@ sk_status psp_validate_capture(const json_t *payload, void *ctx)
     (void)ctx;
     sk_status st = sk_json_get_string(payload, "order_id", 1, 100, &order_id);
     if (st == SK_OK) {
-        st = sk_json_get_int(payload, "amount_cents", 0, 100000000000000LL, &amount);
+        st = sk_json_get_int(payload, "amount_cents", 0, 1000000000000000000LL, &amount);
     }
     return st;
 }
@@ -22,9 +22,14 @@ void psp_handle_capture(sk_call *call, void *ctx)
     psp_state *psp = ctx;
     const sk_request *req = sk_call_request(call);
     const char *order_id = json_string_value(json_object_get(req->payload, "order_id"));
-    char key[128];
+    char key[SVC_ID_MAX + 32];
     char capture_id[SK_UUID_LEN] = "";
-    snprintf(key, sizeof(key), "%s", req->idempotency_key != NULL ? req->idempotency_key : order_id);
+    const char *given = req->idempotency_key != NULL ? req->idempotency_key : order_id;
+    if (strlen(given) >= sizeof(key)) {
+        sk_call_fail(call, SK_EPROTO, "Idempotency-Key: expected at most %zu bytes", sizeof(key) - 1);
+        return;
+    }
+    snprintf(key, sizeof(key), "%s", given);
 
     /* Open addressing over a fixed table: a full probe window overwrites the oldest home slot. */
     uint64_t h = 1469598103934665603ULL;

@@ -31,6 +31,7 @@ typedef struct job {
 
 typedef struct hook {
     void (*fn)(void *ctx);
+    void (*discard)(void *ctx); /* when the unit does not commit; may be NULL */
     void *ctx;
 } hook;
 
@@ -190,6 +191,18 @@ static void tx_close_rows(sk_tx *tx)
  * unit rolls back alone. If a savepoint cannot be released or rolled back
  * the transaction state is unknown, so the whole batch is rolled back.
  */
+
+/* Forget the hooks from index @p from on, letting each release its context. */
+static void hooks_discard(sk_store *s, size_t from)
+{
+    for (size_t i = from; i < s->n_hooks; i++) {
+        if (s->hooks[i].discard != NULL) {
+            s->hooks[i].discard(s->hooks[i].ctx);
+        }
+    }
+    s->n_hooks = from;
+}
+
 static void run_batch(sk_store *s, job *batch)
 {
     const sk__store_backend *be = s->be;
@@ -232,7 +245,7 @@ static void run_batch(sk_store *s, job *batch)
             }
             job_set_fate(j, st, copy_message(st));
         }
-        s->n_hooks = hooks_mark; /* this unit's hooks never run */
+        hooks_discard(s, hooks_mark); /* this unit's hooks never run */
         if (be->rollback_to(s->wconn) != SK_OK || be->release(s->wconn) != SK_OK) {
             is_broken = true;
             fail_msg = sk_asprintf("rolling back a unit failed: %s", sk_error_message());
@@ -249,7 +262,7 @@ static void run_batch(sk_store *s, job *batch)
     }
     if (is_broken) {
         be->rollback(s->wconn);
-        s->n_hooks = 0;
+        hooks_discard(s, 0);
         for (job *j = batch; j != NULL; j = j->next) {
             /* Units that failed on their own keep their status and message. */
             if (j->status == SK_OK) {
@@ -808,6 +821,11 @@ void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches)
 
 sk_status sk_tx_after_commit(sk_tx *tx, void (*fn)(void *ctx), void *ctx)
 {
+    return sk_tx_after_commit_or_discard(tx, fn, NULL, ctx);
+}
+
+sk_status sk_tx_after_commit_or_discard(sk_tx *tx, void (*fn)(void *ctx), void (*discard)(void *ctx), void *ctx)
+{
     sk_store *s;
 
     if (tx == NULL) {
@@ -839,6 +857,7 @@ sk_status sk_tx_after_commit(sk_tx *tx, void (*fn)(void *ctx), void *ctx)
         s->cap_hooks = cap;
     }
     s->hooks[s->n_hooks].fn = fn;
+    s->hooks[s->n_hooks].discard = discard;
     s->hooks[s->n_hooks].ctx = ctx;
     s->n_hooks++;
     return SK_OK;

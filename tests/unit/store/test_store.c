@@ -698,6 +698,10 @@ static void hook_h3(void *ctx)
 {
     log_event(ctx, "h3");
 }
+static void hook_x2(void *ctx)
+{
+    log_event(ctx, "x2");
+}
 static void commit_hook(void *ctx)
 {
     log_event(ctx, "C");
@@ -720,7 +724,7 @@ static sk_status hook_work(sk_tx *tx, void *ctx)
         }
         return st;
     case 2:
-        st = sk_tx_after_commit(tx, hook_h2, &hook_log);
+        st = sk_tx_after_commit_or_discard(tx, hook_h2, hook_x2, &hook_log);
         return st == SK_OK ? SK_FAIL(SK_ECONFLICT, "unit 2 fails") : st;
     default:
         return sk_tx_after_commit(tx, hook_h3, &hook_log);
@@ -752,8 +756,9 @@ static void test_sk_tx_after_commit_and_commit_hook_order(void **state)
     }
     atomic_store(&g.is_open, 1);
     wait_counter(&hook_log.n_done, 3);
-    /* Gate batch commit, then: hooks of units that kept their changes, commit hook, done calls. */
-    assert_string_equal(hook_log.text, "C,h1a,h1b,h3,C,D1,D2!,D3");
+    /* Gate batch commit; the failed unit's hook is discarded as it rolls back; then the hooks of
+     * units that kept their changes, the commit hook, the done calls. */
+    assert_string_equal(hook_log.text, "C,x2,h1a,h1b,h3,C,D1,D2!,D3");
 
     /* Clearing the hook. */
     memset(&hook_log, 0, sizeof(hook_log));
