@@ -750,6 +750,58 @@ static void test_forty_orders_compete_for_ten_units(void **state)
     expect_credit(customer, 100000000 - 10 * 250);
 }
 
+/* Hostile edges found in review: every one answered clearly, nothing stuck. */
+static void test_long_headers_methods_and_ids(void **state)
+{
+    (void)state;
+    char customer[64], sku[64], order[64], items[256], method[601], key_header[700], token_header[700];
+    sk_test_http r;
+    memset(method, 'X', 600);
+    method[600] = '\0';
+    http(method, "/api/v1/orders", NULL, NULL, &r);
+    expect_problem(&r, 405, "600-character method");
+    sk_test_http_fini(&r);
+
+    new_customer("Edge", 1000, customer);
+    unique(sku, sizeof(sku), "SKU");
+    new_product(sku, 1000000000000LL, 1000);
+    snprintf(items, sizeof(items), "[{\"sku\":\"%s\",\"quantity\":200}]", sku);
+
+    /* A 600-byte Idempotency-Key is refused, not silently dropped. */
+    char body[512];
+    snprintf(body, sizeof(body), "{\"customer_id\":\"%s\",\"items\":%s}", customer, items);
+    snprintf(key_header, sizeof(key_header), "Idempotency-Key: %0600d", 7);
+    const char *idem[] = { key_header, NULL };
+    http("POST", "/api/v1/orders", body, idem, &r);
+    expect_problem(&r, 400, "600-byte Idempotency-Key");
+    sk_test_http_fini(&r);
+
+    /* A total of 2 * 10^14 cents: rejected for credit, not by a timeout. */
+    expect_credit(customer, 1000);
+    place_order(customer, items, NULL, 202, order, NULL);
+    expect_rejected(order, "INSUFFICIENT_CREDIT");
+
+    /* A 600-byte garbage consistency token: 400. */
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/orders/%s", order);
+    snprintf(token_header, sizeof(token_header), "X-Consistency-Token: %0600d", 9);
+    const char *token[] = { token_header, NULL };
+    http("GET", path, NULL, token, &r);
+    expect_problem(&r, 400, "600-byte token");
+    sk_test_http_fini(&r);
+
+    /* A customer id of 100 two-byte characters: a normal rejection, not a stuck order. */
+    char wide[256];
+    for (int i = 0; i < 100; i++) {
+        memcpy(wide + 2 * i, "\xc3\xa9", 2);
+    }
+    wide[200] = '\0';
+    snprintf(items, sizeof(items), "[{\"sku\":\"%s\",\"quantity\":1}]", sku);
+    place_order(wide, items, NULL, 202, order, NULL);
+    expect_rejected(order, "UNKNOWN_CUSTOMER");
+    expect_product(sku, 1000, 0, 0);
+}
+
 /* `skald status` lists one ready instance per service (each confirmed by GET /readyz over mTLS). */
 static void test_status_lists_every_instance_ready(void **state)
 {
@@ -794,6 +846,7 @@ int main(void)
         cmocka_unit_test(test_order_rejections_undo_every_effect),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_long_headers_methods_and_ids),
         cmocka_unit_test(test_list_orders_pagination_and_filters),
         cmocka_unit_test(test_forty_orders_compete_for_ten_units),
     };
