@@ -8,9 +8,11 @@
 #include "store/store_int.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A cached statement; `rows` must stay the first member (the front sees only it). */
@@ -28,6 +30,10 @@ struct sk__db_conn {
     sqlite_stmt **buckets; /* hash map SQL text -> statement, chained */
     size_t n_buckets;      /* a power of two */
     size_t n_cached;
+    /* Busy handler state (the connection's thread only). */
+    int64_t busy_deadline_ms; /* total wait for one lock before SQLITE_BUSY surfaces */
+    int64_t busy_start_ns;    /* monotonic start of the current wait */
+    bool busy_gave_up;        /* the last wait hit its deadline (for the error text) */
 };
 
 /* Distinguishes the in-memory databases of several stores in one process. */
@@ -41,8 +47,9 @@ static atomic_uint_fast64_t mem_db_counter;
  * SK_ELIMIT, everything else SK_EDB. The text copies sqlite3_errmsg (which
  * is borrowed from the connection) and quotes the start of the SQL.
  */
-static sk_status sqlite_fail(sqlite3 *db, int rc, const char *sql)
+static sk_status sqlite_fail(const sk__db_conn *conn, int rc, const char *sql)
 {
+    sqlite3 *db = conn != NULL ? conn->db : NULL;
     int ext = rc;
     const char *msg = sqlite3_errstr(rc);
     sk_status st = SK_EDB;
@@ -62,6 +69,19 @@ static sk_status sqlite_fail(sqlite3 *db, int rc, const char *sql)
         st = SK_ENOMEM;
     } else if ((ext & 0xff) == SQLITE_TOOBIG) {
         st = SK_ELIMIT;
+    }
+    if ((ext & 0xff) == SQLITE_BUSY && conn != NULL && conn->busy_gave_up) {
+        /*
+         * Another connection (usually another instance's process sharing
+         * this file) held the lock for the whole deadline. SK_EDB like any
+         * database failure (store.h promises no other status), but say what
+         * happened and for how long.
+         */
+        sk__store_sql_quote(sql != NULL ? sql : "", quoted, sizeof(quoted));
+        return SK_FAIL(st,
+                       "sqlite: %d: %s: gave up after waiting %lld ms for a lock held by another "
+                       "connection or process on the same database (in: %s)",
+                       ext, msg, (long long)conn->busy_deadline_ms, quoted);
     }
     if (sql == NULL) {
         return SK_FAIL(st, "sqlite: %d: %s", ext, msg);
@@ -232,7 +252,7 @@ static sk_status sqlite_prepare(sk__db_conn *c, const char *sql, sk_rows **out)
     }
     rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, &tail);
     if (rc != SQLITE_OK) {
-        st = sqlite_fail(c->db, rc, sql);
+        st = sqlite_fail(c, rc, sql);
         goto out;
     }
     if (raw == NULL) {
@@ -334,7 +354,7 @@ sqlite_bind(sk_rows *rows, const sk_db_value *params, size_t n_params, bool is_c
             return SK_FAIL(SK_EINVAL, "param %d: unknown type %d", idx, (int)v->type);
         }
         if (rc != SQLITE_OK) {
-            return SK_WRAP(sqlite_fail(s->conn->db, rc, s->sql), "param %d", idx);
+            return SK_WRAP(sqlite_fail(s->conn, rc, s->sql), "param %d", idx);
         }
     }
     return SK_OK;
@@ -343,7 +363,10 @@ sqlite_bind(sk_rows *rows, const sk_db_value *params, size_t n_params, bool is_c
 static sk_status sqlite_step(sk_rows *rows)
 {
     sqlite_stmt *s = stmt_of(rows);
-    int rc = sqlite3_step(s->st);
+    int rc;
+
+    s->conn->busy_gave_up = false;
+    rc = sqlite3_step(s->st);
 
     if (rc == SQLITE_ROW) {
         return SK_OK;
@@ -351,7 +374,7 @@ static sk_status sqlite_step(sk_rows *rows)
     if (rc == SQLITE_DONE) {
         return SK_ENOTFOUND;
     }
-    return sqlite_fail(s->conn->db, rc, s->sql);
+    return sqlite_fail(s->conn, rc, s->sql);
 }
 
 static void sqlite_reset(sk_rows *rows)
@@ -454,14 +477,95 @@ static sk_status sqlite_rollback_to(sk__db_conn *c)
 static sk_status sqlite_exec_script(sk__db_conn *c, const char *sql)
 {
     char *errmsg = NULL;
-    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &errmsg);
+    int rc;
     sk_status st = SK_OK;
 
+    c->busy_gave_up = false;
+    rc = sqlite3_exec(c->db, sql, NULL, NULL, &errmsg);
+
     if (rc != SQLITE_OK) {
-        st = sqlite_fail(c->db, rc, sql);
+        st = sqlite_fail(c, rc, sql);
     }
     sqlite3_free(errmsg); /* the same text as sqlite3_errmsg, already copied */
     return st;
+}
+
+/* ---------------------------------------------------------------- locks */
+
+/* Busy waits: this many yields first, then sleeps from BUSY_SLEEP_MIN_NS doubling to BUSY_SLEEP_MAX_NS. */
+#define BUSY_N_YIELDS 16
+#define BUSY_SLEEP_MIN_NS 50000LL
+#define BUSY_SLEEP_MAX_NS 2000000LL
+
+/*
+ * The busy handler of every connection (installed instead of
+ * sqlite3_busy_timeout). Several processes may share one database file:
+ * every instance of a service (inventory-1, inventory-2) opens the same
+ * DATA/db/<service>.db, each with its own writer thread. SQLite then
+ * serialises the writers with its file locks, and a writer that finds the
+ * WAL write lock taken calls this handler until it returns 0. The default
+ * handler of sqlite3_busy_timeout sleeps 1, 2, 5, 10 ... 100 ms between
+ * tries, while the other writer holds the lock for about one fsync (0.1 to
+ * 1 ms per group commit): a waiter sleeps far longer than the holder needs
+ * and, since the holder re-takes the lock as soon as its next batch is
+ * queued, may miss every short free window in a row. That is where waits of
+ * several seconds come from. Here a waiter first yields the CPU a few times
+ * (the holder is usually about to commit), then sleeps in steps growing
+ * from 50 us to 2 ms, so it looks at the lock at least every 2 ms and most
+ * often within a fraction of one commit. A single wait (SQLite counts tries
+ * per statement, @p n_prior starting at 0) is bounded by the connection's
+ * deadline; then 0 makes SQLITE_BUSY surface, which sqlite_fail reports as
+ * SK_EDB with the time waited.
+ *
+ * Readers install it too: in WAL mode they never wait for writers, but
+ * they can meet SQLITE_BUSY briefly while another process recovers the
+ * WAL index after a crash, or while a WAL restart is in progress.
+ *
+ * Runs on the thread using the connection (SQLite calls it from inside
+ * sqlite3_step), so the state in @p arg needs no lock.
+ */
+static int busy_wait(void *arg, int n_prior)
+{
+    sk__db_conn *c = arg;
+    int64_t now = sk_time_mono_ns();
+    int64_t left_ns;
+    int64_t sleep_ns;
+    struct timespec ts;
+
+    if (n_prior <= 0) {
+        c->busy_start_ns = now;
+        c->busy_gave_up = false;
+    }
+    left_ns = c->busy_deadline_ms * 1000000LL - (now - c->busy_start_ns);
+    if (left_ns <= 0) {
+        c->busy_gave_up = true;
+        return 0;
+    }
+    if (n_prior < BUSY_N_YIELDS) {
+        sched_yield();
+        return 1;
+    }
+    sleep_ns = BUSY_SLEEP_MIN_NS;
+    for (int i = BUSY_N_YIELDS; i < n_prior && sleep_ns < BUSY_SLEEP_MAX_NS; i++) {
+        sleep_ns *= 2;
+    }
+    if (sleep_ns > BUSY_SLEEP_MAX_NS) {
+        sleep_ns = BUSY_SLEEP_MAX_NS;
+    }
+    if (sleep_ns > left_ns) {
+        sleep_ns = left_ns;
+    }
+    ts.tv_sec = (time_t)(sleep_ns / 1000000000LL);
+    ts.tv_nsec = (long)(sleep_ns % 1000000000LL);
+    nanosleep(&ts, NULL); /* EINTR only shortens one step */
+    return 1;
+}
+
+void sk__sqlite_conn_set_busy_deadline_ms(sk__db_conn *conn, int64_t deadline_ms)
+{
+    if (conn != NULL) {
+        conn->busy_deadline_ms = deadline_ms > 0 ? deadline_ms : 0;
+    }
 }
 
 /* ---------------------------------------------------------------- connections */
@@ -535,12 +639,13 @@ static sk_status sqlite_conn_open(const char *target, bool is_writer, sk__db_con
     }
     rc = sqlite3_open_v2(target, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
-        st = c->db != NULL ? sqlite_fail(c->db, rc, NULL) : sqlite_fail(NULL, rc, NULL);
+        st = sqlite_fail(c, rc, NULL);
         st = SK_WRAP(st, "opening \"%s\"", is_memory ? ":memory:" : target);
         goto out;
     }
     sqlite3_extended_result_codes(c->db, 1);
-    sqlite3_busy_timeout(c->db, SK__STORE_BUSY_TIMEOUT_MS);
+    c->busy_deadline_ms = SK__STORE_BUSY_TIMEOUT_MS;
+    sqlite3_busy_handler(c->db, busy_wait, c);
     st = run_simple(c, "PRAGMA foreign_keys=ON");
     if (st != SK_OK || !is_writer) {
         goto out;
@@ -559,6 +664,25 @@ static sk_status sqlite_conn_open(const char *target, bool is_writer, sk__db_con
     if (st != SK_OK) {
         goto out;
     }
+    /*
+     * Several processes on one file (the instances of a service), as far as
+     * WAL goes:
+     * - Readers: each process has its own read connections; WAL snapshots
+     *   are per connection, so a read sees every commit made before it
+     *   began, by whichever process, and never waits for a writer.
+     * - Checkpoints: left to SQLite's automatic PASSIVE checkpoint (every
+     *   1000 WAL pages, default wal_autocheckpoint), run by whichever writer
+     *   commits past the mark. PASSIVE never calls the busy handler and
+     *   never blocks a writer or reader of either process: while the other
+     *   process checkpoints it is skipped, and it copies pages only up to
+     *   the oldest snapshot still read. It runs after COMMIT released the
+     *   write lock, so the other process keeps writing meanwhile; only this
+     *   writer's next batch waits for the checkpoint's fsyncs. A long read
+     *   in any process holds the WAL from restarting, so it grows until the
+     *   read ends: reads here are short point queries. A FULL/RESTART
+     *   checkpoint would wait on the other process's writer and readers, so
+     *   we run none.
+     */
     /*
      * Each unit runs in a savepoint, and SQLite copies the pages a savepoint
      * touches into a statement sub-journal: keep it in memory, not in a

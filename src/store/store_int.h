@@ -93,7 +93,11 @@ extern const sk__store_backend sk__store_sqlite_backend;
 #define SK__STORE_STMT_CACHE_MAX 256
 /** Characters of SQL quoted in error messages. */
 #define SK__STORE_SQL_QUOTE_MAX 80
-/** How long a connection waits for a lock before failing (ms). */
+/**
+ * How long a connection waits for one lock before failing (ms). Another
+ * instance's process may share the database file; a wait this long means
+ * that process is stuck, not busy, and the unit fails with SK_EDB.
+ */
 #define SK__STORE_BUSY_TIMEOUT_MS 5000
 
 /**
@@ -105,5 +109,12 @@ void sk__store_sql_quote(const char *sql, char *out, size_t out_size);
 
 /** Statements cached on @p conn (SQLite backend; for tests). */
 size_t sk__sqlite_conn_n_cached(const sk__db_conn *conn);
+
+/**
+ * Change how long @p conn waits for one lock (default
+ * SK__STORE_BUSY_TIMEOUT_MS; 0 fails at once). SQLite backend; for tests.
+ * NULL-safe. Only from the thread using the connection.
+ */
+void sk__sqlite_conn_set_busy_deadline_ms(sk__db_conn *conn, int64_t deadline_ms);
 
 #endif /* SK_STORE_INT_H */

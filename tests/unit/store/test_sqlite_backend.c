@@ -10,8 +10,10 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "sk_test.h"
 #include "store/store_int.h"
@@ -127,7 +129,8 @@ static void test_conn_open_settings(void **state)
 
     assert_int_equal(query_int(w, "PRAGMA synchronous"), 2);
     assert_int_equal(query_int(w, "PRAGMA foreign_keys"), 1);
-    assert_int_equal(query_int(w, "PRAGMA busy_timeout"), SK__STORE_BUSY_TIMEOUT_MS);
+    /* Our busy handler (busy_wait) replaces SQLite's timer, which then reads 0. */
+    assert_int_equal(query_int(w, "PRAGMA busy_timeout"), 0);
     assert_int_equal(be->exec_script(w, "CREATE TABLE t (a INTEGER)"), SK_OK);
 
     snprintf(path, sizeof(path), "%s/b.db", dir);
@@ -273,6 +276,120 @@ static void test_transactions_and_savepoints(void **state)
     sk_test_rmrf(dir);
 }
 
+/* A second writer on the same file (as another instance's process would be). */
+static sk__db_conn *open_second_writer(const char *dir)
+{
+    char path[128];
+    sk__db_conn *c = NULL;
+
+    snprintf(path, sizeof(path), "%s/b.db", dir);
+    if (be->conn_open(path, true, &c) != SK_OK) {
+        fail_msg("conn_open: %s", sk_error_message());
+    }
+    return c;
+}
+
+static void test_busy_deadline_surfaces_as_edb(void **state)
+{
+    char dir[64];
+    sk__db_conn *a = open_writer(dir, sizeof(dir));
+    sk__db_conn *b = open_second_writer(dir);
+    int64_t t0;
+    int64_t waited_ms;
+    (void)state;
+
+    assert_int_equal(be->exec_script(a, "CREATE TABLE t (a INTEGER)"), SK_OK);
+    assert_int_equal(be->begin(a, true), SK_OK);
+
+    sk__sqlite_conn_set_busy_deadline_ms(b, 150);
+    t0 = sk_time_mono_ms();
+    SK_TEST_ASSERT_ERR(be->begin(b, true), SK_EDB, "gave up after waiting 150 ms for a lock");
+    waited_ms = sk_time_mono_ms() - t0;
+    assert_true(waited_ms >= 150);
+    assert_true(waited_ms < 2000);
+    assert_non_null(strstr(sk_error_message(), "BEGIN IMMEDIATE"));
+
+    /* Deadline 0: no wait at all, the plain SQLite text. */
+    sk__sqlite_conn_set_busy_deadline_ms(b, 0);
+    SK_TEST_ASSERT_ERR(be->exec_script(b, "INSERT INTO t VALUES (1)"), SK_EDB, "locked");
+
+    /* A plain busy error after a give-up does not repeat the give-up text. */
+    be->rollback(a);
+    sk__sqlite_conn_set_busy_deadline_ms(b, 1000);
+    assert_int_equal(be->begin(b, true), SK_OK);
+    assert_int_equal(be->exec_script(b, "INSERT INTO t VALUES (2)"), SK_OK);
+    assert_int_equal(be->commit(b), SK_OK);
+    assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 1);
+
+    sk__sqlite_conn_set_busy_deadline_ms(NULL, 10); /* NULL-safe */
+    be->conn_close(b);
+    be->conn_close(a);
+    sk_test_rmrf(dir);
+}
+
+typedef struct holder {
+    sk__db_conn *conn;
+    int hold_ms;
+    sk_status st;
+} holder;
+
+/* Hold the write lock for a fixed time (the other writer's transaction), then commit. */
+static void *hold_lock_main(void *arg)
+{
+    holder *h = arg;
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)h->hold_ms * 1000000L };
+
+    nanosleep(&ts, NULL);
+    h->st = be->exec_script(h->conn, "INSERT INTO t VALUES (1)");
+    if (h->st == SK_OK) {
+        h->st = be->commit(h->conn);
+    }
+    return NULL;
+}
+
+static void test_busy_waiter_gets_lock_soon_after_release(void **state)
+{
+    char dir[64];
+    sk__db_conn *a = open_writer(dir, sizeof(dir));
+    sk__db_conn *b = open_second_writer(dir);
+    sk__db_conn *r = NULL;
+    char path[128];
+    holder h = { .conn = a, .hold_ms = 40, .st = SK_EINTERNAL };
+    pthread_t th;
+    int64_t t0;
+    int64_t waited_ms;
+    (void)state;
+
+    assert_int_equal(be->exec_script(a, "CREATE TABLE t (a INTEGER)"), SK_OK);
+    assert_int_equal(be->begin(a, true), SK_OK);
+    t0 = sk_time_mono_ms();
+    assert_int_equal(pthread_create(&th, NULL, hold_lock_main, &h), 0);
+    assert_int_equal(be->begin(b, true), SK_OK); /* waits for a's commit */
+    waited_ms = sk_time_mono_ms() - t0;
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(h.st, SK_OK);
+    /* Released after ~40 ms; the waiter looks at least every 2 ms (the default handler: 100 ms). */
+    print_message("waited %lld ms for a lock held 40 ms\n", (long long)waited_ms);
+    assert_true(waited_ms >= 40);
+    assert_true(waited_ms < 1000);
+    assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 1); /* sees a's commit */
+    assert_int_equal(be->exec_script(b, "INSERT INTO t VALUES (2)"), SK_OK);
+
+    /* A reader in WAL mode is not blocked by the open write transaction. */
+    snprintf(path, sizeof(path), "%s/b.db", dir);
+    assert_int_equal(be->conn_open(path, false, &r), SK_OK);
+    assert_int_equal(be->begin(r, false), SK_OK);
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 1);
+    assert_int_equal(be->commit(r), SK_OK);
+    assert_int_equal(be->commit(b), SK_OK);
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 2);
+
+    be->conn_close(r);
+    be->conn_close(b);
+    be->conn_close(a);
+    sk_test_rmrf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +401,8 @@ int main(void)
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_bind_and_errors),
         cmocka_unit_test(test_transactions_and_savepoints),
+        cmocka_unit_test(test_busy_deadline_surfaces_as_edb),
+        cmocka_unit_test(test_busy_waiter_gets_lock_soon_after_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
