@@ -140,16 +140,44 @@ typedef struct cli_nats_conf {
     const char *cert_file; /* nats-server's certificate (IP SAN 127.0.0.1) */
     const char *key_file;
     const char *ca_file; /* trust anchor for client certificates */
+    const sk_system *sys; /* the users and their permissions are derived from it */
 } cli_nats_conf;
 
 /**
+ * Service-level key of the system file listing the services a service
+ * sends saga commands to (`x-sends-commands-to: [inventory, payment]`);
+ * without it the targets are derived (see docs/operations.md).
+ */
+#define CLI_NATS_COMMANDS_KEY "x-sends-commands-to"
+/** The inbox prefix of the CLI's NATS connections (its user may subscribe only there). */
+#define CLI_NATS_INBOX "_INBOX.skald-cli"
+
+
+/**
  * Render a nats-server configuration: loopback listener, JetStream limits,
- * mTLS with client certificates required, no monitoring port. Paths are
- * quoted; a path with a quote, backslash or control character is refused.
- * @param out appended to.
- * @return SK_OK, SK_EINVAL (naming the field), SK_ELIMIT/SK_ENOMEM (buffer).
+ * mTLS with client certificates required and mapped to users
+ * (verify_and_map: the URI SAN is the user), one user per service of
+ * conf->sys and one for the CLI, each allowed to publish and subscribe only
+ * to what it needs (docs/operations.md, "NATS permissions"); no monitoring
+ * port. Paths are quoted; a path with a quote, backslash or control
+ * character is refused.
+ * @param out appended to; left as it was on failure.
+ * @return SK_OK, SK_EINVAL (naming the field), SK_EPROTO (a bad
+ *         x-sends-commands-to list, naming the service and index),
+ *         SK_ELIMIT/SK_ENOMEM (buffer).
  */
 SK_NODISCARD sk_status cli_nats_conf_render(const cli_nats_conf *conf, sk_buf *out);
+
+/**
+ * Create (or bring up to date) every stream the services of @p sys use, the
+ * DEAD_LETTERS stream and the discovery bucket, with the configuration the
+ * services expect: `skald up` does it as the CLI identity before starting
+ * them, since their NATS users may look streams up but not create them.
+ * Needs a connected @p bus.
+ * @return SK_OK, SK_EINVAL (NULL argument), SK_EBUS, SK_ETIMEDOUT,
+ *         SK_EUNAVAILABLE (JetStream not ready yet; retry), SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys);
 
 /**
  * Parse the port of a URL "tls://127.0.0.1:<port>" as written in nats.url.

@@ -20,6 +20,7 @@
 #include "cli.h"
 
 #define NATS_START_DEADLINE_MS 10000
+#define STREAMS_DEADLINE_MS    15000
 #define READY_DEADLINE_MS      60000
 #define READY_PROBE_TIMEOUT_MS 1000
 
@@ -218,6 +219,7 @@ static sk_status write_run_files(up_state *u)
         .cert_file = tls.cert_file,
         .key_file = tls.key_file,
         .ca_file = tls.ca_file,
+        .sys = u->sys,
     };
     st = cli_nats_conf_render(&nc, &conf);
     if (st == SK_OK) {
@@ -283,6 +285,58 @@ static sk_status start_nats(up_state *u)
         cli_supervisor_poll(u->sup, 20);
     }
     return SK_OK;
+}
+
+/*
+ * Create every stream and the discovery bucket as the CLI identity before
+ * any service starts: the services' NATS users may look streams up but not
+ * create them (docs/operations.md). JetStream may still be starting when
+ * the port accepts, so failures are retried until the deadline.
+ */
+static sk_status create_streams(up_state *u)
+{
+    sk_tls_files tls = { 0 };
+    sk_bus *bus = NULL;
+    char url[64];
+    sk_status st = sk_tls_files_init(&tls, u->pki_dir, CLI_IDENTITY);
+
+    if (st != SK_OK) {
+        return st;
+    }
+    snprintf(url, sizeof(url), "tls://127.0.0.1:%d", u->nats_port);
+    sk_bus_config bc = {
+        .servers = url,
+        .ca_file = tls.ca_file,
+        .cert_file = tls.cert_file,
+        .key_file = tls.key_file,
+        .name = "skald-up",
+        .inbox_prefix = CLI_NATS_INBOX,
+    };
+    st = sk_bus_open(&bus, &bc);
+    int64_t deadline = sk_time_mono_ms() + STREAMS_DEADLINE_MS;
+    while (st == SK_OK) {
+        if (sk_bus_is_connected(bus)) {
+            st = cli_nats_streams_ensure(bus, u->sys);
+            if (st == SK_OK) {
+                break;
+            }
+        } else {
+            st = SK_FAIL(SK_EUNAVAILABLE, "not connected to nats-server");
+        }
+        if (cli_supervisor_is_stopping(u->sup)) {
+            st = SK_FAIL(SK_ECANCELED, "stopped while creating streams");
+            break;
+        }
+        if (sk_time_mono_ms() >= deadline) {
+            st = SK_WRAP(st, "creating streams (see %s/nats-server.log)", u->log_dir);
+            break;
+        }
+        st = SK_OK;
+        cli_supervisor_poll(u->sup, 100);
+    }
+    sk_bus_close(bus);
+    sk_tls_files_fini(&tls);
+    return st;
 }
 
 static sk_status start_instance(up_state *u, const sk_sys_service *svc, int k)
@@ -432,6 +486,9 @@ static int run(up_state *u, const up_opts *o)
     if (st == SK_OK) {
         printf("skald: nats-server on tls://127.0.0.1:%d (pid %ld)\n", u->nats_port,
                (long)cli_supervisor_pid(u->sup, "nats-server"));
+        st = create_streams(u);
+    }
+    if (st == SK_OK) {
         st = start_services(u, &n_started);
     }
     if (st != SK_OK) {

@@ -19,6 +19,29 @@
 #include "cli.h"
 #include "sk_test.h"
 
+static const char system_yaml[] = "system: t\n"
+                                  "gateway:\n  port: 8080\n  routes: []\n"
+                                  "services:\n"
+                                  "  gateway:\n    gateway: true\n    database: none\n"
+                                  "  order:\n    commands: [CreateOrder]\n";
+
+/* The parsed system_yaml, for the renderings (group setup). */
+static sk_system *g_sys;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return sk_system_parse(sk_slice_from_str(system_yaml), "t.yaml", &g_sys) == SK_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    sk_system_destroy(g_sys);
+    g_sys = NULL;
+    return 0;
+}
+
 static cli_nats_conf sample(void)
 {
     cli_nats_conf c = {
@@ -28,6 +51,7 @@ static cli_nats_conf sample(void)
         .cert_file = "/data/pki/nats-server.pem",
         .key_file = "/data/pki/nats-server.key",
         .ca_file = "/data/pki/ca.pem",
+        .sys = g_sys,
     };
     return c;
 }
@@ -50,7 +74,11 @@ static void test_cli_nats_conf_render_success(void **state)
     assert_non_null(strstr(b.data, "  cert_file: \"/data/pki/nats-server.pem\"\n"));
     assert_non_null(strstr(b.data, "  key_file: \"/data/pki/nats-server.key\"\n"));
     assert_non_null(strstr(b.data, "  ca_file: \"/data/pki/ca.pem\"\n"));
-    assert_non_null(strstr(b.data, "  verify: true\n"));
+    assert_non_null(strstr(b.data, "  verify_and_map: true\n"));
+    /* One user per service and one for the CLI (permissions: test_cli_nats_permissions.c). */
+    assert_non_null(strstr(b.data, "user: \"spiffe://skald.local/ns/default/sa/gateway\"\n"));
+    assert_non_null(strstr(b.data, "user: \"spiffe://skald.local/ns/default/sa/order\"\n"));
+    assert_non_null(strstr(b.data, "user: \"spiffe://skald.local/ns/default/sa/skald-cli\"\n"));
     assert_non_null(strstr(b.data, "  timeout: 2\n"));
     /* No monitoring listener. */
     assert_null(strstr(b.data, "http"));
@@ -113,6 +141,9 @@ static void test_cli_nats_conf_render_bad_strings(void **state)
     c = sample();
     c.server_name = NULL;
     SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "server_name");
+    c = sample();
+    c.sys = NULL;
+    SK_TEST_ASSERT_ERR(cli_nats_conf_render(&c, &b), SK_EINVAL, "conf->sys must not be NULL");
     assert_int_equal(b.len, 0);
     sk_buf_fini(&b);
 }
@@ -146,12 +177,6 @@ static void test_cli_nats_url_port(void **state)
     SK_TEST_ASSERT_ERR(cli_nats_url_port(NULL, &port), SK_EPROTO, "got \"\"");
     SK_TEST_ASSERT_ERR(cli_nats_url_port("tls://127.0.0.1:1", NULL), SK_EINVAL, "out");
 }
-
-static const char system_yaml[] = "system: t\n"
-                                  "gateway:\n  port: 8080\n  routes: []\n"
-                                  "services:\n"
-                                  "  gateway:\n    gateway: true\n    database: none\n"
-                                  "  order:\n    commands: [CreateOrder]\n";
 
 static bool file_exists(const char *dir, const char *name)
 {
@@ -220,7 +245,8 @@ static void test_cli_nats_conf_real_server(void **state)
                         .store_dir = store,
                         .cert_file = srv.cert_file,
                         .key_file = srv.key_file,
-                        .ca_file = srv.ca_file };
+                        .ca_file = srv.ca_file,
+                        .sys = sys };
     sk_buf_init(&b, 64 * 1024);
     assert_int_equal(cli_nats_conf_render(&c, &b), SK_OK);
     assert_int_equal(cli_file_write(conf_path, b.data, 0600), SK_OK);
@@ -235,16 +261,17 @@ static void test_cli_nats_conf_real_server(void **state)
                          .ca_file = cli.ca_file,
                          .cert_file = cli.cert_file,
                          .key_file = cli.key_file,
-                         .name = "test-cli" };
+                         .name = "test-cli",
+                         .inbox_prefix = CLI_NATS_INBOX };
     assert_int_equal(sk_bus_open(&bus, &bc), SK_OK);
     int64_t deadline = sk_time_mono_ms() + 5000;
     while (!sk_bus_is_connected(bus) && sk_time_mono_ms() < deadline) {
         cli_supervisor_poll(sup, 10);
     }
     assert_true(sk_bus_is_connected(bus));
-    /* JetStream is on: a stream can be created. */
-    const char *subjects[] = { "t.events.>" };
-    sk_stream_config sc = { .name = "T_EVENTS", .subjects = subjects, .n_subjects = 1 };
+    /* JetStream is on: the CLI identity creates the system's streams. */
+    const char *subjects[] = { "order.events.>" };
+    sk_stream_config sc = { .name = "ORDER_EVENTS", .subjects = subjects, .n_subjects = 1 };
     assert_int_equal(sk_bus_stream_ensure(bus, &sc), SK_OK);
     sk_bus_close(bus);
 
@@ -274,5 +301,5 @@ int main(void)
     if (sk_init("test-cli") != SK_OK) {
         return 1;
     }
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
