@@ -8,8 +8,9 @@
  *  - HTTP client (libcurl multi on one thread): mTLS, connection reuse,
  *    asynchronous completion, the server's identity checked;
  *  - upstream: one named service, its endpoints (fed by discovery) and its
- *    traffic policy (load balancing today; outlier detection, pool limits,
- *    retries, timeouts and fault injection plug in here).
+ *    traffic policy with Istio semantics: load balancing, outlier detection,
+ *    connection-pool limits, retries, timeouts and fault injection (see
+ *    docs/mesh.md for the table of fields and defaults).
  */
 #ifndef SK_MESH_H
 #define SK_MESH_H
@@ -79,6 +80,16 @@ SK_API SK_NODISCARD sk_status sk_http_server_start(sk_http_server **out, const s
 SK_API int sk_http_server_port(const sk_http_server *srv);
 /** Stop accepting, answer 503 to what is still unanswered, stop threads. NULL-safe. */
 SK_API void sk_http_server_stop(sk_http_server *srv);
+/**
+ * Inject faults into incoming requests (not /healthz, /readyz, /metrics):
+ * @p fault is an Istio HTTPFaultInjection object {delay: {percentage: {value},
+ * fixedDelay}, abort: {percentage: {value}, httpStatus}}, copied; NULL clears.
+ * Delayed requests wait on a timer thread, never on a server thread; on stop
+ * they are answered 503.
+ * @return SK_OK, SK_EINVAL (NULL srv), SK_EPROTO (bad fault, naming the field),
+ *         SK_ENOMEM. Thread-safe.
+ */
+SK_API SK_NODISCARD sk_status sk_http_server_set_fault(sk_http_server *srv, const json_t *fault);
 
 /** "GET", "POST", ... (borrowed for the request's life, as are all getters). */
 SK_API const char *sk_http_req_method(const sk_http_req *req);
@@ -130,6 +141,8 @@ typedef struct sk_http_request {
     size_t body_len;
     int64_t timeout_ms;              /* 0 = 10000 */
     const char *expect_service;      /* required SPIFFE identity of the server, or NULL */
+    int64_t connect_timeout_ms;      /* TCP + TLS handshake bound; 0 = timeout_ms */
+    bool is_reuse_forbidden;         /* close the connection after this request */
 } sk_http_request;
 
 typedef struct sk_http_response {
@@ -138,6 +151,9 @@ typedef struct sk_http_response {
     const char *content_type;        /* or NULL */
     const char *location;            /* or NULL */
     const char *retry_after;         /* or NULL */
+    /* False when the request never left (connect or TLS handshake failure): a
+     * retry cannot duplicate it. True once any byte of it was sent. */
+    bool is_request_sent;
 } sk_http_response;
 
 /**
@@ -179,6 +195,14 @@ SK_API size_t sk_upstream_endpoint_count(sk_upstream *u);
  * With no endpoint the request fails with SK_EUNAVAILABLE.
  */
 SK_API SK_NODISCARD sk_status sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn done, void *ctx);
+
+/**
+ * Describe the endpoints for `skald status`: a new JSON array (owned, free
+ * with json_decref) of {address, state: "healthy"|"ejected", ejected_until_ms
+ * (wall clock, 0 when healthy), active_requests, consecutive_5xx}.
+ * @return SK_OK, SK_EINVAL (NULL argument), SK_ENOMEM. Thread-safe.
+ */
+SK_API SK_NODISCARD sk_status sk_upstream_endpoints_describe(sk_upstream *u, json_t **out);
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,8 @@ typedef struct job {
     char *body;
     size_t body_len;
     int64_t timeout_ms;
+    int64_t connect_timeout_ms;
+    bool is_reuse_forbidden;
     char *expect_uri; /* SK_SPIFFE_PREFIX + service, or NULL */
     bool is_too_large;
     bool is_identity_bad;
@@ -272,6 +274,7 @@ static void job_finish(job *j, sk_status st, CURLcode rc)
 {
     sk_http_response resp = { 0 };
     long code = 0;
+    long request_bytes = 0;
 
     if (st == SK_OK) {
         if (curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK) {
@@ -283,8 +286,10 @@ static void job_finish(job *j, sk_status st, CURLcode rc)
         resp.content_type = j->content_type;
         resp.location = j->location;
         resp.retry_after = j->retry_after;
+        resp.is_request_sent = true;
         sk_error_clear();
     } else if (st == SK_ECANCELED) {
+        resp.is_request_sent = true; /* unknown: assume it may have gone out */
         SK_FAIL(st, "%s %s: canceled (client destroyed)", j->method, j->url);
     } else if (st == SK_ELIMIT) {
         SK_FAIL(st, "%s %s: response body larger than %u bytes", j->method, j->url,
@@ -294,6 +299,14 @@ static void job_finish(job *j, sk_status st, CURLcode rc)
     } else if (st != SK_ENOMEM) {
         SK_FAIL(st, "%s %s: %s%s%s", j->method, j->url, curl_easy_strerror(rc),
                 j->errbuf[0] != '\0' ? ": " : "", j->errbuf);
+    }
+    if (st != SK_OK && st != SK_ECANCELED) {
+        /* Bytes of the request written so far: 0 means it never left (set-up, connect, TLS
+         * handshake or identity failure), so a retry cannot duplicate it. */
+        resp.is_request_sent =
+            j->easy != NULL &&
+            (curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_bytes) != CURLE_OK ||
+             request_bytes > 0);
     }
     j->done(st, &resp, j->ctx);
     job_free(j);
@@ -338,7 +351,10 @@ static sk_status job_setup(sk_http_client *c, job *j)
     ok = set_ok(curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)j->timeout_ms), ok);
-    ok = set_ok(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)j->timeout_ms), ok);
+    ok = set_ok(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)j->connect_timeout_ms), ok);
+    if (j->is_reuse_forbidden) {
+        ok = set_ok(curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L), ok);
+    }
     ok = set_ok(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_WRITEDATA, j), ok);
@@ -645,6 +661,11 @@ sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_
         return SK_FAIL(SK_EINVAL, "sk_http_client_send: req->timeout_ms must be 0..%" PRId64,
                        MAX_TIMEOUT_MS);
     }
+    if (req->connect_timeout_ms < 0 || req->connect_timeout_ms > MAX_TIMEOUT_MS) {
+        return SK_FAIL(SK_EINVAL,
+                       "sk_http_client_send: req->connect_timeout_ms must be 0..%" PRId64,
+                       MAX_TIMEOUT_MS);
+    }
     if (req->expect_service != NULL) {
         if (!is_service_name(req->expect_service)) {
             return SK_FAIL(SK_EINVAL,
@@ -667,6 +688,10 @@ sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_
     j->done = done;
     j->ctx = ctx;
     j->timeout_ms = req->timeout_ms != 0 ? req->timeout_ms : DEFAULT_TIMEOUT_MS;
+    j->connect_timeout_ms = req->connect_timeout_ms != 0 && req->connect_timeout_ms < j->timeout_ms
+                                ? req->connect_timeout_ms
+                                : j->timeout_ms;
+    j->is_reuse_forbidden = req->is_reuse_forbidden;
     j->method = sk_strdup(req->method);
     j->url = sk_strdup(req->url);
     j->headers = sk_calloc(n_headers + 1, sizeof(char *));

@@ -28,25 +28,257 @@
  */
 sk_status sk__mesh_duration_parse(sk_slice text, int64_t *out_ms);
 
-/**
- * The parts of an upstream's policy applied today. The whole policy object
- * is kept (sk__upstream_policy.raw) for outlier detection, pool limits,
- * retries and fault injection, which plug in here later.
- */
+/* ---------------------------------------------------------------- seams */
+
+/** Monotonic clock in milliseconds; tests inject their own. */
+typedef int64_t (*sk__clock_fn)(void *ctx);
+/** Uniform 64-bit random numbers; tests inject their own. */
+typedef uint64_t (*sk__rand_fn)(void *ctx);
+
+/** sk_time_mono_ms() as an sk__clock_fn (ctx ignored). */
+int64_t sk__mesh_clock_default(void *ctx);
+/** A per-thread xorshift generator seeded from sk_random_bytes (ctx ignored); not for secrets. */
+uint64_t sk__mesh_rand_default(void *ctx);
+
+/* ---------------------------------------------------------------- policy */
+
+/** loadBalancer.simple. */
+typedef enum sk__lb_kind {
+    SK__LB_LEAST_REQUEST = 0, /* Istio's default; LEAST_CONN is its deprecated alias */
+    SK__LB_ROUND_ROBIN,
+    SK__LB_RANDOM
+} sk__lb_kind;
+
+/** trafficPolicy.connectionPool (HTTP/1.1: one request per connection at a time). */
+typedef struct sk__pool_policy {
+    uint32_t max_connections;             /* tcp.maxConnections; UINT32_MAX (2^32-1) */
+    int64_t connect_timeout_ms;           /* tcp.connectTimeout; 10000 */
+    uint32_t max_pending;                 /* http.http1MaxPendingRequests; UINT32_MAX */
+    uint32_t max_requests_per_connection; /* http.maxRequestsPerConnection; 0 = unlimited */
+} sk__pool_policy;
+
+/** trafficPolicy.outlierDetection; is_enabled only when the object is present. */
+typedef struct sk__outlier_policy {
+    bool is_enabled;
+    uint32_t consecutive_5xx;      /* consecutive5xxErrors; 5, 0 = off */
+    uint32_t consecutive_gateway;  /* consecutiveGatewayErrors; 0 = off */
+    int64_t interval_ms;           /* interval; 10000 */
+    int64_t base_ejection_ms;      /* baseEjectionTime; 30000 */
+    int64_t max_ejection_ms;       /* Envoy max_ejection_time: max(300 s, baseEjectionTime) */
+    uint32_t max_ejection_percent; /* maxEjectionPercent; 10 */
+    uint32_t min_health_percent;   /* minHealthPercent; 0 = panic mode off */
+} sk__outlier_policy;
+
+/* retryOn conditions. */
+#define SK__RETRY_5XX             (1u << 0)
+#define SK__RETRY_GATEWAY_ERROR   (1u << 1)
+#define SK__RETRY_CONNECT_FAILURE (1u << 2)
+#define SK__RETRY_RESET           (1u << 3)
+#define SK__RETRY_RETRIABLE_4XX   (1u << 4) /* 409 */
+#define SK__RETRY_STATUS_CODES    (1u << 5) /* retriable-status-codes: codes[] */
+#define SK__RETRY_MAX_CODES       16
+#define SK__RETRY_MAX_ATTEMPTS    10
+/** Envoy's default retry back-off: 25 ms base, 10x cap. */
+#define SK__RETRY_BACKOFF_BASE_MS 25
+#define SK__RETRY_BACKOFF_MAX_MS  250
+
+/** VirtualService retries. */
+typedef struct sk__retry_policy {
+    int attempts;               /* retries after the first try; Istio default 2 */
+    int64_t per_try_timeout_ms; /* 0 = bounded by the overall timeout only */
+    uint32_t on;                /* SK__RETRY_* */
+    int codes[SK__RETRY_MAX_CODES]; /* retriable status codes (numeric retryOn entries, 503) */
+    size_t n_codes;
+} sk__retry_policy;
+
+/** VirtualService fault (percentages 0..100, in millionths for exact comparisons). */
+typedef struct sk__fault_policy {
+    bool has_delay;
+    uint32_t delay_ppm; /* delay.percentage.value x 10^4 */
+    int64_t delay_ms;   /* delay.fixedDelay */
+    bool has_abort;
+    uint32_t abort_ppm; /* abort.percentage.value x 10^4 */
+    int abort_status;   /* abort.httpStatus, 200..599 */
+} sk__fault_policy;
+
+/** The whole traffic policy of one upstream. */
 typedef struct sk__upstream_policy {
-    int64_t timeout_ms;         /* "timeout"; 0 = none */
-    int retries_attempts;       /* "retries.attempts"; parsed, not applied yet */
-    int64_t per_try_timeout_ms; /* "retries.perTryTimeout"; parsed, not applied yet */
+    int64_t timeout_ms; /* "timeout"; 0 = none (Istio: disabled) */
+    sk__lb_kind lb;
+    sk__pool_policy pool;
+    sk__outlier_policy outlier;
+    sk__retry_policy retry;
+    sk__fault_policy fault;
+    /* "x-idempotent-routes": "METHOD /path" entries (a trailing '*' matches a prefix). */
+    char **idempotent_routes;
+    size_t n_idempotent_routes;
+    int retries_attempts;       /* == retry.attempts (kept for older callers) */
+    int64_t per_try_timeout_ms; /* == retry.per_try_timeout_ms */
     json_t *raw;                /* deep copy of the policy object, or NULL */
 } sk__upstream_policy;
 
 /**
- * Validate and read @p policy (NULL = defaults). Unknown members are kept
- * for later work, members read here must have the right type.
+ * Validate and read @p policy (NULL = defaults). Fields Istio defines but
+ * the in-process mesh does not implement are refused by name; keys starting
+ * with "x-" are ignored except x-idempotent-routes.
  * @return SK_OK, SK_EPROTO naming the field, SK_ENOMEM.
  */
 sk_status sk__upstream_policy_parse(const json_t *policy, sk__upstream_policy *out);
 void sk__upstream_policy_fini(sk__upstream_policy *p);
+
+/** Read an Istio percentage (number, or numeric string as YAML gives it) 0..100 into ppm. */
+sk_status sk__mesh_percent_parse(const json_t *v, const char *path, uint32_t *out_ppm);
+
+/* ---------------------------------------------------------------- lb.c */
+
+/**
+ * Pick one of @p n hosts. @p is_usable[i] says whether host i may be chosen
+ * (healthy, not excluded); @p active[i] is its in-flight request count.
+ * ROUND_ROBIN walks from *cursor; LEAST_REQUEST draws two usable hosts at
+ * random (with replacement, as Envoy) and keeps the one with fewer active
+ * requests; RANDOM draws one.
+ * @return the index, or SIZE_MAX when no host is usable. Caller-serialized.
+ */
+size_t sk__lb_pick(sk__lb_kind kind,
+                   uint64_t *cursor,
+                   const bool *is_usable,
+                   const uint32_t *active,
+                   size_t n,
+                   sk__rand_fn rnd,
+                   void *rnd_ctx);
+
+/* ---------------------------------------------------------------- outlier.c */
+
+/** How one attempt ended, as outlier detection sees it. */
+typedef enum sk__outcome {
+    SK__OUTCOME_SUCCESS = 0, /* 1xx-4xx (4xx never count as failures) */
+    SK__OUTCOME_5XX,         /* 500, 501, 505.. */
+    SK__OUTCOME_GATEWAY,     /* 502, 503, 504, and local failures: connect, reset, timeout */
+    SK__OUTCOME_IGNORED      /* canceled, our own errors: not the host's fault */
+} sk__outcome;
+
+/** Per-host outlier state. */
+typedef struct sk__outlier_host {
+    uint32_t n_5xx;         /* consecutive 5xx (gateway errors included) */
+    uint32_t n_gateway;     /* consecutive gateway errors */
+    uint32_t n_ejections;   /* ejection-time multiplier */
+    bool is_ejected;
+    int64_t ejected_until_ms; /* monotonic */
+    bool has_been_unejected;
+    int64_t unejected_at_ms;  /* monotonic, valid with has_been_unejected */
+} sk__outlier_host;
+
+/** Per-upstream detector: policy and the next sweep. Caller-serialized. */
+typedef struct sk__outlier {
+    sk__outlier_policy p;
+    int64_t next_sweep_ms;
+} sk__outlier;
+
+void sk__outlier_init(sk__outlier *o, const sk__outlier_policy *p, int64_t now_ms);
+/** Outcome of an attempt on @p hosts[i]; true when host i was ejected now. */
+bool sk__outlier_record(
+    sk__outlier *o, sk__outlier_host *const *hosts, size_t n, size_t i, sk__outcome oc, int64_t now_ms);
+/**
+ * Every interval: return hosts whose ejection time passed and decrement the
+ * multiplier of hosts that stayed in. Does nothing before the next sweep time.
+ * @return the number of hosts returned to service.
+ */
+size_t sk__outlier_sweep(sk__outlier *o, sk__outlier_host *const *hosts, size_t n, int64_t now_ms);
+/** Number of ejected hosts. */
+size_t sk__outlier_n_ejected(sk__outlier_host *const *hosts, size_t n);
+/** True when healthy hosts are below minHealthPercent: ejections are then ignored. */
+bool sk__outlier_is_panic(const sk__outlier *o, sk__outlier_host *const *hosts, size_t n);
+/** Map an attempt's result to an outcome. */
+sk__outcome sk__outcome_of(sk_status st, int http_status);
+
+/* ---------------------------------------------------------------- pool.c */
+
+typedef enum sk__pool_verdict { SK__POOL_GO, SK__POOL_QUEUE, SK__POOL_OVERFLOW } sk__pool_verdict;
+
+/** Per-upstream limits of one calling process. Caller-serialized. */
+typedef struct sk__pool {
+    uint32_t max_active;  /* maxConnections */
+    uint32_t max_pending; /* http1MaxPendingRequests */
+    uint32_t n_active;
+    uint32_t n_pending;
+    uint64_t n_overflows;
+} sk__pool;
+
+void sk__pool_init(sk__pool *p, const sk__pool_policy *policy);
+/** Admit a request: GO (a slot is taken), QUEUE (a pending place is taken) or OVERFLOW (counted). */
+sk__pool_verdict sk__pool_admit(sk__pool *p);
+/**
+ * Release a slot. @return true when a pending request must be started now:
+ * the slot passed to it (n_active unchanged, n_pending decremented).
+ */
+bool sk__pool_release(sk__pool *p);
+/** A pending request left the queue without a slot (deadline, shutdown). */
+void sk__pool_unqueue(sk__pool *p);
+
+/* ---------------------------------------------------------------- retry.c */
+
+/** How an attempt ended, as the retry policy sees it. */
+typedef enum sk__attempt {
+    SK__ATTEMPT_RESPONSE,        /* an HTTP status arrived */
+    SK__ATTEMPT_CONNECT_FAILURE, /* never reached the server */
+    SK__ATTEMPT_RESET,           /* sent, then the connection failed */
+    SK__ATTEMPT_TIMEOUT,         /* per-try timeout */
+    SK__ATTEMPT_OTHER            /* canceled, too large, identity mismatch, ...: final */
+} sk__attempt;
+
+/** Parse a retryOn list ("5xx,gateway-error,connect-failure,reset,503"). */
+sk_status sk__retry_on_parse(sk_slice text, sk__retry_policy *p);
+/**
+ * Should this attempt be retried (attempts left aside)? A request that may
+ * have reached the upstream is retried only when @p is_idempotent.
+ */
+bool sk__retry_is_retriable(const sk__retry_policy *p, sk__attempt a, int http_status, bool is_idempotent);
+/** Envoy's fully jittered back-off before retry number @p n (1-based): [0, min((2^n-1)*25, 250)) ms. */
+int64_t sk__retry_backoff_ms(int n, uint64_t rnd);
+/**
+ * Parse Retry-After (delta-seconds or an IMF-fixdate) into a delay from
+ * @p now_epoch_ms. @return false when malformed.
+ */
+bool sk__retry_after_parse(const char *value, int64_t now_epoch_ms, int64_t *out_ms);
+/**
+ * True for GET, HEAD, OPTIONS, TRACE, PUT, DELETE, for any request with an
+ * Idempotency-Key header, and for a route listed in @p routes.
+ */
+bool sk__http_is_idempotent(const char *method,
+                            const char *path,
+                            const char *const *headers,
+                            char *const *routes,
+                            size_t n_routes);
+
+/* ---------------------------------------------------------------- fault.c */
+
+/** Parse an Istio fault object {delay:{percentage:{value},fixedDelay}, abort:{percentage:{value},httpStatus}}. */
+sk_status sk__fault_parse(const json_t *fault, const char *path, sk__fault_policy *out);
+/** Decide for one request: *delay_ms (0 = none) and *abort_status (0 = none). */
+void sk__fault_decide(
+    const sk__fault_policy *f, sk__rand_fn rnd, void *rnd_ctx, int64_t *delay_ms, int *abort_status);
+
+/* ---------------------------------------------------------------- timer.c */
+
+/** One thread running callbacks at monotonic deadlines. Thread-safe. */
+typedef struct sk__timers sk__timers;
+/** @p is_canceled is true when the timers are destroyed before the deadline. */
+typedef void (*sk__timer_fn)(void *ctx, bool is_canceled);
+
+sk_status sk__timers_create(sk__timers **out);
+/** Stop the thread; callbacks still pending run now with is_canceled = true, on this thread. */
+void sk__timers_destroy(sk__timers *t);
+/** Run @p fn at @p due_ms (sk_time_mono_ms clock); *out_id for sk__timers_cancel. */
+sk_status sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64_t *out_id);
+/** True when the timer was removed before it ran (its callback will never run). */
+bool sk__timers_cancel(sk__timers *t, uint64_t id);
+
+/* ---------------------------------------------------------------- upstream test hooks */
+
+/** Replace the clock and random source of @p u (tests). Call before the first send. */
+void sk__upstream_set_seams(sk_upstream *u, sk__clock_fn clock, void *clock_ctx, sk__rand_fn rnd, void *rnd_ctx);
+/** Current pool counters of @p u (tests). */
+void sk__upstream_pool_get(sk_upstream *u, uint32_t *n_active, uint32_t *n_pending);
 
 /** Recommended reason phrase for @p status ("Not Found"), "Unknown" otherwise. */
 const char *sk__http_reason(int status);

@@ -125,6 +125,12 @@ struct sk_http_server {
     sk_histogram *latency;
     _Atomic(sk_counter *) by_status[600];
     _Atomic uint64_t n_connections;
+    _Atomic bool has_fault_hint; /* a fault may be set: only then take fault_mu per request */
+    pthread_mutex_t fault_mu;  /* protects fault, has_fault, timers */
+    bool has_fault_mu;
+    sk__fault_policy fault;
+    bool has_fault;
+    sk__timers *timers;        /* created with the first fault; delayed requests wait here */
 };
 
 static void lock(pthread_mutex_t *mu)
@@ -677,6 +683,98 @@ static enum MHD_Result queue(sk_http_req *req, int status, struct MHD_Response *
     return r;
 }
 
+/* ---------------------------------------------------------------- fault injection */
+
+/* Probes and metrics are never faulted: the supervisor and scrapers must keep working. */
+static bool path_is_exempt(const char *path)
+{
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+           strcmp(path, "/metrics") == 0;
+}
+
+typedef struct fault_wait {
+    sk_http_server *srv;
+    sk_http_req *req;
+    int abort_status;
+    sk_http_handler_fn handler;
+    void *ctx;
+} fault_wait;
+
+/* Timer thread: the injected delay is over; abort or run the handler now. */
+static void on_fault_timer(void *arg, bool is_canceled)
+{
+    fault_wait *w = arg;
+
+    if (is_canceled) {
+        sk_http_req_respond_problem(w->req, 503, NULL, "the server is shutting down");
+    } else if (w->abort_status != 0) {
+        sk_http_req_respond_problem(w->req, w->abort_status, NULL, "fault injected (abort)");
+    } else {
+        w->handler(w->req, w->ctx);
+    }
+    sk_free(w);
+}
+
+/*
+ * Park @p req (handler reference taken) on the fault timer for @p delay_ms.
+ * @return false when it cannot (server stopping, out of memory): run it now.
+ */
+static bool fault_delay_start(sk_http_server *srv, sk_http_req *req, int64_t delay_ms, int abort_status)
+{
+    fault_wait *w = sk_calloc(1, sizeof(*w));
+    bool ok = false;
+
+    if (w == NULL) {
+        return false;
+    }
+    *w = (fault_wait){ srv, req, abort_status, srv->handler, srv->ctx };
+    lock(&srv->fault_mu);
+    if (srv->timers != NULL) {
+        ok = sk__timers_add(srv->timers, sk_time_mono_ms() + delay_ms, on_fault_timer, w, NULL) == SK_OK;
+    }
+    unlock(&srv->fault_mu);
+    if (!ok) {
+        sk_error_clear();
+        sk_free(w);
+    }
+    return ok;
+}
+
+sk_status sk_http_server_set_fault(sk_http_server *srv, const json_t *fault)
+{
+    sk__fault_policy f;
+    sk__timers *timers = NULL;
+    sk_status st;
+
+    if (srv == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_set_fault: srv must not be NULL");
+    }
+    st = sk__fault_parse(fault, "fault", &f);
+    if (st != SK_OK) {
+        return st;
+    }
+    lock(&srv->fault_mu);
+    bool needs_timers = f.has_delay && srv->timers == NULL;
+    unlock(&srv->fault_mu);
+    if (needs_timers) {
+        st = sk__timers_create(&timers);
+        if (st != SK_OK) {
+            return SK_WRAP(st, "sk_http_server_set_fault");
+        }
+    }
+    lock(&srv->fault_mu);
+    if (timers != NULL && srv->timers == NULL) {
+        srv->timers = timers;
+        timers = NULL;
+    }
+    srv->fault = f;
+    srv->has_fault = f.has_delay || f.has_abort;
+    atomic_store(&srv->has_fault_hint, srv->has_fault);
+    unlock(&srv->fault_mu);
+    sk__timers_destroy(timers); /* lost a race with another setter: not needed */
+    return SK_OK;
+}
+
 /* ---------------------------------------------------------------- MHD callbacks */
 
 static enum MHD_Result on_access(void *cls,
@@ -757,6 +855,21 @@ static enum MHD_Result on_access(void *cls,
             return queue(req, 503,
                          problem_build(req, 503, NULL, "the server is shutting down", true));
         }
+        int64_t fault_delay_ms = 0;
+        int fault_abort = 0;
+        if (atomic_load(&srv->has_fault_hint) && !path_is_exempt(req->path)) {
+            lock(&srv->fault_mu);
+            if (srv->has_fault) {
+                sk__fault_decide(&srv->fault, NULL, NULL, &fault_delay_ms, &fault_abort);
+            }
+            unlock(&srv->fault_mu);
+        }
+        if (fault_abort != 0 && fault_delay_ms == 0) {
+            req->state = REQ_QUEUED;
+            unlock(&h->mu);
+            return queue(req, fault_abort,
+                         problem_build(req, fault_abort, NULL, "fault injected (abort)", false));
+        }
         req->state = REQ_IN_HANDLER;
         req->refs++;
         req->has_user_ref = true;
@@ -765,6 +878,16 @@ static enum MHD_Result on_access(void *cls,
         live_link(h, req);
         unlock(&h->mu);
 
+        if (fault_delay_ms > 0 && fault_delay_start(srv, req, fault_delay_ms, fault_abort)) {
+            lock(&h->mu);
+            if (!req->is_answered) {
+                req->state = REQ_SUSPENDED;
+                MHD_suspend_connection(conn);
+                unlock(&h->mu);
+                return MHD_YES;
+            }
+            break; /* answered already (the timer ran): hub->mu held, take the answer */
+        }
         srv->handler(req, srv->ctx);
 
         lock(&h->mu);
@@ -953,6 +1076,10 @@ static void server_free(sk_http_server *srv)
     if (srv->hub != NULL) {
         hub_unref(srv->hub);
     }
+    sk__timers_destroy(srv->timers);
+    if (srv->has_fault_mu) {
+        pthread_mutex_destroy(&srv->fault_mu);
+    }
     sk_free(srv);
 }
 
@@ -1020,6 +1147,10 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         st = SK_FAIL(SK_ENOMEM, "sk_http_server_start: allocating the server");
         goto out;
     }
+    if (pthread_mutex_init(&srv->fault_mu, NULL) != 0) {
+        abort();
+    }
+    srv->has_fault_mu = true;
     if (pthread_mutex_init(&srv->hub->mu, NULL) != 0 ||
         pthread_cond_init(&srv->hub->cv, NULL) != 0) {
         abort();
@@ -1115,6 +1246,12 @@ void sk_http_server_stop(sk_http_server *srv)
         return;
     }
     h = srv->hub;
+    /* Delayed requests first: their timers answer 503 while MHD can still send it. */
+    lock(&srv->fault_mu);
+    sk__timers *timers = srv->timers;
+    srv->timers = NULL;
+    unlock(&srv->fault_mu);
+    sk__timers_destroy(timers);
     fd = MHD_quiesce_daemon(srv->daemon);
 
     /* Answer whatever the handlers still hold; their late answers become no-ops. */

@@ -176,7 +176,10 @@ static void test_sk_upstream_send_round_robin(void **state)
     sk_http_request r = { .method = "GET", .url = "/echo?q=rr" };
     sk_buf b;
 
-    assert_int_equal(sk_upstream_create(&u, f->client, "order", NULL, f->metrics), SK_OK);
+    json_t *policy = json_pack("{s:{s:{s:s}}}", "trafficPolicy", "loadBalancer", "simple",
+                               "ROUND_ROBIN");
+    assert_int_equal(sk_upstream_create(&u, f->client, "order", policy, f->metrics), SK_OK);
+    json_decref(policy);
     assert_int_equal(sk_upstream_set_endpoints(u, eps, 2), SK_OK);
     done_rec_init(&d);
     for (int i = 0; i < 10; i++) {
@@ -189,7 +192,7 @@ static void test_sk_upstream_send_round_robin(void **state)
     sk_buf_init(&b, 1 << 20);
     assert_int_equal(sk_metrics_render(f->metrics, &b), SK_OK);
     assert_non_null(
-        strstr(b.data, "sk_upstream_requests_total{upstream=\"order\",outcome=\"response\"} 10"));
+        strstr(b.data, "sk_upstream_requests_total{upstream=\"order\",status=\"200\"} 10"));
     sk_buf_fini(&b);
     done_rec_fini(&d);
     sk_upstream_destroy(u);

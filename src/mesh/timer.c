@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Timers: one thread runs callbacks at monotonic deadlines (retry back-off,
+ * fault delays, queue deadlines, asynchronous completions). Timers sit in a
+ * list sorted by deadline; a callback runs without the lock held, so it may
+ * add or cancel timers. Cancel is exact: true means the callback will never
+ * run. Destroy runs what is still pending with is_canceled = true.
+ */
+#include "mesh/mesh_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+typedef struct timer {
+    struct timer *next;
+    int64_t due_ms;
+    uint64_t id;
+    sk__timer_fn fn;
+    void *ctx;
+} timer;
+
+struct sk__timers {
+    pthread_mutex_t mu; /* protects head, next_id, is_stopping */
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC; signalled on a new head or stop */
+    pthread_t thread;
+    bool has_thread;
+    timer *head;
+    uint64_t next_id;
+    bool is_stopping;
+};
+
+static void lock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_lock(mu) != 0) {
+        abort();
+    }
+}
+
+static void unlock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_unlock(mu) != 0) {
+        abort();
+    }
+}
+
+static void *timers_main(void *arg)
+{
+    sk__timers *t = arg;
+
+    lock(&t->mu);
+    while (!t->is_stopping) {
+        int64_t now = sk_time_mono_ms();
+        if (t->head != NULL && t->head->due_ms <= now) {
+            timer *tm = t->head;
+            t->head = tm->next;
+            unlock(&t->mu);
+            tm->fn(tm->ctx, false);
+            sk_free(tm);
+            lock(&t->mu);
+            continue;
+        }
+        if (t->head == NULL) {
+            SK_IGNORE(pthread_cond_wait(&t->cv, &t->mu)); /* woken by add or stop */
+        } else {
+            struct timespec ts;
+            int64_t due = t->head->due_ms;
+            ts.tv_sec = (time_t)(due / 1000);
+            ts.tv_nsec = (long)(due % 1000) * 1000000L;
+            int rc = pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            if (rc != 0 && rc != ETIMEDOUT) {
+                abort();
+            }
+        }
+    }
+    unlock(&t->mu);
+    return NULL;
+}
+
+sk_status sk__timers_create(sk__timers **out)
+{
+    sk__timers *t;
+    pthread_condattr_t ca;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk__timers_create: out must not be NULL");
+    }
+    *out = NULL;
+    t = sk_calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return SK_FAIL(SK_ENOMEM, "sk__timers_create: allocating the timers");
+    }
+    /* sk_time_mono_ms reads CLOCK_MONOTONIC; the condition variable waits on the same clock. */
+    if (pthread_mutex_init(&t->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0 ||
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 || pthread_cond_init(&t->cv, &ca) != 0) {
+        abort();
+    }
+    pthread_condattr_destroy(&ca);
+    t->next_id = 1;
+    if (pthread_create(&t->thread, NULL, timers_main, t) != 0) {
+        pthread_cond_destroy(&t->cv);
+        pthread_mutex_destroy(&t->mu);
+        sk_free(t);
+        return SK_FAIL(SK_ENOMEM, "sk__timers_create: starting the timer thread");
+    }
+    t->has_thread = true;
+    *out = t;
+    return SK_OK;
+}
+
+void sk__timers_destroy(sk__timers *t)
+{
+    timer *rest;
+
+    if (t == NULL) {
+        return;
+    }
+    lock(&t->mu);
+    t->is_stopping = true;
+    SK_IGNORE(pthread_cond_signal(&t->cv)); /* cannot fail on an initialized condvar */
+    unlock(&t->mu);
+    if (t->has_thread && pthread_join(t->thread, NULL) != 0) {
+        abort();
+    }
+    /* The thread is gone: callbacks may cancel (a no-op now) but nothing runs concurrently. */
+    for (;;) {
+        lock(&t->mu);
+        rest = t->head;
+        if (rest != NULL) {
+            t->head = rest->next;
+        }
+        unlock(&t->mu);
+        if (rest == NULL) {
+            break;
+        }
+        rest->fn(rest->ctx, true);
+        sk_free(rest);
+    }
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    sk_free(t);
+}
+
+sk_status sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64_t *out_id)
+{
+    timer *tm;
+    timer **pp;
+
+    if (out_id != NULL) {
+        *out_id = 0;
+    }
+    if (t == NULL || fn == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk__timers_add: t and fn must not be NULL");
+    }
+    tm = sk_calloc(1, sizeof(*tm));
+    if (tm == NULL) {
+        return SK_FAIL(SK_ENOMEM, "sk__timers_add: allocating a timer");
+    }
+    tm->due_ms = due_ms;
+    tm->fn = fn;
+    tm->ctx = ctx;
+    lock(&t->mu);
+    if (t->is_stopping) {
+        unlock(&t->mu);
+        sk_free(tm);
+        return SK_FAIL(SK_ESTATE, "sk__timers_add: the timers are being destroyed");
+    }
+    tm->id = t->next_id++;
+    /* Equal deadlines keep their order of arrival. */
+    for (pp = &t->head; *pp != NULL && (*pp)->due_ms <= due_ms; pp = &(*pp)->next) {
+    }
+    tm->next = *pp;
+    *pp = tm;
+    if (t->head == tm) {
+        SK_IGNORE(pthread_cond_signal(&t->cv)); /* a new earliest deadline */
+    }
+    if (out_id != NULL) {
+        *out_id = tm->id;
+    }
+    unlock(&t->mu);
+    return SK_OK;
+}
+
+bool sk__timers_cancel(sk__timers *t, uint64_t id)
+{
+    timer *found = NULL;
+
+    if (t == NULL || id == 0) {
+        return false;
+    }
+    lock(&t->mu);
+    for (timer **pp = &t->head; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            found = *pp;
+            *pp = found->next;
+            break;
+        }
+    }
+    unlock(&t->mu);
+    sk_free(found);
+    return found != NULL;
+}
