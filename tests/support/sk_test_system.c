@@ -358,6 +358,83 @@ sk_status sk_test_system_await_service(const sk_test_system *sys,
     }
 }
 
+/* Does the NUL-separated command line hold the word @p flag followed by the word @p value? */
+static bool cmdline_has_flag_value(const char *cmd, size_t len, const char *flag, const char *value)
+{
+    const char *prev = NULL;
+    for (size_t off = 0; off < len;) {
+        const char *word = cmd + off;
+        size_t wlen = strnlen(word, len - off);
+        if (prev != NULL && strcmp(prev, flag) == 0 && strcmp(word, value) == 0) {
+            return true;
+        }
+        prev = word;
+        off += wlen + 1;
+    }
+    return false;
+}
+
+pid_t sk_test_system_instance_pid(const sk_test_system *sys, const char *instance)
+{
+    pid_t found = 0;
+    if (sys == NULL || sys->pid <= 0 || instance == NULL || instance[0] == '\0') {
+        return 0;
+    }
+    DIR *d = opendir("/proc");
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *e;
+    while (found == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9' ||
+            strspn(e->d_name, "0123456789") != strlen(e->d_name)) {
+            continue;
+        }
+        if (parent_of(e->d_name) != sys->pid) {
+            continue;
+        }
+        char path[300];
+        size_t len = 0;
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        /* A zombie (killed, not reaped yet) has an empty command line and never matches. */
+        char *cmd = sk_test_read_file(path, &len);
+        if (cmd != NULL && cmdline_has_flag_value(cmd, len, "--instance", instance)) {
+            found = (pid_t)strtol(e->d_name, NULL, 10);
+        }
+        sk_free(cmd);
+    }
+    closedir(d);
+    return found;
+}
+
+sk_status sk_test_system_await_instance(const sk_test_system *sys,
+                                        const char *instance,
+                                        pid_t old_pid,
+                                        int64_t timeout_ms,
+                                        pid_t *pid_out)
+{
+    if (pid_out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_await_instance: pid_out must not be NULL");
+    }
+    *pid_out = 0;
+    if (sys == NULL || instance == NULL || instance[0] == '\0') {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_await_instance: sys and instance are required");
+    }
+    int64_t deadline = sk_time_mono_ms() + timeout_ms;
+    for (;;) {
+        pid_t pid = sk_test_system_instance_pid(sys, instance);
+        if (pid > 0 && pid != old_pid) {
+            *pid_out = pid;
+            return SK_OK;
+        }
+        if (sk_time_mono_ms() > deadline) {
+            return SK_FAIL(SK_ETIMEDOUT, "no new process of %s within %lld ms (old pid %d)",
+                           instance, (long long)timeout_ms, (int)old_pid);
+        }
+        sleep_ms(20);
+    }
+}
+
 sk_status sk_test_system_await_ready(const sk_test_system *sys, int64_t timeout_ms)
 {
     if (sys == NULL) {

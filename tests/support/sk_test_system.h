@@ -55,6 +55,27 @@ SK_NODISCARD sk_status sk_test_system_await_service(const sk_test_system *sys,
                                                     pid_t *pid_out);
 
 /**
+ * PID of the running child of `skald up` that is instance @p instance
+ * ("orderview-2"): its command line has the word "--instance" followed by
+ * the word @p instance (exact match, so "orderview-1" never matches
+ * "orderview-10"). Reads only /proc, so any thread may call it.
+ * @return the PID, or 0 when none runs or on bad arguments.
+ */
+pid_t sk_test_system_instance_pid(const sk_test_system *sys, const char *instance);
+
+/**
+ * Wait until instance @p instance runs with a PID other than @p old_pid
+ * (0 for any), polling every 20 ms.
+ * @return SK_OK with *pid_out set, SK_ETIMEDOUT after @p timeout_ms, or
+ *         SK_EINVAL on bad arguments.
+ */
+SK_NODISCARD sk_status sk_test_system_await_instance(const sk_test_system *sys,
+                                                     const char *instance,
+                                                     pid_t old_pid,
+                                                     int64_t timeout_ms,
+                                                     pid_t *pid_out);
+
+/**
  * Poll GET /readyz on the gateway until it answers 200.
  * @return SK_OK, or SK_ETIMEDOUT after @p timeout_ms (the last answer in the message).
  */
