@@ -243,9 +243,9 @@ static sk_status command_matrix(const sk_system *sys, bool **out)
 
 /* ---------------------------------------------------------------- permissions */
 
-/* STREAM.INFO of every stream of the system (services look them all up at start). */
-static sk_status add_stream_api(subj_list *pub, const sk_system *sys, const char *const *ops,
-                                size_t n_ops)
+/* The stream API operations @p ops on every stream of the system, DEAD_LETTERS and the bucket. */
+static sk_status
+add_stream_api(subj_list *pub, const sk_system *sys, const char *const *ops, size_t n_ops)
 {
     static const char *const kinds[] = { "EVENTS", "COMMANDS", "REPLIES" };
     const char *fixed[] = { SK_DLQ_STREAM, KV_STREAM };
@@ -320,11 +320,8 @@ static sk_status add_kv_read(subj_list *pub)
 }
 
 /* Everything service @p self may publish and subscribe to. */
-static sk_status service_perms(const sk_system *sys,
-                               size_t self,
-                               const bool *matrix,
-                               subj_list *pub,
-                               subj_list *sub)
+static sk_status
+service_perms(const sk_system *sys, size_t self, const bool *matrix, subj_list *pub, subj_list *sub)
 {
     static const char *const info[] = { "INFO" };
     const sk_sys_service *s = &sys->services[self];
@@ -409,8 +406,8 @@ static sk_status render_list(sk_buf *out, const char *what, const subj_list *l)
     return st;
 }
 
-static sk_status render_user(sk_buf *out, const char *name, const subj_list *pub,
-                             const subj_list *sub)
+static sk_status
+render_user(sk_buf *out, const char *name, const subj_list *pub, const subj_list *sub)
 {
     sk_status st = sk_buf_appendf(out,
                                   "    {\n"

@@ -626,7 +626,5 @@ int main(void)
     if (sk_init("test-cli") != SK_OK) {
         return 1;
     }
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    nats_Close();
-    return rc;
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
