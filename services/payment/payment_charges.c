@@ -167,6 +167,7 @@ typedef struct capture_job {
     char order_id[SVC_ID_MAX];
     int64_t amount_cents;
     bool is_captured;
+    bool is_resumed; /* started by payment_resume_captures, not by the charge itself */
 } capture_job;
 
 static sk_status capture_settle_tx(sk_tx *tx, void *ctx)
@@ -182,6 +183,19 @@ static sk_status capture_settle_tx(sk_tx *tx, void *ctx)
         return st;
     }
     if (strcmp(c.state, "PENDING") == 0) {
+        if (!job->is_captured && job->is_resumed) {
+            /*
+             * A re-driven capture that failed proves nothing: with several
+             * instances on this database, another one (or its own first
+             * attempt) may be capturing this charge right now and succeed
+             * (a restarted instance re-drives every PENDING charge before
+             * discovery has even found a psp). Settling FAILED here would
+             * release the credit of a charge the psp took. Leave it PENDING:
+             * the next sweep tries again, and a refund from the saga's
+             * timeout settles it whatever the psp answers.
+             */
+            return SK_OK;
+        }
         if (job->is_captured) {
             snprintf(c.state, sizeof(c.state), "CHARGED");
             st = account_adjust(tx, deps, c.customer_id, 0, "CreditCharged", c.order_id, c.amount_cents);
@@ -418,6 +432,7 @@ static sk_status find_pending(sk_tx *tx, void *ctx)
         job->deps = rc->deps;
         snprintf(job->order_id, sizeof(job->order_id), "%s", sk_rows_text(rows, 0, NULL));
         job->amount_cents = sk_rows_int(rows, 1);
+        job->is_resumed = true;
         rc->jobs[rc->n++] = job;
     }
     sk_rows_close(rows);
