@@ -708,7 +708,9 @@ static void on_fault_timer(void *arg, bool is_canceled)
     if (is_canceled) {
         sk_http_req_respond_problem(w->req, 503, NULL, "the server is shutting down");
     } else if (w->abort_status != 0) {
-        sk_http_req_respond_problem(w->req, w->abort_status, NULL, "fault injected (abort)");
+        /* Not through sk_http_req_respond_problem: an injected 500 is not an error to log. */
+        answer_store(w->req, problem_build(w->req, w->abort_status, NULL, "fault injected (abort)", false),
+                     w->abort_status, true);
     } else {
         w->handler(w->req, w->ctx);
     }
