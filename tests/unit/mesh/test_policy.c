@@ -100,6 +100,65 @@ static void test_sk__upstream_policy_parse_valid(void **state)
     sk__upstream_policy_fini(NULL);
 }
 
+/* Every default of the table in docs/mesh.md. */
+static void test_sk__upstream_policy_parse_defaults(void **state)
+{
+    (void)state;
+    sk__upstream_policy p;
+    assert_int_equal(sk__upstream_policy_parse(NULL, &p), SK_OK);
+    assert_int_equal(p.lb, SK__LB_LEAST_REQUEST);
+    assert_int_equal(p.pool.max_connections, UINT32_MAX);
+    assert_int_equal(p.pool.max_pending, UINT32_MAX);
+    assert_int_equal(p.pool.connect_timeout_ms, 10000);
+    assert_int_equal(p.pool.max_requests_per_connection, 0);
+    assert_false(p.outlier.is_enabled);
+    assert_int_equal(p.outlier.consecutive_5xx, 5);
+    assert_int_equal(p.outlier.consecutive_gateway, 0);
+    assert_int_equal(p.outlier.interval_ms, 10000);
+    assert_int_equal(p.outlier.base_ejection_ms, 30000);
+    assert_int_equal(p.outlier.max_ejection_ms, 300000);
+    assert_int_equal(p.outlier.max_ejection_percent, 10);
+    assert_int_equal(p.outlier.min_health_percent, 0);
+    assert_int_equal(p.retry.attempts, 2);
+    assert_int_equal(p.retry.on, SK__RETRY_CONNECT_FAILURE | SK__RETRY_STATUS_CODES);
+    assert_int_equal(p.retry.codes[0], 503);
+    assert_int_equal(p.timeout_ms, 0);
+    assert_false(p.fault.has_delay || p.fault.has_abort);
+    sk__upstream_policy_fini(&p);
+}
+
+static void test_sk__upstream_policy_parse_full(void **state)
+{
+    (void)state;
+    sk__upstream_policy p;
+    json_t *v = js("{\"service\":\"psp\",\"x-note\":1,\"trafficPolicy\":{\"loadBalancer\":{\"simple\":"
+                   "\"ROUND_ROBIN\"},\"connectionPool\":{\"tcp\":{\"maxConnections\":32,"
+                   "\"connectTimeout\":\"1s\"},\"http\":{\"http1MaxPendingRequests\":256,"
+                   "\"maxRequestsPerConnection\":1}},\"outlierDetection\":{\"consecutive5xxErrors\":3,"
+                   "\"consecutiveGatewayErrors\":2,\"interval\":\"2s\",\"baseEjectionTime\":\"400s\","
+                   "\"maxEjectionPercent\":100,\"minHealthPercent\":50}},\"retries\":{\"attempts\":1,"
+                   "\"retryOn\":\"connect-failure,reset\"},\"x-idempotent-routes\":[\"POST /captures\"]}");
+    assert_int_equal(sk__upstream_policy_parse(v, &p), SK_OK);
+    assert_int_equal(p.lb, SK__LB_ROUND_ROBIN);
+    assert_int_equal(p.pool.max_connections, 32);
+    assert_int_equal(p.pool.connect_timeout_ms, 1000);
+    assert_int_equal(p.pool.max_pending, 256);
+    assert_int_equal(p.pool.max_requests_per_connection, 1);
+    assert_true(p.outlier.is_enabled);
+    assert_int_equal(p.outlier.consecutive_5xx, 3);
+    assert_int_equal(p.outlier.consecutive_gateway, 2);
+    assert_int_equal(p.outlier.interval_ms, 2000);
+    assert_int_equal(p.outlier.base_ejection_ms, 400000);
+    assert_int_equal(p.outlier.max_ejection_ms, 400000); /* max(300 s, base) */
+    assert_int_equal(p.outlier.min_health_percent, 50);
+    assert_int_equal(p.retry.attempts, 1);
+    assert_int_equal(p.retry.on, SK__RETRY_CONNECT_FAILURE | SK__RETRY_RESET);
+    assert_int_equal(p.n_idempotent_routes, 1);
+    assert_string_equal(p.idempotent_routes[0], "POST /captures");
+    sk__upstream_policy_fini(&p);
+    json_decref(v);
+}
+
 static void test_sk__upstream_policy_parse_invalid(void **state)
 {
     (void)state;
@@ -119,6 +178,33 @@ static void test_sk__upstream_policy_parse_invalid(void **state)
         { "{\"retries\":{\"perTryTimeout\":\"x\"}}", SK_EPROTO, "policy.retries.perTryTimeout" },
         { "{\"trafficPolicy\":true}", SK_EPROTO, "policy.trafficPolicy" },
         { "{\"fault\":\"none\"}", SK_EPROTO, "policy.fault" },
+        { "{\"trafficPolicy\":{\"tls\":{}}}", SK_EPROTO, "policy.trafficPolicy.tls: an Istio field" },
+        { "{\"trafficPolicy\":{\"bogus\":1}}", SK_EPROTO, "policy.trafficPolicy.bogus: unknown field" },
+        { "{\"trafficPolicy\":{\"loadBalancer\":{\"simple\":\"PASSTHROUGH\"}}}", SK_EPROTO,
+          "loadBalancer.simple: expected ROUND_ROBIN" },
+        { "{\"trafficPolicy\":{\"loadBalancer\":{\"consistentHash\":{}}}}", SK_EPROTO,
+          "loadBalancer.consistentHash: an Istio field" },
+        { "{\"trafficPolicy\":{\"connectionPool\":{\"tcp\":{\"maxConnections\":0}}}}", SK_EPROTO,
+          "tcp.maxConnections: expected an integer 1..4294967295" },
+        { "{\"trafficPolicy\":{\"connectionPool\":{\"tcp\":{\"connectTimeout\":\"0s\"}}}}",
+          SK_EPROTO, "tcp.connectTimeout: must be at least 1ms" },
+        { "{\"trafficPolicy\":{\"connectionPool\":{\"http\":{\"http2MaxRequests\":1}}}}",
+          SK_EPROTO, "http.http2MaxRequests: an Istio field" },
+        { "{\"trafficPolicy\":{\"connectionPool\":{\"http\":{\"http1MaxPendingRequests\":-1}}}}",
+          SK_EPROTO, "http1MaxPendingRequests: expected an integer" },
+        { "{\"trafficPolicy\":{\"outlierDetection\":{\"maxEjectionPercent\":101}}}", SK_EPROTO,
+          "outlierDetection.maxEjectionPercent: expected an integer 0..100" },
+        { "{\"trafficPolicy\":{\"outlierDetection\":{\"interval\":5}}}", SK_EPROTO,
+          "outlierDetection.interval: expected a duration" },
+        { "{\"trafficPolicy\":{\"outlierDetection\":{\"consecutiveErrors\":5}}}", SK_EPROTO,
+          "outlierDetection.consecutiveErrors: an Istio field" },
+        { "{\"retries\":{\"retryOn\":\"5xx,nope\"}}", SK_EPROTO, "policy.retries: retryOn: unknown" },
+        { "{\"retries\":{\"retryOn\":5}}", SK_EPROTO, "policy.retries.retryOn: expected a string" },
+        { "{\"retries\":{\"attempts\":11}}", SK_EPROTO, "policy.retries.attempts" },
+        { "{\"fault\":{\"abort\":{\"httpStatus\":42}}}", SK_EPROTO, "policy.fault.abort.httpStatus" },
+        { "{\"x-idempotent-routes\":[\"POST\"]}", SK_EPROTO, "x-idempotent-routes[0]" },
+        { "{\"x-idempotent-routes\":\"POST /a\"}", SK_EPROTO, "x-idempotent-routes: expected a list" },
+        { "{\"mirror\":{}}", SK_EPROTO, "policy.mirror: an Istio field" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *v = js(cases[i].json);
@@ -132,7 +218,8 @@ static void test_sk__upstream_policy_parse_invalid(void **state)
 static void test_sk__upstream_policy_parse_every_alloc_failure(void **state)
 {
     (void)state;
-    json_t *v = js("{\"timeout\":\"2s\",\"retries\":{\"attempts\":2}}");
+    json_t *v = js("{\"timeout\":\"2s\",\"retries\":{\"attempts\":2},\"x-idempotent-routes\":"
+                   "[\"POST /a\",\"PUT /b*\"]}");
     for (long n = 0;; n++) {
         sk__upstream_policy p;
         sk_test_fail_alloc_at(n);
@@ -154,6 +241,8 @@ int main(void)
         cmocka_unit_test(test_sk__mesh_duration_parse_valid),
         cmocka_unit_test(test_sk__mesh_duration_parse_invalid),
         cmocka_unit_test(test_sk__upstream_policy_parse_valid),
+        cmocka_unit_test(test_sk__upstream_policy_parse_defaults),
+        cmocka_unit_test(test_sk__upstream_policy_parse_full),
         cmocka_unit_test(test_sk__upstream_policy_parse_invalid),
         cmocka_unit_test(test_sk__upstream_policy_parse_every_alloc_failure),
     };

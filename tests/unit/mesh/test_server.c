@@ -438,12 +438,78 @@ static void test_sk_http_server_stop_answers_held_503(void **state)
     done_rec_fini(&d);
 }
 
+static void get_path(fixture *f, const char *path, done_rec *d, int n_before)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "%s%s", f->base, path);
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, d), SK_OK);
+    assert_true(done_rec_wait(d, n_before + 1, 10000));
+}
+
+static void test_sk_http_server_set_fault(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    json_t *abort_all = json_loads("{\"abort\":{\"httpStatus\":418}}", 0, NULL);
+    json_t *delay_all = json_loads("{\"delay\":{\"fixedDelay\":\"150ms\"}}", 0, NULL);
+    json_t *bad = json_loads("{\"abort\":{\"httpStatus\":1000}}", 0, NULL);
+
+    SK_TEST_ASSERT_ERR(sk_http_server_set_fault(NULL, abort_all), SK_EINVAL, "srv");
+    SK_TEST_ASSERT_ERR(sk_http_server_set_fault(f->srv, bad), SK_EPROTO, "fault.abort.httpStatus");
+    done_rec_init(&d);
+    assert_int_equal(sk_http_server_set_fault(f->srv, abort_all), SK_OK);
+    get_path(f, "/echo", &d, 0);
+    assert_int_equal(d.status, 418);
+    get_path(f, "/healthz", &d, 1); /* exempt: the handler's own 404 */
+    assert_int_equal(d.status, 404);
+    assert_int_equal(sk_http_server_set_fault(f->srv, delay_all), SK_OK);
+    int64_t t0 = sk_time_mono_ms();
+    get_path(f, "/echo", &d, 2);
+    assert_int_equal(d.status, 200);
+    assert_true(sk_time_mono_ms() - t0 >= 150);
+    assert_int_equal(sk_http_server_set_fault(f->srv, NULL), SK_OK);
+    get_path(f, "/echo", &d, 3);
+    assert_int_equal(d.status, 200);
+    json_decref(abort_all);
+    json_decref(delay_all);
+    json_decref(bad);
+    done_rec_fini(&d);
+}
+
+static void test_sk_http_server_fault_delayed_at_stop(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+    json_t *delay_all = json_loads("{\"delay\":{\"fixedDelay\":\"60s\"}}", 0, NULL);
+
+    done_rec_init(&d);
+    assert_int_equal(sk_http_server_set_fault(f->srv, delay_all), SK_OK);
+    snprintf(url, sizeof(url), "%s/echo", f->base);
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    /* Wait until the server holds it (delayed), then stop: the delayed request gets 503. */
+    for (int i = 0; i < 200 && sk__http_server_connections_total(f->srv) == 0; i++) {
+        SK_IGNORE(done_rec_wait(&d, 1, 10));
+    }
+    SK_IGNORE(done_rec_wait(&d, 1, 100));
+    sk_http_server_stop(f->srv);
+    f->srv = NULL;
+    assert_true(done_rec_wait(&d, 1, 10000));
+    assert_int_equal(d.status, 503);
+    json_decref(delay_all);
+    done_rec_fini(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sk_http_server_start_bad_args),
         cmocka_unit_test_setup_teardown(test_sk_http_server_start_port_in_use, setup, teardown),
         cmocka_unit_test(test_sk_http_server_null_safe),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_set_fault, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_fault_delayed_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_echo_decodes_path_query_headers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_post_body_sizes, setup, teardown),

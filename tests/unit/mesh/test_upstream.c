@@ -222,6 +222,73 @@ static void test_sk_upstream_policy_timeout_applied(void **state)
     sk_upstream_destroy(u);
 }
 
+static void test_sk_upstream_endpoints_describe(void **state)
+{
+    fixture *f = *state;
+    sk_upstream *u = NULL;
+    json_t *d = (json_t *)1;
+    const char *eps[] = { f->ep[0], f->ep[1] };
+
+    assert_int_equal(sk_upstream_create(&u, f->client, "order", NULL, NULL), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_upstream_endpoints_describe(NULL, &d), SK_EINVAL, "u must");
+    assert_null(d);
+    SK_TEST_ASSERT_ERR(sk_upstream_endpoints_describe(u, NULL), SK_EINVAL, "out must");
+    assert_int_equal(sk_upstream_endpoints_describe(u, &d), SK_OK);
+    assert_int_equal(json_array_size(d), 0);
+    json_decref(d);
+    assert_int_equal(sk_upstream_set_endpoints(u, eps, 2), SK_OK);
+    assert_int_equal(sk_upstream_endpoints_describe(u, &d), SK_OK);
+    assert_int_equal(json_array_size(d), 2);
+    json_t *e = json_array_get(d, 1);
+    assert_string_equal(json_string_value(json_object_get(e, "address")), f->ep[1]);
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "healthy");
+    assert_int_equal(json_integer_value(json_object_get(e, "ejected_until_ms")), 0);
+    assert_int_equal(json_integer_value(json_object_get(e, "active_requests")), 0);
+    assert_int_equal(json_integer_value(json_object_get(e, "consecutive_5xx")), 0);
+    json_decref(d);
+    for (long n = 0;; n++) {
+        sk_test_fail_alloc_at(n);
+        sk_status st = sk_upstream_endpoints_describe(u, &d);
+        sk_test_fail_alloc_at(-1);
+        if (st == SK_OK) {
+            json_decref(d);
+            break;
+        }
+        assert_int_equal(st, SK_ENOMEM);
+        assert_null(d);
+    }
+    sk_upstream_destroy(u);
+}
+
+/* Destroy with calls queued and in flight: the queued ones end ECANCELED, the one in flight
+ * completes later and the upstream's memory outlives it. */
+static void test_sk_upstream_destroy_with_calls_pending(void **state)
+{
+    fixture *f = *state;
+    sk_upstream *u = NULL;
+    done_rec d;
+    const char *eps[] = { f->ep[0] };
+    json_t *policy = json_pack("{s:{s:{s:{s:i},s:{s:i}}}}", "trafficPolicy", "connectionPool", "tcp",
+                               "maxConnections", 1, "http", "http1MaxPendingRequests", 4);
+    sk_http_request r = { .method = "GET", .url = "/hold" };
+
+    assert_int_equal(sk_upstream_create(&u, f->client, "order", policy, f->metrics), SK_OK);
+    json_decref(policy);
+    assert_int_equal(sk_upstream_set_endpoints(u, eps, 1), SK_OK);
+    done_rec_init(&d);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sk_upstream_send(u, &r, done_rec_cb, &d), SK_OK);
+    }
+    assert_true(sk_test_wait_until(test_srv_has_held, &f->t[0], 10000));
+    sk_upstream_destroy(u);
+    assert_true(done_rec_wait(&d, 2, 10000));
+    assert_int_equal(d.st, SK_ECANCELED);
+    sk_http_req_respond(test_srv_take_held(&f->t[0]), 200, NULL, NULL, 0, NULL);
+    assert_true(done_rec_wait(&d, 3, 10000));
+    assert_int_equal(d.status, 200);
+    done_rec_fini(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +299,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_upstream_send_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_send_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_policy_timeout_applied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_upstream_endpoints_describe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_upstream_destroy_with_calls_pending, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
