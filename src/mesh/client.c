@@ -303,10 +303,9 @@ static void job_finish(job *j, sk_status st, CURLcode rc)
     if (st != SK_OK && st != SK_ECANCELED) {
         /* Bytes of the request written so far: 0 means it never left (set-up, connect, TLS
          * handshake or identity failure), so a retry cannot duplicate it. */
-        resp.is_request_sent =
-            j->easy != NULL &&
-            (curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_bytes) != CURLE_OK ||
-             request_bytes > 0);
+        resp.is_request_sent = j->easy != NULL && (curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE,
+                                                                     &request_bytes) != CURLE_OK ||
+                                                   request_bytes > 0);
     }
     j->done(st, &resp, j->ctx);
     job_free(j);

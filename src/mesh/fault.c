@@ -58,10 +58,10 @@ static sk_status read_percentage(const json_t *obj, const char *path, uint32_t *
     if (!json_is_object(pct)) {
         return SK_FAIL(SK_EPROTO, "%s.percentage: expected an object {value: 0..100}", path);
     }
-    json_object_foreach((json_t *)(uintptr_t)pct, key, v)
-    {
+    json_object_foreach ((json_t *)(uintptr_t)pct, key, v) {
         if (strcmp(key, "value") != 0) {
-            return SK_FAIL(SK_EPROTO, "%s.percentage.%.40s: unknown field (expected value)", path, key);
+            return SK_FAIL(SK_EPROTO, "%s.percentage.%.40s: unknown field (expected value)", path,
+                           key);
         }
     }
     v = json_object_get(pct, "value");
@@ -78,8 +78,7 @@ static sk_status check_keys(const json_t *obj, const char *path, const char *con
     const char *key;
     const json_t *v;
 
-    json_object_foreach((json_t *)(uintptr_t)obj, key, v)
-    {
+    json_object_foreach ((json_t *)(uintptr_t)obj, key, v) {
         bool ok = false;
         (void)v;
         for (size_t i = 0; allowed[i] != NULL; i++) {

@@ -84,9 +84,9 @@ typedef struct sk__outlier_policy {
 
 /** VirtualService retries. */
 typedef struct sk__retry_policy {
-    int attempts;               /* retries after the first try; Istio default 2 */
-    int64_t per_try_timeout_ms; /* 0 = bounded by the overall timeout only */
-    uint32_t on;                /* SK__RETRY_* */
+    int attempts;                   /* retries after the first try; Istio default 2 */
+    int64_t per_try_timeout_ms;     /* 0 = bounded by the overall timeout only */
+    uint32_t on;                    /* SK__RETRY_* */
     int codes[SK__RETRY_MAX_CODES]; /* retriable status codes (numeric retryOn entries, 503) */
     size_t n_codes;
 } sk__retry_policy;
@@ -159,13 +159,13 @@ typedef enum sk__outcome {
 
 /** Per-host outlier state. */
 typedef struct sk__outlier_host {
-    uint32_t n_5xx;         /* consecutive 5xx (gateway errors included) */
-    uint32_t n_gateway;     /* consecutive gateway errors */
-    uint32_t n_ejections;   /* ejection-time multiplier */
+    uint32_t n_5xx;       /* consecutive 5xx (gateway errors included) */
+    uint32_t n_gateway;   /* consecutive gateway errors */
+    uint32_t n_ejections; /* ejection-time multiplier */
     bool is_ejected;
     int64_t ejected_until_ms; /* monotonic */
     bool has_been_unejected;
-    int64_t unejected_at_ms;  /* monotonic, valid with has_been_unejected */
+    int64_t unejected_at_ms; /* monotonic, valid with has_been_unejected */
 } sk__outlier_host;
 
 /** Per-upstream detector: policy and the next sweep. Caller-serialized. */
@@ -176,8 +176,12 @@ typedef struct sk__outlier {
 
 void sk__outlier_init(sk__outlier *o, const sk__outlier_policy *p, int64_t now_ms);
 /** Outcome of an attempt on @p hosts[i]; true when host i was ejected now. */
-bool sk__outlier_record(
-    sk__outlier *o, sk__outlier_host *const *hosts, size_t n, size_t i, sk__outcome oc, int64_t now_ms);
+bool sk__outlier_record(sk__outlier *o,
+                        sk__outlier_host *const *hosts,
+                        size_t n,
+                        size_t i,
+                        sk__outcome oc,
+                        int64_t now_ms);
 /**
  * Every interval: return hosts whose ejection time passed and decrement the
  * multiplier of hosts that stayed in. Does nothing before the next sweep time.
@@ -205,7 +209,8 @@ typedef struct sk__pool {
 } sk__pool;
 
 void sk__pool_init(sk__pool *p, const sk__pool_policy *policy);
-/** Admit a request: GO (a slot is taken), QUEUE (a pending place is taken) or OVERFLOW (counted). */
+/** Admit a request: GO (a slot is taken), QUEUE (a pending place is taken) or OVERFLOW (counted).
+ */
 sk__pool_verdict sk__pool_admit(sk__pool *p);
 /**
  * Release a slot. @return true when a pending request must be started now:
@@ -232,8 +237,12 @@ sk_status sk__retry_on_parse(sk_slice text, sk__retry_policy *p);
  * Should this attempt be retried (attempts left aside)? A request that may
  * have reached the upstream is retried only when @p is_idempotent.
  */
-bool sk__retry_is_retriable(const sk__retry_policy *p, sk__attempt a, int http_status, bool is_idempotent);
-/** Envoy's fully jittered back-off before retry number @p n (1-based): [0, min((2^n-1)*25, 250)) ms. */
+bool sk__retry_is_retriable(const sk__retry_policy *p,
+                            sk__attempt a,
+                            int http_status,
+                            bool is_idempotent);
+/** Envoy's fully jittered back-off before retry number @p n (1-based): [0, min((2^n-1)*25, 250))
+ * ms. */
 int64_t sk__retry_backoff_ms(int n, uint64_t rnd);
 /**
  * Parse Retry-After (delta-seconds or an IMF-fixdate) into a delay from
@@ -252,11 +261,15 @@ bool sk__http_is_idempotent(const char *method,
 
 /* ---------------------------------------------------------------- fault.c */
 
-/** Parse an Istio fault object {delay:{percentage:{value},fixedDelay}, abort:{percentage:{value},httpStatus}}. */
+/** Parse an Istio fault object {delay:{percentage:{value},fixedDelay},
+ * abort:{percentage:{value},httpStatus}}. */
 sk_status sk__fault_parse(const json_t *fault, const char *path, sk__fault_policy *out);
 /** Decide for one request: *delay_ms (0 = none) and *abort_status (0 = none). */
-void sk__fault_decide(
-    const sk__fault_policy *f, sk__rand_fn rnd, void *rnd_ctx, int64_t *delay_ms, int *abort_status);
+void sk__fault_decide(const sk__fault_policy *f,
+                      sk__rand_fn rnd,
+                      void *rnd_ctx,
+                      int64_t *delay_ms,
+                      int *abort_status);
 
 /* ---------------------------------------------------------------- timer.c */
 
@@ -269,14 +282,16 @@ sk_status sk__timers_create(sk__timers **out);
 /** Stop the thread; callbacks still pending run now with is_canceled = true, on this thread. */
 void sk__timers_destroy(sk__timers *t);
 /** Run @p fn at @p due_ms (sk_time_mono_ms clock); *out_id for sk__timers_cancel. */
-sk_status sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64_t *out_id);
+sk_status
+sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64_t *out_id);
 /** True when the timer was removed before it ran (its callback will never run). */
 bool sk__timers_cancel(sk__timers *t, uint64_t id);
 
 /* ---------------------------------------------------------------- upstream test hooks */
 
 /** Replace the clock and random source of @p u (tests). Call before the first send. */
-void sk__upstream_set_seams(sk_upstream *u, sk__clock_fn clock, void *clock_ctx, sk__rand_fn rnd, void *rnd_ctx);
+void sk__upstream_set_seams(
+    sk_upstream *u, sk__clock_fn clock, void *clock_ctx, sk__rand_fn rnd, void *rnd_ctx);
 /** Current pool counters of @p u (tests). */
 void sk__upstream_pool_get(sk_upstream *u, uint32_t *n_active, uint32_t *n_pending);
 

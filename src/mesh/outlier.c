@@ -51,7 +51,8 @@ size_t sk__outlier_n_ejected(sk__outlier_host *const *hosts, size_t n)
 
 static int64_t ejection_ms(const sk__outlier_policy *p, uint32_t n_ejections)
 {
-    int64_t cap = p->max_ejection_ms > p->base_ejection_ms ? p->max_ejection_ms : p->base_ejection_ms;
+    int64_t cap =
+        p->max_ejection_ms > p->base_ejection_ms ? p->max_ejection_ms : p->base_ejection_ms;
     if (n_ejections == 0) {
         n_ejections = 1;
     }
@@ -62,7 +63,8 @@ static int64_t ejection_ms(const sk__outlier_policy *p, uint32_t n_ejections)
 }
 
 /* Eject hosts[i] unless maxEjectionPercent forbids it (one host can always go). */
-static bool try_eject(sk__outlier *o, sk__outlier_host *const *hosts, size_t n, size_t i, int64_t now_ms)
+static bool
+try_eject(sk__outlier *o, sk__outlier_host *const *hosts, size_t n, size_t i, int64_t now_ms)
 {
     size_t n_ejected = sk__outlier_n_ejected(hosts, n);
     sk__outlier_host *h = hosts[i];
@@ -71,7 +73,8 @@ static bool try_eject(sk__outlier *o, sk__outlier_host *const *hosts, size_t n, 
         return false;
     }
     /* Counting the host about to go, as Envoy does: (ejected + 1) / n <= max%. */
-    if (n_ejected > 0 && (uint64_t)(n_ejected + 1) * 100u > (uint64_t)o->p.max_ejection_percent * n) {
+    if (n_ejected > 0 &&
+        (uint64_t)(n_ejected + 1) * 100u > (uint64_t)o->p.max_ejection_percent * n) {
         return false;
     }
     if (h->n_ejections < UINT32_MAX) {
@@ -82,8 +85,12 @@ static bool try_eject(sk__outlier *o, sk__outlier_host *const *hosts, size_t n, 
     return true;
 }
 
-bool sk__outlier_record(
-    sk__outlier *o, sk__outlier_host *const *hosts, size_t n, size_t i, sk__outcome oc, int64_t now_ms)
+bool sk__outlier_record(sk__outlier *o,
+                        sk__outlier_host *const *hosts,
+                        size_t n,
+                        size_t i,
+                        sk__outcome oc,
+                        int64_t now_ms)
 {
     sk__outlier_host *h;
     bool is_due = false;

@@ -157,7 +157,8 @@ static sk_status policy_uint(
 }
 
 /* An optional object member; *out = NULL when absent. */
-static sk_status policy_object(const json_t *obj, const char *key, const char *path, const json_t **out)
+static sk_status
+policy_object(const json_t *obj, const char *key, const char *path, const json_t **out)
 {
     const json_t *v = obj != NULL ? json_object_get(obj, key) : NULL;
 
@@ -185,8 +186,7 @@ static sk_status policy_keys(const json_t *obj,
     const char *key;
     const json_t *v;
 
-    json_object_foreach((json_t *)(uintptr_t)obj, key, v)
-    {
+    json_object_foreach ((json_t *)(uintptr_t)obj, key, v) {
         bool is_known = false;
         (void)v;
         for (size_t i = 0; known[i] != NULL && !is_known; i++) {
@@ -217,7 +217,8 @@ static sk_status policy_keys(const json_t *obj,
 static sk_status parse_lb(const json_t *tp, sk__upstream_policy *out)
 {
     static const char *const keys[] = { "simple", NULL };
-    static const char *const unsupported[] = { "consistentHash", "localityLbSetting", "warmupDurationSecs", NULL };
+    static const char *const unsupported[] = { "consistentHash", "localityLbSetting",
+                                               "warmupDurationSecs", NULL };
     const json_t *lb;
     sk_status st = policy_object(tp, "loadBalancer", "policy.trafficPolicy.loadBalancer", &lb);
 
@@ -253,11 +254,14 @@ static sk_status parse_pool(const json_t *tp, sk__upstream_policy *out)
 {
     static const char *const keys[] = { "tcp", "http", NULL };
     static const char *const tcp_keys[] = { "maxConnections", "connectTimeout", NULL };
-    static const char *const tcp_unsupported[] = { "tcpKeepalive", "maxConnectionDuration", "idleTimeout", NULL };
-    static const char *const http_keys[] = { "http1MaxPendingRequests", "maxRequestsPerConnection", NULL };
-    static const char *const http_unsupported[] = { "http2MaxRequests", "idleTimeout", "maxRetries",
-                                                    "h2UpgradePolicy", "useClientProtocol",
-                                                    "maxConcurrentStreams", NULL };
+    static const char *const tcp_unsupported[] = { "tcpKeepalive", "maxConnectionDuration",
+                                                   "idleTimeout", NULL };
+    static const char *const http_keys[] = { "http1MaxPendingRequests", "maxRequestsPerConnection",
+                                             NULL };
+    static const char *const http_unsupported[] = {
+        "http2MaxRequests",  "idleTimeout",          "maxRetries", "h2UpgradePolicy",
+        "useClientProtocol", "maxConcurrentStreams", NULL
+    };
     const json_t *cp;
     const json_t *tcp;
     const json_t *http;
@@ -279,8 +283,9 @@ static sk_status parse_pool(const json_t *tp, sk__upstream_policy *out)
     if (tcp != NULL) {
         st = policy_keys(tcp, "policy.trafficPolicy.connectionPool.tcp", tcp_keys, tcp_unsupported);
         if (st == SK_OK) {
-            st = policy_uint(tcp, "maxConnections", "policy.trafficPolicy.connectionPool.tcp.maxConnections",
-                             1, UINT32_MAX, &out->pool.max_connections);
+            st = policy_uint(tcp, "maxConnections",
+                             "policy.trafficPolicy.connectionPool.tcp.maxConnections", 1,
+                             UINT32_MAX, &out->pool.max_connections);
         }
         if (st == SK_OK) {
             st = policy_duration(tcp, "connectTimeout",
@@ -292,7 +297,8 @@ static sk_status parse_pool(const json_t *tp, sk__upstream_policy *out)
         }
     }
     if (http != NULL) {
-        st = policy_keys(http, "policy.trafficPolicy.connectionPool.http", http_keys, http_unsupported);
+        st = policy_keys(http, "policy.trafficPolicy.connectionPool.http", http_keys,
+                         http_unsupported);
         if (st == SK_OK) {
             st = policy_uint(http, "http1MaxPendingRequests",
                              "policy.trafficPolicy.connectionPool.http.http1MaxPendingRequests", 0,
@@ -309,10 +315,12 @@ static sk_status parse_pool(const json_t *tp, sk__upstream_policy *out)
 
 static sk_status parse_outlier(const json_t *tp, sk__upstream_policy *out)
 {
-    static const char *const keys[] = { "consecutive5xxErrors", "consecutiveGatewayErrors", "interval",
-                                        "baseEjectionTime", "maxEjectionPercent", "minHealthPercent",
-                                        NULL };
-    static const char *const unsupported[] = { "consecutiveErrors", "splitExternalLocalOriginErrors",
+    static const char *const keys[] = {
+        "consecutive5xxErrors", "consecutiveGatewayErrors", "interval", "baseEjectionTime",
+        "maxEjectionPercent",   "minHealthPercent",         NULL
+    };
+    static const char *const unsupported[] = { "consecutiveErrors",
+                                               "splitExternalLocalOriginErrors",
                                                "consecutiveLocalOriginFailures", NULL };
     const char *path = "policy.trafficPolicy.outlierDetection";
     const json_t *od;
@@ -325,8 +333,9 @@ static sk_status parse_outlier(const json_t *tp, sk__upstream_policy *out)
     p->is_enabled = true;
     st = policy_keys(od, path, keys, unsupported);
     if (st == SK_OK) {
-        st = policy_uint(od, "consecutive5xxErrors", "policy.trafficPolicy.outlierDetection.consecutive5xxErrors",
-                         0, UINT32_MAX, &p->consecutive_5xx);
+        st = policy_uint(od, "consecutive5xxErrors",
+                         "policy.trafficPolicy.outlierDetection.consecutive5xxErrors", 0,
+                         UINT32_MAX, &p->consecutive_5xx);
     }
     if (st == SK_OK) {
         st = policy_uint(od, "consecutiveGatewayErrors",
@@ -343,12 +352,14 @@ static sk_status parse_outlier(const json_t *tp, sk__upstream_policy *out)
                              &p->base_ejection_ms);
     }
     if (st == SK_OK) {
-        st = policy_uint(od, "maxEjectionPercent", "policy.trafficPolicy.outlierDetection.maxEjectionPercent",
-                         0, 100, &p->max_ejection_percent);
+        st = policy_uint(od, "maxEjectionPercent",
+                         "policy.trafficPolicy.outlierDetection.maxEjectionPercent", 0, 100,
+                         &p->max_ejection_percent);
     }
     if (st == SK_OK) {
-        st = policy_uint(od, "minHealthPercent", "policy.trafficPolicy.outlierDetection.minHealthPercent",
-                         0, 100, &p->min_health_percent);
+        st = policy_uint(od, "minHealthPercent",
+                         "policy.trafficPolicy.outlierDetection.minHealthPercent", 0, 100,
+                         &p->min_health_percent);
     }
     if (p->base_ejection_ms > p->max_ejection_ms) {
         p->max_ejection_ms = p->base_ejection_ms; /* Envoy: max(300 s, baseEjectionTime) */
@@ -463,8 +474,9 @@ static void policy_defaults(sk__upstream_policy *out)
 
 sk_status sk__upstream_policy_parse(const json_t *policy, sk__upstream_policy *out)
 {
-    static const char *const top_unsupported[] = { "mirror", "mirrorPercentage", "corsPolicy", "rewrite",
-                                                   "redirect", "headers", NULL };
+    static const char *const top_unsupported[] = { "mirror",  "mirrorPercentage", "corsPolicy",
+                                                   "rewrite", "redirect",         "headers",
+                                                   NULL };
     sk_status st = SK_OK;
     const json_t *tp = NULL;
 
@@ -499,7 +511,8 @@ sk_status sk__upstream_policy_parse(const json_t *policy, sk__upstream_policy *o
         st = policy_object(policy, "trafficPolicy", "policy.trafficPolicy", &tp);
     }
     if (st == SK_OK && tp != NULL) {
-        static const char *const tp_keys[] = { "loadBalancer", "connectionPool", "outlierDetection", NULL };
+        static const char *const tp_keys[] = { "loadBalancer", "connectionPool", "outlierDetection",
+                                               NULL };
         static const char *const tp_unsupported[] = { "tls", "portLevelSettings", "tunnel",
                                                       "proxyProtocol", NULL };
         st = policy_keys(tp, "policy.trafficPolicy", tp_keys, tp_unsupported);

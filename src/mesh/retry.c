@@ -111,7 +111,10 @@ static bool has_code(const sk__retry_policy *p, int status)
     return false;
 }
 
-bool sk__retry_is_retriable(const sk__retry_policy *p, sk__attempt a, int http_status, bool is_idempotent)
+bool sk__retry_is_retriable(const sk__retry_policy *p,
+                            sk__attempt a,
+                            int http_status,
+                            bool is_idempotent)
 {
     if (p == NULL) {
         return false;
@@ -135,7 +138,8 @@ bool sk__retry_is_retriable(const sk__retry_policy *p, sk__attempt a, int http_s
             if ((p->on & SK__RETRY_5XX) != 0) {
                 return true;
             }
-            if ((p->on & SK__RETRY_GATEWAY_ERROR) != 0 && http_status >= 502 && http_status <= 504) {
+            if ((p->on & SK__RETRY_GATEWAY_ERROR) != 0 && http_status >= 502 &&
+                http_status <= 504) {
                 return true;
             }
             return has_code(p, http_status);
@@ -159,8 +163,7 @@ int64_t sk__retry_backoff_ms(int n, uint64_t rnd)
         n = 1;
     }
     /* (2^n - 1) x base, capped: 25, 75, 175, 250, 250 ... */
-    limit = n >= 8 ? SK__RETRY_BACKOFF_MAX_MS
-                   : ((INT64_C(1) << n) - 1) * SK__RETRY_BACKOFF_BASE_MS;
+    limit = n >= 8 ? SK__RETRY_BACKOFF_MAX_MS : ((INT64_C(1) << n) - 1) * SK__RETRY_BACKOFF_BASE_MS;
     if (limit > SK__RETRY_BACKOFF_MAX_MS) {
         limit = SK__RETRY_BACKOFF_MAX_MS;
     }
@@ -231,7 +234,8 @@ bool sk__retry_after_parse(const char *value, int64_t now_epoch_ms, int64_t *out
     if (month < 0 || v[0] < 1 || v[0] > 31 || v[2] > 23 || v[3] > 59 || v[4] > 60) {
         return false;
     }
-    int64_t epoch_s = days_from_civil(v[1], month, (int)v[0]) * 86400 + v[2] * 3600 + v[3] * 60 + v[4];
+    int64_t epoch_s =
+        days_from_civil(v[1], month, (int)v[0]) * 86400 + v[2] * 3600 + v[3] * 60 + v[4];
     int64_t delta = epoch_s * 1000 - now_epoch_ms;
     *out_ms = delta > 0 ? delta : 0;
     return true;

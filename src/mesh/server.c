@@ -126,11 +126,11 @@ struct sk_http_server {
     _Atomic(sk_counter *) by_status[600];
     _Atomic uint64_t n_connections;
     _Atomic bool has_fault_hint; /* a fault may be set: only then take fault_mu per request */
-    pthread_mutex_t fault_mu;  /* protects fault, has_fault, timers */
+    pthread_mutex_t fault_mu;    /* protects fault, has_fault, timers */
     bool has_fault_mu;
     sk__fault_policy fault;
     bool has_fault;
-    sk__timers *timers;        /* created with the first fault; delayed requests wait here */
+    sk__timers *timers; /* created with the first fault; delayed requests wait here */
 };
 
 static void lock(pthread_mutex_t *mu)
@@ -709,7 +709,8 @@ static void on_fault_timer(void *arg, bool is_canceled)
         sk_http_req_respond_problem(w->req, 503, NULL, "the server is shutting down");
     } else if (w->abort_status != 0) {
         /* Not through sk_http_req_respond_problem: an injected 500 is not an error to log. */
-        answer_store(w->req, problem_build(w->req, w->abort_status, NULL, "fault injected (abort)", false),
+        answer_store(w->req,
+                     problem_build(w->req, w->abort_status, NULL, "fault injected (abort)", false),
                      w->abort_status, true);
     } else {
         w->handler(w->req, w->ctx);
@@ -721,7 +722,8 @@ static void on_fault_timer(void *arg, bool is_canceled)
  * Park @p req (handler reference taken) on the fault timer for @p delay_ms.
  * @return false when it cannot (server stopping, out of memory): run it now.
  */
-static bool fault_delay_start(sk_http_server *srv, sk_http_req *req, int64_t delay_ms, int abort_status)
+static bool
+fault_delay_start(sk_http_server *srv, sk_http_req *req, int64_t delay_ms, int abort_status)
 {
     fault_wait *w = sk_calloc(1, sizeof(*w));
     bool ok = false;
@@ -732,7 +734,8 @@ static bool fault_delay_start(sk_http_server *srv, sk_http_req *req, int64_t del
     *w = (fault_wait){ srv, req, abort_status, srv->handler, srv->ctx };
     lock(&srv->fault_mu);
     if (srv->timers != NULL) {
-        ok = sk__timers_add(srv->timers, sk_time_mono_ms() + delay_ms, on_fault_timer, w, NULL) == SK_OK;
+        ok = sk__timers_add(srv->timers, sk_time_mono_ms() + delay_ms, on_fault_timer, w, NULL) ==
+             SK_OK;
     }
     unlock(&srv->fault_mu);
     if (!ok) {

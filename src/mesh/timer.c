@@ -92,7 +92,8 @@ sk_status sk__timers_create(sk__timers **out)
     }
     /* sk_time_mono_ms reads CLOCK_MONOTONIC; the condition variable waits on the same clock. */
     if (pthread_mutex_init(&t->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0 ||
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 || pthread_cond_init(&t->cv, &ca) != 0) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&t->cv, &ca) != 0) {
         abort();
     }
     pthread_condattr_destroy(&ca);
@@ -141,7 +142,8 @@ void sk__timers_destroy(sk__timers *t)
     sk_free(t);
 }
 
-sk_status sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64_t *out_id)
+sk_status
+sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64_t *out_id)
 {
     timer *tm;
     timer **pp;

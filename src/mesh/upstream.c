@@ -22,18 +22,18 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_ENDPOINTS    1024u
-#define MAX_ENDPOINT_LEN 255u
+#define MAX_ENDPOINTS             1024u
+#define MAX_ENDPOINT_LEN          255u
 #define CLIENT_DEFAULT_TIMEOUT_MS 10000
-#define MAX_TRIES        (SK__RETRY_MAX_ATTEMPTS + 1)
-#define ERRMSG_BYTES     512
+#define MAX_TRIES                 (SK__RETRY_MAX_ATTEMPTS + 1)
+#define ERRMSG_BYTES              512
 
 typedef struct ep {
     char *addr;
-    int refs;          /* the endpoint set + attempts in flight on it */
-    bool is_member;    /* still in the endpoint set */
-    uint32_t active;   /* requests in flight (LEAST_REQUEST) */
-    uint64_t n_sent;   /* requests started (maxRequestsPerConnection) */
+    int refs;        /* the endpoint set + attempts in flight on it */
+    bool is_member;  /* still in the endpoint set */
+    uint32_t active; /* requests in flight (LEAST_REQUEST) */
+    uint64_t n_sent; /* requests started (maxRequestsPerConnection) */
     sk__outlier_host oh;
 } ep;
 
@@ -62,8 +62,8 @@ typedef struct call {
     bool is_idempotent;
     int64_t deadline_ms; /* monotonic; 0 = none */
     int n_tries;
-    ep *cur;                 /* endpoint of the attempt in flight */
-    ep *tried[MAX_TRIES];    /* endpoints tried (referenced) */
+    ep *cur;              /* endpoint of the attempt in flight */
+    ep *tried[MAX_TRIES]; /* endpoints tried (referenced) */
     size_t n_tried;
     uint64_t step_timer;     /* delay / back-off / async completion timer id, 0 = none */
     uint64_t deadline_timer; /* 0 = none */
@@ -217,7 +217,7 @@ static void hosts_view_free(sk__outlier_host **v, sk__outlier_host **stack)
 /* Run the interval sweep when due and update the ejected-hosts gauge (u->mu held). */
 static void outlier_sweep_locked(sk_upstream *u, int64_t now)
 {
-    sk__outlier_host *stack[64];
+    sk__outlier_host *stack[64] = { NULL };
     sk__outlier_host **v;
 
     if (!u->policy.outlier.is_enabled || now < u->outlier.next_sweep_ms) {
@@ -401,7 +401,8 @@ static void call_res_set(call *c, sk_status st, const sk_http_response *resp, co
     c->res_st = st;
     if (st == SK_OK && resp != NULL) {
         c->res_status = resp->status;
-        if (resp->body.len > 0 && sk_buf_append(&c->res_body, resp->body.ptr, resp->body.len) != SK_OK) {
+        if (resp->body.len > 0 &&
+            sk_buf_append(&c->res_body, resp->body.ptr, resp->body.len) != SK_OK) {
             /* Cannot keep the body: deliver a bodiless answer rather than nothing. */
             sk_error_clear();
         }
@@ -488,8 +489,9 @@ static void deliver_all(call *list)
         c->next = NULL;
         if (c->res_st == SK_OK) {
             resp.status = c->res_status;
-            resp.body = (sk_slice){ (const uint8_t *)(c->res_body.data != NULL ? c->res_body.data : ""),
-                                    c->res_body.len };
+            resp.body =
+                (sk_slice){ (const uint8_t *)(c->res_body.data != NULL ? c->res_body.data : ""),
+                            c->res_body.len };
             resp.content_type = c->res_content_type;
             resp.location = c->res_location;
             resp.retry_after = c->res_retry_after;
@@ -720,7 +722,7 @@ static void on_attempt_done(sk_status st, const sk_http_response *resp, void *ct
         e->active--;
         if (e->is_member && !u->is_closing) {
             size_t i = ep_index(u, e);
-            sk__outlier_host *stack[64];
+            sk__outlier_host *stack[64] = { NULL };
             sk__outlier_host **v = i != SIZE_MAX ? hosts_view(u, stack, 64) : NULL;
             if (v != NULL) {
                 if (sk__outlier_record(&u->outlier, v, u->n_eps, i,
@@ -739,8 +741,8 @@ static void on_attempt_done(sk_status st, const sk_http_response *resp, void *ct
     bool is_retry = false;
     int64_t delay = 0;
     if (c->state == CALL_IN_FLIGHT && !u->is_closing && c->n_tries <= u->policy.retry.attempts &&
-        sk__retry_is_retriable(&u->policy.retry, attempt_kind(st, resp), resp != NULL ? resp->status : 0,
-                               c->is_idempotent)) {
+        sk__retry_is_retriable(&u->policy.retry, attempt_kind(st, resp),
+                               resp != NULL ? resp->status : 0, c->is_idempotent)) {
         int64_t ra = 0;
         delay = sk__retry_backoff_ms(c->n_tries, u->rnd(u->rnd_ctx));
         /* Retry-After (429, 503) is honoured: never retry sooner than the upstream asked. */
@@ -898,9 +900,9 @@ sk_status sk_upstream_create(sk_upstream **out,
                                           "Retries sent to an upstream", labels);
         u->n_ejections = sk_metrics_counter(metrics, "sk_upstream_ejections_total",
                                             "Hosts ejected by outlier detection", labels);
-        u->n_overflows = sk_metrics_counter(metrics, "sk_upstream_pending_overflows_total",
-                                            "Requests refused 503 by the connection-pool limits",
-                                            labels);
+        u->n_overflows =
+            sk_metrics_counter(metrics, "sk_upstream_pending_overflows_total",
+                               "Requests refused 503 by the connection-pool limits", labels);
         u->g_ejected = sk_metrics_gauge(metrics, "sk_upstream_ejected_hosts",
                                         "Hosts currently ejected by outlier detection", labels);
         if (u->n_retries == NULL || u->n_ejections == NULL || u->n_overflows == NULL ||
@@ -1043,7 +1045,7 @@ sk_status sk_upstream_set_endpoints(sk_upstream *u, const char *const *addrs, si
     }
     sk_free(old);
     {
-        sk__outlier_host *stack[64];
+        sk__outlier_host *stack[64] = { NULL };
         sk__outlier_host **v = hosts_view(u, stack, 64);
         if (v != NULL) {
             sk_gauge_set(u->g_ejected, (int64_t)sk__outlier_n_ejected(v, u->n_eps));
@@ -1151,9 +1153,9 @@ sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn don
         if (q != NULL) {
             *q = '\0';
         }
-        c->is_idempotent = sk__http_is_idempotent(c->method, c->path, (const char *const *)c->headers,
-                                                  u->policy.idempotent_routes,
-                                                  u->policy.n_idempotent_routes);
+        c->is_idempotent =
+            sk__http_is_idempotent(c->method, c->path, (const char *const *)c->headers,
+                                   u->policy.idempotent_routes, u->policy.n_idempotent_routes);
         if (q != NULL) {
             *q = '?';
         }
@@ -1236,11 +1238,11 @@ sk_status sk_upstream_endpoints_describe(sk_upstream *u, json_t **out)
     outlier_sweep_locked(u, now);
     for (size_t i = 0; i < u->n_eps && st == SK_OK; i++) {
         const ep *e = u->eps[i];
-        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I}", "address", e->addr, "state",
-                              e->oh.is_ejected ? "ejected" : "healthy", "ejected_until_ms",
-                              (json_int_t)(e->oh.is_ejected ? wall + (e->oh.ejected_until_ms - now) : 0),
-                              "active_requests", (json_int_t)e->active, "consecutive_5xx",
-                              (json_int_t)e->oh.n_5xx);
+        json_t *o = json_pack(
+            "{s:s, s:s, s:I, s:I, s:I}", "address", e->addr, "state",
+            e->oh.is_ejected ? "ejected" : "healthy", "ejected_until_ms",
+            (json_int_t)(e->oh.is_ejected ? wall + (e->oh.ejected_until_ms - now) : 0),
+            "active_requests", (json_int_t)e->active, "consecutive_5xx", (json_int_t)e->oh.n_5xx);
         if (o == NULL || json_array_append_new(arr, o) != 0) {
             st = SK_FAIL(SK_ENOMEM, "sk_upstream_endpoints_describe: allocating");
         }
@@ -1254,7 +1256,8 @@ sk_status sk_upstream_endpoints_describe(sk_upstream *u, json_t **out)
     return SK_OK;
 }
 
-void sk__upstream_set_seams(sk_upstream *u, sk__clock_fn clock, void *clock_ctx, sk__rand_fn rnd, void *rnd_ctx)
+void sk__upstream_set_seams(
+    sk_upstream *u, sk__clock_fn clock, void *clock_ctx, sk__rand_fn rnd, void *rnd_ctx)
 {
     if (u == NULL) {
         return;

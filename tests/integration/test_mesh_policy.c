@@ -233,8 +233,7 @@ static size_t n_ejected(sk_upstream *u)
     size_t k = 0, i;
     json_t *e;
     assert_int_equal(sk_upstream_endpoints_describe(u, &d), SK_OK);
-    json_array_foreach(d, i, e)
-    {
+    json_array_foreach (d, i, e) {
         k += strcmp(json_string_value(json_object_get(e, "state")), "ejected") == 0;
     }
     json_decref(d);
@@ -265,13 +264,13 @@ static void test_ejection_after_exactly_n_5xx_and_recovery(void **state)
 {
     fixture *f = *state;
     tally t = { 0 };
-    sk_upstream *u = upstream_new(
-        f,
-        "{\"trafficPolicy\":{\"loadBalancer\":{\"simple\":\"ROUND_ROBIN\"},"
-        "\"outlierDetection\":{\"consecutive5xxErrors\":3,\"interval\":\"50ms\","
-        "\"baseEjectionTime\":\"400ms\",\"maxEjectionPercent\":100}},"
-        "\"retries\":{\"attempts\":0}}",
-        2);
+    sk_upstream *u =
+        upstream_new(f,
+                     "{\"trafficPolicy\":{\"loadBalancer\":{\"simple\":\"ROUND_ROBIN\"},"
+                     "\"outlierDetection\":{\"consecutive5xxErrors\":3,\"interval\":\"50ms\","
+                     "\"baseEjectionTime\":\"400ms\",\"maxEjectionPercent\":100}},"
+                     "\"retries\":{\"attempts\":0}}",
+                     2);
     atomic_store(&f->s[0].status, 500);
     send_many(u, "GET", 20, 1, &t);
     assert_int_equal(atomic_load(&f->s[0].n), 3); /* ejected at the third 5xx, never again */
@@ -280,7 +279,8 @@ static void test_ejection_after_exactly_n_5xx_and_recovery(void **state)
     assert_int_equal(n_ejected(u), 1);
     assert_true(metrics_has(f->metrics, "sk_upstream_ejections_total{upstream=\"psp\"} 1"));
     assert_true(metrics_has(f->metrics, "sk_upstream_ejected_hosts{upstream=\"psp\"} 1"));
-    assert_true(metrics_has(f->metrics, "sk_upstream_requests_total{upstream=\"psp\",status=\"500\"} 3"));
+    assert_true(
+        metrics_has(f->metrics, "sk_upstream_requests_total{upstream=\"psp\",status=\"500\"} 3"));
 
     /* Recovery: back after baseEjectionTime (at the next sweep), not before. */
     int64_t t0 = sk_time_mono_ms();
@@ -317,11 +317,11 @@ static void test_pending_overflow_503(void **state)
     tally t = { 0 };
     one o[3];
     sk_http_request r = { .method = "GET", .url = "/pay" };
-    sk_upstream *u = upstream_new(
-        f,
-        "{\"trafficPolicy\":{\"connectionPool\":{\"tcp\":{\"maxConnections\":1},"
-        "\"http\":{\"http1MaxPendingRequests\":1}}}}",
-        1);
+    sk_upstream *u =
+        upstream_new(f,
+                     "{\"trafficPolicy\":{\"connectionPool\":{\"tcp\":{\"maxConnections\":1},"
+                     "\"http\":{\"http1MaxPendingRequests\":1}}}}",
+                     1);
     uint32_t n_active = 0, n_pending = 0;
     atomic_store(&f->s[0].status, 0); /* hold */
     for (int i = 0; i < 3; i++) {
@@ -388,11 +388,11 @@ static void test_fault_abort_and_delay_rates(void **state)
 {
     fixture *f = *state;
     tally t = { .slow_ms = 40 };
-    sk_upstream *u = upstream_new(
-        f,
-        "{\"fault\":{\"abort\":{\"percentage\":{\"value\":30},\"httpStatus\":503},"
-        "\"delay\":{\"percentage\":{\"value\":10},\"fixedDelay\":\"40ms\"}}}",
-        2);
+    sk_upstream *u =
+        upstream_new(f,
+                     "{\"fault\":{\"abort\":{\"percentage\":{\"value\":30},\"httpStatus\":503},"
+                     "\"delay\":{\"percentage\":{\"value\":10},\"fixedDelay\":\"40ms\"}}}",
+                     2);
     send_many(u, "GET", 1000, 64, &t);
     /* Binomial(1000, 0.3): sd 14.5; (1000, 0.1): sd 9.5; 5 sd either way. */
     assert_in_range(atomic_load(&t.n_fault), 228, 372);
@@ -426,7 +426,8 @@ static void test_server_fault_abort_rate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_ejection_after_exactly_n_5xx_and_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ejection_after_exactly_n_5xx_and_recovery, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_max_ejection_percent_honoured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_overflow_503, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_to_another_instance_on_connect_failure, setup,

@@ -47,7 +47,8 @@ static void test_sk__fault_parse_errors(void **state)
     } cases[] = {
         { "[]", SK_EPROTO, "fault: expected an object" },
         { "{\"oops\":{}}", SK_EPROTO, "fault.oops: unknown" },
-        { "{\"delay\":{\"percentage\":{\"value\":5}}}", SK_EPROTO, "fault.delay.fixedDelay: required" },
+        { "{\"delay\":{\"percentage\":{\"value\":5}}}", SK_EPROTO,
+          "fault.delay.fixedDelay: required" },
         { "{\"delay\":{\"fixedDelay\":\"soon\"}}", SK_EPROTO, "fault.delay.fixedDelay" },
         { "{\"delay\":{\"fixedDelay\":\"1s\",\"percentage\":{\"value\":101}}}", SK_EPROTO,
           "fault.delay.percentage.value: expected a number 0..100" },
@@ -57,7 +58,8 @@ static void test_sk__fault_parse_errors(void **state)
           "percentage.val: unknown" },
         { "{\"delay\":{\"fixedDelay\":\"1s\",\"percent\":1}}", SK_EPROTO, "fault.delay.percent" },
         { "{\"abort\":{\"httpStatus\":99}}", SK_EPROTO, "fault.abort.httpStatus" },
-        { "{\"abort\":{\"percentage\":{\"value\":1}}}", SK_EPROTO, "fault.abort.httpStatus: required" },
+        { "{\"abort\":{\"percentage\":{\"value\":1}}}", SK_EPROTO,
+          "fault.abort.httpStatus: required" },
         { "{\"abort\":5}", SK_EPROTO, "fault.abort: expected an object" },
     };
     sk__fault_policy f;
@@ -73,8 +75,12 @@ static void test_sk__fault_parse_errors(void **state)
 
 static void test_sk__fault_decide(void **state)
 {
-    sk__fault_policy f = { .has_delay = true, .delay_ppm = 500000, .delay_ms = 40,
-                           .has_abort = true, .abort_ppm = 10000, .abort_status = 502 };
+    sk__fault_policy f = { .has_delay = true,
+                           .delay_ppm = 500000,
+                           .delay_ms = 40,
+                           .has_abort = true,
+                           .abort_ppm = 10000,
+                           .abort_status = 502 };
     int64_t d;
     int a;
     uint64_t r = 499999; /* below both? 499999 < 500000 (delay), >= 10000 (abort) */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/mesh/lb.c: round robin, least request (P2C), random, with a scripted random source. */
+/* Unit tests for src/mesh/lb.c: round robin, least request (P2C), random, with a scripted random
+ * source. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,10 +53,12 @@ static void test_sk__lb_pick_least_request_keeps_less_loaded(void **state)
     uint64_t seq[] = { 0, 1 }; /* draws hosts 0 and 1 */
     script s = { seq, 2, 0 };
     (void)state;
-    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, active, 3, script_rand, &s), 1);
+    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, active, 3, script_rand, &s),
+                     1);
     uint64_t seq2[] = { 2, 0 }; /* hosts 2 (3 active) and 0 (5 active) */
     s = (script){ seq2, 2, 0 };
-    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, active, 3, script_rand, &s), 2);
+    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, active, 3, script_rand, &s),
+                     2);
 }
 
 static void test_sk__lb_pick_least_request_only_usable(void **state)
@@ -65,7 +68,8 @@ static void test_sk__lb_pick_least_request_only_usable(void **state)
     uint64_t seq[] = { 0, 1 }; /* 0th and 1st usable: hosts 1 and 3 */
     script s = { seq, 2, 0 };
     (void)state;
-    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, active, 4, script_rand, &s), 3);
+    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, active, 4, script_rand, &s),
+                     3);
 }
 
 static void test_sk__lb_pick_least_request_spreads_load(void **state)
@@ -95,7 +99,8 @@ static void test_sk__lb_pick_random_and_none(void **state)
     assert_int_equal(sk__lb_pick(SK__LB_ROUND_ROBIN, &cursor, none, NULL, 2, NULL, NULL), SIZE_MAX);
     assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, none, NULL, 2, NULL, NULL), SIZE_MAX);
     assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, NULL, NULL, 2, NULL, NULL), SIZE_MAX);
-    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, NULL, 0, NULL, NULL), SIZE_MAX);
+    assert_int_equal(sk__lb_pick(SK__LB_LEAST_REQUEST, NULL, usable, NULL, 0, NULL, NULL),
+                     SIZE_MAX);
 }
 
 static void test_sk__mesh_rand_default_varies(void **state)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/mesh/outlier.c with an injected clock (time is an argument): one per table row. */
+/* Unit tests for src/mesh/outlier.c with an injected clock (time is an argument): one per table
+ * row. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -76,8 +77,9 @@ static void test_gateway_errors_count_separately(void **state)
 {
     world w;
     (void)state;
-    world_init(&w, 2, (sk__outlier_policy){ .consecutive_5xx = 0, .consecutive_gateway = 2,
-                                            .max_ejection_percent = 100 });
+    world_init(&w, 2,
+               (sk__outlier_policy){
+                   .consecutive_5xx = 0, .consecutive_gateway = 2, .max_ejection_percent = 100 });
     assert_int_equal(sk__outcome_of(SK_OK, 500), SK__OUTCOME_5XX);
     assert_int_equal(sk__outcome_of(SK_OK, 503), SK__OUTCOME_GATEWAY);
     assert_int_equal(sk__outcome_of(SK_EUNAVAILABLE, 0), SK__OUTCOME_GATEWAY);
@@ -103,8 +105,11 @@ static void test_sweep_returns_host_after_base_ejection_time(void **state)
 {
     world w;
     (void)state;
-    world_init(&w, 2, (sk__outlier_policy){ .consecutive_5xx = 1, .interval_ms = 1000,
-                                            .base_ejection_ms = 5000, .max_ejection_percent = 100 });
+    world_init(&w, 2,
+               (sk__outlier_policy){ .consecutive_5xx = 1,
+                                     .interval_ms = 1000,
+                                     .base_ejection_ms = 5000,
+                                     .max_ejection_percent = 100 });
     assert_true(rec(&w, 0, SK__OUTCOME_5XX, 0));
     assert_int_equal(sk__outlier_sweep(&w.o, w.v, w.n, 999), 0); /* not due yet */
     assert_int_equal(sk__outlier_sweep(&w.o, w.v, w.n, 4000), 0);
@@ -119,9 +124,12 @@ static void test_ejection_time_grows_with_ejections_and_is_capped(void **state)
     world w;
     int64_t t = 0;
     (void)state;
-    world_init(&w, 2, (sk__outlier_policy){ .consecutive_5xx = 1, .interval_ms = 1000,
-                                            .base_ejection_ms = 10000, .max_ejection_ms = 25000,
-                                            .max_ejection_percent = 100 });
+    world_init(&w, 2,
+               (sk__outlier_policy){ .consecutive_5xx = 1,
+                                     .interval_ms = 1000,
+                                     .base_ejection_ms = 10000,
+                                     .max_ejection_ms = 25000,
+                                     .max_ejection_percent = 100 });
     assert_true(rec(&w, 0, SK__OUTCOME_5XX, t));
     assert_int_equal(w.h[0].ejected_until_ms - t, 10000);
     t = 10000;
@@ -138,8 +146,11 @@ static void test_multiplier_decreases_after_healthy_base_time(void **state)
 {
     world w;
     (void)state;
-    world_init(&w, 2, (sk__outlier_policy){ .consecutive_5xx = 1, .interval_ms = 1000,
-                                            .base_ejection_ms = 2000, .max_ejection_percent = 100 });
+    world_init(&w, 2,
+               (sk__outlier_policy){ .consecutive_5xx = 1,
+                                     .interval_ms = 1000,
+                                     .base_ejection_ms = 2000,
+                                     .max_ejection_percent = 100 });
     assert_true(rec(&w, 0, SK__OUTCOME_5XX, 0));
     assert_int_equal(sk__outlier_sweep(&w.o, w.v, w.n, 2000), 1);
     assert_int_equal(w.h[0].n_ejections, 1);
@@ -175,8 +186,9 @@ static void test_min_health_percent_panic(void **state)
 {
     world w;
     (void)state;
-    world_init(&w, 4, (sk__outlier_policy){ .consecutive_5xx = 1, .max_ejection_percent = 100,
-                                            .min_health_percent = 60 });
+    world_init(&w, 4,
+               (sk__outlier_policy){
+                   .consecutive_5xx = 1, .max_ejection_percent = 100, .min_health_percent = 60 });
     assert_false(sk__outlier_is_panic(&w.o, w.v, w.n));
     assert_true(rec(&w, 0, SK__OUTCOME_5XX, 1)); /* 75 % healthy */
     assert_false(sk__outlier_is_panic(&w.o, w.v, w.n));

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/mesh/pool.c: maxConnections, http1MaxPendingRequests, overflow, FIFO hand-over. */
+/* Unit tests for src/mesh/pool.c: maxConnections, http1MaxPendingRequests, overflow, FIFO
+ * hand-over. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/mesh/retry.c: retryOn, the retriable test with the idempotency rule, back-off, Retry-After. */
+/* Unit tests for src/mesh/retry.c: retryOn, the retriable test with the idempotency rule, back-off,
+ * Retry-After. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,7 +39,8 @@ static void test_sk__retry_on_parse_errors(void **state)
 {
     sk__retry_policy p = { 0 };
     (void)state;
-    SK_TEST_ASSERT_ERR(sk__retry_on_parse(sl("5xx,bogus"), &p), SK_EPROTO, "unknown condition \"bogus\"");
+    SK_TEST_ASSERT_ERR(sk__retry_on_parse(sl("5xx,bogus"), &p), SK_EPROTO,
+                       "unknown condition \"bogus\"");
     SK_TEST_ASSERT_ERR(sk__retry_on_parse(sl("5xx,,reset"), &p), SK_EPROTO, "empty entry");
     SK_TEST_ASSERT_ERR(sk__retry_on_parse(sl("600"), &p), SK_EPROTO, "unknown condition");
     SK_TEST_ASSERT_ERR(sk__retry_on_parse(sl("5xx"), NULL), SK_EINVAL, "NULL");

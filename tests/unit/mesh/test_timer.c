@@ -91,7 +91,8 @@ static void test_sk__timers_errors(void **state)
     sk__timers *t = NULL;
     (void)state;
     SK_TEST_ASSERT_ERR(sk__timers_create(NULL), SK_EINVAL, "out");
-    SK_TEST_ASSERT_ERR(sk__timers_add(NULL, 0, on_timer, NULL, NULL), SK_EINVAL, "must not be NULL");
+    SK_TEST_ASSERT_ERR(sk__timers_add(NULL, 0, on_timer, NULL, NULL), SK_EINVAL,
+                       "must not be NULL");
     assert_int_equal(sk__timers_create(&t), SK_OK);
     SK_TEST_ASSERT_ERR(sk__timers_add(t, 0, NULL, NULL, NULL), SK_EINVAL, "must not be NULL");
     assert_false(sk__timers_cancel(NULL, 1));
