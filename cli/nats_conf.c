@@ -23,9 +23,18 @@
 #define NATS_WRITE_DEADLINE   "10s"
 #define NATS_TLS_TIMEOUT_S    2
 
-/* The JetStream API prefix nats.c 3.4.1 uses, and the discovery bucket's stream. */
-#define JS_API    "$JS.API"
-#define KV_STREAM "KV_" SK_DISCOVERY_BUCKET
+/*
+ * The bucket of run-time fault injection (`skald fault` writes a service's
+ * key, its instances watch it); mesh.h names it SK_FAULT_BUCKET.
+ */
+#ifndef SK_FAULT_BUCKET
+#define SK_FAULT_BUCKET "skald_faults"
+#endif
+
+/* The JetStream API prefix nats.c 3.4.1 uses, and the buckets' streams. */
+#define JS_API          "$JS.API"
+#define KV_STREAM       "KV_" SK_DISCOVERY_BUCKET
+#define KV_FAULT_STREAM "KV_" SK_FAULT_BUCKET
 
 /* The longest subject we render: prefixes + a stream name (64) + a service name (32). */
 #define SUBJECT_MAX 200
@@ -248,7 +257,7 @@ static sk_status
 add_stream_api(subj_list *pub, const sk_system *sys, const char *const *ops, size_t n_ops)
 {
     static const char *const kinds[] = { "EVENTS", "COMMANDS", "REPLIES" };
-    const char *fixed[] = { SK_DLQ_STREAM, KV_STREAM };
+    const char *fixed[] = { SK_DLQ_STREAM, KV_STREAM, KV_FAULT_STREAM };
     char name[96];
     sk_status st = SK_OK;
 
@@ -263,7 +272,7 @@ add_stream_api(subj_list *pub, const sk_system *sys, const char *const *ops, siz
             }
         }
     }
-    for (size_t f = 0; f < 2 && st == SK_OK; f++) {
+    for (size_t f = 0; f < sizeof(fixed) / sizeof(fixed[0]) && st == SK_OK; f++) {
         for (size_t o = 0; o < n_ops && st == SK_OK; o++) {
             st = subj_list_add(pub, JS_API ".STREAM.%s.%s", ops[o], fixed[f]);
         }
@@ -295,26 +304,32 @@ static sk_status add_consumer(subj_list *pub, const char *stream)
 }
 
 /*
- * Reading the discovery bucket: get (direct get, or MSG.GET when the
- * bucket has no direct get) and watch (an ephemeral ordered consumer with
- * flow control, deleted when the watch stops). kvStore_Watch in nats.c
- * 3.4.1 first finds the stream by subject through STREAM.NAMES, a listing
- * that reveals stream names only.
+ * Reading bucket @p stream ("KV_<bucket>"): get (direct get, or MSG.GET
+ * when the bucket has no direct get) and watch (an ephemeral ordered
+ * consumer with flow control, deleted when the watch stops). kvStore_Watch
+ * in nats.c 3.4.1 first finds the stream by subject through STREAM.NAMES,
+ * a listing that reveals stream names only.
  */
-static sk_status add_kv_read(subj_list *pub)
+static sk_status add_kv_read(subj_list *pub, const char *stream)
 {
-    const char *const subjects[] = {
-        JS_API ".DIRECT.GET." KV_STREAM ".>",
-        JS_API ".STREAM.MSG.GET." KV_STREAM,
-        JS_API ".STREAM.NAMES",
-        JS_API ".CONSUMER.CREATE." KV_STREAM,
-        JS_API ".CONSUMER.CREATE." KV_STREAM ".>",
-        JS_API ".CONSUMER.DELETE." KV_STREAM ".*",
-        "$JS.FC." KV_STREAM ".>",
-    };
-    sk_status st = SK_OK;
-    for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]) && st == SK_OK; i++) {
-        st = subj_list_add(pub, "%s", subjects[i]);
+    sk_status st = subj_list_add(pub, "%s", JS_API ".STREAM.NAMES");
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".DIRECT.GET.%s.>", stream);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".STREAM.MSG.GET.%s", stream);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".CONSUMER.CREATE.%s", stream);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".CONSUMER.CREATE.%s.>", stream);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".CONSUMER.DELETE.%s.*", stream);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, "$JS.FC.%s.>", stream);
     }
     return st;
 }
@@ -365,9 +380,15 @@ service_perms(const sk_system *sys, size_t self, const bool *matrix, subj_list *
     if (st == SK_OK) {
         st = add_stream_api(pub, sys, info, 1);
     }
-    /* Discovery: read every entry, write only its own ("<service>.<instance>"). */
+    /*
+     * Discovery: read every entry, write only its own ("<service>.<instance>").
+     * Fault injection: read (its instances watch their service's key).
+     */
     if (st == SK_OK) {
-        st = add_kv_read(pub);
+        st = add_kv_read(pub, KV_STREAM);
+    }
+    if (st == SK_OK) {
+        st = add_kv_read(pub, KV_FAULT_STREAM);
     }
     if (st == SK_OK) {
         st = subj_list_add(pub, "$KV.%s.%s.>", SK_DISCOVERY_BUCKET, s->name);
@@ -380,13 +401,23 @@ service_perms(const sk_system *sys, size_t self, const bool *matrix, subj_list *
     return st;
 }
 
-/* The CLI: creates every stream and the bucket at start (`skald up`), reads the bucket (status). */
+/*
+ * The CLI: creates every stream and both buckets at start (`skald up`),
+ * reads discovery (`skald status`), reads and writes fault injection
+ * (`skald fault`).
+ */
 static sk_status cli_perms(const sk_system *sys, subj_list *pub, subj_list *sub)
 {
     static const char *const ops[] = { "INFO", "CREATE", "UPDATE" };
     sk_status st = add_stream_api(pub, sys, ops, 3);
     if (st == SK_OK) {
-        st = add_kv_read(pub);
+        st = add_kv_read(pub, KV_STREAM);
+    }
+    if (st == SK_OK) {
+        st = add_kv_read(pub, KV_FAULT_STREAM);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, "$KV.%s.>", SK_FAULT_BUCKET);
     }
     if (st == SK_OK) {
         st = subj_list_add(sub, "%s.>", CLI_NATS_INBOX);
@@ -538,6 +569,7 @@ sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys)
     static const char *const kinds[] = { "events", "commands", "replies" };
     static const char *const kinds_upper[] = { "EVENTS", "COMMANDS", "REPLIES" };
     sk_registry *reg = NULL;
+    sk_kv *kv = NULL;
     sk_status st = SK_OK;
 
     if (bus == NULL || sys == NULL) {
@@ -568,6 +600,11 @@ sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys)
     if (st == SK_OK) {
         st = sk_registry_open(&reg, bus, 0);
         sk_registry_close(reg);
+    }
+    /* The fault-injection bucket, as services/common opens it (no TTL). */
+    if (st == SK_OK) {
+        st = sk_kv_open(&kv, bus, SK_FAULT_BUCKET, 0);
+        sk_kv_close(kv);
     }
     return st;
 }

@@ -148,6 +148,10 @@ static void test_cli_nats_conf_render_order_permissions(void **state)
     assert_true(allows(u, "$JS.API.DIRECT.GET.KV_skald_instances.>"));
     assert_true(allows(u, "_INBOX.order-1.>"));
     assert_false(allows(u, "_INBOX.order-2.>"));
+    /* Fault injection: watched, never written. */
+    assert_true(allows(u, "$JS.API.STREAM.INFO.KV_skald_faults"));
+    assert_true(allows(u, "$JS.API.CONSUMER.CREATE.KV_skald_faults"));
+    assert_null(strstr(u, "$KV.skald_faults."));
     assert_false(allows(u, "$JS.API.>"));
     sk_free(u);
 }
@@ -208,6 +212,8 @@ static void test_cli_nats_conf_render_read_model_gateway_psp(void **state)
     assert_true(allows(u, "$JS.API.STREAM.UPDATE.PAYMENT_COMMANDS"));
     assert_true(allows(u, "$JS.API.STREAM.CREATE.DEAD_LETTERS"));
     assert_true(allows(u, "$JS.API.STREAM.CREATE.KV_skald_instances"));
+    assert_true(allows(u, "$JS.API.STREAM.CREATE.KV_skald_faults"));
+    assert_true(allows(u, "$KV.skald_faults.>"));
     assert_false(allows(u, "$JS.API.STREAM.CREATE.GATEWAY_EVENTS"));
     assert_null(strstr(u, "$KV.skald_instances."));
     assert_true(allows(u, "_INBOX.skald-cli.>"));
@@ -574,6 +580,16 @@ static void test_cli_nats_permissions_real_server(void **state)
     assert_int_equal(js_KeyValue(&kv, cli.js, SK_DISCOVERY_BUCKET), NATS_OK);
     assert_int_equal(kvStore_Get(&e, kv, "customer.customer-1"), NATS_OK);
     kvEntry_Destroy(e);
+    kvStore_Destroy(kv);
+    /* Fault injection: the CLI writes a service's key, services only read it. */
+    assert_int_equal(js_KeyValue(&kv, cli.js, "skald_faults"), NATS_OK);
+    assert_int_equal(kvStore_PutString(NULL, kv, "order", "{}"), NATS_OK);
+    kvStore_Destroy(kv);
+    assert_int_equal(js_KeyValue(&kv, order.js, "skald_faults"), NATS_OK);
+    assert_int_equal(kvStore_Get(&e, kv, "order"), NATS_OK);
+    kvEntry_Destroy(e);
+    assert_int_not_equal(kvStore_PutString(NULL, kv, "customer", "{}"), NATS_OK);
+    expect_violation(&order, "$KV.skald_faults.customer");
     kvStore_Destroy(kv);
 
     client_close(&payment);
