@@ -139,7 +139,7 @@ typedef struct cli_nats_conf {
     const char *store_dir; /* JetStream storage (DATA/nats) */
     const char *cert_file; /* nats-server's certificate (IP SAN 127.0.0.1) */
     const char *key_file;
-    const char *ca_file; /* trust anchor for client certificates */
+    const char *ca_file;  /* trust anchor for client certificates */
     const sk_system *sys; /* the users and their permissions are derived from it */
 } cli_nats_conf;
 
@@ -151,7 +151,6 @@ typedef struct cli_nats_conf {
 #define CLI_NATS_COMMANDS_KEY "x-sends-commands-to"
 /** The inbox prefix of the CLI's NATS connections (its user may subscribe only there). */
 #define CLI_NATS_INBOX "_INBOX.skald-cli"
-
 
 /**
  * Render a nats-server configuration: loopback listener, JetStream limits,
