@@ -23,6 +23,7 @@ typedef int (*cli_cmd_fn)(int argc, char **argv);
 
 int cli_cmd_up(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
+int cli_cmd_fault(int argc, char **argv);
 
 /** Exit codes of every command (STYLE.md: 0 success, 1 runtime failure, 2 usage or config). */
 #define CLI_EXIT_OK      0
@@ -188,6 +189,26 @@ SK_NODISCARD sk_status cli_nats_url_port(const char *url, int *out);
 
 /** The identity the CLI uses to talk to NATS and the services. */
 #define CLI_IDENTITY "skald-cli"
+
+/* ---------------------------------------------------------------- running system (connect.c) */
+
+/** How long a command waits for NATS before saying the system is not running. */
+#define CLI_CONNECT_DEADLINE_MS 2000
+
+/** A connection to a running system with the CLI's identity. */
+typedef struct cli_conn {
+    char *url;        /* owned: DATA/run/nats.url */
+    sk_tls_files tls; /* DATA/pki/skald-cli.{pem,key} and ca.pem */
+    sk_bus *bus;
+} cli_conn;
+
+/**
+ * Connect to the system whose data dir is @p data; errors are printed with
+ * @p context. @return CLI_EXIT_OK, or CLI_EXIT_FAILURE (not running, no
+ * identity, cannot connect).
+ */
+int cli_conn_open(cli_conn *c, const char *data, const char *context);
+void cli_conn_close(cli_conn *c);
 /** The certificate name of nats-server in DATA/pki. */
 #define CLI_NATS_IDENTITY "nats-server"
 

@@ -11,11 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
-#define CONNECT_DEADLINE_MS 2000
 #define LIST_DEADLINE_MS    1000
 #define LIST_STABLE_MS      250
 #define PROBE_TIMEOUT_MS    1500
@@ -335,77 +333,34 @@ int cli_cmd_status(int argc, char **argv)
 {
     status_opts o;
     int rc = parse_args(argc, argv, &o);
-    char *url_path = NULL, *url = NULL, *pki_dir = NULL;
-    sk_tls_files tls = { 0 };
-    sk_bus *bus = NULL;
+    cli_conn conn = { 0 };
     sk_registry *reg = NULL;
     sk_http_client *client = NULL;
     sk_system *sys = NULL;
     sk_instance *list = NULL;
     size_t n = 0;
     probe *probes = NULL;
-    sk_status st;
 
     if (rc >= 0) {
         return rc;
     }
-    rc = CLI_EXIT_FAILURE;
     /* The bus logs reconnect warnings; here the outcome is reported once, below. */
     if (getenv("SK_LOG_LEVEL") == NULL) {
         sk_log_set_level(SK_LOG_LEVEL_ERROR);
     }
     const char *data = cli_data_dir_choose(o.data);
-    url_path = sk_asprintf("%s/run/nats.url", data);
-    pki_dir = sk_asprintf("%s/pki", data);
-    if (url_path == NULL || pki_dir == NULL) {
-        cli_errorf("status", "out of memory");
+    rc = cli_conn_open(&conn, data, "status");
+    if (rc != CLI_EXIT_OK) {
         goto out;
     }
-    st = cli_file_read_line(url_path, 256, &url);
-    if (st == SK_ENOTFOUND) {
-        cli_errorf("status",
-                   "the system is not running: no %s (start it with `skald up --data %s`)",
-                   url_path, data);
-        goto out;
-    }
-    if (st != SK_OK || sk_tls_files_init(&tls, pki_dir, CLI_IDENTITY) != SK_OK) {
-        cli_errorf("status", "%s", sk_error_message());
-        goto out;
-    }
-    if (access(tls.cert_file, R_OK) != 0 || access(tls.key_file, R_OK) != 0) {
-        cli_errorf("status",
-                   "no CLI identity in %s (%s.pem/.key); was the system started with "
-                   "`skald up --data %s`?",
-                   pki_dir, CLI_IDENTITY, data);
-        goto out;
-    }
-    sk_bus_config bc = {
-        .servers = url,
-        .ca_file = tls.ca_file,
-        .cert_file = tls.cert_file,
-        .key_file = tls.key_file,
-        .name = CLI_IDENTITY,
-        .inbox_prefix = "_INBOX." CLI_IDENTITY,
-    };
-    if (sk_bus_open(&bus, &bc) != SK_OK) {
-        cli_errorf("status", "connecting to NATS at %s: %s", url, sk_error_message());
-        goto out;
-    }
-    int64_t deadline = sk_time_mono_ms() + CONNECT_DEADLINE_MS;
-    while (!sk_bus_is_connected(bus) && sk_time_mono_ms() < deadline) {
-        cli_sleep_ms(20);
-    }
-    if (!sk_bus_is_connected(bus)) {
-        cli_errorf("status", "the system is not running: cannot connect to NATS at %s within %d ms",
-                   url, CONNECT_DEADLINE_MS);
-        goto out;
-    }
+    rc = CLI_EXIT_FAILURE;
+    sk_bus *bus = conn.bus;
     if (sk_registry_open(&reg, bus, 0) != SK_OK || list_instances(reg, &list, &n) != SK_OK) {
         cli_errorf("status", "reading the discovery registry: %s", sk_error_message());
         goto out;
     }
     sys = load_system(&o, data);
-    if (n > 0 && sk_http_client_create(&client, &tls) != SK_OK) {
+    if (n > 0 && sk_http_client_create(&client, &conn.tls) != SK_OK) {
         /* Without a client the services show "not ready (readyz: no HTTP client)". */
         fprintf(stderr, "skald: status: HTTP client: %s\n", sk_error_message());
         client = NULL;
@@ -430,11 +385,7 @@ out:
     sk_free(probes);
     sk_registry_list_free(list, n);
     sk_registry_close(reg);
-    sk_bus_close(bus);
+    cli_conn_close(&conn);
     sk_system_destroy(sys);
-    sk_tls_files_fini(&tls);
-    sk_free(url);
-    sk_free(url_path);
-    sk_free(pki_dir);
     return rc;
 }

@@ -28,7 +28,7 @@ static const command commands[] = {
     { "generate", NULL, "generate k8s [FILE] --out DIR", "Kubernetes + Istio manifests" },
     { "replay", NULL, "replay PROJECTION", "rebuild a read model from the event streams" },
     { "dlq", NULL, "dlq list | dlq redrive ID", "inspect and redrive dead letters" },
-    { "fault", NULL,
+    { "fault", cli_cmd_fault,
       "fault SERVICE [--abort-percent P --status CODE] [--delay-percent P --delay-ms D] [--clear]",
       "set or clear fault injection on a service" },
     { "bench", NULL, "bench [--rate R] [--duration S] [--concurrency C] [--json]",

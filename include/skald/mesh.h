@@ -204,6 +204,13 @@ SK_API SK_NODISCARD sk_status sk_upstream_send(sk_upstream *u, const sk_http_req
  */
 SK_API SK_NODISCARD sk_status sk_upstream_endpoints_describe(sk_upstream *u, json_t **out);
 
+/**
+ * JetStream KV bucket of run-time inbound fault injection: key = service
+ * name, value = an Istio HTTPFaultInjection object ({"abort":...,"delay":...}).
+ * `skald fault` writes it; every instance of the service applies it.
+ */
+#define SK_FAULT_BUCKET "skald_faults"
+
 #ifdef __cplusplus
 }
 #endif

@@ -86,6 +86,8 @@ typedef struct svc_app {
     sk_health *health;
     sk_metrics *metrics;
     svc_schema schema;
+    sk_kv *fault_kv; /* run-time fault injection (svc_fault.c) */
+    sk_kv_watch *fault_watch;
     struct svc_edge_route *edges[32];
     size_t n_edges;
 } svc_app;

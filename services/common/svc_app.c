@@ -592,6 +592,7 @@ int svc_app_run(svc_app *app)
     sk_registry *registry = NULL;
     void *service = NULL;
     sk_http_server *server = NULL;
+    sk_bus *bus = NULL;
     int rc = 1;
 
     if (svc_get(app, "router", (void **)&router) != SK_OK || svc_get(app, "metrics", (void **)&metrics) != SK_OK ||
@@ -626,6 +627,13 @@ int svc_app_run(svc_app *app)
         goto out;
     }
     app->server = server;
+    if (svc_get(app, "bus", (void **)&bus) != SK_OK) {
+        goto out;
+    }
+    if (svc__fault_watch_start(app, bus) != SK_OK) {
+        /* Serving matters more than the test lever: run without it. */
+        SK_LOG_WARN("run-time fault injection unavailable: %s", sk_error_message());
+    }
     if (svc_get(app, "registry", (void **)&registry) != SK_OK) {
         goto out;
     }
@@ -656,6 +664,7 @@ int svc_app_run(svc_app *app)
     rc = 0;
 out:
     /* Stop accepting first; the container tears down the rest in reverse order. */
+    svc__fault_watch_stop(app);
     sk_http_server_stop(server);
     app->server = NULL;
     return rc;

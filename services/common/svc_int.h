@@ -17,4 +17,8 @@ sk_status svc__upstreams_create(sk_di *di, void **out, void *ctx);
 void svc__upstreams_destroy(void *obj, void *ctx);
 void svc__edges_free(svc_app *app);
 
+/** Follow this service's run-time fault injection setting (svc_fault.c); needs app->server. */
+sk_status svc__fault_watch_start(svc_app *app, sk_bus *bus);
+void svc__fault_watch_stop(svc_app *app);
+
 #endif /* SVC_INT_H */
