@@ -1,35 +1,45 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `skald status`: one line per service instance of the running system —
- * instance, service, address, pid, health and the circuit state of its
- * upstreams. It finds the system through its data dir (DATA/run/nats.url),
- * connects to NATS with the CLI's own identity, reads the discovery
- * registry, and confirms each instance's readiness with GET /readyz (mTLS
- * with the service's identity checked; plain HTTP for the gateway).
+ * instance, service, address, pid, health and the state of each endpoint
+ * of its upstreams as that instance's outlier detection sees it (healthy,
+ * or ejected until a local time). It finds the system through its data dir
+ * (DATA/run/nats.url), connects to NATS with the CLI's own identity, reads
+ * the discovery registry, and asks every instance at once for GET /readyz
+ * and GET /mesh/upstreams (mTLS with the service's identity checked; plain
+ * HTTP for the gateway).
  */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
 #define LIST_DEADLINE_MS    1000
 #define LIST_STABLE_MS      250
 #define PROBE_TIMEOUT_MS    1500
+#define UPSTREAMS_PATH      "/mesh/upstreams" /* SVC_MESH_UPSTREAMS_PATH of services/common/svc.h */
+#define UPSTREAMS_MAX_BYTES (1024 * 1024)
 
 typedef struct status_opts {
     const char *data;
     const char *config; /* NULL = DATA/run/config.path, when present */
 } status_opts;
 
-/* One readiness probe; the fields below `mu` are written by the HTTP client thread. */
+/* The probes of one instance; the fields below is_gateway are written by the HTTP client thread. */
 typedef struct probe {
     const sk_instance *inst;
     bool is_gateway;
+    /* GET /readyz */
     int http_status; /* 0 = no answer */
     sk_status st;
     char error[128];
+    /* GET /mesh/upstreams */
+    json_t *upstreams; /* owned: the answer's "upstreams" object, or NULL (see upstreams_error) */
+    char upstreams_error[128];
 } probe;
 
 typedef struct probe_set {
@@ -41,6 +51,7 @@ typedef struct probe_set {
 typedef struct probe_job {
     probe_set *set;
     probe *p;
+    bool is_upstreams; /* GET /mesh/upstreams, else GET /readyz */
 } probe_job;
 
 static void usage(FILE *f)
@@ -130,9 +141,50 @@ static void probe_finish(probe_set *set)
     pthread_mutex_unlock(&set->mu);
 }
 
+/* Client thread: keep the "upstreams" object of a 200 answer, or say why there is none. */
+static void upstreams_done(probe_job *job, sk_status st, const sk_http_response *resp)
+{
+    json_t *root = NULL;
+    json_t *ups = NULL;
+    json_error_t jerr;
+    char error[128] = "";
+
+    if (st != SK_OK) {
+        snprintf(error, sizeof(error), "%s", sk_status_text(st));
+    } else if (resp == NULL || resp->status != 200) {
+        snprintf(error, sizeof(error), "HTTP %d", resp != NULL ? resp->status : 0);
+    } else if (resp->body.len > UPSTREAMS_MAX_BYTES) {
+        snprintf(error, sizeof(error), "answer over %d bytes", UPSTREAMS_MAX_BYTES);
+    } else {
+        root = json_loadb((const char *)resp->body.ptr, resp->body.len, 0, &jerr);
+        ups = json_object_get(root, "upstreams");
+        if (root == NULL) {
+            snprintf(error, sizeof(error), "malformed JSON at %d:%d: %.60s", jerr.line, jerr.column,
+                     jerr.text);
+        } else if (!json_is_object(ups)) {
+            snprintf(error, sizeof(error), "no \"upstreams\" object in the answer");
+        } else {
+            json_incref(ups);
+        }
+    }
+    pthread_mutex_lock(&job->set->mu);
+    if (error[0] != '\0') {
+        snprintf(job->p->upstreams_error, sizeof(job->p->upstreams_error), "%s", error);
+    } else {
+        job->p->upstreams = ups;
+    }
+    pthread_mutex_unlock(&job->set->mu);
+    json_decref(root);
+    probe_finish(job->set);
+}
+
 static void probe_done(sk_status st, const sk_http_response *resp, void *ctx)
 {
     probe_job *job = ctx;
+    if (job->is_upstreams) {
+        upstreams_done(job, st, resp);
+        return;
+    }
     pthread_mutex_lock(&job->set->mu);
     job->p->st = st;
     job->p->http_status = st == SK_OK && resp != NULL ? resp->status : 0;
@@ -157,16 +209,54 @@ static int loopback_port(const char *address)
 }
 
 /*
- * Probe every instance at once: the gateway over plain HTTP from here, the
- * services over mTLS on the client's thread, with their identity checked.
+ * Start GET /mesh/upstreams of @p p on the client's thread: over mTLS with
+ * the service's identity checked, or plain HTTP for the gateway. The answer
+ * lands in p->upstreams (or p->upstreams_error).
+ */
+static void upstreams_send(sk_http_client *client, probe_set *set, probe_job *job, probe *p)
+{
+    char url[SK_DISCOVERY_MAX_ADDRESS + 32];
+    snprintf(url, sizeof(url), "%s://%s%s", p->is_gateway ? "http" : "https", p->inst->address,
+             UPSTREAMS_PATH);
+    sk_http_request req = {
+        .method = "GET",
+        .url = url,
+        .timeout_ms = PROBE_TIMEOUT_MS,
+        .expect_service = p->is_gateway ? NULL : p->inst->service,
+    };
+    if (job == NULL || client == NULL) {
+        snprintf(p->upstreams_error, sizeof(p->upstreams_error), "%s",
+                 client == NULL ? "no HTTP client" : "out of memory");
+        return;
+    }
+    job->set = set;
+    job->p = p;
+    job->is_upstreams = true;
+    pthread_mutex_lock(&set->mu);
+    set->n_pending++;
+    pthread_mutex_unlock(&set->mu);
+    if (sk_http_client_send(client, &req, probe_done, job) != SK_OK) {
+        snprintf(p->upstreams_error, sizeof(p->upstreams_error), "%s", sk_error_message());
+        probe_finish(set);
+    }
+}
+
+/*
+ * Probe every instance at once: /readyz of the gateway over plain HTTP from
+ * here, everything else on the client's thread (the services over mTLS,
+ * with their identity checked).
  */
 static void probe_all(sk_http_client *client, probe *probes, size_t n)
 {
     probe_set set = { .n_pending = 0 };
-    probe_job *jobs = sk_calloc(n > 0 ? n : 1, sizeof(*jobs));
+    /* jobs[i]: /readyz of probes[i]; jobs[n + i]: its /mesh/upstreams. */
+    probe_job *jobs = sk_calloc(n > 0 ? 2 * n : 1, sizeof(*jobs));
 
     pthread_mutex_init(&set.mu, NULL);
     pthread_cond_init(&set.cv, NULL);
+    for (size_t i = 0; i < n; i++) {
+        upstreams_send(client, &set, jobs != NULL ? &jobs[n + i] : NULL, &probes[i]);
+    }
     for (size_t i = 0; i < n; i++) {
         probe *p = &probes[i];
         if (p->is_gateway) {
@@ -198,9 +288,13 @@ static void probe_all(sk_http_client *client, probe *probes, size_t n)
         pthread_mutex_lock(&set.mu);
         set.n_pending++;
         pthread_mutex_unlock(&set.mu);
-        p->st = sk_http_client_send(client, &req, probe_done, &jobs[i]);
-        if (p->st != SK_OK) {
+        /* Only a failed send writes p->st here: the callback may already be running. */
+        sk_status sent = sk_http_client_send(client, &req, probe_done, &jobs[i]);
+        if (sent != SK_OK) {
+            pthread_mutex_lock(&set.mu);
+            p->st = sent;
             snprintf(p->error, sizeof(p->error), "%s", sk_error_message());
+            pthread_mutex_unlock(&set.mu);
             probe_finish(&set);
         }
     }
@@ -216,31 +310,103 @@ static void probe_all(sk_http_client *client, probe *probes, size_t n)
 
 /* ---------------------------------------------------------------- output */
 
-/*
- * The circuit state of one upstream as seen by @p inst. A seam: the mesh
- * does not publish its outlier-detection state yet, so this says "n/a".
- * TODO(circuit states): read the state each instance reports (closed, open,
- * half-open per endpoint) once the mesh exposes it.
- */
-static const char *upstream_circuit_state(const sk_instance *inst, const char *upstream)
+/* Append to out[0..out_len) at *used; silently truncates (the table is for people). */
+static void append(char *out, size_t out_len, size_t *used, const char *fmt, ...) SK_PRINTF(4, 5);
+
+static void append(char *out, size_t out_len, size_t *used, const char *fmt, ...)
 {
-    (void)inst;
-    (void)upstream;
-    return "n/a";
+    va_list ap;
+    if (*used >= out_len) {
+        return;
+    }
+    va_start(ap, fmt);
+    int w = vsnprintf(out + *used, out_len - *used, fmt, ap);
+    va_end(ap);
+    if (w > 0) {
+        *used = *used + (size_t)w < out_len ? *used + (size_t)w : out_len - 1;
+    }
 }
 
-static void
-format_upstreams(const sk_system *sys, const sk_instance *inst, char *out, size_t out_len)
+/* "127.0.0.1:4711 healthy", "127.0.0.1:4711 ejected until 02:31:07" (local time). */
+static void format_endpoint(const json_t *ep, char *out, size_t out_len, size_t *used)
 {
-    const sk_sys_service *svc = sys != NULL ? sk_system_service_find(sys, inst->service) : NULL;
+    const char *address = json_string_value(json_object_get(ep, "address"));
+    const char *state = json_string_value(json_object_get(ep, "state"));
+    json_int_t until_ms = json_integer_value(json_object_get(ep, "ejected_until_ms"));
+
+    append(out, out_len, used, "%.64s %.32s", address != NULL ? address : "?",
+           state != NULL ? state : "?");
+    if (state != NULL && strcmp(state, "ejected") == 0 && until_ms > 0) {
+        time_t t = (time_t)(until_ms / 1000);
+        struct tm tm;
+        char hms[16];
+        if (localtime_r(&t, &tm) != NULL && strftime(hms, sizeof(hms), "%H:%M:%S", &tm) > 0) {
+            append(out, out_len, used, " until %s", hms);
+        }
+    }
+}
+
+/* "psp: 127.0.0.1:4711 healthy, 127.0.0.1:4712 ejected until 02:31:07" as @p p reported it. */
+static void format_upstream(const probe *p, const char *name, char *out, size_t out_len)
+{
+    const json_t *eps = json_object_get(p->upstreams, name);
     size_t used = 0;
 
-    snprintf(out, out_len, "-");
-    for (size_t i = 0; svc != NULL && i < svc->n_upstreams && used < out_len; i++) {
-        int w = snprintf(out + used, out_len - used, "%s%s=%s", i == 0 ? "" : " ",
-                         svc->upstreams[i].service,
-                         upstream_circuit_state(inst, svc->upstreams[i].service));
-        used += w > 0 ? (size_t)w : 0;
+    out[0] = '\0';
+    append(out, out_len, &used, "%s: ", name);
+    if (!json_is_array(eps)) {
+        append(out, out_len, &used, "not reported");
+        return;
+    }
+    if (json_array_size(eps) == 0) {
+        append(out, out_len, &used, "no endpoints");
+        return;
+    }
+    for (size_t i = 0; i < json_array_size(eps); i++) {
+        if (i > 0) {
+            append(out, out_len, &used, ", ");
+        }
+        format_endpoint(json_array_get(eps, i), out, out_len, &used);
+    }
+}
+
+/*
+ * Print the UPSTREAMS cell of @p p: one upstream per line, the first on the
+ * row itself (already indented), the others indented by @p indent, so the
+ * table stays readable with several upstreams of several endpoints. The
+ * upstreams are those of the system file, else whatever the instance
+ * reported.
+ */
+static void print_upstreams(const sk_system *sys, const probe *p, int indent)
+{
+    const sk_sys_service *svc = sys != NULL ? sk_system_service_find(sys, p->inst->service) : NULL;
+    char line[1024];
+    size_t n_printed = 0;
+
+    if (p->upstreams == NULL) {
+        if (svc != NULL && svc->n_upstreams == 0) {
+            printf("-\n");
+        } else {
+            printf("unknown (%s: %s)\n", UPSTREAMS_PATH, p->upstreams_error);
+        }
+        return;
+    }
+    if (svc != NULL) {
+        for (size_t i = 0; i < svc->n_upstreams; i++) {
+            format_upstream(p, svc->upstreams[i].service, line, sizeof(line));
+            printf("%*s%s\n", n_printed++ > 0 ? indent : 0, "", line);
+        }
+    } else {
+        const char *name;
+        const json_t *eps;
+        json_object_foreach ((json_t *)p->upstreams, name, eps) {
+            (void)eps;
+            format_upstream(p, name, line, sizeof(line));
+            printf("%*s%s\n", n_printed++ > 0 ? indent : 0, "", line);
+        }
+    }
+    if (n_printed == 0) {
+        printf("-\n");
     }
 }
 
@@ -267,7 +433,7 @@ static void print_table(const sk_system *sys, const probe *probes, size_t n)
 {
     int w_inst = (int)strlen("INSTANCE"), w_svc = (int)strlen("SERVICE"),
         w_addr = (int)strlen("ADDRESS"), w_health = (int)strlen("HEALTH");
-    char health[160], ups[512];
+    char health[160];
 
     for (size_t i = 0; i < n; i++) {
         format_health(&probes[i], health, sizeof(health));
@@ -278,12 +444,14 @@ static void print_table(const sk_system *sys, const probe *probes, size_t n)
     }
     printf("%-*s  %-*s  %-*s  %-7s  %-*s  %s\n", w_inst, "INSTANCE", w_svc, "SERVICE", w_addr,
            "ADDRESS", "PID", w_health, "HEALTH", "UPSTREAMS");
+    /* Where the UPSTREAMS column starts: the row's five columns and their separators. */
+    int indent = w_inst + 2 + w_svc + 2 + w_addr + 2 + 7 + 2 + w_health + 2;
     for (size_t i = 0; i < n; i++) {
         const sk_instance *inst = probes[i].inst;
         format_health(&probes[i], health, sizeof(health));
-        format_upstreams(sys, inst, ups, sizeof(ups));
-        printf("%-*s  %-*s  %-*s  %-7d  %-*s  %s\n", w_inst, inst->instance, w_svc, inst->service,
-               w_addr, inst->address, inst->pid, w_health, health, ups);
+        printf("%-*s  %-*s  %-*s  %-7d  %-*s  ", w_inst, inst->instance, w_svc, inst->service,
+               w_addr, inst->address, inst->pid, w_health, health);
+        print_upstreams(sys, &probes[i], indent);
     }
     /* Services of the system file with no live instance at all. */
     for (size_t s = 0; sys != NULL && s < sys->n_services; s++) {
@@ -382,6 +550,9 @@ int cli_cmd_status(int argc, char **argv)
     rc = CLI_EXIT_OK;
 out:
     sk_http_client_destroy(client);
+    for (size_t i = 0; probes != NULL && i < n; i++) {
+        json_decref(probes[i].upstreams);
+    }
     sk_free(probes);
     sk_registry_list_free(list, n);
     sk_registry_close(reg);

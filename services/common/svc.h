@@ -85,6 +85,7 @@ typedef struct svc_app {
     svc_router *router;   /* resolved before the server starts: handlers never touch the container */
     sk_health *health;
     sk_metrics *metrics;
+    struct svc_upstreams *upstreams; /* resolved before the server starts, for GET /mesh/upstreams */
     svc_schema schema;
     sk_kv *fault_kv; /* run-time fault injection (svc_fault.c) */
     sk_kv_watch *fault_watch;
@@ -135,10 +136,22 @@ void svc_app_set_schema(svc_app *app, const svc_schema *schema);
 
 /* ---------------------------------------------------------------- upstreams */
 
+/** Operational route of every service: the endpoint states of its upstreams (svc_upstreams_describe). */
+#define SVC_MESH_UPSTREAMS_PATH "/mesh/upstreams"
+
 /** The mesh upstreams of this service, fed by discovery. */
 typedef struct svc_upstreams svc_upstreams;
 /** Borrowed upstream for @p service, or NULL when not declared in the system file. */
 sk_upstream *svc_upstreams_get(svc_upstreams *u, const char *service);
+/**
+ * The endpoint states of every upstream, for GET /mesh/upstreams: a new JSON
+ * object (owned, free with json_decref) mapping each upstream's service name
+ * to the array sk_upstream_endpoints_describe gives ({} when the service has
+ * no upstreams). Thread-safe: any HTTP server thread may call it while
+ * discovery updates the endpoints.
+ * @return SK_OK, SK_EINVAL (NULL argument), SK_ENOMEM.
+ */
+SK_NODISCARD sk_status svc_upstreams_describe(svc_upstreams *u, json_t **out);
 
 /* ---------------------------------------------------------------- edge */
 

@@ -475,9 +475,11 @@ static bool is_authorized(const sk_sys_service *self, const char *peer, const ch
     return false;
 }
 
+/* Answered to any authenticated peer (mTLS: a certificate of the system's CA), like /metrics. */
 static bool is_operational_path(const char *path)
 {
-    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 || strcmp(path, "/metrics") == 0;
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 || strcmp(path, "/metrics") == 0 ||
+           strcmp(path, SVC_MESH_UPSTREAMS_PATH) == 0;
 }
 
 static void http_front(sk_http_req *req, void *ctx)
@@ -568,6 +570,31 @@ static void route_metrics(sk_http_req *req, const svc_params *p, void *ctx)
     sk_buf_fini(&out);
 }
 
+/* {"upstreams": {"psp": [endpoint, ...], ...}} for `skald status`. */
+static void route_mesh_upstreams(sk_http_req *req, const svc_params *p, void *ctx)
+{
+    svc_app *app = ctx;
+    json_t *ups = NULL;
+    json_t *body = NULL;
+    char *text = NULL;
+    (void)p;
+
+    if (svc_upstreams_describe(app->upstreams, &ups) != SK_OK) {
+        SK_LOG_ERROR("GET %s: %s", SVC_MESH_UPSTREAMS_PATH, sk_error_message());
+        sk_http_req_respond_problem(req, 500, "Internal Server Error", "describing the upstreams failed");
+        return;
+    }
+    body = json_pack("{s:o}", "upstreams", ups); /* "o" takes ups, even on failure */
+    text = body != NULL ? sk_json_dumps(body) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        sk_http_req_respond_problem(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    sk_http_req_respond(req, 200, "application/json", text, strlen(text), NULL);
+    sk_free(text);
+}
+
 /* ---------------------------------------------------------------- run */
 
 static int gateway_port(const svc_app *app)
@@ -603,12 +630,19 @@ int svc_app_run(svc_app *app)
     app->metrics = metrics;
     if (svc_router_add(router, "GET", "/healthz", route_healthz, app) != SK_OK ||
         svc_router_add(router, "GET", "/readyz", route_readyz, app) != SK_OK ||
-        svc_router_add(router, "GET", "/metrics", route_metrics, app) != SK_OK) {
+        svc_router_add(router, "GET", "/metrics", route_metrics, app) != SK_OK ||
+        svc_router_add(router, "GET", SVC_MESH_UPSTREAMS_PATH, route_mesh_upstreams, app) != SK_OK) {
         goto out;
     }
     /* The service's own provider builds its handlers, consumers and routes. */
     if (svc_get(app, app->args.service, &service) != SK_OK) {
         fprintf(stderr, "skald-%s: %s\n", app->args.service, sk_error_message());
+        goto out;
+    }
+    /* After the service's provider (which usually creates them already, so
+     * the teardown order stays as it was), before the server: handlers read
+     * app->upstreams, never the container. Empty for a service without any. */
+    if (svc_get(app, "upstreams", (void **)&app->upstreams) != SK_OK) {
         goto out;
     }
     sk_http_server_config cfg = {

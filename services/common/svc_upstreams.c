@@ -30,6 +30,41 @@ sk_upstream *svc_upstreams_get(svc_upstreams *u, const char *service)
     return NULL;
 }
 
+sk_status svc_upstreams_describe(svc_upstreams *u, json_t **out)
+{
+    json_t *all = NULL;
+    sk_status st = SK_OK;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "svc_upstreams_describe: out must not be NULL");
+    }
+    *out = NULL;
+    if (u == NULL) {
+        return SK_FAIL(SK_EINVAL, "svc_upstreams_describe: u must not be NULL");
+    }
+    all = json_object();
+    if (all == NULL) {
+        return SK_FAIL(SK_ENOMEM, "svc_upstreams_describe: allocating the answer");
+    }
+    /* names/ups are fixed once created: only the endpoint states change, and
+     * sk_upstream_endpoints_describe is thread-safe. */
+    for (size_t i = 0; i < u->n && st == SK_OK; i++) {
+        json_t *endpoints = NULL;
+        st = sk_upstream_endpoints_describe(u->ups[i], &endpoints);
+        if (st != SK_OK) {
+            st = SK_WRAP(st, "describing upstream %s", u->names[i]);
+        } else if (json_object_set_new(all, u->names[i], endpoints) != 0) {
+            st = SK_FAIL(SK_ENOMEM, "svc_upstreams_describe: adding upstream %s", u->names[i]);
+        }
+    }
+    if (st != SK_OK) {
+        json_decref(all);
+        return st;
+    }
+    *out = all;
+    return SK_OK;
+}
+
 /* Discovery thread: keep only ready instances as endpoints. */
 static void on_instances(const char *service, const sk_instance *instances, size_t n, void *ctx)
 {
