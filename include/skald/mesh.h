@@ -91,6 +91,20 @@ SK_API void sk_http_server_stop(sk_http_server *srv);
  */
 SK_API SK_NODISCARD sk_status sk_http_server_set_fault(sk_http_server *srv, const json_t *fault);
 
+/**
+ * Re-read the key, certificate and (when client certificates are required)
+ * CA files given to sk_http_server_start, for certificate rotation without a
+ * restart. TLS handshakes that start afterwards use the new credentials and
+ * verify client certificates against the new CA; established connections
+ * keep their session. The listener is never dropped.
+ * @return SK_OK; SK_EINVAL (NULL srv); SK_ESTATE (plain HTTP server);
+ *         SK_EIO (a file cannot be read); SK_EPROTO (not PEM);
+ *         SK_ETLS (GnuTLS refused a file, or the key does not match the
+ *         certificate); SK_ENOMEM. On any error the current credentials stay.
+ * Thread-safe.
+ */
+SK_API SK_NODISCARD sk_status sk_http_server_reload_tls(sk_http_server *srv);
+
 /** "GET", "POST", ... (borrowed for the request's life, as are all getters). */
 SK_API const char *sk_http_req_method(const sk_http_req *req);
 /** Path without the query string, percent-decoded. */
@@ -169,6 +183,19 @@ SK_API SK_NODISCARD sk_status sk_http_client_create(sk_http_client **out, const 
 SK_API void sk_http_client_destroy(sk_http_client *c);
 /** Start a request; @p done is called exactly once when this returns SK_OK. */
 SK_API SK_NODISCARD sk_status sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_fn done, void *ctx);
+/**
+ * Re-read the client certificate, key and CA files given to
+ * sk_http_client_create (certificate rotation). Transfers queued afterwards
+ * use the new ones: they never reuse a pooled connection or a cached TLS
+ * session made with the old ones, so their handshakes present the new
+ * certificate and verify the server against the new CA. Transfers in flight
+ * finish on their connections.
+ * @return SK_OK; SK_EINVAL (NULL c); SK_ESTATE (plain HTTP client);
+ *         SK_EIO (a file cannot be read); SK_EPROTO (not PEM); SK_ENOMEM.
+ *         On any error the current files' contents stay in use.
+ * Thread-safe.
+ */
+SK_API SK_NODISCARD sk_status sk_http_client_reload_tls(sk_http_client *c);
 
 /* ---------------------------------------------------------------- upstream */
 

@@ -8,6 +8,12 @@
  * request names an expected service, its URI SAN must be that identity; the
  * identity is checked just before each request is sent (CURLOPT_PREREQFUNCTION),
  * which also covers reused connections.
+ *
+ * Certificate rotation: until sk_http_client_reload_tls is first called,
+ * curl reads the files for each new connection. A reload reads them once and
+ * hands their contents to every later transfer as blobs; curl compares blobs
+ * when matching pooled connections and cached TLS sessions, so nothing made
+ * with the old credentials is reused by a transfer using the new ones.
  */
 #include "mesh/mesh_int.h"
 
@@ -54,6 +60,13 @@ typedef struct job {
     void *ctx;
 } job;
 
+/* File contents handed to curl after a reload (curl copies them per transfer). */
+typedef struct tls_blobs {
+    char *ca;
+    char *cert;
+    char *key;
+} tls_blobs;
+
 struct sk_http_client {
     pthread_t thread;
     bool has_thread;
@@ -63,10 +76,12 @@ struct sk_http_client {
     char *ca_file;
     char *cert_file;
     char *key_file;
-    pthread_mutex_t mu; /* protects queue_head, queue_tail, is_stopping */
+    pthread_mutex_t mu; /* protects queue_head, queue_tail, is_stopping, pending_tls */
     job *queue_head;
     job *queue_tail;
     bool is_stopping;
+    tls_blobs *pending_tls; /* read by a reload, not yet taken by the client thread */
+    tls_blobs *tls;         /* client thread only: in use since the last reload, or NULL */
     job *active; /* client thread only */
 };
 
@@ -317,6 +332,26 @@ static bool set_ok(CURLcode rc, bool ok)
 }
 
 /* Build the easy handle of @p j. Runs on the client thread. */
+static void blobs_free(tls_blobs *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    if (b->key != NULL) {
+        OPENSSL_cleanse(b->key, strlen(b->key));
+    }
+    sk_free(b->key);
+    sk_free(b->cert);
+    sk_free(b->ca);
+    sk_free(b);
+}
+
+static bool set_blob(CURL *e, CURLoption opt, char *data, bool ok)
+{
+    struct curl_blob blob = { data, strlen(data), CURL_BLOB_COPY };
+    return set_ok(curl_easy_setopt(e, opt, &blob), ok);
+}
+
 static sk_status job_setup(sk_http_client *c, job *j)
 {
     bool ok = true;
@@ -374,10 +409,19 @@ static sk_status job_setup(sk_http_client *c, job *j)
     } else {
         ok = set_ok(curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, j->method), ok);
     }
-    if (c->is_tls) {
+    if (c->is_tls && c->tls != NULL) {
+        ok = set_blob(e, CURLOPT_SSLCERT_BLOB, c->tls->cert, ok);
+        ok = set_blob(e, CURLOPT_SSLKEY_BLOB, c->tls->key, ok);
+        ok = set_blob(e, CURLOPT_CAINFO_BLOB, c->tls->ca, ok);
+        /* Only our CA: drop curl's built-in default bundle, which would be loaded as well. */
+        ok = set_ok(curl_easy_setopt(e, CURLOPT_CAINFO, (char *)NULL), ok);
+        ok = set_ok(curl_easy_setopt(e, CURLOPT_CAPATH, (char *)NULL), ok);
+    } else if (c->is_tls) {
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file), ok);
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file), ok);
         ok = set_ok(curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file), ok);
+    }
+    if (c->is_tls) {
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L), ok);
         /* Service certificates carry a URI SAN only; the identity is checked in on_prereq. */
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L), ok);
@@ -434,7 +478,14 @@ static void *client_main(void *arg)
         batch = c->queue_head;
         c->queue_head = c->queue_tail = NULL;
         is_stopping = c->is_stopping;
+        tls_blobs *fresh = c->pending_tls;
+        c->pending_tls = NULL;
         unlock(&c->mu);
+        if (fresh != NULL) {
+            /* Before this batch: every transfer queued after the reload uses the new files. */
+            blobs_free(c->tls);
+            c->tls = fresh;
+        }
 
         while (batch != NULL) {
             job *j = batch;
@@ -563,6 +614,8 @@ void sk_http_client_destroy(sk_http_client *c)
         curl_share_cleanup(c->share);
     }
     pthread_mutex_destroy(&c->mu);
+    blobs_free(c->pending_tls);
+    blobs_free(c->tls);
     sk_free(c->ca_file);
     sk_free(c->cert_file);
     sk_free(c->key_file);
@@ -743,5 +796,43 @@ sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_
     SK_IGNORE(curl_multi_wakeup(c->multi)); /* at worst the job starts within POLL_MS */
 out:
     job_free(j);
+    return st;
+}
+
+sk_status sk_http_client_reload_tls(sk_http_client *c)
+{
+    sk_status st = SK_OK;
+    tls_blobs *b = NULL;
+
+    if (c == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_http_client_reload_tls: c must not be NULL");
+    }
+    if (!c->is_tls) {
+        return SK_FAIL(SK_ESTATE, "sk_http_client_reload_tls: the client was created without TLS");
+    }
+    b = sk_calloc(1, sizeof(*b));
+    if (b == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "sk_http_client_reload_tls: allocating");
+        goto out;
+    }
+    st = sk__mesh_pem_read("cert_file", c->cert_file, &b->cert);
+    if (st == SK_OK) {
+        st = sk__mesh_pem_read("key_file", c->key_file, &b->key);
+    }
+    if (st == SK_OK) {
+        st = sk__mesh_pem_read("ca_file", c->ca_file, &b->ca);
+    }
+    if (st != SK_OK) {
+        st = SK_WRAP(st, "sk_http_client_reload_tls (keeping the current credentials)");
+        goto out;
+    }
+    lock(&c->mu);
+    tls_blobs *old = c->pending_tls; /* a reload the thread has not taken yet: superseded */
+    c->pending_tls = b;
+    unlock(&c->mu);
+    b = old;
+    SK_IGNORE(curl_multi_wakeup(c->multi)); /* taken before the next batch in any case */
+out:
+    blobs_free(b);
     return st;
 }

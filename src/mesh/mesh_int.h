@@ -319,4 +319,12 @@ uint64_t sk__http_server_connections_total(const sk_http_server *srv);
 /** True when @p c was created with a TLS identity. */
 bool sk__http_client_is_tls(const sk_http_client *c);
 
+/**
+ * Read the PEM file @p path (at most 64 KiB, must contain "-----BEGIN ")
+ * into a new NUL-terminated string (owned, sk_free; wipe it first when it
+ * may hold a key). @p what names the field in messages ("cert_file").
+ * @return SK_OK, SK_EINVAL (empty path), SK_EIO, SK_EPROTO (not PEM), SK_ELIMIT, SK_ENOMEM.
+ */
+SK_NODISCARD sk_status sk__mesh_pem_read(const char *what, const char *path, char **out);
+
 #endif /* SK_MESH_INT_H */

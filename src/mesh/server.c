@@ -11,6 +11,12 @@
  * last frees it. Requests point to a small reference-counted "hub" (lock and
  * list of unanswered requests) rather than to the server, so an answer that
  * arrives after sk_http_server_stop is a safe no-op.
+ *
+ * TLS credentials (key, certificate and CA) live in a reference-counted
+ * tls_creds that sk_http_server_reload_tls swaps under creds_mu. Each new
+ * connection pins the current one and installs it on its GnuTLS session
+ * before the handshake, so a reload only affects handshakes that start after
+ * it, and client certificates are verified against the CA of that generation.
  */
 #include "mesh/mesh_int.h"
 
@@ -27,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <microhttpd.h>
@@ -100,8 +107,19 @@ struct sk_http_req {
     void *user;
 };
 
-/* Per connection (MHD socket context): the verified peer identity, computed once. */
+/*
+ * One generation of TLS credentials: key + certificate (+ trust anchors when
+ * client certificates are required). Immutable once built; freed when the
+ * server and every connection that pinned it have let go.
+ */
+typedef struct tls_creds {
+    _Atomic size_t refs;
+    gnutls_certificate_credentials_t cred;
+} tls_creds;
+
+/* Per connection (MHD socket context): pinned credentials and the verified peer identity. */
 typedef struct conn_ctx {
+    tls_creds *creds; /* installed on the session; NULL when that failed */
     bool is_checked;
     bool is_ok;
     bool has_service;
@@ -118,9 +136,12 @@ struct sk_http_server {
     size_t max_body_bytes;
     sk_http_handler_fn handler;
     void *ctx;
-    char *key_pem;
-    char *cert_pem;
-    char *ca_pem;
+    char *key_file; /* paths given at start, re-read by sk_http_server_reload_tls */
+    char *cert_file;
+    char *ca_file;
+    pthread_mutex_t creds_mu; /* protects creds (the pointer; the object is immutable) */
+    bool has_creds_mu;
+    tls_creds *creds; /* current generation, one reference held by the server */
     sk_metrics *metrics;
     sk_histogram *latency;
     _Atomic(sk_counter *) by_status[600];
@@ -970,6 +991,57 @@ static void on_completed(void *cls,
     }
 }
 
+/* ---------------------------------------------------------------- TLS credentials */
+
+static void creds_unref(tls_creds *c)
+{
+    if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1) {
+        return;
+    }
+    if (c->cred != NULL) {
+        gnutls_certificate_free_credentials(c->cred);
+    }
+    sk_free(c);
+}
+
+/* A new reference to the current credentials (never NULL on a TLS server). */
+static tls_creds *creds_current(sk_http_server *srv)
+{
+    tls_creds *c;
+
+    lock(&srv->creds_mu);
+    c = srv->creds;
+    atomic_fetch_add(&c->refs, 1);
+    unlock(&srv->creds_mu);
+    return c;
+}
+
+/*
+ * The daemon's own credentials serve only a session whose per-connection
+ * credentials could not be installed (out of memory): refuse its handshake
+ * rather than answer with a certificate whose lifetime nothing tracks.
+ */
+static int on_cert_retrieve(gnutls_session_t session,
+                            const gnutls_datum_t *req_ca_rdn,
+                            int nreqs,
+                            const gnutls_pk_algorithm_t *pk_algos,
+                            int pk_algos_length,
+                            gnutls_pcert_st **pcert,
+                            unsigned int *pcert_length,
+                            gnutls_privkey_t *pkey)
+{
+    (void)session;
+    (void)req_ca_rdn;
+    (void)nreqs;
+    (void)pk_algos;
+    (void)pk_algos_length;
+    *pcert = NULL;
+    *pcert_length = 0;
+    *pkey = NULL;
+    SK_LOG_WARN("TLS handshake refused: no per-connection credentials (out of memory)");
+    return -1;
+}
+
 static void on_connection(void *cls,
                           struct MHD_Connection *conn,
                           void **socket_context,
@@ -979,20 +1051,35 @@ static void on_connection(void *cls,
 
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add(&srv->n_connections, 1);
-        if (srv->is_tls && srv->require_client_cert) {
+        if (srv->is_tls) {
             const union MHD_ConnectionInfo *ci =
                 MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-            if (ci != NULL && ci->tls_session != NULL) {
-                gnutls_session_t s = (gnutls_session_t)ci->tls_session;
+            conn_ctx *cc = sk_calloc(1, sizeof(conn_ctx)); /* NULL: handshake refused below */
+            gnutls_session_t s = ci != NULL ? (gnutls_session_t)ci->tls_session : NULL;
+            if (s != NULL && cc != NULL) {
+                /* This runs before the handshake: the session uses the credentials current now,
+                 * pinned until the connection closes (GnuTLS keeps a pointer to them). */
+                tls_creds *c = creds_current(srv);
+                if (gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, c->cred) == GNUTLS_E_SUCCESS) {
+                    cc->creds = c;
+                } else {
+                    creds_unref(c); /* the daemon's credentials refuse the handshake */
+                }
+            }
+            if (s != NULL && srv->require_client_cert) {
                 /* MHD only requests a certificate; require one and verify it in the handshake,
                  * so a client without a valid certificate never gets to send a request. */
                 gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
                 gnutls_session_set_verify_cert(s, NULL, 0);
             }
-            *socket_context = sk_calloc(1, sizeof(conn_ctx)); /* NULL: checked per request */
+            *socket_context = cc; /* NULL: the identity is checked per request */
         }
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
-        sk_free(*socket_context);
+        conn_ctx *cc = *socket_context;
+        if (cc != NULL) {
+            creds_unref(cc->creds);
+        }
+        sk_free(cc);
         *socket_context = NULL;
     }
 }
@@ -1016,7 +1103,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
 
 /* ---------------------------------------------------------------- start / stop */
 
-static sk_status read_pem(const char *what, const char *path, char **out)
+sk_status sk__mesh_pem_read(const char *what, const char *path, char **out)
 {
     sk_status st = SK_OK;
     int fd = -1;
@@ -1026,7 +1113,7 @@ static sk_status read_pem(const char *what, const char *path, char **out)
     *out = NULL;
     sk_buf_init(&b, MAX_PEM_BYTES);
     if (path == NULL || path[0] == '\0') {
-        return SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->tls->%s must be a path", what);
+        return SK_FAIL(SK_EINVAL, "tls->%s must be a path", what);
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -1067,17 +1154,115 @@ out:
     return st;
 }
 
+static sk_status gnutls_fail(int rc, const char *what, const char *path)
+{
+    sk_status st = rc == GNUTLS_E_MEMORY_ERROR ? SK_ENOMEM : SK_ETLS;
+    return SK_FAIL(st, "%s %s: %s", what, path, gnutls_strerror(rc));
+}
+
+/*
+ * Read the key, certificate and (with client certificates) CA files of @p srv
+ * into a new generation of credentials with one reference. All or nothing.
+ */
+static sk_status creds_load(const sk_http_server *srv, tls_creds **out)
+{
+    sk_status st = SK_OK;
+    tls_creds *c = NULL;
+    char *key = NULL;
+    char *cert = NULL;
+    char *ca = NULL;
+    int rc;
+
+    *out = NULL;
+    st = sk__mesh_pem_read("key_file", srv->key_file, &key);
+    if (st == SK_OK) {
+        st = sk__mesh_pem_read("cert_file", srv->cert_file, &cert);
+    }
+    if (st == SK_OK && srv->require_client_cert) {
+        st = sk__mesh_pem_read("ca_file", srv->ca_file, &ca);
+    }
+    if (st != SK_OK) {
+        goto out;
+    }
+    c = sk_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "allocating TLS credentials");
+        goto out;
+    }
+    atomic_init(&c->refs, 1);
+    rc = gnutls_certificate_allocate_credentials(&c->cred);
+    if (rc != GNUTLS_E_SUCCESS) {
+        c->cred = NULL;
+        st = gnutls_fail(rc, "allocating credentials for", srv->cert_file);
+        goto out;
+    }
+    gnutls_datum_t cert_d = { (unsigned char *)cert, (unsigned)strlen(cert) };
+    gnutls_datum_t key_d = { (unsigned char *)key, (unsigned)strlen(key) };
+    /* Also checks that the key belongs to the certificate. */
+    rc = gnutls_certificate_set_x509_key_mem2(c->cred, &cert_d, &key_d, GNUTLS_X509_FMT_PEM, NULL,
+                                              0);
+    if (rc < 0) {
+        st = gnutls_fail(rc, "loading cert_file/key_file", srv->cert_file);
+        goto out;
+    }
+    if (ca != NULL) {
+        gnutls_datum_t ca_d = { (unsigned char *)ca, (unsigned)strlen(ca) };
+        rc = gnutls_certificate_set_x509_trust_mem(c->cred, &ca_d, GNUTLS_X509_FMT_PEM);
+        if (rc <= 0) {
+            st = rc == 0 ? SK_FAIL(SK_ETLS, "ca_file %s: no certificate in it", srv->ca_file)
+                         : gnutls_fail(rc, "loading ca_file", srv->ca_file);
+            goto out;
+        }
+    }
+    *out = c;
+    c = NULL;
+out:
+    if (key != NULL) {
+        OPENSSL_cleanse(key, strlen(key));
+    }
+    sk_free(key);
+    sk_free(cert);
+    sk_free(ca);
+    creds_unref(c);
+    return st;
+}
+
+sk_status sk_http_server_reload_tls(sk_http_server *srv)
+{
+    sk_status st;
+    tls_creds *fresh = NULL;
+    tls_creds *old;
+
+    if (srv == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_http_server_reload_tls: srv must not be NULL");
+    }
+    if (!srv->is_tls) {
+        return SK_FAIL(SK_ESTATE, "sk_http_server_reload_tls: the server was started without TLS");
+    }
+    st = creds_load(srv, &fresh);
+    if (st != SK_OK) {
+        return SK_WRAP(st, "sk_http_server_reload_tls (keeping the current credentials)");
+    }
+    lock(&srv->creds_mu);
+    old = srv->creds;
+    srv->creds = fresh;
+    unlock(&srv->creds_mu);
+    creds_unref(old); /* connections that pinned it keep it alive */
+    return SK_OK;
+}
+
 static void server_free(sk_http_server *srv)
 {
     if (srv == NULL) {
         return;
     }
-    if (srv->key_pem != NULL) {
-        OPENSSL_cleanse(srv->key_pem, strlen(srv->key_pem));
+    sk_free(srv->key_file);
+    sk_free(srv->cert_file);
+    sk_free(srv->ca_file);
+    creds_unref(srv->creds);
+    if (srv->has_creds_mu) {
+        pthread_mutex_destroy(&srv->creds_mu);
     }
-    sk_free(srv->key_pem);
-    sk_free(srv->cert_pem);
-    sk_free(srv->ca_pem);
     if (srv->hub != NULL) {
         hub_unref(srv->hub);
     }
@@ -1156,6 +1341,10 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         abort();
     }
     srv->has_fault_mu = true;
+    if (pthread_mutex_init(&srv->creds_mu, NULL) != 0) {
+        abort();
+    }
+    srv->has_creds_mu = true;
     if (pthread_mutex_init(&srv->hub->mu, NULL) != 0 ||
         pthread_cond_init(&srv->hub->cv, NULL) != 0) {
         abort();
@@ -1189,32 +1378,51 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_THREAD_POOL_SIZE, n_threads, NULL };
     }
     if (cfg->tls != NULL) {
-        st = read_pem("key_file", cfg->tls->key_file, &srv->key_pem);
-        if (st == SK_OK) {
-            st = read_pem("cert_file", cfg->tls->cert_file, &srv->cert_pem);
+        for (int i = 0; i < 3; i++) {
+            static const char *const names[] = { "key_file", "cert_file", "ca_file" };
+            const char *path = i == 0 ? cfg->tls->key_file
+                               : i == 1 ? cfg->tls->cert_file
+                                        : cfg->tls->ca_file;
+            if (i == 2 && !cfg->require_client_cert) {
+                break;
+            }
+            if (path == NULL || path[0] == '\0') {
+                st = SK_FAIL(SK_EINVAL, "sk_http_server_start: cfg->tls->%s must be a path",
+                             names[i]);
+                goto out;
+            }
         }
-        if (st == SK_OK && cfg->require_client_cert) {
-            st = read_pem("ca_file", cfg->tls->ca_file, &srv->ca_pem);
+        srv->key_file = sk_strdup(cfg->tls->key_file);
+        srv->cert_file = sk_strdup(cfg->tls->cert_file);
+        srv->ca_file = cfg->require_client_cert ? sk_strdup(cfg->tls->ca_file) : NULL;
+        if (srv->key_file == NULL || srv->cert_file == NULL ||
+            (cfg->require_client_cert && srv->ca_file == NULL)) {
+            st = SK_FAIL(SK_ENOMEM, "sk_http_server_start: copying the TLS paths");
+            goto out;
         }
+        st = creds_load(srv, &srv->creds);
         if (st != SK_OK) {
             st = SK_WRAP(st, "sk_http_server_start");
             goto out;
         }
         flags |= MHD_USE_TLS;
-        opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key_pem };
-        opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert_pem };
         opts[n_opts++] = (struct MHD_OptionItem){
             MHD_OPTION_HTTPS_PRIORITIES, 0,
             (void *)(uintptr_t)(cfg->require_client_cert ? PRIORITIES_INTERNAL : PRIORITIES_PUBLIC)
         };
-        if (cfg->require_client_cert) {
-            opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0, srv->ca_pem };
-        }
     }
     opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 
-    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY, opts,
-                                   MHD_OPTION_END);
+    if (cfg->tls != NULL) {
+        /* The certificate callback stands in for MHD_OPTION_HTTPS_MEM_KEY/CERT: every session
+         * gets its credentials in on_connection, so the daemon's own ones hold no key. */
+        gnutls_certificate_retrieve_function2 *cb = on_cert_retrieve;
+        srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY, opts,
+                                       MHD_OPTION_HTTPS_CERT_CALLBACK, cb, MHD_OPTION_END);
+    } else {
+        srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY,
+                                       opts, MHD_OPTION_END);
+    }
     if (srv->daemon == NULL) {
         st = SK_FAIL(SK_EIO,
                      "sk_http_server_start: cannot listen on %s:%d (address in use, bad TLS "
