@@ -458,3 +458,104 @@ sk_status sk_test_system_await_ready(const sk_test_system *sys, int64_t timeout_
         sleep_ms(20);
     }
 }
+
+/* ---------------------------------------------------------------- services and CLI */
+
+sk_status sk_test_service_get(const sk_test_system *sys, const char *address, const char *path, sk_test_http *out)
+{
+    char url[1024], ca[400], cert[400], key[400];
+    sk_buf buf;
+    CURL *h = NULL;
+
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_test_service_get: out must not be NULL");
+    }
+    memset(out, 0, sizeof(*out));
+    if (sys == NULL || address == NULL || path == NULL || path[0] != '/') {
+        return SK_FAIL(SK_EINVAL, "sk_test_service_get: sys, address and an absolute path are required");
+    }
+    pthread_once(&handle_once, handle_key_init);
+    h = curl_easy_init();
+    if (h == NULL) {
+        return SK_FAIL(SK_ENOMEM, "sk_test_service_get: curl_easy_init");
+    }
+    snprintf(url, sizeof(url), "https://%s%s", address, path);
+    snprintf(ca, sizeof(ca), "%s/pki/ca.pem", sys->data_dir);
+    snprintf(cert, sizeof(cert), "%s/pki/skald-cli.pem", sys->data_dir);
+    snprintf(key, sizeof(key), "%s/pki/skald-cli.key", sys->data_dir);
+    sk_buf_init(&buf, 64u * 1024u * 1024u);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(h, CURLOPT_SSLCERT, cert);
+    curl_easy_setopt(h, CURLOPT_SSLKEY, key);
+    /* The chain is verified against the system's CA; the certificates name a
+     * SPIFFE identity (URI SAN), not the 127.0.0.1 host, so the host check is off. */
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
+    CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(h);
+    if (rc != CURLE_OK) {
+        sk_buf_fini(&buf);
+        return SK_FAIL(SK_EIO, "GET %s: %s", url, curl_easy_strerror(rc));
+    }
+    out->status = (int)status;
+    out->body = sk_buf_take(&buf, &out->body_len);
+    if (out->body == NULL) {
+        out->body = sk_strdup("");
+        out->body_len = 0;
+    }
+    if (out->body_len > 0) {
+        json_error_t err;
+        out->json = json_loadb(out->body, out->body_len, 0, &err);
+    }
+    return SK_OK;
+}
+
+sk_status sk_test_system_cli(const sk_test_system *sys, const char *args, char **out, int *exit_code)
+{
+    char cmd[2048];
+    char chunk[4096];
+    sk_buf buf;
+    FILE *p = NULL;
+    sk_status st = SK_OK;
+
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (sys == NULL || args == NULL || out == NULL || exit_code == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_cli: sys, args, out and exit_code are required");
+    }
+    *exit_code = -1;
+    snprintf(cmd, sizeof(cmd), "%s/skald %s --data '%s' 2>&1", SK_BIN_DIR, args, sys->data_dir);
+    p = popen(cmd, "r");
+    if (p == NULL) {
+        return SK_FAIL(SK_EIO, "running %s: %s", cmd, strerror(errno));
+    }
+    sk_buf_init(&buf, 16u * 1024u * 1024u);
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0) {
+        if (st == SK_OK) {
+            st = sk_buf_append(&buf, chunk, n);
+        }
+    }
+    int rc = pclose(p);
+    if (st == SK_OK && sk_buf_append(&buf, "", 1) != SK_OK) { /* NUL-terminate */
+        st = SK_ENOMEM;
+    }
+    if (st != SK_OK) {
+        sk_buf_fini(&buf);
+        return SK_FAIL(st, "reading the output of %s", cmd);
+    }
+    size_t len = 0;
+    *out = sk_buf_take(&buf, &len);
+    *exit_code = rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return SK_OK;
+}

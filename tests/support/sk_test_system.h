@@ -106,4 +106,28 @@ SK_NODISCARD sk_status sk_test_http_send(const sk_test_system *sys,
                                          sk_test_http *out);
 void sk_test_http_fini(sk_test_http *r);
 
+/**
+ * GET https://ADDRESS PATH of a service instance ("127.0.0.1:4711") over
+ * mutual TLS with the CLI's identity (DATA/pki/skald-cli.{pem,key}), the
+ * chain checked against DATA/pki/ca.pem. Any thread (one curl handle per call).
+ * @return SK_OK when an answer arrived (free @p out with sk_test_http_fini),
+ *         SK_EIO when none did, SK_EINVAL on bad arguments.
+ */
+SK_NODISCARD sk_status sk_test_service_get(const sk_test_system *sys,
+                                           const char *address,
+                                           const char *path,
+                                           sk_test_http *out);
+
+/**
+ * Run `SK_BIN_DIR/skald ARGS --data DATA_DIR` (ARGS go through the shell
+ * verbatim) and collect its stdout and stderr.
+ * @return SK_OK with *out (owned, NUL-terminated, free with sk_free) and
+ *         *exit_code (-1 when it did not exit normally); SK_EIO when it could
+ *         not run; SK_EINVAL on bad arguments.
+ */
+SK_NODISCARD sk_status sk_test_system_cli(const sk_test_system *sys,
+                                          const char *args,
+                                          char **out,
+                                          int *exit_code);
+
 #endif /* SK_TEST_SYSTEM_H */
