@@ -409,10 +409,11 @@ int svc_app_init(svc_app *app, int argc, char **argv, const char *service)
     sigset_t set;
 
     memset(app, 0, sizeof(*app));
-    /* Block the stop signals before any thread exists, so only sigwait sees them. */
+    /* Block the stop and reload signals before any thread exists, so only sigwait sees them. */
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -691,7 +692,28 @@ int svc_app_run(svc_app *app)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    while (sigwait(&set, &sig) != 0) {
+    sigaddset(&set, SIGHUP);
+    while (sigwait(&set, &sig) != 0 || sig == SIGHUP) {
+        if (sig != SIGHUP) {
+            continue;
+        }
+        sig = 0;
+        /* Certificate rotation: the files in DATA/pki were re-issued (skald up does that on
+         * SIGHUP). New handshakes use them; a failed reload keeps the current credentials. */
+        if (!app->self->is_gateway && sk_http_server_reload_tls(server) != SK_OK) {
+            SK_LOG_ERROR("SIGHUP: reloading the server certificate: %s", sk_error_message());
+        } else if (!app->self->is_gateway) {
+            SK_LOG_INFO("SIGHUP: server certificate reloaded");
+        }
+        sk_http_client *client = NULL;
+        if (sk_di_resolve(app->di, "http_client", (void **)&client) != SK_OK) {
+            SK_LOG_ERROR("SIGHUP: resolving the HTTP client: %s", sk_error_message());
+        } else if (sk_http_client_reload_tls(client) != SK_OK) {
+            SK_LOG_ERROR("SIGHUP: reloading the client certificate: %s", sk_error_message());
+        } else {
+            SK_LOG_INFO("SIGHUP: client certificate reloaded");
+        }
+        SK_LOG_INFO("SIGHUP: NATS client certificates are re-read on the next restart");
     }
     SK_LOG_INFO("signal %d: stopping", sig);
     sk_registry_set_ready(registry, false);

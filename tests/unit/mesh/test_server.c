@@ -138,6 +138,36 @@ static void test_sk_http_server_null_safe(void **state)
     sk_http_req_respond_json(NULL, 200, NULL, NULL);
 }
 
+static void test_sk_http_server_reload_tls_errors(void **state)
+{
+    fixture *f = *state;
+    SK_TEST_ASSERT_ERR(sk_http_server_reload_tls(NULL), SK_EINVAL, "srv must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_http_server_reload_tls(f->srv), SK_ESTATE, "without TLS");
+    SK_TEST_ASSERT_ERR(sk_http_client_reload_tls(NULL), SK_EINVAL, "c must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_http_client_reload_tls(f->client), SK_ESTATE, "without TLS");
+}
+
+static void test_sk_http_server_start_tls_missing_files(void **state)
+{
+    (void)state;
+    sk_http_server *srv = (sk_http_server *)1;
+    sk_tls_files tls = { "/nonexistent/ca.pem", "/nonexistent/x.pem", "/nonexistent/x.key" };
+    sk_tls_files empty = { "", "", "" };
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
+                                  .tls = &tls,
+                                  .require_client_cert = true,
+                                  .handler = test_srv_handler };
+
+    SK_TEST_ASSERT_ERR(sk_http_server_start(&srv, &cfg), SK_EIO, "key_file /nonexistent/x.key");
+    assert_null(srv);
+    cfg.tls = &empty;
+    SK_TEST_ASSERT_ERR(sk_http_server_start(&srv, &cfg), SK_EINVAL, "cfg->tls->key_file");
+    empty.key_file = "k";
+    empty.cert_file = "c";
+    SK_TEST_ASSERT_ERR(sk_http_server_start(&srv, &cfg), SK_EINVAL, "cfg->tls->ca_file");
+    assert_null(srv);
+}
+
 static void test_sk_http_server_echo_decodes_path_query_headers(void **state)
 {
     fixture *f = *state;
@@ -508,6 +538,8 @@ int main(void)
         cmocka_unit_test(test_sk_http_server_start_bad_args),
         cmocka_unit_test_setup_teardown(test_sk_http_server_start_port_in_use, setup, teardown),
         cmocka_unit_test(test_sk_http_server_null_safe),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_reload_tls_errors, setup, teardown),
+        cmocka_unit_test(test_sk_http_server_start_tls_missing_files),
         cmocka_unit_test_setup_teardown(test_sk_http_server_set_fault, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_fault_delayed_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_echo_decodes_path_query_headers, setup,
