@@ -1161,6 +1161,59 @@ static sk_status gnutls_fail(int rc, const char *what, const char *path)
 }
 
 /*
+ * Check that the first certificate of @p cert and the key @p key hold the same
+ * public key. GnuTLS 3.7 checks this too, but leaks a certificate on that
+ * error path, so a mismatch is caught here first.
+ */
+static sk_status key_pair_check(const gnutls_datum_t *cert, const gnutls_datum_t *key,
+                                const sk_http_server *srv)
+{
+    sk_status st = SK_OK;
+    gnutls_x509_crt_t crt = NULL;
+    gnutls_x509_privkey_t pk = NULL;
+    unsigned char id_crt[64];
+    unsigned char id_key[64];
+    size_t n_crt = sizeof(id_crt);
+    size_t n_key = sizeof(id_key);
+    int rc;
+
+    rc = gnutls_x509_crt_init(&crt);
+    if (rc == GNUTLS_E_SUCCESS) {
+        rc = gnutls_x509_crt_import(crt, cert, GNUTLS_X509_FMT_PEM);
+    }
+    if (rc == GNUTLS_E_SUCCESS) {
+        rc = gnutls_x509_crt_get_key_id(crt, 0, id_crt, &n_crt);
+    }
+    if (rc != GNUTLS_E_SUCCESS) {
+        st = gnutls_fail(rc, "loading cert_file", srv->cert_file);
+        goto out;
+    }
+    rc = gnutls_x509_privkey_init(&pk);
+    if (rc == GNUTLS_E_SUCCESS) {
+        rc = gnutls_x509_privkey_import(pk, key, GNUTLS_X509_FMT_PEM);
+    }
+    if (rc == GNUTLS_E_SUCCESS) {
+        rc = gnutls_x509_privkey_get_key_id(pk, 0, id_key, &n_key);
+    }
+    if (rc != GNUTLS_E_SUCCESS) {
+        st = gnutls_fail(rc, "loading key_file", srv->key_file);
+        goto out;
+    }
+    if (n_crt != n_key || memcmp(id_crt, id_key, n_crt) != 0) {
+        st = SK_FAIL(SK_ETLS, "key_file %s does not belong to cert_file %s", srv->key_file,
+                     srv->cert_file);
+    }
+out:
+    if (crt != NULL) {
+        gnutls_x509_crt_deinit(crt);
+    }
+    if (pk != NULL) {
+        gnutls_x509_privkey_deinit(pk);
+    }
+    return st;
+}
+
+/*
  * Read the key, certificate and (with client certificates) CA files of @p srv
  * into a new generation of credentials with one reference. All or nothing.
  */
@@ -1198,7 +1251,10 @@ static sk_status creds_load(const sk_http_server *srv, tls_creds **out)
     }
     gnutls_datum_t cert_d = { (unsigned char *)cert, (unsigned)strlen(cert) };
     gnutls_datum_t key_d = { (unsigned char *)key, (unsigned)strlen(key) };
-    /* Also checks that the key belongs to the certificate. */
+    st = key_pair_check(&cert_d, &key_d, srv);
+    if (st != SK_OK) {
+        goto out;
+    }
     rc = gnutls_certificate_set_x509_key_mem2(c->cred, &cert_d, &key_d, GNUTLS_X509_FMT_PEM, NULL,
                                               0);
     if (rc < 0) {

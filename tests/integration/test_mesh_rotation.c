@@ -191,7 +191,7 @@ static void test_sk_http_server_reload_tls_bad_files_keep_old(void **state)
         write_file(f->order.key_file, other_key);
         sk_free(other_key);
     }
-    SK_TEST_ASSERT_ERR(sk_http_server_reload_tls(f->srv), SK_ETLS, "cert_file");
+    SK_TEST_ASSERT_ERR(sk_http_server_reload_tls(f->srv), SK_ETLS, "does not belong to cert_file");
     assert_int_equal(fetch_serial(f, after, sizeof(after)), 200);
     assert_string_equal(after, before);
 
