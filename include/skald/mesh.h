@@ -98,7 +98,7 @@ SK_API SK_NODISCARD sk_status sk_http_server_set_fault(sk_http_server *srv, cons
  * verify client certificates against the new CA; established connections
  * keep their session. The listener is never dropped.
  * @return SK_OK; SK_EINVAL (NULL srv); SK_ESTATE (plain HTTP server);
- *         SK_EIO (a file cannot be read); SK_EPROTO (not PEM);
+ *         SK_EIO (a file cannot be read); SK_EPROTO (not PEM); SK_ELIMIT (over 64 KiB);
  *         SK_ETLS (GnuTLS refused a file, or the key does not match the
  *         certificate); SK_ENOMEM. On any error the current credentials stay.
  * Thread-safe.

@@ -82,7 +82,7 @@ struct sk_http_client {
     bool is_stopping;
     tls_blobs *pending_tls; /* read by a reload, not yet taken by the client thread */
     tls_blobs *tls;         /* client thread only: in use since the last reload, or NULL */
-    job *active; /* client thread only */
+    job *active;            /* client thread only */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;

@@ -1060,7 +1060,8 @@ static void on_connection(void *cls,
                 /* This runs before the handshake: the session uses the credentials current now,
                  * pinned until the connection closes (GnuTLS keeps a pointer to them). */
                 tls_creds *c = creds_current(srv);
-                if (gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, c->cred) == GNUTLS_E_SUCCESS) {
+                if (gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, c->cred) ==
+                    GNUTLS_E_SUCCESS) {
                     cc->creds = c;
                 } else {
                     creds_unref(c); /* the daemon's credentials refuse the handshake */
@@ -1165,8 +1166,8 @@ static sk_status gnutls_fail(int rc, const char *what, const char *path)
  * public key. GnuTLS 3.7 checks this too, but leaks a certificate on that
  * error path, so a mismatch is caught here first.
  */
-static sk_status key_pair_check(const gnutls_datum_t *cert, const gnutls_datum_t *key,
-                                const sk_http_server *srv)
+static sk_status
+key_pair_check(const gnutls_datum_t *cert, const gnutls_datum_t *key, const sk_http_server *srv)
 {
     sk_status st = SK_OK;
     gnutls_x509_crt_t crt = NULL;
@@ -1436,7 +1437,7 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
     if (cfg->tls != NULL) {
         for (int i = 0; i < 3; i++) {
             static const char *const names[] = { "key_file", "cert_file", "ca_file" };
-            const char *path = i == 0 ? cfg->tls->key_file
+            const char *path = i == 0   ? cfg->tls->key_file
                                : i == 1 ? cfg->tls->cert_file
                                         : cfg->tls->ca_file;
             if (i == 2 && !cfg->require_client_cert) {
@@ -1476,8 +1477,8 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY, opts,
                                        MHD_OPTION_HTTPS_CERT_CALLBACK, cb, MHD_OPTION_END);
     } else {
-        srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY,
-                                       opts, MHD_OPTION_END);
+        srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_ARRAY, opts,
+                                       MHD_OPTION_END);
     }
     if (srv->daemon == NULL) {
         st = SK_FAIL(SK_EIO,

@@ -130,8 +130,8 @@ static void reissue_order(fixture *f)
 {
     assert_int_equal(unlink(f->order.cert_file), 0);
     assert_int_equal(unlink(f->order.key_file), 0);
-    assert_int_equal(
-        sk_pki_issue(f->pki.dir, "order", SK_SPIFFE_PREFIX "order", "127.0.0.1"), SK_OK);
+    assert_int_equal(sk_pki_issue(f->pki.dir, "order", SK_SPIFFE_PREFIX "order", "127.0.0.1"),
+                     SK_OK);
 }
 
 static void test_sk_http_server_reload_tls_new_handshakes_see_new_cert(void **state)
@@ -244,8 +244,8 @@ static void test_sk_http_client_reload_tls_no_reuse_of_old_connections(void **st
     assert_int_equal(sk_http_server_reload_tls(f->srv), SK_OK);
     assert_int_equal(unlink(f->payment.cert_file), 0);
     assert_int_equal(unlink(f->payment.key_file), 0);
-    assert_int_equal(
-        sk_pki_issue(f->pki.dir, "payment", SK_SPIFFE_PREFIX "payment", "127.0.0.1"), SK_OK);
+    assert_int_equal(sk_pki_issue(f->pki.dir, "payment", SK_SPIFFE_PREFIX "payment", "127.0.0.1"),
+                     SK_OK);
     assert_int_equal(sk_http_client_reload_tls(c), SK_OK);
     send_wait(c, &d, url); /* a new handshake with the new certificates */
     assert_int_equal(sk__http_server_connections_total(f->srv), n + 1);
@@ -265,12 +265,12 @@ static void test_sk_http_client_reload_tls_no_reuse_of_old_connections(void **st
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(
-            test_sk_http_server_reload_tls_new_handshakes_see_new_cert, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_reload_tls_new_handshakes_see_new_cert,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_reload_tls_bad_files_keep_old, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(
-            test_sk_http_client_reload_tls_no_reuse_of_old_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_reload_tls_no_reuse_of_old_connections,
+                                        setup, teardown),
     };
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
