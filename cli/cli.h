@@ -300,6 +300,10 @@ void cli_supervisor_poll(cli_supervisor *s, int64_t wait_ms);
 
 /** True once SIGTERM or SIGINT arrived. */
 bool cli_supervisor_is_stopping(const cli_supervisor *s);
+/** True (once) when SIGHUP arrived since the last call: the certificates should be renewed. */
+bool cli_supervisor_take_reload(cli_supervisor *s);
+/** Send @p sig to every running child (e.g. SIGHUP: re-read certificates). */
+void cli_supervisor_signal_all(cli_supervisor *s, int sig);
 /** Ask for the stop as if a signal had arrived (tests, fatal errors). */
 void cli_supervisor_request_stop(cli_supervisor *s);
 

@@ -506,6 +506,16 @@ static int run(up_state *u, const up_opts *o)
     (void)wait_ready(u, u->t0_ms + READY_DEADLINE_MS);
     while (!cli_supervisor_is_stopping(u->sup)) {
         cli_supervisor_poll(u->sup, -1);
+        if (cli_supervisor_take_reload(u->sup)) {
+            /* SIGHUP: re-issue the certificates that are due, then every child re-reads its own. */
+            if (cli_pki_setup(u->pki_dir, u->sys) != SK_OK) {
+                cli_errorf("up", "renewing certificates: %s", sk_error_message());
+            } else {
+                printf("skald: certificates renewed where due; asking every process to re-read them\n");
+                fflush(stdout);
+                cli_supervisor_signal_all(u->sup, SIGHUP);
+            }
+        }
     }
     cli_supervisor_stop_all(u->sup, 0);
     printf("skald: stopped\n");

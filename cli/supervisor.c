@@ -44,6 +44,7 @@ struct cli_supervisor {
     sigset_t old_mask; /* restored by destroy */
     bool is_stopping;  /* a stop signal arrived (or was requested) */
     bool is_forced;    /* a second stop signal: skip the grace periods */
+    bool is_reload;    /* SIGHUP arrived and cli_supervisor_take_reload has not seen it yet */
     int backoff_percent;
 };
 
@@ -66,6 +67,7 @@ static void stop_signals(sigset_t *set)
     sigaddset(set, SIGCHLD);
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
 }
 
 sk_status cli_supervisor_create(cli_supervisor **out)
@@ -293,6 +295,10 @@ static void drain_events(cli_supervisor *s)
         if (n != (ssize_t)sizeof(si)) {
             break; /* EAGAIN: nothing more */
         }
+        if (si.ssi_signo == SIGHUP) {
+            s->is_reload = true;
+            continue;
+        }
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             if (s->is_stopping) {
                 s->is_forced = true;
@@ -490,4 +496,20 @@ void cli_supervisor_destroy(cli_supervisor *s)
     close(s->sfd);
     (void)pthread_sigmask(SIG_SETMASK, &s->old_mask, NULL);
     sk_free(s);
+}
+
+bool cli_supervisor_take_reload(cli_supervisor *s)
+{
+    bool is_reload = s->is_reload;
+    s->is_reload = false;
+    return is_reload;
+}
+
+void cli_supervisor_signal_all(cli_supervisor *s, int sig)
+{
+    for (size_t i = 0; i < s->n_children; i++) {
+        if (s->children[i].pid > 0) {
+            SK_IGNORE(kill(s->children[i].pid, sig)); /* one that just exited is reaped and restarted */
+        }
+    }
 }
