@@ -173,7 +173,7 @@ timeout 30 "$skald" status --data "$data" >"$tmp/status.txt" 2>"$tmp/status.err"
     die "skald status failed: $(cat "$tmp/status.err")"
 mapfile -t ov_addrs < <(awk '$2 == "orderview" && $5 == "ready" { print $3 }' "$tmp/status.txt")
 mapfile -t ov_pids < <(awk '$2 == "orderview" && $5 == "ready" { print $4 }' "$tmp/status.txt")
-gw_pids=($(awk '$2 == "gateway" { print $4 }' "$tmp/status.txt"))
+mapfile -t gw_pids < <(awk '$2 == "gateway" { print $4 }' "$tmp/status.txt")
 [ ${#ov_addrs[@]} -gt 0 ] || die "no ready orderview instance in skald status: $(cat "$tmp/status.txt")"
 [ ${#gw_pids[@]} -eq 1 ] || die "expected one gateway instance in skald status, got ${#gw_pids[@]}"
 
@@ -234,7 +234,7 @@ curl -s -m 5 "$gw$path" >"$tmp/gw.body"
 curl -s -m 5 "$ngx$path" >"$tmp/ngx.body"
 cmp -s "$tmp/gw.body" "$tmp/ngx.body" ||
     die "gateway and nginx answer differently: $(cat "$tmp/gw.body") vs $(cat "$tmp/ngx.body")"
-ngx_workers=($(pgrep -P "$nginx_pid" || true))
+mapfile -t ngx_workers < <(pgrep -P "$nginx_pid" || true)
 [ ${#ngx_workers[@]} -gt 0 ] || die "no nginx worker process under pid $nginx_pid"
 
 # ------------------------------------------------------------------ measure
@@ -273,18 +273,18 @@ to_ms() { # wrk duration ("812.00us", "1.20ms", "1.01s") -> ms
 }
 
 run_wrk() { # NAME URL PROXY_PIDS... -> sets r_rps r_p50 r_p99 r_reqs r_cpu_us r_sys_pct r_cs r_ov_us
-    local name=$1 url=$2 out=$tmp/wrk-$1.txt errs non2xx pu0 ps0 pc0 pu1 ps1 pc1 ou0 os0 oc0 ou1 os1 oc1
+    local name=$1 url=$2 out=$tmp/wrk-$1.txt errs non2xx pu0 ps0 pc0 pu1 ps1 pc1 ou0 os0 ou1 os1
     shift 2
     timeout $((warmup + 30)) wrk -t"$threads" -c"$conns" -d"${warmup}s" "$url" >/dev/null 2>&1 ||
         die "$name: wrk warm-up failed"
     thread_ticks "$1" >"$tmp/threads-$name.0"
     read -r pu0 ps0 pc0 <<<"$(proc_sample "$@")"
-    read -r ou0 os0 oc0 <<<"$(proc_sample "${ov_pids[@]}")"
+    read -r ou0 os0 _ <<<"$(proc_sample "${ov_pids[@]}")"
     timeout $((duration + 30)) wrk -t"$threads" -c"$conns" -d"${duration}s" --timeout 5s --latency "$url" \
         >"$out" 2>&1 || die "$name: wrk failed: $(cat "$out")"
     read -r pu1 ps1 pc1 <<<"$(proc_sample "$@")"
     thread_ticks "$1" >"$tmp/threads-$name.1"
-    read -r ou1 os1 oc1 <<<"$(proc_sample "${ov_pids[@]}")"
+    read -r ou1 os1 _ <<<"$(proc_sample "${ov_pids[@]}")"
     r_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     r_reqs=$(awk '/requests in/ { print $1 }' "$out")
     r_p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
