@@ -709,8 +709,9 @@ static enum MHD_Result queue(sk_http_req *req, int status, struct MHD_Response *
 /* Probes and metrics are never faulted: the supervisor and scrapers must keep working. */
 static bool path_is_exempt(const char *path)
 {
+    /* Operators must still see a faulted service: health, metrics and its upstream states. */
     return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-           strcmp(path, "/metrics") == 0;
+           strcmp(path, "/metrics") == 0 || strcmp(path, "/mesh/upstreams") == 0;
 }
 
 typedef struct fault_wait {
