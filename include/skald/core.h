@@ -196,6 +196,11 @@ SK_API size_t sk_base64url_encode(const void *data, size_t len, char *out);
 SK_API SK_NODISCARD sk_status sk_base64url_decode(sk_slice text, uint8_t *out, size_t *out_len);
 
 
+/* ---------------------------------------------------------------- HTTP */
+
+/** Reason phrase of an HTTP status ("Not Found"), "Unknown" for others. Never NULL. */
+SK_API const char *sk_http_reason(int status);
+
 /* ---------------------------------------------------------------- YAML */
 
 /**

@@ -25,22 +25,6 @@ void svc_txcall_fail_http(svc_txcall *tc, int http_status)
     tc->http_status = http_status;
 }
 
-static const char *title_for(int http_status)
-{
-    switch (http_status) {
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 409:
-        return "Conflict";
-    case 422:
-        return "Unprocessable Entity";
-    default:
-        return "Error";
-    }
-}
-
 static sk_status txjob_work(sk_tx *tx, void *ctx)
 {
     txjob *job = ctx;
@@ -57,7 +41,7 @@ static void txjob_done(sk_status st, const char *message, void *ctx)
                          job->tc.location);
         job->tc.body = NULL;
     } else if (job->tc.http_status >= 400) {
-        sk_call_fail_http(job->tc.call, job->tc.http_status, title_for(job->tc.http_status), "%s", message);
+        sk_call_fail_http(job->tc.call, job->tc.http_status, sk_http_reason(job->tc.http_status), "%s", message);
     } else {
         sk_call_fail(job->tc.call, st, "%s", message);
     }

@@ -204,56 +204,6 @@ int sk_cqrs_http_status(sk_status st)
     }
 }
 
-const char *sk__cqrs_http_title(int http_status)
-{
-    switch (http_status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 410:
-        return "Gone";
-    case 412:
-        return "Precondition Failed";
-    case 413:
-        return "Content Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 422:
-        return "Unprocessable Content";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Error";
-    }
-}
-
 static const char *kind_name(sk_cqrs_kind kind)
 {
     return kind == SK_CQRS_QUERY ? "query" : "command";
@@ -612,7 +562,7 @@ static void call_finish(sk_call *call,
     res.body = body;
     res.location = location;
     if (http_status >= 400) {
-        res.title = title != NULL ? title : sk__cqrs_http_title(http_status);
+        res.title = title != NULL ? title : sk_http_reason(http_status);
         res.detail = detail != NULL ? detail : res.title;
         if (http_status == 500) {
             res.detail = "internal error";

@@ -31,8 +31,6 @@ bool sk__cqrs_type_is_valid(const char *s);
 /** True when @p s is 1..SK__CTOKEN_ID_MAX bytes of [A-Za-z0-9._:-]. */
 bool sk__ctoken_id_is_valid(const char *s, size_t len);
 
-/** Reason phrase of an HTTP status ("Bad Request"); "Error" when unknown. Never NULL. */
-const char *sk__cqrs_http_title(int http_status);
 
 /**
  * Abort on a failed pthread call (STYLE 5: errors from pthread calls abort;

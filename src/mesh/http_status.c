@@ -34,80 +34,6 @@ int sk_http_status_for(sk_status st)
     }
 }
 
-const char *sk__http_reason(int status)
-{
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 303:
-        return "See Other";
-    case 304:
-        return "Not Modified";
-    case 307:
-        return "Temporary Redirect";
-    case 308:
-        return "Permanent Redirect";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 406:
-        return "Not Acceptable";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 410:
-        return "Gone";
-    case 411:
-        return "Length Required";
-    case 412:
-        return "Precondition Failed";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 415:
-        return "Unsupported Media Type";
-    case 422:
-        return "Unprocessable Content";
-    case 428:
-        return "Precondition Required";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Unknown";
-    }
-}
-
 sk_status sk__http_problem_format(
     sk_buf *out, int status, const char *title, const char *detail, const char *request_id)
 {
@@ -127,9 +53,9 @@ sk_status sk__http_problem_format(
         goto out;
     }
     /* json_string refuses invalid UTF-8; fall back to a fixed text rather than fail the answer. */
-    json_t *t = json_string(title != NULL ? title : sk__http_reason(status));
+    json_t *t = json_string(title != NULL ? title : sk_http_reason(status));
     if (json_object_set_new(obj, "type", json_string("about:blank")) != 0 ||
-        json_object_set_new(obj, "title", t != NULL ? t : json_string(sk__http_reason(status))) !=
+        json_object_set_new(obj, "title", t != NULL ? t : json_string(sk_http_reason(status))) !=
             0 ||
         json_object_set_new(obj, "status", json_integer(status)) != 0) {
         st = SK_FAIL(SK_ENOMEM, "sk__http_problem_format: building the object");

@@ -295,8 +295,6 @@ void sk__upstream_set_seams(
 /** Current pool counters of @p u (tests). */
 void sk__upstream_pool_get(sk_upstream *u, uint32_t *n_active, uint32_t *n_pending);
 
-/** Recommended reason phrase for @p status ("Not Found"), "Unknown" otherwise. */
-const char *sk__http_reason(int status);
 
 /**
  * Append the RFC 9457 body {type,title,status,detail,request_id} to @p out.

@@ -470,8 +470,8 @@ static void test_sk_cqrs_http_status_mapping(void **state)
     assert_int_equal(sk_cqrs_http_status(SK_EDB), 500);
     assert_int_equal(sk_cqrs_http_status(SK_ENOMEM), 500);
     assert_int_equal(sk_cqrs_http_status((sk_status)1000), 500);
-    assert_string_equal(sk__cqrs_http_title(422), "Unprocessable Content");
-    assert_string_equal(sk__cqrs_http_title(599), "Error");
+    assert_string_equal(sk_http_reason(422), "Unprocessable Content");
+    assert_string_equal(sk_http_reason(599), "Unknown");
 }
 
 static void test_sk_call_fail_maps_status_and_hides_500(void **state)

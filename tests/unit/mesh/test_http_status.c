@@ -36,11 +36,11 @@ static void test_sk_http_status_for_each_status(void **state)
 static void test_sk__http_reason(void **state)
 {
     (void)state;
-    assert_string_equal(sk__http_reason(404), "Not Found");
-    assert_string_equal(sk__http_reason(413), "Content Too Large");
-    assert_string_equal(sk__http_reason(503), "Service Unavailable");
-    assert_string_equal(sk__http_reason(299), "Unknown");
-    assert_string_equal(sk__http_reason(-1), "Unknown");
+    assert_string_equal(sk_http_reason(404), "Not Found");
+    assert_string_equal(sk_http_reason(413), "Content Too Large");
+    assert_string_equal(sk_http_reason(503), "Service Unavailable");
+    assert_string_equal(sk_http_reason(299), "Unknown");
+    assert_string_equal(sk_http_reason(-1), "Unknown");
 }
 
 static void test_sk__http_problem_format_full(void **state)
