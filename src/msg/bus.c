@@ -430,9 +430,9 @@ jsCtx *sk__bus_js(sk_bus *bus)
 
 /* ---------------------------------------------------------------- streams */
 
-static bool stream_name_is_valid(const char *name)
+bool sk__msg_name_is_valid(const char *name)
 {
-    size_t len = strnlen(name, 65);
+    size_t len = name != NULL ? strnlen(name, 65) : 0;
 
     if (len == 0 || len > 64) {
         return false;
@@ -478,7 +478,7 @@ sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg)
     if (bus == NULL || cfg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_bus_stream_ensure: bus and cfg must not be NULL");
     }
-    if (cfg->name == NULL || !stream_name_is_valid(cfg->name)) {
+    if (cfg->name == NULL || !sk__msg_name_is_valid(cfg->name)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_bus_stream_ensure: cfg->name: expected 1..64 of [A-Za-z0-9_-]");
     }

@@ -477,27 +477,6 @@ static void *fetch_main(void *arg)
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static bool name_is_valid(const char *name)
-{
-    size_t len;
-
-    if (name == NULL) {
-        return false;
-    }
-    len = strnlen(name, 65);
-    if (len == 0 || len > 64) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char ch = name[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Make sure dead letters have a stream to land in; failures are only logged. */
 static void dlq_stream_ensure(sk_bus *bus)
 {
@@ -597,10 +576,10 @@ sk_status sk_consumer_start(sk_consumer **out,
     if (bus == NULL || store == NULL || cfg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_consumer_start: bus, store and cfg must not be NULL");
     }
-    if (!name_is_valid(cfg->stream)) {
+    if (!sk__msg_name_is_valid(cfg->stream)) {
         return SK_FAIL(SK_EINVAL, "sk_consumer_start: cfg->stream: expected 1..64 of [A-Za-z0-9_-]");
     }
-    if (!name_is_valid(cfg->durable)) {
+    if (!sk__msg_name_is_valid(cfg->durable)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_consumer_start: cfg->durable: expected 1..64 of [A-Za-z0-9_-]");
     }

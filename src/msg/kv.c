@@ -30,27 +30,6 @@ struct sk_kv_watch {
     _Atomic bool is_stopping;
 };
 
-static bool bucket_is_valid(const char *name)
-{
-    size_t len;
-
-    if (name == NULL) {
-        return false;
-    }
-    len = strnlen(name, 65);
-    if (len == 0 || len > 64) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Keys: 1..255 of [-/_=.a-zA-Z0-9], not starting or ending with '.'. */
 static sk_status key_check(const char *key, const char *fn)
 {
@@ -89,7 +68,7 @@ sk_status sk_kv_open(sk_kv **out, sk_bus *bus, const char *name, int64_t ttl_ms)
     if (bus == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_kv_open: bus must not be NULL");
     }
-    if (!bucket_is_valid(name)) {
+    if (!sk__msg_name_is_valid(name)) {
         return SK_FAIL(SK_EINVAL, "sk_kv_open: name: expected 1..64 of [A-Za-z0-9_-]");
     }
     if (ttl_ms < 0 || ttl_ms > INT64_MAX / 1000000) {

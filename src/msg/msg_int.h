@@ -171,4 +171,7 @@ sk_status sk__outbox_insert(sk_tx *tx,
 /** Delay before redelivery number @p n_delivered + 1, in milliseconds. */
 int64_t sk__consumer_backoff_ms(uint64_t n_delivered);
 
+/** Stream, durable and bucket names: 1..64 of [A-Za-z0-9_-] (NULL is invalid). */
+bool sk__msg_name_is_valid(const char *name);
+
 #endif /* SK_MSG_INT_H */
