@@ -60,7 +60,7 @@
 #define READ_GAP_MS  5     /* between one client's reads */
 #define READY_MS     20000 /* both orderview instances listed ready, read models seeded */
 #define EJECT_MS     (PER_TRY_TIMEOUT_MS + INTERVAL_MS) /* hang -> "ejected" at the gateway */
-#define AFTER_MS     1500  /* reads kept going after the ejection was seen */
+#define AFTER_MS     1000  /* reads kept going after the ejection was seen (then SIGCONT) */
 #define FAST_MS      1000  /* "well under" the per-try timeout */
 #define MIN_FAST     20    /* reads started after the ejection, at least */
 #define REJOIN_MS    10000 /* SIGCONT -> listed again when discovery had dropped it */
@@ -394,7 +394,21 @@ static void test_hung_instance_is_ejected_and_rejoins(void **state)
     /* Keep reading a while after the ejection: these reads must not touch orderview-2. */
     int64_t t_after = sk_time_mono_ms();
     while (sk_time_mono_ms() - t_after < AFTER_MS) {
-        pause_ms(50);
+        /* Ejected for baseEjectionTime: never healthy meanwhile (gone from discovery is fine). */
+        char *body = NULL;
+        ep_state s = gateway_ep_state(sc.addr[1], NULL, &body);
+        if (s == EP_HEALTHY) {
+            fail_msg("orderview-2 (%s), hung and ejected %lld ms ago, is healthy at the gateway again "
+                     "(baseEjectionTime %d ms): %s",
+                     sc.addr[1], (long long)(sk_time_mono_ms() - t_eject), BASE_EJECTION_MS, body);
+        }
+        if (s == EP_ABSENT && t_gone < 0) {
+            t_gone = sk_time_mono_ms();
+            fprintf(stderr, "[hang] orderview-2 left the gateway's endpoints %lld ms after SIGSTOP\n",
+                    (long long)(t_gone - t_stop));
+        }
+        sk_free(body);
+        pause_ms(25);
     }
     atomic_store(&stop, true);
     for (int i = 0; i < N_CLIENTS; i++) {
@@ -467,6 +481,43 @@ static void test_hung_instance_is_ejected_and_rejoins(void **state)
     g_stopped_pid = 0;
     int64_t t_cont = sk_time_mono_ms();
     bool was_absent = false;
+    char *cont_body = NULL;
+    ep_state cont_state = gateway_ep_state(sc.addr[1], NULL, &cont_body);
+    fprintf(stderr, "[recover] at SIGCONT the gateway has orderview-2 %s: %s\n",
+            cont_state == EP_ABSENT ? "absent" : cont_state == EP_HEALTHY ? "healthy" : "ejected",
+            cont_body);
+    sk_free(cont_body);
+    was_absent = cont_state == EP_ABSENT;
+    if (cont_state == EP_EJECTED) {
+        /*
+         * Alive again but still ejected: no read goes to it. It first answers
+         * what waited in its sockets while stopped, so count once that settled.
+         */
+        int64_t before = product_reads(sc.addr[1]), settled = -1;
+        int64_t deadline = sk_time_mono_ms() + SLACK_MS;
+        while ((settled = product_reads(sc.addr[1])) != before || before < 0) {
+            if (sk_time_mono_ms() > deadline) {
+                fail_msg("orderview-2's GetProduct count did not settle after SIGCONT (%lld, %lld)",
+                         (long long)before, (long long)settled);
+            }
+            before = settled;
+            pause_ms(200);
+        }
+        for (int k = 0; k < 40; k++) {
+            sk_test_http r;
+            assert_int_equal(sk_test_http_send(&g_sys, "GET", sc.path, NULL, 0, NULL, &r), SK_OK);
+            if (r.status != 200) {
+                fail_msg("GET %s while orderview-2 is ejected: HTTP %d: %s", sc.path, r.status, r.body);
+            }
+            sk_test_http_fini(&r);
+        }
+        int64_t after = product_reads(sc.addr[1]);
+        if (gateway_ep_state(sc.addr[1], NULL, NULL) == EP_EJECTED) {
+            fprintf(stderr, "[recover] 40 reads while orderview-2 runs but is ejected: it answered %lld\n",
+                    (long long)(after - before));
+            assert_int_equal(after, before);
+        }
+    }
     for (;;) {
         char *body = NULL;
         ep_state s = gateway_ep_state(sc.addr[1], NULL, &body);
