@@ -336,10 +336,24 @@ key_parse(const char *key, char svc[SK_DISCOVERY_MAX_NAME + 1], char ins[SK_DISC
     return true;
 }
 
-/* Store a decoded put of @p inst (taken) seen now. */
+/*
+ * Store a decoded put of @p inst (taken). It counts as seen when its
+ * heartbeat was written (wall clock, clamped to now), not when it arrived:
+ * a process that starts watching gets the bucket's current entries, and one
+ * whose heartbeat is already older than the TTL (the server has not dropped
+ * it yet) must not look alive for another whole TTL.
+ */
 static void table_put(sk_registry *r, sk_instance *inst, const char *key)
 {
-    int64_t now = sk_time_mono_ms();
+    int64_t age = inst->heartbeat_ms > 0 ? sk_time_now_ms() - inst->heartbeat_ms : 0;
+    if (age < 0) {
+        age = 0; /* a clock ahead of ours: trust the time of receipt */
+    }
+    if (age >= r->ttl_ms) {
+        sk__instance_fini(inst); /* expired already; the live entry, if any, expires on its own */
+        return;
+    }
+    int64_t now = sk_time_mono_ms() - age;
     entry *e = entry_find(r, inst->service, inst->instance);
 
     if (e != NULL) {
