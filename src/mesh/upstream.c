@@ -729,6 +729,9 @@ static void on_attempt_done(sk_status st, const sk_http_response *resp, void *ct
                                        sk__outcome_of(st, resp != NULL ? resp->status : 0), now)) {
                     sk_counter_add(u->n_ejections, 1);
                     sk_gauge_set(u->g_ejected, (int64_t)sk__outlier_n_ejected(v, u->n_eps));
+                    /* Rare and what an operator looks for first: say it in the log. */
+                    SK_LOG_WARN("upstream %s: endpoint %s ejected for %lld ms (ejection #%u)", u->service, e->addr,
+                                (long long)(e->oh.ejected_until_ms - now), (unsigned)e->oh.n_ejections);
                 }
                 hosts_view_free(v, stack);
             }
