@@ -297,67 +297,6 @@ static bool cmdline_serves(const char *cmd, size_t len, const char *service)
     return false;
 }
 
-pid_t sk_test_system_service_pid(const sk_test_system *sys, const char *service)
-{
-    pid_t found = 0;
-    if (sys == NULL || sys->pid <= 0 || service == NULL || service[0] == '\0') {
-        return 0;
-    }
-    DIR *d = opendir("/proc");
-    if (d == NULL) {
-        return 0;
-    }
-    struct dirent *e;
-    while (found == 0 && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '1' || e->d_name[0] > '9' ||
-            strspn(e->d_name, "0123456789") != strlen(e->d_name)) {
-            continue;
-        }
-        if (parent_of(e->d_name) != sys->pid) {
-            continue;
-        }
-        char path[300];
-        size_t len = 0;
-        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
-        /* A zombie (killed, not reaped yet) has an empty command line and never matches. */
-        char *cmd = sk_test_read_file(path, &len);
-        if (cmd != NULL && cmdline_serves(cmd, len, service)) {
-            found = (pid_t)strtol(e->d_name, NULL, 10);
-        }
-        sk_free(cmd);
-    }
-    closedir(d);
-    return found;
-}
-
-sk_status sk_test_system_await_service(const sk_test_system *sys,
-                                       const char *service,
-                                       pid_t old_pid,
-                                       int64_t timeout_ms,
-                                       pid_t *pid_out)
-{
-    if (pid_out == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_test_system_await_service: pid_out must not be NULL");
-    }
-    *pid_out = 0;
-    if (sys == NULL || service == NULL || service[0] == '\0') {
-        return SK_FAIL(SK_EINVAL, "sk_test_system_await_service: sys and service are required");
-    }
-    int64_t deadline = sk_time_mono_ms() + timeout_ms;
-    for (;;) {
-        pid_t pid = sk_test_system_service_pid(sys, service);
-        if (pid > 0 && pid != old_pid) {
-            *pid_out = pid;
-            return SK_OK;
-        }
-        if (sk_time_mono_ms() > deadline) {
-            return SK_FAIL(SK_ETIMEDOUT, "no new process of %s within %lld ms (old pid %d)",
-                           service, (long long)timeout_ms, (int)old_pid);
-        }
-        sleep_ms(20);
-    }
-}
-
 /* Does the NUL-separated command line hold the word @p flag followed by the word @p value? */
 static bool cmdline_has_flag_value(const char *cmd, size_t len, const char *flag, const char *value)
 {
@@ -374,10 +313,18 @@ static bool cmdline_has_flag_value(const char *cmd, size_t len, const char *flag
     return false;
 }
 
-pid_t sk_test_system_instance_pid(const sk_test_system *sys, const char *instance)
+static bool cmdline_is_instance(const char *cmd, size_t len, const char *instance)
+{
+    return cmdline_has_flag_value(cmd, len, "--instance", instance);
+}
+
+typedef bool (*cmdline_match_fn)(const char *cmd, size_t len, const char *name);
+
+/* The first child of `skald up` whose command line matches @p name, or 0. */
+static pid_t child_pid(const sk_test_system *sys, cmdline_match_fn match, const char *name)
 {
     pid_t found = 0;
-    if (sys == NULL || sys->pid <= 0 || instance == NULL || instance[0] == '\0') {
+    if (sys == NULL || sys->pid <= 0 || name == NULL || name[0] == '\0') {
         return 0;
     }
     DIR *d = opendir("/proc");
@@ -398,7 +345,7 @@ pid_t sk_test_system_instance_pid(const sk_test_system *sys, const char *instanc
         snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
         /* A zombie (killed, not reaped yet) has an empty command line and never matches. */
         char *cmd = sk_test_read_file(path, &len);
-        if (cmd != NULL && cmdline_has_flag_value(cmd, len, "--instance", instance)) {
+        if (cmd != NULL && match(cmd, len, name)) {
             found = (pid_t)strtol(e->d_name, NULL, 10);
         }
         sk_free(cmd);
@@ -407,32 +354,62 @@ pid_t sk_test_system_instance_pid(const sk_test_system *sys, const char *instanc
     return found;
 }
 
+/* Poll until a child matching @p name runs under a PID other than @p old_pid. */
+static sk_status await_child(const sk_test_system *sys,
+                             cmdline_match_fn match,
+                             const char *name,
+                             pid_t old_pid,
+                             int64_t timeout_ms,
+                             pid_t *pid_out)
+{
+    if (pid_out == NULL) {
+        return SK_FAIL(SK_EINVAL, "awaiting a restart: pid_out must not be NULL");
+    }
+    *pid_out = 0;
+    if (sys == NULL || name == NULL || name[0] == '\0') {
+        return SK_FAIL(SK_EINVAL, "awaiting a restart: sys and a name are required");
+    }
+    int64_t deadline = sk_time_mono_ms() + timeout_ms;
+    for (;;) {
+        pid_t pid = child_pid(sys, match, name);
+        if (pid > 0 && pid != old_pid) {
+            *pid_out = pid;
+            return SK_OK;
+        }
+        if (sk_time_mono_ms() > deadline) {
+            return SK_FAIL(SK_ETIMEDOUT, "no new process of %s within %lld ms (old pid %d)", name,
+                           (long long)timeout_ms, (int)old_pid);
+        }
+        sleep_ms(20);
+    }
+}
+
+pid_t sk_test_system_service_pid(const sk_test_system *sys, const char *service)
+{
+    return child_pid(sys, cmdline_serves, service);
+}
+
+sk_status sk_test_system_await_service(const sk_test_system *sys,
+                                       const char *service,
+                                       pid_t old_pid,
+                                       int64_t timeout_ms,
+                                       pid_t *pid_out)
+{
+    return await_child(sys, cmdline_serves, service, old_pid, timeout_ms, pid_out);
+}
+
+pid_t sk_test_system_instance_pid(const sk_test_system *sys, const char *instance)
+{
+    return child_pid(sys, cmdline_is_instance, instance);
+}
+
 sk_status sk_test_system_await_instance(const sk_test_system *sys,
                                         const char *instance,
                                         pid_t old_pid,
                                         int64_t timeout_ms,
                                         pid_t *pid_out)
 {
-    if (pid_out == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_test_system_await_instance: pid_out must not be NULL");
-    }
-    *pid_out = 0;
-    if (sys == NULL || instance == NULL || instance[0] == '\0') {
-        return SK_FAIL(SK_EINVAL, "sk_test_system_await_instance: sys and instance are required");
-    }
-    int64_t deadline = sk_time_mono_ms() + timeout_ms;
-    for (;;) {
-        pid_t pid = sk_test_system_instance_pid(sys, instance);
-        if (pid > 0 && pid != old_pid) {
-            *pid_out = pid;
-            return SK_OK;
-        }
-        if (sk_time_mono_ms() > deadline) {
-            return SK_FAIL(SK_ETIMEDOUT, "no new process of %s within %lld ms (old pid %d)",
-                           instance, (long long)timeout_ms, (int)old_pid);
-        }
-        sleep_ms(20);
-    }
+    return await_child(sys, cmdline_is_instance, instance, old_pid, timeout_ms, pid_out);
 }
 
 sk_status sk_test_system_await_ready(const sk_test_system *sys, int64_t timeout_ms)
