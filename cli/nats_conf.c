@@ -121,28 +121,6 @@ static sk_status subj_list_add(subj_list *l, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- the system's streams */
 
-/*
- * The stream of @p context for @p kind ("EVENTS", "COMMANDS", "REPLIES"):
- * upper-cased context, '-' as '_' (the same rule as svc_stream_name in
- * services/common, which the services use; the two must agree).
- */
-static void stream_name(const char *context, const char *kind, char *out, size_t out_len)
-{
-    size_t j = 0;
-    for (size_t i = 0; context[i] != '\0' && j + 1 < out_len; i++) {
-        char c = context[i];
-        out[j++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : (c == '-' ? '_' : c));
-    }
-    out[j] = '\0';
-    snprintf(out + j, out_len - j, "_%s", kind);
-}
-
-/* Services with a database own the three streams of their context (services/common). */
-static bool has_streams(const sk_sys_service *s)
-{
-    return !s->is_gateway && s->database != NULL && s->database[0] != '\0';
-}
-
 static bool list_has(char *const *list, size_t n, const char *item)
 {
     for (size_t i = 0; i < n; i++) {
@@ -192,12 +170,12 @@ static sk_status command_targets(const sk_system *sys, size_t self, bool *out)
 
     memset(out, 0, sys->n_services * sizeof(*out));
     if (list == NULL) {
-        if (!has_streams(s) || s->n_commands == 0) {
+        if (!sk_system_service_has_streams(s) || s->n_commands == 0) {
             return SK_OK;
         }
         for (size_t t = 0; t < sys->n_services; t++) {
             const sk_sys_service *target = &sys->services[t];
-            out[t] = t != self && has_streams(target) && target->n_commands > 0 &&
+            out[t] = t != self && sk_system_service_has_streams(target) && target->n_commands > 0 &&
                      consumes_from(s, target);
         }
         return SK_OK;
@@ -217,7 +195,7 @@ static sk_status command_targets(const sk_system *sys, size_t self, bool *out)
             return SK_FAIL(SK_EPROTO, "services.%s.%s[%zu]: no service \"%.40s\" in the system",
                            s->name, CLI_NATS_COMMANDS_KEY, k, name);
         }
-        if (t == self || !has_streams(&sys->services[t]) || sys->services[t].n_commands == 0) {
+        if (t == self || !sk_system_service_has_streams(&sys->services[t]) || sys->services[t].n_commands == 0) {
             return SK_FAIL(SK_EPROTO,
                            "services.%s.%s[%zu]: \"%s\" cannot take saga commands from %s "
                            "(expected another service with a database and commands)",
@@ -262,11 +240,11 @@ add_stream_api(subj_list *pub, const sk_system *sys, const char *const *ops, siz
     sk_status st = SK_OK;
 
     for (size_t i = 0; i < sys->n_services && st == SK_OK; i++) {
-        if (!has_streams(&sys->services[i])) {
+        if (!sk_system_service_has_streams(&sys->services[i])) {
             continue;
         }
         for (size_t k = 0; k < 3 && st == SK_OK; k++) {
-            stream_name(sys->services[i].context, kinds[k], name, sizeof(name));
+            sk_stream_name(sys->services[i].context, kinds[k], name, sizeof(name));
             for (size_t o = 0; o < n_ops && st == SK_OK; o++) {
                 st = subj_list_add(pub, JS_API ".STREAM.%s.%s", ops[o], name);
             }
@@ -344,7 +322,7 @@ service_perms(const sk_system *sys, size_t self, const bool *matrix, subj_list *
     char name[96];
     sk_status st = SK_OK;
 
-    if (has_streams(s)) {
+    if (sk_system_service_has_streams(s)) {
         /* Its own events, and dead letters of its consumers (through its outbox). */
         st = subj_list_add(pub, "%s.events.>", s->context);
         if (st == SK_OK) {
@@ -363,16 +341,16 @@ service_perms(const sk_system *sys, size_t self, const bool *matrix, subj_list *
         }
         /* Consumers: its commands, its saga replies, the events it consumes. */
         if (st == SK_OK && s->n_commands > 0) {
-            stream_name(s->context, "COMMANDS", name, sizeof(name));
+            sk_stream_name(s->context, "COMMANDS", name, sizeof(name));
             st = add_consumer(pub, name);
         }
         if (st == SK_OK) {
-            stream_name(s->context, "REPLIES", name, sizeof(name));
+            sk_stream_name(s->context, "REPLIES", name, sizeof(name));
             st = add_consumer(pub, name);
         }
         for (size_t t = 0; t < n && st == SK_OK; t++) {
-            if (has_streams(&sys->services[t]) && consumes_from(s, &sys->services[t])) {
-                stream_name(sys->services[t].context, "EVENTS", name, sizeof(name));
+            if (sk_system_service_has_streams(&sys->services[t]) && consumes_from(s, &sys->services[t])) {
+                sk_stream_name(sys->services[t].context, "EVENTS", name, sizeof(name));
                 st = add_consumer(pub, name);
             }
         }
@@ -566,8 +544,6 @@ sk_status cli_nats_conf_render(const cli_nats_conf *conf, sk_buf *out)
 
 sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys)
 {
-    static const char *const kinds[] = { "events", "commands", "replies" };
-    static const char *const kinds_upper[] = { "EVENTS", "COMMANDS", "REPLIES" };
     sk_registry *reg = NULL;
     sk_kv *kv = NULL;
     sk_status st = SK_OK;
@@ -576,26 +552,7 @@ sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys)
         return SK_FAIL(SK_EINVAL, "cli_nats_streams_ensure: %s must not be NULL",
                        bus == NULL ? "bus" : "sys");
     }
-    /* The same streams, with the same configuration, as streams_ensure in services/common. */
-    for (size_t i = 0; i < sys->n_services && st == SK_OK; i++) {
-        const sk_sys_service *s = &sys->services[i];
-        if (!has_streams(s)) {
-            continue;
-        }
-        for (size_t k = 0; k < 3 && st == SK_OK; k++) {
-            char name[96], subject[128];
-            stream_name(s->context, kinds_upper[k], name, sizeof(name));
-            snprintf(subject, sizeof(subject), "%s.%s.>", s->context, kinds[k]);
-            const char *subjects[] = { subject };
-            sk_stream_config cfg = { .name = name, .subjects = subjects, .n_subjects = 1 };
-            st = sk_bus_stream_ensure(bus, &cfg);
-        }
-    }
-    if (st == SK_OK) {
-        const char *subjects[] = { SK_DLQ_SUBJECT_PREFIX ">" };
-        sk_stream_config cfg = { .name = SK_DLQ_STREAM, .subjects = subjects, .n_subjects = 1 };
-        st = sk_bus_stream_ensure(bus, &cfg);
-    }
+    st = sk_bus_system_streams_ensure(bus, sys);
     /* The discovery bucket, created by opening the registry as the services do. */
     if (st == SK_OK) {
         st = sk_registry_open(&reg, bus, 0);

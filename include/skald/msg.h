@@ -59,6 +59,21 @@ typedef struct sk_stream_config {
 /** Create the stream, or update it when it exists with another config. File storage. */
 SK_API SK_NODISCARD sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg);
 
+/**
+ * Name of a context's stream of one kind: the context upper-cased with '-'
+ * as '_', then "_" and @p kind_upper ("ORDER_EVENTS", "ORDER_COMMANDS",
+ * "ORDER_REPLIES"). Truncated to @p out_len.
+ */
+SK_API void sk_stream_name(const char *context, const char *kind_upper, char *out, size_t out_len);
+/** True when @p svc owns streams: every service with a database except the gateway. */
+SK_API bool sk_system_service_has_streams(const sk_sys_service *svc);
+/**
+ * Ensure every stream of the system: <context>.events.>, .commands.> and
+ * .replies.> of each service that owns streams, and the dead-letter stream.
+ * The one definition `skald up` creates them with and services check them by.
+ */
+SK_API SK_NODISCARD sk_status sk_bus_system_streams_ensure(sk_bus *bus, const sk_system *sys);
+
 /* ---------------------------------------------------------------- envelope */
 
 /** Longest ce-type / ce-source / ce-subject accepted, in bytes. */

@@ -170,8 +170,6 @@ sk_status svc_route_query(svc_app *app,
                           const char *type,
                           const char *const *query_keys);
 
-/** Context names and stream names of the system ("ORDER_EVENTS", ...). */
-void svc_stream_name(const char *context, const char *kind, char *out, size_t out_len);
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -51,17 +51,6 @@ sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platf
     return st;
 }
 
-void svc_stream_name(const char *context, const char *kind, char *out, size_t out_len)
-{
-    size_t j = 0;
-    for (size_t i = 0; context[i] != '\0' && j + 1 < out_len; i++) {
-        char c = context[i];
-        out[j++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : (c == '-' ? '_' : c));
-    }
-    out[j] = '\0';
-    snprintf(out + j, out_len - j, "_%s", kind);
-}
-
 sk_status svc_emit(svc_app *app,
                    sk_tx *tx,
                    const char *type,
@@ -135,34 +124,6 @@ static bool nats_check(char *reason, size_t reason_len, void *ctx)
     return false;
 }
 
-/* Every stream of the system, so any service can consume before the producer has started. */
-static sk_status streams_ensure(svc_app *app, sk_bus *bus)
-{
-    sk_status st = SK_OK;
-    for (size_t i = 0; i < app->sys->n_services && st == SK_OK; i++) {
-        const sk_sys_service *s = &app->sys->services[i];
-        if (s->is_gateway || strcmp(s->database, "none") == 0 || s->database[0] == '\0') {
-            continue;
-        }
-        static const char *const kinds[] = { "events", "commands", "replies" };
-        static const char *const kinds_upper[] = { "EVENTS", "COMMANDS", "REPLIES" };
-        for (size_t k = 0; k < 3 && st == SK_OK; k++) {
-            char name[96], subject[128];
-            svc_stream_name(s->context, kinds_upper[k], name, sizeof(name));
-            snprintf(subject, sizeof(subject), "%s.%s.>", s->context, kinds[k]);
-            const char *subjects[] = { subject };
-            sk_stream_config cfg = { .name = name, .subjects = subjects, .n_subjects = 1 };
-            st = sk_bus_stream_ensure(bus, &cfg);
-        }
-    }
-    if (st == SK_OK) {
-        const char *subjects[] = { "dlq.>" };
-        sk_stream_config cfg = { .name = "DEAD_LETTERS", .subjects = subjects, .n_subjects = 1 };
-        st = sk_bus_stream_ensure(bus, &cfg);
-    }
-    return st;
-}
-
 static sk_status bus_create(sk_di *di, void **out, void *ctx)
 {
     svc_app *app = ctx;
@@ -197,7 +158,7 @@ static sk_status bus_create(sk_di *di, void **out, void *ctx)
     /* Streams need a live connection: wait for it a while (the supervisor restarts us otherwise). */
     int64_t deadline = sk_time_mono_ms() + 30000;
     for (;;) {
-        st = sk_bus_is_connected(bus) ? streams_ensure(app, bus) : SK_EUNAVAILABLE;
+        st = sk_bus_is_connected(bus) ? sk_bus_system_streams_ensure(bus, app->sys) : SK_EUNAVAILABLE;
         if (st == SK_OK || sk_time_mono_ms() > deadline) {
             break;
         }

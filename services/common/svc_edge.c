@@ -56,7 +56,7 @@ static void route_to_bus(sk_http_req *req, const svc_params *params, void *ctx)
     if (has_body && body.len > 0) {
         st = sk_json_parse_object(body, &payload);
         if (st != SK_OK) {
-            sk_http_req_respond_problem(req, st == SK_ELIMIT ? 400 : 400, "Bad Request", "body: %s",
+            sk_http_req_respond_problem(req, 400, "Bad Request", "body: %s",
                                         sk_error_message());
             return;
         }

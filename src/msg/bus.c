@@ -536,3 +536,56 @@ out:
     jsStreamInfo_Destroy(si);
     return st;
 }
+
+/* ---------------------------------------------------------------- the system's streams */
+
+void sk_stream_name(const char *context, const char *kind_upper, char *out, size_t out_len)
+{
+    size_t j = 0;
+    if (out_len == 0) {
+        return;
+    }
+    for (size_t i = 0; context[i] != '\0' && j + 1 < out_len; i++) {
+        char c = context[i];
+        out[j++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : (c == '-' ? '_' : c));
+    }
+    out[j] = '\0';
+    snprintf(out + j, out_len - j, "_%s", kind_upper);
+}
+
+bool sk_system_service_has_streams(const sk_sys_service *svc)
+{
+    return !svc->is_gateway && svc->database != NULL && svc->database[0] != '\0' &&
+           strcmp(svc->database, "none") != 0;
+}
+
+sk_status sk_bus_system_streams_ensure(sk_bus *bus, const sk_system *sys)
+{
+    static const char *const kinds[] = { "events", "commands", "replies" };
+    static const char *const kinds_upper[] = { "EVENTS", "COMMANDS", "REPLIES" };
+    sk_status st = SK_OK;
+
+    if (bus == NULL || sys == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_system_streams_ensure: %s must not be NULL", bus == NULL ? "bus" : "sys");
+    }
+    for (size_t i = 0; i < sys->n_services && st == SK_OK; i++) {
+        const sk_sys_service *s = &sys->services[i];
+        if (!sk_system_service_has_streams(s)) {
+            continue;
+        }
+        for (size_t k = 0; k < 3 && st == SK_OK; k++) {
+            char name[96], subject[128];
+            sk_stream_name(s->context, kinds_upper[k], name, sizeof(name));
+            snprintf(subject, sizeof(subject), "%s.%s.>", s->context, kinds[k]);
+            const char *subjects[] = { subject };
+            sk_stream_config cfg = { .name = name, .subjects = subjects, .n_subjects = 1 };
+            st = sk_bus_stream_ensure(bus, &cfg);
+        }
+    }
+    if (st == SK_OK) {
+        const char *subjects[] = { SK_DLQ_SUBJECT_PREFIX ">" };
+        sk_stream_config cfg = { .name = SK_DLQ_STREAM, .subjects = subjects, .n_subjects = 1 };
+        st = sk_bus_stream_ensure(bus, &cfg);
+    }
+    return st;
+}
