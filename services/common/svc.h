@@ -131,8 +131,6 @@ sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platf
 /** Resolve a platform object by name; logs and returns the error on failure. */
 sk_status svc_get(svc_app *app, const char *name, void **out);
 
-/** Set the schema before the "store" provider is resolved. */
-void svc_app_set_schema(svc_app *app, const svc_schema *schema);
 
 /* ---------------------------------------------------------------- upstreams */
 

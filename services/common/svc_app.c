@@ -29,7 +29,8 @@ sk_status svc_get(svc_app *app, const char *name, void **out)
     return st;
 }
 
-void svc_app_set_schema(svc_app *app, const svc_schema *schema)
+/* The schema must be set before the "store" provider is resolved. */
+static void set_schema(svc_app *app, const svc_schema *schema)
 {
     app->schema = *schema;
 }
@@ -37,7 +38,7 @@ void svc_app_set_schema(svc_app *app, const svc_schema *schema)
 sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platform *out)
 {
     void *relay = NULL;
-    svc_app_set_schema(app, schema);
+    set_schema(app, schema);
     sk_status st = sk_di_resolve(app->di, "store", (void **)&out->store);
     if (st == SK_OK) {
         st = sk_di_resolve(app->di, "bus", (void **)&out->bus);

@@ -19,8 +19,8 @@ typedef struct psp_capture {
 } psp_capture;
 
 typedef struct psp_state {
-    pthread_mutex_t mu; /* protects ring */
-    psp_capture *ring;  /* hash table of recent captures, PSP_MAX_REMEMBERED slots */
+    pthread_mutex_t mu;    /* protects captures */
+    psp_capture *captures; /* hash table of recent captures, PSP_MAX_REMEMBERED slots */
 } psp_state;
 
 sk_status psp_validate_capture(const json_t *payload, void *ctx);

@@ -40,7 +40,7 @@ void psp_handle_capture(sk_call *call, void *ctx)
     size_t home = (size_t)(h % PSP_MAX_REMEMBERED);
     psp_capture *slot = NULL;
     for (size_t i = 0; i < 64; i++) {
-        psp_capture *c = &psp->ring[(home + i) % PSP_MAX_REMEMBERED];
+        psp_capture *c = &psp->captures[(home + i) % PSP_MAX_REMEMBERED];
         if (c->key[0] != '\0' && strcmp(c->key, key) == 0) {
             memcpy(capture_id, c->capture_id, sizeof(capture_id));
             break;
@@ -51,7 +51,7 @@ void psp_handle_capture(sk_call *call, void *ctx)
     }
     if (capture_id[0] == '\0') {
         if (slot == NULL) {
-            slot = &psp->ring[home];
+            slot = &psp->captures[home];
         }
         sk_uuid7(capture_id);
         snprintf(slot->key, sizeof(slot->key), "%s", key);
@@ -74,7 +74,7 @@ sk_status psp_provider_create(sk_di *di, void **out, void *ctx)
     sk_cqrs_bus *commands = NULL;
     psp_state *psp = sk_calloc(1, sizeof(*psp));
     sk_status st = SK_OK;
-    if (psp == NULL || (psp->ring = sk_calloc(PSP_MAX_REMEMBERED, sizeof(*psp->ring))) == NULL) {
+    if (psp == NULL || (psp->captures = sk_calloc(PSP_MAX_REMEMBERED, sizeof(*psp->captures))) == NULL) {
         sk_free(psp);
         return SK_FAIL(SK_ENOMEM, "psp");
     }
@@ -102,6 +102,6 @@ void psp_provider_destroy(void *obj, void *ctx)
         return;
     }
     pthread_mutex_destroy(&psp->mu);
-    sk_free(psp->ring);
+    sk_free(psp->captures);
     sk_free(psp);
 }
