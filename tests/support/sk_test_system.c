@@ -412,6 +412,31 @@ sk_status sk_test_system_await_instance(const sk_test_system *sys,
     return await_child(sys, cmdline_is_instance, instance, old_pid, timeout_ms, pid_out);
 }
 
+/* Is the last path component of argv[0] (the first word) exactly @p program? */
+static bool cmdline_runs(const char *cmd, size_t len, const char *program)
+{
+    if (len == 0) {
+        return false;
+    }
+    const char *base = strrchr(cmd, '/');
+    base = base != NULL ? base + 1 : cmd;
+    return strcmp(base, program) == 0;
+}
+
+pid_t sk_test_system_program_pid(const sk_test_system *sys, const char *program)
+{
+    return child_pid(sys, cmdline_runs, program);
+}
+
+sk_status sk_test_system_await_program(const sk_test_system *sys,
+                                       const char *program,
+                                       pid_t old_pid,
+                                       int64_t timeout_ms,
+                                       pid_t *pid_out)
+{
+    return await_child(sys, cmdline_runs, program, old_pid, timeout_ms, pid_out);
+}
+
 sk_status sk_test_system_await_ready(const sk_test_system *sys, int64_t timeout_ms)
 {
     if (sys == NULL) {

@@ -76,6 +76,26 @@ SK_NODISCARD sk_status sk_test_system_await_instance(const sk_test_system *sys,
                                                      pid_t *pid_out);
 
 /**
+ * PID of the running child of `skald up` whose program is @p program: the
+ * last path component of its argv[0] equals @p program ("nats-server").
+ * Reads only /proc, so any thread may call it.
+ * @return the PID, or 0 when none runs or on bad arguments.
+ */
+pid_t sk_test_system_program_pid(const sk_test_system *sys, const char *program);
+
+/**
+ * Wait until a child running @p program has a PID other than @p old_pid
+ * (0 for any), polling every 20 ms.
+ * @return SK_OK with *pid_out set, SK_ETIMEDOUT after @p timeout_ms, or
+ *         SK_EINVAL on bad arguments.
+ */
+SK_NODISCARD sk_status sk_test_system_await_program(const sk_test_system *sys,
+                                                    const char *program,
+                                                    pid_t old_pid,
+                                                    int64_t timeout_ms,
+                                                    pid_t *pid_out);
+
+/**
  * Poll GET /readyz on the gateway until it answers 200.
  * @return SK_OK, or SK_ETIMEDOUT after @p timeout_ms (the last answer in the message).
  */
