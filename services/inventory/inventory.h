@@ -45,6 +45,24 @@ sk_status inventory_validate_restock(const json_t *payload, void *ctx);
 /** Restock in a unit of work: 202, or 404 for an unknown sku. */
 sk_status inventory_restock_tx(sk_tx *tx, svc_txcall *tc);
 
+/** Most lines in one ReserveStock command. */
+#define INVENTORY_MAX_LINES 100
+
+/** One line of a ReserveStock command; sku borrowed from the command's JSON. */
+typedef struct inventory_line {
+    const char *sku;
+    int64_t quantity;
+} inventory_line;
+
+/**
+ * Read and check the items of a ReserveStock command's data
+ * ({items: [{sku: 1..64 chars, quantity: 1..INVENTORY_MAX_QUANTITY}], 1..INVENTORY_MAX_LINES}).
+ * Pure (a fuzz target calls it).
+ * @param lines at least INVENTORY_MAX_LINES entries; [out], skus borrowed from @p data.
+ * @return SK_OK or SK_EPROTO naming the item.
+ */
+sk_status inventory_lines_parse(const json_t *data, inventory_line *lines, size_t *n_lines);
+
 /** Saga participant: handles inventory.commands.* inside the consumer's unit of work. */
 sk_status inventory_handle_command(sk_tx *tx, const sk_message *m, void *ctx);
 

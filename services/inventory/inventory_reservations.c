@@ -10,12 +10,9 @@
 
 #include "inventory.h"
 
-#define MAX_ITEMS 100
+#define MAX_ITEMS INVENTORY_MAX_LINES
 
-typedef struct line {
-    const char *sku;
-    int64_t quantity;
-} line;
+typedef inventory_line line;
 
 static sk_status order_state(sk_tx *tx, const char *order_id, char *state, size_t state_len, char *reason,
                              size_t reason_len)
@@ -90,8 +87,8 @@ static sk_status failed_reply(sk_tx *tx, const sk_message *m, inventory_deps *de
     return st;
 }
 
-/* Read and check {order_id, items:[{sku, quantity}]}; a malformed command is permanent (EPROTO). */
-static sk_status parse_lines(const json_t *data, line *lines, size_t *n_lines)
+/* A malformed command is permanent (EPROTO): it goes to the dead letters, never retried. */
+sk_status inventory_lines_parse(const json_t *data, inventory_line *lines, size_t *n_lines)
 {
     const json_t *items = json_object_get(data, "items");
     size_t i = 0;
@@ -131,7 +128,7 @@ static sk_status reserve(sk_tx *tx, const sk_message *m, inventory_deps *deps, c
     if (st != SK_ENOTFOUND) {
         return st;
     }
-    st = parse_lines(m->json, lines, &n);
+    st = inventory_lines_parse(m->json, lines, &n);
     if (st != SK_OK) {
         return st;
     }

@@ -442,6 +442,17 @@ sk_status sk__envelope_decode(const sk__msg_header *hdrs,
     if (sk__rfc3339_parse(found[H_TIME]->value, &env->time_ms) != SK_OK) {
         return SK_FAIL(SK_EPROTO, "header %s: expected an RFC 3339 timestamp", SK__HDR_TIME);
     }
+    /*
+     * The same range sk__envelope_validate enforces: an accepted message must
+     * stay re-sendable (dead-letter redrive, outbox JSON), so a time before
+     * 1970 or past year 9999 once the offset is applied is refused here.
+     */
+    if (env->time_ms < 0 || env->time_ms > MAX_TIME_MS) {
+        return SK_FAIL(SK_EPROTO,
+                       "header %s: expected a time from 1970-01-01T00:00:00Z to "
+                       "9999-12-31T23:59:59.999Z",
+                       SK__HDR_TIME);
+    }
     if ((st = int_parse(found[H_SCHEMA]->value, SK__HDR_SCHEMAVERSION, 1, SK__MAX_SCHEMA_VERSION,
                         &v)) != SK_OK) {
         return st;

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fuzz target: the JSON helpers every HTTP body and message payload goes
+ * through (src/core/json.c): sk_json_parse with its UTF-8 and depth checks,
+ * sk_json_parse_object, the typed readers sk_json_get_string/get_int on
+ * every member, and sk_json_dump. Properties: an accepted document is at
+ * most SK_MAX_JSON_DEPTH deep, dumps and re-parses to an equal value whose
+ * dump is the same text, and a string the reader returns is valid UTF-8
+ * without NUL.
+ */
+#include <string.h>
+
+#include "core/core_int.h"
+#include "fuzz.h"
+
+static int depth_of(const json_t *v)
+{
+    int max = 0;
+    size_t i;
+    const char *key;
+    json_t *child;
+
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)(uintptr_t)v, key, child)
+        {
+            int d = depth_of(child);
+            max = d > max ? d : max;
+        }
+        return max + 1;
+    }
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, child)
+        {
+            int d = depth_of(child);
+            max = d > max ? d : max;
+        }
+        return max + 1;
+    }
+    return 0;
+}
+
+static void read_members(const json_t *obj, int64_t min, int64_t max)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach((json_t *)(uintptr_t)obj, key, v)
+    {
+        const char *s = NULL;
+        int64_t n = 0;
+        if (sk_json_get_string(obj, key, 0, 1000, &s) == SK_OK) {
+            size_t len = json_string_length(v);
+            SK_FUZZ_CHECK(s != NULL && memchr(s, '\0', len) == NULL);
+            SK_FUZZ_CHECK(sk__utf8_is_valid((sk_slice){ (const uint8_t *)s, len }, NULL));
+        } else {
+            SK_FUZZ_CHECK(s == NULL);
+        }
+        if (sk_json_get_int(obj, key, min, max, &n) == SK_OK) {
+            SK_FUZZ_CHECK(json_is_integer(v) && n >= min && n <= max);
+        } else {
+            SK_FUZZ_CHECK(n == 0);
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    sk_slice in = { data, size };
+    json_t *root = NULL;
+    json_t *again = NULL;
+    json_t *obj = NULL;
+    char *text = NULL;
+    char *text2 = NULL;
+    size_t off = 0;
+
+    sk_fuzz_setup();
+    (void)sk__json_too_deep(in, size > 0 ? data[0] % 40 : 1, &off);
+
+    sk_status st = sk_json_parse(in, &root);
+    if (st != SK_OK) {
+        SK_FUZZ_CHECK(root == NULL);
+        SK_FUZZ_CHECK(st == SK_EPROTO || st == SK_ELIMIT || st == SK_ENOMEM);
+        goto out;
+    }
+    SK_FUZZ_CHECK(depth_of(root) <= SK_MAX_JSON_DEPTH);
+    text = sk_json_dumps(root);
+    if (text == NULL) {
+        goto out;
+    }
+    SK_FUZZ_CHECK(sk_json_parse(sk_slice_from_str(text), &again) == SK_OK);
+    SK_FUZZ_CHECK(json_equal(root, again));
+    text2 = sk_json_dumps(again);
+    SK_FUZZ_CHECK(text2 != NULL && strcmp(text, text2) == 0);
+
+    st = sk_json_parse_object(in, &obj);
+    SK_FUZZ_CHECK((st == SK_OK) == json_is_object(root));
+    if (st == SK_OK) {
+        read_members(obj, -1000, 1000);
+        read_members(obj, INT64_MIN, INT64_MAX);
+    }
+out:
+    sk_free(text);
+    sk_free(text2);
+    json_decref(root);
+    json_decref(again);
+    json_decref(obj);
+    sk_error_clear();
+    return 0;
+}
