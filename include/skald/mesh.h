@@ -4,7 +4,10 @@
  *  - pki: a local CA and per-service certificates whose identity is the URI
  *    SAN spiffe://skald.local/ns/default/sa/<service>;
  *  - HTTP server (libmicrohttpd): TLS 1.3 with a client certificate required
- *    on internal listeners, requests answered later from any thread;
+ *    on internal listeners, requests answered later from any thread; bounded
+ *    headers, body and time per request (slow clients are disconnected);
+ *    request targets with encoded NUL or '/', dot segments or invalid UTF-8
+ *    are answered 400 before any handler sees them;
  *  - HTTP client (libcurl multi on one thread): mTLS, connection reuse,
  *    asynchronous completion, the server's identity checked;
  *  - upstream: one named service, its endpoints (fed by discovery) and its
@@ -64,6 +67,23 @@ typedef struct sk_http_req sk_http_req;
  */
 typedef void (*sk_http_handler_fn)(sk_http_req *req, void *ctx);
 
+/** Longest request line plus headers a server accepts (bytes); over it: 431 problem+json. */
+#define SK_HTTP_MAX_HEADER_BYTES (16u * 1024u)
+/** Most request header fields a server accepts; over it: 431 problem+json. */
+#define SK_HTTP_MAX_HEADERS 100u
+/**
+ * Default bound on receiving one request (request line, headers and body,
+ * from the request line on); a slower client is disconnected.
+ * Env SKALD_HTTP_REQUEST_TIMEOUT_MS overrides the default.
+ */
+#define SK_HTTP_REQUEST_TIMEOUT_MS 10000
+/**
+ * Default bound on a connection without a request in progress (from accept,
+ * or from the end of the previous request, to the next request line; the TLS
+ * handshake included). Env SKALD_HTTP_IDLE_TIMEOUT_MS overrides the default.
+ */
+#define SK_HTTP_IDLE_TIMEOUT_MS 30000
+
 typedef struct sk_http_server_config {
     const char *bind_addr;    /* "127.0.0.1" */
     int port;                 /* 0 = any free port (read back with sk_http_server_port) */
@@ -74,8 +94,19 @@ typedef struct sk_http_server_config {
     sk_http_handler_fn handler;
     void *ctx;
     sk_metrics *metrics;      /* may be NULL */
+    int64_t request_timeout_ms; /* 0 = SK_HTTP_REQUEST_TIMEOUT_MS (or the env override); 100..3600000 */
+    int64_t idle_timeout_ms;    /* 0 = SK_HTTP_IDLE_TIMEOUT_MS (or the env override); 100..3600000 */
 } sk_http_server_config;
 
+/**
+ * Start a server. What hostile clients get (docs/reliability.md, "Hostile input"):
+ * headers over SK_HTTP_MAX_HEADER_BYTES or SK_HTTP_MAX_HEADERS: 431; a body
+ * or Content-Length over max_body_bytes: 413; a bad request target: 400 (all
+ * problem+json); a request not received within request_timeout_ms, or no
+ * request within idle_timeout_ms: the connection is closed.
+ * @return SK_OK; SK_EINVAL (bad cfg field or timeout environment variable, named);
+ *         SK_EIO (cannot listen); SK_ETLS/SK_EPROTO (TLS files); SK_ENOMEM.
+ */
 SK_API SK_NODISCARD sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg);
 SK_API int sk_http_server_port(const sk_http_server *srv);
 /** Stop accepting, answer 503 to what is still unanswered, stop threads. NULL-safe. */

@@ -325,4 +325,54 @@ bool sk__http_client_is_tls(const sk_http_client *c);
  */
 SK_NODISCARD sk_status sk__mesh_pem_read(const char *what, const char *path, char **out);
 
+/** Connections cut by the slow-client deadlines of @p srv so far (tests). */
+uint64_t sk__http_server_cut_total(const sk_http_server *srv);
+
+/**
+ * Check a request target before it is routed, on the raw (still
+ * percent-encoded) form: the path must not hold an encoded NUL, '/' or '\\'
+ * (%00, %2F, %5C) and the query no encoded NUL. On failure writes a
+ * message for the client (at most @p reason_len bytes) and returns false.
+ */
+bool sk__http_target_raw_check(const char *raw, char *reason, size_t reason_len);
+/**
+ * Check a decoded path: starts with '/', valid UTF-8 (no overlong forms or
+ * surrogates), no control characters, no "." or ".." segment.
+ */
+bool sk__http_path_check(const char *path, char *reason, size_t reason_len);
+/** Strict UTF-8 check (RFC 3629: no overlong forms, no surrogates, at most U+10FFFF). */
+bool sk__mesh_utf8_is_valid(const char *s, size_t len);
+
+/* ---------------------------------------------------------------- conn_guard.c */
+
+/**
+ * One guarded connection, embedded in the caller's per-connection state. Its
+ * fields belong to the guard (read them only through the guard's calls).
+ */
+typedef struct sk__guarded {
+    struct sk__guarded *prev, *next;
+    int fd;
+    int64_t deadline_ms; /* monotonic; 0 = none */
+    bool is_cut;
+    bool is_linked;
+} sk__guarded;
+
+/** A thread that shuts down the socket of a connection whose deadline passed. Thread-safe. */
+typedef struct sk__conn_guard sk__conn_guard;
+
+sk_status sk__conn_guard_create(sk__conn_guard **out);
+/** Stop the thread. Entries still added are left alone (their sockets untouched). NULL-safe. */
+void sk__conn_guard_destroy(sk__conn_guard *g);
+/** Watch socket @p fd with @p deadline_ms (sk_time_mono_ms clock, 0 = none). */
+void sk__conn_guard_add(sk__conn_guard *g, sk__guarded *e, int fd, int64_t deadline_ms);
+/** Move the deadline of @p e (0 = none). No effect once it was cut. */
+void sk__conn_guard_set(sk__conn_guard *g, sk__guarded *e, int64_t deadline_ms);
+/**
+ * Stop watching @p e; call before its socket is closed. NULL-safe, idempotent.
+ * @return true when the guard had cut it.
+ */
+bool sk__conn_guard_remove(sk__conn_guard *g, sk__guarded *e);
+/** Connections cut so far. */
+uint64_t sk__conn_guard_cut_total(const sk__conn_guard *g);
+
 #endif /* SK_MESH_INT_H */

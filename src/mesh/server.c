@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -41,7 +42,12 @@
 
 #define DEFAULT_THREADS 2u
 #define MAX_THREADS     64u
-#define IDLE_TIMEOUT_S  60u
+/* MHD's per-connection memory pool (read buffer, headers, response headers). Larger than
+ * SK_HTTP_MAX_HEADER_BYTES, so that headers between the two get our 431 problem+json; beyond
+ * the pool libmicrohttpd answers 431 itself and closes. */
+#define CONN_MEMORY_BYTES (64u * 1024u)
+#define MIN_TIMEOUT_MS    100
+#define MAX_TIMEOUT_MS    3600000
 #define MAX_PEM_BYTES   (64u * 1024u)
 /* How long stop waits for the 503 answers it queued to go out. */
 #define STOP_DRAIN_MS 1000
@@ -119,7 +125,10 @@ typedef struct tls_creds {
 
 /* Per connection (MHD socket context): pinned credentials and the verified peer identity. */
 typedef struct conn_ctx {
-    tls_creds *creds; /* installed on the session; NULL when that failed */
+    sk__guarded guard; /* slow-client deadline of this connection */
+    tls_creds *creds;  /* installed on the session; NULL when that failed */
+    bool has_bad_target;
+    char bad_target[160]; /* why the raw request target of the current request is refused */
     bool is_checked;
     bool is_ok;
     bool has_service;
@@ -152,6 +161,9 @@ struct sk_http_server {
     sk__fault_policy fault;
     bool has_fault;
     sk__timers *timers; /* created with the first fault; delayed requests wait here */
+    sk__conn_guard *guard; /* cuts connections over request_ms / idle_ms */
+    int64_t request_ms;
+    int64_t idle_ms;
 };
 
 static void lock(pthread_mutex_t *mu)
@@ -521,6 +533,8 @@ void *sk_http_req_user(const sk_http_req *req)
 typedef struct kv_walk {
     size_t n;
     size_t bytes;
+    size_t n_headers;
+    size_t header_bytes; /* as on the wire: "Name: value\r\n" */
     sk_http_req *req;
     char *arena;
 } kv_walk;
@@ -529,9 +543,14 @@ static enum MHD_Result
 kv_count(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     kv_walk *w = cls;
-    (void)kind;
+    size_t kl = strlen(key);
+    size_t vl = value != NULL ? strlen(value) : 0;
     w->n++;
-    w->bytes += strlen(key) + 1 + (value != NULL ? strlen(value) : 0) + 1;
+    w->bytes += kl + 1 + vl + 1;
+    if (kind == MHD_HEADER_KIND) {
+        w->n_headers++;
+        w->header_bytes += kl + 2 + vl + 2;
+    }
     return MHD_YES;
 }
 
@@ -557,14 +576,20 @@ kv_copy(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
     return MHD_YES;
 }
 
-/* Copy headers and query arguments so that getters never reach into MHD's connection. */
-static sk_status kvs_copy(sk_http_req *req, struct MHD_Connection *conn)
+/*
+ * Copy headers and query arguments so that getters never reach into MHD's
+ * connection; count the headers for the limits (*n_headers, *header_bytes).
+ */
+static sk_status
+kvs_copy(sk_http_req *req, struct MHD_Connection *conn, size_t *n_headers, size_t *header_bytes)
 {
-    kv_walk w = { 0, 0, req, NULL };
+    kv_walk w = { 0, 0, 0, 0, req, NULL };
     enum MHD_ValueKind kinds = (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND);
     size_t size;
 
     MHD_get_connection_values(conn, kinds, kv_count, &w);
+    *n_headers = w.n_headers;
+    *header_bytes = w.header_bytes;
     if (w.n == 0) {
         return SK_OK;
     }
@@ -626,6 +651,71 @@ static void peer_identify(gnutls_session_t session, conn_ctx *cc)
     gnutls_x509_crt_deinit(crt);
 }
 
+/* The per-connection state of @p conn, or NULL (allocation failed at accept). */
+static conn_ctx *conn_ctx_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+typedef struct query_check_ctx {
+    bool is_ok;
+    char *reason;
+    size_t reason_len;
+} query_check_ctx;
+
+static void query_arg_check(const char *key, const char *value, void *ctx)
+{
+    query_check_ctx *q = ctx;
+
+    if (!q->is_ok) {
+        return;
+    }
+    if (!sk__mesh_utf8_is_valid(key, strlen(key))) {
+        snprintf(q->reason, q->reason_len, "query: an argument name is not valid UTF-8");
+        q->is_ok = false;
+    } else if (value != NULL && !sk__mesh_utf8_is_valid(value, strlen(value))) {
+        /* The name is valid UTF-8 here, so it can go into the JSON answer. */
+        snprintf(q->reason, q->reason_len, "query argument %.64s: not valid UTF-8", key);
+        q->is_ok = false;
+    }
+}
+
+/*
+ * Refuse a request whose target or headers are out of bounds, before any
+ * handler sees it: 431 (headers), 400 (target). Sets *status and writes the
+ * detail; returns false when the request is refused.
+ */
+static bool request_check(const sk_http_req *req,
+                          const conn_ctx *cc,
+                          size_t n_headers,
+                          size_t header_bytes,
+                          int *status,
+                          char *detail,
+                          size_t detail_len)
+{
+    query_check_ctx q = { true, detail, detail_len };
+
+    if (n_headers > SK_HTTP_MAX_HEADERS || header_bytes > SK_HTTP_MAX_HEADER_BYTES) {
+        *status = 431;
+        snprintf(detail, detail_len,
+                 "request headers too large: %zu fields, %zu bytes (at most %u fields, %u bytes)",
+                 n_headers, header_bytes, SK_HTTP_MAX_HEADERS, SK_HTTP_MAX_HEADER_BYTES);
+        return false;
+    }
+    *status = 400;
+    if (cc != NULL && cc->has_bad_target) {
+        snprintf(detail, detail_len, "%s", cc->bad_target);
+        return false;
+    }
+    if (!sk__http_path_check(req->path, detail, detail_len)) {
+        return false;
+    }
+    sk_http_req_query_each(req, query_arg_check, &q);
+    return q.is_ok;
+}
+
 /* Verify the client certificate (when required) and fill in the peer service. */
 static bool peer_check(sk_http_server *srv, struct MHD_Connection *conn, sk_http_req *req)
 {
@@ -654,8 +744,12 @@ static bool peer_check(sk_http_server *srv, struct MHD_Connection *conn, sk_http
     return cc->is_ok;
 }
 
-static sk_http_req *
-req_new(sk_http_server *srv, struct MHD_Connection *conn, const char *url, const char *method)
+static sk_http_req *req_new(sk_http_server *srv,
+                            struct MHD_Connection *conn,
+                            const char *url,
+                            const char *method,
+                            size_t *n_headers,
+                            size_t *header_bytes)
 {
     sk_http_req *req = sk_calloc(1, sizeof(*req));
     const char *rid;
@@ -670,7 +764,8 @@ req_new(sk_http_server *srv, struct MHD_Connection *conn, const char *url, const
     sk_buf_init(&req->body, srv->max_body_bytes);
     req->method = sk_strdup(method);
     req->path = sk_strdup(url);
-    if (req->method == NULL || req->path == NULL || kvs_copy(req, conn) != SK_OK) {
+    if (req->method == NULL || req->path == NULL ||
+        kvs_copy(req, conn, n_headers, header_bytes) != SK_OK) {
         req_free(req);
         return NULL;
     }
@@ -821,9 +916,18 @@ static enum MHD_Result on_access(void *cls,
 
     (void)version;
     if (req == NULL) {
-        req = req_new(srv, conn, url, method);
-        if (req == NULL) {
-            SK_LOG_ERROR("%s %s: out of memory setting up the request", method, url);
+        conn_ctx *cc = conn_ctx_of(conn);
+        size_t n_headers = 0;
+        size_t header_bytes = 0;
+        char detail[256];
+        int refuse = 0;
+
+        req = req_new(srv, conn, url, method, &n_headers, &header_bytes);
+        if (req == NULL || cc == NULL) {
+            SK_LOG_ERROR("request: out of memory setting up the request; closing the connection");
+            if (req != NULL) {
+                *con_cls = req; /* freed in on_completed */
+            }
             return MHD_NO;
         }
         *con_cls = req;
@@ -833,6 +937,13 @@ static enum MHD_Result on_access(void *cls,
                         req->request_id);
             return MHD_NO;
         }
+        if (!request_check(req, cc, n_headers, header_bytes, &refuse, detail, sizeof(detail))) {
+            /* Answered before the body is read: MHD closes the connection after the answer. */
+            SK_LOG_DEBUG("request %s: %d: %s", req->request_id, refuse, detail);
+            sk__conn_guard_set(srv->guard, &cc->guard, 0);
+            req->state = REQ_QUEUED;
+            return queue(req, refuse, problem_build(req, refuse, NULL, detail, true));
+        }
         const char *cl = kv_find(req, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH, true);
         if (cl != NULL) {
             char *end = NULL;
@@ -840,6 +951,7 @@ static enum MHD_Result on_access(void *cls,
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno != 0 || end == cl || n > srv->max_body_bytes) {
                 /* Refuse before reading the body; MHD closes the connection after this answer. */
+                sk__conn_guard_set(srv->guard, &cc->guard, 0);
                 req->is_too_large = true;
                 req->state = REQ_QUEUED;
                 return queue(
@@ -867,6 +979,13 @@ static enum MHD_Result on_access(void *cls,
         }
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (req->state == REQ_RECEIVING) {
+        /* The whole request is in: from here on the handler's time is not the client's. */
+        conn_ctx *cc = conn_ctx_of(conn);
+        if (cc != NULL) {
+            sk__conn_guard_set(srv->guard, &cc->guard, 0);
+        }
     }
     if (req->is_too_large && req->state == REQ_RECEIVING) {
         req->state = REQ_QUEUED;
@@ -951,8 +1070,14 @@ static void on_completed(void *cls,
     hub *h = srv->hub;
     bool is_last;
 
-    (void)conn;
     (void)toe;
+    if (conn != NULL) {
+        /* Keep-alive: the next request line must come within the idle bound. */
+        conn_ctx *cc = conn_ctx_of(conn);
+        if (cc != NULL) {
+            sk__conn_guard_set(srv->guard, &cc->guard, sk_time_mono_ms() + srv->idle_ms);
+        }
+    }
     if (req == NULL) {
         return;
     }
@@ -1051,11 +1176,21 @@ static void on_connection(void *cls,
     sk_http_server *srv = cls;
 
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        /* NULL on out of memory: a TLS handshake is then refused, a plain request closed. */
+        conn_ctx *cc = sk_calloc(1, sizeof(conn_ctx));
         atomic_fetch_add(&srv->n_connections, 1);
+        if (cc != NULL) {
+            const union MHD_ConnectionInfo *fi =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (fi != NULL) {
+                /* From accept to the first request line (the TLS handshake included). */
+                sk__conn_guard_add(srv->guard, &cc->guard, fi->connect_fd,
+                                   sk_time_mono_ms() + srv->idle_ms);
+            }
+        }
         if (srv->is_tls) {
             const union MHD_ConnectionInfo *ci =
                 MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-            conn_ctx *cc = sk_calloc(1, sizeof(conn_ctx)); /* NULL: handshake refused below */
             gnutls_session_t s = ci != NULL ? (gnutls_session_t)ci->tls_session : NULL;
             if (s != NULL && cc != NULL) {
                 /* This runs before the handshake: the session uses the credentials current now,
@@ -1074,16 +1209,38 @@ static void on_connection(void *cls,
                 gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
                 gnutls_session_set_verify_cert(s, NULL, 0);
             }
-            *socket_context = cc; /* NULL: the identity is checked per request */
         }
+        *socket_context = cc;
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
         conn_ctx *cc = *socket_context;
         if (cc != NULL) {
+            /* Before MHD closes the socket, so the guard never cuts a reused descriptor. */
+            if (sk__conn_guard_remove(srv->guard, &cc->guard)) {
+                SK_LOG_INFO("connection closed: request not received in time (slow client)");
+            }
             creds_unref(cc->creds);
         }
         sk_free(cc);
         *socket_context = NULL;
     }
+}
+
+/*
+ * Called once per request with the raw request target, as soon as the
+ * request line is in: starts the request's time bound and checks the
+ * encoded form (which on_access only sees decoded).
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    sk_http_server *srv = cls;
+    conn_ctx *cc = conn_ctx_of(conn);
+
+    if (cc != NULL) {
+        sk__conn_guard_set(srv->guard, &cc->guard, sk_time_mono_ms() + srv->request_ms);
+        cc->has_bad_target =
+            !sk__http_target_raw_check(uri, cc->bad_target, sizeof(cc->bad_target));
+    }
+    return NULL;
 }
 
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -1314,6 +1471,7 @@ static void server_free(sk_http_server *srv)
     if (srv == NULL) {
         return;
     }
+    sk__conn_guard_destroy(srv->guard); /* after MHD stopped: no connection is left to remove */
     sk_free(srv->key_file);
     sk_free(srv->cert_file);
     sk_free(srv->ca_file);
@@ -1329,6 +1487,40 @@ static void server_free(sk_http_server *srv)
         pthread_mutex_destroy(&srv->fault_mu);
     }
     sk_free(srv);
+}
+
+/*
+ * A timeout: @p value when set, else the environment variable @p env when
+ * set, else @p def. Out of MIN_TIMEOUT_MS..MAX_TIMEOUT_MS is an error naming
+ * where the value came from.
+ */
+static sk_status
+timeout_pick(int64_t value, const char *field, const char *env, int64_t def, int64_t *out)
+{
+    const char *text = getenv(env);
+
+    *out = def;
+    if (value != 0) {
+        if (value < MIN_TIMEOUT_MS || value > MAX_TIMEOUT_MS) {
+            return SK_FAIL(SK_EINVAL,
+                           "sk_http_server_start: cfg->%s must be %d..%d ms (or 0), got %lld",
+                           field, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, (long long)value);
+        }
+        *out = value;
+        return SK_OK;
+    }
+    if (text != NULL && text[0] != '\0') {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(text, &end, 10);
+        if (errno != 0 || end == text || *end != '\0' || v < MIN_TIMEOUT_MS ||
+            v > MAX_TIMEOUT_MS) {
+            return SK_FAIL(SK_EINVAL, "sk_http_server_start: %s must be %d..%d (ms), got \"%.32s\"",
+                           env, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, text);
+        }
+        *out = v;
+    }
+    return SK_OK;
 }
 
 sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg)
@@ -1414,6 +1606,18 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
     srv->is_tls = cfg->tls != NULL;
     srv->require_client_cert = cfg->require_client_cert;
     srv->metrics = cfg->metrics;
+    st = timeout_pick(cfg->request_timeout_ms, "request_timeout_ms", "SKALD_HTTP_REQUEST_TIMEOUT_MS",
+                      SK_HTTP_REQUEST_TIMEOUT_MS, &srv->request_ms);
+    if (st == SK_OK) {
+        st = timeout_pick(cfg->idle_timeout_ms, "idle_timeout_ms", "SKALD_HTTP_IDLE_TIMEOUT_MS",
+                          SK_HTTP_IDLE_TIMEOUT_MS, &srv->idle_ms);
+    }
+    if (st == SK_OK) {
+        st = sk__conn_guard_create(&srv->guard);
+    }
+    if (st != SK_OK) {
+        goto out;
+    }
     if (srv->metrics != NULL) {
         srv->latency = sk_metrics_histogram(srv->metrics, "sk_http_server_request_duration_seconds",
                                             "HTTP request latency from headers to answer", NULL);
@@ -1429,7 +1633,13 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv };
     opts[n_opts++] =
         (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv };
-    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, NULL };
+    /* MHD's own inactivity timeout is a backstop (it also covers a client that stops reading an
+     * answer); the guard enforces the request and idle bounds to the millisecond. */
+    unsigned idle_s = (unsigned)((srv->idle_ms + srv->request_ms + 999) / 1000);
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT, idle_s, NULL };
+    opts[n_opts++] =
+        (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_MEMORY_BYTES, NULL };
+    opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, srv };
     opts[n_opts++] =
         (struct MHD_OptionItem){ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL };
     if (n_threads > 1) {
@@ -1500,6 +1710,11 @@ out:
 int sk_http_server_port(const sk_http_server *srv)
 {
     return srv != NULL ? srv->port : 0;
+}
+
+uint64_t sk__http_server_cut_total(const sk_http_server *srv)
+{
+    return srv != NULL ? sk__conn_guard_cut_total(srv->guard) : 0;
 }
 
 uint64_t sk__http_server_connections_total(const sk_http_server *srv)
