@@ -862,7 +862,9 @@ static void check_payment_db(sk_test_shop *shop, sqlite3 *db)
                                        is_ok ? "APPROVED" : "REJECTED", o->order_id, state,
                                        (long long)amount, (long long)o->total);
             }
-            if (strcmp(col_text(s, 2), shop->customers[o->customer]) != 0) {
+            /* A refund that overtook its charge leaves a VOID tombstone naming no customer. */
+            if (strcmp(state, "VOID") != 0 &&
+                strcmp(col_text(s, 2), shop->customers[o->customer]) != 0) {
                 sk_test_shop_violation(shop, "payment.db: charge of order %s names customer %s",
                                        o->order_id, col_text(s, 2));
             }
