@@ -115,13 +115,12 @@ static int64_t approved_total(const sk_test_shop *shop, int c)
 
 /* ---------------------------------------------------------------- life cycle */
 
-sk_status sk_test_shop_init(sk_test_shop *shop,
-                            const sk_test_system *sys,
-                            const char *label,
-                            int cap_orders)
+sk_status
+sk_test_shop_init(sk_test_shop *shop, const sk_test_system *sys, const char *label, int cap_orders)
 {
     if (shop == NULL || sys == NULL || label == NULL || cap_orders <= 0) {
-        return SK_FAIL(SK_EINVAL, "sk_test_shop_init: shop, sys, label and cap_orders > 0 are required");
+        return SK_FAIL(SK_EINVAL,
+                       "sk_test_shop_init: shop, sys, label and cap_orders > 0 are required");
     }
     memset(shop, 0, sizeof(*shop));
     shop->sys = sys;
@@ -179,8 +178,8 @@ sk_status sk_test_shop_seed(sk_test_shop *shop, const char *sku_prefix, int64_t 
         sk_test_http_fini(&r);
     }
     for (int c = 0; c < shop->n_customers; c++) {
-        snprintf(body, sizeof(body), "{\"name\":\"%s %d\",\"credit_limit_cents\":%lld}", shop->label,
-                 c, (long long)shop->limits[c]);
+        snprintf(body, sizeof(body), "{\"name\":\"%s %d\",\"credit_limit_cents\":%lld}",
+                 shop->label, c, (long long)shop->limits[c]);
         http_soft(shop, "POST", "/api/v1/customers", body, NULL, &r);
         const char *id = jstr_or(r.json, "customer_id", "");
         if (r.status != 201 || id[0] == '\0') {
@@ -198,8 +197,8 @@ sk_status sk_test_shop_seed(sk_test_shop *shop, const char *sku_prefix, int64_t 
         snprintf(path, sizeof(path), "/api/v1/customers/%s", shop->customers[c]);
         for (;;) {
             http_soft(shop, "GET", path, NULL, NULL, &r);
-            bool is_ready = r.status == 200 &&
-                            jint_or(r.json, "available_credit_cents", -1) == shop->limits[c];
+            bool is_ready =
+                r.status == 200 && jint_or(r.json, "available_credit_cents", -1) == shop->limits[c];
             sk_test_http_fini(&r);
             if (is_ready) {
                 break;
@@ -223,7 +222,8 @@ sk_status sk_test_shop_seed(sk_test_shop *shop, const char *sku_prefix, int64_t 
                 break;
             }
             if (sk_time_mono_ms() > deadline) {
-                return SK_FAIL(SK_ETIMEDOUT, "product %s not visible with stock %lld within %lld ms",
+                return SK_FAIL(SK_ETIMEDOUT,
+                               "product %s not visible with stock %lld within %lld ms",
                                shop->skus[j], (long long)shop->stock[j], (long long)timeout_ms);
             }
             pause_ms(20);
@@ -375,10 +375,9 @@ void sk_test_shop_check_terminal(sk_test_shop *shop, int64_t timeout_ms)
                                    shop->customers[o->customer]);
         }
         if (jint_or(o->view, "total_cents", -1) != o->total) {
-            sk_test_shop_violation(shop,
-                                   "order %s: total_cents %lld, expected %lld at the seeded prices",
-                                   o->order_id, (long long)jint_or(o->view, "total_cents", -1),
-                                   (long long)o->total);
+            sk_test_shop_violation(
+                shop, "order %s: total_cents %lld, expected %lld at the seeded prices", o->order_id,
+                (long long)jint_or(o->view, "total_cents", -1), (long long)o->total);
         }
     }
 }
@@ -420,13 +419,14 @@ void sk_test_shop_check_products(sk_test_shop *shop, int64_t timeout_ms)
         }
         if (reserved != 0) {
             sk_test_shop_violation(
-                shop, "product %s: reserved == %lld with no order PENDING (a reservation left open)",
+                shop,
+                "product %s: reserved == %lld with no order PENDING (a reservation left open)",
                 shop->skus[j], (long long)reserved);
         }
         if (sold != want_sold) {
-            sk_test_shop_violation(shop,
-                                   "product %s: sold == %lld but the APPROVED orders hold %lld units",
-                                   shop->skus[j], (long long)sold, (long long)want_sold);
+            sk_test_shop_violation(
+                shop, "product %s: sold == %lld but the APPROVED orders hold %lld units",
+                shop->skus[j], (long long)sold, (long long)want_sold);
         }
     }
 }
@@ -521,8 +521,9 @@ static void report_listing(sk_test_shop *shop, int c, json_t *listed)
         if (o->customer == c && o->order_id[0] != '\0' &&
             json_object_get(listed, o->order_id) == NULL) {
             sk_test_shop_violation(
-                shop, "customer %s: accepted order %s (key %s) missing from GET /orders?customer_id",
-                cid, o->order_id, o->key);
+                shop,
+                "customer %s: accepted order %s (key %s) missing from GET /orders?customer_id", cid,
+                o->order_id, o->key);
         }
     }
     const char *id;
@@ -595,7 +596,8 @@ void sk_test_shop_check_customers(sk_test_shop *shop, int64_t timeout_ms)
             sk_test_shop_violation(shop, "customer %s: GET answered HTTP %d", cid, status);
         }
         if (limit != shop->limits[c]) {
-            sk_test_shop_violation(shop, "customer %s: credit_limit_cents %lld, registered with %lld",
+            sk_test_shop_violation(shop,
+                                   "customer %s: credit_limit_cents %lld, registered with %lld",
                                    cid, (long long)limit, (long long)shop->limits[c]);
         }
         if (limit - available != approved_listed) {
@@ -607,8 +609,9 @@ void sk_test_shop_check_customers(sk_test_shop *shop, int64_t timeout_ms)
         }
         if (approved_listed != approved_views) {
             sk_test_shop_violation(
-                shop, "customer %s: APPROVED total %lld in the list but %lld from the orders' views",
-                cid, (long long)approved_listed, (long long)approved_views);
+                shop,
+                "customer %s: APPROVED total %lld in the list but %lld from the orders' views", cid,
+                (long long)approved_listed, (long long)approved_views);
         }
     }
     json_decref(listed);
@@ -658,8 +661,12 @@ static sqlite3 *db_open(sk_test_shop *shop, const char *path)
  * Prepare @p sql and bind the NULL-terminated text parameters; NULL on failure
  * (reported, naming @p what).
  */
-static sqlite3_stmt *
-db_query(sk_test_shop *shop, sqlite3 *db, const char *what, const char *sql, const char *p1, const char *p2)
+static sqlite3_stmt *db_query(sk_test_shop *shop,
+                              sqlite3 *db,
+                              const char *what,
+                              const char *sql,
+                              const char *p1,
+                              const char *p2)
 {
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
@@ -711,8 +718,8 @@ static void check_order_db(sk_test_shop *shop, sqlite3 *db)
                 int state = sqlite3_column_int(s, 0);
                 /* 0 running, 1 compensating, 2 completed, 3 failed. */
                 if (state == 0 || state == 1 || (strcmp(want, "APPROVED") == 0 && state != 2)) {
-                    sk_test_shop_violation(shop, "order.db: saga of %s order %s in state %d",
-                                           want, o->order_id, state);
+                    sk_test_shop_violation(shop, "order.db: saga of %s order %s in state %d", want,
+                                           o->order_id, state);
                 }
             }
             sqlite3_finalize(s);
@@ -741,8 +748,9 @@ static void check_order_db(sk_test_shop *shop, sqlite3 *db)
     }
     /* No order of these customers that no client was told about (created twice). */
     for (int c = 0; c < shop->n_customers; c++) {
-        sqlite3_stmt *s = db_query(shop, db, "order.db", "SELECT id FROM orders WHERE customer_id = ?",
-                                   shop->customers[c], NULL);
+        sqlite3_stmt *s =
+            db_query(shop, db, "order.db", "SELECT id FROM orders WHERE customer_id = ?",
+                     shop->customers[c], NULL);
         while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
             if (find_order(shop, c, col_text(s, 0)) == NULL) {
                 sk_test_shop_violation(shop,
@@ -764,9 +772,9 @@ static void check_inventory_db(sk_test_shop *shop, sqlite3 *db)
             continue;
         }
         bool is_ok = is_approved(o);
-        sqlite3_stmt *s = db_query(shop, db, "inventory.db",
-                                   "SELECT state FROM reservation_orders WHERE order_id = ?",
-                                   o->order_id, NULL);
+        sqlite3_stmt *s =
+            db_query(shop, db, "inventory.db",
+                     "SELECT state FROM reservation_orders WHERE order_id = ?", o->order_id, NULL);
         if (s != NULL) {
             const char *state = sqlite3_step(s) == SQLITE_ROW ? col_text(s, 0) : "(none)";
             if (is_ok ? strcmp(state, "COMMITTED") != 0
@@ -801,10 +809,11 @@ static void check_inventory_db(sk_test_shop *shop, sqlite3 *db)
         }
     }
     for (int j = 0; j < shop->n_skus; j++) {
-        sqlite3_stmt *s = db_query(shop, db, "inventory.db",
-                                   "SELECT stock, restocked, available, reserved, sold FROM products"
-                                   " WHERE sku = ?",
-                                   shop->skus[j], NULL);
+        sqlite3_stmt *s =
+            db_query(shop, db, "inventory.db",
+                     "SELECT stock, restocked, available, reserved, sold FROM products"
+                     " WHERE sku = ?",
+                     shop->skus[j], NULL);
         if (s == NULL) {
             continue;
         }
@@ -829,7 +838,8 @@ static void check_inventory_db(sk_test_shop *shop, sqlite3 *db)
     }
 }
 
-/* payment.db: one charge of the total per APPROVED order, none kept otherwise; the credit invariant. */
+/* payment.db: one charge of the total per APPROVED order, none kept otherwise; the credit
+ * invariant. */
 static void check_payment_db(sk_test_shop *shop, sqlite3 *db)
 {
     for (int i = 0; i < n_handed_out(shop); i++) {
@@ -908,7 +918,8 @@ static void check_payment_db(sk_test_shop *shop, sqlite3 *db)
 }
 
 /* orderview-N.db: the instance's read model agrees with the write models and the order views. */
-static void check_orderview_db(sk_test_shop *shop, sqlite3 *db, const char *name, sqlite3 *inventory, sqlite3 *payment)
+static void check_orderview_db(
+    sk_test_shop *shop, sqlite3 *db, const char *name, sqlite3 *inventory, sqlite3 *payment)
 {
     for (int j = 0; j < shop->n_skus && inventory != NULL; j++) {
         sqlite3_stmt *v = db_query(shop, db, name,
@@ -938,20 +949,19 @@ static void check_orderview_db(sk_test_shop *shop, sqlite3 *db, const char *name
         sqlite3_finalize(w);
     }
     for (int c = 0; c < shop->n_customers && payment != NULL; c++) {
-        sqlite3_stmt *v = db_query(shop, db, name,
-                                   "SELECT available_credit_cents FROM customers_v WHERE id = ?",
-                                   shop->customers[c], NULL);
+        sqlite3_stmt *v =
+            db_query(shop, db, name, "SELECT available_credit_cents FROM customers_v WHERE id = ?",
+                     shop->customers[c], NULL);
         sqlite3_stmt *w = db_query(shop, payment, "payment.db",
                                    "SELECT available_cents FROM accounts WHERE customer_id = ?",
                                    shop->customers[c], NULL);
         if (v != NULL && w != NULL) {
             bool has_v = sqlite3_step(v) == SQLITE_ROW, has_w = sqlite3_step(w) == SQLITE_ROW;
             if (!has_v || !has_w || sqlite3_column_int64(v, 0) != sqlite3_column_int64(w, 0)) {
-                sk_test_shop_violation(shop,
-                                       "%s: customer %s available credit %lld, payment has %lld",
-                                       name, shop->customers[c],
-                                       has_v ? (long long)sqlite3_column_int64(v, 0) : -1LL,
-                                       has_w ? (long long)sqlite3_column_int64(w, 0) : -1LL);
+                sk_test_shop_violation(
+                    shop, "%s: customer %s available credit %lld, payment has %lld", name,
+                    shop->customers[c], has_v ? (long long)sqlite3_column_int64(v, 0) : -1LL,
+                    has_w ? (long long)sqlite3_column_int64(w, 0) : -1LL);
             }
         }
         sqlite3_finalize(v);

@@ -24,15 +24,15 @@
 
 /** One order of the load: built by sk_test_shop_order_next, filled in by submit and the checks. */
 typedef struct sk_test_shop_order {
-    int customer;                     /* index into sk_test_shop.customers */
-    int qty[SK_TEST_SHOP_MAX_SKUS];   /* 0: sku not in the order */
-    int64_t total;                    /* at the seeded prices */
-    char key[96];                     /* Idempotency-Key */
-    char body[1024];                  /* the POST body, the same on every retry */
-    char order_id[64];                /* set once a 201/202 arrived */
-    int n_attempts;                   /* POSTs sent */
-    char last_error[256];             /* why no 201/202 arrived (when order_id stays empty) */
-    json_t *view;                     /* terminal order view (owned), set by check_terminal */
+    int customer;                   /* index into sk_test_shop.customers */
+    int qty[SK_TEST_SHOP_MAX_SKUS]; /* 0: sku not in the order */
+    int64_t total;                  /* at the seeded prices */
+    char key[96];                   /* Idempotency-Key */
+    char body[1024];                /* the POST body, the same on every retry */
+    char order_id[64];              /* set once a 201/202 arrived */
+    int n_attempts;                 /* POSTs sent */
+    char last_error[256];           /* why no 201/202 arrived (when order_id stays empty) */
+    json_t *view;                   /* terminal order view (owned), set by check_terminal */
 } sk_test_shop_order;
 
 /**
@@ -90,7 +90,9 @@ void sk_test_shop_fini(sk_test_shop *shop);
  * payment account is open; product with its stock).
  * @return SK_OK, SK_EIO (a create did not answer 201) or SK_ETIMEDOUT.
  */
-SK_NODISCARD sk_status sk_test_shop_seed(sk_test_shop *shop, const char *sku_prefix, int64_t timeout_ms);
+SK_NODISCARD sk_status sk_test_shop_seed(sk_test_shop *shop,
+                                         const char *sku_prefix,
+                                         int64_t timeout_ms);
 
 /**
  * Build the next order (customer i % n_customers, one or two units of two of

@@ -68,10 +68,18 @@ typedef struct kill_step {
 } kill_step;
 
 static const kill_step g_steps[] = {
-    { { "customer-1", NULL } },  { { "inventory-1", NULL } },    { { "inventory-2", NULL } },
-    { { "payment-1", NULL } },   { { "payment-2", NULL } },      { { "order-1", NULL } },
-    { { "orderview-1", NULL } }, { { "orderview-2", NULL } },    { { "psp-1", NULL } },
-    { { "gateway-1", NULL } },   { { "nats-server", NULL } },    { { "order-1", "nats-server" } },
+    { { "customer-1", NULL } },
+    { { "inventory-1", NULL } },
+    { { "inventory-2", NULL } },
+    { { "payment-1", NULL } },
+    { { "payment-2", NULL } },
+    { { "order-1", NULL } },
+    { { "orderview-1", NULL } },
+    { { "orderview-2", NULL } },
+    { { "psp-1", NULL } },
+    { { "gateway-1", NULL } },
+    { { "nats-server", NULL } },
+    { { "order-1", "nats-server" } },
     { { "inventory-1", "payment-1" } },
 };
 #define N_STEPS (sizeof(g_steps) / sizeof(g_steps[0]))
@@ -155,8 +163,8 @@ static bool kill_step_run(sk_test_shop *shop, const kill_step *step, int64_t t0)
         const char *victim = step->victims[v];
         pids[v] = victim_pid(victim);
         if (pids[v] <= 0 || pids[v] == g_sys.pid) {
-            sk_test_shop_violation(shop, "no running process of %s under skald up (pid %d)",
-                                   victim, (int)g_sys.pid);
+            sk_test_shop_violation(shop, "no running process of %s under skald up (pid %d)", victim,
+                                   (int)g_sys.pid);
             return false;
         }
         snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s (pid %d)",
