@@ -9,6 +9,14 @@
 #ifndef SK_TEST_RAW_H
 #define SK_TEST_RAW_H
 
+/* OpenSSL's pre-1.1 stack macros include `sk_free`, which collides with ours: hide them. */
+#ifndef OPENSSL_API_COMPAT
+#define OPENSSL_API_COMPAT 30000
+#endif
+#ifndef OPENSSL_NO_DEPRECATED
+#define OPENSSL_NO_DEPRECATED
+#endif
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
