@@ -47,6 +47,18 @@ SK_API SK_NODISCARD sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg
 /** Drain subscriptions and close. NULL-safe. Never call from a bus callback. */
 SK_API void sk_bus_close(sk_bus *bus);
 SK_API bool sk_bus_is_connected(sk_bus *bus);
+/**
+ * Re-read the CA, certificate and key files (certificate rotation, e.g. on
+ * SIGHUP) and move onto a new connection that presents them. The new
+ * connection must come up first; when the files are bad or the server
+ * refuses them the current connection is kept and an error returned.
+ * Consumers, the relay, KV handles and watchers move over at their next
+ * step (a consumer once its in-flight messages are acknowledged); the old
+ * connection closes when the last of them has left it. A plain (non-TLS)
+ * bus has nothing to re-read: SK_OK.
+ * @return SK_OK, SK_EINVAL, SK_ETLS, SK_EBUS, SK_ETIMEDOUT, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_bus_reload_tls(sk_bus *bus);
 
 typedef struct sk_stream_config {
     const char *name;                 /* e.g. "ORDER_EVENTS" */

@@ -675,7 +675,13 @@ int svc_app_run(svc_app *app)
         } else {
             SK_LOG_INFO("SIGHUP: client certificate reloaded");
         }
-        SK_LOG_INFO("SIGHUP: NATS client certificates are re-read on the next restart");
+        if (bus == NULL) {
+            SK_LOG_ERROR("SIGHUP: no NATS connection to reload");
+        } else if (sk_bus_reload_tls(bus) != SK_OK) {
+            SK_LOG_ERROR("SIGHUP: reloading the NATS client certificate: %s", sk_error_message());
+        } else {
+            SK_LOG_INFO("SIGHUP: NATS client certificate reloaded (new connection)");
+        }
     }
     SK_LOG_INFO("signal %d: stopping", sig);
     sk_registry_set_ready(registry, false);

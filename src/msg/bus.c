@@ -10,8 +10,6 @@
 
 #include "msg/msg_int.h"
 
-/* Most servers in sk_bus_config.servers. */
-#define MAX_SERVERS 16
 /* Longest servers string accepted. */
 #define MAX_SERVERS_LEN 4096
 /* Reconnect wait: short, because JetStream leader elections are short. */
@@ -134,55 +132,267 @@ static bool warn_allowed(sk_bus *bus)
     return atomic_compare_exchange_strong(&bus->last_warn_ms, &last, now);
 }
 
+/* Events of a link being closed (bus closing, or replaced by a reload) are expected. */
+static bool is_expected(sk__bus_link *link)
+{
+    return atomic_load(&link->bus->is_closing) || !sk__bus_link_is_current(link->bus, link);
+}
+
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
-    sk_bus *bus = closure;
+    sk__bus_link *link = closure;
 
     (void)nc;
     (void)sub;
-    if (!atomic_load(&bus->is_closing) && warn_allowed(bus)) {
-        SK_LOG_WARN("nats asynchronous error conn=%s status=%s", bus->name,
+    if (!is_expected(link) && warn_allowed(link->bus)) {
+        SK_LOG_WARN("nats asynchronous error conn=%s status=%s", link->bus->name,
                     natsStatus_GetText(err));
     }
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
-    sk_bus *bus = closure;
+    sk__bus_link *link = closure;
 
     (void)nc;
-    atomic_fetch_add(&bus->n_disconnects, 1);
-    if (!atomic_load(&bus->is_closing) && warn_allowed(bus)) {
-        SK_LOG_WARN("nats disconnected conn=%s (reconnecting)", bus->name);
+    if (!is_expected(link) && warn_allowed(link->bus)) {
+        SK_LOG_WARN("nats disconnected conn=%s (reconnecting)", link->bus->name);
     }
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
 {
-    sk_bus *bus = closure;
+    sk__bus_link *link = closure;
 
     (void)nc;
-    SK_LOG_INFO("nats reconnected conn=%s", bus->name);
+    SK_LOG_INFO("nats reconnected conn=%s", link->bus->name);
 }
 
-/* The last callback nats.c makes for a connection: after it, the bus may be freed. */
+/* The last callback nats.c makes for a connection: after it, the link may be freed. */
 static void on_closed(natsConnection *nc, void *closure)
 {
-    sk_bus *bus = closure;
+    sk__bus_link *link = closure;
 
     (void)nc;
-    pthread_mutex_lock(&bus->mu);
-    bus->is_closed = true;
-    pthread_cond_broadcast(&bus->cond);
-    pthread_mutex_unlock(&bus->mu);
+    pthread_mutex_lock(&link->mu);
+    link->is_closed = true;
+    pthread_cond_broadcast(&link->cond);
+    pthread_mutex_unlock(&link->mu);
 }
 
 static void on_connected(natsConnection *nc, void *closure)
 {
-    sk_bus *bus = closure;
+    sk__bus_link *link = closure;
 
     (void)nc;
-    SK_LOG_INFO("nats connected conn=%s (after retrying)", bus->name);
+    SK_LOG_INFO("nats connected conn=%s (after retrying)", link->bus->name);
+}
+
+/* ---------------------------------------------------------------- links */
+
+/* Close a link's connection (draining what is left) and free it. NULL-safe. */
+static void link_close(sk__bus_link *link)
+{
+    if (link == NULL) {
+        return;
+    }
+    jsCtx_Destroy(link->js);
+    if (link->nc != NULL) {
+        /*
+         * Drain lets subscriptions finish what they received; it fails when
+         * the connection is not up, and then a plain close is all there is.
+         */
+        if (natsConnection_Status(link->nc) == NATS_CONN_STATUS_CONNECTED &&
+            natsConnection_DrainTimeout(link->nc, DRAIN_TIMEOUT_MS) == NATS_OK) {
+            int64_t deadline = sk_time_mono_ms() + DRAIN_TIMEOUT_MS + 1000;
+            while (!natsConnection_IsClosed(link->nc) && sk_time_mono_ms() < deadline) {
+                struct timespec ts = { 0, 5 * 1000 * 1000 };
+                nanosleep(&ts, NULL);
+            }
+        }
+        natsConnection_Close(link->nc);
+        /*
+         * Callbacks run on a nats thread and may still be queued; the closed
+         * callback comes last, so once it ran nothing refers to link any more.
+         */
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 5;
+        pthread_mutex_lock(&link->mu);
+        while (!link->is_closed) {
+            if (pthread_cond_timedwait(&link->cond, &link->mu, &deadline) != 0) {
+                break;
+            }
+        }
+        pthread_mutex_unlock(&link->mu);
+        natsConnection_Destroy(link->nc);
+    }
+    if (link->has_sync) {
+        pthread_cond_destroy(&link->cond);
+        pthread_mutex_destroy(&link->mu);
+    }
+    sk_free(link);
+}
+
+/* TLS file errors: SK_ETLS naming the file, with nats' reason. */
+static sk_status tls_fail(natsStatus s, const char *what, const char *file)
+{
+    natsStatus last_st = NATS_OK;
+    const char *last = nats_GetLastError(&last_st);
+
+    if (last == NULL || last_st != s) {
+        last = "";
+    }
+    return SK_FAIL(SK_ETLS, "loading %s %s: %s %s", what, file, natsStatus_GetText(s), last);
+}
+
+/* Set everything but TLS on @p opts from the bus's config; callbacks get @p link. */
+static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry_in_background)
+{
+    sk_bus *bus = link->bus;
+    natsStatus s = natsOptions_SetServers(opts, bus->servers, bus->n_servers);
+
+    if (s == NATS_OK && bus->name[0] != '\0') {
+        s = natsOptions_SetName(opts, bus->name);
+    }
+    if (s == NATS_OK && bus->inbox_prefix != NULL) {
+        s = natsOptions_SetCustomInboxPrefix(opts, bus->inbox_prefix);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetMaxReconnect(opts, -1);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetReconnectWait(opts, RECONNECT_WAIT_MS);
+    }
+    if (s == NATS_OK && retry_in_background) {
+        s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, link);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetErrorHandler(opts, on_error, link);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetDisconnectedCB(opts, on_disconnected, link);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetReconnectedCB(opts, on_reconnected, link);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetClosedCB(opts, on_closed, link);
+    }
+    return s;
+}
+
+/*
+ * Connect a new link from the bus's config, reading the TLS files now.
+ * With @p retry_in_background an unreachable server is not an error (the
+ * connection keeps trying); without it the connection must come up now.
+ */
+static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_background,
+                           sk__bus_link **out)
+{
+    natsOptions *opts = NULL;
+    sk__bus_link *link;
+    sk_status st = SK_OK;
+    natsStatus s;
+
+    *out = NULL;
+    link = sk_calloc(1, sizeof(*link));
+    if (link == NULL) {
+        return SK_FAIL(SK_ENOMEM, "allocating a connection");
+    }
+    link->bus = bus;
+    link->generation = generation;
+    atomic_init(&link->refs, 1);
+    if (pthread_mutex_init(&link->mu, NULL) != 0) {
+        sk_free(link);
+        return SK_FAIL(SK_ENOMEM, "creating a mutex");
+    }
+    if (pthread_cond_init(&link->cond, NULL) != 0) {
+        pthread_mutex_destroy(&link->mu);
+        sk_free(link);
+        return SK_FAIL(SK_ENOMEM, "creating a condition variable");
+    }
+    link->has_sync = true;
+    if ((s = natsOptions_Create(&opts)) != NATS_OK) {
+        st = sk__nats_fail(s, 0, "creating options");
+        goto out;
+    }
+    if ((s = link_options(link, opts, retry_in_background)) != NATS_OK) {
+        st = sk__nats_fail(s, 0, "setting options");
+        goto out;
+    }
+    if (bus->ca_file != NULL) {
+        s = natsOptions_SetSecure(opts, true);
+        if (s == NATS_OK) {
+            s = natsOptions_LoadCATrustedCertificates(opts, bus->ca_file);
+        }
+        if (s != NATS_OK) {
+            st = tls_fail(s, "CA file", bus->ca_file);
+            goto out;
+        }
+        if (bus->cert_file != NULL) {
+            s = natsOptions_LoadCertificatesChain(opts, bus->cert_file, bus->key_file);
+            if (s != NATS_OK) {
+                st = tls_fail(s, "client certificate", bus->cert_file);
+                goto out;
+            }
+        }
+    }
+    s = natsConnection_Connect(&link->nc, opts);
+    if (s == NATS_NOT_YET_CONNECTED && retry_in_background) {
+        SK_LOG_WARN("nats not reachable yet conn=%s (retrying in the background)", bus->name);
+    } else if (s != NATS_OK) {
+        st = sk__nats_fail(s, 0, "connecting");
+        goto out;
+    }
+    if ((s = natsConnection_JetStream(&link->js, link->nc, NULL)) != NATS_OK) {
+        st = sk__nats_fail(s, 0, "creating the JetStream context");
+        goto out;
+    }
+    *out = link;
+    link = NULL;
+out:
+    natsOptions_Destroy(opts); /* the connection keeps its own copy */
+    link_close(link);
+    return st;
+}
+
+sk__bus_link *sk__bus_link_acquire(sk_bus *bus)
+{
+    sk__bus_link *link;
+
+    pthread_mutex_lock(&bus->mu);
+    link = bus->link;
+    atomic_fetch_add(&link->refs, 1);
+    pthread_mutex_unlock(&bus->mu);
+    return link;
+}
+
+void sk__bus_link_retain(sk__bus_link *link)
+{
+    atomic_fetch_add(&link->refs, 1);
+}
+
+void sk__bus_link_release(sk__bus_link *link)
+{
+    if (link != NULL && atomic_fetch_sub(&link->refs, 1) == 1) {
+        link_close(link);
+    }
+}
+
+bool sk__bus_link_is_current(sk_bus *bus, const sk__bus_link *link)
+{
+    return link != NULL && link->generation == atomic_load(&bus->generation);
+}
+
+natsConnection *sk__bus_conn(sk_bus *bus)
+{
+    return bus->link->nc;
+}
+
+jsCtx *sk__bus_js(sk_bus *bus)
+{
+    return bus->link->js;
 }
 
 /* ---------------------------------------------------------------- open / close */
@@ -209,9 +419,9 @@ static sk_status split_servers(const char *servers, char *copy, const char **lis
             p++;
         }
         if (*p != '\0') {
-            if (*n == MAX_SERVERS) {
+            if (*n == SK__BUS_MAX_SERVERS) {
                 return SK_FAIL(SK_EINVAL, "sk_bus_open: cfg->servers: more than %d servers",
-                               MAX_SERVERS);
+                               SK__BUS_MAX_SERVERS);
             }
             if (strncmp(p, "nats://", 7) != 0 && strncmp(p, "tls://", 6) != 0) {
                 return SK_FAIL(SK_EINVAL,
@@ -232,27 +442,17 @@ static sk_status split_servers(const char *servers, char *copy, const char **lis
     return SK_OK;
 }
 
-/* TLS file errors: SK_ETLS naming the file, with nats' reason. */
-static sk_status tls_fail(natsStatus s, const char *what, const char *file)
+/* Copy @p s unless NULL; false when out of memory. */
+static bool copy_opt(const char *s, char **out)
 {
-    natsStatus last_st = NATS_OK;
-    const char *last = nats_GetLastError(&last_st);
-
-    if (last == NULL || last_st != s) {
-        last = "";
-    }
-    return SK_FAIL(SK_ETLS, "sk_bus_open: loading %s %s: %s %s", what, file,
-                   natsStatus_GetText(s), last);
+    *out = NULL;
+    return s == NULL || (*out = sk_strdup(s)) != NULL;
 }
 
 sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
 {
-    const char *servers[MAX_SERVERS];
-    char copy[MAX_SERVERS_LEN + 1];
     sk_status st = SK_OK;
     sk_bus *bus = NULL;
-    natsStatus s;
-    int n_servers = 0;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_bus_open: out must not be NULL");
@@ -272,9 +472,6 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
             SK_OK) {
         return st;
     }
-    if ((st = split_servers(cfg->servers, copy, servers, &n_servers)) != SK_OK) {
-        return st;
-    }
     bus = sk_calloc(1, sizeof(*bus));
     if (bus == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_bus_open: allocating the bus");
@@ -283,80 +480,22 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
         sk_free(bus);
         return SK_FAIL(SK_ENOMEM, "sk_bus_open: creating a mutex");
     }
-    if (pthread_cond_init(&bus->cond, NULL) != 0) {
-        pthread_mutex_destroy(&bus->mu);
-        sk_free(bus);
-        return SK_FAIL(SK_ENOMEM, "sk_bus_open: creating a condition variable");
-    }
-    bus->has_sync = true;
-    bus->name = sk_strdup(cfg->name != NULL ? cfg->name : "");
-    if (bus->name == NULL) {
-        st = SK_FAIL(SK_ENOMEM, "sk_bus_open: copying the name");
+    bus->has_mu = true;
+    bus->servers_copy = sk_malloc(MAX_SERVERS_LEN + 1);
+    if (bus->servers_copy == NULL || !copy_opt(cfg->ca_file, &bus->ca_file) ||
+        !copy_opt(cfg->cert_file, &bus->cert_file) || !copy_opt(cfg->key_file, &bus->key_file) ||
+        !copy_opt(cfg->inbox_prefix, &bus->inbox_prefix) ||
+        !copy_opt(cfg->name != NULL ? cfg->name : "", &bus->name)) {
+        st = SK_FAIL(SK_ENOMEM, "sk_bus_open: copying the config");
         goto out;
     }
-    if ((s = natsOptions_Create(&bus->opts)) != NATS_OK) {
-        st = sk__nats_fail(s, 0, "sk_bus_open: creating options");
+    if ((st = split_servers(cfg->servers, bus->servers_copy, bus->servers, &bus->n_servers)) !=
+        SK_OK) {
         goto out;
     }
-    s = natsOptions_SetServers(bus->opts, servers, n_servers);
-    if (s == NATS_OK && cfg->name != NULL) {
-        s = natsOptions_SetName(bus->opts, cfg->name);
-    }
-    if (s == NATS_OK && cfg->inbox_prefix != NULL) {
-        s = natsOptions_SetCustomInboxPrefix(bus->opts, cfg->inbox_prefix);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetMaxReconnect(bus->opts, -1);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetReconnectWait(bus->opts, RECONNECT_WAIT_MS);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetRetryOnFailedConnect(bus->opts, true, on_connected, bus);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetErrorHandler(bus->opts, on_error, bus);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetDisconnectedCB(bus->opts, on_disconnected, bus);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetReconnectedCB(bus->opts, on_reconnected, bus);
-    }
-    if (s == NATS_OK) {
-        s = natsOptions_SetClosedCB(bus->opts, on_closed, bus);
-    }
-    if (s != NATS_OK) {
-        st = sk__nats_fail(s, 0, "sk_bus_open: setting options");
-        goto out;
-    }
-    if (cfg->ca_file != NULL) {
-        s = natsOptions_SetSecure(bus->opts, true);
-        if (s == NATS_OK) {
-            s = natsOptions_LoadCATrustedCertificates(bus->opts, cfg->ca_file);
-        }
-        if (s != NATS_OK) {
-            st = tls_fail(s, "CA file", cfg->ca_file);
-            goto out;
-        }
-        if (cfg->cert_file != NULL) {
-            s = natsOptions_LoadCertificatesChain(bus->opts, cfg->cert_file, cfg->key_file);
-            if (s != NATS_OK) {
-                st = tls_fail(s, "client certificate", cfg->cert_file);
-                goto out;
-            }
-        }
-    }
-    s = natsConnection_Connect(&bus->nc, bus->opts);
-    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-        st = sk__nats_fail(s, 0, "sk_bus_open: connecting");
-        goto out;
-    }
-    if (s == NATS_NOT_YET_CONNECTED) {
-        SK_LOG_WARN("nats not reachable yet conn=%s (retrying in the background)", bus->name);
-    }
-    if ((s = natsConnection_JetStream(&bus->js, bus->nc, NULL)) != NATS_OK) {
-        st = sk__nats_fail(s, 0, "sk_bus_open: creating the JetStream context");
+    atomic_init(&bus->generation, 1);
+    if ((st = link_open(bus, 1, true, &bus->link)) != SK_OK) {
+        st = SK_WRAP(st, "sk_bus_open");
         goto out;
     }
     *out = bus;
@@ -366,66 +505,81 @@ out:
     return st;
 }
 
+sk_status sk_bus_reload_tls(sk_bus *bus)
+{
+    sk__bus_link *fresh = NULL, *old;
+    sk_status st;
+
+    if (bus == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_bus_reload_tls: bus must not be NULL");
+    }
+    if (bus->ca_file == NULL) {
+        return SK_OK; /* a plain connection has no files to re-read */
+    }
+    /* Reloads are rare and serialised by the caller (one signal thread); the lock keeps them so. */
+    pthread_mutex_lock(&bus->mu);
+    uint64_t generation = bus->link->generation + 1;
+    pthread_mutex_unlock(&bus->mu);
+    st = link_open(bus, generation, false, &fresh);
+    if (st != SK_OK) {
+        return SK_WRAP(st, "sk_bus_reload_tls: keeping the current connection");
+    }
+    pthread_mutex_lock(&bus->mu);
+    old = bus->link;
+    if (old->generation >= generation) {
+        /* Another reload won the race: keep its link. */
+        pthread_mutex_unlock(&bus->mu);
+        sk__bus_link_release(fresh);
+        return SK_OK;
+    }
+    bus->link = fresh;
+    atomic_store(&bus->generation, generation);
+    pthread_mutex_unlock(&bus->mu);
+    SK_LOG_INFO("nats conn=%s: new connection with the reloaded certificate (generation %llu); "
+                "users move over, then the old one closes",
+                bus->name, (unsigned long long)generation);
+    sk__bus_link_release(old);
+    return SK_OK;
+}
+
 void sk_bus_close(sk_bus *bus)
 {
     if (bus == NULL) {
         return;
     }
     atomic_store(&bus->is_closing, true);
-    jsCtx_Destroy(bus->js);
-    if (bus->nc != NULL) {
-        /*
-         * Drain lets subscriptions finish what they received; it fails when
-         * the connection is not up, and then a plain close is all there is.
-         */
-        if (natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED &&
-            natsConnection_DrainTimeout(bus->nc, DRAIN_TIMEOUT_MS) == NATS_OK) {
-            int64_t deadline = sk_time_mono_ms() + DRAIN_TIMEOUT_MS + 1000;
-            while (!natsConnection_IsClosed(bus->nc) && sk_time_mono_ms() < deadline) {
-                struct timespec ts = { 0, 5 * 1000 * 1000 };
-                nanosleep(&ts, NULL);
-            }
+    if (bus->link != NULL) {
+        int users = atomic_load(&bus->link->refs) - 1;
+        if (users > 0) {
+            SK_LOG_WARN("sk_bus_close: conn=%s still has %d users; its connection stays open",
+                        bus->name, users);
         }
-        natsConnection_Close(bus->nc);
-        /*
-         * Callbacks run on a nats thread and may still be queued; the closed
-         * callback comes last, so once it ran nothing refers to bus any more.
-         */
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 5;
-        pthread_mutex_lock(&bus->mu);
-        while (!bus->is_closed) {
-            if (pthread_cond_timedwait(&bus->cond, &bus->mu, &deadline) != 0) {
-                break;
-            }
-        }
-        pthread_mutex_unlock(&bus->mu);
-        natsConnection_Destroy(bus->nc);
+        sk__bus_link_release(bus->link);
     }
-    natsOptions_Destroy(bus->opts);
-    if (bus->has_sync) {
-        pthread_cond_destroy(&bus->cond);
+    if (bus->has_mu) {
         pthread_mutex_destroy(&bus->mu);
     }
+    sk_free(bus->servers_copy);
+    sk_free(bus->ca_file);
+    sk_free(bus->cert_file);
+    sk_free(bus->key_file);
+    sk_free(bus->inbox_prefix);
     sk_free(bus->name);
     sk_free(bus);
 }
 
 bool sk_bus_is_connected(sk_bus *bus)
 {
-    return bus != NULL && bus->nc != NULL &&
-           natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED;
-}
+    sk__bus_link *link;
+    bool is_up;
 
-natsConnection *sk__bus_conn(sk_bus *bus)
-{
-    return bus->nc;
-}
-
-jsCtx *sk__bus_js(sk_bus *bus)
-{
-    return bus->js;
+    if (bus == NULL || bus->link == NULL) {
+        return false;
+    }
+    link = sk__bus_link_acquire(bus);
+    is_up = link->nc != NULL && natsConnection_Status(link->nc) == NATS_CONN_STATUS_CONNECTED;
+    sk__bus_link_release(link);
+    return is_up;
 }
 
 /* ---------------------------------------------------------------- streams */
@@ -469,6 +623,7 @@ static bool stream_config_matches(const jsStreamConfig *have, const jsStreamConf
 
 sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg)
 {
+    sk__bus_link *link = NULL;
     jsStreamInfo *si = NULL;
     jsStreamConfig sc;
     sk_status st = SK_OK;
@@ -509,10 +664,11 @@ sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg)
     sc.Duplicates =
         (cfg->duplicate_window_ms == 0 ? 2 * 60 * 1000 : cfg->duplicate_window_ms) * 1000000;
 
-    s = js_GetStreamInfo(&si, sk__bus_js(bus), cfg->name, NULL, &jerr);
+    link = sk__bus_link_acquire(bus);
+    s = js_GetStreamInfo(&si, link->js, cfg->name, NULL, &jerr);
     if (s == NATS_NOT_FOUND || jerr == JS_ERR_STREAM_NOT_FOUND) {
         jerr = 0;
-        s = js_AddStream(NULL, sk__bus_js(bus), &sc, NULL, &jerr);
+        s = js_AddStream(NULL, link->js, &sc, NULL, &jerr);
         if (s != NATS_OK) {
             st = sk__nats_fail(s, jerr, "creating stream");
             st = SK_WRAP(st, "stream %s", cfg->name);
@@ -526,13 +682,14 @@ sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg)
     }
     if (!stream_config_matches(si->Config, &sc)) {
         jerr = 0;
-        s = js_UpdateStream(NULL, sk__bus_js(bus), &sc, NULL, &jerr);
+        s = js_UpdateStream(NULL, link->js, &sc, NULL, &jerr);
         if (s != NATS_OK) {
             st = sk__nats_fail(s, jerr, "updating stream");
             st = SK_WRAP(st, "stream %s", cfg->name);
         }
     }
 out:
+    sk__bus_link_release(link);
     jsStreamInfo_Destroy(si);
     return st;
 }

@@ -45,7 +45,8 @@ struct sk_consumer {
     sk_msg_handler_fn handler;
     void *ctx;
 
-    natsSubscription *sub;
+    sk__bus_link *link;    /* fetch thread (and start/stop): the connection sub lives on */
+    natsSubscription *sub; /* NULL while (re)subscribing failed */
     pthread_t thread;
     bool has_thread;
 
@@ -421,6 +422,55 @@ static void wait_ms(sk_consumer *c, int64_t ms)
     }
 }
 
+static sk_status consumer_subscribe(sk_consumer *c);
+
+/* Drop the subscription; bound to the durable, so the durable and its position stay. */
+static void consumer_unsubscribe(sk_consumer *c)
+{
+    if (c->sub != NULL) {
+        SK_IGNORE(natsSubscription_Unsubscribe(c->sub)); /* leaving anyway */
+        natsSubscription_Destroy(c->sub);
+        c->sub = NULL;
+    }
+}
+
+/*
+ * Move to the bus's current connection (after a certificate reload), or
+ * subscribe again after a failed attempt. Messages fetched on the old
+ * subscription are acknowledged through it, so this first waits for them.
+ * @return true when subscribed; false when stopping or subscribing failed.
+ */
+static bool consumer_move(sk_consumer *c)
+{
+    lock(&c->mu);
+    while (!c->is_stopping && c->n_outstanding > 0) {
+        wait_ms(c, 100);
+    }
+    bool stop = c->is_stopping;
+    unlock(&c->mu);
+    if (stop) {
+        return false;
+    }
+    if (!sk__bus_link_is_current(c->bus, c->link)) {
+        consumer_unsubscribe(c);
+        sk__bus_link_release(c->link);
+        c->link = sk__bus_link_acquire(c->bus);
+    }
+    if (c->sub == NULL) {
+        if (consumer_subscribe(c) != SK_OK) {
+            int64_t now = sk_time_mono_ms();
+            if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
+                c->last_log_ms = now;
+                SK_LOG_WARN("consumer %s: %s (retrying)", c->durable, sk_error_message());
+            }
+            return false;
+        }
+        SK_LOG_INFO("consumer %s: subscribed on connection generation %llu", c->durable,
+                    (unsigned long long)c->link->generation);
+    }
+    return true;
+}
+
 static void *fetch_main(void *arg)
 {
     sk_consumer *c = arg;
@@ -440,6 +490,13 @@ static void *fetch_main(void *arg)
         unlock(&c->mu);
         if (stop) {
             break;
+        }
+        if ((c->sub == NULL || !sk__bus_link_is_current(c->bus, c->link)) && !consumer_move(c)) {
+            lock(&c->mu);
+            wait_ms(c, backoff);
+            unlock(&c->mu);
+            backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+            continue;
         }
         s = natsSubscription_Fetch(&list, c->sub, (int)c->batch, FETCH_WAIT_MS, &jerr);
         if (s == NATS_OK) {
@@ -480,11 +537,13 @@ static void *fetch_main(void *arg)
 /* Make sure dead letters have a stream to land in; failures are only logged. */
 static void dlq_stream_ensure(sk_bus *bus)
 {
+    sk__bus_link *link = sk__bus_link_acquire(bus);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, sk__bus_js(bus), SK_DLQ_STREAM, NULL, &jerr);
+    natsStatus s = js_GetStreamInfo(&si, link->js, SK_DLQ_STREAM, NULL, &jerr);
 
     jsStreamInfo_Destroy(si);
+    sk__bus_link_release(link);
     if (s == NATS_OK) {
         return;
     }
@@ -499,6 +558,7 @@ static void dlq_stream_ensure(sk_bus *bus)
     SK_LOG_WARN("consumer: could not create stream %s: %s", SK_DLQ_STREAM, sk_error_message());
 }
 
+/* Create or update the durable consumer and bind a pull subscription to it on c->link. */
 static sk_status consumer_subscribe(sk_consumer *c)
 {
     jsConsumerInfo *ci = NULL;
@@ -506,7 +566,7 @@ static sk_status consumer_subscribe(sk_consumer *c)
     jsSubOptions so;
     sk_status st = SK_OK;
     jsErrCode jerr = 0;
-    jsCtx *js = sk__bus_js(c->bus);
+    jsCtx *js = c->link->js;
     natsStatus s;
 
     jsConsumerConfig_Init(&cc);
@@ -653,6 +713,7 @@ sk_status sk_consumer_start(sk_consumer **out,
         }
     }
     dlq_stream_ensure(bus);
+    c->link = sk__bus_link_acquire(bus);
     if ((st = consumer_subscribe(c)) != SK_OK) {
         goto out;
     }
@@ -688,11 +749,8 @@ void sk_consumer_stop(sk_consumer *c)
         }
     }
     unlock(&c->mu);
-    if (c->sub != NULL) {
-        /* Bound to the durable, so this leaves the durable (and its position) in place. */
-        SK_IGNORE(natsSubscription_Unsubscribe(c->sub)); /* closing anyway */
-        natsSubscription_Destroy(c->sub);
-    }
+    consumer_unsubscribe(c);
+    sk__bus_link_release(c->link);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->mu);
     sk_free(c->stream);

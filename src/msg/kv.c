@@ -6,6 +6,7 @@
  * track it themselves.
  */
 #include <string.h>
+#include <time.h>
 
 #include "msg/msg_int.h"
 
@@ -14,14 +15,26 @@
 /* Longest key accepted. */
 #define MAX_KEY_LEN 255
 
+/*
+ * Operations use kv->kv under the read lock; moving to the bus's current
+ * connection after a certificate reload swaps link and kv under the write
+ * lock. Lock order: kv->lock, then the bus's.
+ */
 struct sk_kv {
     sk_bus *bus;
-    kvStore *kv;
     char *name;
+    pthread_rwlock_t lock;
+    bool has_lock;
+    sk__bus_link *link; /* lock: the connection kv lives on */
+    kvStore *kv;        /* lock */
 };
 
 struct sk_kv_watch {
     sk_kv *kv;
+    sk__bus_link *link; /* watch thread (and start/stop): the connection w lives on */
+    char *pattern;
+    pthread_mutex_t mu; /* guards swapping w against sk_kv_watch_stop waking it */
+    bool has_mu;
     kvWatcher *w;
     sk_kv_watch_fn fn;
     void *ctx;
@@ -55,11 +68,70 @@ static sk_status key_check(const char *key, const char *fn)
     return SK_OK;
 }
 
+/*
+ * Open bucket kv->name on @p link, creating it (with @p ttl_ms; < 0: never
+ * create) when it is missing.
+ */
+static sk_status kv_bind(sk_kv *kv, sk__bus_link *link, int64_t ttl_ms, kvStore **out)
+{
+    natsStatus s = js_KeyValue(out, link->js, kv->name);
+
+    if (s == NATS_NOT_FOUND && ttl_ms >= 0) {
+        kvConfig kc;
+        kvConfig_Init(&kc);
+        kc.Bucket = kv->name;
+        kc.History = 1;
+        kc.TTL = ttl_ms * 1000000; /* nanoseconds */
+        kc.StorageType = js_FileStorage;
+        s = js_CreateKeyValue(out, link->js, &kc);
+        if (s != NATS_OK) {
+            *out = NULL;
+            return sk__nats_fail(s, 0, "creating key-value bucket");
+        }
+        return SK_OK;
+    }
+    if (s != NATS_OK) {
+        *out = NULL;
+        return sk__nats_fail(s, 0, "opening key-value bucket");
+    }
+    return SK_OK;
+}
+
+/*
+ * Take the read lock on a kv bound to the bus's current connection, moving
+ * it there first when a certificate reload replaced the connection (if that
+ * fails the old binding is used and the move is tried again next time).
+ */
+static void kv_read_lock(sk_kv *kv)
+{
+    pthread_rwlock_rdlock(&kv->lock);
+    if (sk__bus_link_is_current(kv->bus, kv->link)) {
+        return;
+    }
+    pthread_rwlock_unlock(&kv->lock);
+    pthread_rwlock_wrlock(&kv->lock);
+    if (!sk__bus_link_is_current(kv->bus, kv->link)) {
+        sk__bus_link *fresh = sk__bus_link_acquire(kv->bus);
+        kvStore *store = NULL;
+        if (kv_bind(kv, fresh, -1, &store) == SK_OK) {
+            kvStore_Destroy(kv->kv);
+            sk__bus_link_release(kv->link);
+            kv->kv = store;
+            kv->link = fresh;
+        } else {
+            SK_LOG_WARN("kv %s: moving to the new connection: %s (retrying)", kv->name,
+                        sk_error_message());
+            sk__bus_link_release(fresh);
+        }
+    }
+    pthread_rwlock_unlock(&kv->lock);
+    pthread_rwlock_rdlock(&kv->lock);
+}
+
 sk_status sk_kv_open(sk_kv **out, sk_bus *bus, const char *name, int64_t ttl_ms)
 {
     sk_status st = SK_OK;
     sk_kv *kv = NULL;
-    natsStatus s;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_kv_open: out must not be NULL");
@@ -85,22 +157,13 @@ sk_status sk_kv_open(sk_kv **out, sk_bus *bus, const char *name, int64_t ttl_ms)
         st = SK_FAIL(SK_ENOMEM, "sk_kv_open: copying the name");
         goto out;
     }
-    s = js_KeyValue(&kv->kv, sk__bus_js(bus), name);
-    if (s == NATS_NOT_FOUND) {
-        kvConfig kc;
-        kvConfig_Init(&kc);
-        kc.Bucket = name;
-        kc.History = 1;
-        kc.TTL = ttl_ms * 1000000; /* nanoseconds */
-        kc.StorageType = js_FileStorage;
-        s = js_CreateKeyValue(&kv->kv, sk__bus_js(bus), &kc);
-        if (s != NATS_OK) {
-            st = sk__nats_fail(s, 0, "creating key-value bucket");
-            st = SK_WRAP(st, "sk_kv_open: %s", name);
-            goto out;
-        }
-    } else if (s != NATS_OK) {
-        st = sk__nats_fail(s, 0, "opening key-value bucket");
+    if (pthread_rwlock_init(&kv->lock, NULL) != 0) {
+        st = SK_FAIL(SK_ENOMEM, "sk_kv_open: creating a lock");
+        goto out;
+    }
+    kv->has_lock = true;
+    kv->link = sk__bus_link_acquire(bus);
+    if ((st = kv_bind(kv, kv->link, ttl_ms, &kv->kv)) != SK_OK) {
         st = SK_WRAP(st, "sk_kv_open: %s", name);
         goto out;
     }
@@ -117,6 +180,10 @@ void sk_kv_close(sk_kv *kv)
         return;
     }
     kvStore_Destroy(kv->kv);
+    sk__bus_link_release(kv->link);
+    if (kv->has_lock) {
+        pthread_rwlock_destroy(&kv->lock);
+    }
     sk_free(kv->name);
     sk_free(kv);
 }
@@ -139,7 +206,9 @@ sk_status sk_kv_put(sk_kv *kv, const char *key, sk_slice value)
         return SK_FAIL(SK_ELIMIT, "sk_kv_put: value of %zu bytes is over %u bytes", value.len,
                        SK_MAX_MSG_PAYLOAD);
     }
+    kv_read_lock(kv);
     s = kvStore_Put(NULL, kv->kv, key, value.ptr, (int)value.len);
+    pthread_rwlock_unlock(&kv->lock);
     if (s != NATS_OK) {
         st = sk__nats_fail(s, 0, "kv put");
         return SK_WRAP(st, "%s/%s", kv->name, key);
@@ -158,7 +227,9 @@ sk_status sk_kv_delete(sk_kv *kv, const char *key)
     if ((st = key_check(key, "sk_kv_delete")) != SK_OK) {
         return st;
     }
+    kv_read_lock(kv);
     s = kvStore_Delete(kv->kv, key);
+    pthread_rwlock_unlock(&kv->lock);
     if (s != NATS_OK) {
         st = sk__nats_fail(s, 0, "kv delete");
         return SK_WRAP(st, "%s/%s", kv->name, key);
@@ -184,7 +255,9 @@ sk_status sk_kv_get(sk_kv *kv, const char *key, char **out, size_t *len)
     if ((st = key_check(key, "sk_kv_get")) != SK_OK) {
         return st;
     }
+    kv_read_lock(kv);
     s = kvStore_Get(&e, kv->kv, key);
+    pthread_rwlock_unlock(&kv->lock);
     if (s == NATS_NOT_FOUND) {
         return SK_FAIL(SK_ENOTFOUND, "sk_kv_get: %s/%s: no such key", kv->name, key);
     }
@@ -215,6 +288,61 @@ sk_status sk_kv_get(sk_kv *kv, const char *key, char **out, size_t *len)
 
 /* ---------------------------------------------------------------- watch */
 
+/* Start a watcher on the kv's connection (moving the kv first when it is stale). */
+static sk_status watch_bind(sk_kv_watch *w)
+{
+    natsStatus s;
+
+    kvWatcher *watcher = NULL;
+
+    kv_read_lock(w->kv);
+    s = kvStore_Watch(&watcher, w->kv->kv, w->pattern, NULL);
+    if (s == NATS_OK) {
+        w->link = w->kv->link;
+        sk__bus_link_retain(w->link);
+        pthread_mutex_lock(&w->mu);
+        w->w = watcher;
+        pthread_mutex_unlock(&w->mu);
+    }
+    pthread_rwlock_unlock(&w->kv->lock);
+    if (s != NATS_OK) {
+        return sk__nats_fail(s, 0, "kv watch");
+    }
+    return SK_OK;
+}
+
+static void watch_unbind(sk_kv_watch *w)
+{
+    kvWatcher *watcher;
+
+    pthread_mutex_lock(&w->mu);
+    watcher = w->w;
+    w->w = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (watcher != NULL) {
+        SK_IGNORE(kvWatcher_Stop(watcher)); /* failure means already stopped */
+        kvWatcher_Destroy(watcher);
+    }
+    sk__bus_link_release(w->link);
+    w->link = NULL;
+}
+
+/*
+ * Move to the bus's current connection after a certificate reload. The new
+ * watcher delivers every current entry again, which users see as puts of
+ * the values they already have.
+ */
+static bool watch_move(sk_kv_watch *w)
+{
+    watch_unbind(w);
+    if (watch_bind(w) != SK_OK) {
+        SK_LOG_WARN("kv watch %s: moving to the new connection: %s (retrying)", w->kv->name,
+                    sk_error_message());
+        return false;
+    }
+    return true;
+}
+
 static void *watch_main(void *arg)
 {
     sk_kv_watch *w = arg;
@@ -222,7 +350,14 @@ static void *watch_main(void *arg)
 
     while (!atomic_load(&w->is_stopping)) {
         kvEntry *e = NULL;
-        natsStatus s = kvWatcher_Next(&e, w->w, WATCH_POLL_MS);
+        natsStatus s;
+
+        if ((w->w == NULL || !sk__bus_link_is_current(w->kv->bus, w->link)) && !watch_move(w)) {
+            struct timespec ts = { 0, WATCH_POLL_MS * 1000 * 1000 };
+            nanosleep(&ts, NULL); /* retry pace; stop waits at most this long */
+            continue;
+        }
+        s = kvWatcher_Next(&e, w->w, WATCH_POLL_MS);
 
         if (s == NATS_TIMEOUT) {
             continue;
@@ -262,7 +397,6 @@ sk_status sk_kv_watch_start(sk_kv_watch **out, sk_kv *kv, const char *pattern, s
 {
     sk_kv_watch *w = NULL;
     sk_status st = SK_OK;
-    natsStatus s;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_kv_watch_start: out must not be NULL");
@@ -281,9 +415,15 @@ sk_status sk_kv_watch_start(sk_kv_watch **out, sk_kv *kv, const char *pattern, s
     w->kv = kv;
     w->fn = fn;
     w->ctx = ctx;
-    s = kvStore_Watch(&w->w, kv->kv, pattern, NULL);
-    if (s != NATS_OK) {
-        st = sk__nats_fail(s, 0, "kv watch");
+    w->pattern = sk_strdup(pattern);
+    if (w->pattern == NULL || pthread_mutex_init(&w->mu, NULL) != 0) {
+        sk_free(w->pattern);
+        w->pattern = NULL;
+        st = SK_FAIL(SK_ENOMEM, "sk_kv_watch_start: copying the pattern");
+        goto out;
+    }
+    w->has_mu = true;
+    if ((st = watch_bind(w)) != SK_OK) {
         st = SK_WRAP(st, "sk_kv_watch_start: %s", kv->name);
         goto out;
     }
@@ -305,12 +445,20 @@ void sk_kv_watch_stop(sk_kv_watch *w)
         return;
     }
     atomic_store(&w->is_stopping, true);
-    if (w->w != NULL) {
-        SK_IGNORE(kvWatcher_Stop(w->w)); /* wakes kvWatcher_Next; failure means already stopped */
+    if (w->has_mu) {
+        pthread_mutex_lock(&w->mu);
+        if (w->w != NULL) {
+            SK_IGNORE(kvWatcher_Stop(w->w)); /* wakes kvWatcher_Next; failure: already stopped */
+        }
+        pthread_mutex_unlock(&w->mu);
     }
     if (w->has_thread) {
         pthread_join(w->thread, NULL);
     }
-    kvWatcher_Destroy(w->w);
+    if (w->has_mu) {
+        watch_unbind(w);
+        pthread_mutex_destroy(&w->mu);
+    }
+    sk_free(w->pattern);
     sk_free(w);
 }

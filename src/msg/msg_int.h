@@ -15,19 +15,70 @@
 
 /* ---------------------------------------------------------------- bus */
 
-struct sk_bus {
-    natsOptions *opts;
+/*
+ * One NATS connection with its JetStream context. A bus has one current
+ * link; sk_bus_reload_tls replaces it with a new one that presents the
+ * re-read certificate. Whoever keeps nats objects made from a link
+ * (subscriptions, contexts, kv stores, watchers) holds a reference on it,
+ * moves to the current link when sk__bus_link_is_current says it changed,
+ * then releases the old one; the last release closes that connection.
+ */
+/** Most servers in sk_bus_config.servers. */
+#define SK__BUS_MAX_SERVERS 16
+
+typedef struct sk__bus_link {
+    sk_bus *bus;
     natsConnection *nc;
     jsCtx *js;
-    char *name; /* connection name for log lines ("" when none) */
-    _Atomic int64_t last_warn_ms; /* rate limit for connection event logs */
-    _Atomic uint64_t n_disconnects;
-    _Atomic bool is_closing; /* sk_bus_close started: connection events are expected */
+    uint64_t generation; /* 1 for the first link, +1 per reload */
+    _Atomic int refs;
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool has_sync;  /* mu and cond initialised */
     bool is_closed; /* mu: the closed callback ran; no callback follows it */
+} sk__bus_link;
+
+struct sk_bus {
+    /* Copies of the config: every link is built from them. */
+    char *servers_copy;
+    const char *servers[SK__BUS_MAX_SERVERS]; /* point into servers_copy */
+    int n_servers;
+    char *ca_file;
+    char *cert_file;
+    char *key_file;
+    char *name; /* connection name for log lines ("" when none) */
+    char *inbox_prefix;
+
+    _Atomic int64_t last_warn_ms; /* rate limit for connection event logs */
+    _Atomic uint64_t n_disconnects;
+    _Atomic bool is_closing; /* sk_bus_close started: connection events are expected */
+    _Atomic uint64_t generation; /* of the current link */
+    pthread_mutex_t mu;       /* guards link and serialises reloads */
+    bool has_mu;
+    sk__bus_link *link;       /* current link; the bus holds one reference */
 };
+
+/**
+ * The current link with one more reference (never NULL on an open bus).
+ * Release it with sk__bus_link_release. Thread-safe.
+ */
+sk__bus_link *sk__bus_link_acquire(sk_bus *bus);
+/** One more reference on a link the caller already holds. */
+void sk__bus_link_retain(sk__bus_link *link);
+/**
+ * Drop a reference; the last one closes the connection (it waits for the
+ * closed callback, so never call this from a nats callback). NULL-safe.
+ */
+void sk__bus_link_release(sk__bus_link *link);
+/**
+ * The current link's connection and JetStream context, borrowed: valid
+ * until the next sk_bus_reload_tls. For tests and tools that never reload;
+ * long-lived users hold a link instead.
+ */
+natsConnection *sk__bus_conn(sk_bus *bus);
+jsCtx *sk__bus_js(sk_bus *bus);
+/** False once the bus moved to a newer link than @p link (cheap: one atomic load). */
+bool sk__bus_link_is_current(sk_bus *bus, const sk__bus_link *link);
 
 /**
  * Map a nats failure to SK_EBUS (or SK_ETIMEDOUT / SK_ENOMEM / SK_ETLS),
@@ -48,10 +99,6 @@ bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr);
  * free() (natsMsgHeader_Keys / _Values). NULL-safe.
  */
 void sk__nats_free(const void *p);
-
-/** The bus's connection and JetStream context (borrowed, valid until sk_bus_close). */
-natsConnection *sk__bus_conn(sk_bus *bus);
-jsCtx *sk__bus_js(sk_bus *bus);
 
 /**
  * Validate a NATS subject for publishing: 1..255 bytes of printable ASCII

@@ -43,7 +43,8 @@ typedef struct relay_row {
 struct sk_relay {
     sk_store *store;
     sk_bus *bus;
-    jsCtx *js; /* own context: it carries our ack handler */
+    sk__bus_link *link; /* relay thread (and start/stop): the connection js lives on */
+    jsCtx *js;          /* own context: it carries our ack handler; NULL when creating it failed */
     pthread_t thread;
     bool has_thread;
 
@@ -305,6 +306,61 @@ static void delete_acked(sk_relay *r)
     }
 }
 
+/* ---------------------------------------------------------------- the relay's JetStream context */
+
+/* Create r->js on r->link: a context of our own, carrying the ack handler. */
+static sk_status relay_js_open(sk_relay *r)
+{
+    jsOptions jo;
+    natsStatus s;
+
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = RELAY_MAX_PENDING;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = r;
+    s = natsConnection_JetStream(&r->js, r->link->nc, &jo);
+    if (s != NATS_OK) {
+        r->js = NULL;
+        return sk__nats_fail(s, 0, "creating the relay's JetStream context");
+    }
+    r->has_published = false;
+    return SK_OK;
+}
+
+/*
+ * Destroy r->js. Each round settles its publishes, so this is only a safety
+ * net: take back anything still pending, then wait for acknowledgement
+ * callbacks already running (they hold r) to return.
+ */
+static void relay_js_close(sk_relay *r)
+{
+    natsMsgList pending = { 0 };
+    jsPubOptions o;
+
+    if (r->js == NULL) {
+        return;
+    }
+    jsPubOptions_Init(&o);
+    o.MaxWait = 1000;
+    if (r->has_published && js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
+        natsMsgList_Destroy(&pending);
+    }
+    SK_IGNORE(js_PublishAsyncComplete(r->js, &o)); /* best effort: unacknowledged rows are sent again */
+    jsCtx_Destroy(r->js);
+    r->js = NULL;
+}
+
+/* Move to the bus's current connection after a certificate reload (between rounds). */
+static sk_status relay_move(sk_relay *r)
+{
+    relay_js_close(r);
+    if (!sk__bus_link_is_current(r->bus, r->link)) {
+        sk__bus_link_release(r->link);
+        r->link = sk__bus_link_acquire(r->bus);
+    }
+    return relay_js_open(r);
+}
+
 /* ---------------------------------------------------------------- publishing */
 
 /* Log a failed round at most once per RELAY_LOG_INTERVAL_MS. */
@@ -386,6 +442,12 @@ static bool relay_round(sk_relay *r, bool *is_failed)
     sk_status st;
 
     *is_failed = false;
+    if ((r->js == NULL || !sk__bus_link_is_current(r->bus, r->link)) &&
+        (st = relay_move(r)) != SK_OK) {
+        log_failure(r, sk_error_message());
+        *is_failed = true;
+        return false;
+    }
     st = sk_store_read(r->store, read_rows, r);
     lock(&r->mu);
     n_rows = r->n_rows;
@@ -476,8 +538,6 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
     pthread_condattr_t ca;
     sk_status st = SK_OK;
     sk_relay *r = NULL;
-    jsOptions jo;
-    natsStatus s;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_relay_start: out must not be NULL");
@@ -513,13 +573,9 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
         r->m_lag = sk_metrics_gauge(metrics, "sk_outbox_lag", "Outbox rows not yet published",
                                     NULL);
     }
-    jsOptions_Init(&jo);
-    jo.PublishAsync.MaxPending = RELAY_MAX_PENDING;
-    jo.PublishAsync.AckHandler = on_ack;
-    jo.PublishAsync.AckHandlerClosure = r;
-    s = natsConnection_JetStream(&r->js, sk__bus_conn(bus), &jo);
-    if (s != NATS_OK) {
-        st = sk__nats_fail(s, 0, "sk_relay_start: creating the JetStream context");
+    r->link = sk__bus_link_acquire(bus);
+    if ((st = relay_js_open(r)) != SK_OK) {
+        st = SK_WRAP(st, "sk_relay_start");
         goto out;
     }
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
@@ -560,22 +616,8 @@ void sk_relay_stop(sk_relay *r)
         }
     }
     unlock(&r->mu);
-    if (r->js != NULL) {
-        natsMsgList pending = { 0 };
-        jsPubOptions o;
-        /*
-         * Each round settles its publishes, so this is only a safety net:
-         * take back anything still pending, then wait for acknowledgement
-         * callbacks already running (they hold r) to return.
-         */
-        jsPubOptions_Init(&o);
-        o.MaxWait = 1000;
-        if (r->has_published && js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
-            natsMsgList_Destroy(&pending);
-        }
-        SK_IGNORE(js_PublishAsyncComplete(r->js, &o)); /* best effort at shutdown */
-        jsCtx_Destroy(r->js);
-    }
+    relay_js_close(r);
+    sk__bus_link_release(r->link);
     rows_release(r);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);

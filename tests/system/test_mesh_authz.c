@@ -3,7 +3,10 @@
  * System test of mesh identity and authorization on the running shop:
  * every internal listener requires a certificate from the local CA, and a
  * valid certificate with the wrong identity gets 403 problem+json (deny by
- * default), while the identity the system file allows gets through.
+ * default), while the identity the system file allows gets through; and
+ * certificates rotate without a restart: on SIGHUP `skald up` re-issues the
+ * missing ones and every process re-reads its own (HTTP server, HTTP client
+ * and a new NATS connection), after which orders still go through.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +15,10 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <signal.h>
+#include <time.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <skald/mesh.h>
 
@@ -177,12 +183,148 @@ static void test_no_certificate_is_refused_in_the_handshake(void **state)
     assert_string_equal(out, "000");
 }
 
+/* SHA-256 fingerprint line of the certificate `openssl` reads from @p source_cmd's output. */
+static void fingerprint(const char *source_cmd, char *out, size_t out_len)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "%s 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null",
+             source_cmd);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (fgets(out, (int)out_len, p) == NULL) {
+        out[0] = '\0';
+    }
+    pclose(p);
+}
+
+/* The certificate the order instance presents now, and the one in DATA/pki/order.pem. */
+static void order_fingerprints(char served[128], char on_disk[128])
+{
+    char cmd[1000];
+    snprintf(cmd, sizeof(cmd),
+             "openssl s_client -connect %s -CAfile %s/pki/ca.pem -cert %s/pki/skald-cli.pem "
+             "-key %s/pki/skald-cli.key </dev/null",
+             g_order_addr, g_sys.data_dir, g_sys.data_dir, g_sys.data_dir);
+    fingerprint(cmd, served, 128);
+    snprintf(cmd, sizeof(cmd), "cat %s/pki/order.pem", g_sys.data_dir);
+    fingerprint(cmd, on_disk, 128);
+}
+
+typedef struct log_wait {
+    const char *instance;
+    const char *text;
+} log_wait;
+
+static bool log_has(void *ctx)
+{
+    const log_wait *w = ctx;
+    char path[400];
+    snprintf(path, sizeof(path), "%s/run/logs/%s.log", g_sys.data_dir, w->instance);
+    char *text = sk_test_read_file(path, NULL);
+    bool found = text != NULL && strstr(text, w->text) != NULL;
+    sk_free(text);
+    return found;
+}
+
+/* POST through the gateway; the JSON answer's string @p field, copied to @p out. */
+static void post(const char *path, const char *body, int want_status, const char *field, char *out, size_t out_len)
+{
+    sk_test_http r;
+    assert_int_equal(sk_test_http_send(&g_sys, "POST", path, body, strlen(body), NULL, &r), SK_OK);
+    if (r.status != want_status) {
+        fail_msg("POST %s: %d %s", path, r.status, r.body != NULL ? r.body : "");
+    }
+    if (field != NULL) {
+        const char *v = json_string_value(json_object_get(r.json, field));
+        assert_non_null(v);
+        snprintf(out, out_len, "%s", v);
+    }
+    sk_test_http_fini(&r);
+}
+
+/* An order for one unit, followed until it is approved: HTTP and NATS both carry it. */
+static void order_goes_through(void)
+{
+    char customer[80], order[80], sku[40], body[300], path[160];
+    char id[SK_UUID_LEN];
+
+    sk_uuid7(id);
+    snprintf(sku, sizeof(sku), "ROT-%.8s", id + 28);
+    snprintf(body, sizeof(body), "{\"sku\":\"%s\",\"name\":\"Rotor\",\"price_cents\":100,\"stock\":5}", sku);
+    post("/api/v1/products", body, 201, NULL, NULL, 0);
+    post("/api/v1/customers", "{\"name\":\"Rota\",\"credit_limit_cents\":1000}", 201, "customer_id", customer,
+         sizeof(customer));
+    snprintf(body, sizeof(body), "{\"customer_id\":\"%s\",\"items\":[{\"sku\":\"%s\",\"quantity\":1}]}",
+             customer, sku);
+    post("/api/v1/orders", body, 202, "order_id", order, sizeof(order));
+    snprintf(path, sizeof(path), "/api/v1/orders/%s", order);
+    int64_t deadline = sk_time_mono_ms() + 30000;
+    char status[32] = "";
+    while (sk_time_mono_ms() < deadline) {
+        sk_test_http r;
+        if (sk_test_http_send(&g_sys, "GET", path, NULL, 0, NULL, &r) == SK_OK && r.status == 200) {
+            snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(r.json, "status")));
+        }
+        sk_test_http_fini(&r);
+        if (status[0] != '\0' && strcmp(status, "PENDING") != 0) {
+            break;
+        }
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL); /* poll pace */
+    }
+    assert_string_equal(status, "APPROVED");
+}
+
+static void test_sighup_rotates_certificates_without_restart(void **state)
+{
+    (void)state;
+    static const char *const instances[] = { "customer-1", "inventory-1", "inventory-2", "payment-1", "payment-2",
+                                             "order-1",    "orderview-1", "orderview-2", "gateway-1" };
+    enum { N = sizeof(instances) / sizeof(instances[0]) };
+    static const char *const identities[] = { "customer", "inventory", "payment", "order", "orderview", "gateway" };
+    pid_t pids[N];
+    char served[128], on_disk[128], old_disk[128];
+
+    find_address("order-1", g_order_addr, sizeof(g_order_addr));
+    for (size_t i = 0; i < N; i++) {
+        pids[i] = sk_test_system_instance_pid(&g_sys, instances[i]);
+        assert_true(pids[i] > 0);
+    }
+    order_fingerprints(served, old_disk);
+    assert_string_equal(served, old_disk);
+
+    /* Retire the services' certificates: skald up issues new ones on SIGHUP. */
+    for (size_t i = 0; i < sizeof(identities) / sizeof(identities[0]); i++) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/pki/%s.pem", g_sys.data_dir, identities[i]);
+        assert_int_equal(unlink(path), 0);
+        snprintf(path, sizeof(path), "%s/pki/%s.key", g_sys.data_dir, identities[i]);
+        assert_int_equal(unlink(path), 0);
+    }
+    assert_int_equal(kill(g_sys.pid, SIGHUP), 0);
+    for (size_t i = 0; i < N; i++) {
+        log_wait w = { instances[i], "NATS client certificate reloaded" };
+        if (!sk_test_wait_until(log_has, &w, 30000)) {
+            fail_msg("%s never reloaded its NATS certificate", instances[i]);
+        }
+    }
+    /* The order instance serves the new certificate, in the same process. */
+    order_fingerprints(served, on_disk);
+    assert_string_not_equal(on_disk, old_disk);
+    assert_string_equal(served, on_disk);
+    order_goes_through();
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(sk_test_system_instance_pid(&g_sys, instances[i]), pids[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wrong_identity_gets_403_problem_json),
         cmocka_unit_test(test_allowed_identity_passes_and_operational_paths_are_open_to_the_mesh),
         cmocka_unit_test(test_no_certificate_is_refused_in_the_handshake),
+        cmocka_unit_test(test_sighup_rotates_certificates_without_restart),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
