@@ -13,7 +13,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 struct sk__conn_guard {
@@ -51,8 +53,13 @@ static int64_t sweep(sk__conn_guard *g, int64_t now_ms)
             continue;
         }
         if (e->deadline_ms <= now_ms) {
-            /* SHUT_RDWR wakes the server's poll with end of file; it closes the socket itself. */
-            SK_IGNORE(shutdown(e->fd, SHUT_RDWR));
+            /* SHUT_RDWR wakes the server's poll with end of file; it closes the socket itself.
+             * The inode check makes sure the descriptor still is that connection's socket,
+             * whatever the order in which the server closes it and reports the close. */
+            struct stat sb;
+            if (fstat(e->fd, &sb) == 0 && sb.st_ino == e->ino && sb.st_dev == e->dev) {
+                SK_IGNORE(shutdown(e->fd, SHUT_RDWR));
+            }
             e->deadline_ms = 0;
             e->is_cut = true;
             atomic_fetch_add(&g->n_cut, 1);
@@ -151,8 +158,14 @@ void sk__conn_guard_add(sk__conn_guard *g, sk__guarded *e, int fd, int64_t deadl
     if (g == NULL || e == NULL) {
         return;
     }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        memset(&sb, 0, sizeof(sb)); /* never matches a socket: the entry is never cut */
+    }
     lock(&g->mu);
     e->fd = fd;
+    e->ino = (uint64_t)sb.st_ino;
+    e->dev = (uint64_t)sb.st_dev;
     e->deadline_ms = deadline_ms;
     e->is_cut = false;
     e->prev = NULL;

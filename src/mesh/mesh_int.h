@@ -352,6 +352,7 @@ bool sk__mesh_utf8_is_valid(const char *s, size_t len);
 typedef struct sk__guarded {
     struct sk__guarded *prev, *next;
     int fd;
+    uint64_t ino, dev;   /* identity of the socket behind fd when added */
     int64_t deadline_ms; /* monotonic; 0 = none */
     bool is_cut;
     bool is_linked;
