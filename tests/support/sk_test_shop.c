@@ -132,6 +132,7 @@ sk_test_shop_init(sk_test_shop *shop, const sk_test_system *sys, const char *lab
     shop->cap_orders = cap_orders;
     atomic_init(&shop->n_orders, 0);
     atomic_init(&shop->n_accepted, 0);
+    atomic_init(&shop->last_accepted, -1);
     atomic_init(&shop->n_violations, 0);
     return SK_OK;
 }
@@ -287,6 +288,8 @@ bool sk_test_shop_submit(sk_test_shop *shop, sk_test_shop_order *o, int64_t time
             bool is_ok = id != NULL && st != NULL && strcmp(st, "PENDING") == 0;
             if (is_ok) {
                 snprintf(o->order_id, sizeof(o->order_id), "%s", id);
+                /* After order_id is written: a reader of last_accepted may read it. */
+                atomic_store(&shop->last_accepted, (int)(o - shop->orders));
                 atomic_fetch_add(&shop->n_accepted, 1);
             } else {
                 snprintf(o->last_error, sizeof(o->last_error),

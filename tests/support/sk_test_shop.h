@@ -55,8 +55,9 @@ typedef struct sk_test_shop {
     int64_t limits[SK_TEST_SHOP_MAX_CUSTOMERS];
     sk_test_shop_order *orders; /* cap_orders slots, owned */
     int cap_orders;
-    atomic_int n_orders;   /* slots handed out by order_next (may exceed cap_orders) */
-    atomic_int n_accepted; /* orders that got a 201/202 */
+    atomic_int n_orders;      /* slots handed out by order_next (may exceed cap_orders) */
+    atomic_int n_accepted;    /* orders that got a 201/202 */
+    atomic_int last_accepted; /* slot of the order accepted last (-1: none yet) */
     atomic_int n_violations;
 } sk_test_shop;
 

@@ -150,8 +150,55 @@ static sk_status await_victim(const char *victim, pid_t old_pid, pid_t *new_pid)
 }
 
 /*
+ * After a restart: an order accepted from now on reaches a terminal status,
+ * so the restarted process (or the reconnected services, after nats-server)
+ * carry sagas through again, not only accept orders. Reports through violations.
+ */
+static bool await_order_completes(sk_test_shop *shop, const char *names, int64_t t0)
+{
+    int64_t started = sk_time_mono_ms();
+    int since = atomic_load(&shop->n_accepted);
+    if (!await_accepted(shop, since + 1, PROGRESS_MS)) {
+        sk_test_shop_violation(shop, "no order accepted within %d s after restarting %s",
+                               PROGRESS_MS / 1000, names);
+        return false;
+    }
+    /* order_id was written before last_accepted was stored, and is never written again. */
+    const sk_test_shop_order *o = &shop->orders[atomic_load(&shop->last_accepted)];
+    char path[160], last[256] = "no answer";
+    snprintf(path, sizeof(path), "/api/v1/orders/%s", o->order_id);
+    int64_t deadline = sk_time_mono_ms() + PROGRESS_MS;
+    for (;;) {
+        sk_test_http r;
+        if (sk_test_http_send(&g_sys, "GET", path, NULL, 0, NULL, &r) == SK_OK) {
+            const char *status = json_string_value(json_object_get(r.json, "status"));
+            snprintf(last, sizeof(last), "HTTP %d %s", r.status, status != NULL ? status : "");
+            bool is_done = r.status == 200 && status != NULL && strcmp(status, "PENDING") != 0;
+            if (is_done) {
+                fprintf(stderr, "[chaos] %6.1f s: order %s accepted after the restart is %s\n",
+                        (double)(sk_time_mono_ms() - t0) / 1000.0, o->order_id, status);
+            }
+            sk_test_http_fini(&r);
+            if (is_done) {
+                return true;
+            }
+        }
+        if (sk_time_mono_ms() > deadline) {
+            sk_test_shop_violation(shop,
+                                   "order %s, accepted after restarting %s, not terminal within "
+                                   "%lld ms (last answer %s): sagas do not resume",
+                                   o->order_id, names, (long long)(sk_time_mono_ms() - started),
+                                   last);
+            return false;
+        }
+        pause_ms(20);
+    }
+}
+
+/*
  * SIGKILL every victim of @p step at once, then wait until skald up has
- * restarted each and the gateway is ready. Reports through violations.
+ * restarted each, the gateway is ready and an order accepted afterwards
+ * completes. Reports through violations.
  * @return false when the system did not come back (the run stops there).
  */
 static bool kill_step_run(sk_test_shop *shop, const kill_step *step, int64_t t0)
@@ -194,7 +241,7 @@ static bool kill_step_run(sk_test_shop *shop, const kill_step *step, int64_t t0)
     fprintf(stderr, "[chaos] %6.1f s: %s restarted, gateway ready after %lld ms\n",
             (double)(sk_time_mono_ms() - t0) / 1000.0, names,
             (long long)(sk_time_mono_ms() - killed_at));
-    return true;
+    return await_order_completes(shop, names, t0);
 }
 
 /* ---------------------------------------------------------------- the test */
