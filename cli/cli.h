@@ -142,7 +142,23 @@ typedef struct cli_nats_conf {
     const char *key_file;
     const char *ca_file;  /* trust anchor for client certificates */
     const sk_system *sys; /* the users and their permissions are derived from it */
+    /* Monitoring listener (/jsz, /healthz) on 127.0.0.1; 0 = none. */
+    int http_port;
+    /*
+     * Cluster node: cluster_port > 0 makes this server one node of cluster
+     * cluster_name, listening for routes on 127.0.0.1:cluster_port, with
+     * routes to every port of route_ports (its own is skipped). Routes use
+     * TLS both ways with cert_file/key_file, and accept only the
+     * nats-server certificate (CLI_NATS_ROUTE_USER).
+     */
+    int cluster_port;
+    const char *cluster_name;
+    const int *route_ports;
+    size_t n_route_ports;
 } cli_nats_conf;
+
+/** The subject of the nats-server certificate: the only identity allowed to open a route. */
+#define CLI_NATS_ROUTE_USER "CN=" CLI_NATS_IDENTITY ",O=skald"
 
 /**
  * Service-level key of the system file listing the services a service
@@ -184,6 +200,14 @@ SK_NODISCARD sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys
  * @return SK_OK or SK_EPROTO.
  */
 SK_NODISCARD sk_status cli_nats_url_port(const char *url, int *out);
+
+/**
+ * Parse every port of a comma-separated list of URLs "tls://127.0.0.1:<port>"
+ * as written in nats.url (one per nats-server node).
+ * @param[out] ports at most @p max ports; @param[out] n how many.
+ * @return SK_OK, SK_EPROTO (not such a list), SK_ELIMIT (more than @p max).
+ */
+SK_NODISCARD sk_status cli_nats_url_ports(const char *urls, int *ports, size_t max, size_t *n);
 
 /* ---------------------------------------------------------------- PKI (pki_setup.c) */
 

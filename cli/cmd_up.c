@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `skald up`: runs the whole system on this machine. Prepares the data dir
- * (PKI, nats.conf, nats.url), starts nats-server and every service instance
+ * (PKI, nats.conf, nats.url), starts nats-server (or the nodes of a
+ * cluster, broker.nodes in the system file) and every service instance
  * of the system file as direct children, waits for the gateway's /readyz,
  * then supervises until SIGTERM/SIGINT and stops everything in order:
  * gateway, services, nats-server. Only processes it started are signalled,
@@ -21,6 +22,8 @@
 
 #define NATS_START_DEADLINE_MS 10000
 #define STREAMS_DEADLINE_MS    15000
+/* A new cluster first elects its JetStream meta leader (MEASUREMENTS.md: 5-12 s). */
+#define CLUSTER_STREAMS_DEADLINE_MS 45000
 #define READY_DEADLINE_MS      60000
 #define READY_PROBE_TIMEOUT_MS 1000
 
@@ -39,7 +42,12 @@ typedef struct up_state {
     char *nats_bin;
     char *run_dir, *pki_dir, *db_dir, *nats_dir, *log_dir;
     int gateway_port;
-    int nats_port;
+    /* One entry per nats-server node; a cluster when n_nodes > 1. */
+    size_t n_nodes;
+    int nats_ports[SK_SYS_BROKER_MAX_NODES];
+    int cluster_ports[SK_SYS_BROKER_MAX_NODES];
+    int http_ports[SK_SYS_BROKER_MAX_NODES];
+    char nats_urls[SK_SYS_BROKER_MAX_NODES * 32]; /* "tls://127.0.0.1:P[,...]" */
     cli_pidfile pid;
     cli_supervisor *sup;
     int64_t t0_ms;
@@ -172,61 +180,197 @@ static sk_status check_binaries(up_state *u)
     return st == SK_OK ? SK_OK : SK_WRAP(st, "nats-server (Debian package nats-server)");
 }
 
-/* The previous port when it is still free (clients keep their URL), else any free port. */
-static sk_status choose_nats_port(up_state *u, const char *url_path)
+static bool port_taken(const up_state *u, int port, size_t n_client)
+{
+    for (size_t i = 0; i < u->n_nodes; i++) {
+        if ((i < n_client && u->nats_ports[i] == port) || u->cluster_ports[i] == port ||
+            u->http_ports[i] == port) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A free loopback port that no other listener of ours was given. */
+static sk_status pick_port(up_state *u, size_t n_client, int *out)
+{
+    for (int attempt = 0; attempt < 64; attempt++) {
+        int port = 0;
+        if (cli_port_is_free(0, &port) && !port_taken(u, port, n_client)) {
+            *out = port;
+            return SK_OK;
+        }
+    }
+    return SK_FAIL(SK_EIO, "no free loopback port for nats-server");
+}
+
+/*
+ * Client ports: the previous ones (nats.url) when they are all still free
+ * and as many as the nodes (clients keep their URLs), else free ones.
+ * Cluster and monitoring ports are chosen afresh at every start: only the
+ * nodes themselves use them, and each node's config lists them all. The
+ * supervisor restarts a node with the same config, so the ports hold for
+ * the life of this `skald up`.
+ */
+static sk_status choose_nats_ports(up_state *u, const char *url_path)
 {
     char *prev = NULL;
-    int port = 0;
+    size_t n_prev = 0;
+    int ports[SK_SYS_BROKER_MAX_NODES];
+    bool reuse = cli_file_read_line(url_path, 512, &prev) == SK_OK &&
+                 cli_nats_url_ports(prev, ports, SK_SYS_BROKER_MAX_NODES, &n_prev) == SK_OK &&
+                 n_prev == u->n_nodes;
+    sk_status st = SK_OK;
 
-    if (cli_file_read_line(url_path, 256, &prev) == SK_OK &&
-        cli_nats_url_port(prev, &port) == SK_OK && cli_port_is_free(port, NULL)) {
-        u->nats_port = port;
-    } else if (!cli_port_is_free(0, &u->nats_port)) {
-        sk_free(prev);
-        return SK_FAIL(SK_EIO, "no free loopback port for nats-server");
-    }
     sk_free(prev);
     sk_error_clear(); /* a missing or stale nats.url is normal */
-    return SK_OK;
+    for (size_t i = 0; reuse && i < n_prev; i++) {
+        reuse = cli_port_is_free(ports[i], NULL);
+    }
+    memset(u->nats_ports, 0, sizeof(u->nats_ports));
+    memset(u->cluster_ports, 0, sizeof(u->cluster_ports));
+    memset(u->http_ports, 0, sizeof(u->http_ports));
+    for (size_t i = 0; i < u->n_nodes && st == SK_OK; i++) {
+        if (reuse) {
+            u->nats_ports[i] = ports[i];
+        } else {
+            st = pick_port(u, i, &u->nats_ports[i]);
+        }
+    }
+    for (size_t i = 0; u->n_nodes > 1 && i < u->n_nodes && st == SK_OK; i++) {
+        st = pick_port(u, u->n_nodes, &u->cluster_ports[i]);
+        if (st == SK_OK) {
+            st = pick_port(u, u->n_nodes, &u->http_ports[i]);
+        }
+    }
+    size_t len = 0;
+    u->nats_urls[0] = '\0';
+    for (size_t i = 0; i < u->n_nodes && st == SK_OK; i++) {
+        int n = snprintf(u->nats_urls + len, sizeof(u->nats_urls) - len, "%stls://127.0.0.1:%d",
+                         i > 0 ? "," : "", u->nats_ports[i]);
+        len += n > 0 ? (size_t)n : 0;
+    }
+    return st;
+}
+
+/* The supervisor's name of node @p i: "nats-server" alone, "nats-1".. in a cluster. */
+static void node_name(const up_state *u, size_t i, char *out, size_t out_len)
+{
+    if (u->n_nodes == 1) {
+        snprintf(out, out_len, "nats-server");
+    } else {
+        snprintf(out, out_len, "nats-%zu", i + 1);
+    }
+}
+
+/* DATA/run/nats.conf alone, DATA/run/nats-<i>.conf in a cluster. Owned. */
+static char *node_conf_path(const up_state *u, size_t i)
+{
+    return u->n_nodes == 1 ? sk_asprintf("%s/nats.conf", u->run_dir)
+                           : sk_asprintf("%s/nats-%zu.conf", u->run_dir, i + 1);
+}
+
+/* Render and write the config of every node; a cluster node stores in DATA/nats/node-<i>. */
+static sk_status write_node_confs(up_state *u, const sk_tls_files *tls)
+{
+    char cluster_name[SK_MESH_MAX_SERVICE + 16], server_name[SK_MESH_MAX_SERVICE + 16];
+    sk_status st = SK_OK;
+
+    snprintf(cluster_name, sizeof(cluster_name), "skald-%s", u->sys->name);
+    for (size_t i = 0; i < u->n_nodes && st == SK_OK; i++) {
+        sk_buf conf;
+        char *path = node_conf_path(u, i);
+        char *store = u->n_nodes == 1 ? sk_strdup(u->nats_dir)
+                                      : sk_asprintf("%s/node-%zu", u->nats_dir, i + 1);
+        sk_buf_init(&conf, 64 * 1024);
+        if (path == NULL || store == NULL) {
+            st = SK_FAIL(SK_ENOMEM, "building nats-server paths");
+        }
+        if (st == SK_OK && u->n_nodes > 1) {
+            st = cli_mkdir(store, 0700);
+        }
+        /* The single server keeps its historical name; a node's name says which it is. */
+        if (u->n_nodes == 1) {
+            snprintf(server_name, sizeof(server_name), "skald");
+        } else {
+            snprintf(server_name, sizeof(server_name), "skald-%zu", i + 1);
+        }
+        cli_nats_conf nc = {
+            .port = u->nats_ports[i],
+            .server_name = server_name,
+            .store_dir = store,
+            .cert_file = tls->cert_file,
+            .key_file = tls->key_file,
+            .ca_file = tls->ca_file,
+            .sys = u->sys,
+            .http_port = u->http_ports[i],
+            .cluster_port = u->cluster_ports[i],
+            .cluster_name = cluster_name,
+            .route_ports = u->cluster_ports,
+            .n_route_ports = u->n_nodes,
+        };
+        if (st == SK_OK) {
+            st = cli_nats_conf_render(&nc, &conf);
+        }
+        if (st == SK_OK) {
+            st = cli_file_write(path, conf.data, 0600);
+        }
+        sk_buf_fini(&conf);
+        sk_free(path);
+        sk_free(store);
+    }
+    return st;
+}
+
+/*
+ * DATA/run/nats.nodes: one line per node, "NAME CLIENT_PORT CLUSTER_PORT
+ * HTTP_PORT" (0 when the node has none), for operators and tests.
+ */
+static sk_status write_nodes_file(up_state *u)
+{
+    char text[SK_SYS_BROKER_MAX_NODES * 64], name[32];
+    size_t len = 0;
+    char *path = sk_asprintf("%s/nats.nodes", u->run_dir);
+
+    if (path == NULL) {
+        return SK_FAIL(SK_ENOMEM, "nats.nodes path");
+    }
+    text[0] = '\0';
+    for (size_t i = 0; i < u->n_nodes; i++) {
+        node_name(u, i, name, sizeof(name));
+        int n = snprintf(text + len, sizeof(text) - len, "%s %d %d %d\n", name, u->nats_ports[i],
+                         u->cluster_ports[i], u->http_ports[i]);
+        len += n > 0 ? (size_t)n : 0;
+    }
+    sk_status st = cli_file_write(path, text, 0600);
+    sk_free(path);
+    return st;
 }
 
 static sk_status write_run_files(up_state *u)
 {
     sk_status st = SK_OK;
     sk_tls_files tls = { 0 };
-    sk_buf conf;
-    char *conf_path = sk_asprintf("%s/nats.conf", u->run_dir);
     char *url_path = sk_asprintf("%s/nats.url", u->run_dir);
     char *cfg_path = sk_asprintf("%s/config.path", u->run_dir);
-    char url[64], line[PATH_MAX + 2];
+    char line[PATH_MAX + 2];
 
-    sk_buf_init(&conf, 64 * 1024);
-    if (conf_path == NULL || url_path == NULL || cfg_path == NULL) {
+    if (url_path == NULL || cfg_path == NULL) {
         st = SK_FAIL(SK_ENOMEM, "building run file paths");
         goto out;
     }
-    st = choose_nats_port(u, url_path);
+    st = choose_nats_ports(u, url_path);
     if (st == SK_OK) {
         st = sk_tls_files_init(&tls, u->pki_dir, CLI_NATS_IDENTITY);
     }
-    if (st != SK_OK) {
-        goto out;
-    }
-    cli_nats_conf nc = {
-        .port = u->nats_port,
-        .server_name = "skald",
-        .store_dir = u->nats_dir,
-        .cert_file = tls.cert_file,
-        .key_file = tls.key_file,
-        .ca_file = tls.ca_file,
-        .sys = u->sys,
-    };
-    st = cli_nats_conf_render(&nc, &conf);
     if (st == SK_OK) {
-        st = cli_file_write(conf_path, conf.data, 0600);
+        st = write_node_confs(u, &tls);
     }
-    snprintf(url, sizeof(url), "tls://127.0.0.1:%d", u->nats_port);
-    snprintf(line, sizeof(line), "%s\n", url);
+    if (st == SK_OK) {
+        st = write_nodes_file(u);
+    }
+    /* Services and CLI commands get every node: nats.c fails over between them. */
+    snprintf(line, sizeof(line), "%s\n", u->nats_urls);
     if (st == SK_OK) {
         st = cli_file_write(url_path, line, 0600);
     }
@@ -235,13 +379,11 @@ static sk_status write_run_files(up_state *u)
     if (st == SK_OK) {
         st = cli_file_write(cfg_path, line, 0600);
     }
-    if (st == SK_OK && setenv("SKALD_NATS_URL", url, 1) != 0) {
+    if (st == SK_OK && setenv("SKALD_NATS_URL", u->nats_urls, 1) != 0) {
         st = SK_FAIL(SK_EIO, "setenv SKALD_NATS_URL: %s", strerror(errno));
     }
 out:
     sk_tls_files_fini(&tls);
-    sk_buf_fini(&conf);
-    sk_free(conf_path);
     sk_free(url_path);
     sk_free(cfg_path);
     return st;
@@ -259,32 +401,39 @@ spawn_logged(up_state *u, const char *name, cli_stop_phase phase, const char *co
     return st;
 }
 
+/* Start every node (the supervisor restarts each one that dies), then wait for their ports. */
 static sk_status start_nats(up_state *u)
 {
-    char *conf = sk_asprintf("%s/nats.conf", u->run_dir);
-    if (conf == NULL) {
-        return SK_FAIL(SK_ENOMEM, "nats.conf path");
-    }
-    const char *argv[] = { u->nats_bin, "-c", conf, NULL };
-    sk_status st = spawn_logged(u, "nats-server", CLI_PHASE_BROKER, argv);
-    sk_free(conf);
-    if (st != SK_OK) {
-        return st;
+    char name[32];
+    sk_status st = SK_OK;
+
+    for (size_t i = 0; i < u->n_nodes && st == SK_OK; i++) {
+        char *conf = node_conf_path(u, i);
+        if (conf == NULL) {
+            return SK_FAIL(SK_ENOMEM, "nats.conf path");
+        }
+        const char *argv[] = { u->nats_bin, "-c", conf, NULL };
+        node_name(u, i, name, sizeof(name));
+        st = spawn_logged(u, name, CLI_PHASE_BROKER, argv);
+        sk_free(conf);
     }
     int64_t deadline = sk_time_mono_ms() + NATS_START_DEADLINE_MS;
-    while (!cli_port_accepts(u->nats_port)) {
-        if (cli_supervisor_is_stopping(u->sup)) {
-            return SK_FAIL(SK_ECANCELED, "stopped while nats-server was starting");
+    for (size_t i = 0; i < u->n_nodes && st == SK_OK; i++) {
+        node_name(u, i, name, sizeof(name));
+        while (!cli_port_accepts(u->nats_ports[i])) {
+            if (cli_supervisor_is_stopping(u->sup)) {
+                return SK_FAIL(SK_ECANCELED, "stopped while nats-server was starting");
+            }
+            if (sk_time_mono_ms() >= deadline) {
+                return SK_FAIL(SK_ETIMEDOUT,
+                               "%s did not accept connections on 127.0.0.1:%d within %d ms "
+                               "(see %s/%s.log)",
+                               name, u->nats_ports[i], NATS_START_DEADLINE_MS, u->log_dir, name);
+            }
+            cli_supervisor_poll(u->sup, 20);
         }
-        if (sk_time_mono_ms() >= deadline) {
-            return SK_FAIL(SK_ETIMEDOUT,
-                           "nats-server did not accept connections on 127.0.0.1:%d within %d ms "
-                           "(see %s/nats-server.log)",
-                           u->nats_port, NATS_START_DEADLINE_MS, u->log_dir);
-        }
-        cli_supervisor_poll(u->sup, 20);
     }
-    return SK_OK;
+    return st;
 }
 
 /*
@@ -297,23 +446,23 @@ static sk_status create_streams(up_state *u)
 {
     sk_tls_files tls = { 0 };
     sk_bus *bus = NULL;
-    char url[64];
     sk_status st = sk_tls_files_init(&tls, u->pki_dir, CLI_IDENTITY);
 
     if (st != SK_OK) {
         return st;
     }
-    snprintf(url, sizeof(url), "tls://127.0.0.1:%d", u->nats_port);
     sk_bus_config bc = {
-        .servers = url,
+        .servers = u->nats_urls,
         .ca_file = tls.ca_file,
         .cert_file = tls.cert_file,
         .key_file = tls.key_file,
         .name = "skald-up",
         .inbox_prefix = CLI_NATS_INBOX,
+        /* TODO(#4): .replicas = u->sys->broker.replicas, once sk_bus_config has it (the buckets). */
     };
     st = sk_bus_open(&bus, &bc);
-    int64_t deadline = sk_time_mono_ms() + STREAMS_DEADLINE_MS;
+    int64_t deadline =
+        sk_time_mono_ms() + (u->n_nodes > 1 ? CLUSTER_STREAMS_DEADLINE_MS : STREAMS_DEADLINE_MS);
     while (st == SK_OK) {
         if (sk_bus_is_connected(bus)) {
             st = cli_nats_streams_ensure(bus, u->sys);
@@ -328,7 +477,7 @@ static sk_status create_streams(up_state *u)
             break;
         }
         if (sk_time_mono_ms() >= deadline) {
-            st = SK_WRAP(st, "creating streams (see %s/nats-server.log)", u->log_dir);
+            st = SK_WRAP(st, "creating streams (see %s/nats-*.log)", u->log_dir);
             break;
         }
         st = SK_OK;
@@ -430,6 +579,7 @@ static int run(up_state *u, const up_opts *o)
         cli_errorf("up", "%s", sk_error_message());
         return CLI_EXIT_USAGE;
     }
+    u->n_nodes = (size_t)u->sys->broker.nodes;
     if (cli_gateway_port_choose(o->port_flag, u->sys->gateway_port, &u->gateway_port) != SK_OK) {
         cli_errorf("up", "%s", sk_error_message());
         return CLI_EXIT_USAGE;
@@ -484,8 +634,15 @@ static int run(up_state *u, const up_opts *o)
     fflush(stdout);
     st = start_nats(u);
     if (st == SK_OK) {
-        printf("skald: nats-server on tls://127.0.0.1:%d (pid %ld)\n", u->nats_port,
-               (long)cli_supervisor_pid(u->sup, "nats-server"));
+        if (u->n_nodes == 1) {
+            printf("skald: nats-server on %s (pid %ld)\n", u->nats_urls,
+                   (long)cli_supervisor_pid(u->sup, "nats-server"));
+        } else {
+            printf("skald: nats-server cluster of %zu nodes on %s, %d replicas of every stream "
+                   "(nodes in %s/nats.nodes)\n",
+                   u->n_nodes, u->nats_urls, u->sys->broker.replicas, u->run_dir);
+        }
+        fflush(stdout);
         st = create_streams(u);
     }
     if (st == SK_OK) {

@@ -471,6 +471,81 @@ static sk_status render_authorization(const sk_system *sys, sk_buf *out)
     return st;
 }
 
+/* ---------------------------------------------------------------- cluster */
+
+static sk_status check_cluster(const cli_nats_conf *conf)
+{
+    if (conf->cluster_port < 1 || conf->cluster_port > 65535) {
+        return SK_FAIL(SK_EINVAL, "nats.conf: cluster_port: expected 0 (no cluster) or 1..65535, "
+                                  "got %d",
+                       conf->cluster_port);
+    }
+    sk_status st = check_string("cluster_name", conf->cluster_name);
+    if (st != SK_OK) {
+        return st;
+    }
+    if (conf->route_ports == NULL || conf->n_route_ports < 1 ||
+        conf->n_route_ports > SK_SYS_BROKER_MAX_NODES) {
+        return SK_FAIL(SK_EINVAL, "nats.conf: route_ports: expected 1..%d ports",
+                       SK_SYS_BROKER_MAX_NODES);
+    }
+    for (size_t i = 0; i < conf->n_route_ports; i++) {
+        if (conf->route_ports[i] < 1 || conf->route_ports[i] > 65535) {
+            return SK_FAIL(SK_EINVAL, "nats.conf: route_ports[%zu]: expected 1..65535, got %d", i,
+                           conf->route_ports[i]);
+        }
+    }
+    return SK_OK;
+}
+
+/*
+ * The cluster block. Routes are TLS both ways: each node presents the
+ * nats-server certificate (its EKU has clientAuth too) and requires the
+ * peer's, checked against the local CA; verify_and_map turns the peer's
+ * subject into the route user, and only the nats-server certificate's
+ * subject is allowed, so a service certificate from the same CA cannot
+ * join the cluster. Every node lists every other node: a restarted node
+ * finds the others whichever is up.
+ */
+static sk_status render_cluster(const cli_nats_conf *conf, sk_buf *out)
+{
+    sk_status st = sk_buf_appendf(out,
+                                  "\n"
+                                  "# One node of a cluster on loopback (broker.nodes in the system "
+                                  "file).\n"
+                                  "cluster {\n"
+                                  "  name: \"%s\"\n"
+                                  "  listen: \"127.0.0.1:%d\"\n"
+                                  "  no_advertise: true\n"
+                                  "  tls {\n"
+                                  "    cert_file: \"%s\"\n"
+                                  "    key_file: \"%s\"\n"
+                                  "    ca_file: \"%s\"\n"
+                                  "    verify_and_map: true\n"
+                                  "    timeout: %d\n"
+                                  "  }\n"
+                                  "  authorization {\n"
+                                  "    user: \"%s\"\n"
+                                  "  }\n"
+                                  "  routes: [",
+                                  conf->cluster_name, conf->cluster_port, conf->cert_file,
+                                  conf->key_file, conf->ca_file, NATS_TLS_TIMEOUT_S,
+                                  CLI_NATS_ROUTE_USER);
+    bool first = true;
+    for (size_t i = 0; i < conf->n_route_ports && st == SK_OK; i++) {
+        if (conf->route_ports[i] == conf->cluster_port) {
+            continue;
+        }
+        st = sk_buf_appendf(out, "%s\n    \"nats-route://127.0.0.1:%d\"", first ? "" : ",",
+                            conf->route_ports[i]);
+        first = false;
+    }
+    if (st == SK_OK) {
+        st = sk_buf_append_str(out, "\n  ]\n}\n");
+    }
+    return st;
+}
+
 sk_status cli_nats_conf_render(const cli_nats_conf *conf, sk_buf *out)
 {
     sk_status st = SK_OK;
@@ -496,11 +571,19 @@ sk_status cli_nats_conf_render(const cli_nats_conf *conf, sk_buf *out)
     for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]) && st == SK_OK; i++) {
         st = check_string(strings[i].field, strings[i].value);
     }
+    if (st == SK_OK && (conf->http_port < 0 || conf->http_port > 65535)) {
+        st = SK_FAIL(SK_EINVAL, "nats.conf: http_port: expected 0 (none) or 1..65535, got %d",
+                     conf->http_port);
+    }
+    if (st == SK_OK && conf->cluster_port != 0) {
+        st = check_cluster(conf);
+    }
     if (st != SK_OK) {
         return st;
     }
     /*
-     * No "http" (monitoring) port: nothing reads it and it would be one more
+     * No "http" (monitoring) port unless asked (clusters: /jsz shows the
+     * leaders and whether each replica is current): nothing reads it and it would be one more
      * listener. verify_and_map requires a client certificate (like verify)
      * and makes its URI SAN the user name; a certificate that maps to no
      * user below is refused.
@@ -529,6 +612,13 @@ sk_status cli_nats_conf_render(const cli_nats_conf *conf, sk_buf *out)
                         conf->server_name, conf->port, NATS_MAX_PAYLOAD, NATS_WRITE_DEADLINE,
                         conf->store_dir, NATS_MAX_MEMORY_STORE, NATS_MAX_FILE_STORE,
                         conf->cert_file, conf->key_file, conf->ca_file, NATS_TLS_TIMEOUT_S);
+    if (st == SK_OK && conf->http_port > 0) {
+        st = sk_buf_appendf(out, "\n# Monitoring (/jsz, /healthz), loopback only.\nhttp: \"127.0.0.1:%d\"\n",
+                            conf->http_port);
+    }
+    if (st == SK_OK && conf->cluster_port > 0) {
+        st = render_cluster(conf, out);
+    }
     if (st == SK_OK) {
         st = render_authorization(conf->sys, out);
     }
@@ -564,6 +654,41 @@ sk_status cli_nats_streams_ensure(sk_bus *bus, const sk_system *sys)
         sk_kv_close(kv);
     }
     return st;
+}
+
+sk_status cli_nats_url_ports(const char *urls, int *ports, size_t max, size_t *n)
+{
+    char one[64];
+
+    if (urls == NULL || ports == NULL || n == NULL) {
+        return SK_FAIL(SK_EINVAL, "cli_nats_url_ports: urls, ports and n must not be NULL");
+    }
+    *n = 0;
+    for (const char *p = urls;;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof(one)) {
+            *n = 0;
+            return SK_FAIL(SK_EPROTO, "nats.url: expected a comma-separated list of "
+                                      "\"tls://127.0.0.1:<port>\", got \"%.64s\"",
+                           urls);
+        }
+        if (*n == max) {
+            *n = 0;
+            return SK_FAIL(SK_ELIMIT, "nats.url: more than %zu URLs", max);
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        sk_status st = cli_nats_url_port(one, &ports[*n]);
+        if (st != SK_OK) {
+            *n = 0;
+            return st;
+        }
+        (*n)++;
+        if (p[len] == '\0') {
+            return SK_OK;
+        }
+        p += len + 1;
+    }
 }
 
 sk_status cli_nats_url_port(const char *url, int *out)

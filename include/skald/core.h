@@ -252,6 +252,20 @@ typedef struct sk_sys_service {
     size_t n_authz;
 } sk_sys_service;
 
+/** Most nats-server nodes `skald up` runs (JetStream allows at most 5 replicas). */
+#define SK_SYS_BROKER_MAX_NODES 5
+
+/**
+ * The message broker `skald up` runs (top-level `broker:` section of the
+ * system file): @c nodes nats-server processes on loopback, clustered when
+ * more than one, and the number of copies JetStream keeps of every stream
+ * and key-value bucket of the system.
+ */
+typedef struct sk_sys_broker {
+    int nodes;    /* 1..SK_SYS_BROKER_MAX_NODES; default 1 (a single server) */
+    int replicas; /* 1..nodes; default nodes */
+} sk_sys_broker;
+
 typedef struct sk_system {
     char *name;
     sk_sys_service *services;
@@ -260,6 +274,7 @@ typedef struct sk_system {
     size_t n_routes;
     int gateway_port; /* default public port */
     json_t *root;     /* the whole document, for sections read by later modules */
+    sk_sys_broker broker; /* always filled (defaults when the section is absent) */
 } sk_system;
 
 /**

@@ -31,6 +31,7 @@ static const char *const route_keys[] = { "method", "path", "service", "target",
 static const char *const upstream_keys[] = { "service", "trafficPolicy", "retries", "timeout",
                                              "fault", NULL };
 static const char *const authz_keys[] = { "from", "methods", "paths", NULL };
+static const char *const broker_keys[] = { "nodes", "replicas", NULL };
 
 /* ------------------------------------------------------------ destroy */
 
@@ -798,6 +799,47 @@ static sk_status read_gateway(const vctx *v, sk_system *sys, const json_t *root)
     return read_routes(v, sys, gw);
 }
 
+/*
+ * broker: {nodes: N, replicas: R}. Both optional; R defaults to N. Unknown
+ * keys are errors like in services (x-... allowed).
+ */
+static sk_status read_broker(const vctx *v, sk_system *sys, const json_t *root)
+{
+    json_t *b = json_object_get(root, "broker");
+    static const char *const fields[] = { "nodes", "replicas" };
+    int values[2] = { 1, 0 };
+    sk_status st;
+
+    if (b != NULL && !json_is_null(b)) {
+        if (!json_is_object(b)) {
+            return bad(v, "broker", "expected a mapping, got %s", sk__json_type_name(b));
+        }
+        st = check_keys(v, "broker", b, broker_keys);
+        if (st != SK_OK) {
+            return st;
+        }
+        for (size_t i = 0; i < 2; i++) {
+            json_t *m = json_object_get(b, fields[i]);
+            int max = i == 0 ? SK_SYS_BROKER_MAX_NODES : values[0];
+            char p[PATH_MAX_LEN];
+            if (m == NULL || json_is_null(m)) {
+                continue;
+            }
+            join(p, "broker", fields[i]);
+            if (!json_is_integer(m) || json_integer_value(m) < 1 ||
+                json_integer_value(m) > max) {
+                return bad(v, p, "expected an integer in 1..%d%s, got %s", max,
+                           i == 1 ? " (at most broker.nodes)" : "",
+                           json_is_integer(m) ? "out of range" : sk__json_type_name(m));
+            }
+            values[i] = (int)json_integer_value(m);
+        }
+    }
+    sys->broker.nodes = values[0];
+    sys->broker.replicas = values[1] > 0 ? values[1] : values[0];
+    return SK_OK;
+}
+
 /* ------------------------------------------------------------ cross-checks */
 
 static sk_status check_references(const vctx *v, const sk_system *sys)
@@ -913,6 +955,9 @@ sk_status sk_system_parse(sk_slice text, const char *origin, sk_system **out)
         }
     }
     st = read_gateway(&v, sys, sys->root);
+    if (st == SK_OK) {
+        st = read_broker(&v, sys, sys->root);
+    }
     if (st == SK_OK) {
         st = check_references(&v, sys);
     }
