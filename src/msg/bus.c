@@ -165,6 +165,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
     sk__bus_link *link = closure;
 
     (void)nc;
+    atomic_fetch_add(&link->n_reconnects, 1);
     SK_LOG_INFO("nats reconnected conn=%s", link->bus->name);
 }
 

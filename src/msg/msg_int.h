@@ -32,6 +32,7 @@ typedef struct sk__bus_link {
     jsCtx *js;
     uint64_t generation; /* 1 for the first link, +1 per reload */
     _Atomic int refs;
+    _Atomic uint64_t n_reconnects; /* bumped by the reconnected callback */
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool has_sync;  /* mu and cond initialised */

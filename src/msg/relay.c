@@ -21,6 +21,8 @@
 #define RELAY_TICK_MS 200
 /* How long one publish may wait for its acknowledgement. */
 #define RELAY_ACK_WAIT_MS 5000
+/* Step of the acknowledgement wait: how soon a reconnect is noticed. */
+#define RELAY_ACK_POLL_MS 100
 /* Retry backoff after a failed round. */
 #define RELAY_BACKOFF_MIN_MS 100
 #define RELAY_BACKOFF_MAX_MS 2000
@@ -375,6 +377,32 @@ static void log_failure(sk_relay *r, const char *detail)
 }
 
 /*
+ * Wait for every publish to be acknowledged, in short steps: when the
+ * connection was re-established meanwhile (@p reconnects is the count before
+ * publishing), acknowledgements of publishes sent before the break will
+ * never come, so give up at once rather than after RELAY_ACK_WAIT_MS.
+ * @return true when all were acknowledged.
+ */
+static bool wait_acks(sk_relay *r, uint64_t reconnects)
+{
+    int64_t deadline = sk_time_mono_ms() + RELAY_ACK_WAIT_MS * 2;
+    jsPubOptions copts;
+
+    jsPubOptions_Init(&copts);
+    copts.MaxWait = RELAY_ACK_POLL_MS;
+    for (;;) {
+        natsStatus s = js_PublishAsyncComplete(r->js, &copts);
+        if (s == NATS_OK) {
+            return true;
+        }
+        if (s != NATS_TIMEOUT || sk_time_mono_ms() >= deadline ||
+            atomic_load(&r->link->n_reconnects) != reconnects) {
+            return false;
+        }
+    }
+}
+
+/*
  * Publish the rows read and wait for their acknowledgements.
  * @return how many rows from the first are acknowledged.
  */
@@ -384,6 +412,7 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
     size_t n_sent = 0, n_ok = 0;
     natsStatus s = NATS_OK;
     size_t n_rows;
+    uint64_t reconnects = atomic_load(&r->link->n_reconnects);
 
     lock(&r->mu);
     n_rows = r->n_rows;
@@ -400,16 +429,11 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
         }
         r->rows[n_sent].msg = NULL;
     }
-    if (n_sent > 0) {
-        jsPubOptions copts;
-        jsPubOptions_Init(&copts);
-        copts.MaxWait = RELAY_ACK_WAIT_MS * 2;
-        if (js_PublishAsyncComplete(r->js, &copts) != NATS_OK) {
-            natsMsgList pending = { 0 };
-            /* Take back what is still unacknowledged: it is published again later. */
-            if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
-                natsMsgList_Destroy(&pending);
-            }
+    if (n_sent > 0 && !wait_acks(r, reconnects)) {
+        natsMsgList pending = { 0 };
+        /* Take back what is still unacknowledged: it is published again later. */
+        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
+            natsMsgList_Destroy(&pending);
         }
     }
     lock(&r->mu);
