@@ -501,6 +501,38 @@ static int64_t wait_current(int k, int64_t timeout_ms)
     return -1;
 }
 
+/*
+ * Count the streams (KV buckets included) node 0 knows and those kept at
+ * fewer than N_NODES replicas; prints each of those.
+ */
+static int streams_under_replicated(int *n_streams)
+{
+    sk_test_http r;
+    int bad = 0;
+    *n_streams = 0;
+    if (!node_get(0, "/jsz?streams=true&config=true", &r)) {
+        return -1;
+    }
+    json_t *jsz = json_loadb(r.body, r.body_len, JSON_DECODE_INT_AS_REAL, NULL);
+    size_t i, j;
+    json_t *acc, *st;
+    json_array_foreach (json_object_get(jsz, "account_details"), i, acc) {
+        json_array_foreach (json_object_get(acc, "stream_detail"), j, st) {
+            double rep = json_number_value(
+                json_object_get(json_object_get(st, "config"), "num_replicas"));
+            (*n_streams)++;
+            if ((int)rep != N_NODES) {
+                fprintf(stderr, "[cluster] stream %s has %d replicas, expected %d\n",
+                        json_string_value(json_object_get(st, "name")), (int)rep, N_NODES);
+                bad++;
+            }
+        }
+    }
+    json_decref(jsz);
+    sk_test_http_fini(&r);
+    return bad;
+}
+
 /* ---------------------------------------------------------------- the partition */
 
 /* Local ports of @p pid's TCP sockets whose peer is one of @p remote_ports. */
@@ -722,6 +754,13 @@ static void test_cluster_kill_and_partition(void **state)
     if (sk_test_shop_seed(shop, "CLUSTER", SEED_MS) != SK_OK) {
         fail_msg("seeding: %s", sk_error_message());
     }
+    int n_streams = 0;
+    int under = streams_under_replicated(&n_streams);
+    fprintf(stderr, "[cluster] %d streams and buckets, %d with fewer than %d replicas\n", n_streams,
+            under, N_NODES);
+    /* Streams come from sk_bus_system_streams_ensure, buckets from sk_kv_open (broker.replicas). */
+    assert_true(n_streams > 0);
+    assert_int_equal(under, 0);
     int leader = wait_leader(-1, ELECTION_MS);
     assert_true(leader >= 0);
 
