@@ -262,6 +262,110 @@ SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
 /** Announce that @p id is visible at @p version (call after the commit). Invalid ids are ignored. */
 SK_API void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version);
 
+/* ---------------------------------------------------------------- versioned read models */
+
+/*
+ * A read model fed by projections over one or more streams, kept in
+ * numbered versions side by side in one store. Queries read the live
+ * version (the service points them at it, e.g. with SQL views that its
+ * activate function re-creates); a replay builds version live+1 from the
+ * first event of every stream with projections of its own (own durable
+ * consumers, inbox keys and checkpoints), and once the new version has
+ * applied at least what the live one has on every stream it becomes live
+ * in one transaction. Its projections then simply continue as the live
+ * ones, so no checkpoint is handed over: nothing is skipped or applied
+ * twice. The old version's projections are stopped and its tables dropped.
+ * State (live version, version being built) is kept in sk_readmodels.
+ */
+
+/** Most streams one read model consumes. */
+#define SK_READMODEL_MAX_STREAMS 8
+/** Longest read-model name, in bytes (projection names add "-v<version>"). */
+#define SK_READMODEL_NAME_MAX 48
+
+/** A versioned read model. Thread-safe. */
+typedef struct sk_readmodel sk_readmodel;
+
+/**
+ * Apply one event to version @p version inside a unit of work. @p is_live
+ * tells whether queries read that version now (do side effects meant for
+ * readers, such as waking consistency waiters, only then).
+ */
+typedef sk_status (*sk_readmodel_apply_fn)(sk_tx *tx, const sk_message *m, int64_t version, bool is_live, void *ctx);
+/** A schema step on version @p version of the read model (create, activate or drop). */
+typedef sk_status (*sk_readmodel_schema_fn)(sk_tx *tx, int64_t version, void *ctx);
+
+/** One stream a read model consumes. Strings borrowed for sk_readmodel_start (copied). */
+typedef struct sk_readmodel_stream {
+    const char *stream;         /* "ORDER_EVENTS" */
+    const char *filter_subject; /* "order.events.>" */
+} sk_readmodel_stream;
+
+typedef struct sk_readmodel_config {
+    /** 1..SK_READMODEL_NAME_MAX bytes of [A-Za-z0-9_-]; version 1's projections use it as their name
+     *  (compatible with sk_projection_start), version N >= 2's use "<name>-v<N>". */
+    const char *name;
+    const sk_readmodel_stream *streams; /* 1..SK_READMODEL_MAX_STREAMS */
+    size_t n_streams;
+    sk_readmodel_apply_fn apply;
+    /** Create the (empty) tables of a new version. Version 1 is expected to exist already (migrations). */
+    sk_readmodel_schema_fn create;
+    /** Make queries read @p version (runs in the switch transaction, and at start for the live version). */
+    sk_readmodel_schema_fn activate;
+    /** Drop the tables of a version no longer used. */
+    sk_readmodel_schema_fn drop;
+    void *ctx;
+    /** How often a replay checks whether it has caught up, ms (0 = 200). */
+    int64_t poll_ms;
+} sk_readmodel_config;
+
+/** Progress of a read model, as sk_readmodel_status reports it. */
+typedef struct sk_readmodel_progress {
+    int64_t live_version;
+    int64_t building_version;  /* 0 when no replay runs */
+    uint64_t applied_seq;      /* sum over streams of the new version's checkpoints */
+    uint64_t target_seq;       /* sum over streams of max(live checkpoint, new checkpoint) */
+    uint64_t events_applied;   /* events the running replay applied in this process */
+    int64_t started_ms;        /* wall clock when the replay started (0 when none) */
+    int64_t last_switch_ms;    /* wall clock of the last switch in this process (0 when none) */
+    uint64_t n_switches;       /* replays finished in this process */
+} sk_readmodel_progress;
+
+/**
+ * Start the live version's projections (and resume a replay that a
+ * previous process left unfinished), after calling cfg->activate for the
+ * live version. The store needs sk_cqrs_migrations and sk_msg_migrations.
+ * @return SK_OK, SK_EINVAL (naming the field), SK_ENOMEM, SK_EDB, or what
+ *         sk_projection_start returns.
+ */
+SK_API SK_NODISCARD sk_status sk_readmodel_start(sk_readmodel **out,
+                                                 sk_bus *bus,
+                                                 sk_store *store,
+                                                 sk_metrics *metrics,
+                                                 const sk_readmodel_config *cfg);
+/** Stop every projection and a running replay's monitor (the replay resumes at the next start). NULL-safe. */
+SK_API void sk_readmodel_stop(sk_readmodel *rm);
+/**
+ * Start a replay: create version live+1, start its projections from the
+ * first event of each stream, and switch to it once it has caught up.
+ * Returns at once. @param[out] version the version being built (may be NULL).
+ * @return SK_OK, SK_EINVAL, SK_ESTATE (a replay is already running, or stopping), SK_EDB, SK_ENOMEM,
+ *         or what sk_projection_start returns.
+ */
+SK_API SK_NODISCARD sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version);
+/** Current progress (read from the store's checkpoints). @return SK_OK, SK_EINVAL, SK_EDB. */
+SK_API SK_NODISCARD sk_status sk_readmodel_status(sk_readmodel *rm, sk_readmodel_progress *out);
+/**
+ * Progress as JSON {"name","live_version","building_version","state":"idle"|"replaying",
+ * "applied_seq","target_seq","events_applied","started_ms","last_switch_ms","n_switches"}.
+ * @param[out] out owned (json_decref). @return as sk_readmodel_status, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_readmodel_status_json(sk_readmodel *rm, json_t **out);
+/** The version queries read now (>= 1). */
+SK_API int64_t sk_readmodel_live_version(sk_readmodel *rm);
+/** The name given at start (borrowed for the read model's life). */
+SK_API const char *sk_readmodel_name(const sk_readmodel *rm);
+
 #ifdef __cplusplus
 }
 #endif

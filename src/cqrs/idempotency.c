@@ -34,6 +34,13 @@ static const sk_migration migrations[] = {
       " projection TEXT PRIMARY KEY,"
       " stream_seq INTEGER NOT NULL,"
       " updated_ms INTEGER NOT NULL)" },
+    /* Versioned read models (readmodel.c): the version queries read, the one a replay builds. */
+    { "sk_cqrs", 2,
+      "CREATE TABLE sk_readmodels ("
+      " name TEXT PRIMARY KEY,"
+      " live_version INTEGER NOT NULL,"
+      " building_version INTEGER NOT NULL,"
+      " started_ms INTEGER NOT NULL)" },
 };
 
 const sk_migration *sk_cqrs_migrations(size_t *n)

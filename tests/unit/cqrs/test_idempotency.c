@@ -50,11 +50,14 @@ static void test_sk_cqrs_migrations(void **state)
     const sk_migration *m = sk_cqrs_migrations(&n);
 
     (void)state;
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 2);
     assert_string_equal(m[0].component, "sk_cqrs");
     assert_int_equal(m[0].version, 1);
     assert_non_null(strstr(m[0].sql, "sk_idempotency"));
     assert_non_null(strstr(m[0].sql, "sk_checkpoints"));
+    assert_string_equal(m[1].component, "sk_cqrs");
+    assert_int_equal(m[1].version, 2);
+    assert_non_null(strstr(m[1].sql, "sk_readmodels"));
     assert_ptr_equal(sk_cqrs_migrations(NULL), m);
 }
 
