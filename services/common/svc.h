@@ -9,6 +9,9 @@
 #ifndef SVC_H
 #define SVC_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include <skald/skald.h>
 
 /** Bytes that hold any id the services accept (1..100 characters of up to 4 UTF-8 bytes) and a NUL. */
@@ -71,7 +74,18 @@ typedef struct svc_schema {
     bool uses_saga;
 } svc_schema;
 
-/** A running service process. Owner-thread-only (main thread). */
+/** Most read models one service process offers for replay. */
+#define SVC_READMODELS_MAX 8
+/** The only identity allowed on the /admin/ routes (the `skald` CLI). */
+#define SVC_ADMIN_IDENTITY "skald-cli"
+/** Default bound on the HTTP drain at SIGTERM (env SKALD_DRAIN_TIMEOUT_MS overrides, 0..60000). */
+#define SVC_DRAIN_TIMEOUT_MS 5000
+
+/**
+ * A running service process. Owner-thread-only (main thread), except the
+ * fields marked otherwise: start-up runs on a thread of its own (svc_app_run)
+ * while the HTTP server already answers /healthz and /readyz.
+ */
 typedef struct svc_app {
     svc_args args;
     sk_di *di;
@@ -91,6 +105,24 @@ typedef struct svc_app {
     sk_kv_watch *fault_watch;
     struct svc_edge_route *edges[32];
     size_t n_edges;
+    /* Start-up and shutdown (svc_app.c). */
+    pthread_t startup_thread;
+    bool has_startup_thread;
+    pthread_mutex_t state_mu; /* protects startup_step, db_reason, readmodels, n_readmodels */
+    char startup_step[192];   /* what start-up waits for ("" once wired) */
+    char db_reason[256];      /* why the database cannot be opened ("" when it can) */
+    struct {
+        char name[64];
+        sk_readmodel *rm;
+    } readmodels[SVC_READMODELS_MAX];
+    size_t n_readmodels;
+    atomic_bool is_wired;          /* start-up done: routes, consumers, discovery; the router is frozen */
+    atomic_bool is_stopping;       /* SIGTERM/SIGINT seen */
+    atomic_bool is_draining;       /* new requests are refused, in-flight ones finish */
+    atomic_bool is_startup_failed; /* exit 1 */
+    atomic_long n_inflight;        /* requests in service code, answered or not yet */
+    sk_registry *registry;         /* set by start-up; borrowed from the container */
+    sk_bus *bus;                   /* set by start-up; borrowed from the container */
 } svc_app;
 
 /**
@@ -127,6 +159,28 @@ typedef struct svc_platform {
  * and start the outbox relay. Call from the service's provider.
  */
 sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platform *out);
+
+/* ---------------------------------------------------------------- read models and drain */
+
+/**
+ * Offer read model @p rm for replay under @p name ("orderview") on the admin
+ * routes GET /admin/projections[/NAME] and POST /admin/projections/NAME/replay
+ * (identity SVC_ADMIN_IDENTITY only). Call from the service's provider.
+ * @return SK_OK, SK_EINVAL, SK_EEXIST, SK_ELIMIT (SVC_READMODELS_MAX).
+ */
+sk_status svc_readmodel_add(svc_app *app, const char *name, sk_readmodel *rm);
+/** Withdraw @p rm (before stopping it). NULL-safe. */
+void svc_readmodel_remove(svc_app *app, sk_readmodel *rm);
+
+/**
+ * A request is in service code (enter) / has been answered (leave). At
+ * SIGTERM the process waits, up to the drain timeout, until none is left
+ * before the HTTP server stops. The router and the edge count their own;
+ * a route that answers later from another thread enters before it returns
+ * and leaves once it has answered. Thread-safe.
+ */
+void svc_inflight_enter(svc_app *app);
+void svc_inflight_leave(svc_app *app);
 
 /** Resolve a platform object by name; logs and returns the error on failure. */
 sk_status svc_get(svc_app *app, const char *name, void **out);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,11 +36,82 @@ static void set_schema(svc_app *app, const svc_schema *schema)
     app->schema = *schema;
 }
 
+static void state_lock(svc_app *app)
+{
+    if (pthread_mutex_lock(&app->state_mu) != 0) {
+        abort();
+    }
+}
+
+static void state_unlock(svc_app *app)
+{
+    if (pthread_mutex_unlock(&app->state_mu) != 0) {
+        abort();
+    }
+}
+
+/* What start-up waits for now, shown by /readyz until the service is wired. */
+static void startup_step_set(svc_app *app, const char *fmt, ...) SK_PRINTF(2, 3);
+static void startup_step_set(svc_app *app, const char *fmt, ...)
+{
+    va_list ap;
+    state_lock(app);
+    va_start(ap, fmt);
+    vsnprintf(app->startup_step, sizeof(app->startup_step), fmt, ap);
+    va_end(ap);
+    state_unlock(app);
+}
+
+/* Sleep @p ms in small steps; false as soon as a stop is asked. */
+static bool startup_wait(svc_app *app, int64_t ms)
+{
+    for (int64_t slept = 0; slept < ms; slept += 50) {
+        if (atomic_load(&app->is_stopping)) {
+            return false;
+        }
+        svc_sleep_ms(50);
+    }
+    return !atomic_load(&app->is_stopping);
+}
+
+/*
+ * Open the store, waiting while the database cannot be opened (the data
+ * directory not writable, the file locked or not a database): /readyz
+ * names the reason meanwhile. Other failures (a migration, memory) are final.
+ */
+static sk_status store_resolve(svc_app *app, sk_store **out)
+{
+    int64_t last_log = 0;
+    for (;;) {
+        sk_status st = sk_di_resolve(app->di, "store", (void **)out);
+        if (st == SK_OK) {
+            state_lock(app);
+            app->db_reason[0] = '\0';
+            state_unlock(app);
+            return SK_OK;
+        }
+        if (st != SK_EDB && st != SK_EIO) {
+            return st;
+        }
+        state_lock(app);
+        snprintf(app->db_reason, sizeof(app->db_reason), "%s", sk_error_message());
+        state_unlock(app);
+        if (sk_time_mono_ms() - last_log >= 10000) {
+            last_log = sk_time_mono_ms();
+            SK_LOG_WARN("database unavailable (retrying): %s", sk_error_message());
+        }
+        if (!startup_wait(app, 500)) {
+            return SK_FAIL(SK_ECANCELED, "stopping while waiting for the database");
+        }
+    }
+}
+
 sk_status svc_platform_resolve(svc_app *app, const svc_schema *schema, svc_platform *out)
 {
     void *relay = NULL;
     set_schema(app, schema);
-    sk_status st = sk_di_resolve(app->di, "store", (void **)&out->store);
+    startup_step_set(app, "opening the database");
+    sk_status st = store_resolve(app, &out->store);
     if (st == SK_OK) {
         st = sk_di_resolve(app->di, "bus", (void **)&out->bus);
     }
@@ -121,7 +193,7 @@ static bool nats_check(char *reason, size_t reason_len, void *ctx)
     if (sk_bus_is_connected(ctx)) {
         return true;
     }
-    snprintf(reason, reason_len, "not connected to NATS");
+    snprintf(reason, reason_len, "not connected");
     return false;
 }
 
@@ -150,25 +222,14 @@ static sk_status bus_create(sk_di *di, void **out, void *ctx)
         .key_file = app->tls.key_file,
         .name = name,
         .inbox_prefix = inbox,
+        .replicas = app->sys->broker.replicas,
     };
     st = sk_bus_open(&bus, &cfg);
     if (st != SK_OK) {
         st = SK_WRAP(st, "connecting to NATS at %s", url);
         goto out;
     }
-    /* Streams need a live connection: wait for it a while (the supervisor restarts us otherwise). */
-    int64_t deadline = sk_time_mono_ms() + 30000;
-    for (;;) {
-        st = sk_bus_is_connected(bus) ? sk_bus_system_streams_ensure(bus, app->sys) : SK_EUNAVAILABLE;
-        if (st == SK_OK || sk_time_mono_ms() > deadline) {
-            break;
-        }
-        svc_sleep_ms(100);
-    }
-    if (st != SK_OK) {
-        st = SK_WRAP(st, "creating streams");
-        goto out;
-    }
+    /* Not connected yet is fine: the bus keeps trying, start-up waits for it (svc_app_run). */
     st = sk_health_add(health, "nats", nats_check, bus);
 out:
     if (st != SK_OK) {
@@ -371,6 +432,14 @@ int svc_app_init(svc_app *app, int argc, char **argv, const char *service)
     sigset_t set;
 
     memset(app, 0, sizeof(*app));
+    if (pthread_mutex_init(&app->state_mu, NULL) != 0) {
+        abort();
+    }
+    atomic_init(&app->is_wired, false);
+    atomic_init(&app->is_stopping, false);
+    atomic_init(&app->is_draining, false);
+    atomic_init(&app->is_startup_failed, false);
+    atomic_init(&app->n_inflight, 0);
     /* Block the stop and reload signals before any thread exists, so only sigwait sees them. */
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -445,6 +514,15 @@ static bool is_operational_path(const char *path)
            strcmp(path, SVC_MESH_UPSTREAMS_PATH) == 0;
 }
 
+static void route_healthz(sk_http_req *req, const svc_params *p, void *ctx);
+static void route_readyz(sk_http_req *req, const svc_params *p, void *ctx);
+static void route_metrics(sk_http_req *req, const svc_params *p, void *ctx);
+
+static bool is_admin_path(const char *path)
+{
+    return strncmp(path, "/admin/", 7) == 0 || strcmp(path, "/admin") == 0;
+}
+
 static void http_front(sk_http_req *req, void *ctx)
 {
     svc_app *app = ctx;
@@ -456,7 +534,50 @@ static void http_front(sk_http_req *req, void *ctx)
     svc_params params;
     char allow[64];
 
-    if (!app->self->is_gateway && !is_operational_path(path)) {
+    /* Until start-up is done the router is still being filled: answer only the probes. */
+    if (!atomic_load(&app->is_wired) && is_operational_path(path) && strcmp(method, "GET") == 0) {
+        if (strcmp(path, "/healthz") == 0) {
+            route_healthz(req, NULL, app);
+        } else if (strcmp(path, "/readyz") == 0) {
+            route_readyz(req, NULL, app);
+        } else if (strcmp(path, "/metrics") == 0) {
+            route_metrics(req, NULL, app);
+        } else {
+            sk_http_req_respond_problem(req, 503, "Service Unavailable", "starting");
+        }
+        return;
+    }
+    if (!atomic_load(&app->is_wired) || (atomic_load(&app->is_draining) && !is_operational_path(path))) {
+        static const char *const close_headers[] = { "Connection: close", NULL };
+        bool draining = atomic_load(&app->is_draining);
+        json_t *body = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", "Service Unavailable",
+                                 "status", 503, "detail", draining ? "shutting down" : "starting");
+        if (body == NULL) {
+            sk_http_req_respond_problem(req, 503, "Service Unavailable", "unavailable");
+            return;
+        }
+        char *text = sk_json_dumps(body);
+        json_decref(body);
+        if (text == NULL) {
+            sk_http_req_respond_problem(req, 503, "Service Unavailable", "unavailable");
+            return;
+        }
+        sk_http_req_respond(req, 503, "application/problem+json", text, strlen(text),
+                            draining ? close_headers : NULL);
+        sk_free(text);
+        return;
+    }
+    if (is_admin_path(path) && !app->self->is_gateway) {
+        /* Operator routes: the CLI's identity only, whatever the system file says. */
+        const char *peer = sk_http_req_peer_service(req);
+        if (peer == NULL || strcmp(peer, SVC_ADMIN_IDENTITY) != 0) {
+            sk_http_req_respond_problem(req, 403, "Forbidden", "identity %s may not call %s %s",
+                                        peer != NULL ? peer : "(none)", method, path);
+            return;
+        }
+    } else if (strncmp(path, "/test/", 6) == 0 && svc__test_routes_enabled()) {
+        /* Test routes: any peer the mesh authenticated. */
+    } else if (!app->self->is_gateway && !is_operational_path(path)) {
         const char *peer = sk_http_req_peer_service(req);
         if (!is_authorized(app->self, peer, method, path)) {
             sk_http_req_respond_problem(req, 403, "Forbidden", "identity %s may not call %s %s",
@@ -490,7 +611,9 @@ static void http_front(sk_http_req *req, void *ctx)
         sk_http_req_respond_problem(req, 500, "Internal Server Error", "routing failed");
         return;
     }
+    svc_inflight_enter(app);
     fn(req, &params, route_ctx);
+    svc_inflight_leave(app);
     svc_params_fini(&params);
 }
 
@@ -511,9 +634,47 @@ static void route_readyz(sk_http_req *req, const svc_params *p, void *ctx)
     (void)p;
     sk_buf_init(&out, 64 * 1024);
     bool ok = sk_health_evaluate(health, &out);
-    sk_http_req_respond(req, ok ? 200 : 503, "application/json", out.data != NULL ? out.data : "{}",
-                        out.data != NULL ? out.len : 2, NULL);
+    if (ok) {
+        sk_http_req_respond(req, 200, "application/json", out.data != NULL ? out.data : "{}",
+                            out.data != NULL ? out.len : 2, NULL);
+        sk_buf_fini(&out);
+        return;
+    }
+    /* Not ready: problem+json whose detail names each failing check ("nats: not connected"). */
+    json_t *doc = NULL;
+    json_t *checks = NULL;
+    char detail[1024] = "";
+    size_t len = 0;
+    if (out.data != NULL && sk_json_parse_object((sk_slice){ (const uint8_t *)out.data, out.len }, &doc) == SK_OK) {
+        checks = json_object_get(doc, "checks");
+        const char *name = NULL;
+        json_t *c = NULL;
+        json_object_foreach(checks, name, c)
+        {
+            if (json_is_true(json_object_get(c, "ok")) || len >= sizeof(detail) - 1) {
+                continue;
+            }
+            const char *reason = json_string_value(json_object_get(c, "reason"));
+            int n = snprintf(detail + len, sizeof(detail) - len, "%s%s: %s", len > 0 ? "; " : "", name,
+                             reason != NULL ? reason : "check failed");
+            len = n > 0 ? len + (size_t)n : len;
+            len = len < sizeof(detail) ? len : sizeof(detail) - 1;
+        }
+    }
     sk_buf_fini(&out);
+    json_t *problem = json_pack("{s:s, s:s, s:i, s:s, s:O}", "type", "about:blank", "title",
+                                "Service Unavailable", "status", 503, "detail",
+                                detail[0] != '\0' ? detail : "not ready", "checks",
+                                checks != NULL ? checks : json_null());
+    char *text = problem != NULL ? sk_json_dumps(problem) : NULL;
+    json_decref(problem);
+    json_decref(doc);
+    if (text == NULL) {
+        sk_http_req_respond_problem(req, 503, "Service Unavailable", "not ready");
+        return;
+    }
+    sk_http_req_respond(req, 503, "application/problem+json", text, strlen(text), NULL);
+    sk_free(text);
 }
 
 static void route_metrics(sk_http_req *req, const svc_params *p, void *ctx)
@@ -575,14 +736,203 @@ static int gateway_port(const svc_app *app)
     return app->sys->gateway_port;
 }
 
+/* ---------------------------------------------------------------- readiness checks */
+
+static bool startup_check(char *reason, size_t reason_len, void *ctx)
+{
+    svc_app *app = ctx;
+    if (atomic_load(&app->is_draining)) {
+        snprintf(reason, reason_len, "shutting down");
+        return false;
+    }
+    if (atomic_load(&app->is_wired)) {
+        return true;
+    }
+    state_lock(app);
+    snprintf(reason, reason_len, "%s", app->startup_step[0] != '\0' ? app->startup_step : "starting");
+    state_unlock(app);
+    return false;
+}
+
+static bool database_check(char *reason, size_t reason_len, void *ctx)
+{
+    svc_app *app = ctx;
+    state_lock(app);
+    bool ok = app->db_reason[0] == '\0';
+    if (!ok) {
+        snprintf(reason, reason_len, "%s", app->db_reason);
+    }
+    state_unlock(app);
+    return ok;
+}
+
+static bool has_database(const svc_app *app)
+{
+    return app->self->database[0] != '\0' && strcmp(app->self->database, "none") != 0;
+}
+
+/* ---------------------------------------------------------------- start-up */
+
+/*
+ * Start-up thread: everything that needs NATS or the database, retried
+ * until they are there, while the HTTP server already answers /readyz
+ * with the reason (503). Only this thread touches the container until
+ * is_wired is set; after that only the main thread does.
+ */
+static void *startup_main(void *arg)
+{
+    svc_app *app = arg;
+    sk_bus *bus = NULL;
+    sk_registry *registry = NULL;
+    void *service = NULL;
+    int64_t last_log = 0;
+    sk_status st;
+
+    startup_step_set(app, "connecting to NATS");
+    if (svc_get(app, "bus", (void **)&bus) != SK_OK) {
+        goto fail;
+    }
+    while (!sk_bus_is_connected(bus)) {
+        startup_step_set(app, "waiting for NATS");
+        if (!startup_wait(app, 100)) {
+            return NULL;
+        }
+    }
+    for (;;) {
+        st = sk_bus_system_streams_ensure(bus, app->sys);
+        if (st == SK_OK) {
+            break;
+        }
+        startup_step_set(app, "checking the streams: %s", sk_error_message());
+        if (sk_time_mono_ms() - last_log >= 10000) {
+            last_log = sk_time_mono_ms();
+            SK_LOG_WARN("checking the streams (retrying): %s", sk_error_message());
+        }
+        if (!startup_wait(app, 500)) {
+            return NULL;
+        }
+    }
+    startup_step_set(app, "starting %s", app->args.service);
+    /* The service's own provider builds its handlers, consumers and routes. */
+    if (svc_get(app, app->args.service, &service) != SK_OK) {
+        goto fail;
+    }
+    /* After the service's provider (which usually creates them already, so
+     * the teardown order stays as it was): handlers read app->upstreams,
+     * never the container. Empty for a service without any. */
+    if (svc_get(app, "upstreams", (void **)&app->upstreams) != SK_OK) {
+        goto fail;
+    }
+    if (svc__fault_watch_start(app, bus) != SK_OK) {
+        /* Serving matters more than the test lever: run without it. */
+        SK_LOG_WARN("run-time fault injection unavailable: %s", sk_error_message());
+    }
+    if (svc_get(app, "registry", (void **)&registry) != SK_OK) {
+        goto fail;
+    }
+    char address[64];
+    snprintf(address, sizeof(address), "127.0.0.1:%d", sk_http_server_port(app->server));
+    sk_instance self = {
+        .service = app->args.service,
+        .instance = app->args.instance,
+        .address = address,
+        .is_ready = true,
+        .pid = (int)getpid(),
+    };
+    if (sk_registry_register(registry, &self) != SK_OK) {
+        SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
+        goto fail;
+    }
+    app->bus = bus;
+    app->registry = registry;
+    startup_step_set(app, "%s", "");
+    atomic_store(&app->is_wired, true); /* publishes the router and everything above */
+    SK_LOG_INFO("%s ready on %s://%s", app->args.instance, app->self->is_gateway ? "http" : "https", address);
+    return NULL;
+fail:
+    if (!atomic_load(&app->is_stopping)) {
+        fprintf(stderr, "skald-%s: start-up failed: %s\n", app->args.service, sk_error_message());
+        atomic_store(&app->is_startup_failed, true);
+        kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
+    }
+    return NULL;
+}
+
+/* SIGHUP: certificate rotation. Only once wired (the container is the main thread's then). */
+static void reload_tls(svc_app *app)
+{
+    /* The files in DATA/pki were re-issued (skald up does that on SIGHUP). New handshakes
+     * use them; a failed reload keeps the current credentials. */
+    if (!app->self->is_gateway && sk_http_server_reload_tls(app->server) != SK_OK) {
+        SK_LOG_ERROR("SIGHUP: reloading the server certificate: %s", sk_error_message());
+    } else if (!app->self->is_gateway) {
+        SK_LOG_INFO("SIGHUP: server certificate reloaded");
+    }
+    if (!atomic_load(&app->is_wired)) {
+        SK_LOG_WARN("SIGHUP: still starting; the NATS and client certificates are read when they are first used");
+        return;
+    }
+    sk_http_client *client = NULL;
+    if (sk_di_resolve(app->di, "http_client", (void **)&client) != SK_OK) {
+        SK_LOG_ERROR("SIGHUP: resolving the HTTP client: %s", sk_error_message());
+    } else if (sk_http_client_reload_tls(client) != SK_OK) {
+        SK_LOG_ERROR("SIGHUP: reloading the client certificate: %s", sk_error_message());
+    } else {
+        SK_LOG_INFO("SIGHUP: client certificate reloaded");
+    }
+    if (app->bus == NULL) {
+        SK_LOG_ERROR("SIGHUP: no NATS connection to reload");
+    } else if (sk_bus_reload_tls(app->bus) != SK_OK) {
+        SK_LOG_ERROR("SIGHUP: reloading the NATS client certificate: %s", sk_error_message());
+    } else {
+        SK_LOG_INFO("SIGHUP: NATS client certificate reloaded (new connection)");
+    }
+}
+
+static int64_t drain_timeout_ms(void)
+{
+    const char *env = getenv("SKALD_DRAIN_TIMEOUT_MS");
+    if (env != NULL && env[0] != '\0') {
+        char *end = NULL;
+        long long v = strtoll(env, &end, 10);
+        if (end != env && *end == '\0' && v >= 0 && v <= 60000) {
+            return v;
+        }
+        SK_LOG_WARN("SKALD_DRAIN_TIMEOUT_MS: expected 0..60000, got \"%.32s\"; using %d", env,
+                    SVC_DRAIN_TIMEOUT_MS);
+    }
+    return SVC_DRAIN_TIMEOUT_MS;
+}
+
+/*
+ * The HTTP drain: stop announcing readiness, refuse new requests (503,
+ * Connection: close), and wait until every request already in service code
+ * has been answered, at most the drain timeout.
+ */
+static void drain(svc_app *app)
+{
+    int64_t deadline = sk_time_mono_ms() + drain_timeout_ms();
+    atomic_store(&app->is_draining, true);
+    if (app->registry != NULL) {
+        sk_registry_set_ready(app->registry, false);
+    }
+    long n = atomic_load(&app->n_inflight);
+    if (n > 0) {
+        SK_LOG_INFO("draining: %ld request(s) in flight", n);
+    }
+    while ((n = atomic_load(&app->n_inflight)) > 0 && sk_time_mono_ms() < deadline) {
+        svc_sleep_ms(5);
+    }
+    if (n > 0) {
+        SK_LOG_WARN("drain timeout: %ld request(s) still in flight are answered 503", n);
+    }
+}
+
 int svc_app_run(svc_app *app)
 {
     svc_router *router = NULL;
     sk_metrics *metrics = NULL;
-    sk_registry *registry = NULL;
-    void *service = NULL;
     sk_http_server *server = NULL;
-    sk_bus *bus = NULL;
     int rc = 1;
 
     if (svc_get(app, "router", (void **)&router) != SK_OK || svc_get(app, "metrics", (void **)&metrics) != SK_OK ||
@@ -594,20 +944,17 @@ int svc_app_run(svc_app *app)
     if (svc_router_add(router, "GET", "/healthz", route_healthz, app) != SK_OK ||
         svc_router_add(router, "GET", "/readyz", route_readyz, app) != SK_OK ||
         svc_router_add(router, "GET", "/metrics", route_metrics, app) != SK_OK ||
-        svc_router_add(router, "GET", SVC_MESH_UPSTREAMS_PATH, route_mesh_upstreams, app) != SK_OK) {
+        svc_router_add(router, "GET", SVC_MESH_UPSTREAMS_PATH, route_mesh_upstreams, app) != SK_OK ||
+        svc__admin_routes_add(app, router) != SK_OK) {
+        fprintf(stderr, "skald-%s: routes: %s\n", app->args.service, sk_error_message());
         goto out;
     }
-    /* The service's own provider builds its handlers, consumers and routes. */
-    if (svc_get(app, app->args.service, &service) != SK_OK) {
-        fprintf(stderr, "skald-%s: %s\n", app->args.service, sk_error_message());
+    if (sk_health_add(app->health, "startup", startup_check, app) != SK_OK ||
+        (has_database(app) && sk_health_add(app->health, "database", database_check, app) != SK_OK)) {
+        fprintf(stderr, "skald-%s: readiness checks: %s\n", app->args.service, sk_error_message());
         goto out;
     }
-    /* After the service's provider (which usually creates them already, so
-     * the teardown order stays as it was), before the server: handlers read
-     * app->upstreams, never the container. Empty for a service without any. */
-    if (svc_get(app, "upstreams", (void **)&app->upstreams) != SK_OK) {
-        goto out;
-    }
+    /* Listen first, so /healthz and /readyz answer while NATS or the database are not there yet. */
     sk_http_server_config cfg = {
         .bind_addr = "127.0.0.1",
         .port = app->self->is_gateway ? gateway_port(app) : app->args.port,
@@ -624,30 +971,13 @@ int svc_app_run(svc_app *app)
         goto out;
     }
     app->server = server;
-    if (svc_get(app, "bus", (void **)&bus) != SK_OK) {
+    SK_LOG_INFO("%s listening on %s://127.0.0.1:%d (starting)", app->args.instance,
+                app->self->is_gateway ? "http" : "https", sk_http_server_port(server));
+    if (pthread_create(&app->startup_thread, NULL, startup_main, app) != 0) {
+        fprintf(stderr, "skald-%s: creating the start-up thread\n", app->args.service);
         goto out;
     }
-    if (svc__fault_watch_start(app, bus) != SK_OK) {
-        /* Serving matters more than the test lever: run without it. */
-        SK_LOG_WARN("run-time fault injection unavailable: %s", sk_error_message());
-    }
-    if (svc_get(app, "registry", (void **)&registry) != SK_OK) {
-        goto out;
-    }
-    char address[64];
-    snprintf(address, sizeof(address), "127.0.0.1:%d", sk_http_server_port(server));
-    sk_instance self = {
-        .service = app->args.service,
-        .instance = app->args.instance,
-        .address = address,
-        .is_ready = true,
-        .pid = (int)getpid(),
-    };
-    if (sk_registry_register(registry, &self) != SK_OK) {
-        SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
-        goto out;
-    }
-    SK_LOG_INFO("%s ready on %s://%s", app->args.instance, app->self->is_gateway ? "http" : "https", address);
+    app->has_startup_thread = true;
 
     sigset_t set;
     int sig = 0;
@@ -656,38 +986,27 @@ int svc_app_run(svc_app *app)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     while (sigwait(&set, &sig) != 0 || sig == SIGHUP) {
-        if (sig != SIGHUP) {
-            continue;
-        }
-        sig = 0;
-        /* Certificate rotation: the files in DATA/pki were re-issued (skald up does that on
-         * SIGHUP). New handshakes use them; a failed reload keeps the current credentials. */
-        if (!app->self->is_gateway && sk_http_server_reload_tls(server) != SK_OK) {
-            SK_LOG_ERROR("SIGHUP: reloading the server certificate: %s", sk_error_message());
-        } else if (!app->self->is_gateway) {
-            SK_LOG_INFO("SIGHUP: server certificate reloaded");
-        }
-        sk_http_client *client = NULL;
-        if (sk_di_resolve(app->di, "http_client", (void **)&client) != SK_OK) {
-            SK_LOG_ERROR("SIGHUP: resolving the HTTP client: %s", sk_error_message());
-        } else if (sk_http_client_reload_tls(client) != SK_OK) {
-            SK_LOG_ERROR("SIGHUP: reloading the client certificate: %s", sk_error_message());
-        } else {
-            SK_LOG_INFO("SIGHUP: client certificate reloaded");
-        }
-        if (bus == NULL) {
-            SK_LOG_ERROR("SIGHUP: no NATS connection to reload");
-        } else if (sk_bus_reload_tls(bus) != SK_OK) {
-            SK_LOG_ERROR("SIGHUP: reloading the NATS client certificate: %s", sk_error_message());
-        } else {
-            SK_LOG_INFO("SIGHUP: NATS client certificate reloaded (new connection)");
+        if (sig == SIGHUP) {
+            sig = 0;
+            reload_tls(app);
         }
     }
     SK_LOG_INFO("signal %d: stopping", sig);
-    sk_registry_set_ready(registry, false);
-    rc = 0;
+    atomic_store(&app->is_stopping, true);
+    pthread_join(app->startup_thread, NULL);
+    app->has_startup_thread = false;
+    if (atomic_load(&app->is_wired)) {
+        drain(app);
+    }
+    rc = atomic_load(&app->is_startup_failed) ? 1 : 0;
 out:
-    /* Stop accepting first; the container tears down the rest in reverse order. */
+    atomic_store(&app->is_stopping, true);
+    if (app->has_startup_thread) {
+        pthread_join(app->startup_thread, NULL);
+        app->has_startup_thread = false;
+    }
+    /* Stop accepting; the container then stops the consumers (each finishes and acknowledges
+     * the units it has in flight, nothing else) and tears down the rest in reverse order. */
     svc__fault_watch_stop(app);
     sk_http_server_stop(server);
     app->server = NULL;
@@ -702,5 +1021,6 @@ void svc_app_fini(svc_app *app)
     sk_tls_files_fini(&app->tls);
     sk_system_destroy(app->sys);
     app->sys = NULL;
+    pthread_mutex_destroy(&app->state_mu);
     sk_shutdown();
 }

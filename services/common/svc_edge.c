@@ -11,9 +11,17 @@
 #include "svc.h"
 #include "svc_int.h"
 
+/* One call in flight from the edge: counted until answered, for the drain at SIGTERM. */
+typedef struct edge_call {
+    svc_app *app;
+    sk_http_req *req;
+} edge_call;
+
 static void edge_done(const sk_result *res, void *ctx)
 {
-    sk_http_req *req = ctx;
+    edge_call *ec = ctx;
+    svc_app *app = ec->app;
+    sk_http_req *req = ec->req;
     char location[512];
     const char *headers[2] = { NULL, NULL };
 
@@ -29,6 +37,8 @@ static void edge_done(const sk_result *res, void *ctx)
     } else {
         sk_http_req_respond(req, res->http_status, "application/json", "", 0, headers);
     }
+    sk_free(ec);
+    svc_inflight_leave(app);
 }
 
 /* Add a string member; a value that is not valid UTF-8 is refused. */
@@ -93,9 +103,20 @@ static void route_to_bus(sk_http_req *req, const svc_params *params, void *ctx)
         .traceparent = sk_http_req_header(req, "traceparent"),
         .request_id = sk_http_req_header(req, "X-Request-Id"),
     };
-    st = sk_cqrs_bus_dispatch(er->bus, &r, edge_done, req);
+    edge_call *ec = sk_calloc(1, sizeof(*ec));
+    if (ec == NULL) {
+        json_decref(payload);
+        sk_http_req_respond_problem(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    ec->app = er->app;
+    ec->req = req;
+    svc_inflight_enter(er->app);
+    st = sk_cqrs_bus_dispatch(er->bus, &r, edge_done, ec);
     json_decref(payload);
     if (st != SK_OK) {
+        sk_free(ec);
+        svc_inflight_leave(er->app);
         sk_http_req_respond_problem(req, sk_http_status_for(st), "Service Unavailable", "%s", sk_error_message());
     }
 }

@@ -21,4 +21,9 @@ void svc__edges_free(svc_app *app);
 sk_status svc__fault_watch_start(svc_app *app, sk_bus *bus);
 void svc__fault_watch_stop(svc_app *app);
 
+/** Add the /admin/ routes (and /test/slow with SKALD_TEST_ROUTES=1) (svc_admin.c). */
+sk_status svc__admin_routes_add(svc_app *app, svc_router *router);
+/** True when SKALD_TEST_ROUTES=1. */
+bool svc__test_routes_enabled(void);
+
 #endif /* SVC_INT_H */

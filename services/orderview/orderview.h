@@ -17,14 +17,21 @@ typedef struct orderview_deps {
     svc_app *app;
     svc_platform platform;
     sk_waiters *waiters;
-    sk_projection *projections[4];
+    sk_readmodel *readmodel; /* versioned: tables ov<N>_*, queries read the views *_v */
 } orderview_deps;
+
+/** Name under which the read model is replayed (`skald replay orderview`). */
+#define ORDERVIEW_READMODEL "orderview"
 
 extern const sk_migration orderview_migrations[];
 extern const size_t orderview_n_migrations;
 
-/** Projection: apply one event of any context (dispatch on ce-type). */
-sk_status orderview_apply(sk_tx *tx, const sk_message *m, void *ctx);
+/** Projection: apply one event of any context (dispatch on ce-type) to read-model version @p rm_version. */
+sk_status orderview_apply(sk_tx *tx, const sk_message *m, int64_t rm_version, bool is_live, void *ctx);
+/** Schema of read-model versions: create the tables, point the views at them, drop them. */
+sk_status orderview_version_create(sk_tx *tx, int64_t version, void *ctx);
+sk_status orderview_version_activate(sk_tx *tx, int64_t version, void *ctx);
+sk_status orderview_version_drop(sk_tx *tx, int64_t version, void *ctx);
 
 /** Queries. */
 sk_status orderview_validate_get_order(const json_t *payload, void *ctx);

@@ -3,6 +3,8 @@
  * orderview projection: one apply function for the events of all contexts.
  * Rows carry the version of the aggregate they reflect; an event older than
  * the row is skipped, so redelivery and cross-stream interleaving are safe.
+ * The read model is versioned (tables ov<N>_*, see orderview_service.c):
+ * every function writes into the version it is given.
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,46 +24,62 @@ static const char *jstr(const json_t *o, const char *k)
 
 /* ---------------------------------------------------------------- customers */
 
-static sk_status customer_registered(sk_tx *tx, const json_t *d)
+/* Table @p what ("customers", "products", "orders") of read-model version @p version. */
+#define TABLE_LEN 48
+static void table_name(char out[TABLE_LEN], int64_t version, const char *what)
 {
-    sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "customer_id")), SK_DB_TEXT_V(jstr(d, "name")),
-                        SK_DB_INT_V(jint(d, "credit_limit_cents")), SK_DB_INT_V(jint(d, "credit_limit_cents")) };
-    return sk_tx_exec(tx,
-                      "INSERT INTO customers_v (id, name, credit_limit_cents, available_credit_cents, credit_version)"
-                      " VALUES (?, ?, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
-                      p, 4, NULL);
+    snprintf(out, TABLE_LEN, "ov%lld_%s", (long long)version, what);
 }
 
-static sk_status credit_changed(sk_tx *tx, const json_t *d)
+static sk_status customer_registered(sk_tx *tx, int64_t version, const json_t *d)
 {
+    char t[TABLE_LEN], sql[512];
+    table_name(t, version, "customers");
+    sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "customer_id")), SK_DB_TEXT_V(jstr(d, "name")),
+                        SK_DB_INT_V(jint(d, "credit_limit_cents")), SK_DB_INT_V(jint(d, "credit_limit_cents")) };
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s (id, name, credit_limit_cents, available_credit_cents, credit_version)"
+             " VALUES (?, ?, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+             t);
+    return sk_tx_exec(tx, sql, p, 4, NULL);
+}
+
+static sk_status credit_changed(sk_tx *tx, int64_t version, const json_t *d)
+{
+    char t[TABLE_LEN], sql[640];
+    table_name(t, version, "customers");
     sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "customer_id")), SK_DB_INT_V(jint(d, "credit_limit_cents")),
                         SK_DB_INT_V(jint(d, "available_credit_cents")), SK_DB_INT_V(jint(d, "version")) };
     /* A payment event may overtake CustomerRegistered (another stream): keep a nameless row until it comes. */
-    return sk_tx_exec(tx,
-                      "INSERT INTO customers_v (id, name, credit_limit_cents, available_credit_cents, credit_version)"
-                      " VALUES (?, NULL, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                      " credit_limit_cents = excluded.credit_limit_cents,"
-                      " available_credit_cents = excluded.available_credit_cents,"
-                      " credit_version = excluded.credit_version"
-                      " WHERE excluded.credit_version > customers_v.credit_version",
-                      p, 4, NULL);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s (id, name, credit_limit_cents, available_credit_cents, credit_version)"
+             " VALUES (?, NULL, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+             " credit_limit_cents = excluded.credit_limit_cents,"
+             " available_credit_cents = excluded.available_credit_cents,"
+             " credit_version = excluded.credit_version"
+             " WHERE excluded.credit_version > %s.credit_version",
+             t, t);
+    return sk_tx_exec(tx, sql, p, 4, NULL);
 }
 
 /* ---------------------------------------------------------------- products */
 
-static sk_status product_changed(sk_tx *tx, const json_t *d)
+static sk_status product_changed(sk_tx *tx, int64_t version, const json_t *d)
 {
+    char t[TABLE_LEN], sql[640];
+    table_name(t, version, "products");
     sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "sku")),       SK_DB_TEXT_V(jstr(d, "name")),
                         SK_DB_INT_V(jint(d, "price_cents")), SK_DB_INT_V(jint(d, "available")),
                         SK_DB_INT_V(jint(d, "reserved")),    SK_DB_INT_V(jint(d, "sold")),
                         SK_DB_INT_V(jint(d, "version")) };
-    return sk_tx_exec(tx,
-                      "INSERT INTO products_v (sku, name, price_cents, available, reserved, sold, version)"
-                      " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name,"
-                      " price_cents = excluded.price_cents, available = excluded.available,"
-                      " reserved = excluded.reserved, sold = excluded.sold, version = excluded.version"
-                      " WHERE excluded.version > products_v.version",
-                      p, 7, NULL);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s (sku, name, price_cents, available, reserved, sold, version)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name,"
+             " price_cents = excluded.price_cents, available = excluded.available,"
+             " reserved = excluded.reserved, sold = excluded.sold, version = excluded.version"
+             " WHERE excluded.version > %s.version",
+             t, t);
+    return sk_tx_exec(tx, sql, p, 7, NULL);
 }
 
 /* ---------------------------------------------------------------- orders */
@@ -79,8 +97,11 @@ static void notify_after_commit(void *ctx)
     sk_free(job);
 }
 
-static sk_status schedule_notify(sk_tx *tx, orderview_deps *deps, const char *id, int64_t version)
+static sk_status schedule_notify(sk_tx *tx, orderview_deps *deps, bool is_live, const char *id, int64_t version)
 {
+    if (!is_live) {
+        return SK_OK; /* a version being rebuilt: queries do not read it yet */
+    }
     notify_job *job = sk_calloc(1, sizeof(*job));
     if (job == NULL) {
         return SK_FAIL(SK_ENOMEM, "notify");
@@ -95,8 +116,10 @@ static sk_status schedule_notify(sk_tx *tx, orderview_deps *deps, const char *id
     return st;
 }
 
-static sk_status order_created(sk_tx *tx, orderview_deps *deps, const json_t *d)
+static sk_status order_created(sk_tx *tx, orderview_deps *deps, int64_t rm_version, bool is_live, const json_t *d)
 {
+    char t[TABLE_LEN], sql[512];
+    table_name(t, rm_version, "orders");
     char *items = sk_json_dumps(json_object_get(d, "items"));
     int64_t now = sk_time_now_ms();
     if (items == NULL) {
@@ -105,14 +128,15 @@ static sk_status order_created(sk_tx *tx, orderview_deps *deps, const json_t *d)
     sk_db_value p[] = { SK_DB_TEXT_V(jstr(d, "order_id")), SK_DB_TEXT_V(jstr(d, "customer_id")),
                         SK_DB_TEXT_V(items), SK_DB_TEXT_V(jstr(d, "created_at")), SK_DB_TEXT_V(jstr(d, "created_at")),
                         SK_DB_INT_V(now) };
-    sk_status st = sk_tx_exec(tx,
-                              "INSERT INTO orders_v (id, customer_id, status, reject_reason, items, priced_items,"
-                              " total_cents, created_at, updated_at, version, applied_ms)"
-                              " VALUES (?, ?, 'PENDING', NULL, ?, NULL, NULL, ?, ?, 1, ?)"
-                              " ON CONFLICT (id) DO NOTHING",
-                              p, 6, NULL);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s (id, customer_id, status, reject_reason, items, priced_items,"
+             " total_cents, created_at, updated_at, version, applied_ms)"
+             " VALUES (?, ?, 'PENDING', NULL, ?, NULL, NULL, ?, ?, 1, ?)"
+             " ON CONFLICT (id) DO NOTHING",
+             t);
+    sk_status st = sk_tx_exec(tx, sql, p, 6, NULL);
     sk_free(items);
-    return st == SK_OK ? schedule_notify(tx, deps, jstr(d, "order_id"), 1) : st;
+    return st == SK_OK ? schedule_notify(tx, deps, is_live, jstr(d, "order_id"), 1) : st;
 }
 
 /*
@@ -120,8 +144,10 @@ static sk_status order_created(sk_tx *tx, orderview_deps *deps, const json_t *d)
  * process that died is redelivered after the ones behind it), so it builds
  * the row when it is missing: order events carry the whole order.
  */
-static sk_status order_changed(sk_tx *tx, orderview_deps *deps, const json_t *d)
+static sk_status order_changed(sk_tx *tx, orderview_deps *deps, int64_t rm_version, bool is_live, const json_t *d)
 {
+    char t[TABLE_LEN], sql[1024];
+    table_name(t, rm_version, "orders");
     const json_t *items = json_object_get(d, "items");
     char *priced = items != NULL ? sk_json_dumps(items) : NULL;
     char *ordered = sk_json_dumps(json_object_get(d, "ordered_items") != NULL ? json_object_get(d, "ordered_items")
@@ -142,48 +168,49 @@ static sk_status order_changed(sk_tx *tx, orderview_deps *deps, const json_t *d)
         SK_DB_INT_V(version),
         SK_DB_INT_V(sk_time_now_ms()),
     };
-    sk_status st = sk_tx_exec(tx,
-                              "INSERT INTO orders_v (id, customer_id, status, reject_reason, items, priced_items,"
-                              " total_cents, created_at, updated_at, version, applied_ms)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                              " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                              " reject_reason = excluded.reject_reason,"
-                              " priced_items = COALESCE(excluded.priced_items, orders_v.priced_items),"
-                              " total_cents = COALESCE(excluded.total_cents, orders_v.total_cents),"
-                              " updated_at = excluded.updated_at, version = excluded.version,"
-                              " applied_ms = excluded.applied_ms"
-                              " WHERE excluded.version > orders_v.version",
-                              p, 11, NULL);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s (id, customer_id, status, reject_reason, items, priced_items,"
+             " total_cents, created_at, updated_at, version, applied_ms)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+             " reject_reason = excluded.reject_reason,"
+             " priced_items = COALESCE(excluded.priced_items, %s.priced_items),"
+             " total_cents = COALESCE(excluded.total_cents, %s.total_cents),"
+             " updated_at = excluded.updated_at, version = excluded.version,"
+             " applied_ms = excluded.applied_ms"
+             " WHERE excluded.version > %s.version",
+             t, t, t, t);
+    sk_status st = sk_tx_exec(tx, sql, p, 11, NULL);
     sk_free(priced);
     sk_free(ordered);
-    return st == SK_OK ? schedule_notify(tx, deps, jstr(d, "order_id"), version) : st;
+    return st == SK_OK ? schedule_notify(tx, deps, is_live, jstr(d, "order_id"), version) : st;
 }
 
-sk_status orderview_apply(sk_tx *tx, const sk_message *m, void *ctx)
+sk_status orderview_apply(sk_tx *tx, const sk_message *m, int64_t rm_version, bool is_live, void *ctx)
 {
     orderview_deps *deps = ctx;
     const char *type = m->env.type;
     const json_t *d = m->json;
 
     if (strcmp(type, "CustomerRegistered") == 0) {
-        return customer_registered(tx, d);
+        return customer_registered(tx, rm_version, d);
     }
     if (strcmp(type, "AccountOpened") == 0 || strcmp(type, "CreditReserved") == 0 ||
         strcmp(type, "CreditCharged") == 0 || strcmp(type, "CreditReleased") == 0 ||
         strcmp(type, "CreditRefunded") == 0) {
-        return credit_changed(tx, d);
+        return credit_changed(tx, rm_version, d);
     }
     if (strcmp(type, "ProductCreated") == 0 || strcmp(type, "StockRestocked") == 0 ||
         strcmp(type, "StockReserved") == 0 || strcmp(type, "ReservationCommitted") == 0 ||
         strcmp(type, "ReservationReleased") == 0) {
-        return product_changed(tx, d);
+        return product_changed(tx, rm_version, d);
     }
     if (strcmp(type, "OrderCreated") == 0) {
-        return order_created(tx, deps, d);
+        return order_created(tx, deps, rm_version, is_live, d);
     }
     if (strcmp(type, "OrderApproved") == 0 || strcmp(type, "OrderRejected") == 0 ||
         strcmp(type, "OrderCancelled") == 0) {
-        return order_changed(tx, deps, d);
+        return order_changed(tx, deps, rm_version, is_live, d);
     }
     return SK_OK; /* events this view does not use */
 }
