@@ -165,12 +165,92 @@ SK_API uint64_t sk_relay_published(sk_relay *relay);
 
 /* ---------------------------------------------------------------- consumer */
 
+/* ---------------------------------------------------------------- upcasting */
+
+/**
+ * Upcasters turn the data of an old schema version of an event type into
+ * the current one, one version at a time (v1 -> v2 -> v3). The consumer
+ * applies them before the handler, projection replay and redriven dead
+ * letters go through the same function (sk_msg_upcast), so a handler only
+ * ever sees the current version. Register every upcaster before the
+ * registry is used; afterwards it is read-only and thread-safe.
+ */
+typedef struct sk_upcasters sk_upcasters;
+
+/**
+ * Rewrite @p data (a JSON object, owned by the caller, modified in place)
+ * from version env->schema_version to env->schema_version + 1 of
+ * env->type. Return SK_EPROTO (with a message) when the old data cannot be
+ * converted: the message becomes a dead letter. Runs on the consumer's
+ * writer thread (or the replaying thread); must not block.
+ */
+typedef sk_status (*sk_upcast_fn)(json_t *data, const sk_envelope *env, void *ctx);
+
+/** Most upcasters and declared versions in one registry. */
+#define SK_UPCASTERS_MAX 1024
+
+/**
+ * @param[out] out owned, sk_upcasters_destroy.
+ * @return SK_OK, SK_EINVAL, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_upcasters_create(sk_upcasters **out);
+/** NULL-safe. No consumer or replay may still use it. */
+SK_API void sk_upcasters_destroy(sk_upcasters *u);
+
+/**
+ * Register @p fn as the upcaster of @p type from @p from_version to
+ * @p from_version + 1. The current version of @p type becomes at least
+ * @p from_version + 1.
+ * @param type 1..SK_ENVELOPE_MAX_ATTR bytes; copied.
+ * @param from_version 1..999999.
+ * @return SK_OK, SK_EINVAL (naming the argument), SK_EEXIST (already one for
+ *         this type and version), SK_ELIMIT (SK_UPCASTERS_MAX), SK_ENOMEM.
+ * Caller-serialized, before use.
+ */
+SK_API SK_NODISCARD sk_status sk_upcaster_register(sk_upcasters *u,
+                                                   const char *type,
+                                                   int from_version,
+                                                   sk_upcast_fn fn,
+                                                   void *ctx);
+
+/**
+ * Declare the current schema version of @p type when no upcaster implies it
+ * (e.g. version 2 is current and version 1 never existed). The current
+ * version is the highest of what was declared and what the upcasters imply.
+ * @return SK_OK, SK_EINVAL, SK_ELIMIT, SK_ENOMEM. Caller-serialized, before use.
+ */
+SK_API SK_NODISCARD sk_status sk_upcasters_version_set(sk_upcasters *u, const char *type, int version);
+
+/** Current schema version of @p type: 1 for a type the registry knows nothing about (and for NULL). */
+SK_API int sk_upcasters_version(const sk_upcasters *u, const char *type);
+
+/**
+ * Bring @p m to the current schema version of its type. When it already is
+ * (or @p u is NULL) nothing changes and *owned_json is NULL. When it is
+ * older, m->json is replaced by an upcast copy (returned in *owned_json:
+ * the caller json_decref's it after the handler) and m->env.schema_version
+ * is set to the current version; m->data keeps the original bytes.
+ * @param m m->json must be a JSON object.
+ * @param[out] owned_json NULL or the new data.
+ * @return SK_OK; SK_EPROTO when an upcaster is missing ("no upcaster for
+ *         OrderPlaced from schema version 1 (current 3)"), when an upcaster
+ *         fails, or when the version is newer than the current one (a
+ *         producer deployed before this consumer: dead-lettered, to be
+ *         redriven once the consumer knows the version); SK_EINVAL (NULL
+ *         m or owned_json, m->json not an object); SK_ENOMEM.
+ * Thread-safe on a registry that is no longer being registered into.
+ */
+SK_API SK_NODISCARD sk_status sk_msg_upcast(const sk_upcasters *u, sk_message *m, json_t **owned_json);
+
 /**
  * Handle one message inside a unit of work. Return SK_OK to commit (the
  * message is acknowledged once durable). SK_EPROTO means the message can
- * never be processed (dead-lettered at once); any other error rolls back
- * and the message is redelivered with backoff, until max_deliver, then
- * dead-lettered.
+ * never be processed (dead-lettered at once): return it for a malformed
+ * payload and for a message type the handler does not know ("unknown
+ * message type X"). Any other error rolls back and the message is retried
+ * with backoff, until max_deliver attempts, then dead-lettered. While a
+ * message is retried or dead, later messages of its aggregate (ce-subject)
+ * are parked behind it (see sk_consumer_order).
  */
 typedef sk_status (*sk_msg_handler_fn)(sk_tx *tx, const sk_message *m, void *ctx);
 
@@ -183,6 +263,27 @@ typedef sk_status (*sk_msg_handler_fn)(sk_tx *tx, const sk_message *m, void *ctx
 
 typedef struct sk_consumer_config {
     const char *stream;         /* stream to consume */
+/**
+ * Ordering of a consumer's messages when one fails.
+ *
+ * SK_CONSUMER_ORDER_AGGREGATE: messages with the same ce-subject (the
+ * aggregate) are handled in stream order. When one fails, it and every later
+ * message of its aggregate are parked in the consumer's database (tables
+ * sk_msg_blocked and sk_msg_parked, so a restart keeps them parked); the
+ * failed one is retried with backoff and, after max_deliver attempts (at
+ * once for SK_EPROTO), becomes a dead letter. The parked ones stay parked
+ * behind it, in order, until it is redriven and handled; then they are
+ * released in order. Other aggregates keep flowing all along.
+ *
+ * SK_CONSUMER_ORDER_NONE: each message is retried and dead-lettered on its
+ * own; nothing is parked behind it. For messages correlated otherwise (saga
+ * replies carry a sequence number and stale ones are ignored).
+ */
+typedef enum sk_consumer_order {
+    SK_CONSUMER_ORDER_AGGREGATE = 0,
+    SK_CONSUMER_ORDER_NONE = 1
+} sk_consumer_order;
+
     const char *durable;        /* durable consumer name, also the inbox key */
     const char *filter_subject; /* e.g. "inventory.commands.>" */
     int max_deliver;            /* 0 = 5 */
@@ -192,6 +293,9 @@ typedef struct sk_consumer_config {
     void *ctx;
 } sk_consumer_config;
 
+    /* Applied before the handler; borrowed, NULL: versions are not checked. */
+    const sk_upcasters *upcasters;
+    sk_consumer_order order; /* SK_CONSUMER_ORDER_AGGREGATE (0) by default */
 typedef struct sk_consumer sk_consumer;
 
 /**
@@ -204,6 +308,14 @@ typedef struct sk_consumer sk_consumer;
 #define SK_DLQ_SUBJECT_PREFIX "dlq."
 
 /** Create (or bind to) the durable consumer and start fetching on a thread of its own. */
+/**
+ * Header of a redriven message: the id of the dead letter it sends back.
+ * The consumer that owns that dead letter handles the message as the head
+ * of its aggregate (its inbox row is cleared first) and, once it succeeds,
+ * releases the messages parked behind it and publishes a
+ * "DeadLetterResolved" record on the same dlq subject.
+ */
+#define SK_DLQ_HDR_REDRIVE "Skald-Redrive"
 SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
                                                 sk_bus *bus,
                                                 sk_store *store,
@@ -213,6 +325,78 @@ SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
 SK_API void sk_consumer_stop(sk_consumer *c);
 
 /* ---------------------------------------------------------------- key-value */
+
+/* ---------------------------------------------------------------- dead letters */
+
+/** What became of a dead letter, as the records in SK_DLQ_STREAM tell. */
+typedef enum sk_dead_letter_state {
+    SK_DEAD_LETTER_OPEN = 0,      /* waiting to be redriven */
+    SK_DEAD_LETTER_RESOLVED = 1,  /* redriven and handled */
+    SK_DEAD_LETTER_SUPERSEDED = 2 /* redriven and dead again: a newer dead letter replaces it */
+} sk_dead_letter_state;
+
+/** One dead letter; strings borrowed from the list, never NULL ("" when unknown). */
+typedef struct sk_dead_letter {
+    char id[SK_UUID_LEN];
+    const char *consumer;     /* durable name */
+    const char *nats_subject; /* subject the message was consumed from */
+    const char *type;         /* ce-type */
+    const char *aggregate;    /* ce-subject */
+    const char *msg_id;       /* ce-id */
+    const char *error;        /* why it is dead */
+    const char *redrive_of;   /* the dead letter this one replaces (it was a redrive of it) */
+    const char *replaced_by;  /* SK_DEAD_LETTER_SUPERSEDED: the newer dead letter */
+    int schema_version;       /* 0 when unknown */
+    int64_t deliveries;       /* attempts made */
+    int64_t time_ms;          /* when it was dead-lettered (epoch ms) */
+    sk_dead_letter_state state;
+    uint64_t dlq_seq; /* sequence of its record in SK_DLQ_STREAM */
+} sk_dead_letter;
+
+/** Dead letters read from SK_DLQ_STREAM, oldest first. Owner-thread-only. */
+typedef struct sk_dlq_list sk_dlq_list;
+
+/** Most records sk_dlq_list_load reads (the newest ones). */
+#define SK_DLQ_MAX_RECORDS 100000
+
+/**
+ * Read every dead letter of the system from SK_DLQ_STREAM (all consumers of
+ * all services publish there) and work out each one's state from the
+ * resolution records. Needs read access to the stream (STREAM.INFO and
+ * STREAM.MSG.GET of SK_DLQ_STREAM).
+ * @param[out] out owned, sk_dlq_list_destroy; empty when there is no stream.
+ * @return SK_OK, SK_EINVAL, SK_EBUS, SK_ETIMEDOUT, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_dlq_list_load(sk_bus *bus, sk_dlq_list **out);
+/** NULL-safe. */
+SK_API void sk_dlq_list_destroy(sk_dlq_list *l);
+SK_API size_t sk_dlq_list_count(const sk_dlq_list *l);
+/** Borrowed until sk_dlq_list_destroy; NULL past the end. */
+SK_API const sk_dead_letter *sk_dlq_list_at(const sk_dlq_list *l, size_t i);
+/** The dead letter with id @p id, or NULL. */
+SK_API const sk_dead_letter *sk_dlq_list_find(const sk_dlq_list *l, const char *id);
+/**
+ * The record of a dead letter as a JSON object (id, consumer, subject,
+ * type, aggregate, msg_id, error, deliveries, time_ms, state, ...) for
+ * `skald dlq list --json`. @return a new reference, NULL on out of memory.
+ */
+SK_API json_t *sk_dead_letter_json(const sk_dead_letter *d);
+
+/**
+ * Send dead letter @p id back to its consumer: the original message (same
+ * headers, so the same ce-id, type and schema version, and the same data)
+ * is published again on its original subject with Nats-Msg-Id
+ * "redrive-<id>" (a repeated redrive within the stream's duplicate window
+ * is dropped) and header SK_DLQ_HDR_REDRIVE = @p id. Its consumer upcasts
+ * and handles it like a live message, as the head of its aggregate, then
+ * releases the messages parked behind it in order; other consumers of the
+ * stream find it in their inbox and ignore it.
+ * @return SK_OK, SK_EINVAL, SK_ENOTFOUND (no such dead letter), SK_ESTATE
+ *         (already resolved or superseded, naming the newer one), SK_EPROTO
+ *         (the record lacks the message, e.g. a payload too large to be
+ *         kept), SK_EBUS, SK_ETIMEDOUT, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_dlq_redrive(sk_bus *bus, const sk_dlq_list *l, const char *id);
 
 /** A JetStream KV bucket. Thread-safe. */
 typedef struct sk_kv sk_kv;

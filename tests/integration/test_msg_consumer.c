@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Integration: durable consumer exactly-once under redelivery and duplicate
- * stream copies, dead letters after max_deliver (later messages still
- * flow), malformed messages dead-lettered at once, SK_EPROTO from a handler.
+ * Integration: durable consumer exactly-once under redelivery, transient
+ * failures (retried from the parking tables) and duplicate stream copies,
+ * dead letters after max_deliver (other aggregates still flow, the failing
+ * one's later messages stay parked), malformed messages dead-lettered at
+ * once, SK_EPROTO from a handler. Parking, redrive and upcasting in detail:
+ * test_msg_dlq.c.
  * Real nats-server, real SQLite files.
  */
 #include <setjmp.h>
@@ -72,9 +75,13 @@ static int teardown(void **state)
 
 /* ---------------------------------------------------------------- publishing */
 
-/* Publish one message with an envelope; @p msg_id overrides Nats-Msg-Id (copies). */
+/*
+ * Publish one message with an envelope for aggregate (ce-subject) @p agg;
+ * @p msg_id overrides Nats-Msg-Id (copies).
+ */
 static void publish(fixture *f,
                     const char *type,
+                    const char *agg,
                     const char *id,
                     const char *msg_id,
                     const char *data)
@@ -82,7 +89,7 @@ static void publish(fixture *f,
     sk_envelope env;
     natsMsg *m = NULL;
 
-    sk_envelope_init(&env, type, "test", "agg-1", NULL);
+    sk_envelope_init(&env, type, "test", agg, NULL);
     if (id != NULL) {
         snprintf(env.id, sizeof(env.id), "%s", id);
     }
@@ -199,6 +206,8 @@ static bool no_ack_pending(void *ctx)
 static void test_consumer_exactly_once_under_redelivery(void **state)
 {
     fixture *f = *state;
+    static const char *const aggs[10] = { "a0", "a1", "a2", "a3", "a4",
+                                          "a5", "a6", "a7", "a8", "a9" };
     char ids[200][SK_UUID_LEN];
     char data[64];
     sk_consumer *c;
@@ -206,14 +215,14 @@ static void test_consumer_exactly_once_under_redelivery(void **state)
     for (int i = 0; i < 200; i++) {
         sk_uuid7(ids[i]);
         snprintf(data, sizeof(data), "{\"n\":%d}", i + 1);
-        publish(f, "Reserve", ids[i], NULL, data);
+        publish(f, "Reserve", aggs[i % 10], ids[i], NULL, data);
     }
     /* The same ce-id stored twice: a different Nats-Msg-Id defeats JetStream's dedup. */
     for (int i = 0; i < 200; i += 10) {
         char other[SK_UUID_LEN];
         sk_uuid7(other);
         snprintf(data, sizeof(data), "{\"n\":%d}", i + 1);
-        publish(f, "Reserve", ids[i], other, data);
+        publish(f, "Reserve", aggs[i % 10], ids[i], other, data);
     }
     c = start(f, 5, 2000, 16);
     wait_query(f, "SELECT COUNT(*) FROM counts", 200, 15000);
@@ -228,7 +237,7 @@ static void test_consumer_exactly_once_under_redelivery(void **state)
 
     /* A restart binds to the same durable and gets nothing again. */
     c = start(f, 5, 2000, 16);
-    publish(f, "Reserve", ids[1], "fresh-copy", "{\"n\":2}");
+    publish(f, "Reserve", aggs[1], ids[1], "fresh-copy", "{\"n\":2}");
     assert_true(sk_test_wait_until(no_ack_pending, f, 10000));
     sk_consumer_stop(c);
     assert_int_equal(query(f, "SELECT COUNT(*) FROM counts WHERE n <> 1"), 0);
@@ -255,16 +264,25 @@ static void test_consumer_dead_letters_after_max_deliver(void **state)
 
     assert_int_equal(sk_metrics_create(&metrics), SK_OK);
     assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
-    publish(f, "Poison", NULL, NULL, "{\"n\":1}");
+    publish(f, "Poison", "poison", NULL, NULL, "{\"n\":1}");
     for (int i = 0; i < 5; i++) {
+        char agg[16];
+        snprintf(agg, sizeof(agg), "other-%d", i);
         snprintf(data, sizeof(data), "{\"n\":%d}", 7 * (100 + i) + 1); /* never fails */
-        publish(f, "Reserve", NULL, NULL, data);
+        publish(f, "Reserve", agg, NULL, NULL, data);
     }
+    /* Parked behind the poison message: never handled while it is dead. */
+    publish(f, "Reserve", "poison", NULL, NULL, "{\"n\":2}");
     assert_int_equal(sk_consumer_start(&c, f->bus, f->store, metrics, &cfg), SK_OK);
     /* Later messages are not held up by the failing one. */
     wait_query(f, "SELECT COUNT(*) FROM counts", 5, 5000);
     wait_query(f, "SELECT COUNT(*) FROM sk_dead_letters", 1, 15000);
     assert_int_equal(atomic_load(&f->poison_calls), 3);
+    wait_query(f, "SELECT COUNT(*) FROM sk_msg_parked WHERE aggregate = 'poison'", 1, 5000);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM counts"), 5);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_msg_blocked WHERE aggregate = 'poison' AND "
+                              "dead_letter_id = (SELECT id FROM sk_dead_letters)"),
+                     1);
     assert_int_equal(query(f, "SELECT deliveries FROM sk_dead_letters"), 3);
     assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_dead_letters WHERE error LIKE "
                               "'%boom: poison message 1%' AND consumer = 'inventory' AND msg_id "
@@ -302,6 +320,8 @@ static void test_consumer_dead_letters_after_max_deliver(void **state)
         strstr(out.data, "sk_consumer_messages_total{consumer=\"inventory\",result=\"dead\"} 1"));
     assert_non_null(
         strstr(out.data, "sk_consumer_messages_total{consumer=\"inventory\",result=\"retry\"} 2"));
+    assert_non_null(
+        strstr(out.data, "sk_consumer_messages_total{consumer=\"inventory\",result=\"parked\"} 1"));
     sk_buf_fini(&out);
     sk_metrics_destroy(metrics);
 }
@@ -312,10 +332,10 @@ static void test_consumer_malformed_dead_lettered_at_once(void **state)
     sk_consumer *c;
 
     publish_raw(f, "{\"no\":\"envelope\"}");
-    publish(f, "Reserve", NULL, NULL, "not json");
-    publish(f, "Reserve", NULL, NULL, "[1,2]");
-    publish(f, "Bad", NULL, NULL, "{\"n\":5}");
-    publish(f, "Reserve", NULL, NULL, "{\"n\":8}");
+    publish(f, "Reserve", "m1", NULL, NULL, "not json");
+    publish(f, "Reserve", "m2", NULL, NULL, "[1,2]");
+    publish(f, "Bad", "m3", NULL, NULL, "{\"n\":5}");
+    publish(f, "Reserve", "m4", NULL, NULL, "{\"n\":8}");
     c = start(f, 5, 30000, 0);
     wait_query(f, "SELECT COUNT(*) FROM sk_dead_letters", 4, 10000);
     wait_query(f, "SELECT COUNT(*) FROM counts", 1, 5000);
