@@ -163,8 +163,6 @@ SK_API void sk_relay_stop(sk_relay *relay);
 /** Rows published and acknowledged since start. */
 SK_API uint64_t sk_relay_published(sk_relay *relay);
 
-/* ---------------------------------------------------------------- consumer */
-
 /* ---------------------------------------------------------------- upcasting */
 
 /**
@@ -242,6 +240,8 @@ SK_API int sk_upcasters_version(const sk_upcasters *u, const char *type);
  */
 SK_API SK_NODISCARD sk_status sk_msg_upcast(const sk_upcasters *u, sk_message *m, json_t **owned_json);
 
+/* ---------------------------------------------------------------- consumer */
+
 /**
  * Handle one message inside a unit of work. Return SK_OK to commit (the
  * message is acknowledged once durable). SK_EPROTO means the message can
@@ -261,8 +261,6 @@ typedef sk_status (*sk_msg_handler_fn)(sk_tx *tx, const sk_message *m, void *ctx
  */
 #define SK_CONSUMER_DEFAULT_ACK_WAIT_MS 5000
 
-typedef struct sk_consumer_config {
-    const char *stream;         /* stream to consume */
 /**
  * Ordering of a consumer's messages when one fails.
  *
@@ -284,6 +282,8 @@ typedef enum sk_consumer_order {
     SK_CONSUMER_ORDER_NONE = 1
 } sk_consumer_order;
 
+typedef struct sk_consumer_config {
+    const char *stream;         /* stream to consume */
     const char *durable;        /* durable consumer name, also the inbox key */
     const char *filter_subject; /* e.g. "inventory.commands.>" */
     int max_deliver;            /* 0 = 5 */
@@ -291,11 +291,11 @@ typedef enum sk_consumer_order {
     size_t batch;               /* 0 = 128 */
     sk_msg_handler_fn handler;
     void *ctx;
-} sk_consumer_config;
-
     /* Applied before the handler; borrowed, NULL: versions are not checked. */
     const sk_upcasters *upcasters;
     sk_consumer_order order; /* SK_CONSUMER_ORDER_AGGREGATE (0) by default */
+} sk_consumer_config;
+
 typedef struct sk_consumer sk_consumer;
 
 /**
@@ -306,8 +306,6 @@ typedef struct sk_consumer sk_consumer;
  */
 #define SK_DLQ_STREAM         "DEAD_LETTERS"
 #define SK_DLQ_SUBJECT_PREFIX "dlq."
-
-/** Create (or bind to) the durable consumer and start fetching on a thread of its own. */
 /**
  * Header of a redriven message: the id of the dead letter it sends back.
  * The consumer that owns that dead letter handles the message as the head
@@ -316,6 +314,8 @@ typedef struct sk_consumer sk_consumer;
  * "DeadLetterResolved" record on the same dlq subject.
  */
 #define SK_DLQ_HDR_REDRIVE "Skald-Redrive"
+
+/** Create (or bind to) the durable consumer and start fetching on a thread of its own. */
 SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
                                                 sk_bus *bus,
                                                 sk_store *store,
@@ -323,8 +323,6 @@ SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
                                                 const sk_consumer_config *cfg);
 /** Stop fetching, wait for handled messages to be acknowledged. NULL-safe. */
 SK_API void sk_consumer_stop(sk_consumer *c);
-
-/* ---------------------------------------------------------------- key-value */
 
 /* ---------------------------------------------------------------- dead letters */
 
@@ -397,6 +395,8 @@ SK_API json_t *sk_dead_letter_json(const sk_dead_letter *d);
  *         kept), SK_EBUS, SK_ETIMEDOUT, SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_dlq_redrive(sk_bus *bus, const sk_dlq_list *l, const char *id);
+
+/* ---------------------------------------------------------------- key-value */
 
 /** A JetStream KV bucket. Thread-safe. */
 typedef struct sk_kv sk_kv;
