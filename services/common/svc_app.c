@@ -620,10 +620,13 @@ static void http_front(sk_http_req *req, void *ctx)
 /* Built-in operational routes. */
 static void route_healthz(sk_http_req *req, const svc_params *p, void *ctx)
 {
+    svc_app *app = ctx;
+    char body[96];
     (void)p;
-    (void)ctx;
-    static const char body[] = "{\"status\":\"ok\"}";
-    sk_http_req_respond(req, 200, "application/json", body, sizeof(body) - 1, NULL);
+    /* in_flight: requests in service code besides this one (routed requests count themselves). */
+    long n = atomic_load(&app->n_inflight) - (atomic_load(&app->is_wired) ? 1 : 0);
+    int len = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"in_flight\":%ld}", n > 0 ? n : 0);
+    sk_http_req_respond(req, 200, "application/json", body, (size_t)len, NULL);
 }
 
 static void route_readyz(sk_http_req *req, const svc_params *p, void *ctx)
