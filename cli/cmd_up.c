@@ -458,7 +458,7 @@ static sk_status create_streams(up_state *u)
         .key_file = tls.key_file,
         .name = "skald-up",
         .inbox_prefix = CLI_NATS_INBOX,
-        /* TODO(#4): .replicas = u->sys->broker.replicas, once sk_bus_config has it (the buckets). */
+        .replicas = u->sys->broker.replicas,
     };
     st = sk_bus_open(&bus, &bc);
     int64_t deadline =

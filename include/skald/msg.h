@@ -35,6 +35,8 @@ typedef struct sk_bus_config {
     const char *key_file;
     const char *name;         /* connection name, e.g. "order-1" */
     const char *inbox_prefix; /* e.g. "_INBOX.order"; NULL for the default */
+    int replicas; /* copies of the KV buckets created through this bus (sk_kv_open); 0 = 1.
+                     Set it to the system file's broker.replicas. */
 } sk_bus_config;
 
 /**

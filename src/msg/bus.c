@@ -247,11 +247,38 @@ static sk_status tls_fail(natsStatus s, const char *what, const char *file)
     return SK_FAIL(SK_ETLS, "loading %s %s: %s %s", what, file, natsStatus_GetText(s), last);
 }
 
-/* Set everything but TLS on @p opts from the bus's config; callbacks get @p link. */
-static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry_in_background)
+/* "host:port" of a server URL (the part after "://"). */
+static const char *url_address(const char *url)
+{
+    const char *p = strstr(url, "://");
+    return p != NULL ? p + 3 : url;
+}
+
+/*
+ * Set everything but TLS on @p opts from the bus's config; callbacks get
+ * @p link. With @p avoid (a URL the bus was connected to), the servers are
+ * tried in order starting after it, and it comes last.
+ */
+static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry_in_background,
+                               const char *avoid)
 {
     sk_bus *bus = link->bus;
-    natsStatus s = natsOptions_SetServers(opts, bus->servers, bus->n_servers);
+    const char *order[SK__BUS_MAX_SERVERS];
+    int n = bus->n_servers, at = -1;
+    natsStatus s;
+
+    for (int i = 0; avoid != NULL && i < n; i++) {
+        if (strcmp(url_address(bus->servers[i]), url_address(avoid)) == 0) {
+            at = i;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        order[i] = bus->servers[at < 0 ? i : (at + 1 + i) % n];
+    }
+    s = natsOptions_SetServers(opts, order, n);
+    if (s == NATS_OK && at >= 0) {
+        s = natsOptions_SetNoRandomize(opts, true);
+    }
 
     if (s == NATS_OK && bus->name[0] != '\0') {
         s = natsOptions_SetName(opts, bus->name);
@@ -289,7 +316,7 @@ static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry
  * connection keeps trying); without it the connection must come up now.
  */
 static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_background,
-                           sk__bus_link **out)
+                           const char *avoid, sk__bus_link **out)
 {
     natsOptions *opts = NULL;
     sk__bus_link *link;
@@ -318,7 +345,7 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
         st = sk__nats_fail(s, 0, "creating options");
         goto out;
     }
-    if ((s = link_options(link, opts, retry_in_background)) != NATS_OK) {
+    if ((s = link_options(link, opts, retry_in_background, avoid)) != NATS_OK) {
         st = sk__nats_fail(s, 0, "setting options");
         goto out;
     }
@@ -396,6 +423,11 @@ jsCtx *sk__bus_js(sk_bus *bus)
     return bus->link->js;
 }
 
+int sk__bus_replicas(sk_bus *bus)
+{
+    return bus->replicas;
+}
+
 /* ---------------------------------------------------------------- open / close */
 
 /* Split a comma-separated server list into @p copy; @p list points into it. */
@@ -443,6 +475,8 @@ static sk_status split_servers(const char *servers, char *copy, const char **lis
     return SK_OK;
 }
 
+static sk_status probe_start(sk_bus *bus);
+
 /* Copy @p s unless NULL; false when out of memory. */
 static bool copy_opt(const char *s, char **out)
 {
@@ -482,6 +516,12 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
         return SK_FAIL(SK_ENOMEM, "sk_bus_open: creating a mutex");
     }
     bus->has_mu = true;
+    if (pthread_mutex_init(&bus->swap_mu, NULL) != 0) {
+        st = SK_FAIL(SK_ENOMEM, "sk_bus_open: creating a mutex");
+        goto out;
+    }
+    bus->has_swap_mu = true;
+    bus->replicas = cfg->replicas > 0 ? cfg->replicas : 1;
     bus->servers_copy = sk_malloc(MAX_SERVERS_LEN + 1);
     if (bus->servers_copy == NULL || !copy_opt(cfg->ca_file, &bus->ca_file) ||
         !copy_opt(cfg->cert_file, &bus->cert_file) || !copy_opt(cfg->key_file, &bus->key_file) ||
@@ -495,7 +535,8 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
         goto out;
     }
     atomic_init(&bus->generation, 1);
-    if ((st = link_open(bus, 1, true, &bus->link)) != SK_OK) {
+    if ((st = link_open(bus, 1, true, NULL, &bus->link)) != SK_OK ||
+        (st = probe_start(bus)) != SK_OK) {
         st = SK_WRAP(st, "sk_bus_open");
         goto out;
     }
@@ -506,9 +547,36 @@ out:
     return st;
 }
 
-sk_status sk_bus_reload_tls(sk_bus *bus)
+/*
+ * Open a new link (see link_open) and make it the current one; users move
+ * over and the old link closes when the last of them has left it.
+ * @p why names the occasion in the log line.
+ */
+static sk_status link_replace(sk_bus *bus, const char *avoid, const char *why)
 {
     sk__bus_link *fresh = NULL, *old;
+    sk_status st;
+
+    pthread_mutex_lock(&bus->swap_mu);
+    uint64_t generation = atomic_load(&bus->generation) + 1;
+    st = link_open(bus, generation, false, avoid, &fresh);
+    if (st == SK_OK) {
+        pthread_mutex_lock(&bus->mu);
+        old = bus->link;
+        bus->link = fresh;
+        atomic_store(&bus->generation, generation);
+        pthread_mutex_unlock(&bus->mu);
+        SK_LOG_INFO("nats conn=%s: new connection (generation %llu, %s); users move over, then "
+                    "the old one closes",
+                    bus->name, (unsigned long long)generation, why);
+        sk__bus_link_release(old);
+    }
+    pthread_mutex_unlock(&bus->swap_mu);
+    return st;
+}
+
+sk_status sk_bus_reload_tls(sk_bus *bus)
+{
     sk_status st;
 
     if (bus == NULL) {
@@ -517,30 +585,137 @@ sk_status sk_bus_reload_tls(sk_bus *bus)
     if (bus->ca_file == NULL) {
         return SK_OK; /* a plain connection has no files to re-read */
     }
-    /* Reloads are rare and serialised by the caller (one signal thread); the lock keeps them so. */
-    pthread_mutex_lock(&bus->mu);
-    uint64_t generation = bus->link->generation + 1;
-    pthread_mutex_unlock(&bus->mu);
-    st = link_open(bus, generation, false, &fresh);
+    st = link_replace(bus, NULL, "reloaded certificate");
     if (st != SK_OK) {
         return SK_WRAP(st, "sk_bus_reload_tls: keeping the current connection");
     }
-    pthread_mutex_lock(&bus->mu);
-    old = bus->link;
-    if (old->generation >= generation) {
-        /* Another reload won the race: keep its link. */
-        pthread_mutex_unlock(&bus->mu);
-        sk__bus_link_release(fresh);
+    return SK_OK;
+}
+
+/* ---------------------------------------------------------------- JetStream probe */
+
+/*
+ * In a cluster, a client connected to a node cut off from the majority
+ * stays connected (its TCP connection is fine) while every JetStream call
+ * through it times out. The probe asks for the stream names (answered by
+ * the meta leader only) every PROBE_INTERVAL_MS; after PROBE_FAILURES
+ * failures in a row on a connected link the bus moves to another server,
+ * the same way a certificate reload moves it.
+ */
+#define PROBE_INTERVAL_MS 1000
+#define PROBE_TIMEOUT_MS  1000
+#define PROBE_FAILURES    3
+
+/* True when JetStream answered through @p link; *is_connected tells whether it could have. */
+static bool probe_once(sk__bus_link *link, bool *is_connected, char *url, size_t url_len)
+{
+    jsStreamNamesList *names = NULL;
+    jsErrCode jerr = 0;
+    jsOptions jo;
+    natsStatus s;
+
+    url[0] = '\0';
+    *is_connected = natsConnection_Status(link->nc) == NATS_CONN_STATUS_CONNECTED;
+    if (!*is_connected) {
+        return false;
+    }
+    SK_IGNORE(natsConnection_GetConnectedUrl(link->nc, url, url_len)); /* "" when unknown */
+    jsOptions_Init(&jo);
+    jo.Wait = PROBE_TIMEOUT_MS;
+    s = js_StreamNames(&names, link->js, &jo, &jerr);
+    jsStreamNamesList_Destroy(names);
+    /* Not found (no streams yet) is an answer too. */
+    return s == NATS_OK || s == NATS_NOT_FOUND;
+}
+
+static void *probe_main(void *arg)
+{
+    sk_bus *bus = arg;
+    int failures = 0;
+
+    pthread_mutex_lock(&bus->probe_mu);
+    while (!bus->probe_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += PROBE_INTERVAL_MS / 1000;
+        ts.tv_nsec += (long)(PROBE_INTERVAL_MS % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        SK_IGNORE(pthread_cond_timedwait(&bus->probe_cond, &bus->probe_mu, &ts)); /* or woken */
+        if (bus->probe_stop) {
+            break;
+        }
+        pthread_mutex_unlock(&bus->probe_mu);
+
+        char url[256];
+        bool is_connected = false;
+        sk__bus_link *link = sk__bus_link_acquire(bus);
+        bool ok = probe_once(link, &is_connected, url, sizeof(url));
+        sk__bus_link_release(link);
+        if (ok || !is_connected) {
+            failures = 0; /* a broken connection is nats.c's to re-establish */
+        } else if (++failures >= PROBE_FAILURES) {
+            failures = 0;
+            SK_LOG_WARN("nats conn=%s: JetStream does not answer through %s (%d probes); moving "
+                        "to another server",
+                        bus->name, url[0] != '\0' ? url : "the current server", PROBE_FAILURES);
+            if (link_replace(bus, url[0] != '\0' ? url : NULL, "failover") != SK_OK) {
+                SK_LOG_WARN("nats conn=%s: failover: %s (staying)", bus->name, sk_error_message());
+            }
+        }
+        pthread_mutex_lock(&bus->probe_mu);
+    }
+    pthread_mutex_unlock(&bus->probe_mu);
+    return NULL;
+}
+
+/* Start the probe when there is another server to move to. */
+static sk_status probe_start(sk_bus *bus)
+{
+    pthread_condattr_t ca;
+
+    if (bus->n_servers < 2) {
         return SK_OK;
     }
-    bus->link = fresh;
-    atomic_store(&bus->generation, generation);
-    pthread_mutex_unlock(&bus->mu);
-    SK_LOG_INFO("nats conn=%s: new connection with the reloaded certificate (generation %llu); "
-                "users move over, then the old one closes",
-                bus->name, (unsigned long long)generation);
-    sk__bus_link_release(old);
+    if (pthread_condattr_init(&ca) != 0) {
+        return SK_FAIL(SK_ENOMEM, "creating a condition variable");
+    }
+    if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_mutex_init(&bus->probe_mu, NULL) != 0) {
+        pthread_condattr_destroy(&ca);
+        return SK_FAIL(SK_ENOMEM, "creating a mutex");
+    }
+    if (pthread_cond_init(&bus->probe_cond, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&bus->probe_mu);
+        return SK_FAIL(SK_ENOMEM, "creating a condition variable");
+    }
+    pthread_condattr_destroy(&ca);
+    bus->has_probe_sync = true;
+    if (pthread_create(&bus->probe_thread, NULL, probe_main, bus) != 0) {
+        return SK_FAIL(SK_EINTERNAL, "creating the JetStream probe thread");
+    }
+    bus->has_probe = true;
     return SK_OK;
+}
+
+static void probe_stop(sk_bus *bus)
+{
+    if (bus->has_probe) {
+        pthread_mutex_lock(&bus->probe_mu);
+        bus->probe_stop = true;
+        pthread_cond_broadcast(&bus->probe_cond);
+        pthread_mutex_unlock(&bus->probe_mu);
+        pthread_join(bus->probe_thread, NULL);
+        bus->has_probe = false;
+    }
+    if (bus->has_probe_sync) {
+        pthread_cond_destroy(&bus->probe_cond);
+        pthread_mutex_destroy(&bus->probe_mu);
+        bus->has_probe_sync = false;
+    }
 }
 
 void sk_bus_close(sk_bus *bus)
@@ -549,6 +724,7 @@ void sk_bus_close(sk_bus *bus)
         return;
     }
     atomic_store(&bus->is_closing, true);
+    probe_stop(bus);
     if (bus->link != NULL) {
         int users = atomic_load(&bus->link->refs) - 1;
         if (users > 0) {
@@ -559,6 +735,9 @@ void sk_bus_close(sk_bus *bus)
     }
     if (bus->has_mu) {
         pthread_mutex_destroy(&bus->mu);
+    }
+    if (bus->has_swap_mu) {
+        pthread_mutex_destroy(&bus->swap_mu);
     }
     sk_free(bus->servers_copy);
     sk_free(bus->ca_file);
@@ -736,13 +915,19 @@ sk_status sk_bus_system_streams_ensure(sk_bus *bus, const sk_system *sys)
             sk_stream_name(s->context, kinds_upper[k], name, sizeof(name));
             snprintf(subject, sizeof(subject), "%s.%s.>", s->context, kinds[k]);
             const char *subjects[] = { subject };
-            sk_stream_config cfg = { .name = name, .subjects = subjects, .n_subjects = 1 };
+            sk_stream_config cfg = { .name = name,
+                                     .subjects = subjects,
+                                     .n_subjects = 1,
+                                     .replicas = sys->broker.replicas };
             st = sk_bus_stream_ensure(bus, &cfg);
         }
     }
     if (st == SK_OK) {
         const char *subjects[] = { SK_DLQ_SUBJECT_PREFIX ">" };
-        sk_stream_config cfg = { .name = SK_DLQ_STREAM, .subjects = subjects, .n_subjects = 1 };
+        sk_stream_config cfg = { .name = SK_DLQ_STREAM,
+                                 .subjects = subjects,
+                                 .n_subjects = 1,
+                                 .replicas = sys->broker.replicas };
         st = sk_bus_stream_ensure(bus, &cfg);
     }
     return st;

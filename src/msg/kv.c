@@ -83,6 +83,7 @@ static sk_status kv_bind(sk_kv *kv, sk__bus_link *link, int64_t ttl_ms, kvStore 
         kc.History = 1;
         kc.TTL = ttl_ms * 1000000; /* nanoseconds */
         kc.StorageType = js_FileStorage;
+        kc.Replicas = sk__bus_replicas(kv->bus);
         s = js_CreateKeyValue(out, link->js, &kc);
         if (s != NATS_OK) {
             *out = NULL;

@@ -49,14 +49,25 @@ struct sk_bus {
     char *key_file;
     char *name; /* connection name for log lines ("" when none) */
     char *inbox_prefix;
+    int replicas; /* sk_bus_config.replicas, at least 1 */
 
     _Atomic int64_t last_warn_ms; /* rate limit for connection event logs */
     _Atomic uint64_t n_disconnects;
     _Atomic bool is_closing; /* sk_bus_close started: connection events are expected */
     _Atomic uint64_t generation; /* of the current link */
-    pthread_mutex_t mu;       /* guards link and serialises reloads */
+    pthread_mutex_t mu;       /* guards link */
     bool has_mu;
     sk__bus_link *link;       /* current link; the bus holds one reference */
+    pthread_mutex_t swap_mu;  /* serialises replacing the link (reload, failover) */
+    bool has_swap_mu;
+
+    /* The JetStream probe (clusters only: more than one server). */
+    pthread_t probe_thread;
+    bool has_probe;
+    pthread_mutex_t probe_mu;
+    pthread_cond_t probe_cond;
+    bool has_probe_sync;
+    bool probe_stop; /* probe_mu */
 };
 
 /**
@@ -78,6 +89,8 @@ void sk__bus_link_release(sk__bus_link *link);
  */
 natsConnection *sk__bus_conn(sk_bus *bus);
 jsCtx *sk__bus_js(sk_bus *bus);
+/** sk_bus_config.replicas of @p bus, at least 1. */
+int sk__bus_replicas(sk_bus *bus);
 /** False once the bus moved to a newer link than @p link (cheap: one atomic load). */
 bool sk__bus_link_is_current(sk_bus *bus, const sk__bus_link *link);
 

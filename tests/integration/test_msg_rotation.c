@@ -7,6 +7,9 @@
  * Then nats-server is restarted trusting CA 2 only: the rotated bus comes
  * back and keeps publishing, consuming and watching, while a bus that still
  * presents A is refused. Real nats-server with mTLS, real SQLite files.
+ * The same move serves failover: a bus connected to a server through which
+ * JetStream does not answer (a node cut off from its cluster's majority;
+ * here a server without JetStream) moves to another server of its list.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -348,6 +351,48 @@ static void test_rotation_arguments(void **state)
     sk_test_nats_stop(plain);
 }
 
+typedef struct stream_ready {
+    sk_bus *bus;
+    const sk_stream_config *sc;
+} stream_ready;
+
+static bool stream_created(void *ctx)
+{
+    stream_ready *r = ctx;
+    return sk_bus_stream_ensure(r->bus, r->sc) == SK_OK;
+}
+
+static void test_failover_when_jetstream_does_not_answer(void **state)
+{
+    sk_test_nats_options core_only = { .no_jetstream = true };
+    sk_test_nats *a = NULL, *b = NULL;
+    sk_bus *bus = NULL;
+    char servers[300], url[256] = "";
+    const char *subjects[] = { "fo.>" };
+    sk_stream_config sc = { .name = "FAILOVER", .subjects = subjects, .n_subjects = 1 };
+
+    (void)state;
+    assert_int_equal(sk_test_nats_start(&a, &core_only), SK_OK);
+    assert_int_equal(sk_test_nats_start(&b, NULL), SK_OK);
+    /* B is down while the bus connects, so it lands on A. */
+    sk_test_nats_kill(b);
+    snprintf(servers, sizeof(servers), "%s,%s", sk_test_nats_url(a), sk_test_nats_url(b));
+    sk_bus_config bc = { .servers = servers, .name = "test-failover" };
+    assert_int_equal(sk_bus_open(&bus, &bc), SK_OK);
+    assert_true(sk_test_wait_until(bus_up, bus, WAIT_MS));
+    assert_int_not_equal(sk_bus_stream_ensure(bus, &sc), SK_OK); /* no JetStream on A */
+
+    assert_int_equal(sk_test_nats_restart(b), SK_OK);
+    stream_ready r = { bus, &sc };
+    assert_true(sk_test_wait_until(stream_created, &r, WAIT_MS));
+    assert_true(atomic_load(&bus->generation) >= 2); /* moved, not reconnected */
+    assert_int_equal(natsConnection_GetConnectedUrl(sk__bus_conn(bus), url, sizeof(url)), NATS_OK);
+    assert_non_null(strstr(url, strrchr(sk_test_nats_url(b), ':')));
+    sk_bus_close(bus);
+    sk_test_nats_stop(b);
+    sk_test_nats_stop(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rotation_refused_by_the_server_keeps_the_connection,
                                         setup, teardown),
         cmocka_unit_test(test_rotation_arguments),
+        cmocka_unit_test(test_failover_when_jetstream_does_not_answer),
     };
     int rc;
 

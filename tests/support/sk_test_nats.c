@@ -184,11 +184,10 @@ sk_status sk_test_nats_start(sk_test_nats **out, const sk_test_nats_options *opt
     snprintf(n->conf, sizeof(n->conf), "%s/nats.conf", n->dir);
     snprintf(n->log, sizeof(n->log), "%s/server.log", n->dir);
     snprintf(n->url, sizeof(n->url), "%s://127.0.0.1:%d", tls ? "tls" : "nats", n->port);
-    st = sk_buf_appendf(&conf,
-                        "listen: \"127.0.0.1:%d\"\n"
-                        "max_payload: 2097152\n"
-                        "jetstream {\n  store_dir: \"%s/js\"\n}\n",
-                        n->port, n->dir);
+    st = sk_buf_appendf(&conf, "listen: \"127.0.0.1:%d\"\nmax_payload: 2097152\n", n->port);
+    if (st == SK_OK && (opt == NULL || !opt->no_jetstream)) {
+        st = sk_buf_appendf(&conf, "jetstream {\n  store_dir: \"%s/js\"\n}\n", n->dir);
+    }
     if (st == SK_OK && tls) {
         st = sk_buf_appendf(&conf,
                             "tls {\n  cert_file: \"%s\"\n  key_file: \"%s\"\n  ca_file: \"%s\"\n"

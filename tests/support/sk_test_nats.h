@@ -18,6 +18,7 @@ typedef struct sk_test_nats_options {
     const char *key_file;
     const char *ca_file;   /* CA that signs client certificates */
     bool verify;           /* require a client certificate (mTLS) */
+    bool no_jetstream;     /* a core-NATS-only server: JetStream requests get no responders */
 } sk_test_nats_options;
 
 typedef struct sk_test_nats sk_test_nats;
