@@ -354,8 +354,8 @@ static const char *const schema_sql[] = {
     " last_error TEXT,"
     " parked_ms INTEGER NOT NULL,"
     " PRIMARY KEY (consumer, msg_id))",
-    "CREATE INDEX IF NOT EXISTS sk_msg_parked_order ON sk_msg_parked (consumer, aggregate, "
-    "position)",
+    ("CREATE INDEX IF NOT EXISTS sk_msg_parked_order ON sk_msg_parked (consumer, aggregate, "
+     "position)"),
 };
 
 static sk_status schema_work(sk_tx *tx, void *ctx)

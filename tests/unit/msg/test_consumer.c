@@ -66,6 +66,10 @@ static void test_consumer_start_invalid_args(void **state)
     cfg.ack_wait_ms = 0;
     cfg.batch = 4097;
     SK_TEST_ASSERT_ERR(sk_consumer_start(&c, bus, store, NULL, &cfg), SK_EINVAL, "batch");
+    cfg.batch = 0;
+    cfg.order = (sk_consumer_order)2;
+    SK_TEST_ASSERT_ERR(sk_consumer_start(&c, bus, store, NULL, &cfg), SK_EINVAL,
+                       "cfg->order: expected 0..1, got 2");
     sk_consumer_stop(NULL);
 }
 
