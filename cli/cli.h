@@ -24,6 +24,7 @@ typedef int (*cli_cmd_fn)(int argc, char **argv);
 int cli_cmd_up(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_fault(int argc, char **argv);
+int cli_cmd_replay(int argc, char **argv);
 
 /** Exit codes of every command (STYLE.md: 0 success, 1 runtime failure, 2 usage or config). */
 #define CLI_EXIT_OK      0

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -832,6 +833,73 @@ static void test_status_lists_every_instance_ready(void **state)
     }
 }
 
+/* ---------------------------------------------------------------- replay */
+
+typedef struct replay_run {
+    char *out;
+    int exit_code;
+    sk_status st;
+    atomic_bool is_done;
+} replay_run;
+
+static void *run_replay(void *arg)
+{
+    replay_run *rr = arg;
+    rr->st = sk_test_system_cli(&g_sys, "replay orderview --timeout 60", &rr->out, &rr->exit_code);
+    atomic_store(&rr->is_done, true);
+    return NULL;
+}
+
+/* `skald replay orderview` rebuilds every instance's read model; the API keeps answering meanwhile. */
+static void test_replay_orderview_via_cli(void **state)
+{
+    (void)state;
+    char customer[64], sku[64], items[256], order[64], path[256];
+    sk_test_http r;
+    new_customer("Replayer", 100000, customer);
+    unique(sku, sizeof(sku), "SKU");
+    new_product(sku, 250, 10);
+    snprintf(items, sizeof(items), "[{\"sku\":\"%s\",\"quantity\":3}]", sku);
+    place_order(customer, items, NULL, 202, order, NULL);
+    json_t *before = await_terminal(order);
+    assert_string_equal(jstr(before, "status"), "APPROVED");
+
+    replay_run rr = { .out = NULL, .exit_code = -1 };
+    atomic_init(&rr.is_done, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_replay, &rr), 0);
+    int n_queries = 0;
+    snprintf(path, sizeof(path), "/api/v1/orders/%s", order);
+    while (!atomic_load(&rr.is_done)) {
+        http("GET", path, NULL, NULL, &r);
+        expect_status(&r, 200, "order during the replay");
+        assert_string_equal(jstr(r.json, "status"), "APPROVED");
+        assert_int_equal(json_integer_value(json_object_get(r.json, "total_cents")), 750);
+        sk_test_http_fini(&r);
+        n_queries++;
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(rr.st, SK_OK);
+    if (rr.exit_code != 0) {
+        print_error("skald replay exited %d:\n%s\n", rr.exit_code, rr.out != NULL ? rr.out : "");
+    }
+    assert_int_equal(rr.exit_code, 0);
+    assert_non_null(strstr(rr.out, "orderview-1 now reads version"));
+    assert_non_null(strstr(rr.out, "orderview-2 now reads version"));
+    print_message("replay: %d queries answered during it\n", n_queries);
+    sk_free(rr.out);
+
+    /* The rebuilt views equal what the live ones showed. */
+    json_t *after = await_terminal(order);
+    json_object_del(before, "updated_at");
+    json_object_del(after, "updated_at");
+    assert_true(json_equal(before, after));
+    json_decref(before);
+    json_decref(after);
+    expect_product(sku, 7, 0, 3);
+    expect_credit(customer, 100000 - 750);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -849,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_long_headers_methods_and_ids),
         cmocka_unit_test(test_list_orders_pagination_and_filters),
         cmocka_unit_test(test_forty_orders_compete_for_ten_units),
+        cmocka_unit_test(test_replay_orderview_via_cli),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
