@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include <skald/skald.h>
@@ -24,6 +25,21 @@ typedef int (*cli_cmd_fn)(int argc, char **argv);
 int cli_cmd_up(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_fault(int argc, char **argv);
+int cli_cmd_dlq(int argc, char **argv);
+
+/**
+ * `skald dlq list`: print the dead letters of @p l on @p out, as a table or
+ * (@p is_json) one JSON array; only the open ones unless @p is_all.
+ * @return CLI_EXIT_OK, or CLI_EXIT_FAILURE (out of memory, printed).
+ */
+int cli_dlq_print(const sk_dlq_list *l, bool is_all, bool is_json, FILE *out);
+/**
+ * `skald dlq redrive ID`: read the dead letters on @p bus and send @p id back
+ * (sk_dlq_redrive); says so on @p out, errors on stderr.
+ * @return CLI_EXIT_OK, CLI_EXIT_USAGE (no such dead letter, or already
+ *         resolved or superseded), CLI_EXIT_FAILURE.
+ */
+int cli_dlq_redrive(sk_bus *bus, const char *id, FILE *out);
 int cli_cmd_replay(int argc, char **argv);
 
 /** Exit codes of every command (STYLE.md: 0 success, 1 runtime failure, 2 usage or config). */
