@@ -500,6 +500,15 @@ sk_status sk_saga_engine_start(sk_saga_engine *e)
             .filter_subject = f->filter,
             .handler = sk__saga_handle_reply,
             .ctx = e,
+            /*
+             * Replies are correlated by ce-sagastep and stale ones ignored, so
+             * they need no ordering; parking them per saga (ce-subject) would
+             * hold a compensation's answer behind a dead-lettered reply and
+             * leave that saga compensating until an operator redrives it. A
+             * reply that keeps failing is dead-lettered on its own, and its
+             * step times out and is compensated like a lost reply.
+             */
+            .order = SK_CONSUMER_ORDER_NONE,
         };
         st = sk_consumer_start(&f->consumer, e->bus, e->store, e->metrics, &cc);
         if (st != SK_OK) {

@@ -9,7 +9,10 @@
  * the reservation released), a step retried until done, cancellation, and
  * resuming after a crash of the orchestrator (engine, relay, bus and store
  * closed mid-saga, with a command awaiting its reply and another one not
- * even published yet; a new engine on the same file finishes both).
+ * even published yet; a new engine on the same file finishes both), one
+ * instance whose replies keep failing (dead-lettered, then timed out and
+ * compensated) while the others complete, and version pinning (an
+ * instance started under v1 finishes under v1 after v2 is deployed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,6 +61,10 @@ static sk_status on_reserve(json_t *data,
 {
     json_t *price = json_object_get(reply, "price");
     (void)ctx;
+    if (json_is_true(json_object_get(data, "bad_reply"))) {
+        /* A bug in this instance's reply handling: fails on every delivery. */
+        return SK_FAIL(SK_EUNAVAILABLE, "cannot read the reservation of this order");
+    }
     if (price != NULL && json_object_set(data, "price", price) != 0) {
         return SK_FAIL(SK_ENOMEM, "set");
     }
@@ -173,6 +180,40 @@ static const sk_saga_def order_def = {
     .on_failed = on_failed,
 };
 
+/* Version 2 of the saga: the charge is gone (e.g. payment moved to checkout). */
+static const sk_saga_step order_steps_v2[] = {
+    {
+        .name = "reserve_stock",
+        .command_subject = "inventory.commands.ReserveStock",
+        .command_type = "ReserveStock",
+        .build = build_copy,
+        .on_reply = on_reserve,
+        .compensation_subject = "inventory.commands.ReleaseReservation",
+        .compensation_type = "ReleaseReservation",
+        .build_compensation = build_copy,
+        .deadline_ms = 5000,
+    },
+    {
+        .name = "commit_reservation",
+        .command_subject = "inventory.commands.CommitReservation",
+        .command_type = "CommitReservation",
+        .build = build_copy,
+        .on_reply = on_commit,
+        .is_retried_until_done = true,
+        .deadline_ms = 800,
+    },
+};
+
+static const sk_saga_def order_def_v2 = {
+    .type = "CreateOrderSaga",
+    .version = 2,
+    .reply_subject = "order.replies.CreateOrderSaga",
+    .steps = order_steps_v2,
+    .n_steps = sizeof(order_steps_v2) / sizeof(order_steps_v2[0]),
+    .on_completed = on_completed,
+    .on_failed = on_failed,
+};
+
 static const sk_migration order_migration = {
     "test_order", 1, "CREATE TABLE results (saga TEXT PRIMARY KEY, outcome TEXT, reason TEXT)"
 };
@@ -279,6 +320,7 @@ typedef struct fixture {
     sk_relay *prelay;
     sk_consumer *inventory;
     sk_consumer *payment;
+    bool has_v2; /* order_up registers version 2 of the saga too */
 } fixture;
 
 static void order_store_open(fixture *f)
@@ -308,6 +350,9 @@ static void order_up(fixture *f)
                                            "ORDER_REPLIES"),
                      SK_OK);
     assert_int_equal(sk_saga_engine_register(f->engine, &order_def), SK_OK);
+    if (f->has_v2) {
+        assert_int_equal(sk_saga_engine_register(f->engine, &order_def_v2), SK_OK);
+    }
     assert_int_equal(sk_saga_engine_start(f->engine), SK_OK);
     assert_int_equal(sk_relay_start(&f->relay, f->store, f->bus, f->metrics), SK_OK);
 }
@@ -631,6 +676,88 @@ static void test_saga_flow_deadline_passed_while_down(void **state)
                   "ReserveStock,ChargeCredit,RefundCredit,ReleaseReservation");
 }
 
+typedef struct count_ctx {
+    sk_store *store;
+    const char *sql;
+    const char *arg;
+    int64_t n;
+} count_ctx;
+
+static sk_status count_uow(sk_tx *tx, void *ctx)
+{
+    count_ctx *c = ctx;
+    sk_db_value p[1] = { SK_DB_TEXT_V(c->arg) };
+    return sk_tx_query_int(tx, c->sql, p, c->arg != NULL ? 1 : 0, &c->n);
+}
+
+static int64_t count_of(sk_store *store, const char *sql, const char *arg)
+{
+    count_ctx c = { store, sql, arg, -1 };
+    assert_int_equal(sk_store_read(store, count_uow, &c), SK_OK);
+    return c.n;
+}
+
+/*
+ * One instance whose reply handling keeps failing: its reply is retried,
+ * then dead-lettered; meanwhile the other instances complete; its step
+ * then times out and is compensated (the compensation's answer is not held
+ * behind the dead reply), so it ends failed with TIMEOUT.
+ */
+static void test_saga_flow_failing_instance_never_stalls_others(void **state)
+{
+    fixture *f = *state;
+    char r[128];
+
+    consumer_up(f, &f->payment, "PAYMENT_COMMANDS", "payment", "payment.commands.>");
+    order_up(f);
+    start(f, "stuck", "bad_reply");
+    start(f, "fine-1", NULL);
+    start(f, "fine-2", NULL);
+    expect_result(f, "fine-1", "completed:", "ReserveStock,ChargeCredit,CommitReservation");
+    expect_result(f, "fine-2", "completed:", "ReserveStock,ChargeCredit,CommitReservation");
+    /* The others finished while "stuck" still waits for its reply to be handled. */
+    result_of(f, "stuck", r, sizeof(r));
+    assert_string_equal(r, "");
+    expect_result(f, "stuck", "failed:TIMEOUT", "ReserveStock,ReleaseReservation");
+    assert_int_equal(count_of(f->store,
+                              "SELECT COUNT(*) FROM sk_dead_letters WHERE consumer = "
+                              "'order-saga-replies' AND error LIKE ? AND deliveries = 5",
+                              "%cannot read the reservation of this order%"),
+                     1);
+    /* Nothing of the saga replies is parked. */
+    assert_int_equal(count_of(f->store, "SELECT COUNT(*) FROM sk_msg_parked", NULL), 0);
+    /* Later sagas flow as before. */
+    start(f, "fine-3", NULL);
+    expect_result(f, "fine-3", "completed:", "ReserveStock,ChargeCredit,CommitReservation");
+}
+
+/*
+ * An instance started under version 1 of the definition finishes under
+ * version 1 after a deploy that registers version 2; new instances use
+ * version 2.
+ */
+static void test_saga_flow_version_pinned_across_deploy(void **state)
+{
+    fixture *f = *state;
+    step_ctx s = { f, "old", -1 };
+
+    /* Payment down: "old" (v1) stops at its charge. */
+    order_up(f);
+    start(f, "old", NULL);
+    assert_true(sk_test_wait_until(is_at_charge, &s, WAIT_MS));
+    order_down(f);
+
+    /* Deploy: v1 and v2 registered. */
+    f->has_v2 = true;
+    consumer_up(f, &f->payment, "PAYMENT_COMMANDS", "payment", "payment.commands.>");
+    order_up(f);
+    start(f, "new", NULL);
+    expect_result(f, "old", "completed:", "ReserveStock,ChargeCredit,CommitReservation");
+    expect_result(f, "new", "completed:", "ReserveStock,CommitReservation");
+    assert_int_equal(count_of(f->store, "SELECT version FROM sk_sagas WHERE id = ?", "old"), 1);
+    assert_int_equal(count_of(f->store, "SELECT version FROM sk_sagas WHERE id = ?", "new"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -638,6 +765,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_saga_flow_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_saga_flow_resume_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_saga_flow_deadline_passed_while_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_saga_flow_failing_instance_never_stalls_others, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_saga_flow_version_pinned_across_deploy, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
