@@ -16,10 +16,10 @@
 
 #include "cli.h"
 
-#define REPLAY_HTTP_TIMEOUT_MS 5000
-#define REPLAY_POLL_MS 250
+#define REPLAY_HTTP_TIMEOUT_MS   5000
+#define REPLAY_POLL_MS           250
 #define REPLAY_DEFAULT_TIMEOUT_S 600
-#define REPLAY_MAX_INSTANCES 64
+#define REPLAY_MAX_INSTANCES     64
 
 typedef struct replay_opts {
     const char *data;
@@ -29,11 +29,12 @@ typedef struct replay_opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: skald replay PROJECTION [--data DIR] [--timeout S]\n"
-               "  rebuilds read model PROJECTION (e.g. orderview) from the event streams in every\n"
-               "  instance that keeps it, and switches each to the new version once it has caught up\n"
-               "  --timeout S  give up following the progress after S seconds (default %d)\n",
-               REPLAY_DEFAULT_TIMEOUT_S);
+    fprintf(f,
+            "usage: skald replay PROJECTION [--data DIR] [--timeout S]\n"
+            "  rebuilds read model PROJECTION (e.g. orderview) from the event streams in every\n"
+            "  instance that keeps it, and switches each to the new version once it has caught up\n"
+            "  --timeout S  give up following the progress after S seconds (default %d)\n",
+            REPLAY_DEFAULT_TIMEOUT_S);
 }
 
 static bool projection_name_is_valid(const char *s)
@@ -44,8 +45,8 @@ static bool projection_name_is_valid(const char *s)
     }
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-')) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
             return false;
         }
     }
@@ -73,7 +74,8 @@ static int parse_args(int argc, char **argv, replay_opts *o)
             char *end = NULL;
             long long n = v != NULL ? strtoll(v, &end, 10) : 0;
             if (v == NULL || end == v || *end != '\0' || n < 1 || n > 86400) {
-                cli_errorf("replay", "--timeout: expected seconds 1..86400, got \"%.20s\"", v != NULL ? v : "");
+                cli_errorf("replay", "--timeout: expected seconds 1..86400, got \"%.20s\"",
+                           v != NULL ? v : "");
                 return CLI_EXIT_USAGE;
             }
             o->timeout_s = n;
@@ -91,7 +93,8 @@ static int parse_args(int argc, char **argv, replay_opts *o)
         return CLI_EXIT_USAGE;
     }
     if (!projection_name_is_valid(o->projection)) {
-        cli_errorf("replay", "PROJECTION: expected 1..63 characters of [A-Za-z0-9_-], got \"%.40s\"",
+        cli_errorf("replay",
+                   "PROJECTION: expected 1..63 characters of [A-Za-z0-9_-], got \"%.40s\"",
                    o->projection);
         return CLI_EXIT_USAGE;
     }
@@ -129,7 +132,8 @@ static void on_done(sk_status st, const sk_http_response *resp, void *ctx)
 }
 
 /* Send and wait. On return c->st/status/body/error are set; free with call_fini. */
-static void call_run(call *c, sk_http_client *client, const sk_instance *inst, const char *method, const char *path)
+static void call_run(
+    call *c, sk_http_client *client, const sk_instance *inst, const char *method, const char *path)
 {
     char url[SK_DISCOVERY_MAX_ADDRESS + 160];
     memset(c, 0, sizeof(*c));
@@ -200,8 +204,8 @@ static void progress_print(const char *name, const target *t, size_t n, bool is_
             bar[i] = i < fill ? '#' : '-';
         }
         bar[40] = '\0';
-        printf("\rreplay %s [%s] %3d%% %llu/%llu events, %zu/%zu instances switched", name, bar, pct,
-               (unsigned long long)applied, (unsigned long long)total, n_done, n);
+        printf("\rreplay %s [%s] %3d%% %llu/%llu events, %zu/%zu instances switched", name, bar,
+               pct, (unsigned long long)applied, (unsigned long long)total, n_done, n);
         if (is_final) {
             printf("\n");
         }
@@ -230,8 +234,10 @@ static bool poll_all(sk_http_client *client, const char *name, target *t, size_t
         call c;
         call_run(&c, client, t[i].inst, "GET", path);
         if (c.st != SK_OK || c.status != 200 || c.body == NULL) {
-            /* An instance restarting answers again soon (the replay resumes there): keep polling. */
-            snprintf(t[i].error, sizeof(t[i].error), "%s", c.st == SK_OK ? call_detail(&c) : c.error);
+            /* An instance restarting answers again soon (the replay resumes there): keep polling.
+             */
+            snprintf(t[i].error, sizeof(t[i].error), "%s",
+                     c.st == SK_OK ? call_detail(&c) : c.error);
             call_fini(&c);
             continue;
         }
@@ -309,7 +315,8 @@ int cli_cmd_replay(int argc, char **argv)
         goto out;
     }
     rc = CLI_EXIT_FAILURE;
-    if (sk_registry_open(&reg, conn.bus, 0) != SK_OK || instances_list(reg, &list, &n_list) != SK_OK) {
+    if (sk_registry_open(&reg, conn.bus, 0) != SK_OK ||
+        instances_list(reg, &list, &n_list) != SK_OK) {
         cli_errorf("replay", "reading the discovery registry: %s", sk_error_message());
         goto out;
     }
@@ -333,13 +340,15 @@ int cli_cmd_replay(int argc, char **argv)
         } else if (c.st != SK_OK || (c.status != 404 && c.status != 403)) {
             /* 404: no such read model there; 403: the gateway, which has no admin routes. */
             n_unreachable++;
-            fprintf(stderr, "skald: replay: %s: %s%s\n", list[i].instance, c.st == SK_OK ? "answered: " : "",
-                    call_detail(&c));
+            fprintf(stderr, "skald: replay: %s: %s%s\n", list[i].instance,
+                    c.st == SK_OK ? "answered: " : "", call_detail(&c));
         }
         call_fini(&c);
     }
     if (n == 0) {
-        cli_errorf("replay", "no running instance keeps a read model named %s (%zu instance(s) asked, %zu unreachable)",
+        cli_errorf("replay",
+                   "no running instance keeps a read model named %s (%zu instance(s) asked, %zu "
+                   "unreachable)",
                    o.projection, n_list, n_unreachable);
         goto out;
     }
@@ -353,11 +362,12 @@ int cli_cmd_replay(int argc, char **argv)
                    (long long)t[i].want_version);
         } else if (c.st == SK_OK && c.status == 409) {
             /* Already replaying (started by someone else): follow that one. */
-            printf("replay %s: %s: %s; following it\n", o.projection, t[i].inst->instance, call_detail(&c));
+            printf("replay %s: %s: %s; following it\n", o.projection, t[i].inst->instance,
+                   call_detail(&c));
             t[i].want_version = 0;
         } else {
-            cli_errorf("replay", "%s: %s%s", t[i].inst->instance,
-                       c.st == SK_OK ? "answered: " : "", call_detail(&c));
+            cli_errorf("replay", "%s: %s%s", t[i].inst->instance, c.st == SK_OK ? "answered: " : "",
+                       call_detail(&c));
             call_fini(&c);
             goto out;
         }
@@ -370,8 +380,11 @@ int cli_cmd_replay(int argc, char **argv)
             char spath[160];
             snprintf(spath, sizeof(spath), "/admin/projections/%s", o.projection);
             call_run(&c, client, t[i].inst, "GET", spath);
-            int64_t b = c.body != NULL ? json_integer_value(json_object_get(c.body, "building_version")) : 0;
-            int64_t l = c.body != NULL ? json_integer_value(json_object_get(c.body, "live_version")) : 0;
+            int64_t b = c.body != NULL
+                            ? json_integer_value(json_object_get(c.body, "building_version"))
+                            : 0;
+            int64_t l =
+                c.body != NULL ? json_integer_value(json_object_get(c.body, "live_version")) : 0;
             t[i].want_version = b != 0 ? b : l;
             call_fini(&c);
         }
@@ -400,8 +413,9 @@ int cli_cmd_replay(int argc, char **argv)
             }
             for (size_t i = 0; i < n; i++) {
                 if (!t[i].is_done) {
-                    cli_errorf("replay", "%s: not switched to version %lld after %lld s%s%s", t[i].inst->instance,
-                               (long long)t[i].want_version, (long long)o.timeout_s,
+                    cli_errorf("replay", "%s: not switched to version %lld after %lld s%s%s",
+                               t[i].inst->instance, (long long)t[i].want_version,
+                               (long long)o.timeout_s,
                                t[i].error[0] != '\0' ? "; last error: " : "", t[i].error);
                 }
             }

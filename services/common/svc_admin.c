@@ -47,7 +47,8 @@ sk_status svc_readmodel_add(svc_app *app, const char *name, sk_readmodel *rm)
 
     if (app == NULL || rm == NULL || name == NULL || name[0] == '\0' ||
         strlen(name) >= sizeof(app->readmodels[0].name)) {
-        return SK_FAIL(SK_EINVAL, "svc_readmodel_add: app, rm and a name of 1..63 bytes are required");
+        return SK_FAIL(SK_EINVAL,
+                       "svc_readmodel_add: app, rm and a name of 1..63 bytes are required");
     }
     lock(&app->state_mu);
     for (size_t i = 0; i < app->n_readmodels; i++) {
@@ -59,7 +60,8 @@ sk_status svc_readmodel_add(svc_app *app, const char *name, sk_readmodel *rm)
         st = SK_FAIL(SK_ELIMIT, "more than %d read models", SVC_READMODELS_MAX);
     }
     if (st == SK_OK) {
-        snprintf(app->readmodels[app->n_readmodels].name, sizeof(app->readmodels[0].name), "%s", name);
+        snprintf(app->readmodels[app->n_readmodels].name, sizeof(app->readmodels[0].name), "%s",
+                 name);
         app->readmodels[app->n_readmodels].rm = rm;
         app->n_readmodels++;
     }
@@ -101,8 +103,10 @@ static json_t *readmodel_doc(svc_app *app, size_t i)
 static void respond_doc(sk_http_req *req, int status, json_t *doc)
 {
     if (doc == NULL) {
-        SK_LOG_ERROR("admin %s %s: %s", sk_http_req_method(req), sk_http_req_path(req), sk_error_message());
-        sk_http_req_respond_problem(req, 500, "Internal Server Error", "reading the read model failed");
+        SK_LOG_ERROR("admin %s %s: %s", sk_http_req_method(req), sk_http_req_path(req),
+                     sk_error_message());
+        sk_http_req_respond_problem(req, 500, "Internal Server Error",
+                                    "reading the read model failed");
         return;
     }
     sk_http_req_respond_json(req, status, doc, NULL);
@@ -179,7 +183,8 @@ static void route_replay(sk_http_req *req, const svc_params *p, void *ctx)
     }
     if (st != SK_OK) {
         SK_LOG_ERROR("replay of %s: %s", name, sk_error_message());
-        sk_http_req_respond_problem(req, 500, "Internal Server Error", "starting the replay failed");
+        sk_http_req_respond_problem(req, 500, "Internal Server Error",
+                                    "starting the replay failed");
         return;
     }
     SK_LOG_INFO("replay of read model %s into version %lld started by %s", name, (long long)version,

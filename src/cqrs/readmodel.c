@@ -18,7 +18,7 @@
 #include "cqrs/cqrs_int.h"
 
 /* "<name>-v<version>" fits SK__PROJECTION_NAME_MAX with a name of SK_READMODEL_NAME_MAX. */
-#define PNAME_LEN (SK__PROJECTION_NAME_MAX + 1)
+#define PNAME_LEN       (SK__PROJECTION_NAME_MAX + 1)
 #define DEFAULT_POLL_MS 200
 
 typedef struct rm_version {
@@ -49,8 +49,8 @@ struct sk_readmodel {
     sk_metrics *metrics;
 
     pthread_mutex_t ctl_mu;
-    pthread_mutex_t mu;   /* protects live, building, the times and counts below, is_stopping */
-    pthread_cond_t cond;  /* wakes the monitor on stop */
+    pthread_mutex_t mu;  /* protects live, building, the times and counts below, is_stopping */
+    pthread_cond_t cond; /* wakes the monitor on stop */
     rm_version *live;
     rm_version *building; /* NULL when no replay runs */
     int64_t started_ms;
@@ -179,10 +179,11 @@ static sk_status state_read(sk_tx *tx, state_row *r)
 {
     sk_rows *rows = NULL;
     const sk_db_value p[] = { SK_DB_TEXT_V(r->rm->name) };
-    sk_status st = sk_tx_query(tx,
-                               "SELECT live_version, building_version, started_ms FROM sk_readmodels"
-                               " WHERE name = ?",
-                               p, 1, &rows);
+    sk_status st =
+        sk_tx_query(tx,
+                    "SELECT live_version, building_version, started_ms FROM sk_readmodels"
+                    " WHERE name = ?",
+                    p, 1, &rows);
     if (st == SK_OK) {
         st = sk_rows_next(rows);
     }
@@ -200,10 +201,11 @@ static sk_status load_work(sk_tx *tx, void *ctx)
 {
     state_row *r = ctx;
     const sk_db_value p[] = { SK_DB_TEXT_V(r->rm->name) };
-    sk_status st = sk_tx_exec(tx,
-                              "INSERT INTO sk_readmodels (name, live_version, building_version, started_ms)"
-                              " VALUES (?, 1, 0, 0) ON CONFLICT (name) DO NOTHING",
-                              p, 1, NULL);
+    sk_status st =
+        sk_tx_exec(tx,
+                   "INSERT INTO sk_readmodels (name, live_version, building_version, started_ms)"
+                   " VALUES (?, 1, 0, 0) ON CONFLICT (name) DO NOTHING",
+                   p, 1, NULL);
     if (st == SK_OK) {
         st = state_read(tx, r);
     }
@@ -240,9 +242,9 @@ static sk_status begin_work(sk_tx *tx, void *ctx)
     if (st == SK_OK) {
         const sk_db_value p[] = { SK_DB_INT_V(r->building), SK_DB_INT_V(r->started_ms),
                                   SK_DB_TEXT_V(r->rm->name) };
-        st = sk_tx_exec(tx,
-                        "UPDATE sk_readmodels SET building_version = ?, started_ms = ? WHERE name = ?",
-                        p, 3, NULL);
+        st = sk_tx_exec(
+            tx, "UPDATE sk_readmodels SET building_version = ?, started_ms = ? WHERE name = ?", p,
+            3, NULL);
     }
     return st;
 }
@@ -254,9 +256,9 @@ static sk_status abort_work(sk_tx *tx, void *ctx)
     const sk_db_value p[] = { SK_DB_TEXT_V(r->rm->name) };
     sk_status st = r->rm->drop(tx, r->building, r->rm->ctx);
     if (st == SK_OK) {
-        st = sk_tx_exec(tx,
-                        "UPDATE sk_readmodels SET building_version = 0, started_ms = 0 WHERE name = ?",
-                        p, 1, NULL);
+        st = sk_tx_exec(
+            tx, "UPDATE sk_readmodels SET building_version = 0, started_ms = 0 WHERE name = ?", p,
+            1, NULL);
     }
     return st;
 }
@@ -322,10 +324,11 @@ static sk_status switch_work(sk_tx *tx, void *ctx)
     st = rm->activate(tx, j->new_version, rm->ctx);
     if (st == SK_OK) {
         const sk_db_value p[] = { SK_DB_INT_V(j->new_version), SK_DB_TEXT_V(rm->name) };
-        st = sk_tx_exec(tx,
-                        "UPDATE sk_readmodels SET live_version = ?, building_version = 0, started_ms = 0"
-                        " WHERE name = ?",
-                        p, 2, NULL);
+        st = sk_tx_exec(
+            tx,
+            "UPDATE sk_readmodels SET live_version = ?, building_version = 0, started_ms = 0"
+            " WHERE name = ?",
+            p, 2, NULL);
     }
     if (st == SK_OK) {
         st = sk_tx_after_commit(tx, switched_after_commit, j);
@@ -419,8 +422,8 @@ static void *monitor_main(void *arg)
     rm->started_ms = 0;
     rm->n_switches++;
     unlock(&rm->mu);
-    SK_LOG_INFO("read model %s: version %lld is live (replay done), retiring version %lld", rm->name,
-                (long long)sj.new_version, (long long)sj.old_version);
+    SK_LOG_INFO("read model %s: version %lld is live (replay done), retiring version %lld",
+                rm->name, (long long)sj.new_version, (long long)sj.old_version);
     retire_job *rj = sk_calloc(1, sizeof(*rj));
     if (rj != NULL) {
         rj->rm = rm;
@@ -438,7 +441,8 @@ static void *monitor_main(void *arg)
         SK_LOG_WARN("read model %s: dropping version %lld: %s", rm->name, (long long)sj.old_version,
                     rj == NULL ? "out of memory" : sk_error_message());
     }
-    /* TODO(#4): delete the old version's durable consumers on the server once msg has an API for it. */
+    /* TODO(#4): delete the old version's durable consumers on the server once msg has an API for
+     * it. */
     sk_free(rj);
     return NULL;
 }
@@ -482,11 +486,13 @@ static void readmodel_free(sk_readmodel *rm)
 static sk_status config_check(const sk_readmodel_config *cfg)
 {
     if (!name_is_valid(cfg->name, SK_READMODEL_NAME_MAX)) {
-        return SK_FAIL(SK_EINVAL, "sk_readmodel_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
+        return SK_FAIL(SK_EINVAL,
+                       "sk_readmodel_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK_READMODEL_NAME_MAX);
     }
     if (cfg->streams == NULL || cfg->n_streams == 0 || cfg->n_streams > SK_READMODEL_MAX_STREAMS) {
-        return SK_FAIL(SK_EINVAL, "sk_readmodel_start: cfg.n_streams must be 1..%d (with cfg.streams)",
+        return SK_FAIL(SK_EINVAL,
+                       "sk_readmodel_start: cfg.n_streams must be 1..%d (with cfg.streams)",
                        SK_READMODEL_MAX_STREAMS);
     }
     for (size_t i = 0; i < cfg->n_streams; i++) {
@@ -499,14 +505,15 @@ static sk_status config_check(const sk_readmodel_config *cfg)
         }
         for (size_t k = 0; k < i; k++) {
             if (strcmp(cfg->streams[k].stream, cfg->streams[i].stream) == 0) {
-                return SK_FAIL(SK_EINVAL, "sk_readmodel_start: cfg.streams[%zu]: stream %s listed twice", i,
+                return SK_FAIL(SK_EINVAL,
+                               "sk_readmodel_start: cfg.streams[%zu]: stream %s listed twice", i,
                                cfg->streams[i].stream);
             }
         }
     }
     if (cfg->apply == NULL || cfg->create == NULL || cfg->activate == NULL || cfg->drop == NULL) {
-        return SK_FAIL(SK_EINVAL,
-                       "sk_readmodel_start: cfg.apply, cfg.create, cfg.activate and cfg.drop must not be NULL");
+        return SK_FAIL(SK_EINVAL, "sk_readmodel_start: cfg.apply, cfg.create, cfg.activate and "
+                                  "cfg.drop must not be NULL");
     }
     if (cfg->poll_ms < 0 || cfg->poll_ms > 60000) {
         return SK_FAIL(SK_EINVAL, "sk_readmodel_start: cfg.poll_ms: expected 0..60000, got %lld",
@@ -546,7 +553,8 @@ sk_status sk_readmodel_start(sk_readmodel **out,
             sk_free(rm);
             return SK_FAIL(SK_ENOMEM, "sk_readmodel_start: condition attributes");
         }
-        sk__cqrs_pthread_check(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC), "pthread_condattr_setclock");
+        sk__cqrs_pthread_check(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC),
+                               "pthread_condattr_setclock");
         if (pthread_cond_init(&rm->cond, &ca) != 0) {
             pthread_condattr_destroy(&ca);
             sk_free(rm);
@@ -651,7 +659,8 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
     int64_t building = rm->building != NULL ? rm->building->version : 0;
     unlock(&rm->mu);
     if (busy) {
-        st = building != 0 ? SK_FAIL(SK_ESTATE, "read model %s: a replay into version %lld is already running",
+        st = building != 0 ? SK_FAIL(SK_ESTATE,
+                                     "read model %s: a replay into version %lld is already running",
                                      rm->name, (long long)building)
                            : SK_FAIL(SK_ESTATE, "read model %s: stopping", rm->name);
         goto out;
@@ -666,8 +675,8 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
     st = version_start(rm, row.building, &v);
     if (st != SK_OK) {
         if (sk_store_run(rm->store, abort_work, &row) != SK_OK) {
-            SK_LOG_WARN("read model %s: forgetting version %lld: %s", rm->name, (long long)row.building,
-                        sk_error_message());
+            SK_LOG_WARN("read model %s: forgetting version %lld: %s", rm->name,
+                        (long long)row.building, sk_error_message());
         }
         goto out;
     }
@@ -681,7 +690,8 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
         /* The version stays recorded as being built: the next start resumes it. */
         goto out;
     }
-    SK_LOG_INFO("read model %s: replaying every stream into version %lld", rm->name, (long long)row.building);
+    SK_LOG_INFO("read model %s: replaying every stream into version %lld", rm->name,
+                (long long)row.building);
     if (version != NULL) {
         *version = row.building;
     }
@@ -765,12 +775,13 @@ sk_status sk_readmodel_status_json(sk_readmodel *rm, json_t **out)
     if (st != SK_OK) {
         return st;
     }
-    *out = json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", rm->name, "live_version",
-                     (json_int_t)p.live_version, "building_version", (json_int_t)p.building_version, "state",
-                     p.building_version != 0 ? "replaying" : "idle", "applied_seq", (json_int_t)p.applied_seq,
-                     "target_seq", (json_int_t)p.target_seq, "events_applied", (json_int_t)p.events_applied,
-                     "started_ms", (json_int_t)p.started_ms, "last_switch_ms", (json_int_t)p.last_switch_ms,
-                     "n_switches", (json_int_t)p.n_switches);
+    *out = json_pack(
+        "{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", rm->name, "live_version",
+        (json_int_t)p.live_version, "building_version", (json_int_t)p.building_version, "state",
+        p.building_version != 0 ? "replaying" : "idle", "applied_seq", (json_int_t)p.applied_seq,
+        "target_seq", (json_int_t)p.target_seq, "events_applied", (json_int_t)p.events_applied,
+        "started_ms", (json_int_t)p.started_ms, "last_switch_ms", (json_int_t)p.last_switch_ms,
+        "n_switches", (json_int_t)p.n_switches);
     if (*out == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_readmodel_status_json: building the document");
     }

@@ -181,7 +181,8 @@ static sk_status emit_unit(sk_tx *tx, void *ctx)
         if (data == NULL) {
             return SK_FAIL(SK_ENOMEM, "json_pack");
         }
-        sk_status st = sk_outbox_add(tx, i % 2 == 0 ? "a.events.ItemAdded" : "b.events.ItemAdded", &env, data);
+        sk_status st =
+            sk_outbox_add(tx, i % 2 == 0 ? "a.events.ItemAdded" : "b.events.ItemAdded", &env, data);
         json_decref(data);
         if (st != SK_OK) {
             return st;
@@ -213,21 +214,26 @@ static sk_status snap_unit(sk_tx *tx, void *ctx)
 {
     snap *s = ctx;
     const sk_db_value p[] = { SK_DB_TEXT_V(NAME) };
-    sk_status st = sk_tx_query_int(tx, "SELECT live_version FROM sk_readmodels WHERE name = ?", p, 1, &s->live);
+    sk_status st = sk_tx_query_int(tx, "SELECT live_version FROM sk_readmodels WHERE name = ?", p,
+                                   1, &s->live);
     if (st == SK_OK) {
-        st = sk_tx_query_int(tx, "SELECT building_version FROM sk_readmodels WHERE name = ?", p, 1, &s->building);
+        st = sk_tx_query_int(tx, "SELECT building_version FROM sk_readmodels WHERE name = ?", p, 1,
+                             &s->building);
     }
     if (st == SK_OK) {
         st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM items", NULL, 0, &s->n_rows);
     }
     if (st == SK_OK) {
-        st = sk_tx_query_int(tx, "SELECT COALESCE(MIN(version), 0) FROM items", NULL, 0, &s->min_version);
+        st = sk_tx_query_int(tx, "SELECT COALESCE(MIN(version), 0) FROM items", NULL, 0,
+                             &s->min_version);
     }
     if (st == SK_OK) {
-        st = sk_tx_query_int(tx, "SELECT COALESCE(MAX(version), 0) FROM items", NULL, 0, &s->max_version);
+        st = sk_tx_query_int(tx, "SELECT COALESCE(MAX(version), 0) FROM items", NULL, 0,
+                             &s->max_version);
     }
     if (st == SK_OK) {
-        st = sk_tx_query_int(tx, "SELECT COALESCE(MAX(n_applied), 0) FROM items", NULL, 0, &s->max_applied);
+        st = sk_tx_query_int(tx, "SELECT COALESCE(MAX(n_applied), 0) FROM items", NULL, 0,
+                             &s->max_applied);
     }
     if (st == SK_OK) {
         st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rm_v1'", NULL, 0,
@@ -400,31 +406,39 @@ static void test_sk_readmodel_start_invalid(void **state)
     sk_readmodel_config cfg = rm_config(0);
 
     SK_TEST_ASSERT_ERR(sk_readmodel_start(NULL, f->bus, f->view, NULL, &cfg), SK_EINVAL, "out");
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, NULL, f->view, NULL, &cfg), SK_EINVAL, "must not be NULL");
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, NULL, NULL, &cfg), SK_EINVAL, "must not be NULL");
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, NULL), SK_EINVAL, "must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, NULL, f->view, NULL, &cfg), SK_EINVAL,
+                       "must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, NULL, NULL, &cfg), SK_EINVAL,
+                       "must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, NULL), SK_EINVAL,
+                       "must not be NULL");
     cfg.name = "bad name";
     SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.name");
     cfg.name = "a123456789a123456789a123456789a123456789a123456789"; /* 50 bytes */
     SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.name");
     cfg = rm_config(0);
     cfg.n_streams = 0;
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.n_streams");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,
+                       "cfg.n_streams");
     cfg.n_streams = SK_READMODEL_MAX_STREAMS + 1;
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.n_streams");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,
+                       "cfg.n_streams");
     sk_readmodel_stream twice[2] = { { "A_EVENTS", "a.events.>" }, { "A_EVENTS", "a.events.>" } };
     cfg = rm_config(0);
     cfg.streams = twice;
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "listed twice");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,
+                       "listed twice");
     sk_readmodel_stream bad[1] = { { "A_EVENTS", "" } };
     cfg.streams = bad;
     cfg.n_streams = 1;
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.streams[0]");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,
+                       "cfg.streams[0]");
     cfg = rm_config(0);
     cfg.drop = NULL;
     SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.drop");
     cfg = rm_config(-1);
-    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.poll_ms");
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,
+                       "cfg.poll_ms");
     assert_null(rm);
 
     sk_readmodel_progress p;
@@ -442,9 +456,10 @@ static void test_sk_readmodel_start_invalid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sk_readmodel_replay_rebuilds_and_switches_atomically, setup,
+        cmocka_unit_test_setup_teardown(test_sk_readmodel_replay_rebuilds_and_switches_atomically,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_readmodel_replay_resumes_after_restart, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_sk_readmodel_replay_resumes_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_readmodel_start_invalid, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,7 +77,9 @@ static void send_async(fixture *f, const char *path, answer *a)
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     snprintf(url, sizeof(url), "https://127.0.0.1:%d%s", f->port, path);
-    sk_http_request req = { .method = "GET", .url = url, .timeout_ms = 5000, .is_reuse_forbidden = true };
+    sk_http_request req = {
+        .method = "GET", .url = url, .timeout_ms = 5000, .is_reuse_forbidden = true
+    };
     assert_int_equal(sk_http_client_send(f->client, &req, on_answer, a), SK_OK);
 }
 
@@ -157,8 +159,8 @@ static void service_start(fixture *f)
     if (f->pid == 0) {
         setenv("SKALD_NATS_URL", sk_test_nats_url(f->nats), 1);
         setenv("SKALD_TEST_ROUTES", "1", 1);
-        execl(SK_BIN_DIR "/skald-customer", "skald-customer", "--service", "customer", "--instance", "customer-1",
-              "--config", config, "--data", f->data, "--port", port, (char *)NULL);
+        execl(SK_BIN_DIR "/skald-customer", "skald-customer", "--service", "customer", "--instance",
+              "customer-1", "--config", config, "--data", f->data, "--port", port, (char *)NULL);
         _exit(127);
     }
 }
@@ -269,7 +271,8 @@ static void test_start_without_database_then_ready(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_start_without_nats_then_drain_at_sigterm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_without_nats_then_drain_at_sigterm, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_start_without_database_then_ready, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
