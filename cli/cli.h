@@ -41,6 +41,7 @@ int cli_dlq_print(const sk_dlq_list *l, bool is_all, bool is_json, FILE *out);
  */
 int cli_dlq_redrive(sk_bus *bus, const char *id, FILE *out);
 int cli_cmd_replay(int argc, char **argv);
+int cli_cmd_bench(int argc, char **argv);
 
 /** Exit codes of every command (STYLE.md: 0 success, 1 runtime failure, 2 usage or config). */
 #define CLI_EXIT_OK      0
@@ -363,5 +364,139 @@ unsigned cli_supervisor_restarts(const cli_supervisor *s, const char *name);
 size_t cli_supervisor_running(const cli_supervisor *s);
 /** Let tests shorten the restart delays: every computed delay is multiplied by @p percent / 100. */
 void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent);
+
+/* ---------------------------------------------------------------- bench (bench_stats.c) */
+
+/* Limits of `skald bench`'s arguments. */
+#define CLI_BENCH_MAX_RATE        100000.0 /* orders/s */
+#define CLI_BENCH_MAX_DURATION_S  3600.0
+#define CLI_BENCH_MAX_WARMUP_S    600.0
+#define CLI_BENCH_MAX_TIMEOUT_S   600.0
+#define CLI_BENCH_MAX_CONCURRENCY 10000
+#define CLI_BENCH_MAX_CONNECTIONS 1024
+/* Defaults: open loop at 100 orders/s for 10 s after a 1 s warm-up. */
+#define CLI_BENCH_DEFAULT_RATE       100.0
+#define CLI_BENCH_DEFAULT_DURATION_S 10.0
+#define CLI_BENCH_DEFAULT_WARMUP_S   1.0
+#define CLI_BENCH_DEFAULT_TIMEOUT_S  30.0
+#define CLI_BENCH_DEFAULT_CONNS      64
+/* --find-max: first rate, growth per step, and what "sustained" means. */
+#define CLI_BENCH_FIND_START_RATE 50.0
+#define CLI_BENCH_FIND_FACTOR     1.5
+#define CLI_BENCH_FIND_MAX_RATE   20000.0
+#define CLI_BENCH_SUSTAINED_SHARE 0.95
+#define CLI_BENCH_SUSTAINED_P99_US 1000000
+
+/** The options of `skald bench` (strings borrowed from argv). */
+typedef struct cli_bench_opts {
+    const char *data;   /* --data DIR; NULL = $SKALD_DATA, else ./var */
+    const char *url;    /* --url URL of the gateway; NULL = found in discovery */
+    double rate;        /* --rate: orders/s offered (open loop); 0 in closed loop */
+    int concurrency;    /* --concurrency: orders in flight (closed loop); 0 in open loop */
+    double duration_s;  /* --duration: measured seconds (per step with --find-max) */
+    double warmup_s;    /* --warmup: seconds before each measurement, excluded */
+    double timeout_s;   /* --timeout: longest POST → terminal before an order counts as timed out */
+    int connections;    /* --connections: most HTTP connections to the gateway */
+    double max_rate;    /* --max-rate: --find-max stops below it */
+    bool is_find_max;   /* --find-max: step the rate up from --rate */
+    bool is_json;       /* --json: one JSON object on stdout */
+    bool is_poll;       /* --follow poll: poll GET instead of watching events */
+    bool is_help;       /* --help: nothing else was checked */
+} cli_bench_opts;
+
+/**
+ * Parse `skald bench`'s arguments (argv[0] is "bench") into @p out, with
+ * the defaults above for what is not given.
+ * @return SK_OK, or SK_EINVAL with a message naming the option (unknown
+ *         argument, missing value, value out of range, --rate together with
+ *         --concurrency, --find-max with --concurrency).
+ */
+SK_NODISCARD sk_status cli_bench_args_parse(int argc, char **argv, cli_bench_opts *out);
+
+/** Latency samples in microseconds, kept whole so percentiles are exact. Caller-serialized. */
+typedef struct cli_lat {
+    int64_t *us; /* owned */
+    size_t n, cap;
+    bool is_sorted;
+} cli_lat;
+
+/** Cannot fail: the array grows on the first add. */
+void cli_lat_init(cli_lat *l);
+/** Free the samples; idempotent. */
+void cli_lat_fini(cli_lat *l);
+/** Forget the samples, keep the memory. */
+void cli_lat_reset(cli_lat *l);
+/**
+ * Add one sample (a negative one counts as 0).
+ * @return SK_OK, SK_EINVAL (NULL), SK_ENOMEM.
+ */
+SK_NODISCARD sk_status cli_lat_add(cli_lat *l, int64_t us);
+/**
+ * The exact @p pct percentile (nearest rank: the smallest sample with at
+ * least pct % of the samples at or below it); 0 is the minimum, 100 the
+ * maximum. Sorts the samples. @return the sample, or 0 when there is none
+ * (or @p pct is outside 0..100, or NaN).
+ */
+int64_t cli_lat_percentile(cli_lat *l, double pct);
+
+/**
+ * Open-loop schedule: send i is due at start + i / rate, whatever happened
+ * to the sends before it, so latency is measured from the due time
+ * (no coordinated omission). Caller-serialized.
+ */
+typedef struct cli_sched {
+    int64_t start_us;
+    double rate;      /* sends per second, > 0 */
+    uint64_t n_total; /* sends in the schedule */
+    uint64_t n_taken; /* sends handed out by cli_sched_next */
+} cli_sched;
+
+/** A schedule of @p n_total sends at @p rate per second from @p start_us (rate <= 0: no sends). */
+void cli_sched_init(cli_sched *s, int64_t start_us, double rate, uint64_t n_total);
+/** When send @p i is due (µs, the clock of start_us). */
+int64_t cli_sched_time_us(const cli_sched *s, uint64_t i);
+/**
+ * Hand out the next send if it is due at @p now_us.
+ * @param[out] index its number; @param[out] due_us its due time.
+ * @return true when one was due (and is now taken).
+ */
+bool cli_sched_next(cli_sched *s, int64_t now_us, uint64_t *index, int64_t *due_us);
+/** Microseconds until the next send is due (0 when overdue), or -1 when none is left. */
+int64_t cli_sched_wait_us(const cli_sched *s, int64_t now_us);
+
+/** --find-max: the offered rate of step @p k (0-based): @p start × @p factor^k. */
+double cli_bench_step_rate(double start, double factor, int k);
+/**
+ * Whether a step held its rate: both the achieved request rate and the
+ * completed orders/s are at least CLI_BENCH_SUSTAINED_SHARE of @p offered,
+ * p99 end-to-end is at most CLI_BENCH_SUSTAINED_P99_US, and nothing failed
+ * (@p n_failed counts errors, timeouts and rejected orders).
+ */
+bool cli_bench_is_sustained(double offered,
+                            double achieved,
+                            double completed,
+                            int64_t e2e_p99_us,
+                            uint64_t n_failed);
+
+/** What `skald bench` seeds so that every order can be approved. */
+typedef struct cli_bench_plan {
+    uint64_t max_orders;   /* most orders the run can place */
+    int n_products;        /* orders spread over them (no single hot row) */
+    int n_customers;
+    int64_t price_cents;   /* of every product; each order is one unit of one product */
+    int64_t stock;         /* per product */
+    int64_t credit_cents;  /* credit limit per customer */
+} cli_bench_plan;
+
+/**
+ * Size the seed from the options: the most orders the run can place
+ * (rate × (warm-up + duration), summed over the steps of --find-max up to
+ * --max-rate; in closed loop concurrency × (warm-up + duration) × 1000, as if
+ * each order took 1 ms), spread over the products and customers with a
+ * margin of 2×.
+ * @return SK_OK, SK_EINVAL (NULL), SK_ELIMIT (more stock or credit than the
+ *         API accepts: shorten the run).
+ */
+SK_NODISCARD sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out);
 
 #endif /* SK_CLI_H */

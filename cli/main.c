@@ -33,7 +33,8 @@ static const command commands[] = {
     { "fault", cli_cmd_fault,
       "fault SERVICE [--abort-percent P --status CODE] [--delay-percent P --delay-ms D] [--clear]",
       "set or clear fault injection on a service" },
-    { "bench", NULL, "bench [--rate R] [--duration S] [--concurrency C] [--json]",
+    { "bench", cli_cmd_bench,
+      "bench [--rate R | --concurrency C] [--duration S] [--find-max] [--json] [--data DIR]",
       "drive the public API, print throughput and latency percentiles" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
