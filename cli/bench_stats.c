@@ -13,6 +13,22 @@
 
 #include "cli.h"
 
+/*
+ * ceil/floor without libm (the CLI does not link it): exact for the values
+ * here, which stay far below 2^53.
+ */
+static double ceil_d(double v)
+{
+    double t = (double)(int64_t)v;
+    return t < v ? t + 1 : t;
+}
+
+static double floor_d(double v)
+{
+    double t = (double)(int64_t)v;
+    return t > v ? t - 1 : t;
+}
+
 /* ---------------------------------------------------------------- arguments */
 
 /* A decimal number in [lo, hi] (lo excluded when is_lo_open), nothing else. */
@@ -246,7 +262,7 @@ int64_t cli_lat_percentile(cli_lat *l, double pct)
         l->is_sorted = true;
     }
     /* Nearest rank: ceil(pct/100 × n), at least 1. The epsilon keeps 99.9 % of 1000 at 999. */
-    double rank = ceil(pct / 100.0 * (double)l->n - 1e-9);
+    double rank = ceil_d(pct / 100.0 * (double)l->n - 1e-9);
     size_t r = rank < 1 ? 1 : (size_t)rank;
     return l->us[(r > l->n ? l->n : r) - 1];
 }
@@ -268,7 +284,7 @@ int64_t cli_sched_time_us(const cli_sched *s, uint64_t i)
         return s->start_us;
     }
     /* From the index, not by adding intervals: no rounding drift over a long run. */
-    return s->start_us + (int64_t)floor((double)i * 1e6 / s->rate);
+    return s->start_us + (int64_t)floor_d((double)i * 1e6 / s->rate);
 }
 
 bool cli_sched_next(cli_sched *s, int64_t now_us, uint64_t *index, int64_t *due_us)
@@ -298,7 +314,11 @@ int64_t cli_sched_wait_us(const cli_sched *s, int64_t now_us)
 
 double cli_bench_step_rate(double start, double factor, int k)
 {
-    return start * pow(factor, k < 0 ? 0 : k);
+    double r = start;
+    for (int i = 0; i < k; i++) {
+        r *= factor;
+    }
+    return r;
 }
 
 bool cli_bench_is_sustained(double offered,
@@ -343,10 +363,10 @@ sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out)
             if (r > o->max_rate) {
                 break;
             }
-            orders += ceil(r * span);
+            orders += ceil_d(r * span);
         }
     } else {
-        orders = ceil(o->rate * span);
+        orders = ceil_d(o->rate * span);
     }
     if (!(orders >= 1)) {
         orders = 1;

@@ -10,7 +10,6 @@
  * CLI identity), and polls only orders whose event never came.
  */
 #include <curl/curl.h>
-#include <math.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -930,7 +929,7 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
     w.begin_us = w.start_us + (int64_t)(b->o.warmup_s * 1e6);
     w.end_us = w.begin_us + (int64_t)(b->o.duration_s * 1e6);
     cli_sched_init(&sched, w.start_us, rate,
-                   rate > 0 ? (uint64_t)ceil(rate * (b->o.warmup_s + b->o.duration_s)) : 0);
+                   rate > 0 ? (uint64_t)(rate * (b->o.warmup_s + b->o.duration_s) + 0.999999) : 0);
     next_tick = w.start_us + 1000000;
     for (;;) {
         int64_t now = now_us();
