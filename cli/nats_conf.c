@@ -382,12 +382,19 @@ service_perms(const sk_system *sys, size_t self, const bool *matrix, subj_list *
 /*
  * The CLI: creates every stream and both buckets at start (`skald up`),
  * reads discovery (`skald status`), reads and writes fault injection
- * (`skald fault`).
+ * (`skald fault`), and watches the domain events of every context with a
+ * plain subscription (`skald bench` sees orders end; no consumer, no
+ * publish).
  */
 static sk_status cli_perms(const sk_system *sys, subj_list *pub, subj_list *sub)
 {
     static const char *const ops[] = { "INFO", "CREATE", "UPDATE" };
     sk_status st = add_stream_api(pub, sys, ops, 3);
+    for (size_t i = 0; i < sys->n_services && st == SK_OK; i++) {
+        if (sk_system_service_has_streams(&sys->services[i])) {
+            st = subj_list_add(sub, "%s.events.>", sys->services[i].context);
+        }
+    }
     if (st == SK_OK) {
         st = add_kv_read(pub, KV_STREAM);
     }

@@ -217,6 +217,9 @@ static void test_cli_nats_conf_render_read_model_gateway_psp(void **state)
     assert_false(allows(u, "$JS.API.STREAM.CREATE.GATEWAY_EVENTS"));
     assert_null(strstr(u, "$KV.skald_instances."));
     assert_true(allows(u, "_INBOX.skald-cli.>"));
+    /* `skald bench` watches orders end with a plain subscription (read only). */
+    assert_true(allows(u, "order.events.>"));
+    assert_true(allows(u, "payment.events.>"));
     sk_free(u);
 }
 
