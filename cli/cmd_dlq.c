@@ -167,7 +167,8 @@ int cli_cmd_dlq(int argc, char **argv)
     }
     if (strcmp(verb, "redrive") == 0) {
         if (id == NULL || strlen(id) != SK_UUID_LEN - 1) {
-            cli_errorf("dlq redrive", "ID: expected a dead letter id (a UUID from `skald dlq list`)");
+            cli_errorf("dlq redrive",
+                       "ID: expected a dead letter id (a UUID from `skald dlq list`)");
             return CLI_EXIT_USAGE;
         }
         if (is_all || is_json) {

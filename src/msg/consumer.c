@@ -136,9 +136,9 @@ typedef struct job {
     bool is_kick;         /* the aggregate's parked messages are due now */
     result res;
     sk_status fail_st;
-    int orig_version;  /* schema version as received */
-    int64_t position;  /* stream order within the consumer */
-    int64_t attempts;  /* failed attempts before this one */
+    int orig_version;                   /* schema version as received */
+    int64_t position;                   /* stream order within the consumer */
+    int64_t attempts;                   /* failed attempts before this one */
     char key[SK_ENVELOPE_MAX_ATTR + 1]; /* aggregate ("" when the envelope is invalid) */
     char redrive_of[SK_UUID_LEN];       /* "" or the dead letter this message redrives */
     char dl_id[SK_UUID_LEN];            /* the dead letter written for it */
@@ -374,10 +374,11 @@ static sk_status inbox_insert(sk_tx *tx, job *j, int64_t *changes)
 {
     sk_db_value p[3] = { SK_DB_TEXT_V(j->c->durable), SK_DB_TEXT_V(j->m.env.id),
                          SK_DB_INT_V(sk_time_now_ms()) };
-    sk_status st = sk_tx_exec(tx,
-                              "INSERT INTO sk_inbox (consumer, msg_id, processed_ms) VALUES (?, ?, ?) "
-                              "ON CONFLICT (consumer, msg_id) DO NOTHING",
-                              p, 3, changes);
+    sk_status st =
+        sk_tx_exec(tx,
+                   "INSERT INTO sk_inbox (consumer, msg_id, processed_ms) VALUES (?, ?, ?) "
+                   "ON CONFLICT (consumer, msg_id) DO NOTHING",
+                   p, 3, changes);
     if (st != SK_OK) {
         return SK_WRAP(st, "consumer %s: recording message %s in the inbox", j->c->durable,
                        j->m.env.id);
@@ -389,8 +390,8 @@ static sk_status inbox_has(sk_tx *tx, job *j, bool *has)
 {
     sk_db_value p[2] = { SK_DB_TEXT_V(j->c->durable), SK_DB_TEXT_V(j->m.env.id) };
     int64_t n = 0;
-    sk_status st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM sk_inbox WHERE consumer = ? AND msg_id = ?",
-                                   p, 2, &n);
+    sk_status st = sk_tx_query_int(
+        tx, "SELECT COUNT(*) FROM sk_inbox WHERE consumer = ? AND msg_id = ?", p, 2, &n);
     *has = st == SK_OK && n > 0;
     return st == SK_OK ? SK_OK : SK_WRAP(st, "consumer %s: reading the inbox", j->c->durable);
 }
@@ -426,7 +427,8 @@ static sk_status block_get(sk_tx *tx, sk_consumer *c, const char *key, block *b)
         }
     }
     sk_rows_close(rows);
-    return st == SK_OK ? SK_OK : SK_WRAP(st, "consumer %s: reading the block of %.80s", c->durable, key);
+    return st == SK_OK ? SK_OK
+                       : SK_WRAP(st, "consumer %s: reading the block of %.80s", c->durable, key);
 }
 
 /*
@@ -449,17 +451,17 @@ static sk_status block_put(sk_tx *tx,
         SK_DB_INT_V(next_ms),
         SK_DB_INT_V(sk_time_now_ms()),
     };
-    sk_status st = sk_tx_exec(
-        tx,
-        is_replace ? "INSERT INTO sk_msg_blocked (consumer, aggregate, head_position, "
-                     "dead_letter_id, next_ms, since_ms) VALUES (?, ?, ?, ?, ?, ?) "
-                     "ON CONFLICT (consumer, aggregate) DO UPDATE SET head_position = "
-                     "excluded.head_position, dead_letter_id = excluded.dead_letter_id, "
-                     "next_ms = excluded.next_ms"
-                   : "INSERT INTO sk_msg_blocked (consumer, aggregate, head_position, "
-                     "dead_letter_id, next_ms, since_ms) VALUES (?, ?, ?, ?, ?, ?) "
-                     "ON CONFLICT (consumer, aggregate) DO NOTHING",
-        p, 6, NULL);
+    sk_status st =
+        sk_tx_exec(tx,
+                   is_replace ? "INSERT INTO sk_msg_blocked (consumer, aggregate, head_position, "
+                                "dead_letter_id, next_ms, since_ms) VALUES (?, ?, ?, ?, ?, ?) "
+                                "ON CONFLICT (consumer, aggregate) DO UPDATE SET head_position = "
+                                "excluded.head_position, dead_letter_id = excluded.dead_letter_id, "
+                                "next_ms = excluded.next_ms"
+                              : "INSERT INTO sk_msg_blocked (consumer, aggregate, head_position, "
+                                "dead_letter_id, next_ms, since_ms) VALUES (?, ?, ?, ?, ?, ?) "
+                                "ON CONFLICT (consumer, aggregate) DO NOTHING",
+                   p, 6, NULL);
     return st == SK_OK ? SK_OK : SK_WRAP(st, "consumer %s: blocking %.80s", c->durable, key);
 }
 
@@ -482,9 +484,10 @@ static sk_status parked_count(sk_tx *tx, sk_consumer *c, const char *key, int64_
 static sk_status parked_delete(sk_tx *tx, job *j)
 {
     sk_db_value p[2] = { SK_DB_TEXT_V(j->c->durable), SK_DB_TEXT_V(j->m.env.id) };
-    sk_status st = sk_tx_exec(tx, "DELETE FROM sk_msg_parked WHERE consumer = ? AND msg_id = ?", p,
-                              2, NULL);
-    return st == SK_OK ? SK_OK : SK_WRAP(st, "consumer %s: unparking %s", j->c->durable, j->m.env.id);
+    sk_status st =
+        sk_tx_exec(tx, "DELETE FROM sk_msg_parked WHERE consumer = ? AND msg_id = ?", p, 2, NULL);
+    return st == SK_OK ? SK_OK
+                       : SK_WRAP(st, "consumer %s: unparking %s", j->c->durable, j->m.env.id);
 }
 
 /* The received headers as a JSON object of strings (first value of each). */
@@ -627,22 +630,22 @@ static sk_status dl_write(sk_tx *tx, job *j)
             SK_DB_INT_V(j->m.n_delivered),
             SK_DB_INT_V(now),
         };
-        st = sk_tx_exec(tx,
-                        "INSERT INTO sk_dead_letters (id, consumer, subject, msg_id, headers, data, "
-                        "error, deliveries, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        p, 9, NULL);
+        st =
+            sk_tx_exec(tx,
+                       "INSERT INTO sk_dead_letters (id, consumer, subject, msg_id, headers, data, "
+                       "error, deliveries, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       p, 9, NULL);
         if (st != SK_OK) {
             st = SK_WRAP(st, "consumer %s: inserting dead letter", c->durable);
             goto out;
         }
     }
-    body = json_pack("{s:s, s:s, s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:O}", "id", j->dl_id,
-                     "consumer", c->durable, "nats_subject",
-                     j->m.nats_subject != NULL ? j->m.nats_subject : "", "msg_id",
-                     j->has_env ? json_string(j->m.env.id) : json_null(), "error", j->error,
-                     "deliveries", (json_int_t)j->m.n_delivered, "stream_seq",
-                     (json_int_t)j->m.stream_seq, "position", (json_int_t)j->position,
-                     "time_ms", (json_int_t)now, "headers", hdrs);
+    body = json_pack(
+        "{s:s, s:s, s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:O}", "id", j->dl_id, "consumer",
+        c->durable, "nats_subject", j->m.nats_subject != NULL ? j->m.nats_subject : "", "msg_id",
+        j->has_env ? json_string(j->m.env.id) : json_null(), "error", j->error, "deliveries",
+        (json_int_t)j->m.n_delivered, "stream_seq", (json_int_t)j->m.stream_seq, "position",
+        (json_int_t)j->position, "time_ms", (json_int_t)now, "headers", hdrs);
     if (body == NULL) {
         st = SK_FAIL(SK_ENOMEM, "consumer %s: building the dead letter message", c->durable);
         goto out;
@@ -785,14 +788,16 @@ static sk_status head_done(sk_tx *tx, job *j)
 static sk_status redrive_check(sk_tx *tx, job *j)
 {
     sk_consumer *c = j->c;
-    sk_db_value p[3] = { SK_DB_TEXT_V(c->durable), SK_DB_TEXT_V(j->key), SK_DB_TEXT_V(j->redrive_of) };
+    sk_db_value p[3] = { SK_DB_TEXT_V(c->durable), SK_DB_TEXT_V(j->key),
+                         SK_DB_TEXT_V(j->redrive_of) };
     sk_rows *rows = NULL;
     sk_status st;
 
-    st = sk_tx_query(tx,
-                     "SELECT head_position FROM sk_msg_blocked WHERE consumer = ? AND aggregate = ? "
-                     "AND dead_letter_id = ?",
-                     p, 3, &rows);
+    st =
+        sk_tx_query(tx,
+                    "SELECT head_position FROM sk_msg_blocked WHERE consumer = ? AND aggregate = ? "
+                    "AND dead_letter_id = ?",
+                    p, 3, &rows);
     if (st == SK_OK) {
         st = sk_rows_next(rows);
         if (st == SK_OK) {
@@ -877,8 +882,8 @@ static sk_status handle_work(sk_tx *tx, void *ctx)
                     return st;
                 }
                 if (!b.found &&
-                    (st = block_put(tx, c, j->key, head, NULL,
-                                    sk_time_now_ms() + BACKOFF_BASE_MS, false)) != SK_OK) {
+                    (st = block_put(tx, c, j->key, head, NULL, sk_time_now_ms() + BACKOFF_BASE_MS,
+                                    false)) != SK_OK) {
                     return st;
                 }
                 j->res = is_dup ? RES_DUP : RES_PARKED;
@@ -1136,7 +1141,8 @@ static sk_status release_work(sk_tx *tx, void *ctx)
         return block_put(tx, c, j->key, b.head, NULL, now + HEAD_WAIT_MS, true);
     }
     j->res = RES_OK;
-    if ((st = parked_delete(tx, j)) != SK_OK || (st = parked_count(tx, c, j->key, &n_left)) != SK_OK) {
+    if ((st = parked_delete(tx, j)) != SK_OK ||
+        (st = parked_count(tx, c, j->key, &n_left)) != SK_OK) {
         return st;
     }
     j->is_chain = n_left > 0;
@@ -1563,7 +1569,8 @@ sk_status sk_consumer_start(sk_consumer **out,
         return SK_FAIL(SK_EINVAL, "sk_consumer_start: bus, store and cfg must not be NULL");
     }
     if (!sk__msg_name_is_valid(cfg->stream)) {
-        return SK_FAIL(SK_EINVAL, "sk_consumer_start: cfg->stream: expected 1..64 of [A-Za-z0-9_-]");
+        return SK_FAIL(SK_EINVAL,
+                       "sk_consumer_start: cfg->stream: expected 1..64 of [A-Za-z0-9_-]");
     }
     if (!sk__msg_name_is_valid(cfg->durable)) {
         return SK_FAIL(SK_EINVAL,
@@ -1632,15 +1639,15 @@ sk_status sk_consumer_start(sk_consumer **out,
     }
     if (metrics != NULL) {
         for (int r = 0; r < RES_COUNT_; r++) {
-            char *labels = sk_asprintf("consumer=\"%s\",result=\"%s\"", c->durable,
-                                       result_names[r]);
+            char *labels =
+                sk_asprintf("consumer=\"%s\",result=\"%s\"", c->durable, result_names[r]);
             if (labels == NULL) {
                 st = SK_FAIL(SK_ENOMEM, "sk_consumer_start: metric labels");
                 goto out;
             }
-            c->m_results[r] = sk_metrics_counter(metrics, "sk_consumer_messages_total",
-                                                 "Messages handled by consumers, by result",
-                                                 labels);
+            c->m_results[r] =
+                sk_metrics_counter(metrics, "sk_consumer_messages_total",
+                                   "Messages handled by consumers, by result", labels);
             sk_free(labels);
         }
     }

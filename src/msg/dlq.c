@@ -103,7 +103,7 @@ static sk_status add_dead(sk_dlq_list *l, json_t *record, uint64_t seq)
     it->d.replaced_by = "";
     /* Records written before type and aggregate were fields: take them from the headers. */
     it->d.type = json_is_string(json_object_get(record, "type")) ? str_of(record, "type")
-                                                                  : str_of(hdrs, SK__HDR_TYPE);
+                                                                 : str_of(hdrs, SK__HDR_TYPE);
     it->d.aggregate = json_is_string(json_object_get(record, "aggregate"))
                           ? str_of(record, "aggregate")
                           : str_of(hdrs, SK__HDR_SUBJECT);
@@ -116,8 +116,8 @@ static sk_status add_dead(sk_dlq_list *l, json_t *record, uint64_t seq)
 }
 
 /* Read one record of the stream: *type is "DeadLetter" or "DeadLetterResolved" (or another). */
-static sk_status read_record(jsCtx *js, uint64_t seq, json_t **record, char *type, size_t type_size,
-                             bool *found)
+static sk_status
+read_record(jsCtx *js, uint64_t seq, json_t **record, char *type, size_t type_size, bool *found)
 {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
@@ -146,7 +146,8 @@ static sk_status read_record(jsCtx *js, uint64_t seq, json_t **record, char *typ
         const char *data = natsMsg_GetData(m);
         /* A record that is not a JSON object is not ours: skip it. */
         if (len > 0 && data != NULL &&
-            sk_json_parse_object((sk_slice){ (const uint8_t *)data, (size_t)len }, record) == SK_OK) {
+            sk_json_parse_object((sk_slice){ (const uint8_t *)data, (size_t)len }, record) ==
+                SK_OK) {
             *found = true;
         }
         sk_error_clear();
@@ -212,7 +213,8 @@ sk_status sk_dlq_list_load(sk_bus *bus, sk_dlq_list **out)
                 goto out;
             }
         } else {
-            if (strcmp(type, "DeadLetterResolved") == 0 && json_is_string(json_object_get(record, "id"))) {
+            if (strcmp(type, "DeadLetterResolved") == 0 &&
+                json_is_string(json_object_get(record, "id"))) {
                 SK_IGNORE(json_object_set_new(resolved, str_of(record, "id"), json_true()));
             }
             json_decref(record);
@@ -261,13 +263,13 @@ json_t *sk_dead_letter_json(const sk_dead_letter *d)
     if (d == NULL) {
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s, s:s, s:I}",
-                     "id", d->id, "state", state_name(d->state), "consumer", d->consumer,
-                     "subject", d->nats_subject, "type", d->type, "aggregate", d->aggregate,
-                     "msg_id", d->msg_id, "deliveries", (json_int_t)d->deliveries, "time_ms",
-                     (json_int_t)d->time_ms, "schema_version", d->schema_version, "error",
-                     d->error, "redrive_of", d->redrive_of, "replaced_by", d->replaced_by,
-                     "dlq_seq", (json_int_t)d->dlq_seq);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s, s:s, s:I}", "id",
+                     d->id, "state", state_name(d->state), "consumer", d->consumer, "subject",
+                     d->nats_subject, "type", d->type, "aggregate", d->aggregate, "msg_id",
+                     d->msg_id, "deliveries", (json_int_t)d->deliveries, "time_ms",
+                     (json_int_t)d->time_ms, "schema_version", d->schema_version, "error", d->error,
+                     "redrive_of", d->redrive_of, "replaced_by", d->replaced_by, "dlq_seq",
+                     (json_int_t)d->dlq_seq);
 }
 
 /* The original data of a record: the JSON "data" re-serialised, or the base64url bytes. */
@@ -335,8 +337,9 @@ sk_status sk_dlq_redrive(sk_bus *bus, const sk_dlq_list *l, const char *id)
         return SK_FAIL(SK_ESTATE, "dead letter %s was redriven and handled already", id);
     }
     if (it->d.state == SK_DEAD_LETTER_SUPERSEDED) {
-        return SK_FAIL(SK_ESTATE, "dead letter %s was redriven and failed again: redrive %s instead",
-                       id, it->d.replaced_by);
+        return SK_FAIL(SK_ESTATE,
+                       "dead letter %s was redriven and failed again: redrive %s instead", id,
+                       it->d.replaced_by);
     }
     const json_t *hdrs = json_object_get(it->record, "headers");
     if (!json_is_object(hdrs) || it->d.nats_subject[0] == '\0') {
@@ -357,8 +360,7 @@ sk_status sk_dlq_redrive(sk_bus *bus, const sk_dlq_list *l, const char *id)
         st = sk__nats_fail(s, 0, "creating the redriven message");
         goto out;
     }
-    json_object_foreach((json_t *)hdrs, key, val)
-    {
+    json_object_foreach ((json_t *)hdrs, key, val) {
         /* The message id and a previous redrive mark are replaced below. */
         if (!json_is_string(val) || strcmp(key, SK__HDR_MSGID) == 0 ||
             strcmp(key, SK_DLQ_HDR_REDRIVE) == 0) {

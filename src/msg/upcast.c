@@ -87,11 +87,8 @@ static sk_status entry_add(sk_upcasters *u, const entry *e, const char *fn)
     return SK_OK;
 }
 
-sk_status sk_upcaster_register(sk_upcasters *u,
-                               const char *type,
-                               int from_version,
-                               sk_upcast_fn fn,
-                               void *ctx)
+sk_status sk_upcaster_register(
+    sk_upcasters *u, const char *type, int from_version, sk_upcast_fn fn, void *ctx)
 {
     sk_status st;
 
@@ -216,13 +213,14 @@ sk_status sk_msg_upcast(const sk_upcasters *u, sk_message *m, json_t **owned_jso
             if (sk_error_status() != st) {
                 st = SK_FAIL(st, "upcaster returned %s", sk_status_name(st));
             }
-            st = SK_WRAP(st, "upcasting %.80s from schema version %d", env.type,
-                         env.schema_version);
+            st =
+                SK_WRAP(st, "upcasting %.80s from schema version %d", env.type, env.schema_version);
             goto out;
         }
         if (!json_is_object(copy)) {
-            st = SK_FAIL(SK_EPROTO, "upcasting %.80s from schema version %d: not an object any more",
-                         env.type, env.schema_version);
+            st =
+                SK_FAIL(SK_EPROTO, "upcasting %.80s from schema version %d: not an object any more",
+                        env.type, env.schema_version);
             goto out;
         }
         env.schema_version++;

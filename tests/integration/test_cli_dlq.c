@@ -6,9 +6,10 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
-#include <stddef.h>
-#include <cmocka.h>
 #include <stdatomic.h>
+#include <stddef.h>
+
+#include <cmocka.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -108,8 +109,10 @@ static void test_cli_dlq_list_and_redrive(void **state)
     sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
     assert_int_equal(sk_store_open(&store, &cfg), SK_OK);
     assert_int_equal(sk_relay_start(&relay, store, bus, NULL), SK_OK);
-    sk_consumer_config cc = { .stream = "CLI_EVENTS", .durable = "cliview",
-                              .filter_subject = "cli.events.>", .handler = handler };
+    sk_consumer_config cc = { .stream = "CLI_EVENTS",
+                              .durable = "cliview",
+                              .filter_subject = "cli.events.>",
+                              .handler = handler };
     assert_int_equal(sk_consumer_start(&c, bus, store, NULL, &cc), SK_OK);
 
     /* Nothing yet. */

@@ -10,9 +10,10 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
-#include <stddef.h>
-#include <cmocka.h>
 #include <stdatomic.h>
+#include <stddef.h>
+
+#include <cmocka.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -97,8 +98,8 @@ static int teardown(void **state)
 /* ---------------------------------------------------------------- publishing and handling */
 
 /* Publish an event of @p type for aggregate @p agg with data {"n": n} plus @p extra fields. */
-static void publish_v(fixture *f, const char *type, const char *agg, int n, int version,
-                      const char *extra)
+static void
+publish_v(fixture *f, const char *type, const char *agg, int n, int version, const char *extra)
 {
     sk_envelope env;
     natsMsg *m = NULL;
@@ -108,7 +109,8 @@ static void publish_v(fixture *f, const char *type, const char *agg, int n, int 
     env.schema_version = version;
     snprintf(data, sizeof(data), "{\"n\":%d%s%s}", n, extra != NULL ? "," : "",
              extra != NULL ? extra : "");
-    assert_int_equal(natsMsg_Create(&m, "shop.events.Test", NULL, data, (int)strlen(data)), NATS_OK);
+    assert_int_equal(natsMsg_Create(&m, "shop.events.Test", NULL, data, (int)strlen(data)),
+                     NATS_OK);
     assert_int_equal(sk__envelope_encode(&env, m), SK_OK);
     assert_int_equal(js_PublishMsg(NULL, sk__bus_js(f->bus), m, NULL, NULL), NATS_OK);
     natsMsg_Destroy(m);
@@ -144,9 +146,8 @@ static sk_status handler(sk_tx *tx, const sk_message *m, void *ctx)
         /* How a handler reports a type it does not know: never retried. */
         return SK_FAIL(SK_EPROTO, "unknown message type %s", m->env.type);
     }
-    return sk_tx_exec(tx,
-                      "INSERT INTO handled (agg, n, type, version, name) VALUES (?, ?, ?, ?, ?)",
-                      p, 5, NULL);
+    return sk_tx_exec(
+        tx, "INSERT INTO handled (agg, n, type, version, name) VALUES (?, ?, ?, ?, ?)", p, 5, NULL);
 }
 
 static void start_with(fixture *f, const sk_upcasters *u, sk_consumer_order order)
@@ -421,7 +422,8 @@ static void test_dlq_redrive_failing_again_supersedes(void **state)
     assert_order(f, "x", "1,2");
 }
 
-/* An unknown type (the handler's SK_EPROTO) is dead at once, with the reason, and parks its aggregate. */
+/* An unknown type (the handler's SK_EPROTO) is dead at once, with the reason, and parks its
+ * aggregate. */
 static void test_dlq_unknown_type_dead_at_once(void **state)
 {
     fixture *f = *state;
@@ -480,8 +482,9 @@ static sk_status named_v2_to_v3(json_t *data, const sk_envelope *env, void *ctx)
         return SK_FAIL(SK_EPROTO, "v2: field name missing");
     }
     snprintf(buf, sizeof(buf), "%s!", name);
-    return json_object_set_new(data, "name", json_string(buf)) == 0 ? SK_OK
-                                                                    : SK_FAIL(SK_ENOMEM, "upcasting");
+    return json_object_set_new(data, "name", json_string(buf)) == 0
+               ? SK_OK
+               : SK_FAIL(SK_ENOMEM, "upcasting");
 }
 
 /* Old versions are upcast before the handler; newer ones and gaps are dead letters. */

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
 #include <string.h>
 
@@ -212,11 +213,13 @@ static void test_msg_upcast_errors(void **state)
     SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EPROTO,
                        "schema version 4 of Placed is newer than this consumer knows (3)");
     message_init(&m, "Unregistered", 2, data);
-    SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EPROTO, "newer than this consumer knows (1)");
+    SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EPROTO,
+                       "newer than this consumer knows (1)");
     /* The upcaster's own error, wrapped. */
     message_init(&m, "Failing", 1, data);
     SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EPROTO, "field qty missing");
-    SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EPROTO, "upcasting Failing from schema version 1");
+    SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EPROTO,
+                       "upcasting Failing from schema version 1");
     message_init(&m, "Bare", 1, data);
     SK_TEST_ASSERT_ERR(sk_msg_upcast(u, &m, &owned), SK_EIO, "upcaster returned");
     /* An object stays an object (clearing it is fine). */
