@@ -57,12 +57,13 @@ static int64_t sweep(sk__conn_guard *g, int64_t now_ms)
              * The inode check makes sure the descriptor still is that connection's socket,
              * whatever the order in which the server closes it and reports the close. */
             struct stat sb;
+            e->deadline_ms = 0;
+            e->is_cut = true;
+            /* Counted before the cut: whoever sees the connection close sees it counted. */
+            atomic_fetch_add(&g->n_cut, 1);
             if (fstat(e->fd, &sb) == 0 && sb.st_ino == e->ino && sb.st_dev == e->dev) {
                 SK_IGNORE(shutdown(e->fd, SHUT_RDWR));
             }
-            e->deadline_ms = 0;
-            e->is_cut = true;
-            atomic_fetch_add(&g->n_cut, 1);
             continue;
         }
         if (e->deadline_ms < next) {
