@@ -11,6 +11,8 @@
  *     process), `skald up` restarts it and it is listed ready again;
  *   - a hung orderview-2 (SIGSTOP) expires from the registry within the
  *     TTL, since nothing restarts it; killed, it is restarted and rejoins;
+ *   - `skald bench --json` runs 2 s at 20 orders/s against the system and
+ *     every measured order ends APPROVED;
  *   - orders placed meanwhile (retried on transport errors, 429 and 5xx with
  *     the same Idempotency-Key) all end APPROVED or REJECTED, with the stock
  *     and credit invariants holding for their product and customer.
@@ -626,10 +628,70 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* ---------------------------------------------------------------- skald bench */
+
+static int64_t jint_at(const json_t *o, const char *k)
+{
+    return jint_or(o, k, -1);
+}
+
+/*
+ * `skald bench --json` against the running system: 2 s at 20 orders/s
+ * after its 1 s warm-up; every measured order accepted and followed to
+ * APPROVED (the bench seeds enough stock and credit), no error, and the
+ * percentiles in order.
+ */
+static void test_bench_json_against_running_system(void **state)
+{
+    char cmd[700];
+    sk_buf out;
+    char line[4096];
+    json_error_t jerr;
+    (void)state;
+
+    snprintf(cmd, sizeof(cmd), "%s/skald bench --data %s --duration 2 --rate 20 --timeout 20 --json",
+             SK_BIN_DIR, g_sys.data_dir);
+    sk_buf_init(&out, 1024 * 1024);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    while (fgets(line, sizeof(line), p) != NULL) {
+        assert_int_equal(sk_buf_append_str(&out, line), SK_OK);
+    }
+    assert_int_equal(pclose(p), 0);
+    json_t *r = json_loadb(out.data != NULL ? out.data : "", out.len, 0, &jerr);
+    if (r == NULL) {
+        fail_msg("skald bench --json: %s in: %.300s", jerr.text, out.data != NULL ? out.data : "");
+    }
+    assert_string_equal(jstr_or(r, "mode", ""), "open");
+    assert_true(json_real_value(json_object_get(r, "offered_rate")) == 20.0);
+    assert_int_equal(jint_at(r, "sent"), 40);
+    assert_int_equal(jint_at(r, "accepted"), 40);
+    assert_int_equal(jint_at(r, "completed"), 40);
+    assert_int_equal(jint_at(r, "approved"), 40);
+    assert_int_equal(json_object_size(json_object_get(r, "errors")), 0);
+    assert_int_equal(json_object_size(json_object_get(r, "rejected")), 0);
+    assert_true(json_number_value(json_object_get(r, "achieved_rate")) > 0);
+    const char *const lats[] = { "post_ms", "end_to_end_ms" };
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *l = json_object_get(r, lats[i]);
+        double p50 = json_number_value(json_object_get(l, "p50"));
+        double p99 = json_number_value(json_object_get(l, "p99"));
+        double max = json_number_value(json_object_get(l, "max"));
+        assert_int_equal(jint_at(l, "count"), 40);
+        assert_true(p50 > 0 && p50 <= p99 && p99 <= max);
+    }
+    /* End to end includes the POST. */
+    assert_true(json_number_value(json_object_get(json_object_get(r, "end_to_end_ms"), "p50")) >=
+                json_number_value(json_object_get(json_object_get(r, "post_ms"), "p50")));
+    json_decref(r);
+    sk_buf_fini(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_lists_both_instances_ready),
+        cmocka_unit_test(test_bench_json_against_running_system),
         cmocka_unit_test(test_gateway_balances_reads_over_orderview),
         cmocka_unit_test(test_killed_orderview_leaves_registry_and_rejoins),
         cmocka_unit_test(test_hung_orderview_expires_within_ttl),
