@@ -404,6 +404,23 @@ static sk_status cli_perms(const sk_system *sys, subj_list *pub, subj_list *sub)
     if (st == SK_OK) {
         st = subj_list_add(pub, "$KV.%s.>", SK_FAULT_BUCKET);
     }
+    /* skald dlq: read the dead letters (js_GetMsg: MSG.GET, or DIRECT.GET when the stream allows it) ... */
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".STREAM.MSG.GET.%s", SK_DLQ_STREAM);
+    }
+    if (st == SK_OK) {
+        st = subj_list_add(pub, JS_API ".DIRECT.GET.%s", SK_DLQ_STREAM);
+    }
+    /* ... and redrive one onto its original subject. */
+    for (size_t i = 0; i < sys->n_services && st == SK_OK; i++) {
+        static const char *const kinds[] = { "events", "commands", "replies" };
+        if (!sk_system_service_has_streams(&sys->services[i])) {
+            continue;
+        }
+        for (size_t k = 0; k < 3 && st == SK_OK; k++) {
+            st = subj_list_add(pub, "%s.%s.>", sys->services[i].context, kinds[k]);
+        }
+    }
     if (st == SK_OK) {
         st = subj_list_add(sub, "%s.>", CLI_NATS_INBOX);
     }

@@ -22,6 +22,8 @@
 
 #include <skald/mesh.h>
 
+#include "msg/msg_int.h"
+
 #include "sk_test.h"
 #include "sk_test_system.h"
 
@@ -318,12 +320,124 @@ static void test_sighup_rotates_certificates_without_restart(void **state)
     }
 }
 
+/* `skald ARGS`; its output (caller frees) and exit code. */
+static char *cli(const char *args, int *code)
+{
+    char *out = NULL;
+    if (sk_test_system_cli(&g_sys, args, &out, code) != SK_OK) {
+        fail_msg("skald %s: %s", args, sk_error_message());
+    }
+    return out;
+}
+
+typedef struct dlq_wait {
+    const char *aggregate;
+    const char *state;    /* wanted state of the entry */
+    const char *redrive_of; /* NULL, or the entry must be a redrive of this id */
+    char id[64];          /* found entry */
+    char error[512];
+} dlq_wait;
+
+/* `skald dlq list --all --json` has an entry for the aggregate in the wanted state. */
+static bool dlq_has(void *ctx)
+{
+    dlq_wait *w = ctx;
+    int code = -1;
+    char *out = cli("dlq list --all --json", &code);
+    json_t *arr = code == 0 && out != NULL ? json_loads(out, 0, NULL) : NULL;
+    bool found = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        const char *agg = json_string_value(json_object_get(e, "aggregate"));
+        const char *state = json_string_value(json_object_get(e, "state"));
+        const char *of = json_string_value(json_object_get(e, "redrive_of"));
+        if (agg != NULL && state != NULL && strcmp(agg, w->aggregate) == 0 && strcmp(state, w->state) == 0 &&
+            (w->redrive_of == NULL || (of != NULL && strcmp(of, w->redrive_of) == 0))) {
+            snprintf(w->id, sizeof(w->id), "%s", json_string_value(json_object_get(e, "id")));
+            snprintf(w->error, sizeof(w->error), "%s", json_string_value(json_object_get(e, "error")));
+            found = true;
+        }
+    }
+    json_decref(arr);
+    sk_free(out);
+    return found;
+}
+
+static void test_dlq_cli_lists_and_redrives_a_dead_letter(void **state)
+{
+    (void)state;
+    char pki[300], url_file[300], aggregate[64], id[SK_UUID_LEN];
+    sk_tls_files tls = { 0 };
+    sk_bus *bus = NULL;
+    natsMsg *m = NULL;
+    sk_envelope env;
+    int code = -1;
+
+    /* A command inventory can never handle (no order_id), sent with the CLI's NATS identity. */
+    snprintf(pki, sizeof(pki), "%s/pki", g_sys.data_dir);
+    snprintf(url_file, sizeof(url_file), "%s/run/nats.url", g_sys.data_dir);
+    char *servers = sk_test_read_file(url_file, NULL);
+    assert_non_null(servers);
+    servers[strcspn(servers, "\n")] = '\0';
+    assert_int_equal(sk_tls_files_init(&tls, pki, "skald-cli"), SK_OK);
+    sk_bus_config bc = { .servers = servers,
+                         .ca_file = tls.ca_file,
+                         .cert_file = tls.cert_file,
+                         .key_file = tls.key_file,
+                         .name = "system-test",
+                         .inbox_prefix = "_INBOX.skald-cli" };
+    assert_int_equal(sk_bus_open(&bus, &bc), SK_OK);
+    sk_uuid7(id);
+    snprintf(aggregate, sizeof(aggregate), "dlq-%.8s", id + 28);
+    sk_envelope_init(&env, "Bogus", "system-test", aggregate, NULL);
+    assert_int_equal(natsMsg_Create(&m, "inventory.commands.Bogus", NULL, "{}", 2), NATS_OK);
+    assert_int_equal(sk__envelope_encode(&env, m), SK_OK);
+    assert_int_equal(js_PublishMsg(NULL, sk__bus_js(bus), m, NULL, NULL), NATS_OK);
+    natsMsg_Destroy(m);
+    sk_bus_close(bus);
+    sk_tls_files_fini(&tls);
+    sk_free(servers);
+
+    /* `skald dlq list` shows it with the reason; the table form works too. */
+    dlq_wait w = { .aggregate = aggregate, .state = "open" };
+    if (!sk_test_wait_until(dlq_has, &w, 30000)) {
+        fail_msg("dead letter for %s never listed", aggregate);
+    }
+    if (strstr(w.error, "order_id") == NULL) {
+        fail_msg("dead letter reason does not name the missing field: %s", w.error);
+    }
+    char *table = cli("dlq list", &code);
+    assert_int_equal(code, 0);
+    assert_non_null(strstr(table, w.id));
+    sk_free(table);
+
+    /* Redrive: it fails again the same way, so a new dead letter supersedes the first. */
+    char args[200], first[64];
+    snprintf(first, sizeof(first), "%s", w.id);
+    snprintf(args, sizeof(args), "dlq redrive %s", first);
+    sk_free(cli(args, &code));
+    assert_int_equal(code, 0);
+    dlq_wait again = { .aggregate = aggregate, .state = "open", .redrive_of = first };
+    if (!sk_test_wait_until(dlq_has, &again, 30000)) {
+        fail_msg("redrive of %s never came back as a dead letter", first);
+    }
+    dlq_wait old = { .aggregate = aggregate, .state = "superseded" };
+    assert_true(sk_test_wait_until(dlq_has, &old, 30000));
+    assert_string_equal(old.id, first);
+    /* An unknown id is refused. */
+    sk_free(cli("dlq redrive 00000000-0000-7000-8000-000000000000", &code));
+    assert_int_not_equal(code, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wrong_identity_gets_403_problem_json),
         cmocka_unit_test(test_allowed_identity_passes_and_operational_paths_are_open_to_the_mesh),
         cmocka_unit_test(test_no_certificate_is_refused_in_the_handshake),
+        cmocka_unit_test(test_dlq_cli_lists_and_redrives_a_dead_letter),
         cmocka_unit_test(test_sighup_rotates_certificates_without_restart),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
