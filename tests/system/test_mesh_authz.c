@@ -6,7 +6,8 @@
  * default), while the identity the system file allows gets through; and
  * certificates rotate without a restart: on SIGHUP `skald up` re-issues the
  * missing ones and every process re-reads its own (HTTP server, HTTP client
- * and a new NATS connection), after which orders still go through.
+ * and a new NATS connection), after which orders still go through. Also
+ * `skald dlq list` / `redrive` through the CLI's NATS identity.
  */
 #include <setjmp.h>
 #include <stdarg.h>
