@@ -50,8 +50,11 @@ static sk_status parse_number(const char *flag, const char *text, double lo, dou
         return SK_FAIL(SK_EINVAL, "%s: expected a number, got \"%.32s\"", flag, text);
     }
     if (v > hi || v < lo || (is_lo_open && v <= lo)) {
-        return SK_FAIL(SK_EINVAL, "%s: expected %s%g..%g, got %.32s", flag,
-                       is_lo_open ? "more than " : "", lo, hi, text);
+        if (is_lo_open) {
+            return SK_FAIL(SK_EINVAL, "%s: expected more than %g and at most %g, got %.32s", flag,
+                           lo, hi, text);
+        }
+        return SK_FAIL(SK_EINVAL, "%s: expected %g..%g, got %.32s", flag, lo, hi, text);
     }
     *out = v;
     return SK_OK;

@@ -735,6 +735,7 @@ static void handle_post(bench *b, run_result *r, xfer *x, CURLcode cc, const win
         e->order = x->order;
         o->event_us = e->event_us;
     }
+    o->is_polled = b->is_polling;
     o->next_get_us = o->event_us > 0 ? t : (b->is_polling ? t + POLL_INTERVAL_US : 0);
     o->retry_us = GET_RETRY_FIRST_US;
     if (follow_add(b, x->order) != SK_OK) {
@@ -1088,7 +1089,9 @@ static void print_result(run_result *r)
     printf("%-18s %8s %8s %8s %8s %8s %8s\n", "latency (ms)", "p50", "p90", "p99", "p99.9", "max",
            "count");
     print_lat("POST", &r->post);
-    print_lat("terminal event", &r->event);
+    if (r->event.n > 0) {
+        print_lat("terminal event", &r->event); /* none when following by polling */
+    }
     print_lat("end-to-end", &r->e2e);
 }
 
@@ -1257,7 +1260,7 @@ static json_t *seed_json(const bench *b)
 
 static void json_print(json_t *o)
 {
-    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     if (text != NULL) {
         printf("%s\n", text);
     }
