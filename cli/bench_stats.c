@@ -32,8 +32,8 @@ static double floor_d(double v)
 /* ---------------------------------------------------------------- arguments */
 
 /* A decimal number in [lo, hi] (lo excluded when is_lo_open), nothing else. */
-static sk_status parse_number(const char *flag, const char *text, double lo, double hi,
-                              bool is_lo_open, double *out)
+static sk_status
+parse_number(const char *flag, const char *text, double lo, double hi, bool is_lo_open, double *out)
 {
     char *end = NULL;
     double v;
@@ -72,8 +72,8 @@ static sk_status parse_int(const char *flag, const char *text, int lo, int hi, i
     }
     for (size_t i = 0; i < n; i++) {
         if (text[i] < '0' || text[i] > '9') {
-            return SK_FAIL(SK_EINVAL, "%s: expected an integer %d..%d, got \"%.32s\"", flag, lo,
-                           hi, text);
+            return SK_FAIL(SK_EINVAL, "%s: expected an integer %d..%d, got \"%.32s\"", flag, lo, hi,
+                           text);
         }
         v = v * 10 + (text[i] - '0');
     }
@@ -133,7 +133,8 @@ sk_status cli_bench_args_parse(int argc, char **argv, cli_bench_opts *out)
             }
             out->url = v;
         } else if ((st = flag_value(argc, argv, &i, "--rate", &v)) != SK_OK || v != NULL) {
-            st = st != SK_OK ? st : parse_number("--rate", v, 0, CLI_BENCH_MAX_RATE, true, &out->rate);
+            st = st != SK_OK ? st
+                             : parse_number("--rate", v, 0, CLI_BENCH_MAX_RATE, true, &out->rate);
             has_rate = true;
         } else if ((st = flag_value(argc, argv, &i, "--concurrency", &v)) != SK_OK || v != NULL) {
             st = st != SK_OK ? st
@@ -157,9 +158,9 @@ sk_status cli_bench_args_parse(int argc, char **argv, cli_bench_opts *out)
                                          &out->connections);
             has_conns = true;
         } else if ((st = flag_value(argc, argv, &i, "--max-rate", &v)) != SK_OK || v != NULL) {
-            st = st != SK_OK ? st
-                             : parse_number("--max-rate", v, 0, CLI_BENCH_MAX_RATE, true,
-                                            &out->max_rate);
+            st = st != SK_OK
+                     ? st
+                     : parse_number("--max-rate", v, 0, CLI_BENCH_MAX_RATE, true, &out->max_rate);
             has_max_rate = true;
         } else if ((st = flag_value(argc, argv, &i, "--follow", &v)) != SK_OK || v != NULL) {
             if (st == SK_OK && strcmp(v, "poll") != 0 && strcmp(v, "events") != 0) {
@@ -189,11 +190,11 @@ sk_status cli_bench_args_parse(int argc, char **argv, cli_bench_opts *out)
                      out->rate, out->max_rate);
     }
     if (st == SK_OK && !has_conns) {
-        out->connections = out->concurrency > 0 && out->concurrency < CLI_BENCH_MAX_CONNECTIONS
-                               ? (out->concurrency > CLI_BENCH_DEFAULT_CONNS
-                                      ? out->concurrency
-                                      : CLI_BENCH_DEFAULT_CONNS)
-                               : CLI_BENCH_DEFAULT_CONNS;
+        out->connections =
+            out->concurrency > 0 && out->concurrency < CLI_BENCH_MAX_CONNECTIONS
+                ? (out->concurrency > CLI_BENCH_DEFAULT_CONNS ? out->concurrency
+                                                              : CLI_BENCH_DEFAULT_CONNS)
+                : CLI_BENCH_DEFAULT_CONNS;
     }
     if (st != SK_OK) {
         bool is_help = out->is_help;
@@ -324,11 +325,8 @@ double cli_bench_step_rate(double start, double factor, int k)
     return r;
 }
 
-bool cli_bench_is_sustained(double offered,
-                            double achieved,
-                            double completed,
-                            int64_t e2e_p99_us,
-                            uint64_t n_failed)
+bool cli_bench_is_sustained(
+    double offered, double achieved, double completed, int64_t e2e_p99_us, uint64_t n_failed)
 {
     double floor_rate = CLI_BENCH_SUSTAINED_SHARE * offered;
     return offered > 0 && achieved >= floor_rate && completed >= floor_rate &&
@@ -375,20 +373,23 @@ sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out)
         orders = 1;
     }
     if (orders > (double)BENCH_MAX_ORDERS) {
-        return SK_FAIL(SK_ELIMIT, "the run would place up to %.0f orders, more than %llu: "
-                                  "shorten --duration or lower --rate/--concurrency",
+        return SK_FAIL(SK_ELIMIT,
+                       "the run would place up to %.0f orders, more than %llu: "
+                       "shorten --duration or lower --rate/--concurrency",
                        orders, (unsigned long long)BENCH_MAX_ORDERS);
     }
     out->max_orders = (uint64_t)orders;
-    /* Spread the orders so no product or account row is hot: 16 of each for small runs, 64 above. */
+    /* Spread the orders so no product or account row is hot: 16 of each for small runs, 64 above.
+     */
     out->n_products = out->max_orders <= 1000 ? 16 : 64;
     out->n_customers = out->n_products;
     out->price_cents = BENCH_PRICE_CENTS;
-    /* Round-robin: each product and customer gets at most ceil(orders / n); twice that as margin. */
-    int64_t per_product = (int64_t)((out->max_orders + (uint64_t)out->n_products - 1) /
-                                    (uint64_t)out->n_products);
-    int64_t per_customer = (int64_t)((out->max_orders + (uint64_t)out->n_customers - 1) /
-                                     (uint64_t)out->n_customers);
+    /* Round-robin: each product and customer gets at most ceil(orders / n); twice that as margin.
+     */
+    int64_t per_product =
+        (int64_t)((out->max_orders + (uint64_t)out->n_products - 1) / (uint64_t)out->n_products);
+    int64_t per_customer =
+        (int64_t)((out->max_orders + (uint64_t)out->n_customers - 1) / (uint64_t)out->n_customers);
     out->stock = 2 * per_product + 10;
     out->credit_cents = (2 * per_customer + 10) * out->price_cents;
     if (out->stock > API_MAX_STOCK || out->credit_cents > API_MAX_CREDIT_CENTS) {

@@ -25,7 +25,7 @@
 /* Most transfers queued in libcurl at once; further due sends wait (their latency still counts). */
 #define MAX_PENDING 20000
 /* No terminal event this long after the POST's answer: follow the order by polling. */
-#define EVENT_GRACE_US 3000000
+#define EVENT_GRACE_US   3000000
 #define POLL_INTERVAL_US 10000
 /* After the event, the read model may lag: retry the GET after 1, 2, 4 .. 16 ms. */
 #define GET_RETRY_FIRST_US 1000
@@ -78,15 +78,15 @@ static void tally_add(tally *t, const char *kind)
 enum { ORD_POSTING, ORD_FOLLOWING, ORD_GETTING, ORD_DONE };
 
 typedef struct border {
-    char id[64];          /* order_id from the POST's answer; "" until then */
-    int64_t due_us;       /* scheduled send (open loop) or actual send (closed loop) */
-    int64_t answered_us;  /* the POST's answer */
-    int64_t event_us;     /* terminal event seen on NATS; 0 = not yet */
-    int64_t next_get_us;  /* when following needs a GET; 0 = none planned */
-    int64_t retry_us;     /* the next GET retry delay */
+    char id[64];         /* order_id from the POST's answer; "" until then */
+    int64_t due_us;      /* scheduled send (open loop) or actual send (closed loop) */
+    int64_t answered_us; /* the POST's answer */
+    int64_t event_us;    /* terminal event seen on NATS; 0 = not yet */
+    int64_t next_get_us; /* when following needs a GET; 0 = none planned */
+    int64_t retry_us;    /* the next GET retry delay */
     uint8_t state;
-    bool is_measured;     /* due inside the measured window */
-    bool is_polled;       /* no event came: followed by polling */
+    bool is_measured; /* due inside the measured window */
+    bool is_polled;   /* no event came: followed by polling */
 } border;
 
 /* id → order index, for events (which may arrive before the POST's answer). */
@@ -121,13 +121,13 @@ typedef struct run_result {
 typedef struct bench {
     cli_bench_opts o;
     cli_bench_plan plan;
-    char *gateway;      /* owned: "http://127.0.0.1:PORT" */
-    char *context;      /* owned: the bounded context of the order service */
+    char *gateway; /* owned: "http://127.0.0.1:PORT" */
+    char *context; /* owned: the bounded context of the order service */
     char run_id[24];
-    char **skus;        /* owned, plan.n_products */
-    char **customers;   /* owned, plan.n_customers */
+    char **skus;      /* owned, plan.n_products */
+    char **customers; /* owned, plan.n_customers */
     CURLM *multi;
-    CURL *sync;         /* seeding */
+    CURL *sync; /* seeding */
     /* Orders of the current measurement. */
     border *orders;
     size_t n_orders, cap_orders, n_active;
@@ -145,8 +145,8 @@ typedef struct bench {
     event *queue;
     size_t n_queue, cap_queue;
     atomic_bool is_denied; /* the server refused the subscription */
-    bool is_started; /* under mu: the callback may wake the multi handle */
-    bool is_polling; /* follow every order by polling */
+    bool is_started;       /* under mu: the callback may wake the multi handle */
+    bool is_polling;       /* follow every order by polling */
     bool has_mu;
 } bench;
 
@@ -244,7 +244,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
     return sk_buf_append(body, p, size * n) == SK_OK ? size * n : 0;
 }
 
-/* A synchronous request for seeding: @return the HTTP status (0 when none), the parsed body in *out. */
+/* A synchronous request for seeding: @return the HTTP status (0 when none), the parsed body in
+ * *out. */
 static int http_sync(bench *b, const char *method, const char *path, const char *body, json_t **out)
 {
     char url[512];
@@ -320,8 +321,9 @@ static sk_status xfer_start(bench *b, size_t order, bool is_get)
         /* Spread over every product and customer; the two counts differ by design of the walk. */
         size_t p = order % (size_t)b->plan.n_products;
         size_t c = (order / (size_t)b->plan.n_products + order) % (size_t)b->plan.n_customers;
-        x->post_body = sk_asprintf("{\"customer_id\":\"%s\",\"items\":[{\"sku\":\"%s\",\"quantity\":1}]}",
-                                   b->customers[c], b->skus[p]);
+        x->post_body =
+            sk_asprintf("{\"customer_id\":\"%s\",\"items\":[{\"sku\":\"%s\",\"quantity\":1}]}",
+                        b->customers[c], b->skus[p]);
         snprintf(key, sizeof(key), "Idempotency-Key: bench-%s-%u-%zu", b->run_id, b->n_runs, order);
         struct curl_slist *h1 = curl_slist_append(NULL, "Content-Type: application/json");
         struct curl_slist *h2 = h1 != NULL ? curl_slist_append(h1, key) : NULL;
@@ -498,8 +500,9 @@ static sk_status gateway_find(bench *b, const cli_conn *conn, const sk_system *s
         sk_registry_list_free(list, n);
         if (st == SK_OK && b->gateway == NULL) {
             if (sk_time_mono_ms() > deadline) {
-                st = SK_FAIL(SK_ENOTFOUND, "no ready %s instance in discovery within %d ms "
-                                           "(give the gateway with --url)",
+                st = SK_FAIL(SK_ENOTFOUND,
+                             "no ready %s instance in discovery within %d ms "
+                             "(give the gateway with --url)",
                              name, DISCOVERY_WAIT_MS);
             } else {
                 cli_sleep_ms(25);
@@ -658,8 +661,13 @@ static bool in_window(const window *w, int64_t t)
 }
 
 /* The order is over: count it. */
-static void order_done(bench *b, run_result *r, size_t i, const window *w, const char *error,
-                       const char *status, const char *reason)
+static void order_done(bench *b,
+                       run_result *r,
+                       size_t i,
+                       const window *w,
+                       const char *error,
+                       const char *status,
+                       const char *reason)
 {
     border *o = &b->orders[i];
     int64_t t = now_us();
@@ -888,14 +896,20 @@ static int64_t follow_scan(bench *b, run_result *r, const window *w, int64_t now
     return next;
 }
 
-static void progress(bench *b, const window *w, int64_t now, uint64_t sent, uint64_t completed,
-                     int64_t p99_us, bool is_final)
+static void progress(bench *b,
+                     const window *w,
+                     int64_t now,
+                     uint64_t sent,
+                     uint64_t completed,
+                     int64_t p99_us,
+                     bool is_final)
 {
     double el = (double)(now - w->start_us) / 1e6;
     const char *phase = now < w->begin_us ? "warm-up" : now < w->end_us ? "measuring" : "draining";
     if (b->is_tty) {
-        fprintf(stderr, "\r\033[K%6.1fs %-9s sent %llu  completed %llu  in flight %zu  p99 %.1f ms%s",
-                el, phase, (unsigned long long)sent, (unsigned long long)completed, b->n_active,
+        fprintf(stderr,
+                "\r\033[K%6.1fs %-9s sent %llu  completed %llu  in flight %zu  p99 %.1f ms%s", el,
+                phase, (unsigned long long)sent, (unsigned long long)completed, b->n_active,
                 (double)p99_us / 1000.0, is_final ? "\n" : "");
     } else if (!is_final) {
         fprintf(stderr, "%6.1fs %-9s sent %llu  completed %llu  in flight %zu  p99 %.1f ms\n", el,
@@ -986,9 +1000,10 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
         curl_multi_poll(b->multi, NULL, 0, wait_ms, NULL);
         if (atomic_load(&b->is_denied) && !b->is_polling) {
             b->is_polling = true;
-            fprintf(stderr, "skald: " CTX ": the NATS server refused the subscription to %s.events "
-                            "(permissions of %s; restart the system with this version of skald): "
-                            "following orders by polling every %d ms\n",
+            fprintf(stderr,
+                    "skald: " CTX ": the NATS server refused the subscription to %s.events "
+                    "(permissions of %s; restart the system with this version of skald): "
+                    "following orders by polling every %d ms\n",
                     b->context, CLI_IDENTITY, POLL_INTERVAL_US / 1000);
         }
     }
@@ -1029,13 +1044,12 @@ static uint64_t n_failed(const run_result *r)
 
 static json_t *result_json(run_result *r)
 {
-    json_t *o = json_pack("{s:s, s:f, s:f, s:I, s:I, s:f, s:I, s:I, s:f, s:I}", "mode",
-                          r->offered > 0 ? "open" : "closed", "duration_s", r->duration_s,
-                          "warmup_s", r->warmup_s, "sent", (json_int_t)r->n_sent, "accepted",
-                          (json_int_t)r->n_accepted, "achieved_rate", r->achieved, "completed",
-                          (json_int_t)r->n_completed, "approved", (json_int_t)r->n_approved,
-                          "completed_rate", r->completed_rate, "followed_by_polling",
-                          (json_int_t)r->n_polled);
+    json_t *o = json_pack(
+        "{s:s, s:f, s:f, s:I, s:I, s:f, s:I, s:I, s:f, s:I}", "mode",
+        r->offered > 0 ? "open" : "closed", "duration_s", r->duration_s, "warmup_s", r->warmup_s,
+        "sent", (json_int_t)r->n_sent, "accepted", (json_int_t)r->n_accepted, "achieved_rate",
+        r->achieved, "completed", (json_int_t)r->n_completed, "approved", (json_int_t)r->n_approved,
+        "completed_rate", r->completed_rate, "followed_by_polling", (json_int_t)r->n_polled);
     if (o == NULL) {
         return NULL;
     }
@@ -1212,8 +1226,9 @@ static int bench_prepare(bench *b, cli_conn *conn)
     b->is_polling = b->o.is_poll || !has_conn;
     if (!b->is_polling && (events_open(b, conn) != SK_OK || atomic_load(&b->is_denied))) {
         if (atomic_load(&b->is_denied)) {
-            SK_IGNORE(SK_FAIL(SK_EBUS, "the NATS server refused %s a subscription to %s.events "
-                                       "(a system started by an older skald)",
+            SK_IGNORE(SK_FAIL(SK_EBUS,
+                              "the NATS server refused %s a subscription to %s.events "
+                              "(a system started by an older skald)",
                               CLI_IDENTITY, b->context));
         }
         fprintf(stderr, "skald: " CTX ": %s: following orders by polling every %d ms\n",
@@ -1237,13 +1252,14 @@ static int bench_prepare(bench *b, cli_conn *conn)
         cli_errorf(CTX, "seeding: %s", sk_error_message());
         goto out;
     }
-    fprintf(stderr,
-            "skald: " CTX ": gateway %s; seeded %d products (stock %lld each, %lld cents) and "
-            "%d customers (credit %lld cents each), enough for %llu orders; following orders by %s\n",
-            b->gateway, b->plan.n_products, (long long)b->plan.stock,
-            (long long)b->plan.price_cents, b->plan.n_customers, (long long)b->plan.credit_cents,
-            (unsigned long long)b->plan.max_orders,
-            b->is_polling ? "polling GET every 10 ms" : "their terminal events on NATS + one GET");
+    fprintf(
+        stderr,
+        "skald: " CTX ": gateway %s; seeded %d products (stock %lld each, %lld cents) and "
+        "%d customers (credit %lld cents each), enough for %llu orders; following orders by %s\n",
+        b->gateway, b->plan.n_products, (long long)b->plan.stock, (long long)b->plan.price_cents,
+        b->plan.n_customers, (long long)b->plan.credit_cents,
+        (unsigned long long)b->plan.max_orders,
+        b->is_polling ? "polling GET every 10 ms" : "their terminal events on NATS + one GET");
     rc = CLI_EXIT_OK;
 out:
     sk_system_destroy(sys);

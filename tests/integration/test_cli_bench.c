@@ -48,11 +48,22 @@ static void test_cli_bench_args_parse_defaults(void **state)
 static void test_cli_bench_args_parse_every_option(void **state)
 {
     cli_bench_opts o;
-    const char *argv[] = { "bench",        "--rate=250.5", "--duration", "2",
-                           "--warmup",     "0",            "--json",     "--data",
-                           "/tmp/d",       "--url",        "http://127.0.0.1:1/",
-                           "--timeout",    "5",            "--connections=8",
-                           "--follow",     "poll" };
+    const char *argv[] = { "bench",
+                           "--rate=250.5",
+                           "--duration",
+                           "2",
+                           "--warmup",
+                           "0",
+                           "--json",
+                           "--data",
+                           "/tmp/d",
+                           "--url",
+                           "http://127.0.0.1:1/",
+                           "--timeout",
+                           "5",
+                           "--connections=8",
+                           "--follow",
+                           "poll" };
     (void)state;
 
     assert_int_equal(parse(&o, ARGC(argv), argv), SK_OK);
@@ -248,8 +259,8 @@ static void test_cli_bench_plan_make(void **state)
     assert_true(p.stock >= 2 * 122000 / 64);
 
     /* --find-max sums its steps: 50, 75, 112.5 (the next, 168.75, is above 150). */
-    const char *find[] = { "bench", "--find-max", "--max-rate", "150", "--duration", "1",
-                           "--warmup", "0" };
+    const char *find[] = { "bench",      "--find-max", "--max-rate", "150",
+                           "--duration", "1",          "--warmup",   "0" };
     assert_int_equal(parse(&o, ARGC(find), find), SK_OK);
     assert_int_equal(cli_bench_plan_make(&o, &p), SK_OK);
     assert_int_equal(p.max_orders, 50 + 75 + 113);
