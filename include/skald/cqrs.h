@@ -174,6 +174,9 @@ typedef struct sk_projection_config {
     const char *filter_subject; /* e.g. "order.events.>" */
     sk_projection_fn apply;
     void *ctx;
+    /** Events older than their type's current schema version are upcast before apply
+     *  (sk_msg_upcast); NULL: none. Borrowed: must outlive the projection. */
+    const sk_upcasters *upcasters;
 } sk_projection_config;
 
 typedef struct sk_projection sk_projection;
@@ -317,6 +320,8 @@ typedef struct sk_readmodel_config {
     void *ctx;
     /** How often a replay checks whether it has caught up, ms (0 = 200). */
     int64_t poll_ms;
+    /** Upcasters applied before apply, live and in replays alike; NULL: none. Borrowed. */
+    const sk_upcasters *upcasters;
 } sk_readmodel_config;
 
 /** Progress of a read model, as sk_readmodel_status reports it. */

@@ -17,6 +17,7 @@ struct sk_projection {
     char *filter_subject;
     char *durable;        /* "<name>-<stream lower-cased>" */
     char *checkpoint_key; /* "<name>:<stream>" */
+    const sk_upcasters *upcasters;
     sk_projection_fn apply;
     void *ctx;
     sk_counter *applied; /* NULL without metrics */
@@ -189,6 +190,7 @@ sk_status sk_projection_start(sk_projection **out,
     cc.filter_subject = p->filter_subject;
     cc.handler = sk__projection_handle;
     cc.ctx = p;
+    cc.upcasters = cfg->upcasters;
     st = sk_consumer_start(&p->consumer, bus, store, metrics, &cc);
     if (st != SK_OK) {
         st = SK_WRAP(st, "projection %s", p->name);

@@ -44,6 +44,7 @@ struct sk_readmodel {
     sk_readmodel_schema_fn drop;
     void *ctx;
     int64_t poll_ms;
+    const sk_upcasters *upcasters;
     sk_bus *bus;
     sk_store *store;
     sk_metrics *metrics;
@@ -155,6 +156,7 @@ static sk_status version_start(sk_readmodel *rm, int64_t version, rm_version **o
             .filter_subject = rm->filters[i],
             .apply = version_apply,
             .ctx = v,
+            .upcasters = rm->upcasters, /* a replay sees events as the live version does */
         };
         st = sk_projection_start(&v->proj[i], rm->bus, rm->store, rm->metrics, &pc);
     }
@@ -576,6 +578,7 @@ sk_status sk_readmodel_start(sk_readmodel **out,
     rm->drop = cfg->drop;
     rm->ctx = cfg->ctx;
     rm->poll_ms = cfg->poll_ms == 0 ? DEFAULT_POLL_MS : cfg->poll_ms;
+    rm->upcasters = cfg->upcasters;
     rm->n_streams = cfg->n_streams;
     rm->name = sk_strdup(cfg->name);
     st = rm->name != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "sk_readmodel_start: copying the name");

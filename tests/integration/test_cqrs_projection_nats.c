@@ -310,11 +310,70 @@ static void test_projection_applies_once_checkpoints_and_resumes(void **state)
     sk_buf_fini(&out);
 }
 
+/* ---------------------------------------------------------------- upcasting */
+
+/* OrderCreated v1 -> v2: total_cents becomes {amount_cents, currency}. */
+static sk_status order_created_v1_to_v2(json_t *data, const sk_envelope *env, void *ctx)
+{
+    json_t *total = json_object_get(data, "total_cents");
+
+    (void)env;
+    (void)ctx;
+    if (!json_is_integer(total)) {
+        return SK_FAIL(SK_EPROTO, "total_cents: expected an integer");
+    }
+    if (json_object_set_new(data, "total", json_pack("{s:O,s:s}", "amount_cents", total,
+                                                     "currency", "EUR")) != 0 ||
+        json_object_del(data, "total_cents") != 0) {
+        return SK_FAIL(SK_ENOMEM, "upcasting OrderCreated");
+    }
+    return SK_OK;
+}
+
+/* A v2 reader: refuses anything but the current shape. */
+static sk_status apply_order_created_v2(sk_tx *tx, const sk_message *m, void *ctx)
+{
+    const json_t *total = json_object_get(m->json, "total");
+
+    if (m->env.schema_version != 2 || !json_is_object(total) ||
+        json_object_get(m->json, "total_cents") != NULL) {
+        return SK_FAIL(SK_EPROTO, "expected OrderCreated v2, got v%d", m->env.schema_version);
+    }
+    return apply_order_created(tx, m, ctx);
+}
+
+static void test_projection_sees_old_events_upcast(void **state)
+{
+    fixture *f = *state;
+    sk_upcasters *u = NULL;
+    sk_projection *p = NULL;
+
+    assert_int_equal(sk_upcasters_create(&u), SK_OK);
+    assert_int_equal(sk_upcaster_register(u, "OrderCreated", 1, order_created_v1_to_v2, NULL),
+                     SK_OK);
+    /* The writer still emits v1 (sk_envelope_init's version). */
+    emit_events(f, 1, 5);
+    sk_projection_config cfg = { .name = VIEW,
+                                 .stream = STREAM,
+                                 .filter_subject = "order.events.>",
+                                 .apply = apply_order_created_v2,
+                                 .ctx = f,
+                                 .upcasters = u };
+    assert_int_equal(sk_projection_start(&p, f->bus, f->view, f->metrics, &cfg), SK_OK);
+    wait_view(f, 5, 5);
+    emit_events(f, 6, 3);
+    wait_view(f, 8, 8);
+    sk_projection_stop(p);
+    assert_int_equal(atomic_load(&f->n_applied), 8);
+    sk_upcasters_destroy(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_projection_applies_once_checkpoints_and_resumes, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_projection_sees_old_events_upcast, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
