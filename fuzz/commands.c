@@ -6,8 +6,9 @@
  * does: the path is routed (svc_router_match over the services' routes),
  * the body parsed as a JSON object (sk_json_parse_object), the "{x}"
  * captures added as string members, and the route's command/query
- * validator run. Every validator also sees the body alone, and so does the
- * ReserveStock line parser (inventory_lines_parse).
+ * validator run. Every validator also sees the body alone, and so do the
+ * ReserveStock line parser (inventory_lines_parse) and, as a participant's
+ * reply, the order sagas' reply readers (the on_reply of each step).
  */
 #include <string.h>
 
@@ -46,6 +47,61 @@ static void noop_route(sk_http_req *req, const svc_params *params, void *ctx)
     (void)req;
     (void)params;
     (void)ctx;
+}
+
+/* Reply types the order sagas' steps receive. */
+static const char *const reply_types[] = { "StockReserved", "StockReservationFailed", "CreditCharged",
+                                           "CreditChargeFailed", "CreditRefunded", "ReservationReleased" };
+
+static void check_priced(const json_t *data)
+{
+    const json_t *priced = json_object_get(data, "priced_items");
+    const json_t *item;
+    size_t i;
+    json_int_t sum = 0;
+
+    SK_FUZZ_CHECK(json_is_array(priced) && json_is_integer(json_object_get(data, "total_cents")));
+    json_array_foreach(priced, i, item)
+    {
+        json_int_t line = json_integer_value(json_object_get(item, "line_total_cents"));
+        SK_FUZZ_CHECK(line >= 0 && sum <= INT64_MAX - line);
+        sum += line;
+    }
+    SK_FUZZ_CHECK(sum == json_integer_value(json_object_get(data, "total_cents")));
+}
+
+static void fuzz_saga_replies(const json_t *reply)
+{
+    static order_deps deps;
+    static int is_init;
+
+    if (!is_init) {
+        order_sagas_init(&deps);
+        is_init = 1;
+    }
+    const sk_saga_def *defs[] = { &deps.create_saga, &deps.cancel_saga };
+    for (size_t d = 0; d < 2; d++) {
+        for (size_t s = 0; s < defs[d]->n_steps; s++) {
+            const sk_saga_step *step = &defs[d]->steps[s];
+            for (size_t t = 0; step->on_reply != NULL && t < sizeof(reply_types) / sizeof(reply_types[0]);
+                 t++) {
+                json_t *data = json_object();
+                sk_saga_verdict verdict = SK_SAGA_STEP_FAILED;
+                char reason[SK_SAGA_MAX_REASON];
+                if (data == NULL) {
+                    return;
+                }
+                memset(reason, 'x', sizeof(reason));
+                reason[0] = '\0';
+                sk_status st = step->on_reply(data, reply_types[t], reply, &verdict, reason, defs[d]->ctx);
+                SK_FUZZ_CHECK(memchr(reason, '\0', sizeof(reason)) != NULL);
+                if (st == SK_OK && verdict == SK_SAGA_STEP_OK && json_object_get(data, "priced_items") != NULL) {
+                    check_priced(data);
+                }
+                json_decref(data);
+            }
+        }
+    }
 }
 
 static svc_router *router_get(void)
@@ -117,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 SK_FUZZ_CHECK(lines[i].quantity >= 1 && lines[i].quantity <= INVENTORY_MAX_QUANTITY);
             }
         }
+        fuzz_saga_replies(obj);
     }
     /* The request line as the HTTP server hands it over: NUL-terminated, cut at the first NUL. */
     if (line_len < sizeof(line)) {

@@ -63,9 +63,13 @@ static sk_status on_reserve_reply(json_t *data,
     int64_t total = 0;
     size_t i = 0;
     const json_t *item = NULL;
-    if (!json_is_array(items) || priced == NULL) {
+    if (priced == NULL) {
+        return SK_FAIL(SK_ENOMEM, "StockReserved: out of memory");
+    }
+    /* The bound keeps the total below 2^63 (see below); the reply comes over the bus, unchecked. */
+    if (!json_is_array(items) || json_array_size(items) > ORDER_MAX_ITEMS) {
         json_decref(priced);
-        return SK_FAIL(SK_EPROTO, "StockReserved: items: expected an array");
+        return SK_FAIL(SK_EPROTO, "StockReserved: items: expected an array of at most %d items", ORDER_MAX_ITEMS);
     }
     json_array_foreach(items, i, item)
     {
