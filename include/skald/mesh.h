@@ -109,6 +109,14 @@ typedef struct sk_http_server_config {
  */
 SK_API SK_NODISCARD sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg);
 SK_API int sk_http_server_port(const sk_http_server *srv);
+/**
+ * Refuse new connections from now on (the first step of a drain): clients
+ * connecting get a TCP reset, which callers treat as a connect failure and
+ * retry elsewhere; connections already accepted are served until
+ * sk_http_server_stop. Call from the thread that stops the server, not
+ * concurrently with sk_http_server_stop. NULL-safe; idempotent.
+ */
+SK_API void sk_http_server_stop_listening(sk_http_server *srv);
 /** Stop accepting, answer 503 to what is still unanswered, stop threads. NULL-safe. */
 SK_API void sk_http_server_stop(sk_http_server *srv);
 /**

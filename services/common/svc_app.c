@@ -908,14 +908,16 @@ static int64_t drain_timeout_ms(void)
 }
 
 /*
- * The HTTP drain: stop announcing readiness, refuse new requests (503,
- * Connection: close), and wait until every request already in service code
+ * The HTTP drain: stop announcing readiness, stop listening, refuse new
+ * requests on open connections (503, Connection: close), and wait until every request already in service code
  * has been answered, at most the drain timeout.
  */
 static void drain(svc_app *app)
 {
     int64_t deadline = sk_time_mono_ms() + drain_timeout_ms();
     atomic_store(&app->is_draining, true);
+    /* New connections are reset: callers retry them on another instance (connect failure). */
+    sk_http_server_stop_listening(app->server);
     if (app->registry != NULL) {
         sk_registry_set_ready(app->registry, false);
     }

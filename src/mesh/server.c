@@ -139,7 +139,7 @@ struct sk_http_server {
     struct MHD_Daemon *daemon;
     hub *hub;
     int port;
-    int listen_fd; /* returned by MHD_quiesce_daemon; closed after MHD_stop_daemon */
+    int listen_fd; /* returned by MHD_quiesce_daemon (-1 before); closed after MHD_stop_daemon */
     bool is_tls;
     bool require_client_cert;
     size_t max_body_bytes;
@@ -1722,6 +1722,23 @@ uint64_t sk__http_server_connections_total(const sk_http_server *srv)
     return srv != NULL ? atomic_load(&((sk_http_server *)(uintptr_t)srv)->n_connections) : 0;
 }
 
+void sk_http_server_stop_listening(sk_http_server *srv)
+{
+    if (srv == NULL || srv->listen_fd != -1) {
+        return;
+    }
+    srv->listen_fd = (int)MHD_quiesce_daemon(srv->daemon);
+    /*
+     * MHD no longer accepts, but the socket must stay open until
+     * MHD_stop_daemon (a worker may still hold it). Shutting a listening
+     * socket down makes the kernel reset queued and new connections, so
+     * clients fail fast instead of waiting in the backlog.
+     */
+    if (srv->listen_fd != -1) {
+        SK_IGNORE(shutdown(srv->listen_fd, SHUT_RDWR));
+    }
+}
+
 void sk_http_server_stop(sk_http_server *srv)
 {
     hub *h;
@@ -1738,7 +1755,8 @@ void sk_http_server_stop(sk_http_server *srv)
     srv->timers = NULL;
     unlock(&srv->fault_mu);
     sk__timers_destroy(timers);
-    fd = MHD_quiesce_daemon(srv->daemon);
+    sk_http_server_stop_listening(srv);
+    fd = srv->listen_fd;
 
     /* Answer whatever the handlers still hold; their late answers become no-ops. */
     lock(&h->mu);
