@@ -276,6 +276,10 @@ static sk_status add_consumer(subj_list *pub, const char *stream)
         st = subj_list_add(pub, JS_API ".CONSUMER.MSG.NEXT.%s.*", stream);
     }
     if (st == SK_OK) {
+        /* A projection replay retires the durables of the version it replaced. */
+        st = subj_list_add(pub, JS_API ".CONSUMER.DELETE.%s.*", stream);
+    }
+    if (st == SK_OK) {
         st = subj_list_add(pub, "$JS.ACK.%s.>", stream);
     }
     return st;

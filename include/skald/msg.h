@@ -325,6 +325,13 @@ SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
                                                 const sk_consumer_config *cfg);
 /** Stop fetching, wait for handled messages to be acknowledged. NULL-safe. */
 SK_API void sk_consumer_stop(sk_consumer *c);
+/**
+ * Delete durable consumer @p durable of @p stream on the server (its
+ * position and pending messages go with it). Stop any sk_consumer on it
+ * first. A consumer that does not exist is not an error.
+ * @return SK_OK, SK_EINVAL (names), SK_EBUS, SK_ETIMEDOUT.
+ */
+SK_API SK_NODISCARD sk_status sk_consumer_delete(sk_bus *bus, const char *stream, const char *durable);
 
 /* ---------------------------------------------------------------- dead letters */
 

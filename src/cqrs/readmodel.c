@@ -443,8 +443,13 @@ static void *monitor_main(void *arg)
         SK_LOG_WARN("read model %s: dropping version %lld: %s", rm->name, (long long)sj.old_version,
                     rj == NULL ? "out of memory" : sk_error_message());
     }
-    /* TODO(#4): delete the old version's durable consumers on the server once msg has an API for
-     * it. */
+    /* Its durable consumers would keep their position (and any backlog) on the server forever. */
+    for (size_t i = 0; rj != NULL && i < rm->n_streams; i++) {
+        if (rj->durables[i][0] != '\0' &&
+            sk_consumer_delete(rm->bus, rm->streams[i], rj->durables[i]) != SK_OK) {
+            SK_LOG_WARN("read model %s: %s", rm->name, sk_error_message());
+        }
+    }
     sk_free(rj);
     return NULL;
 }

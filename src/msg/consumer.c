@@ -1710,3 +1710,31 @@ void sk_consumer_stop(sk_consumer *c)
     sk_free(c->releasing);
     sk_free(c);
 }
+
+/* JetStream error code: consumer not found. */
+#define JS_ERR_CONSUMER_NOT_FOUND 10014
+
+sk_status sk_consumer_delete(sk_bus *bus, const char *stream, const char *durable)
+{
+    sk__bus_link *link;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    if (bus == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_consumer_delete: bus must not be NULL");
+    }
+    if (!sk__msg_name_is_valid(stream)) {
+        return SK_FAIL(SK_EINVAL, "sk_consumer_delete: stream: expected 1..64 of [A-Za-z0-9_-]");
+    }
+    if (!sk__msg_name_is_valid(durable)) {
+        return SK_FAIL(SK_EINVAL, "sk_consumer_delete: durable: expected 1..64 of [A-Za-z0-9_-]");
+    }
+    link = sk__bus_link_acquire(bus);
+    s = js_DeleteConsumer(link->js, stream, durable, NULL, &jerr);
+    sk__bus_link_release(link);
+    if (s == NATS_OK || s == NATS_NOT_FOUND || jerr == JS_ERR_CONSUMER_NOT_FOUND) {
+        return SK_OK;
+    }
+    sk_status st = sk__nats_fail(s, jerr, "deleting the durable consumer");
+    return SK_WRAP(st, "consumer %s on stream %s", durable, stream);
+}

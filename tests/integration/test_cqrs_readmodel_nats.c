@@ -19,6 +19,8 @@
 
 #include <skald/cqrs.h>
 
+#include "msg/msg_int.h"
+
 #include "sk_test.h"
 #include "sk_test_nats.h"
 
@@ -276,6 +278,24 @@ static bool v1_dropped(void *ctx)
 
 /* ---------------------------------------------------------------- tests */
 
+/* Version 1's durable consumers are gone from the server. */
+static bool v1_durables_deleted(void *ctx)
+{
+    fixture *f = ctx;
+    for (size_t i = 0; i < 2; i++) {
+        char durable[96];
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        snprintf(durable, sizeof(durable), "%s-%s", NAME, streams[i].stream);
+        natsStatus s = js_GetConsumerInfo(&ci, sk__bus_js(f->bus), streams[i].stream, durable, NULL, &jerr);
+        jsConsumerInfo_Destroy(ci);
+        if (s != NATS_NOT_FOUND) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void test_sk_readmodel_replay_rebuilds_and_switches_atomically(void **state)
 {
     fixture *f = *state;
@@ -333,6 +353,7 @@ static void test_sk_readmodel_replay_rebuilds_and_switches_atomically(void **sta
     assert_int_equal(s.min_version, 2);
     assert_int_equal(sk_readmodel_live_version(rm), 2);
     assert_true(sk_test_wait_until(v1_dropped, f, 10000));
+    assert_true(sk_test_wait_until(v1_durables_deleted, f, 10000));
     print_message("replay of 300+100 events switched after %lld ms (%lld snapshots checked)\n",
                   (long long)(sk_time_mono_ms() - t0), (long long)n_snaps);
 
