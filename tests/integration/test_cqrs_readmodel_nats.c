@@ -381,6 +381,13 @@ static void test_sk_readmodel_replay_rebuilds_and_switches_atomically(void **sta
     sk_readmodel_stop(rm);
 }
 
+/* No replay is being built (the last one switched). */
+static bool replay_done(void *ctx)
+{
+    sk_readmodel_progress p;
+    return sk_readmodel_status(ctx, &p) == SK_OK && p.building_version == 0;
+}
+
 static void test_sk_readmodel_replay_resumes_after_restart(void **state)
 {
     fixture *f = *state;
@@ -409,7 +416,8 @@ static void test_sk_readmodel_replay_resumes_after_restart(void **state)
     assert_int_equal(s.max_applied, 1);
     assert_int_equal(s.min_version, 2);
 
-    /* And a second replay builds version 3. */
+    /* And a second replay, once the resumed one has switched, builds version 3. */
+    assert_true(sk_test_wait_until(replay_done, rm, 20000));
     int64_t version = 0;
     assert_int_equal(sk_readmodel_replay(rm, &version), SK_OK);
     assert_int_equal(version, 3);
