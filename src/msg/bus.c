@@ -218,14 +218,21 @@ static void link_close(sk__bus_link *link)
          */
         struct timespec deadline;
         clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 5;
+        deadline.tv_sec += 10;
         pthread_mutex_lock(&link->mu);
         while (!link->is_closed) {
             if (pthread_cond_timedwait(&link->cond, &link->mu, &deadline) != 0) {
                 break;
             }
         }
+        bool is_closed = link->is_closed;
         pthread_mutex_unlock(&link->mu);
+        if (!is_closed) {
+            /* A callback may still come and read the link: keep it rather than free it. */
+            SK_LOG_ERROR("nats conn=%s: the connection did not report its close; leaking it",
+                         link->bus->name);
+            return;
+        }
         natsConnection_Destroy(link->nc);
     }
     if (link->has_sync) {
@@ -247,11 +254,17 @@ static sk_status tls_fail(natsStatus s, const char *what, const char *file)
     return SK_FAIL(SK_ETLS, "loading %s %s: %s %s", what, file, natsStatus_GetText(s), last);
 }
 
-/* "host:port" of a server URL (the part after "://"). */
-static const char *url_address(const char *url)
+/* True when two server URLs name the same host and port (4222 when none is given). */
+static bool same_address(const char *a, const char *b)
 {
-    const char *p = strstr(url, "://");
-    return p != NULL ? p + 3 : url;
+    const char *pa = strstr(a, "://"), *pb = strstr(b, "://");
+    char na[300], nb[300];
+
+    pa = pa != NULL ? pa + 3 : a;
+    pb = pb != NULL ? pb + 3 : b;
+    snprintf(na, sizeof(na), "%s%s", pa, strrchr(pa, ':') != NULL ? "" : ":4222");
+    snprintf(nb, sizeof(nb), "%s%s", pb, strrchr(pb, ':') != NULL ? "" : ":4222");
+    return strcmp(na, nb) == 0;
 }
 
 /*
@@ -268,7 +281,7 @@ static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry
     natsStatus s;
 
     for (int i = 0; avoid != NULL && i < n; i++) {
-        if (strcmp(url_address(bus->servers[i]), url_address(avoid)) == 0) {
+        if (same_address(bus->servers[i], avoid)) {
             at = i;
         }
     }
@@ -288,6 +301,15 @@ static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry
     }
     if (s == NATS_OK) {
         s = natsOptions_SetMaxReconnect(opts, -1);
+    }
+    if (s == NATS_OK) {
+        /*
+         * (Practically) no reconnect buffer (0 would mean the 8 MB default):
+         * a publish while disconnected fails at once instead of going out
+         * after the reconnect, possibly ahead of an earlier one lost with the
+         * old socket. Every publisher here retries in order by itself.
+         */
+        s = natsOptions_SetReconnectBufSize(opts, 1);
     }
     if (s == NATS_OK) {
         s = natsOptions_SetReconnectWait(opts, RECONNECT_WAIT_MS);
@@ -521,6 +543,10 @@ sk_status sk_bus_open(sk_bus **out, const sk_bus_config *cfg)
         goto out;
     }
     bus->has_swap_mu = true;
+    if (cfg->replicas < 0 || cfg->replicas > 5) {
+        st = SK_FAIL(SK_EINVAL, "sk_bus_open: cfg->replicas: expected 0..5, got %d", cfg->replicas);
+        goto out;
+    }
     bus->replicas = cfg->replicas > 0 ? cfg->replicas : 1;
     bus->servers_copy = sk_malloc(MAX_SERVERS_LEN + 1);
     if (bus->servers_copy == NULL || !copy_opt(cfg->ca_file, &bus->ca_file) ||
@@ -547,10 +573,50 @@ out:
     return st;
 }
 
+/* ---------------------------------------------------------------- JetStream probe */
+
+/*
+ * In a cluster, a client connected to a node cut off from the majority
+ * stays connected (its TCP connection is fine) while every JetStream call
+ * through it times out. The probe asks for the stream names (answered by
+ * the meta leader only) every PROBE_INTERVAL_MS; after PROBE_FAILURES
+ * failures in a row on a connected link the bus moves to another server,
+ * the same way a certificate reload moves it.
+ */
+#define PROBE_INTERVAL_MS 500
+#define PROBE_TIMEOUT_MS  1000
+#define PROBE_FAILURES    3
+/* After a failover that found no better server, this many probes pass before the next try. */
+#define PROBE_BACKOFF     10
+
+/* True when JetStream answered through @p link; *is_connected tells whether it could have. */
+static bool probe_once(sk__bus_link *link, bool *is_connected, char *url, size_t url_len)
+{
+    jsStreamNamesList *names = NULL;
+    jsErrCode jerr = 0;
+    jsOptions jo;
+    natsStatus s;
+
+    url[0] = '\0';
+    *is_connected = natsConnection_Status(link->nc) == NATS_CONN_STATUS_CONNECTED;
+    if (!*is_connected) {
+        return false;
+    }
+    SK_IGNORE(natsConnection_GetConnectedUrl(link->nc, url, url_len)); /* "" when unknown */
+    jsOptions_Init(&jo);
+    jo.Wait = PROBE_TIMEOUT_MS;
+    s = js_StreamNames(&names, link->js, &jo, &jerr);
+    jsStreamNamesList_Destroy(names);
+    /* Not found (no streams yet) is an answer too. */
+    return s == NATS_OK || s == NATS_NOT_FOUND;
+}
+
 /*
  * Open a new link (see link_open) and make it the current one; users move
- * over and the old link closes when the last of them has left it.
- * @p why names the occasion in the log line.
+ * over and the old link closes when the last of them has left it. With
+ * @p avoid (a failover: the URL JetStream did not answer through, or "")
+ * the new link must answer a probe first. @p why names the occasion in the
+ * log line.
  */
 static sk_status link_replace(sk_bus *bus, const char *avoid, const char *why)
 {
@@ -560,6 +626,16 @@ static sk_status link_replace(sk_bus *bus, const char *avoid, const char *why)
     pthread_mutex_lock(&bus->swap_mu);
     uint64_t generation = atomic_load(&bus->generation) + 1;
     st = link_open(bus, generation, false, avoid, &fresh);
+    if (st == SK_OK && avoid != NULL) {
+        /* A failover only helps if JetStream answers through the new server. */
+        char url[256];
+        bool is_connected = false;
+        if (!probe_once(fresh, &is_connected, url, sizeof(url))) {
+            st = SK_FAIL(SK_EBUS, "JetStream does not answer through %s either",
+                         url[0] != '\0' ? url : "the next server");
+            sk__bus_link_release(fresh);
+        }
+    }
     if (st == SK_OK) {
         pthread_mutex_lock(&bus->mu);
         old = bus->link;
@@ -590,42 +666,6 @@ sk_status sk_bus_reload_tls(sk_bus *bus)
         return SK_WRAP(st, "sk_bus_reload_tls: keeping the current connection");
     }
     return SK_OK;
-}
-
-/* ---------------------------------------------------------------- JetStream probe */
-
-/*
- * In a cluster, a client connected to a node cut off from the majority
- * stays connected (its TCP connection is fine) while every JetStream call
- * through it times out. The probe asks for the stream names (answered by
- * the meta leader only) every PROBE_INTERVAL_MS; after PROBE_FAILURES
- * failures in a row on a connected link the bus moves to another server,
- * the same way a certificate reload moves it.
- */
-#define PROBE_INTERVAL_MS 1000
-#define PROBE_TIMEOUT_MS  1000
-#define PROBE_FAILURES    3
-
-/* True when JetStream answered through @p link; *is_connected tells whether it could have. */
-static bool probe_once(sk__bus_link *link, bool *is_connected, char *url, size_t url_len)
-{
-    jsStreamNamesList *names = NULL;
-    jsErrCode jerr = 0;
-    jsOptions jo;
-    natsStatus s;
-
-    url[0] = '\0';
-    *is_connected = natsConnection_Status(link->nc) == NATS_CONN_STATUS_CONNECTED;
-    if (!*is_connected) {
-        return false;
-    }
-    SK_IGNORE(natsConnection_GetConnectedUrl(link->nc, url, url_len)); /* "" when unknown */
-    jsOptions_Init(&jo);
-    jo.Wait = PROBE_TIMEOUT_MS;
-    s = js_StreamNames(&names, link->js, &jo, &jerr);
-    jsStreamNamesList_Destroy(names);
-    /* Not found (no streams yet) is an answer too. */
-    return s == NATS_OK || s == NATS_NOT_FOUND;
 }
 
 static void *probe_main(void *arg)
@@ -661,8 +701,9 @@ static void *probe_main(void *arg)
             SK_LOG_WARN("nats conn=%s: JetStream does not answer through %s (%d probes); moving "
                         "to another server",
                         bus->name, url[0] != '\0' ? url : "the current server", PROBE_FAILURES);
-            if (link_replace(bus, url[0] != '\0' ? url : NULL, "failover") != SK_OK) {
+            if (link_replace(bus, url[0] != '\0' ? url : "", "failover") != SK_OK) {
                 SK_LOG_WARN("nats conn=%s: failover: %s (staying)", bus->name, sk_error_message());
+                failures = -PROBE_BACKOFF;
             }
         }
         pthread_mutex_lock(&bus->probe_mu);
@@ -728,8 +769,11 @@ void sk_bus_close(sk_bus *bus)
     if (bus->link != NULL) {
         int users = atomic_load(&bus->link->refs) - 1;
         if (users > 0) {
-            SK_LOG_WARN("sk_bus_close: conn=%s still has %d users; its connection stays open",
-                        bus->name, users);
+            /* Their links refer to the bus: freeing it would leave them dangling. */
+            SK_LOG_ERROR("sk_bus_close: conn=%s still has %d users (stop consumers, relays and "
+                         "KV handles first); leaving the bus open",
+                         bus->name, users);
+            return;
         }
         sk__bus_link_release(bus->link);
     }
@@ -753,7 +797,7 @@ bool sk_bus_is_connected(sk_bus *bus)
     sk__bus_link *link;
     bool is_up;
 
-    if (bus == NULL || bus->link == NULL) {
+    if (bus == NULL) {
         return false;
     }
     link = sk__bus_link_acquire(bus);

@@ -27,6 +27,7 @@ struct sk_kv {
     bool has_lock;
     sk__bus_link *link; /* lock: the connection kv lives on */
     kvStore *kv;        /* lock */
+    _Atomic int64_t last_warn_ms; /* rate limit of the "moving" warning */
 };
 
 struct sk_kv_watch {
@@ -111,21 +112,27 @@ static void kv_read_lock(sk_kv *kv)
     }
     pthread_rwlock_unlock(&kv->lock);
     pthread_rwlock_wrlock(&kv->lock);
+    sk__bus_link *done = NULL; /* released once the lock is let go: its close may take a while */
     if (!sk__bus_link_is_current(kv->bus, kv->link)) {
         sk__bus_link *fresh = sk__bus_link_acquire(kv->bus);
         kvStore *store = NULL;
         if (kv_bind(kv, fresh, -1, &store) == SK_OK) {
             kvStore_Destroy(kv->kv);
-            sk__bus_link_release(kv->link);
+            done = kv->link;
             kv->kv = store;
             kv->link = fresh;
         } else {
-            SK_LOG_WARN("kv %s: moving to the new connection: %s (retrying)", kv->name,
-                        sk_error_message());
-            sk__bus_link_release(fresh);
+            int64_t now = sk_time_mono_ms(), last = atomic_load(&kv->last_warn_ms);
+            if (last == 0 || now - last >= 5000) {
+                atomic_store(&kv->last_warn_ms, now);
+                SK_LOG_WARN("kv %s: moving to the new connection: %s (retrying)", kv->name,
+                            sk_error_message());
+            }
+            done = fresh;
         }
     }
     pthread_rwlock_unlock(&kv->lock);
+    sk__bus_link_release(done);
     pthread_rwlock_rdlock(&kv->lock);
 }
 
@@ -335,6 +342,15 @@ static void watch_unbind(sk_kv_watch *w)
  */
 static bool watch_move(sk_kv_watch *w)
 {
+    if (w->w != NULL) {
+        /* Only once the kv handle itself has moved: else this would bind to the old link again. */
+        kv_read_lock(w->kv);
+        bool kv_moved = w->kv->link != w->link;
+        pthread_rwlock_unlock(&w->kv->lock);
+        if (!kv_moved) {
+            return false;
+        }
+    }
     watch_unbind(w);
     if (watch_bind(w) != SK_OK) {
         SK_LOG_WARN("kv watch %s: moving to the new connection: %s (retrying)", w->kv->name,
@@ -353,7 +369,9 @@ static void *watch_main(void *arg)
         kvEntry *e = NULL;
         natsStatus s;
 
-        if ((w->w == NULL || !sk__bus_link_is_current(w->kv->bus, w->link)) && !watch_move(w)) {
+        /* A watcher that cannot move yet keeps reading the old connection meanwhile. */
+        if ((w->w == NULL || !sk__bus_link_is_current(w->kv->bus, w->link)) && !watch_move(w) &&
+            w->w == NULL) {
             struct timespec ts = { 0, WATCH_POLL_MS * 1000 * 1000 };
             nanosleep(&ts, NULL); /* retry pace; stop waits at most this long */
             continue;

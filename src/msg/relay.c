@@ -396,7 +396,8 @@ static bool wait_acks(sk_relay *r, uint64_t reconnects)
             return true;
         }
         if (s != NATS_TIMEOUT || sk_time_mono_ms() >= deadline ||
-            atomic_load(&r->link->n_reconnects) != reconnects) {
+            atomic_load(&r->link->n_reconnects) != reconnects ||
+            !sk__bus_link_is_current(r->bus, r->link)) {
             return false;
         }
     }
@@ -421,6 +422,15 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
     popts.MaxWait = RELAY_ACK_WAIT_MS;
     for (; n_sent < n_rows; n_sent++) {
         natsMsg *m = r->rows[n_sent].msg;
+        /*
+         * After a reconnect, a row sent before it may have been lost with the
+         * old socket: sending later rows now could store them ahead of it.
+         * Stop; the next round starts again from the first unacknowledged row.
+         */
+        if (atomic_load(&r->link->n_reconnects) != reconnects ||
+            natsConnection_Status(r->link->nc) != NATS_CONN_STATUS_CONNECTED) {
+            break;
+        }
         /* The library takes the message (and clears m) when the call succeeds. */
         r->has_published = true;
         s = js_PublishMsgAsync(r->js, &m, &popts);

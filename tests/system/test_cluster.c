@@ -11,7 +11,9 @@
  *      leader reports its replica current, it holds every message);
  *   2. a partition: the node leading ORDER_EVENTS now is cut off with
  *      nftables (its route listener and its outgoing route connections), the
- *      other two elect a leader and orders keep flowing; once the rules are
+ *      other two elect a leader; services whose NATS connection was on the
+ *      cut node move to the majority (the bus's JetStream probe) and orders
+ *      are accepted again while the partition lasts; once the rules are
  *      deleted the node catches up.
  * Afterwards every acknowledged order reaches a terminal status and the
  * shop's invariants hold (tests/support/sk_test_shop.c).
@@ -69,8 +71,10 @@ extern char **environ;
 #define SETTLE_MS     20000
 /* No HTTP request may take longer: the gateway's upstream timeout is 5 s. */
 #define REQUEST_MAX_MS 8000
-/* How long the partition lasts once the majority has a leader again. */
+/* How long the partition lasts once the majority has a leader again... */
 #define PARTITION_HOLD_MS 3000
+/* ...and at most, waiting for orders to be accepted during it (buses on the cut node move). */
+#define PARTITION_ACCEPT_MS 30000
 #define NFT_TABLE "skald_cluster_test"
 
 static sk_test_system g_sys;
@@ -823,7 +827,9 @@ static void test_cluster_kill_and_partition(void **state)
     int64_t partition_election_ms = sk_time_mono_ms() - t_cut;
     assert_true(majority_leader >= 0);
     int64_t t_hold = sk_time_mono_ms();
-    while (sk_time_mono_ms() - t_hold < PARTITION_HOLD_MS) {
+    while (sk_time_mono_ms() - t_hold < PARTITION_HOLD_MS ||
+           (accepted_between(t_cut, sk_time_mono_ms()) == 0 &&
+            sk_time_mono_ms() - t_cut < PARTITION_ACCEPT_MS)) {
         partition_refresh(cut);
         pause_ms(100);
     }
@@ -832,10 +838,10 @@ static void test_cluster_kill_and_partition(void **state)
     int during_cut = accepted_between(t_cut, sk_time_mono_ms());
     fprintf(stderr,
             "[cluster] partitioned %s: the majority elected %s in %lld ms; %d orders accepted "
-            "during the partition; ORDER_EVENTS last_seq %llu on the cut node vs %llu on the "
+            "during the partition (%lld ms); ORDER_EVENTS last_seq %llu on the cut node vs %llu on the "
             "leader (replica current: %s)\n",
             g_nodes[cut].name, g_nodes[majority_leader].name, (long long)partition_election_ms,
-            during_cut, (unsigned long long)cut_view.last_seq,
+            during_cut, (long long)(sk_time_mono_ms() - t_cut), (unsigned long long)cut_view.last_seq,
             (unsigned long long)maj_view.last_seq, maj_view.replica_current ? "yes" : "no");
     partition_heal();
     int64_t catchup_ms = wait_current(cut, CATCHUP_MS);
