@@ -25,6 +25,9 @@
 /** Longest projection or stream name, in bytes. */
 #define SK__PROJECTION_NAME_MAX 64
 
+/** 1..@p max bytes of [A-Za-z0-9_-] (projection, stream and read-model names). */
+bool sk__cqrs_name_is_valid(const char *s, size_t max);
+
 /** True when @p s matches [A-Za-z][A-Za-z0-9]{0,63}. NULL-safe. */
 bool sk__cqrs_type_is_valid(const char *s);
 

@@ -24,7 +24,7 @@ struct sk_projection {
     sk_consumer *consumer;
 };
 
-static bool name_is_valid(const char *s)
+bool sk__cqrs_name_is_valid(const char *s, size_t max)
 {
     size_t n = 0;
 
@@ -35,7 +35,7 @@ static bool name_is_valid(const char *s)
         char c = s[n];
         bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                   c == '_' || c == '-';
-        if (!ok || n >= SK__PROJECTION_NAME_MAX) {
+        if (!ok || n >= max) {
             return false;
         }
     }
@@ -101,12 +101,12 @@ sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projecti
     if (cfg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg must not be NULL");
     }
-    if (!name_is_valid(cfg->name)) {
+    if (!sk__cqrs_name_is_valid(cfg->name, SK__PROJECTION_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_projection_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK__PROJECTION_NAME_MAX);
     }
-    if (!name_is_valid(cfg->stream)) {
+    if (!sk__cqrs_name_is_valid(cfg->stream, SK__PROJECTION_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_projection_start: cfg.stream must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK__PROJECTION_NAME_MAX);
@@ -228,7 +228,8 @@ sk_projection_checkpoint_get(sk_tx *tx, const char *name, const char *stream, ui
     if (tx == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_projection_checkpoint_get: tx must not be NULL");
     }
-    if (!name_is_valid(name) || !name_is_valid(stream)) {
+    if (!sk__cqrs_name_is_valid(name, SK__PROJECTION_NAME_MAX) ||
+        !sk__cqrs_name_is_valid(stream, SK__PROJECTION_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_projection_checkpoint_get: name and stream must be 1..%d "
                        "bytes of [A-Za-z0-9_-]",

@@ -74,24 +74,6 @@ static void unlock(pthread_mutex_t *mu)
     sk__cqrs_pthread_check(pthread_mutex_unlock(mu), "pthread_mutex_unlock");
 }
 
-static bool name_is_valid(const char *s, size_t max)
-{
-    size_t n = 0;
-
-    if (s == NULL) {
-        return false;
-    }
-    for (; s[n] != '\0'; n++) {
-        char c = s[n];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-';
-        if (!ok || n >= max) {
-            return false;
-        }
-    }
-    return n > 0;
-}
-
 static void pname_format(const char *name, int64_t version, char out[PNAME_LEN])
 {
     if (version == 1) {
@@ -492,7 +474,7 @@ static void readmodel_free(sk_readmodel *rm)
 
 static sk_status config_check(const sk_readmodel_config *cfg)
 {
-    if (!name_is_valid(cfg->name, SK_READMODEL_NAME_MAX)) {
+    if (!sk__cqrs_name_is_valid(cfg->name, SK_READMODEL_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_readmodel_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK_READMODEL_NAME_MAX);
@@ -503,7 +485,7 @@ static sk_status config_check(const sk_readmodel_config *cfg)
                        SK_READMODEL_MAX_STREAMS);
     }
     for (size_t i = 0; i < cfg->n_streams; i++) {
-        if (!name_is_valid(cfg->streams[i].stream, SK__PROJECTION_NAME_MAX) ||
+        if (!sk__cqrs_name_is_valid(cfg->streams[i].stream, SK__PROJECTION_NAME_MAX) ||
             cfg->streams[i].filter_subject == NULL || cfg->streams[i].filter_subject[0] == '\0') {
             return SK_FAIL(SK_EINVAL,
                            "sk_readmodel_start: cfg.streams[%zu]: stream must be 1..%d bytes of "
