@@ -561,3 +561,40 @@ sk_status sk_test_system_cli(const sk_test_system *sys, const char *args, char *
     *exit_code = rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
     return SK_OK;
 }
+
+sk_status sk_test_system_instance_address(const sk_test_system *sys,
+                                          const char *instance,
+                                          char *out,
+                                          size_t out_len)
+{
+    char *text = NULL;
+    int code = -1;
+    sk_status st;
+
+    if (sys == NULL || instance == NULL || out == NULL || out_len == 0) {
+        return SK_FAIL(SK_EINVAL, "sk_test_system_instance_address: arguments must not be NULL");
+    }
+    out[0] = '\0';
+    st = sk_test_system_cli(sys, "status", &text, &code);
+    if (st != SK_OK) {
+        return st;
+    }
+    if (code != 0) {
+        sk_free(text);
+        return SK_FAIL(SK_EIO, "skald status exited with %d", code);
+    }
+    /* Rows: INSTANCE SERVICE ADDRESS ... */
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char name[64], service[64], address[64];
+        if (sscanf(line, "%63s %63s %63s", name, service, address) == 3 &&
+            strcmp(name, instance) == 0) {
+            snprintf(out, out_len, "%s", address);
+        }
+    }
+    sk_free(text);
+    if (out[0] == '\0') {
+        return SK_FAIL(SK_ENOTFOUND, "skald status does not list %s", instance);
+    }
+    return SK_OK;
+}

@@ -150,4 +150,14 @@ SK_NODISCARD sk_status sk_test_system_cli(const sk_test_system *sys,
                                           char **out,
                                           int *exit_code);
 
+/**
+ * Address ("127.0.0.1:4711") of instance @p instance ("order-1") as
+ * `skald status` lists it.
+ * @return SK_OK, SK_ENOTFOUND (not listed), SK_EIO (status failed), SK_EINVAL.
+ */
+SK_NODISCARD sk_status sk_test_system_instance_address(const sk_test_system *sys,
+                                                       const char *instance,
+                                                       char *out,
+                                                       size_t out_len);
+
 #endif /* SK_TEST_SYSTEM_H */

@@ -34,23 +34,11 @@ static char g_order_addr[64];
 static int g_order_port;
 static char g_pki[300];
 
+/* Address of @p instance as `skald status` lists it. */
 static void find_address(const char *instance, char *out, size_t out_len)
 {
-    char cmd[600], line[512];
-    snprintf(cmd, sizeof(cmd), "%s/skald status --data %s", SK_BIN_DIR, g_sys.data_dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    out[0] = '\0';
-    while (fgets(line, sizeof(line), p) != NULL) {
-        char name[64], service[64], address[64];
-        if (sscanf(line, "%63s %63s %63s", name, service, address) == 3 &&
-            strcmp(name, instance) == 0) {
-            snprintf(out, out_len, "%s", address);
-        }
-    }
-    pclose(p);
-    if (out[0] == '\0') {
-        fail_msg("skald status does not list %s", instance);
+    if (sk_test_system_instance_address(&g_sys, instance, out, out_len) != SK_OK) {
+        fail_msg("%s", sk_error_message());
     }
 }
 
