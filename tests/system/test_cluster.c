@@ -65,6 +65,10 @@ extern char **environ;
 #define SEED_MS       20000
 #define SUBMIT_MS     45000 /* one order's retries until a 201/202 */
 #define ELECTION_MS   20000 /* MEASUREMENTS.md: 5-12 s */
+/* A partitioned leader first has to notice it lost its quorum (slower under ASan). */
+#define PARTITION_ELECTION_MS 40000
+/* How often the partition looks for route connections the cut node opened since. */
+#define PARTITION_REFRESH_MS 20
 #define REJOIN_MS     30000
 #define CATCHUP_MS    45000
 #define TERMINAL_MS   60000
@@ -819,10 +823,14 @@ static void test_cluster_kill_and_partition(void **state)
     int64_t t_cut = sk_time_mono_ms();
     assert_true(partition_start(cut));
     int majority_leader = -1;
-    while (sk_time_mono_ms() - t_cut < ELECTION_MS && majority_leader < 0) {
+    while (sk_time_mono_ms() - t_cut < PARTITION_ELECTION_MS && majority_leader < 0) {
         partition_refresh(cut);
         majority_leader = stream_leader(cut);
-        pause_ms(100);
+        pause_ms(PARTITION_REFRESH_MS);
+    }
+    if (majority_leader < 0) {
+        fprintf(stderr, "[cluster] partitioned %s: no leader among the other nodes after %d ms\n",
+                g_nodes[cut].name, PARTITION_ELECTION_MS);
     }
     int64_t partition_election_ms = sk_time_mono_ms() - t_cut;
     assert_true(majority_leader >= 0);
@@ -831,7 +839,7 @@ static void test_cluster_kill_and_partition(void **state)
            (accepted_between(t_cut, sk_time_mono_ms()) == 0 &&
             sk_time_mono_ms() - t_cut < PARTITION_ACCEPT_MS)) {
         partition_refresh(cut);
-        pause_ms(100);
+        pause_ms(PARTITION_REFRESH_MS);
     }
     stream_view cut_view = ask_stream(cut, -1);
     stream_view maj_view = ask_stream(majority_leader, cut);
