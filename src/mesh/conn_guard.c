@@ -80,17 +80,8 @@ static void *guard_main(void *arg)
     lock(&g->mu);
     while (!g->is_stopping) {
         g->next_wake_ms = sweep(g, sk_time_mono_ms());
-        if (g->next_wake_ms == INT64_MAX) {
-            SK_IGNORE(pthread_cond_wait(&g->cv, &g->mu)); /* woken by a deadline or stop */
-        } else {
-            struct timespec ts;
-            ts.tv_sec = (time_t)(g->next_wake_ms / 1000);
-            ts.tv_nsec = (long)(g->next_wake_ms % 1000) * 1000000L;
-            int rc = pthread_cond_timedwait(&g->cv, &g->mu, &ts);
-            if (rc != 0 && rc != ETIMEDOUT) {
-                abort();
-            }
-        }
+        /* Woken by a new deadline or stop, or at the next deadline. */
+        sk__mono_wait_until(&g->cv, &g->mu, g->next_wake_ms);
     }
     unlock(&g->mu);
     return NULL;
@@ -99,7 +90,6 @@ static void *guard_main(void *arg)
 sk_status sk__conn_guard_create(sk__conn_guard **out)
 {
     sk__conn_guard *g;
-    pthread_condattr_t ca;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk__conn_guard_create: out must not be NULL");
@@ -109,12 +99,7 @@ sk_status sk__conn_guard_create(sk__conn_guard **out)
     if (g == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk__conn_guard_create: allocating the guard");
     }
-    if (pthread_mutex_init(&g->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0 ||
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&g->cv, &ca) != 0) {
-        abort();
-    }
-    pthread_condattr_destroy(&ca);
+    sk__mono_sync_init(&g->mu, &g->cv);
     g->next_wake_ms = INT64_MAX;
     if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
         pthread_cond_destroy(&g->cv);

@@ -15,6 +15,8 @@
 #define OPENSSL_NO_DEPRECATED
 #endif
 
+#include <pthread.h>
+
 #include <skald/mesh.h>
 
 /** Longest X-Request-Id accepted from a caller; longer ones are replaced. */
@@ -274,6 +276,17 @@ void sk__fault_decide(const sk__fault_policy *f,
 /* ---------------------------------------------------------------- timer.c */
 
 /** One thread running callbacks at monotonic deadlines. Thread-safe. */
+/**
+ * Initialise @p mu and @p cv with @p cv timed on CLOCK_MONOTONIC, the clock
+ * of sk_time_mono_ms. Aborts on failure (only out of resources at start).
+ */
+void sk__mono_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv);
+/**
+ * With @p mu held, wait on @p cv (from sk__mono_sync_init) until woken or
+ * until @p deadline_ms on the sk_time_mono_ms clock; INT64_MAX: no deadline.
+ */
+void sk__mono_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms);
+
 typedef struct sk__timers sk__timers;
 /** @p is_canceled is true when the timers are destroyed before the deadline. */
 typedef void (*sk__timer_fn)(void *ctx, bool is_canceled);

@@ -60,27 +60,45 @@ static void *timers_main(void *arg)
             lock(&t->mu);
             continue;
         }
-        if (t->head == NULL) {
-            SK_IGNORE(pthread_cond_wait(&t->cv, &t->mu)); /* woken by add or stop */
-        } else {
-            struct timespec ts;
-            int64_t due = t->head->due_ms;
-            ts.tv_sec = (time_t)(due / 1000);
-            ts.tv_nsec = (long)(due % 1000) * 1000000L;
-            int rc = pthread_cond_timedwait(&t->cv, &t->mu, &ts);
-            if (rc != 0 && rc != ETIMEDOUT) {
-                abort();
-            }
-        }
+        /* Woken by add or stop, or at the first deadline. */
+        sk__mono_wait_until(&t->cv, &t->mu, t->head != NULL ? t->head->due_ms : INT64_MAX);
     }
     unlock(&t->mu);
     return NULL;
 }
 
+void sk__mono_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+
+    /* sk_time_mono_ms reads CLOCK_MONOTONIC; the condition variable waits on the same clock. */
+    if (pthread_mutex_init(mu, NULL) != 0 || pthread_condattr_init(&ca) != 0 ||
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 || pthread_cond_init(cv, &ca) != 0) {
+        abort();
+    }
+    pthread_condattr_destroy(&ca);
+}
+
+void sk__mono_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms)
+{
+    struct timespec ts;
+    int rc;
+
+    if (deadline_ms == INT64_MAX) {
+        SK_IGNORE(pthread_cond_wait(cv, mu)); /* only woken */
+        return;
+    }
+    ts.tv_sec = (time_t)(deadline_ms / 1000);
+    ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
+    rc = pthread_cond_timedwait(cv, mu, &ts);
+    if (rc != 0 && rc != ETIMEDOUT) {
+        abort();
+    }
+}
+
 sk_status sk__timers_create(sk__timers **out)
 {
     sk__timers *t;
-    pthread_condattr_t ca;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk__timers_create: out must not be NULL");
@@ -90,13 +108,7 @@ sk_status sk__timers_create(sk__timers **out)
     if (t == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk__timers_create: allocating the timers");
     }
-    /* sk_time_mono_ms reads CLOCK_MONOTONIC; the condition variable waits on the same clock. */
-    if (pthread_mutex_init(&t->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0 ||
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&t->cv, &ca) != 0) {
-        abort();
-    }
-    pthread_condattr_destroy(&ca);
+    sk__mono_sync_init(&t->mu, &t->cv);
     t->next_id = 1;
     if (pthread_create(&t->thread, NULL, timers_main, t) != 0) {
         pthread_cond_destroy(&t->cv);
