@@ -426,9 +426,9 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
          * After a reconnect, a row sent before it may have been lost with the
          * old socket: sending later rows now could store them ahead of it.
          * Stop; the next round starts again from the first unacknowledged row.
+         * (While disconnected, publishing fails by itself: no reconnect buffer.)
          */
-        if (atomic_load(&r->link->n_reconnects) != reconnects ||
-            natsConnection_Status(r->link->nc) != NATS_CONN_STATUS_CONNECTED) {
+        if (atomic_load(&r->link->n_reconnects) != reconnects) {
             break;
         }
         /* The library takes the message (and clears m) when the call succeeds. */
