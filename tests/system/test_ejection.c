@@ -58,7 +58,7 @@
 #define N_CLIENTS    6     /* concurrent sequential readers */
 #define MAX_SAMPLES  20000 /* per client */
 #define READ_GAP_MS  5     /* between one client's reads */
-#define READY_MS     20000 /* both orderview instances listed ready, read models seeded */
+#define READY_MS     40000 /* both orderview instances listed ready, read models seeded (ASan, busy machine) */
 #define EJECT_MS     (PER_TRY_TIMEOUT_MS + INTERVAL_MS) /* hang -> "ejected" at the gateway */
 #define AFTER_MS     1000  /* reads kept going after the ejection was seen (then SIGCONT) */
 #define FAST_MS      1000  /* "well under" the per-try timeout */
