@@ -7,9 +7,17 @@
 # certificate, in the same run. Prints requests/s, p50/p99 latency, CPU per
 # request of the proxy process, and the ratios gateway/nginx.
 #
+# Then bench_http (bench/bench_http.c, a libcurl load generator that presents
+# the gateway's client certificate, which wrk cannot) measures three
+# contenders in the same run: orderview called directly over mTLS, the
+# gateway and nginx; each at concurrency 1 (exact p50/p90/p99 over
+# --c1-requests requests) and at concurrency --connections (throughput), and
+# prints "gateway adds X ms at p50 over direct" and the ratios.
+#
 # usage: bench/mesh_vs_nginx.sh [--build DIR] [--data DIR --port N]
 #                               [--duration S] [--connections N] [--threads N]
 #                               [--nginx-workers N] [--warmup S]
+#                               [--c1-requests N] [--http-rounds N] [--no-bench-http]
 #
 #   --build DIR        build dir holding bin/skald (default: build)
 #   --data DIR --port N  use an already running `skald up` (not stopped at the end)
@@ -18,12 +26,18 @@
 #   --threads N        wrk threads (default 2)
 #   --nginx-workers N  nginx worker_processes (default 1)
 #   --warmup S         seconds of the unmeasured wrk run before each one (default 2)
+#   --c1-requests N    bench_http: measured requests at concurrency 1 (default 5000,
+#                      after 500 unmeasured ones); its concurrency-N phase uses
+#                      --connections, --duration and --warmup
+#   --http-rounds N    bench_http: rounds, rotating the order of the contenders (default 1)
+#   --no-bench-http    only the wrk comparison (bench_http is then not needed)
 #
 # Installs nginx and wrk from Debian (apt-get) when missing; needs root for
 # that (service start-up is left to policy-rc.d: the script never uses the
 # system nginx service). Everything listens on 127.0.0.1 only. Every step is
-# bounded in time; the whole run takes about 2 * (warmup + duration) + the
-# start-up of the system (~1-5 s) and at most ~3 minutes.
+# bounded in time; the whole run takes about 2 * (warmup + duration) for wrk,
+# plus http-rounds * 3 * (warmup + duration + ~5 s) for bench_http, plus the
+# start-up of the system (~1-5 s): about 1.5 minutes with the defaults.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,11 +49,19 @@ conns=32
 threads=2
 nginx_workers=1
 warmup=2
+c1_requests=5000
+http_rounds=1
+bench_http=1
 
 die() { echo "mesh_vs_nginx: $*" >&2; exit 1; }
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
 
 while [ $# -gt 0 ]; do
+    if [ "$1" = --no-bench-http ]; then
+        bench_http=0
+        shift
+        continue
+    fi
     [ $# -ge 2 ] || die "$1: missing value"
     case "$1" in
     --build) build=$2 ;;
@@ -50,14 +72,20 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2 ;;
     --nginx-workers) nginx_workers=$2 ;;
     --warmup) warmup=$2 ;;
+    --c1-requests) c1_requests=$2 ;;
+    --http-rounds) http_rounds=$2 ;;
     *) die "unknown option $1 (see the header of $0)" ;;
     esac
     shift 2
 done
-for v in duration conns threads nginx_workers warmup; do
+for v in duration conns threads nginx_workers warmup c1_requests http_rounds; do
     is_uint "${!v}" || die "--${v//_/-}: expected a positive integer, got \"${!v}\""
 done
 [ "$duration" -le 120 ] || die "--duration: at most 120 s"
+[ "$warmup" -le 60 ] || die "--warmup: at most 60 s"
+[ "$c1_requests" -le 100000 ] || die "--c1-requests: at most 100000"
+[ "$http_rounds" -le 5 ] || die "--http-rounds: at most 5"
+[ "$conns" -le 1024 ] || die "--connections: at most 1024"
 if [ -n "$data" ] || [ -n "$gw_port" ]; then
     [ -n "$data" ] && [ -n "$gw_port" ] || die "--data and --port go together"
     is_uint "$gw_port" || die "--port: expected a port, got \"$gw_port\""
@@ -67,6 +95,9 @@ build=$(cd "$build" 2>/dev/null && pwd) || die "--build: no such directory"
 [ -z "$data" ] || data=$(cd "$data" && pwd)
 skald="$build/bin/skald"
 [ -x "$skald" ] || die "$skald not found: build first (cmake --build $build)"
+bench_http_bin="$build/bin/bench_http"
+[ "$bench_http" = 0 ] || [ -x "$bench_http_bin" ] ||
+    die "$bench_http_bin not found: build it (cmake --build $build --target bench_http) or pass --no-bench-http"
 
 # ------------------------------------------------------------------ tools
 need_install=()
@@ -184,6 +215,9 @@ mapfile -t gw_pids < <(awk '$2 == "gateway" { print $4 }' "$tmp/status.txt")
 # authorization requires) but does not check the server's identity, unlike the
 # gateway (CA chain + SPIFFE ID). With keep-alive this check happens once per
 # connection, not per request, so it does not affect the steady state.
+# keepalive_requests is raised on both sides (nginx's default, 1000, closes a
+# connection after 1000 requests: one reconnect, and upstream one TLS
+# handshake, per 1000 requests), as the gateway keeps its connections open.
 ngx_port=$(free_port)
 mkdir -p "$tmp/nginx"
 {
@@ -203,9 +237,11 @@ mkdir -p "$tmp/nginx"
     echo "    upstream orderview {"
     for a in "${ov_addrs[@]}"; do echo "        server $a;"; done
     echo "        keepalive 64;"
+    echo "        keepalive_requests 100000000;"
     echo "    }"
     echo "    server {"
     echo "        listen 127.0.0.1:$ngx_port;"
+    echo "        keepalive_requests 100000000;"
     echo "        location /api/v1/products/ {"
     echo "            proxy_pass https://orderview/products/;"
     echo "            proxy_http_version 1.1;"
@@ -320,4 +356,27 @@ printf '| gateway/nginx | %s | %s | %s | %s | | %s | %s | |\n' "$(ratio "${g[0]}
     "$(ratio "${g[1]}" "${n[1]}")" "$(ratio "${g[2]}" "${n[2]}")" "$(ratio "${g[3]}" "${n[3]}")" \
     "$(ratio "${g[5]}" "${n[5]}")" "$(ratio "${g[6]}" "${n[6]}")"
 printf '\ngateway CPU per thread (comm/tid):%s\n' "$gw_threads"
+printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ------------------------------------------------------------------ bench_http
+# The same GET through the three contenders with one client that can present
+# the gateway's certificate: orderview directly (both instances, over mTLS,
+# as the gateway calls them), the gateway and nginx. bench_http checks every
+# answer is 200 with the same body, and reports the connections it had to
+# open while measuring (0: no handshake in the steady state).
+[ "$bench_http" = 1 ] || exit 0
+direct_urls=""
+for a in "${ov_addrs[@]}"; do direct_urls+="${direct_urls:+,}https://$a/products/$sku"; done
+ov_pid_list=$(IFS=,; echo "${ov_pids[*]}")
+ngx_pid_list=$(IFS=,; echo "${ngx_workers[*]}")
+# Worst case per contender: 5000 requests at c=1 at a few ms each, plus the timed phases.
+http_limit=$((http_rounds * 3 * (2 * warmup + duration + 30 + c1_requests / 200) + 30))
+echo
+timeout "$http_limit" "$bench_http_bin" \
+    --target "direct=$direct_urls" --target "gateway=$gw$path" --target "nginx=$ngx$path" \
+    --cert "$data/pki/gateway.pem" --key "$data/pki/gateway.key" --cacert "$data/pki/ca.pem" \
+    --requests "$c1_requests" --warmup-requests 500 --concurrency "$conns" \
+    --duration "$duration" --warmup "$warmup" --rounds "$http_rounds" \
+    --proc "gateway=${gw_pids[0]}" --proc "nginx=$ngx_pid_list" --proc "orderview=$ov_pid_list" ||
+    die "bench_http failed (exit $?)"
 printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
