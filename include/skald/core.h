@@ -138,6 +138,17 @@ SK_API int64_t sk_time_mono_ns(void);
 /** Format @p epoch_ms as "2026-11-25T10:00:00.123Z" into @p out. */
 SK_API void sk_time_format_rfc3339(int64_t epoch_ms, char out[SK_RFC3339_LEN]);
 
+/* ---------------------------------------------------------------- threads */
+
+/**
+ * Name the calling thread (shown by top -H, perf, /proc/PID/task/TID/comm),
+ * so a profile says which of a service's threads spends the time. Longer
+ * names are cut to 15 bytes; a failure is ignored.
+ */
+SK_API void sk_thread_name(const char *name);
+/** The calling thread's name (at most 15 bytes), "" when it cannot be read. */
+SK_API void sk_thread_name_get(char out[16]);
+
 /* ---------------------------------------------------------------- ids */
 
 /** Size of a textual UUID including the NUL. */

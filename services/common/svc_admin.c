@@ -202,6 +202,7 @@ typedef struct slow_job {
 
 static void *slow_main(void *arg)
 {
+    sk_thread_name("sk-admin-job");
     slow_job *j = arg;
     svc_sleep_ms(j->ms);
     char body[64];

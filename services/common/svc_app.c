@@ -791,6 +791,7 @@ static void *startup_main(void *arg)
     int64_t last_log = 0;
     sk_status st;
 
+    sk_thread_name("sk-startup");
     startup_step_set(app, "connecting to NATS");
     if (svc_get(app, "bus", (void **)&bus) != SK_OK) {
         goto fail;

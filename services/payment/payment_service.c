@@ -19,6 +19,7 @@ const size_t payment_n_migrations = sizeof(payment_migrations) / sizeof(payment_
 /* Re-drive captures whose settling was lost (see payment_resume_captures). */
 static void *sweep_main(void *arg)
 {
+    sk_thread_name("sk-pay-sweep");
     payment_deps *deps = arg;
     pthread_mutex_lock(&deps->mu);
     while (!deps->is_stopping) {

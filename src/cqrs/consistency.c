@@ -359,6 +359,7 @@ static void *timer_main(void *arg)
 {
     sk_waiters *w = arg;
 
+    sk_thread_name("sk-consistency");
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
     while (!w->is_stopping) {
         int64_t now = mono_ns();

@@ -379,6 +379,7 @@ static void *monitor_main(void *arg)
     sk_readmodel *rm = arg;
     switch_job sj = { .rm = rm };
 
+    sk_thread_name("sk-rm-monitor");
     lock(&rm->mu);
     sj.old_version = rm->live->version;
     sj.new_version = rm->building->version;

@@ -483,6 +483,7 @@ static void *disp_main(void *arg)
     sk_registry *r = arg;
     int64_t retry_at = 0; /* after an allocation failure, no delivery before this */
 
+    sk_thread_name("sk-disc-watch");
     lock(&r->mu);
     while (!r->is_disp_stop) {
         int64_t now = sk_time_mono_ms();
@@ -648,6 +649,7 @@ static void *hb_main(void *arg)
 {
     sk_registry *r = arg;
 
+    sk_thread_name("sk-heartbeat");
     lock(&r->mu);
     while (!r->is_hb_stop) {
         int64_t deadline = sk_time_mono_ms() + r->ttl_ms / 3;

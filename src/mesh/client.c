@@ -467,6 +467,7 @@ static void *client_main(void *arg)
 {
     sk_http_client *c = arg;
 
+    sk_thread_name("sk-http-client");
     for (;;) {
         job *batch;
         bool is_stopping;

@@ -77,6 +77,7 @@ static void *guard_main(void *arg)
 {
     sk__conn_guard *g = arg;
 
+    sk_thread_name("sk-conn-guard");
     lock(&g->mu);
     while (!g->is_stopping) {
         g->next_wake_ms = sweep(g, sk_time_mono_ms());

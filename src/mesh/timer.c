@@ -48,6 +48,7 @@ static void *timers_main(void *arg)
 {
     sk__timers *t = arg;
 
+    sk_thread_name("sk-timers");
     lock(&t->mu);
     while (!t->is_stopping) {
         int64_t now = sk_time_mono_ms();

@@ -329,6 +329,16 @@ static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry
     if (s == NATS_OK) {
         s = natsOptions_SetClosedCB(opts, on_closed, link);
     }
+    if (s == NATS_OK) {
+        /*
+         * Write each publish (acks, fetch requests, relay publishes) from the
+         * calling thread instead of waking the library's flusher thread: on
+         * these machines a thread wake-up costs more than a small write.
+         * Measured with skald bench at 100 orders/s: 13.4 -> 10.9 ms of CPU
+         * and 179 -> 128 context switches per order, all processes together.
+         */
+        s = natsOptions_SetSendAsap(opts, true);
+    }
     return s;
 }
 
@@ -388,7 +398,14 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
             }
         }
     }
-    s = natsConnection_Connect(&link->nc, opts);
+    {
+        /* nats.c's threads (socket reader, flusher) take the name of the thread that connects. */
+        char name[16];
+        sk_thread_name_get(name);
+        sk_thread_name("sk-nats");
+        s = natsConnection_Connect(&link->nc, opts);
+        sk_thread_name(name);
+    }
     if (s == NATS_NOT_YET_CONNECTED && retry_in_background) {
         SK_LOG_WARN("nats not reachable yet conn=%s (retrying in the background)", bus->name);
     } else if (s != NATS_OK) {
@@ -673,6 +690,7 @@ static void *probe_main(void *arg)
     sk_bus *bus = arg;
     int failures = 0;
 
+    sk_thread_name("sk-js-probe");
     pthread_mutex_lock(&bus->probe_mu);
     while (!bus->probe_stop) {
         struct timespec ts;

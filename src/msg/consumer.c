@@ -1406,6 +1406,7 @@ static void *fetch_main(void *arg)
     sk_consumer *c = arg;
     int64_t backoff = 100;
 
+    sk_thread_name("sk-fetch");
     for (;;) {
         natsMsgList list = { 0 };
         jsErrCode jerr = 0;

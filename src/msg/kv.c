@@ -365,6 +365,7 @@ static void *watch_main(void *arg)
     sk_kv_watch *w = arg;
     int64_t last_log = 0;
 
+    sk_thread_name("sk-kv-watch");
     while (!atomic_load(&w->is_stopping)) {
         kvEntry *e = NULL;
         natsStatus s;

@@ -530,6 +530,7 @@ static void *relay_main(void *arg)
     int64_t backoff = RELAY_BACKOFF_MIN_MS;
     bool more = true;
 
+    sk_thread_name("sk-relay");
     for (;;) {
         bool is_failed = false;
 

@@ -434,6 +434,7 @@ static void *scanner_main(void *arg)
     sk_saga_engine *e = arg;
     struct timespec ts;
 
+    sk_thread_name("sk-saga-scan");
     check_pthread(pthread_mutex_lock(&e->mu), "pthread_mutex_lock");
     while (!e->is_stopping) {
         /* Scan again only once the previous scan's units are done, so that no

@@ -309,6 +309,7 @@ static void *writer_main(void *arg)
 {
     sk_store *s = arg;
 
+    sk_thread_name("sk-writer");
     for (;;) {
         job *batch;
         job *last;
