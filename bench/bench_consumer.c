@@ -210,6 +210,13 @@ static sk_status run_sk(bench *b, int round, bmsg_result *res)
     res->seconds = (double)(sk_time_mono_ns() - t0) / 1e9;
     res->cpu_us = (double)(bmsg_cpu_us() - c0);
     res->n = atomic_load(&h.n_handled);
+    {
+        uint64_t n_units = 0, n_commits = 0;
+        sk_store_stats(store, &n_units, &n_commits);
+        printf("  (sk_consumer round %d: %llu units in %llu commits, %.1f units per commit)\n",
+               round + 1, (unsigned long long)n_units, (unsigned long long)n_commits,
+               n_commits > 0 ? (double)n_units / (double)n_commits : 0.0);
+    }
     if (res->n != b->n) {
         st = SK_FAIL(SK_EINTERNAL, "sk_consumer: handled %zu, expected %zu", res->n, b->n);
     }
