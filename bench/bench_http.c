@@ -107,6 +107,7 @@ typedef struct options {
     long duration_s;
     long warmup_s;
     long rounds;
+    bool is_fresh_handles; /* a new easy handle per request, as src/mesh/client.c does */
 } options;
 
 static options O;
@@ -123,7 +124,7 @@ static void usage(void)
             "                  [--cert FILE --key FILE --cacert FILE]\n"
             "                  [--requests N] [--warmup-requests N] [--concurrency N]\n"
             "                  [--duration S] [--warmup S] [--rounds N]\n"
-            "                  [--proc LABEL=PID[,PID...]]...\n"
+            "                  [--proc LABEL=PID[,PID...]]... [--fresh-handles]\n"
             "  --target       a contender; several URLs are used round robin; the first\n"
             "                 --target is the reference of the summary (up to %d)\n"
             "  --cert/--key/--cacert  client certificate, key and CA for https URLs\n"
@@ -134,7 +135,10 @@ static void usage(void)
             "  --duration     seconds of the throughput phase (default 10)\n"
             "  --warmup       unmeasured seconds before it (default 2)\n"
             "  --rounds       repeat everything, rotating the target order (default 1)\n"
-            "  --proc         processes whose CPU per request is reported (up to %d)\n",
+            "  --proc         processes whose CPU per request is reported (up to %d)\n"
+            "  --fresh-handles  create, configure and free a curl easy handle per request (as\n"
+            "                 the mesh client does) instead of reusing one per slot; measures\n"
+            "                 that cost in bench_http's own CPU per request\n",
             MAX_TARGETS, MAX_PROCS);
 }
 
@@ -343,6 +347,17 @@ static void target_close(target *t)
 /* Start the next request of @p s; with @p is_rotating it goes to the target's next URL. */
 static bool slot_start(target *t, slot *s, bool is_rotating)
 {
+    if (O.is_fresh_handles) {
+        /* Pooled connections live in the multi handle, so a new easy handle still reuses them. */
+        curl_easy_cleanup(s->easy);
+        s->easy = curl_easy_init();
+        if (s->easy == NULL) {
+            return false;
+        }
+        if (!easy_setup(s, t->urls[(s->url_i + (is_rotating ? 1 : 0)) % t->n_urls])) {
+            return false;
+        }
+    }
     if (is_rotating) {
         s->url_i = (s->url_i + 1) % t->n_urls;
         if (curl_easy_setopt(s->easy, CURLOPT_URL, t->urls[s->url_i]) != CURLE_OK) {
@@ -691,6 +706,11 @@ static bool parse_args(int argc, char **argv)
     O.rounds = 1;
     for (int i = 1; i < argc; i += 2) {
         const char *opt = argv[i];
+        if (strcmp(opt, "--fresh-handles") == 0) {
+            O.is_fresh_handles = true;
+            i--; /* no value */
+            continue;
+        }
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = val != NULL;
         if (!ok) {
@@ -847,9 +867,11 @@ int main(int argc, char **argv)
         }
     }
     printf("bench_http: %zu target(s); per round and target: %ld warm-up + %ld measured requests "
-           "at c=1, then %ld s warm-up + %ld s measured at c=%ld; %ld round(s); %s\n",
+           "at c=1, then %ld s warm-up + %ld s measured at c=%ld; %ld round(s); %s; %s\n",
            O.n_targets, O.warmup_requests, O.requests, O.warmup_s, O.duration_s, O.concurrency,
-           O.rounds, curl_version());
+           O.rounds,
+           O.is_fresh_handles ? "a new easy handle per request" : "one easy handle per slot",
+           curl_version());
     for (size_t i = 0; i < O.n_targets; i++) {
         printf("  %s:", O.targets[i].name);
         for (size_t u = 0; u < O.targets[i].n_urls; u++) {
