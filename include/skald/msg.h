@@ -157,7 +157,10 @@ typedef struct sk_relay sk_relay;
  * Start the relay thread: it publishes unsent rows with js_PublishAsync
  * (Nats-Msg-Id = ce-id), deletes rows once acknowledged, retries from the
  * first unacknowledged row on failure. Woken by the store's commit hook
- * (this takes the hook) and by a timer.
+ * (this takes the hook) and by a timer. Relays of several processes on one
+ * database file elect one publisher among them (the others pass their
+ * commits' wake-ups on to it and take over within half a second when it
+ * goes away); an in-memory store's relay always publishes.
  */
 SK_API SK_NODISCARD sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metrics *metrics);
 /** Stop after the in-flight publishes settle (unsent rows stay for next time). NULL-safe. */

@@ -139,6 +139,13 @@ SK_API void sk_store_set_commit_hook(sk_store *store, sk_store_commit_hook_fn fn
  */
 SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches);
 
+/**
+ * Where the store lives: the SQLite file path as opened (an in-memory
+ * database has a name that is no file). Immutable after open; NULL for a
+ * NULL store.
+ */
+SK_API const char *sk_store_location(const sk_store *store);
+
 /* ---------------------------------------------------------------- statements */
 
 /**

@@ -227,6 +227,38 @@ sk_status sk__outbox_insert(sk_tx *tx,
                             const char *headers_json,
                             sk_slice data);
 
+/* ---------------------------------------------------------------- relay ownership */
+
+/*
+ * One publishing relay per database file. Instances of a service that share
+ * one SQLite file each start a relay; only the one that holds the file's
+ * relay name publishes, the others tell it when they commit. The name is an
+ * abstract UNIX datagram socket ("skald-relay-<hash of the file's real
+ * path>"): at most one process binds it, and the kernel frees it when that
+ * process dies, so another instance takes over within
+ * SK__RELAY_OWNER_RETRY_MS without leases or clocks. A store that is no
+ * file (in-memory) is always held. Thread-safe.
+ */
+#define SK__RELAY_OWNER_RETRY_MS 500
+
+typedef struct sk__relay_owner sk__relay_owner;
+
+/**
+ * Start trying to hold the relay name of @p db_location (sk_store_location).
+ * @p on_wake runs on the owner's thread when this relay becomes the holder
+ * and whenever another instance reports a commit.
+ */
+sk_status sk__relay_owner_start(sk__relay_owner **out,
+                                const char *db_location,
+                                void (*on_wake)(void *ctx),
+                                void *ctx);
+/** True while this relay holds the name (and so publishes). */
+bool sk__relay_owner_is_holder(sk__relay_owner *o);
+/** Not the holder: tell the holder rows were committed (never blocks; lost if none). */
+void sk__relay_owner_notify(sk__relay_owner *o);
+/** Release the name and stop the thread; on_wake is not called after it returns. NULL-safe. */
+void sk__relay_owner_stop(sk__relay_owner *o);
+
 /* ---------------------------------------------------------------- consumer */
 
 /** Delay before redelivery number @p n_delivered + 1, in milliseconds. */

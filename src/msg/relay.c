@@ -6,6 +6,11 @@
  * acknowledged it and every row before it; rows past the first
  * unacknowledged one are published again (Nats-Msg-Id lets JetStream drop
  * the copies it already stored).
+ *
+ * Instances sharing one database file each start a relay, but only the
+ * holder of the file's relay name publishes (relay_owner.c): the others
+ * pass their commit wake-ups on to it. Two publishers would each send every
+ * row (JetStream drops the copies, after paying for them).
  */
 #include <errno.h>
 #include <string.h>
@@ -47,6 +52,7 @@ struct sk_relay {
     sk_bus *bus;
     sk__bus_link *link; /* relay thread (and start/stop): the connection js lives on */
     jsCtx *js;          /* own context: it carries our ack handler; NULL when creating it failed */
+    sk__relay_owner *owner; /* whether this relay publishes the database's outbox */
     pthread_t thread;
     bool has_thread;
 
@@ -126,9 +132,21 @@ static void wake(sk_relay *r)
     unlock(&r->mu);
 }
 
-static void on_commit(void *ctx)
+static void on_wake(void *ctx)
 {
     wake(ctx);
+}
+
+/* Writer thread, after every commit: publish, or tell the instance that does. */
+static void on_commit(void *ctx)
+{
+    sk_relay *r = ctx;
+
+    if (sk__relay_owner_is_holder(r->owner)) {
+        wake(r);
+    } else {
+        sk__relay_owner_notify(r->owner);
+    }
 }
 
 /* ---------------------------------------------------------------- acknowledgements */
@@ -544,6 +562,10 @@ static void *relay_main(void *arg)
         if (stop) {
             break;
         }
+        if (!sk__relay_owner_is_holder(r->owner)) {
+            more = false; /* standing by: woken when this instance becomes the holder */
+            continue;
+        }
         more = relay_round(r, &is_failed);
         delete_acked(r); /* retries a delete that failed earlier */
         if (is_failed) {
@@ -609,6 +631,10 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
                                     NULL);
     }
     r->link = sk__bus_link_acquire(bus);
+    if ((st = sk__relay_owner_start(&r->owner, sk_store_location(store), on_wake, r)) != SK_OK) {
+        st = SK_WRAP(st, "sk_relay_start");
+        goto out;
+    }
     if ((st = relay_js_open(r)) != SK_OK) {
         st = SK_WRAP(st, "sk_relay_start");
         goto out;
@@ -644,6 +670,7 @@ void sk_relay_stop(sk_relay *r)
         unlock(&r->mu);
         pthread_join(r->thread, NULL);
     }
+    sk__relay_owner_stop(r->owner);
     lock(&r->mu);
     while (r->n_units > 0) {
         if (pthread_cond_wait(&r->cond, &r->mu) != 0) {

@@ -803,6 +803,11 @@ void sk_store_set_commit_hook(sk_store *store, sk_store_commit_hook_fn fn, void 
     unlock(&store->mu);
 }
 
+const char *sk_store_location(const sk_store *store)
+{
+    return store == NULL ? NULL : store->target;
+}
+
 void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches)
 {
     uint64_t u = 0;

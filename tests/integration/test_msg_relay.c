@@ -2,7 +2,8 @@
 /*
  * Integration: envelope through JetStream, outbox -> relay -> stream in
  * order and exactly once, relay restart with rows published but not yet
- * deleted (Nats-Msg-Id dedup), and a nats-server crash mid-flight.
+ * deleted (Nats-Msg-Id dedup), a nats-server crash mid-flight, and two
+ * instances sharing one database (one publishes, the other takes over).
  * Real nats-server, real SQLite files.
  */
 #include <setjmp.h>
@@ -281,6 +282,64 @@ static void test_relay_survives_server_crash(void **state)
     assert_int_equal(stream_msgs(f), 3000);
 }
 
+/* Insert rows through @p store (another instance's store on the same file). */
+static void insert_rows_via(sk_store *store, int first, int count)
+{
+    add_ctx a = { .first = first, .count = count };
+    assert_int_equal(sk_store_run(store, add_rows, &a), SK_OK);
+}
+
+/*
+ * Two instances of a service on one database file, each with its relay:
+ * only one publishes (every row once, in commit order, whichever instance
+ * committed it, woken through the other's notification rather than a poll);
+ * when it stops, the other takes over.
+ */
+static void test_relays_sharing_a_database_publish_once(void **state)
+{
+    fixture *f = *state;
+    sk_store *store2 = NULL;
+    sk_relay *relay1 = NULL, *relay2 = NULL;
+    size_t n_mig = 0;
+    const sk_migration *mig = sk_msg_migrations(&n_mig);
+    char url[128];
+
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&store2, &cfg), SK_OK);
+    assert_int_equal(sk_relay_start(&relay1, f->store, f->bus, NULL), SK_OK);
+    assert_int_equal(sk_relay_start(&relay2, store2, f->bus, NULL), SK_OK);
+
+    /* Alternate commits between the instances, a few rows at a time. */
+    for (int i = 0; i < 40; i++) {
+        insert_rows_via(i % 2 == 0 ? f->store : store2, i * 25, 25);
+    }
+    count_ctx c = { .f = f, .want = 1000 };
+    assert_true(sk_test_wait_until(stream_has, &c, 20000));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 5000));
+    /* One relay published everything; the other only stood by. */
+    uint64_t p1 = sk_relay_published(relay1), p2 = sk_relay_published(relay2);
+    assert_int_equal(p1 + p2, 1000);
+    assert_true(p1 == 0 || p2 == 0);
+    sk_relay *holder = p1 > 0 ? relay1 : relay2;
+    sk_relay *standby = p1 > 0 ? relay2 : relay1;
+    sk_store *standby_store = p1 > 0 ? store2 : f->store;
+
+    /* The holder goes away (an instance stops or dies): the other takes over. */
+    sk_relay_stop(holder);
+    insert_rows_via(standby_store, 1000, 500);
+    c.relay = standby;
+    c.want = 500;
+    assert_true(sk_test_wait_until(relay_reached, &c, 10000));
+    c.want = 1500;
+    assert_true(sk_test_wait_until(stream_has, &c, 10000));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 5000));
+    sk_relay_stop(standby);
+    assert_int_equal(stream_msgs(f), 1500);
+    check_stream_order(f, 1500);
+    sk_store_close(store2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +349,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_restart_republishes_without_duplicates, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_survives_server_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relays_sharing_a_database_publish_once, setup,
+                                        teardown),
     };
     int rc;
 
