@@ -11,10 +11,16 @@
 
 #include "svc.h"
 
+/* Captures remembered for idempotent retries (payment retries within seconds). */
 #define PSP_MAX_REMEMBERED 65536
 
+/*
+ * A remembered capture: the Idempotency-Key as a 128-bit fingerprint (two
+ * independent 64-bit hashes) instead of its text, so the table stays at
+ * 3.5 MB when full instead of 31 MB; a false match needs a 128-bit collision.
+ */
 typedef struct psp_capture {
-    char key[SVC_ID_MAX + 32];
+    uint64_t key_hash[2]; /* both 0: an empty slot */
     char capture_id[SK_UUID_LEN];
 } psp_capture;
 

@@ -17,6 +17,21 @@ sk_status psp_validate_capture(const json_t *payload, void *ctx)
     return st;
 }
 
+/* Two independent 64-bit hashes of @p key (FNV-1a forwards, and backwards from another basis). */
+static void key_fingerprint(const char *key, uint64_t out[2])
+{
+    size_t n = strlen(key);
+    uint64_t a = 1469598103934665603ULL, b = 0x9e3779b97f4a7c15ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        a = (a ^ (uint8_t)key[i]) * 1099511628211ULL;
+        b = (b ^ (uint8_t)key[n - 1 - i]) * 0x100000001b3ULL;
+        b ^= b >> 29;
+    }
+    out[0] = a | 1; /* never both zero: zero marks an empty slot */
+    out[1] = b;
+}
+
 void psp_handle_capture(sk_call *call, void *ctx)
 {
     psp_state *psp = ctx;
@@ -32,20 +47,19 @@ void psp_handle_capture(sk_call *call, void *ctx)
     snprintf(key, sizeof(key), "%s", given);
 
     /* Open addressing over a fixed table: a full probe window overwrites the oldest home slot. */
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = key; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    }
+    uint64_t h[2];
+    key_fingerprint(key, h);
     pthread_mutex_lock(&psp->mu);
-    size_t home = (size_t)(h % PSP_MAX_REMEMBERED);
+    size_t home = (size_t)(h[0] % PSP_MAX_REMEMBERED);
     psp_capture *slot = NULL;
     for (size_t i = 0; i < 64; i++) {
         psp_capture *c = &psp->captures[(home + i) % PSP_MAX_REMEMBERED];
-        if (c->key[0] != '\0' && strcmp(c->key, key) == 0) {
+        bool is_empty = c->key_hash[0] == 0 && c->key_hash[1] == 0;
+        if (!is_empty && c->key_hash[0] == h[0] && c->key_hash[1] == h[1]) {
             memcpy(capture_id, c->capture_id, sizeof(capture_id));
             break;
         }
-        if (c->key[0] == '\0' && slot == NULL) {
+        if (is_empty && slot == NULL) {
             slot = c;
         }
     }
@@ -54,7 +68,8 @@ void psp_handle_capture(sk_call *call, void *ctx)
             slot = &psp->captures[home];
         }
         sk_uuid7(capture_id);
-        snprintf(slot->key, sizeof(slot->key), "%s", key);
+        slot->key_hash[0] = h[0];
+        slot->key_hash[1] = h[1];
         memcpy(slot->capture_id, capture_id, sizeof(capture_id));
     }
     pthread_mutex_unlock(&psp->mu);

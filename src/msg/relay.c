@@ -19,7 +19,14 @@
 #include "msg/msg_int.h"
 
 /* Rows read and published per round. */
-#define RELAY_BATCH 512
+/*
+ * Rows read and published per round, and the most data one round holds:
+ * each round ends waiting for its acknowledgements, so bigger rounds drain
+ * a backlog faster (bench_relay: 512 -> 4096 rows moved 0.49 -> 0.57 of raw
+ * async publishing), and the byte bound keeps big rows from piling up.
+ */
+#define RELAY_BATCH 4096
+#define RELAY_BATCH_BYTES (8u * 1024u * 1024u)
 /* Asynchronous publishes in flight at most. */
 #define RELAY_MAX_PENDING 256
 /* Idle poll interval: catches commits made by other processes or hooks we missed. */
@@ -62,6 +69,7 @@ struct sk_relay {
     bool is_stopping;
     bool is_woken;
     relay_row rows[RELAY_BATCH];
+    bool is_batch_full; /* the last read stopped at a limit: more rows are probably waiting */
     size_t n_rows;
     size_t ack_hint;      /* where the next acknowledgement most likely lands */
     natsStatus last_err;  /* of the last failed acknowledgement */
@@ -192,7 +200,8 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     sk_db_value params[2] = { SK_DB_INT_V(r->acked_seq), SK_DB_INT_V(RELAY_BATCH) };
     sk_rows *rows = NULL;
     sk_status st;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
+    bool is_full = false;
 
     st = sk_tx_query(tx,
                      "SELECT seq, subject, msg_id, headers, data FROM sk_outbox "
@@ -230,12 +239,17 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
             st = SK_WRAP(st, "relay: outbox row %lld", (long long)row->seq);
             break;
         }
+        bytes += len + hlen;
+        if (n == RELAY_BATCH || bytes >= RELAY_BATCH_BYTES) {
+            is_full = true;
+            break;
+        }
     }
     sk_rows_close(rows);
     if (st == SK_ENOTFOUND) {
         st = SK_OK;
     }
-    if (st == SK_OK && n == RELAY_BATCH) {
+    if (st == SK_OK && is_full) {
         /*
          * Rows past the acknowledged one, from the highest seq (one index
          * lookup): a COUNT(*) would scan the backlog on every batch and
@@ -251,6 +265,7 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     }
     lock(&r->mu);
     r->n_rows = n;
+    r->is_batch_full = is_full;
     r->ack_hint = 0;
     unlock(&r->mu);
     return st;
@@ -543,7 +558,10 @@ static bool relay_round(sk_relay *r, bool *is_failed)
         sk_gauge_set(r->m_lag, r->lag < 0 ? 0 : r->lag);
     }
     /* A full batch means more rows are probably waiting. */
-    return !*is_failed && n_rows == RELAY_BATCH;
+    lock(&r->mu);
+    bool is_full = r->is_batch_full;
+    unlock(&r->mu);
+    return !*is_failed && is_full;
 }
 
 static void *relay_main(void *arg)
