@@ -65,6 +65,9 @@ sk_status sk_random_bytes(void *out, size_t len)
     if (out == NULL && len > 0) {
         return SK_FAIL(SK_EINVAL, "sk_random_bytes: out must not be NULL when len > 0");
     }
+    if (len == 0) {
+        return SK_OK;
+    }
     if (len > POOL_MAX_REQUEST) {
         return kernel_bytes(out, len);
     }

@@ -138,16 +138,73 @@ static bool is_expected(sk__bus_link *link)
     return atomic_load(&link->bus->is_closing) || !sk__bus_link_is_current(link->bus, link);
 }
 
+/*
+ * Links whose memory is valid. Connection callbacks come before the closed
+ * callback, which link_close waits for; an asynchronous error of a
+ * subscription (say a missed-heartbeat timer of a watcher that just moved to
+ * a new link) can be queued after it, so on_error first checks here that
+ * its link still exists.
+ */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static sk__bus_link **live_links;
+static size_t n_live, cap_live;
+
+static sk_status live_add(sk__bus_link *link)
+{
+    sk_status st = SK_OK;
+
+    pthread_mutex_lock(&live_mu);
+    if (n_live == cap_live) {
+        size_t cap = cap_live == 0 ? 8 : cap_live * 2;
+        sk__bus_link **grown = sk_realloc(live_links, cap * sizeof(*grown));
+        if (grown == NULL) {
+            st = SK_FAIL(SK_ENOMEM, "allocating a connection");
+        } else {
+            live_links = grown;
+            cap_live = cap;
+        }
+    }
+    if (st == SK_OK) {
+        live_links[n_live++] = link;
+    }
+    pthread_mutex_unlock(&live_mu);
+    return st;
+}
+
+static void live_remove(sk__bus_link *link)
+{
+    pthread_mutex_lock(&live_mu);
+    for (size_t i = 0; i < n_live; i++) {
+        if (live_links[i] == link) {
+            live_links[i] = live_links[--n_live];
+            break;
+        }
+    }
+    if (n_live == 0) {
+        sk_free(live_links); /* nothing left to look up: no allocation outlives the last link */
+        live_links = NULL;
+        cap_live = 0;
+    }
+    pthread_mutex_unlock(&live_mu);
+}
+
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     sk__bus_link *link = closure;
+    bool is_live = false;
 
     (void)nc;
     (void)sub;
-    if (!is_expected(link) && warn_allowed(link->bus)) {
+    /* Held while using link: link_close cannot free it meanwhile. */
+    pthread_mutex_lock(&live_mu);
+    for (size_t i = 0; i < n_live && !is_live; i++) {
+        is_live = live_links[i] == link;
+    }
+    if (is_live && !is_expected(link) && warn_allowed(link->bus)) {
         SK_LOG_WARN("nats asynchronous error conn=%s status=%s", link->bus->name,
                     natsStatus_GetText(err));
     }
+    pthread_mutex_unlock(&live_mu);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -197,6 +254,7 @@ static void link_close(sk__bus_link *link)
     if (link == NULL) {
         return;
     }
+    live_remove(link); /* late asynchronous errors of its subscriptions are dropped from now */
     jsCtx_Destroy(link->js);
     if (link->nc != NULL) {
         /*
@@ -373,6 +431,9 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
         return SK_FAIL(SK_ENOMEM, "creating a condition variable");
     }
     link->has_sync = true;
+    if ((st = live_add(link)) != SK_OK) {
+        goto out;
+    }
     if ((s = natsOptions_Create(&opts)) != NATS_OK) {
         st = sk__nats_fail(s, 0, "creating options");
         goto out;
