@@ -26,6 +26,11 @@
 #define CLUSTER_STREAMS_DEADLINE_MS 45000
 #define READY_DEADLINE_MS      60000
 #define READY_PROBE_TIMEOUT_MS 1000
+/*
+ * Poll steps while starting: short, because they add to `skald up`'s time
+ * to ready (a loopback GET of /readyz costs well under a millisecond).
+ */
+#define START_POLL_MS 10
 
 typedef struct up_opts {
     const char *config; /* as given */
@@ -481,7 +486,7 @@ static sk_status create_streams(up_state *u)
             break;
         }
         st = SK_OK;
-        cli_supervisor_poll(u->sup, 100);
+        cli_supervisor_poll(u->sup, START_POLL_MS);
     }
     sk_bus_close(bus);
     sk_tls_files_fini(&tls);
@@ -563,7 +568,7 @@ static bool wait_ready(up_state *u, int64_t deadline)
                     "supervising, see the logs in %s\n",
                     READY_DEADLINE_MS, status, u->log_dir);
         }
-        cli_supervisor_poll(u->sup, warned ? 1000 : 100);
+        cli_supervisor_poll(u->sup, warned ? 1000 : START_POLL_MS);
     }
     return false;
 }
