@@ -66,6 +66,7 @@ sleep 1
 owners >"$own"; snapshot >"$before"
 sleep "$seconds"
 snapshot >"$after"
+owners >>"$own" # threads started during the window (the Go runtime adds some)
 wait "$bench" || true
 hz=$(getconf CLK_TCK)
 orders=$((rate * seconds))
