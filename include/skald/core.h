@@ -133,6 +133,13 @@ SK_API int64_t sk_time_now_ms(void);
 /** Monotonic clock in milliseconds / nanoseconds (arbitrary origin). */
 SK_API int64_t sk_time_mono_ms(void);
 SK_API int64_t sk_time_mono_ns(void);
+struct timespec;
+/**
+ * Fill @p out with the CLOCK_MONOTONIC time @p ms (>= 0) from now: the
+ * deadline of a pthread_cond_timedwait on a condition variable set to that
+ * clock (pthread_condattr_setclock), immune to wall-clock jumps.
+ */
+SK_API void sk_time_mono_deadline(int64_t ms, struct timespec *out);
 /** Size of an RFC 3339 timestamp with milliseconds, including the NUL. */
 #define SK_RFC3339_LEN 25
 /** Format @p epoch_ms as "2026-11-25T10:00:00.123Z" into @p out. */

@@ -357,13 +357,7 @@ static bool monitor_wait(sk_readmodel *rm)
     struct timespec ts;
     bool stop;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += rm->poll_ms / 1000;
-    ts.tv_nsec += (rm->poll_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    sk_time_mono_deadline(rm->poll_ms, &ts);
     lock(&rm->mu);
     if (!rm->is_stopping) {
         SK_IGNORE(pthread_cond_timedwait(&rm->cond, &rm->mu, &ts)); /* timeout or wake-up */

@@ -755,13 +755,7 @@ static void *probe_main(void *arg)
     pthread_mutex_lock(&bus->probe_mu);
     while (!bus->probe_stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += PROBE_INTERVAL_MS / 1000;
-        ts.tv_nsec += (long)(PROBE_INTERVAL_MS % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        sk_time_mono_deadline(PROBE_INTERVAL_MS, &ts);
         SK_IGNORE(pthread_cond_timedwait(&bus->probe_cond, &bus->probe_mu, &ts)); /* or woken */
         if (bus->probe_stop) {
             break;

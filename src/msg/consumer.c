@@ -1340,13 +1340,7 @@ static void process(sk_consumer *c, natsMsg *msg)
 static void wait_ms(sk_consumer *c, int64_t ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    sk_time_mono_deadline(ms, &ts);
     if (!c->is_stopping) {
         SK_IGNORE(pthread_cond_timedwait(&c->cond, &c->mu, &ts)); /* timeout or wake-up */
     }

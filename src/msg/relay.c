@@ -113,13 +113,7 @@ static void unlock(pthread_mutex_t *mu)
 static void wait_ms(sk_relay *r, int64_t ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    sk_time_mono_deadline(ms, &ts);
     while (!r->is_woken && !r->is_stopping) {
         int rc = pthread_cond_timedwait(&r->cond, &r->mu, &ts);
         if (rc == ETIMEDOUT) {

@@ -52,13 +52,7 @@ static bool wait_stop(sk__relay_owner *o, int64_t ms)
     struct timespec ts;
     bool stop;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    sk_time_mono_deadline(ms, &ts);
     pthread_mutex_lock(&o->mu);
     while (!o->is_stopping) {
         if (pthread_cond_timedwait(&o->cond, &o->mu, &ts) == ETIMEDOUT) {

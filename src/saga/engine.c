@@ -451,12 +451,7 @@ static void *scanner_main(void *arg)
                 break;
             }
         }
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)SK__SAGA_SCAN_INTERVAL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec += 1;
-            ts.tv_nsec -= 1000000000L;
-        }
+        sk_time_mono_deadline(SK__SAGA_SCAN_INTERVAL_MS, &ts);
         int rc = pthread_cond_timedwait(&e->cond, &e->mu, &ts);
         if (rc != 0 && rc != ETIMEDOUT) {
             check_pthread(rc, "pthread_cond_timedwait");

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <time.h>
 
 #include <skald/core.h>
 
@@ -25,6 +26,22 @@ static void test_sk_time_mono_is_monotonic(void **state)
     assert_true(b >= a);
     int64_t ms = sk_time_mono_ms();
     assert_true(ms >= a / 1000000);
+}
+
+/* The deadline is ms ahead on the monotonic clock, with tv_nsec normalised. */
+static void test_sk_time_mono_deadline(void **state)
+{
+    (void)state;
+    const int64_t cases[] = { 0, 1, 999, 1000, 1500, 123456, -5 };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct timespec now, d;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        sk_time_mono_deadline(cases[i], &d);
+        assert_true(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+        int64_t ahead_ms = (int64_t)(d.tv_sec - now.tv_sec) * 1000 + (d.tv_nsec - now.tv_nsec) / 1000000;
+        int64_t want = cases[i] < 0 ? 0 : cases[i];
+        assert_true(ahead_ms >= want - 1 && ahead_ms <= want + 50); /* a slow machine may pause us */
+    }
 }
 
 static void test_sk_time_format_rfc3339_values(void **state)
@@ -57,6 +74,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sk_time_now_ms_is_recent),
         cmocka_unit_test(test_sk_time_mono_is_monotonic),
+        cmocka_unit_test(test_sk_time_mono_deadline),
         cmocka_unit_test(test_sk_time_format_rfc3339_values),
         cmocka_unit_test(test_sk_time_format_rfc3339_clamps),
     };
