@@ -387,16 +387,6 @@ static natsStatus link_options(sk__bus_link *link, natsOptions *opts, bool retry
     if (s == NATS_OK) {
         s = natsOptions_SetClosedCB(opts, on_closed, link);
     }
-    if (s == NATS_OK) {
-        /*
-         * Write each publish (acks, fetch requests, relay publishes) from the
-         * calling thread instead of waking the library's flusher thread: on
-         * these machines a thread wake-up costs more than a small write.
-         * Measured with skald bench at 100 orders/s: 13.4 -> 10.9 ms of CPU
-         * and 179 -> 128 context switches per order, all processes together.
-         */
-        s = natsOptions_SetSendAsap(opts, true);
-    }
     return s;
 }
 
