@@ -231,13 +231,14 @@ sk_status sk__outbox_insert(sk_tx *tx,
 
 /*
  * One publishing relay per database file. Instances of a service that share
- * one SQLite file each start a relay; only the one that holds the file's
- * relay name publishes, the others tell it when they commit. The name is an
- * abstract UNIX datagram socket ("skald-relay-<hash of the file's real
- * path>"): at most one process binds it, and the kernel frees it when that
- * process dies, so another instance takes over within
- * SK__RELAY_OWNER_RETRY_MS without leases or clocks. A store that is no
- * file (in-memory) is always held. Thread-safe.
+ * one SQLite file each start a relay; only the one that holds an exclusive
+ * flock on "<file>-relay.lock" (created 0600 beside it) publishes, the others
+ * tell it when they commit, through an abstract UNIX datagram socket the
+ * holder binds (a best-effort hint: without it the holder finds their rows by
+ * its idle poll). The kernel drops the lock when the holder's process dies,
+ * so another instance takes over within SK__RELAY_OWNER_RETRY_MS without
+ * leases or clocks. A store that is no file (in-memory) is always held.
+ * Thread-safe.
  */
 #define SK__RELAY_OWNER_RETRY_MS 500
 
@@ -252,12 +253,14 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
                                 const char *db_location,
                                 void (*on_wake)(void *ctx),
                                 void *ctx);
-/** True while this relay holds the name (and so publishes). */
+/** True while this relay holds the lock (and so publishes). */
 bool sk__relay_owner_is_holder(sk__relay_owner *o);
 /** Not the holder: tell the holder rows were committed (never blocks; lost if none). */
 void sk__relay_owner_notify(sk__relay_owner *o);
-/** Release the name and stop the thread; on_wake is not called after it returns. NULL-safe. */
+/** Release the lock and stop the thread; on_wake is not called after it returns. NULL-safe. */
 void sk__relay_owner_stop(sk__relay_owner *o);
+/** The wake-up socket's abstract name for @p db_location (tests). @return its length, or -1. */
+int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap);
 
 /* ---------------------------------------------------------------- consumer */
 

@@ -8,7 +8,7 @@
  * the copies it already stored).
  *
  * Instances sharing one database file each start a relay, but only the
- * holder of the file's relay name publishes (relay_owner.c): the others
+ * holder of the file's relay lock publishes (relay_owner.c): the others
  * pass their commit wake-ups on to it. Two publishers would each send every
  * row (JetStream drops the copies, after paying for them).
  */

@@ -1,18 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Which relay publishes a shared database's outbox (see msg_int.h). A
- * thread tries to bind the database's abstract socket name; once it holds
- * it, it turns every datagram from the other instances into a wake-up of
- * the relay. Binding is the whole protocol: the kernel keeps the name
- * unique and releases it with the process, so there is no lease to renew
- * and no clock to trust.
+ * Which relay publishes a shared database's outbox (see msg_int.h).
+ *
+ * Ownership: an exclusive flock on "<database>-relay.lock", created beside
+ * the database (mode 0600, so only who may write the database may take it).
+ * The kernel releases the lock when the holder's process dies, so there is
+ * no lease to renew and no clock to trust; standbys retry every
+ * SK__RELAY_OWNER_RETRY_MS.
+ *
+ * Wake-ups: the holder also binds an abstract UNIX datagram socket named
+ * after the lock file's path, and turns every datagram from the standbys into
+ * a wake-up of its relay. That name is only a hint: should another process
+ * hold it, the holder runs on its relay's idle poll instead (rows wait a few
+ * hundred milliseconds longer), but ownership is never in doubt.
  */
 #define _GNU_SOURCE /* realpath, abstract UNIX socket names */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -23,7 +32,8 @@
 struct sk__relay_owner {
     void (*on_wake)(void *ctx);
     void *ctx;
-    struct sockaddr_un addr; /* the abstract name: sun_path[0] == '\0' */
+    char *lock_path;
+    struct sockaddr_un addr; /* the wake-up name: sun_path[0] == '\0' (abstract) */
     socklen_t addr_len;
     int send_fd; /* unbound, non-blocking: notifies the holder */
     pthread_t thread;
@@ -35,7 +45,7 @@ struct sk__relay_owner {
     bool is_stopping;    /* mu */
 };
 
-/* FNV-1a: names the database; a collision only means two databases share one publisher turn. */
+/* FNV-1a of the lock path: names the wake-up socket. */
 static uint64_t hash_text(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -44,6 +54,26 @@ static uint64_t hash_text(const char *s)
         h = (h ^ (uint8_t)*s) * 1099511628211ULL;
     }
     return h;
+}
+
+static int wake_name(const char *lock_path, char *out, size_t cap)
+{
+    return snprintf(out, cap, "skald-relay-%016llx", (unsigned long long)hash_text(lock_path));
+}
+
+int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap)
+{
+    char real[PATH_MAX];
+    char *lock_path;
+    int n;
+
+    if (db_location == NULL || realpath(db_location, real) == NULL ||
+        (lock_path = sk_asprintf("%s-relay.lock", real)) == NULL) {
+        return -1;
+    }
+    n = wake_name(lock_path, out, cap);
+    sk_free(lock_path);
+    return n;
 }
 
 /* Wait up to @p ms for stop. @return true when stopping. */
@@ -72,21 +102,52 @@ static bool is_stopping(sk__relay_owner *o)
     return stop;
 }
 
-/* Hold the name: wake the relay once, then on every datagram, until stop. */
-static void serve(sk__relay_owner *o, int fd)
+/* The lock file's descriptor once this process holds it, else -1. */
+static int try_lock(const sk__relay_owner *o)
 {
+    int fd = open(o->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Hold the lock: wake the relay once, then on every datagram, until stop. */
+static void serve(sk__relay_owner *o)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     char byte;
 
+    if (fd >= 0 && bind(fd, (const struct sockaddr *)&o->addr, o->addr_len) != 0) {
+        SK_LOG_WARN("relay: the wake-up name of %s is taken by another process: other instances' "
+                    "rows wait for this relay's idle poll",
+                    o->lock_path);
+        close(fd);
+        fd = -1;
+    }
     atomic_store(&o->is_holder, true);
     o->on_wake(o->ctx);
-    while (!is_stopping(o)) {
+    while (fd >= 0 && !is_stopping(o)) {
         ssize_t n = recv(fd, &byte, sizeof(byte), 0);
         if (n < 0 && errno != EINTR) {
-            break; /* cannot happen on a bound datagram socket; give the name up */
+            close(fd); /* cannot happen on a bound datagram socket; the relay still polls */
+            fd = -1;
+            break;
         }
         if (!is_stopping(o)) {
             o->on_wake(o->ctx);
         }
+    }
+    if (fd >= 0) {
+        close(fd); /* before the lock goes: the next holder binds the name */
+    }
+    /* Without a socket, keep the lock until stop: the relay finds rows by its idle poll. */
+    while (!wait_stop(o, 60 * 1000)) {
     }
     atomic_store(&o->is_holder, false);
 }
@@ -98,17 +159,14 @@ static void *owner_main(void *arg)
 
     sk_thread_name("sk-relay-owner");
     do {
-        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && bind(fd, (const struct sockaddr *)&o->addr, o->addr_len) == 0) {
+        int lock_fd = try_lock(o);
+        if (lock_fd >= 0) {
             if (logged) {
                 SK_LOG_INFO("relay: this instance publishes the outbox now");
             }
-            serve(o, fd);
-            close(fd);
+            serve(o);
+            close(lock_fd); /* releases the lock */
             break;
-        }
-        if (fd >= 0) {
-            close(fd);
         }
         if (!logged) {
             SK_LOG_INFO("relay: another instance publishes this database's outbox; standing by");
@@ -146,10 +204,14 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
         *out = o;
         return SK_OK;
     }
+    o->lock_path = sk_asprintf("%s-relay.lock", real);
+    if (o->lock_path == NULL) {
+        sk__relay_owner_stop(o);
+        return SK_FAIL(SK_ENOMEM, "relay: allocating the lock path");
+    }
     o->addr.sun_family = AF_UNIX;
     /* sun_path[0] stays '\0': an abstract name, no file to clean up. */
-    int n = snprintf(o->addr.sun_path + 1, sizeof(o->addr.sun_path) - 1, "skald-relay-%016llx",
-                     (unsigned long long)hash_text(real));
+    int n = wake_name(o->lock_path, o->addr.sun_path + 1, sizeof(o->addr.sun_path) - 1);
     o->addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
     o->send_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (o->send_fd < 0) {
@@ -194,7 +256,7 @@ void sk__relay_owner_stop(sk__relay_owner *o)
         /*
          * A holder sits in recv: a datagram to the name wakes it. (Sent to
          * another process's socket when that one holds the name: a harmless
-         * extra wake there, and our thread is in its timed wait instead.)
+         * extra wake there, and our thread is in a timed wait instead.)
          */
         while (atomic_load(&o->is_holder)) {
             sk__relay_owner_notify(o);
@@ -206,6 +268,7 @@ void sk__relay_owner_stop(sk__relay_owner *o)
     if (o->send_fd >= 0) {
         close(o->send_fd);
     }
+    sk_free(o->lock_path);
     pthread_cond_destroy(&o->cond);
     pthread_mutex_destroy(&o->mu);
     sk_free(o);

@@ -12,6 +12,10 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "msg/msg_int.h"
 #include "sk_test.h"
@@ -340,6 +344,53 @@ static void test_relays_sharing_a_database_publish_once(void **state)
     sk_store_close(store2);
 }
 
+/*
+ * Another local process holds the wake-up name: publishing is still decided
+ * by the lock (readable only by the database's owner), and a standby's rows
+ * still go out, found by the holder's idle poll.
+ */
+static void test_relay_with_its_wake_up_name_taken(void **state)
+{
+    fixture *f = *state;
+    sk_store *store2 = NULL;
+    sk_relay *relay1 = NULL, *relay2 = NULL;
+    size_t n_mig = 0;
+    const sk_migration *mig = sk_msg_migrations(&n_mig);
+    char url[128], db[96], lock[128];
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct stat sb;
+
+    snprintf(db, sizeof(db), "%s/db.sqlite", f->dir);
+    int n = sk__relay_owner_wake_name(db, addr.sun_path + 1, sizeof(addr.sun_path) - 1);
+    assert_true(n > 0);
+    int squatter = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(squatter >= 0);
+    assert_int_equal(bind(squatter, (struct sockaddr *)&addr,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)),
+                     0);
+
+    snprintf(url, sizeof(url), "sqlite:%s", db);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&store2, &cfg), SK_OK);
+    assert_int_equal(sk_relay_start(&relay1, f->store, f->bus, NULL), SK_OK);
+    assert_int_equal(sk_relay_start(&relay2, store2, f->bus, NULL), SK_OK);
+    insert_rows_via(store2, 0, 50);
+    insert_rows_via(f->store, 50, 50);
+    count_ctx c = { .f = f, .want = 100 };
+    assert_true(sk_test_wait_until(stream_has, &c, 10000));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 5000));
+    assert_int_equal(sk_relay_published(relay1) + sk_relay_published(relay2), 100);
+    check_stream_order(f, 100);
+
+    snprintf(lock, sizeof(lock), "%s-relay.lock", db);
+    assert_int_equal(stat(lock, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    sk_relay_stop(relay1);
+    sk_relay_stop(relay2);
+    sk_store_close(store2);
+    close(squatter);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_survives_server_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relays_sharing_a_database_publish_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_relay_with_its_wake_up_name_taken, setup, teardown),
     };
     int rc;
 
