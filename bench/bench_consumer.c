@@ -233,18 +233,29 @@ out:
 
 /* ---------------------------------------------------------------- raw fetch + ack */
 
-static sk_status run_raw(bench *b, int round, bmsg_result *res)
+/* The raw+db contender's database and statements; the raw contender has none. */
+typedef struct raw_db {
+    sqlite3 *db;
+    sqlite3_stmt *si; /* inbox insert */
+    sqlite3_stmt *se; /* effect insert */
+} raw_db;
+
+static sk_status db_batch(raw_db *d, const char *durable, natsMsgList *list);
+
+/*
+ * Both raw contenders: Fetch(BATCH) and ack each message, after writing the
+ * batch to @p d in one transaction when there is one, until all N are acked.
+ */
+static sk_status fetch_ack_loop(bench *b, const char *label, const char *durable, raw_db *d,
+                                bmsg_result *res)
 {
     natsSubscription *sub = NULL;
-    char durable[32];
     size_t got = 0;
     sk_status st = SK_OK;
-    int64_t t0, c0, deadline;
+    int64_t c0 = bmsg_cpu_us();
+    int64_t t0 = sk_time_mono_ns();
+    int64_t deadline = sk_time_mono_ms() + b->budget_ms;
 
-    snprintf(durable, sizeof(durable), "raw_%d", round);
-    c0 = bmsg_cpu_us();
-    t0 = sk_time_mono_ns();
-    deadline = sk_time_mono_ms() + b->budget_ms;
     if ((st = raw_subscribe(b, durable, &sub)) != SK_OK) {
         goto out;
     }
@@ -254,7 +265,11 @@ static sk_status run_raw(bench *b, int round, bmsg_result *res)
         natsStatus s = natsSubscription_Fetch(&list, sub, BATCH, FETCH_WAIT_MS, &jerr);
 
         if (s == NATS_OK) {
-            for (int i = 0; i < list.Count; i++) {
+            /* Acknowledge only once the batch's transaction is durable. */
+            if (d != NULL) {
+                st = db_batch(d, durable, &list);
+            }
+            for (int i = 0; i < list.Count && st == SK_OK; i++) {
                 natsStatus a = natsMsg_Ack(list.Msgs[i], NULL);
                 if (a != NATS_OK) {
                     st = bmsg_nats_fail(a, 0, "ack");
@@ -269,7 +284,7 @@ static sk_status run_raw(bench *b, int round, bmsg_result *res)
             goto out;
         }
         if (sk_time_mono_ms() >= deadline) {
-            st = SK_FAIL(SK_ETIMEDOUT, "raw: %zu of %zu fetched in time", got, b->n);
+            st = SK_FAIL(SK_ETIMEDOUT, "%s: %zu of %zu fetched in time", label, got, b->n);
             goto out;
         }
     }
@@ -283,9 +298,17 @@ out:
     if (sub != NULL) {
         SK_IGNORE(natsSubscription_Unsubscribe(sub)); /* bound: the durable stays until deleted */
         natsSubscription_Destroy(sub);
+        consumer_delete(b, durable);
     }
-    consumer_delete(b, durable);
     return st;
+}
+
+static sk_status run_raw(bench *b, int round, bmsg_result *res)
+{
+    char durable[32];
+
+    snprintf(durable, sizeof(durable), "raw_%d", round);
+    return fetch_ack_loop(b, "raw", durable, NULL, res);
 }
 
 /* ---------------------------------------------------------------- raw fetch + SQLite + ack */
@@ -327,9 +350,11 @@ static sk_status db_open(const char *path, sqlite3 **out)
 }
 
 /* One fetched batch in one transaction: inbox row + effect row per message. */
-static sk_status db_batch(sqlite3 *db, sqlite3_stmt *si, sqlite3_stmt *se, const char *durable,
-                          natsMsgList *list)
+static sk_status db_batch(raw_db *d, const char *durable, natsMsgList *list)
 {
+    sqlite3 *db = d->db;
+    sqlite3_stmt *si = d->si;
+    sqlite3_stmt *se = d->se;
     sk_status st = db_exec(db, "BEGIN IMMEDIATE");
     int64_t now = sk_time_now_ms();
 
@@ -368,74 +393,26 @@ static sk_status db_batch(sqlite3 *db, sqlite3_stmt *si, sqlite3_stmt *se, const
 
 static sk_status run_raw_db(bench *b, int round, bmsg_result *res)
 {
-    natsSubscription *sub = NULL;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *si = NULL;
-    sqlite3_stmt *se = NULL;
+    raw_db d = { 0 };
     char path[160], name[32], durable[32];
-    size_t got = 0;
     sk_status st = SK_OK;
-    int64_t t0, c0, deadline;
 
     snprintf(name, sizeof(name), "rawdb-%d.db", round);
     snprintf(path, sizeof(path), "%s/%s", b->e.dir, name);
     snprintf(durable, sizeof(durable), "rawdb_%d", round);
-    if ((st = db_open(path, &db)) != SK_OK) {
+    if ((st = db_open(path, &d.db)) != SK_OK) {
         goto out;
     }
-    if (sqlite3_prepare_v2(db, inbox_insert, -1, &si, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, effect_insert, -1, &se, NULL) != SQLITE_OK) {
-        st = SK_FAIL(SK_EDB, "raw+db: prepare: %s", sqlite3_errmsg(db));
+    if (sqlite3_prepare_v2(d.db, inbox_insert, -1, &d.si, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(d.db, effect_insert, -1, &d.se, NULL) != SQLITE_OK) {
+        st = SK_FAIL(SK_EDB, "raw+db: prepare: %s", sqlite3_errmsg(d.db));
         goto out;
     }
-    c0 = bmsg_cpu_us();
-    t0 = sk_time_mono_ns();
-    deadline = sk_time_mono_ms() + b->budget_ms;
-    if ((st = raw_subscribe(b, durable, &sub)) != SK_OK) {
-        goto out;
-    }
-    while (got < b->n) {
-        natsMsgList list = { 0 };
-        jsErrCode jerr = 0;
-        natsStatus s = natsSubscription_Fetch(&list, sub, BATCH, FETCH_WAIT_MS, &jerr);
-
-        if (s == NATS_OK) {
-            /* Acknowledge only once the batch's transaction is durable. */
-            st = db_batch(db, si, se, durable, &list);
-            for (int i = 0; i < list.Count && st == SK_OK; i++) {
-                natsStatus a = natsMsg_Ack(list.Msgs[i], NULL);
-                if (a != NATS_OK) {
-                    st = bmsg_nats_fail(a, 0, "ack");
-                }
-            }
-            got += (size_t)list.Count;
-        } else if (s != NATS_TIMEOUT) {
-            st = bmsg_nats_fail(s, jerr, "fetch");
-        }
-        natsMsgList_Destroy(&list);
-        if (st != SK_OK) {
-            goto out;
-        }
-        if (sk_time_mono_ms() >= deadline) {
-            st = SK_FAIL(SK_ETIMEDOUT, "raw+db: %zu of %zu fetched in time", got, b->n);
-            goto out;
-        }
-    }
-    if ((st = wait_all_acked(b, durable, deadline)) != SK_OK) {
-        goto out;
-    }
-    res->seconds = (double)(sk_time_mono_ns() - t0) / 1e9;
-    res->cpu_us = (double)(bmsg_cpu_us() - c0);
-    res->n = got;
+    st = fetch_ack_loop(b, "raw+db", durable, &d, res);
 out:
-    if (sub != NULL) {
-        SK_IGNORE(natsSubscription_Unsubscribe(sub)); /* bound: the durable stays until deleted */
-        natsSubscription_Destroy(sub);
-        consumer_delete(b, durable);
-    }
-    sqlite3_finalize(si);
-    sqlite3_finalize(se);
-    sqlite3_close(db);
+    sqlite3_finalize(d.si);
+    sqlite3_finalize(d.se);
+    sqlite3_close(d.db);
     bmsg_db_remove(b->e.dir, name);
     return st;
 }
@@ -578,20 +555,15 @@ int main(int argc, char **argv)
     bmsg_spread_print("CPU-per-message ratio sk_consumer/raw:", c_raw, (size_t)o.rounds);
     bmsg_spread_print("CPU-per-message ratio sk_consumer/raw+db:", c_db, (size_t)o.rounds);
     if (o.is_json) {
-        json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:O, s:f, s:f}", "bench", "consumer",
-                              "transport", o.is_tls ? "mtls" : "plain", "messages",
-                              (json_int_t)b.n, "ack", "natsMsg_Ack", "rounds", jrounds,
-                              "ratio_raw_median", bmsg_median(r_raw, (size_t)o.rounds),
-                              "ratio_raw_db_median", bmsg_median(r_db, (size_t)o.rounds));
-        char *text = j != NULL ? sk_json_dumps(j) : NULL;
-        if (text == NULL) {
-            json_decref(j);
-            st = SK_FAIL(SK_ENOMEM, "json");
+        st = bmsg_json_print(json_pack("{s:s, s:s, s:I, s:s, s:O, s:f, s:f}", "bench",
+                                       "consumer", "transport", o.is_tls ? "mtls" : "plain",
+                                       "messages", (json_int_t)b.n, "ack", "natsMsg_Ack", "rounds",
+                                       jrounds, "ratio_raw_median",
+                                       bmsg_median(r_raw, (size_t)o.rounds), "ratio_raw_db_median",
+                                       bmsg_median(r_db, (size_t)o.rounds)));
+        if (st != SK_OK) {
             goto out;
         }
-        printf("%s\n", text);
-        sk_free(text);
-        json_decref(j);
     }
     rc = 0;
 out:

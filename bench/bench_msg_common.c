@@ -445,6 +445,19 @@ double bmsg_median(const double *v, size_t n)
     return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0;
 }
 
+sk_status bmsg_json_print(json_t *j)
+{
+    char *text = j != NULL ? sk_json_dumps(j) : NULL;
+
+    json_decref(j);
+    if (text == NULL) {
+        return SK_FAIL(SK_ENOMEM, "printing the JSON result");
+    }
+    printf("%s\n", text);
+    sk_free(text);
+    return SK_OK;
+}
+
 void bmsg_spread_print(const char *label, const double *v, size_t n)
 {
     double lo = v[0];

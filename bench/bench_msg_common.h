@@ -130,6 +130,9 @@ void bmsg_result_print(const char *indent, const bmsg_result *r);
 /** The result as a JSON object {name, messages, seconds, rate, cpu_us_per_msg}; NULL on ENOMEM. */
 json_t *bmsg_result_json(const bmsg_result *r);
 
+/** Print @p j (taken; NULL means json_pack ran out of memory) as one line on stdout. */
+sk_status bmsg_json_print(json_t *j);
+
 /** Print "min / median / max" of @p v[0..n) with @p label. */
 void bmsg_spread_print(const char *label, const double *v, size_t n);
 double bmsg_median(const double *v, size_t n);

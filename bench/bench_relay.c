@@ -94,12 +94,8 @@ static sk_status stream_check_purge(jsCtx *js, size_t n)
     return s == NATS_OK ? SK_OK : bmsg_nats_fail(s, jerr, "purging the stream");
 }
 
-/*
- * The relay contender. @p diag_count_ms: when not NULL, set to the time one
- * `SELECT COUNT(*)` over the full outbox took (a diagnostic).
- */
-static sk_status run_relay(bmsg_env *e, jsCtx *js, size_t n, int round, bmsg_result *res,
-                           double *diag_count_ms)
+/* The relay contender. */
+static sk_status run_relay(bmsg_env *e, jsCtx *js, size_t n, int round, bmsg_result *res)
 {
     sk_store_config sc = { 0 };
     sk_store *store = NULL;
@@ -139,18 +135,12 @@ static sk_status run_relay(bmsg_env *e, jsCtx *js, size_t n, int round, bmsg_res
         st = SK_WRAP(st, "relay: filling the outbox");
         goto out;
     }
-    if (diag_count_ms != NULL) {
+    {
+        /* The outbox holds exactly N rows before the clock starts. */
         count_ctx cc = { 0 };
-        int64_t q0 = 0;
-        /* Twice: the second figure is the warm one (connection open, statement cached). */
-        for (int k = 0; k < 2 && st == SK_OK; k++) {
-            q0 = sk_time_mono_ns();
-            st = sk_store_read(store, count_work, &cc);
-        }
-        if (st != SK_OK) {
+        if ((st = sk_store_read(store, count_work, &cc)) != SK_OK) {
             goto out;
         }
-        *diag_count_ms = (double)(sk_time_mono_ns() - q0) / 1e6;
         if (cc.n != (int64_t)n) {
             st = SK_FAIL(SK_EINTERNAL, "outbox holds %lld rows, expected %zu", (long long)cc.n, n);
             goto out;
@@ -221,7 +211,6 @@ int main(int argc, char **argv)
     sk_bus *bus = NULL;
     json_t *jrounds = NULL;
     double ratios[100], cpu_ratios[100];
-    double diag_count_ms = 0;
     sk_status st = SK_OK;
     int rc;
 
@@ -268,14 +257,14 @@ int main(int argc, char **argv)
 
         /* Alternate who goes first: the shared machine drifts. */
         if (r % 2 == 0) {
-            st = run_relay(&e, js, o.n_messages, r, &relay, r == 0 ? &diag_count_ms : NULL);
+            st = run_relay(&e, js, o.n_messages, r, &relay);
             if (st == SK_OK) {
                 st = run_raw(nc, js, o.n_messages, &raw);
             }
         } else {
             st = run_raw(nc, js, o.n_messages, &raw);
             if (st == SK_OK) {
-                st = run_relay(&e, js, o.n_messages, r, &relay, NULL);
+                st = run_relay(&e, js, o.n_messages, r, &relay);
             }
         }
         if (st != SK_OK) {
@@ -298,25 +287,15 @@ int main(int argc, char **argv)
     }
     bmsg_spread_print("throughput ratio relay/raw over rounds:", ratios, (size_t)o.rounds);
     bmsg_spread_print("CPU-per-event ratio relay/raw over rounds:", cpu_ratios, (size_t)o.rounds);
-    printf("diagnostic: one SELECT COUNT(*) over the %zu-row outbox took %.2f ms (the relay runs "
-           "it after every full 512-row batch)\n",
-           o.n_messages, diag_count_ms);
     if (o.is_json) {
-        json_t *j = json_pack("{s:s, s:s, s:I, s:O, s:f, s:f, s:f}", "bench", "relay", "transport",
-                              o.is_tls ? "mtls" : "plain", "messages", (json_int_t)o.n_messages,
-                              "rounds", jrounds, "ratio_median",
-                              bmsg_median(ratios, (size_t)o.rounds), "cpu_ratio_median",
-                              bmsg_median(cpu_ratios, (size_t)o.rounds), "count_query_ms",
-                              diag_count_ms);
-        char *text = j != NULL ? sk_json_dumps(j) : NULL;
-        if (text == NULL) {
-            json_decref(j);
-            st = SK_FAIL(SK_ENOMEM, "json");
+        st = bmsg_json_print(json_pack("{s:s, s:s, s:I, s:O, s:f, s:f}", "bench", "relay",
+                                       "transport", o.is_tls ? "mtls" : "plain", "messages",
+                                       (json_int_t)o.n_messages, "rounds", jrounds, "ratio_median",
+                                       bmsg_median(ratios, (size_t)o.rounds), "cpu_ratio_median",
+                                       bmsg_median(cpu_ratios, (size_t)o.rounds)));
+        if (st != SK_OK) {
             goto out;
         }
-        printf("%s\n", text);
-        sk_free(text);
-        json_decref(j);
     }
     rc = 0;
 out:

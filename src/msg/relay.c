@@ -69,14 +69,14 @@ struct sk_relay {
     bool is_stopping;
     bool is_woken;
     relay_row rows[RELAY_BATCH];
-    bool is_batch_full; /* the last read stopped at a limit: more rows are probably waiting */
     size_t n_rows;
     size_t ack_hint;      /* where the next acknowledgement most likely lands */
     natsStatus last_err;  /* of the last failed acknowledgement */
     jsErrCode last_jerr;
     size_t n_units;       /* delete units in flight */
 
-    /* Relay thread only. */
+    /* Relay thread only (read_rows runs on it too). */
+    bool is_batch_full; /* the last read stopped at a limit: more rows are probably waiting */
     int64_t acked_seq;    /* highest seq acknowledged with every row before it */
     int64_t lag;
     int64_t last_log_ms;
@@ -257,9 +257,9 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     } else {
         r->lag = (int64_t)n;
     }
+    r->is_batch_full = is_full;
     lock(&r->mu);
     r->n_rows = n;
-    r->is_batch_full = is_full;
     r->ack_hint = 0;
     unlock(&r->mu);
     return st;
@@ -551,11 +551,7 @@ static bool relay_round(sk_relay *r, bool *is_failed)
     if (r->m_lag != NULL) {
         sk_gauge_set(r->m_lag, r->lag < 0 ? 0 : r->lag);
     }
-    /* A full batch means more rows are probably waiting. */
-    lock(&r->mu);
-    bool is_full = r->is_batch_full;
-    unlock(&r->mu);
-    return !*is_failed && is_full;
+    return !*is_failed && r->is_batch_full;
 }
 
 static void *relay_main(void *arg)

@@ -30,14 +30,25 @@ typedef struct fixture {
     char dir[64];
 } fixture;
 
+/* A store on the fixture's database file, as one more instance of a service opens it. */
+static sk_store *store_open(const char *dir)
+{
+    size_t n_mig = 0;
+    const sk_migration *mig = sk_msg_migrations(&n_mig);
+    sk_store *store = NULL;
+    char url[128];
+
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&store, &cfg), SK_OK);
+    return store;
+}
+
 static int setup(void **state)
 {
     fixture *f = sk_calloc(1, sizeof(*f));
     const char *subjects[] = { "order.events.>" };
     sk_stream_config sc = { .name = STREAM, .subjects = subjects, .n_subjects = 1 };
-    size_t n_mig = 0;
-    const sk_migration *mig = sk_msg_migrations(&n_mig);
-    char url[128];
 
     assert_non_null(f);
     assert_int_equal(sk_test_nats_start(&f->nats, NULL), SK_OK);
@@ -45,9 +56,7 @@ static int setup(void **state)
     assert_int_equal(sk_bus_open(&f->bus, &bc), SK_OK);
     assert_int_equal(sk_bus_stream_ensure(f->bus, &sc), SK_OK);
     assert_int_equal(sk_test_tmpdir(f->dir, sizeof(f->dir)), SK_OK);
-    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
-    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
-    assert_int_equal(sk_store_open(&f->store, &cfg), SK_OK);
+    f->store = store_open(f->dir);
     *state = f;
     return 0;
 }
@@ -302,15 +311,9 @@ static void insert_rows_via(sk_store *store, int first, int count)
 static void test_relays_sharing_a_database_publish_once(void **state)
 {
     fixture *f = *state;
-    sk_store *store2 = NULL;
+    sk_store *store2 = store_open(f->dir);
     sk_relay *relay1 = NULL, *relay2 = NULL;
-    size_t n_mig = 0;
-    const sk_migration *mig = sk_msg_migrations(&n_mig);
-    char url[128];
 
-    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
-    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
-    assert_int_equal(sk_store_open(&store2, &cfg), SK_OK);
     assert_int_equal(sk_relay_start(&relay1, f->store, f->bus, NULL), SK_OK);
     assert_int_equal(sk_relay_start(&relay2, store2, f->bus, NULL), SK_OK);
 
@@ -354,9 +357,7 @@ static void test_relay_with_its_wake_up_name_taken(void **state)
     fixture *f = *state;
     sk_store *store2 = NULL;
     sk_relay *relay1 = NULL, *relay2 = NULL;
-    size_t n_mig = 0;
-    const sk_migration *mig = sk_msg_migrations(&n_mig);
-    char url[128], db[96], lock[128];
+    char db[96], lock[128];
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     struct stat sb;
 
@@ -369,9 +370,7 @@ static void test_relay_with_its_wake_up_name_taken(void **state)
                           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)),
                      0);
 
-    snprintf(url, sizeof(url), "sqlite:%s", db);
-    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
-    assert_int_equal(sk_store_open(&store2, &cfg), SK_OK);
+    store2 = store_open(f->dir);
     assert_int_equal(sk_relay_start(&relay1, f->store, f->bus, NULL), SK_OK);
     assert_int_equal(sk_relay_start(&relay2, store2, f->bus, NULL), SK_OK);
     insert_rows_via(store2, 0, 50);
