@@ -145,7 +145,10 @@ static const sk_saga_step order_steps[] = {
         .compensation_subject = "inventory.commands.ReleaseReservation",
         .compensation_type = "ReleaseReservation",
         .build_compensation = build_copy,
-        .deadline_ms = 5000,
+        /* Well above the consumer's retry chain (0.25+0.5+1+2 s before the
+         * fifth delivery), so a reply that keeps failing is dead-lettered
+         * before its step times out, even on a slow machine. */
+        .deadline_ms = 10000,
     },
     { .name = "compute_total", .local = local_total },
     {
