@@ -625,6 +625,10 @@ static int run(up_state *u, const up_opts *o)
     }
     st = cli_pki_setup(u->pki_dir, u->sys);
     if (st == SK_OK) {
+        /* Before the supervisor's threads; children inherit it too. */
+        st = sk_tls_default_trust_set(u->pki_dir);
+    }
+    if (st == SK_OK) {
         st = write_run_files(u);
     }
     if (st == SK_OK) {

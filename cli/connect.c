@@ -36,7 +36,9 @@ int cli_conn_open(cli_conn *c, const char *data, const char *context)
                    data);
         goto out;
     }
-    if (st != SK_OK || sk_tls_files_init(&c->tls, pki_dir, CLI_IDENTITY) != SK_OK) {
+    /* Commands connect before they start threads (it sets environment variables). */
+    if (st != SK_OK || sk_tls_default_trust_set(pki_dir) != SK_OK ||
+        sk_tls_files_init(&c->tls, pki_dir, CLI_IDENTITY) != SK_OK) {
         cli_errorf(context, "%s", sk_error_message());
         goto out;
     }

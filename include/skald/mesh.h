@@ -53,6 +53,17 @@ SK_API SK_NODISCARD sk_status sk_pki_issue(const char *dir, const char *name, co
 /** Paths of an identity issued by sk_pki_issue; strings owned by @p out, free with sk_tls_files_fini. */
 SK_API SK_NODISCARD sk_status sk_tls_files_init(sk_tls_files *out, const char *dir, const char *name);
 SK_API void sk_tls_files_fini(sk_tls_files *f);
+/**
+ * Make the CA in DIR (DIR/ca.pem) this process's default trust anchor:
+ * OpenSSL's default verify paths, which nats.c loads into every TLS context
+ * on top of the CA it is given, then name the mesh CA instead of the system
+ * bundle. The broker connection then trusts the mesh CA only, and a process
+ * no longer parses the ~140 system certificates (60 ms of CPU each start).
+ * Sets SSL_CERT_FILE and SSL_CERT_DIR, replacing values set before, so
+ * code in the process that wants public CAs must load them explicitly.
+ * Call before the process starts threads (it changes the environment).
+ */
+SK_API SK_NODISCARD sk_status sk_tls_default_trust_set(const char *dir);
 
 /* ---------------------------------------------------------------- server */
 

@@ -470,7 +470,9 @@ int svc_app_init(svc_app *app, int argc, char **argv, const char *service)
     }
     snprintf(app->source, sizeof(app->source), "/skald/%s", app->args.service);
     snprintf(app->pki_dir, sizeof(app->pki_dir), "%s/pki", app->args.data_dir);
-    if (sk_tls_files_init(&app->tls, app->pki_dir, app->args.service) != SK_OK ||
+    /* Before any thread: it sets environment variables. */
+    if (sk_tls_default_trust_set(app->pki_dir) != SK_OK ||
+        sk_tls_files_init(&app->tls, app->pki_dir, app->args.service) != SK_OK ||
         sk_di_create(&app->di) != SK_OK || register_platform(app) != SK_OK) {
         fprintf(stderr, "skald-%s: %s\n", service, sk_error_message());
         return 1;

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -628,4 +629,29 @@ void sk_tls_files_fini(sk_tls_files *f)
     sk_free((void *)f->cert_file);
     sk_free((void *)f->key_file);
     memset(f, 0, sizeof(*f));
+}
+
+sk_status sk_tls_default_trust_set(const char *dir)
+{
+    char *ca_file = NULL;
+    sk_status st = SK_OK;
+
+    if (dir == NULL || dir[0] == '\0') {
+        return SK_FAIL(SK_EINVAL, "sk_tls_default_trust_set: dir must be a non-empty string");
+    }
+    ca_file = sk_asprintf("%s/ca.pem", dir);
+    if (ca_file == NULL) {
+        return SK_FAIL(SK_ENOMEM, "sk_tls_default_trust_set: building the CA path");
+    }
+    /*
+     * Overwritten even when set (hosts often point them at the system
+     * bundle): the mesh's connections must trust the mesh CA only. The
+     * directory holds no hash-named links, so it adds no other anchor.
+     */
+    if (setenv("SSL_CERT_FILE", ca_file, 1) != 0 || setenv("SSL_CERT_DIR", dir, 1) != 0) {
+        st = SK_FAIL(SK_ENOMEM, "sk_tls_default_trust_set: setting SSL_CERT_FILE: %s",
+                     strerror(errno));
+    }
+    sk_free(ca_file);
+    return st;
 }

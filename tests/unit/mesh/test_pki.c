@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -309,6 +310,44 @@ static void test_sk_tls_files_init_fini(void **state)
     }
 }
 
+/*
+ * After sk_tls_default_trust_set, OpenSSL's default verify paths (what
+ * nats.c loads into every context) hold the mesh CA and nothing else, and a
+ * leaf it issued verifies against them.
+ */
+static void test_sk_tls_default_trust_set(void **state)
+{
+    const char *dir = *state;
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *vctx = X509_STORE_CTX_new();
+    X509 *leaf = NULL;
+
+    assert_non_null(store);
+    assert_non_null(vctx);
+    setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt", 1); /* what hosts often set */
+    assert_int_equal(sk_pki_ca_ensure(dir), SK_OK);
+    assert_int_equal(sk_pki_issue(dir, "order", SK_SPIFFE_PREFIX "order", NULL), SK_OK);
+    assert_int_equal(sk_tls_default_trust_set(dir), SK_OK);
+    char *ca = path_of(dir, "ca.pem");
+    assert_string_equal(getenv("SSL_CERT_FILE"), ca);
+    assert_string_equal(getenv("SSL_CERT_DIR"), dir);
+    sk_free(ca);
+
+    assert_int_equal(X509_STORE_set_default_paths(store), 1);
+    assert_int_equal(sk_X509_OBJECT_num(X509_STORE_get0_objects(store)), 1);
+    leaf = load_cert(dir, "order.pem");
+    assert_int_equal(X509_STORE_CTX_init(vctx, store, leaf, NULL), 1);
+    assert_int_equal(X509_verify_cert(vctx), 1);
+
+    X509_free(leaf);
+    X509_STORE_CTX_free(vctx);
+    X509_STORE_free(store);
+    SK_TEST_ASSERT_ERR(sk_tls_default_trust_set(NULL), SK_EINVAL, "dir");
+    SK_TEST_ASSERT_ERR(sk_tls_default_trust_set(""), SK_EINVAL, "dir");
+    unsetenv("SSL_CERT_FILE");
+    unsetenv("SSL_CERT_DIR");
+}
+
 static void test_sk__pki_name_is_valid(void **state)
 {
     (void)state;
@@ -333,6 +372,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_pki_issue_every_alloc_failure, setup, teardown),
         cmocka_unit_test(test_sk_tls_files_init_fini),
         cmocka_unit_test(test_sk__pki_name_is_valid),
+        cmocka_unit_test_setup_teardown(test_sk_tls_default_trust_set, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
