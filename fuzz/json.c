@@ -3,10 +3,12 @@
  * Fuzz target: the JSON helpers every HTTP body and message payload goes
  * through (src/core/json.c): sk_json_parse with its UTF-8 and depth checks,
  * sk_json_parse_object, the typed readers sk_json_get_string/get_int on
- * every member, and sk_json_dump. Properties: an accepted document is at
- * most SK_MAX_JSON_DEPTH deep, dumps and re-parses to an equal value whose
- * dump is the same text, and a string the reader returns is valid UTF-8
- * without NUL.
+ * every member, sk_json_dump, and the allocation-free parser of flat
+ * string objects (src/core/json_flat.c). Properties: an accepted document
+ * is at most SK_MAX_JSON_DEPTH deep, dumps and re-parses to an equal value
+ * whose dump is the same text, a string the reader returns is valid UTF-8
+ * without NUL, and the flat parser accepts exactly the objects of strings
+ * that sk_json_parse_object accepts, with the same members.
  */
 #include <string.h>
 
@@ -63,6 +65,55 @@ static void read_members(const json_t *obj, int64_t min, int64_t max)
     }
 }
 
+/* Members the flat parser may return; more is SK_ELIMIT, which the check allows for. */
+#define FLAT_MAX 16
+
+/* True when @p obj is an object with at most FLAT_MAX members, all strings. */
+static bool is_flat_strings(const json_t *obj)
+{
+    const char *key;
+    json_t *v;
+
+    if (!json_is_object(obj) || json_object_size(obj) > FLAT_MAX) {
+        return false;
+    }
+    json_object_foreach((json_t *)(uintptr_t)obj, key, v)
+    {
+        if (!json_is_string(v)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The flat parser against jansson: same verdict, same members. */
+static void check_flat(sk_slice in, const json_t *obj)
+{
+    sk_json_member m[FLAT_MAX];
+    size_t n = 0;
+    char *scratch = sk_malloc(in.len + 1);
+
+    if (scratch == NULL) {
+        return;
+    }
+    sk_status st = sk_json_parse_flat_strings(in, scratch, in.len + 1, m, FLAT_MAX, &n);
+    SK_FUZZ_CHECK((st == SK_OK) == is_flat_strings(obj));
+    if (st == SK_OK) {
+        SK_FUZZ_CHECK(n == json_object_size(obj));
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_object_get(obj, (const char *)m[i].name.ptr);
+            SK_FUZZ_CHECK(strlen((const char *)m[i].name.ptr) == m[i].name.len);
+            SK_FUZZ_CHECK(v != NULL && json_string_length(v) == m[i].value.len &&
+                          memcmp(json_string_value(v), m[i].value.ptr, m[i].value.len) == 0);
+            SK_FUZZ_CHECK(m[i].value.ptr[m[i].value.len] == '\0');
+        }
+    } else {
+        SK_FUZZ_CHECK(n == 0);
+        SK_FUZZ_CHECK(st == SK_EPROTO || st == SK_ELIMIT);
+    }
+    sk_free(scratch);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     sk_slice in = { data, size };
@@ -77,6 +128,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)sk__json_too_deep(in, size > 0 ? data[0] % 40 : 1, &off);
 
     sk_status st = sk_json_parse(in, &root);
+    if (st != SK_OK && st != SK_ENOMEM) {
+        check_flat(in, NULL); /* what jansson refuses, the flat parser refuses too */
+    }
     if (st != SK_OK) {
         SK_FUZZ_CHECK(root == NULL);
         SK_FUZZ_CHECK(st == SK_EPROTO || st == SK_ELIMIT || st == SK_ENOMEM);
@@ -94,6 +148,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     st = sk_json_parse_object(in, &obj);
     SK_FUZZ_CHECK((st == SK_OK) == json_is_object(root));
+    if (st != SK_ENOMEM) {
+        check_flat(in, obj); /* NULL (refused) when the document is no object */
+    }
     if (st == SK_OK) {
         read_members(obj, -1000, 1000);
         read_members(obj, INT64_MIN, INT64_MAX);

@@ -201,6 +201,29 @@ SK_API SK_NODISCARD sk_status sk_json_get_int(const json_t *obj,
                                               int64_t min,
                                               int64_t max,
                                               int64_t *out);
+/** One member of a flat JSON object, decoded; each ptr is also a C string. */
+typedef struct sk_json_member {
+    sk_slice name;
+    sk_slice value;
+} sk_json_member;
+
+/**
+ * Parse a JSON object whose members are all strings, without allocating
+ * (hot paths: message headers). The same rules as sk_json_parse_object:
+ * strict UTF-8, no duplicate names, no NUL inside a string.
+ * @param scratch receives the decoded names and values, each followed by a
+ *        NUL; at least text.len + 1 bytes.
+ * @param[out] members up to @p max_members, in document order, pointing
+ *        into @p scratch.
+ * @return SK_OK, SK_EPROTO (bad JSON, or a member that is not a string: the
+ *         message names it), SK_ELIMIT (more than @p max_members), SK_EINVAL.
+ */
+SK_API SK_NODISCARD sk_status sk_json_parse_flat_strings(sk_slice text,
+                                                         char *scratch,
+                                                         size_t scratch_len,
+                                                         sk_json_member *members,
+                                                         size_t max_members,
+                                                         size_t *n_members);
 /** Serialise compactly into @p out (appended). */
 SK_API SK_NODISCARD sk_status sk_json_dump(const json_t *value, sk_buf *out);
 /** Serialise compactly into a new string; owned, free with sk_free. */

@@ -294,11 +294,46 @@ sk_status sk__envelope_encode(const sk_envelope *env, natsMsg *msg)
     return SK_OK;
 }
 
+/* Most bytes of the JSON form of one envelope's headers. */
+#define HEADERS_JSON_MAX (64u * 1024u)
+
+/*
+ * Append @p s as a JSON string. Envelope values are validated visible
+ * ASCII; escaping everything JSON requires keeps any other byte valid too.
+ */
+static sk_status json_string_append(sk_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s;
+    sk_status st = sk_buf_append(b, "\"", 1);
+
+    for (const char *p = s; st == SK_OK && *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        st = sk_buf_append(b, run, (size_t)(p - run));
+        if (st == SK_OK && c >= 0x20) {
+            const char esc[2] = { '\\', (char)c }; /* \" or \\ */
+            st = sk_buf_append(b, esc, sizeof(esc));
+        } else if (st == SK_OK) {
+            const char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF] };
+            st = sk_buf_append(b, esc, sizeof(esc));
+        }
+        run = p + 1;
+    }
+    if (st == SK_OK) {
+        st = sk_buf_append_str(b, run);
+    }
+    return st == SK_OK ? sk_buf_append(b, "\"", 1) : st;
+}
+
+/* Written directly rather than through a jansson tree: once per outbox row, on the writer thread. */
 sk_status sk__envelope_to_json(const sk_envelope *env, char **out)
 {
     sk_status st = SK_OK;
     env_headers h;
-    json_t *obj = NULL;
+    sk_buf b;
 
     if (out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk__envelope_to_json: out must not be NULL");
@@ -307,23 +342,31 @@ sk_status sk__envelope_to_json(const sk_envelope *env, char **out)
     if ((st = env_headers_build(env, &h)) != SK_OK) {
         return st;
     }
-    obj = json_object();
-    if (obj == NULL) {
-        st = SK_FAIL(SK_ENOMEM, "envelope: building the headers object");
-        goto out;
-    }
-    for (size_t i = 0; i < h.n; i++) {
-        if (json_object_set_new(obj, h.names[i], json_string(h.values[i])) != 0) {
-            st = SK_FAIL(SK_ENOMEM, "envelope: building the headers object");
-            goto out;
+    sk_buf_init(&b, HEADERS_JSON_MAX);
+    st = sk_buf_append(&b, "{", 1);
+    for (size_t i = 0; i < h.n && st == SK_OK; i++) {
+        if (i > 0) {
+            st = sk_buf_append(&b, ",", 1);
+        }
+        if (st == SK_OK) {
+            st = json_string_append(&b, h.names[i]);
+        }
+        if (st == SK_OK) {
+            st = sk_buf_append(&b, ":", 1);
+        }
+        if (st == SK_OK) {
+            st = json_string_append(&b, h.values[i]);
         }
     }
-    *out = sk_json_dumps(obj);
-    if (*out == NULL) {
-        st = SK_FAIL(SK_ENOMEM, "envelope: serialising the headers object");
+    if (st == SK_OK) {
+        st = sk_buf_append(&b, "}", 1);
     }
-out:
-    json_decref(obj);
+    if (st == SK_OK) {
+        *out = sk_buf_take(&b, NULL);
+    } else {
+        st = SK_WRAP(st, "envelope: serialising the headers");
+    }
+    sk_buf_fini(&b);
     return st;
 }
 
@@ -482,69 +525,80 @@ sk_status sk__envelope_decode(const sk__msg_header *hdrs,
     return SK_OK;
 }
 
+/* Scratch for decoding a headers column on the stack; longer columns use the heap. */
+#define HEADERS_STACK_SCRATCH 4096
+
+/*
+ * Parse a headers column (a flat JSON object of strings) into @p m, decoding
+ * into @p stack when it fits, else into *heap (the caller frees it).
+ */
+static sk_status headers_parse(sk_slice json,
+                               char stack[HEADERS_STACK_SCRATCH],
+                               char **heap,
+                               sk_json_member m[MAX_JSON_HEADERS],
+                               size_t *n)
+{
+    char *scratch = stack;
+
+    *heap = NULL;
+    if (json.len >= HEADERS_STACK_SCRATCH) {
+        scratch = *heap = sk_malloc(json.len + 1);
+        if (scratch == NULL) {
+            return SK_FAIL(SK_ENOMEM, "headers of %zu bytes", json.len);
+        }
+    }
+    return sk_json_parse_flat_strings(json, scratch, json.len + 1, m, MAX_JSON_HEADERS, n);
+}
+
 sk_status sk__envelope_from_json(sk_slice json, sk_envelope *env, sk__envelope_buf *buf)
 {
+    sk_json_member m[MAX_JSON_HEADERS];
     sk__msg_header hdrs[MAX_JSON_HEADERS];
-    sk_status st = SK_OK;
-    json_t *obj = NULL;
-    const char *key;
-    json_t *val;
+    char stack[HEADERS_STACK_SCRATCH];
+    char *heap = NULL;
     size_t n = 0;
+    sk_status st;
 
     if (env == NULL || buf == NULL) {
         return SK_FAIL(SK_EINVAL, "sk__envelope_from_json: NULL argument");
     }
-    if ((st = sk_json_parse_object(json, &obj)) != SK_OK) {
-        return SK_WRAP(st, "envelope headers");
-    }
-    json_object_foreach(obj, key, val)
-    {
-        if (!json_is_string(val)) {
-            st = SK_FAIL(SK_EPROTO, "envelope headers: %.64s: expected a string", key);
-            goto out;
+    st = headers_parse(json, stack, &heap, m, &n);
+    if (st != SK_OK) {
+        st = SK_WRAP(st, "envelope headers");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            hdrs[i] = (sk__msg_header){ m[i].name, m[i].value };
         }
-        if (n == MAX_JSON_HEADERS) {
-            st = SK_FAIL(SK_ELIMIT, "envelope headers: more than %d headers", MAX_JSON_HEADERS);
-            goto out;
-        }
-        hdrs[n].name = sk_slice_from_str(key);
-        hdrs[n].value = (sk_slice){ (const uint8_t *)json_string_value(val), json_string_length(val) };
-        n++;
+        /* Decoding copies what it keeps into buf, so the scratch can go. */
+        st = sk__envelope_decode(hdrs, n, env, buf);
     }
-    st = sk__envelope_decode(hdrs, n, env, buf);
-out:
-    json_decref(obj);
+    sk_free(heap);
     return st;
 }
 
 sk_status sk__headers_json_apply(sk_slice json, natsMsg *msg)
 {
-    sk_status st = SK_OK;
-    json_t *obj = NULL;
-    const char *key;
-    json_t *val;
+    sk_json_member m[MAX_JSON_HEADERS];
+    char stack[HEADERS_STACK_SCRATCH];
+    char *heap = NULL;
+    size_t n = 0;
+    sk_status st;
 
     if (msg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk__headers_json_apply: msg must not be NULL");
     }
-    if ((st = sk_json_parse_object(json, &obj)) != SK_OK) {
-        return SK_WRAP(st, "outbox headers");
+    st = headers_parse(json, stack, &heap, m, &n);
+    if (st != SK_OK) {
+        st = SK_WRAP(st, "outbox headers");
     }
-    json_object_foreach(obj, key, val)
-    {
-        natsStatus s;
-        if (!json_is_string(val)) {
-            st = SK_FAIL(SK_EPROTO, "outbox headers: %.64s: expected a string", key);
-            goto out;
-        }
-        s = natsMsgHeader_Set(msg, key, json_string_value(val));
+    for (size_t i = 0; i < n && st == SK_OK; i++) {
+        natsStatus s = natsMsgHeader_Set(msg, (const char *)m[i].name.ptr,
+                                         (const char *)m[i].value.ptr);
         if (s != NATS_OK) {
             st = sk__nats_fail(s, 0, "setting message header");
-            goto out;
         }
     }
-out:
-    json_decref(obj);
+    sk_free(heap);
     return st;
 }
 

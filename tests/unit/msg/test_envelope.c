@@ -395,7 +395,9 @@ static void test_envelope_json_round_trip(void **state)
     env.saga_step = 2;
     env.reply_to = "order.replies.CreateOrderSaga";
     env.schema_version = 7;
+    env.subject = "cust\"omer\\42"; /* visible ASCII that JSON must escape */
     assert_int_equal(sk__envelope_to_json(&env, &json), SK_OK);
+    assert_non_null(strstr(json, "\"ce-subject\":\"cust\\\"omer\\\\42\""));
     assert_non_null(strstr(json, "\"Nats-Msg-Id\":\""));
     assert_non_null(strstr(json, "\"content-type\":\"application/json\""));
     assert_non_null(strstr(json, "\"ce-specversion\":\"1.0\""));
