@@ -229,6 +229,11 @@ SK_API SK_NODISCARD sk_status sk_json_dump(const json_t *value, sk_buf *out);
 /** Serialise compactly into a new string; owned, free with sk_free. */
 SK_API char *sk_json_dumps(const json_t *value);
 
+/* ---------------------------------------------------------------- hex */
+
+/** Value of the hex digit @p c (0-9, a-f, A-F), or -1 for any other byte. */
+SK_API int sk_hex_value(int c);
+
 /* ---------------------------------------------------------------- base64url */
 
 /** Unpadded base64url. @p out must hold 4 * ceil(len/3) + 1 bytes. */

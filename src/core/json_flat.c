@@ -47,20 +47,6 @@ static bool take(cursor *c, char ch)
     return false;
 }
 
-static int hex_value(uint8_t ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Read the four hex digits of a \u escape (the cursor is past the 'u'). */
 static bool read_hex4(cursor *c, uint32_t *out)
 {
@@ -70,7 +56,7 @@ static bool read_hex4(cursor *c, uint32_t *out)
         return false;
     }
     for (int i = 0; i < 4; i++) {
-        int h = hex_value(c->p[i]);
+        int h = sk_hex_value(c->p[i]);
         if (h < 0) {
             return false;
         }
@@ -212,12 +198,14 @@ sk_status sk_json_parse_flat_strings(sk_slice text,
     size_t bad = 0, n = 0;
     sk_status st;
 
-    if (scratch == NULL || members == NULL || n_members == NULL || (text.ptr == NULL && text.len > 0)) {
+    if (scratch == NULL || members == NULL || n_members == NULL ||
+        (text.ptr == NULL && text.len > 0)) {
         return SK_FAIL(SK_EINVAL, "sk_json_parse_flat_strings: NULL argument");
     }
     *n_members = 0;
     if (scratch_len < text.len + 1) {
-        return SK_FAIL(SK_EINVAL, "sk_json_parse_flat_strings: scratch of %zu bytes for %zu of JSON",
+        return SK_FAIL(SK_EINVAL,
+                       "sk_json_parse_flat_strings: scratch of %zu bytes for %zu of JSON",
                        scratch_len, text.len);
     }
     if (!sk__utf8_is_valid(text, &bad)) {

@@ -60,20 +60,6 @@ bool sk__mesh_utf8_is_valid(const char *s, size_t len)
     return true;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 bool sk__http_target_raw_check(const char *raw, char *reason, size_t reason_len)
 {
     bool is_query = false;
@@ -87,10 +73,11 @@ bool sk__http_target_raw_check(const char *raw, char *reason, size_t reason_len)
             is_query = true;
             continue;
         }
-        if (*p != '%' || hex_value(p[1]) < 0 || hex_value(p[2]) < 0) {
+        if (*p != '%' || sk_hex_value((unsigned char)p[1]) < 0 ||
+            sk_hex_value((unsigned char)p[2]) < 0) {
             continue;
         }
-        int byte = hex_value(p[1]) * 16 + hex_value(p[2]);
+        int byte = sk_hex_value((unsigned char)p[1]) * 16 + sk_hex_value((unsigned char)p[2]);
         if (byte == 0) {
             snprintf(reason, reason_len, "%s: encoded NUL byte (%%00) at offset %zu",
                      is_query ? "query" : "path", (size_t)(p - raw));

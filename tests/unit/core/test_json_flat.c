@@ -39,7 +39,8 @@ static sk_status parse(const char *text, parsed *p)
                                       MAX_MEMBERS, &p->n);
 }
 
-static void assert_member(const parsed *p, size_t i, const char *name, const char *value, size_t value_len)
+static void
+assert_member(const parsed *p, size_t i, const char *name, const char *value, size_t value_len)
 {
     assert_true(i < p->n);
     assert_int_equal(p->m[i].name.len, strlen(name));
@@ -54,8 +55,9 @@ static void test_flat_members_in_order(void **state)
     (void)state;
     parsed p;
 
-    assert_int_equal(parse(" {\"ce-id\" : \"0193\", \"ce-type\":\"OrderPlaced\" ,\"empty\":\"\"}\r\n", &p),
-                     SK_OK);
+    assert_int_equal(
+        parse(" {\"ce-id\" : \"0193\", \"ce-type\":\"OrderPlaced\" ,\"empty\":\"\"}\r\n", &p),
+        SK_OK);
     assert_int_equal(p.n, 3);
     assert_member(&p, 0, "ce-id", "0193", 4);
     assert_member(&p, 1, "ce-type", "OrderPlaced", 11);
@@ -103,7 +105,8 @@ static void test_flat_refuses(void **state)
     SK_TEST_ASSERT_ERR(parse("{\"a\":\"\\u0000\"}", &p), SK_EPROTO, "\\u0000");
     SK_TEST_ASSERT_ERR(parse("{\"a\":\"\\udc00\"}", &p), SK_EPROTO, "low surrogate without");
     SK_TEST_ASSERT_ERR(parse("{\"a\":\"\\ud800x\"}", &p), SK_EPROTO, "high surrogate without");
-    SK_TEST_ASSERT_ERR(parse("{\"a\":\"\\ud800\\u0041\"}", &p), SK_EPROTO, "high surrogate without");
+    SK_TEST_ASSERT_ERR(parse("{\"a\":\"\\ud800\\u0041\"}", &p), SK_EPROTO,
+                       "high surrogate without");
     SK_TEST_ASSERT_ERR(parse("{\"a\":\"\xc3\"}", &p), SK_EPROTO, "invalid UTF-8");
     assert_int_equal(p.n, 0);
 }
@@ -114,12 +117,15 @@ static void test_flat_limits(void **state)
     parsed p;
     char few[64];
 
-    assert_int_equal(parse("{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\",\"7\":\"\",\"8\":\"\"}", &p),
+    assert_int_equal(parse("{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\","
+                           "\"7\":\"\",\"8\":\"\"}",
+                           &p),
                      SK_OK);
     assert_int_equal(p.n, MAX_MEMBERS);
-    SK_TEST_ASSERT_ERR(
-        parse("{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\",\"7\":\"\",\"8\":\"\",\"9\":\"\"}", &p),
-        SK_ELIMIT, "more than 8 members");
+    SK_TEST_ASSERT_ERR(parse("{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\","
+                             "\"7\":\"\",\"8\":\"\",\"9\":\"\"}",
+                             &p),
+                       SK_ELIMIT, "more than 8 members");
     /* Scratch must hold the text plus one byte. */
     const char *text = "{\"a\":\"b\"}";
     SK_TEST_ASSERT_ERR(sk_json_parse_flat_strings(sk_slice_from_str(text), few, strlen(text), p.m,
@@ -129,8 +135,9 @@ static void test_flat_limits(void **state)
                                                 MAX_MEMBERS, &p.n),
                      SK_OK);
     assert_member(&p, 0, "a", "b", 1);
-    SK_TEST_ASSERT_ERR(sk_json_parse_flat_strings(sk_slice_from_str(text), NULL, 64, p.m, MAX_MEMBERS, &p.n),
-                       SK_EINVAL, "NULL");
+    SK_TEST_ASSERT_ERR(
+        sk_json_parse_flat_strings(sk_slice_from_str(text), NULL, 64, p.m, MAX_MEMBERS, &p.n),
+        SK_EINVAL, "NULL");
 }
 
 int main(void)
