@@ -511,6 +511,69 @@ static int64_t wait_current(int k, int64_t timeout_ms)
 }
 
 /*
+ * Streams (KV buckets included) for which node @p k is the leader, and how
+ * many of those list every replica as current; -1 when @p k does not answer.
+ */
+static int led_streams_current(int k, int *n_led)
+{
+    sk_test_http r;
+    int n_current = 0;
+    *n_led = 0;
+    if (!node_get(k, "/jsz?streams=true", &r)) {
+        return -1;
+    }
+    json_t *jsz = r.status == 200 ? json_loadb(r.body, r.body_len, JSON_DECODE_INT_AS_REAL, NULL)
+                                  : NULL;
+    size_t i, j, m;
+    json_t *acc, *st, *rep;
+    json_array_foreach (json_object_get(jsz, "account_details"), i, acc) {
+        json_array_foreach (json_object_get(acc, "stream_detail"), j, st) {
+            json_t *cl = json_object_get(st, "cluster");
+            if (node_of_server(json_string_value(json_object_get(cl, "leader"))) != k) {
+                continue;
+            }
+            bool all = true;
+            json_array_foreach (json_object_get(cl, "replicas"), m, rep) {
+                all = all && json_is_true(json_object_get(rep, "current"));
+            }
+            (*n_led)++;
+            n_current += all ? 1 : 0;
+        }
+    }
+    json_decref(jsz);
+    sk_test_http_fini(&r);
+    return jsz != NULL ? n_current : -1;
+}
+
+/*
+ * Wait until every stream has a leader that lists every replica as current.
+ * After a heal, a consumer led by a node whose copy of its stream still lags
+ * delivers nothing until that copy caught up, so the read models are only
+ * checked once the whole cluster is current (not just ORDER_EVENTS).
+ * @return the wait in ms, or -1 on timeout.
+ */
+static int64_t wait_all_streams_current(int n_streams, int64_t timeout_ms)
+{
+    int64_t t0 = sk_time_mono_ms();
+    while (sk_time_mono_ms() - t0 < timeout_ms) {
+        int n_led_total = 0, n_current_total = 0;
+        bool answered = true;
+        for (int k = 0; k < N_NODES && answered; k++) {
+            int n_led = 0;
+            int n_current = led_streams_current(k, &n_led);
+            answered = n_current >= 0;
+            n_led_total += n_led;
+            n_current_total += n_current;
+        }
+        if (answered && n_led_total == n_streams && n_current_total == n_streams) {
+            return sk_time_mono_ms() - t0;
+        }
+        pause_ms(200);
+    }
+    return -1;
+}
+
+/*
  * Count the streams (KV buckets included) node 0 knows and those kept at
  * fewer than N_NODES replicas; prints each of those.
  */
@@ -875,6 +938,10 @@ static void test_cluster_kill_and_partition(void **state)
             atomic_load(&g_n_requests), atomic_load(&g_n_2xx), atomic_load(&g_n_503),
             atomic_load(&g_n_5xx_other), atomic_load(&g_n_429), atomic_load(&g_n_transport),
             atomic_load(&g_n_other), (long long)atomic_load(&g_max_latency_ms));
+
+    int64_t all_current_ms = wait_all_streams_current(n_streams, CATCHUP_MS);
+    fprintf(stderr, "[cluster] every replica of the %d streams current after %lld ms\n", n_streams,
+            (long long)all_current_ms);
 
     sk_test_shop_check_accepted(shop);
     if (atomic_load(&shop->n_violations) == 0) {
