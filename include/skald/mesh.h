@@ -59,7 +59,8 @@ SK_API void sk_tls_files_fini(sk_tls_files *f);
  * on top of the CA it is given, then name the mesh CA instead of the system
  * bundle. The broker connection then trusts the mesh CA only, and a process
  * no longer parses the ~140 system certificates (60 ms of CPU each start).
- * Sets SSL_CERT_FILE and SSL_CERT_DIR, replacing values set before, so
+ * Sets SSL_CERT_FILE (to DIR/ca.pem) and SSL_CERT_DIR (to /dev/null: no
+ * directory of anchors), replacing values set before, so
  * code in the process that wants public CAs must load them explicitly.
  * Call before the process starts threads (it changes the environment).
  */

@@ -8,7 +8,7 @@
  *
  * It accepts what sk_json_parse_object accepts for such an object and
  * nothing else: strict UTF-8, no duplicate names, no NUL inside a string,
- * nothing but whitespace after the object (fuzz/msg_json.c checks both
+ * nothing but whitespace after the object (fuzz/json.c checks both
  * parsers agree). Decoded text is never longer than its JSON form (an
  * escape shrinks, a closing quote becomes the NUL), so text.len + 1 bytes
  * of scratch always suffice.
@@ -89,7 +89,7 @@ static void put_utf8(cursor *c, uint32_t cp)
 /* Decode the \u escape at the cursor (past the 'u'), a surrogate pair included. */
 static sk_status unicode_escape(cursor *c)
 {
-    size_t at = offset_of(c);
+    size_t at = offset_of(c) - 2; /* the backslash */
     uint32_t cp = 0, low = 0;
 
     if (!read_hex4(c, &cp)) {
@@ -203,10 +203,13 @@ sk_status sk_json_parse_flat_strings(sk_slice text,
         return SK_FAIL(SK_EINVAL, "sk_json_parse_flat_strings: NULL argument");
     }
     *n_members = 0;
-    if (scratch_len < text.len + 1) {
+    if (scratch_len <= text.len) {
         return SK_FAIL(SK_EINVAL,
                        "sk_json_parse_flat_strings: scratch of %zu bytes for %zu of JSON",
                        scratch_len, text.len);
+    }
+    if (text.len == 0) {
+        return SK_FAIL(SK_EPROTO, "JSON at byte 0: expected an object"); /* ptr may be NULL */
     }
     if (!sk__utf8_is_valid(text, &bad)) {
         return SK_FAIL(SK_EPROTO, "JSON at byte %zu: invalid UTF-8", bad);

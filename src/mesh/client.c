@@ -420,6 +420,7 @@ static sk_status job_setup(sk_http_client *c, job *j)
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file), ok);
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file), ok);
         ok = set_ok(curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file), ok);
+        ok = set_ok(curl_easy_setopt(e, CURLOPT_CAPATH, (char *)NULL), ok); /* only our CA */
     }
     if (c->is_tls) {
         ok = set_ok(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L), ok);

@@ -645,12 +645,17 @@ sk_status sk_tls_default_trust_set(const char *dir)
     }
     /*
      * Overwritten even when set (hosts often point them at the system
-     * bundle): the mesh's connections must trust the mesh CA only. The
-     * directory holds no hash-named links, so it adds no other anchor.
+     * bundle): the mesh's connections must trust the mesh CA only. No
+     * directory of anchors: /dev/null holds none, for OpenSSL and for Go
+     * (nats-server inherits this from skald up), and unlike a path under
+     * DIR it cannot be split at a ':' in DIR (the variable is a list).
      */
-    if (setenv("SSL_CERT_FILE", ca_file, 1) != 0 || setenv("SSL_CERT_DIR", dir, 1) != 0) {
-        st = SK_FAIL(SK_ENOMEM, "sk_tls_default_trust_set: setting SSL_CERT_FILE: %s",
-                     strerror(errno));
+    if (setenv("SSL_CERT_FILE", ca_file, 1) != 0) {
+        st = SK_FAIL(errno == ENOMEM ? SK_ENOMEM : SK_EINVAL,
+                     "sk_tls_default_trust_set: setting SSL_CERT_FILE: %s", strerror(errno));
+    } else if (setenv("SSL_CERT_DIR", "/dev/null", 1) != 0) {
+        st = SK_FAIL(errno == ENOMEM ? SK_ENOMEM : SK_EINVAL,
+                     "sk_tls_default_trust_set: setting SSL_CERT_DIR: %s", strerror(errno));
     }
     sk_free(ca_file);
     return st;

@@ -208,7 +208,8 @@ sk_status sk__envelope_encode(const sk_envelope *env, natsMsg *msg);
 /**
  * Set every member of a JSON object of string headers (an outbox row's
  * headers column) on @p msg.
- * @return SK_OK, SK_EPROTO (not an object of strings), SK_EBUS, SK_ENOMEM.
+ * @return SK_OK, SK_EPROTO (not an object of strings), SK_ELIMIT (more than
+ *         64 members), SK_EBUS, SK_ENOMEM.
  */
 sk_status sk__headers_json_apply(sk_slice json, natsMsg *msg);
 

@@ -108,6 +108,12 @@ static void test_flat_refuses(void **state)
     SK_TEST_ASSERT_ERR(parse("{\"a\":\"\\ud800\\u0041\"}", &p), SK_EPROTO,
                        "high surrogate without");
     SK_TEST_ASSERT_ERR(parse("{\"a\":\"\xc3\"}", &p), SK_EPROTO, "invalid UTF-8");
+    /* Names compare decoded: "a" and "\u0061" are the same name. */
+    SK_TEST_ASSERT_ERR(parse("{\"a\":\"x\",\"\\u0061\":\"y\"}", &p), SK_EPROTO, "duplicate name");
+    SK_TEST_ASSERT_ERR(parse("{\"a\\u0000\":\"x\"}", &p), SK_EPROTO, "\\u0000");
+    SK_TEST_ASSERT_ERR(sk_json_parse_flat_strings((sk_slice){ NULL, 0 }, p.scratch,
+                                                  sizeof(p.scratch), p.m, MAX_MEMBERS, &p.n),
+                       SK_EPROTO, "expected an object");
     assert_int_equal(p.n, 0);
 }
 

@@ -330,7 +330,7 @@ static void test_sk_tls_default_trust_set(void **state)
     assert_int_equal(sk_tls_default_trust_set(dir), SK_OK);
     char *ca = path_of(dir, "ca.pem");
     assert_string_equal(getenv("SSL_CERT_FILE"), ca);
-    assert_string_equal(getenv("SSL_CERT_DIR"), dir);
+    assert_string_equal(getenv("SSL_CERT_DIR"), "/dev/null");
     sk_free(ca);
 
     assert_int_equal(X509_STORE_set_default_paths(store), 1);
