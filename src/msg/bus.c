@@ -424,7 +424,20 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
     if ((st = live_add(link)) != SK_OK) {
         goto out;
     }
-    if ((s = natsOptions_Create(&opts)) != NATS_OK) {
+    {
+        /*
+         * The process's first natsOptions_Create opens the nats.c library,
+         * which starts its own threads (timers, asynchronous callbacks, and
+         * the garbage collector that frees every natsMsg); they take the
+         * calling thread's name, so give them theirs.
+         */
+        char name[16];
+        sk_thread_name_get(name);
+        sk_thread_name("sk-nats-lib");
+        s = natsOptions_Create(&opts);
+        sk_thread_name(name);
+    }
+    if (s != NATS_OK) {
         st = sk__nats_fail(s, 0, "creating options");
         goto out;
     }
