@@ -194,7 +194,8 @@ static void test_cli_supervisor_exec_failure_is_restarted(void **state)
     cli_supervisor_stop_all(f->sup, 1000);
     char *text = sk_test_read_file(log, NULL);
     assert_non_null(text);
-    assert_non_null(strstr(text, "skald: starting missing: /nonexistent/skald-nothing"));
+    assert_non_null(strstr(text, "skald: starting missing: /nonexistent/skald-nothing: cannot "
+                                 "execute it (errno 2)")); /* ENOENT */
     sk_free(text);
 }
 
