@@ -10,6 +10,7 @@
 # Usage: bench/cpu_per_order.sh --data DIR [--rate R] [--seconds S] [--skald PATH]
 #   DIR      data dir of the running system (skald up --data DIR)
 #   R        orders/s offered (default 100); S seconds measured (default 8)
+#   --rate 0 measures the idle system instead: CPU and context switches per second.
 set -euo pipefail
 
 data="" rate=100 seconds=8 skald="build/bin/skald"
@@ -23,8 +24,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$data" ] || { echo "cpu_per_order: --data DIR is required" >&2; exit 2; }
-[[ "$rate" =~ ^[0-9]+$ && "$seconds" =~ ^[0-9]+$ && "$rate" -gt 0 && "$seconds" -gt 0 ]] ||
-    { echo "cpu_per_order: --rate and --seconds must be positive integers" >&2; exit 2; }
+[[ "$rate" =~ ^[0-9]+$ && "$seconds" =~ ^[0-9]+$ && "$seconds" -gt 0 ]] ||
+    { echo "cpu_per_order: --rate must be an integer >= 0 and --seconds a positive one" >&2; exit 2; }
 root=$(cat "$data/run/skald.pid" 2>/dev/null) || { echo "cpu_per_order: no $data/run/skald.pid (is skald up running?)" >&2; exit 1; }
 kill -0 "$root" 2>/dev/null || { echo "cpu_per_order: skald up (pid $root) is not running" >&2; exit 1; }
 
@@ -56,22 +57,29 @@ owners() {
 
 err=$(mktemp); out=$(mktemp); before=$(mktemp); after=$(mktemp); own=$(mktemp)
 trap 'rm -f "$err" "$out" "$before" "$after" "$own"' EXIT
-"$skald" bench --data "$data" --rate "$rate" --duration $((seconds + 3)) --warmup 1 >"$out" 2>"$err" &
-bench=$!
-until grep -q measuring "$err" 2>/dev/null; do
-    kill -0 "$bench" 2>/dev/null || { cat "$err" >&2; exit 1; }
-    sleep 0.2
-done
-sleep 1
+if [ "$rate" -gt 0 ]; then
+    "$skald" bench --data "$data" --rate "$rate" --duration $((seconds + 3)) --warmup 1 >"$out" 2>"$err" &
+    bench=$!
+    until grep -q measuring "$err" 2>/dev/null; do
+        kill -0 "$bench" 2>/dev/null || { cat "$err" >&2; exit 1; }
+        sleep 0.2
+    done
+    sleep 1
+fi
 owners >"$own"; snapshot >"$before"
 sleep "$seconds"
 snapshot >"$after"
 owners >>"$own" # threads started during the window (the Go runtime adds some)
-wait "$bench" || true
 hz=$(getconf CLK_TCK)
-orders=$((rate * seconds))
-echo "CPU and context switches per order at $rate orders/s over $seconds s ($orders orders), by process/thread:"
-awk -v n="$orders" -v hz="$hz" '
+if [ "$rate" -gt 0 ]; then
+    wait "$bench" || true
+    n=$((rate * seconds))
+    echo "CPU and context switches per order at $rate orders/s over $seconds s ($n orders), by process/thread:"
+else
+    n=$seconds
+    echo "CPU and context switches per second of the idle system over $seconds s, by process/thread:"
+fi
+awk -v n="$n" -v hz="$hz" '
     FILENAME == ARGV[1] { proc[$1] = $2; next }
     FILENAME == ARGV[2] { t0[$1] = $3; c0[$1] = $4; next }
     ($1 in t0) {
@@ -84,4 +92,4 @@ awk -v n="$orders" -v hz="$hz" '
         }
         printf "  %-36s %8.0f us  %6.1f cs\n", "TOTAL", tc, tcs
     }' "$own" "$before" "$after" | sort -k2 -n -r
-sed -n '1,9p' "$out"
+[ "$rate" -eq 0 ] || sed -n '1,9p' "$out"
