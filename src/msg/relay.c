@@ -18,7 +18,6 @@
 
 #include "msg/msg_int.h"
 
-/* Rows read and published per round. */
 /*
  * Rows read and published per round, and the most data one round holds:
  * each round ends waiting for its acknowledgements, so bigger rounds drain
