@@ -165,11 +165,13 @@ static void child_exec(const child *c, int log_fd, pid_t parent)
     execvp(c->argv[0], c->argv);
     /* errno in digits: strerror may translate (locks, allocations). */
     char digits[16];
-    size_t i = sizeof(digits);
-    digits[--i] = '\0';
-    for (int e = errno > 0 ? errno : 0; i > 0 && (e > 0 || i == sizeof(digits) - 1); e /= 10) {
+    size_t i = sizeof(digits) - 1;
+    int e = errno;
+    digits[i] = '\0';
+    do {
         digits[--i] = (char)('0' + e % 10);
-    }
+        e /= 10;
+    } while (e > 0 && i > 0);
     child_write(STDERR_FILENO, "skald: starting ");
     child_write(STDERR_FILENO, c->name);
     child_write(STDERR_FILENO, ": ");

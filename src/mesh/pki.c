@@ -650,12 +650,12 @@ sk_status sk_tls_default_trust_set(const char *dir)
      * (nats-server inherits this from skald up), and unlike a path under
      * DIR it cannot be split at a ':' in DIR (the variable is a list).
      */
-    if (setenv("SSL_CERT_FILE", ca_file, 1) != 0) {
-        st = SK_FAIL(errno == ENOMEM ? SK_ENOMEM : SK_EINVAL,
-                     "sk_tls_default_trust_set: setting SSL_CERT_FILE: %s", strerror(errno));
-    } else if (setenv("SSL_CERT_DIR", "/dev/null", 1) != 0) {
-        st = SK_FAIL(errno == ENOMEM ? SK_ENOMEM : SK_EINVAL,
-                     "sk_tls_default_trust_set: setting SSL_CERT_DIR: %s", strerror(errno));
+    const char *const vars[][2] = { { "SSL_CERT_FILE", ca_file }, { "SSL_CERT_DIR", "/dev/null" } };
+    for (size_t i = 0; i < 2 && st == SK_OK; i++) {
+        if (setenv(vars[i][0], vars[i][1], 1) != 0) {
+            st = SK_FAIL(errno == ENOMEM ? SK_ENOMEM : SK_EINVAL,
+                         "sk_tls_default_trust_set: setting %s: %s", vars[i][0], strerror(errno));
+        }
     }
     sk_free(ca_file);
     return st;

@@ -421,23 +421,18 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
         return SK_FAIL(SK_ENOMEM, "creating a condition variable");
     }
     link->has_sync = true;
+    /*
+     * Threads nats.c starts take the name of the thread that starts them:
+     * name this one for each, and give it its own name back at the end.
+     */
+    char caller[16];
+    sk_thread_name_get(caller);
     if ((st = live_add(link)) != SK_OK) {
         goto out;
     }
-    {
-        /*
-         * The process's first natsOptions_Create opens the nats.c library,
-         * which starts its own threads (timers, asynchronous callbacks, and
-         * the garbage collector that frees every natsMsg); they take the
-         * calling thread's name, so give them theirs.
-         */
-        char name[16];
-        sk_thread_name_get(name);
-        sk_thread_name("sk-nats-lib");
-        s = natsOptions_Create(&opts);
-        sk_thread_name(name);
-    }
-    if (s != NATS_OK) {
+    /* The first one opens the library: timers, callbacks, the natsMsg collector. */
+    sk_thread_name("sk-nats-lib");
+    if ((s = natsOptions_Create(&opts)) != NATS_OK) {
         st = sk__nats_fail(s, 0, "creating options");
         goto out;
     }
@@ -462,14 +457,8 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
             }
         }
     }
-    {
-        /* nats.c's threads (socket reader, flusher) take the name of the thread that connects. */
-        char name[16];
-        sk_thread_name_get(name);
-        sk_thread_name("sk-nats");
-        s = natsConnection_Connect(&link->nc, opts);
-        sk_thread_name(name);
-    }
+    sk_thread_name("sk-nats"); /* the connection's socket reader and flusher */
+    s = natsConnection_Connect(&link->nc, opts);
     if (s == NATS_NOT_YET_CONNECTED && retry_in_background) {
         SK_LOG_WARN("nats not reachable yet conn=%s (retrying in the background)", bus->name);
     } else if (s != NATS_OK) {
@@ -483,6 +472,7 @@ static sk_status link_open(sk_bus *bus, uint64_t generation, bool retry_in_backg
     *out = link;
     link = NULL;
 out:
+    sk_thread_name(caller);
     natsOptions_Destroy(opts); /* the connection keeps its own copy */
     link_close(link);
     return st;

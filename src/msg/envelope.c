@@ -552,7 +552,6 @@ static sk_status headers_parse(sk_slice json,
 
 sk_status sk__envelope_from_json(sk_slice json, sk_envelope *env, sk__envelope_buf *buf)
 {
-    sk_json_member m[MAX_JSON_HEADERS];
     sk__msg_header hdrs[MAX_JSON_HEADERS];
     char stack[HEADERS_STACK_SCRATCH];
     char *heap = NULL;
@@ -562,13 +561,10 @@ sk_status sk__envelope_from_json(sk_slice json, sk_envelope *env, sk__envelope_b
     if (env == NULL || buf == NULL) {
         return SK_FAIL(SK_EINVAL, "sk__envelope_from_json: NULL argument");
     }
-    st = headers_parse(json, stack, &heap, m, &n);
+    st = headers_parse(json, stack, &heap, hdrs, &n);
     if (st != SK_OK) {
         st = SK_WRAP(st, "envelope headers");
     } else {
-        for (size_t i = 0; i < n; i++) {
-            hdrs[i] = (sk__msg_header){ m[i].name, m[i].value };
-        }
         /* Decoding copies what it keeps into buf, so the scratch can go. */
         st = sk__envelope_decode(hdrs, n, env, buf);
     }

@@ -140,11 +140,12 @@ sk_status sk__subject_check(const char *subject, bool allow_wildcards, const cha
 #define SK__MAX_SCHEMA_VERSION 1000000
 #define SK__MAX_SAGA_STEP      2147483647 /* saga sequence numbers grow with every re-send */
 
-/** One header as received: name and value, neither NUL-terminated. */
-typedef struct sk__msg_header {
-    sk_slice name;
-    sk_slice value;
-} sk__msg_header;
+/**
+ * One header as received: name and value, not necessarily NUL-terminated.
+ * The shape of a member of a flat JSON object, so parsed headers columns
+ * decode as they are.
+ */
+typedef sk_json_member sk__msg_header;
 
 /** Storage for the strings of a decoded envelope (the sk_envelope points into it). */
 typedef struct sk__envelope_buf {

@@ -61,17 +61,25 @@ static int wake_name(const char *lock_path, char *out, size_t cap)
     return snprintf(out, cap, "skald-relay-%016llx", (unsigned long long)hash_text(lock_path));
 }
 
-int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap)
+/*
+ * The lock file of the database at @p db_location, beside its real path;
+ * owned. NULL when the database is no file (in-memory) or out of memory
+ * (*is_file tells which).
+ */
+static char *lock_path_of(const char *db_location, bool *is_file)
 {
     char real[PATH_MAX];
-    char *lock_path;
-    int n;
 
-    if (db_location == NULL || realpath(db_location, real) == NULL ||
-        (lock_path = sk_asprintf("%s-relay.lock", real)) == NULL) {
-        return -1;
-    }
-    n = wake_name(lock_path, out, cap);
+    *is_file = db_location != NULL && realpath(db_location, real) != NULL;
+    return *is_file ? sk_asprintf("%s-relay.lock", real) : NULL;
+}
+
+int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap)
+{
+    bool is_file;
+    char *lock_path = lock_path_of(db_location, &is_file);
+    int n = lock_path != NULL ? wake_name(lock_path, out, cap) : -1;
+
     sk_free(lock_path);
     return n;
 }
@@ -182,7 +190,6 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
                                 void *ctx)
 {
     pthread_condattr_t ca;
-    char real[PATH_MAX];
     sk__relay_owner *o;
 
     *out = NULL;
@@ -198,13 +205,14 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&o->cond, &ca);
     pthread_condattr_destroy(&ca);
-    if (db_location == NULL || realpath(db_location, real) == NULL) {
+    bool is_file;
+    o->lock_path = lock_path_of(db_location, &is_file);
+    if (!is_file) {
         /* Not a file (in-memory): nobody else can share it. */
         atomic_store(&o->is_holder, true);
         *out = o;
         return SK_OK;
     }
-    o->lock_path = sk_asprintf("%s-relay.lock", real);
     if (o->lock_path == NULL) {
         sk__relay_owner_stop(o);
         return SK_FAIL(SK_ENOMEM, "relay: allocating the lock path");
