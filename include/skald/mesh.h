@@ -71,6 +71,8 @@ SK_API SK_NODISCARD sk_status sk_tls_default_trust_set(const char *dir);
 typedef struct sk_http_server sk_http_server;
 /** One request. Valid until it has been answered; answer exactly once, from any thread. */
 typedef struct sk_http_req sk_http_req;
+/** HTTP client (below): one thread runs every transfer. Thread-safe. */
+typedef struct sk_http_client sk_http_client;
 
 /**
  * Called on a server thread once the whole body is in (bodies over the
@@ -101,7 +103,10 @@ typedef struct sk_http_server_config {
     int port;                 /* 0 = any free port (read back with sk_http_server_port) */
     const sk_tls_files *tls;  /* NULL = plain HTTP (public gateway only) */
     bool require_client_cert; /* with tls: refuse clients without a CA-signed certificate */
-    unsigned n_threads;       /* 0 = 2 */
+    unsigned n_threads;       /* 0 = 2; ignored with loop */
+    /* NULL: the server has threads of its own. Else it is served by this client's thread
+     * (which must outlive the server): a proxy's upstream calls then never change thread. */
+    sk_http_client *loop;
     size_t max_body_bytes;    /* 0 = SK_MAX_HTTP_BODY */
     sk_http_handler_fn handler;
     void *ctx;
@@ -194,9 +199,6 @@ SK_API void sk_http_req_respond_json(sk_http_req *req, int status, const json_t 
 SK_API int sk_http_status_for(sk_status st);
 
 /* ---------------------------------------------------------------- client */
-
-/** HTTP client: one thread runs every transfer. Thread-safe. */
-typedef struct sk_http_client sk_http_client;
 
 typedef struct sk_http_request {
     const char *method;

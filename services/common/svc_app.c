@@ -962,6 +962,11 @@ int svc_app_run(svc_app *app)
         fprintf(stderr, "skald-%s: readiness checks: %s\n", app->args.service, sk_error_message());
         goto out;
     }
+    /* The gateway's server runs on its HTTP client's thread: a proxied request stays on it. */
+    sk_http_client *loop = NULL;
+    if (app->self->is_gateway && svc_get(app, "http_client", (void **)&loop) != SK_OK) {
+        goto out;
+    }
     /* Listen first, so /healthz and /readyz answer while NATS or the database are not there yet. */
     sk_http_server_config cfg = {
         .bind_addr = "127.0.0.1",
@@ -969,6 +974,7 @@ int svc_app_run(svc_app *app)
         .tls = app->self->is_gateway ? NULL : &app->tls,
         .require_client_cert = !app->self->is_gateway,
         .n_threads = 2,
+        .loop = loop,
         .handler = http_front,
         .ctx = app,
         .metrics = metrics,

@@ -60,6 +60,14 @@ typedef struct job {
     void *ctx;
 } job;
 
+/* A function to run on the client thread; its caller waits for is_done. */
+typedef struct loop_call {
+    struct loop_call *next;
+    void (*fn)(void *ctx);
+    void *ctx;
+    bool is_done;
+} loop_call;
+
 /* File contents handed to curl after a reload (curl copies them per transfer). */
 typedef struct tls_blobs {
     char *ca;
@@ -76,10 +84,16 @@ struct sk_http_client {
     char *ca_file;
     char *cert_file;
     char *key_file;
-    pthread_mutex_t mu; /* protects queue_head, queue_tail, is_stopping, pending_tls */
+    pthread_mutex_t mu; /* protects queue_head, queue_tail, calls, is_stopping, is_loop_gone,
+                           is_guest_due, pending_tls */
+    pthread_cond_t cv;  /* a loop call is done */
     job *queue_head;
     job *queue_tail;
+    loop_call *calls_head, *calls_tail;
     bool is_stopping;
+    bool is_loop_gone; /* the thread has left its loop: loop calls run on their caller */
+    bool is_guest_due; /* the guest has work its fd does not show (sk__http_client_guest_wake) */
+    sk__loop_guest guest; /* client thread only; guest.run == NULL: none */
     tls_blobs *pending_tls; /* read by a reload, not yet taken by the client thread */
     tls_blobs *tls;         /* client thread only: in use since the last reload, or NULL */
     job *active;            /* client thread only */
@@ -464,6 +478,60 @@ static void active_unlink(sk_http_client *c, job *j)
     j->next = j->prev = NULL;
 }
 
+/* Run the loop calls taken from the queue and tell their callers. */
+static void calls_run(sk_http_client *c, loop_call *calls)
+{
+    while (calls != NULL) {
+        loop_call *call = calls;
+        calls = calls->next;
+        call->fn(call->ctx);
+        lock(&c->mu);
+        call->is_done = true; /* the caller frees it once it sees this */
+        pthread_cond_broadcast(&c->cv);
+        unlock(&c->mu);
+    }
+}
+
+/*
+ * Wait for the next event: a transfer's socket, the guest's fd, a wake-up or
+ * a timeout. Then run the guest if its fd is ready, it was told to run, or
+ * its own timeout has come.
+ */
+static void loop_wait(sk_http_client *c)
+{
+    struct curl_waitfd wfd = { 0 };
+    int64_t timeout_ms = POLL_MS;
+    int64_t guest_due_ms = INT64_MAX;
+    unsigned n_fds = 0;
+
+    if (c->guest.run != NULL) {
+        int64_t t = c->guest.timeout_ms(c->guest.ctx);
+        if (t >= 0) {
+            guest_due_ms = sk_time_mono_ms() + t;
+            timeout_ms = t < timeout_ms ? t : timeout_ms;
+        }
+        wfd.fd = c->guest.fd;
+        wfd.events = CURL_WAIT_POLLIN;
+        n_fds = 1;
+    }
+    lock(&c->mu);
+    /* Work queued from this thread (by the guest or a completion) did not wake it up. */
+    bool has_work = c->queue_head != NULL || c->calls_head != NULL || c->pending_tls != NULL ||
+                    c->is_stopping;
+    bool is_guest_due = c->is_guest_due;
+    c->is_guest_due = false;
+    unlock(&c->mu);
+    if (!has_work && !is_guest_due) {
+        /* libcurl sets revents of extra fds, whatever the comment in curl/multi.h says. */
+        SK_IGNORE(curl_multi_poll(c->multi, n_fds > 0 ? &wfd : NULL, n_fds, (int)timeout_ms,
+                                  NULL)); /* woken, ready or timed out */
+    }
+    if (c->guest.run != NULL &&
+        (wfd.revents != 0 || is_guest_due || sk_time_mono_ms() >= guest_due_ms)) {
+        c->guest.run(c->guest.ctx);
+    }
+}
+
 static void *client_main(void *arg)
 {
     sk_http_client *c = arg;
@@ -479,10 +547,13 @@ static void *client_main(void *arg)
         lock(&c->mu);
         batch = c->queue_head;
         c->queue_head = c->queue_tail = NULL;
+        loop_call *calls = c->calls_head;
+        c->calls_head = c->calls_tail = NULL;
         is_stopping = c->is_stopping;
         tls_blobs *fresh = c->pending_tls;
         c->pending_tls = NULL;
         unlock(&c->mu);
+        calls_run(c, calls);
         if (fresh != NULL) {
             /* Before this batch: every transfer queued after the reload uses the new files. */
             blobs_free(c->tls);
@@ -529,9 +600,73 @@ static void *client_main(void *arg)
             active_unlink(c, j);
             job_finish(j, map_curl(rc, j), rc);
         }
-        SK_IGNORE(curl_multi_poll(c->multi, NULL, 0, POLL_MS, NULL)); /* woken or timed out */
+        loop_wait(c);
     }
+    /* Loop calls from now on run on their callers; run the ones already queued. */
+    lock(&c->mu);
+    c->is_loop_gone = true;
+    loop_call *calls = c->calls_head;
+    c->calls_head = c->calls_tail = NULL;
+    unlock(&c->mu);
+    calls_run(c, calls);
     return NULL;
+}
+
+void sk__http_client_on_loop(sk_http_client *c, void (*fn)(void *ctx), void *ctx)
+{
+    loop_call call = { NULL, fn, ctx, false };
+
+    lock(&c->mu);
+    if (!c->has_thread || c->is_loop_gone || pthread_equal(pthread_self(), c->thread)) {
+        unlock(&c->mu);
+        fn(ctx);
+        return;
+    }
+    if (c->calls_tail != NULL) {
+        c->calls_tail->next = &call;
+    } else {
+        c->calls_head = &call;
+    }
+    c->calls_tail = &call;
+    SK_IGNORE(curl_multi_wakeup(c->multi)); /* the loop also looks within POLL_MS */
+    while (!call.is_done) {
+        if (pthread_cond_wait(&c->cv, &c->mu) != 0) {
+            abort();
+        }
+    }
+    unlock(&c->mu);
+}
+
+void sk__http_client_guest_wake(sk_http_client *c)
+{
+    lock(&c->mu);
+    c->is_guest_due = true;
+    bool is_on_loop = pthread_equal(pthread_self(), c->thread);
+    unlock(&c->mu);
+    if (!is_on_loop) {
+        SK_IGNORE(curl_multi_wakeup(c->multi)); /* the loop also runs the guest within POLL_MS */
+    }
+}
+
+typedef struct host_args {
+    sk_http_client *c;
+    const sk__loop_guest *g;
+} host_args;
+
+static void host_on_loop(void *ctx)
+{
+    host_args *a = ctx;
+    if (a->g != NULL) {
+        a->c->guest = *a->g;
+    } else {
+        memset(&a->c->guest, 0, sizeof(a->c->guest));
+    }
+}
+
+void sk__http_client_host(sk_http_client *c, const sk__loop_guest *g)
+{
+    host_args a = { c, g };
+    sk__http_client_on_loop(c, host_on_loop, &a);
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -558,7 +693,7 @@ sk_status sk_http_client_create(sk_http_client **out, const sk_tls_files *tls)
     if (c == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_http_client_create: allocating the client");
     }
-    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+    if (pthread_mutex_init(&c->mu, NULL) != 0 || pthread_cond_init(&c->cv, NULL) != 0) {
         abort();
     }
     if (tls != NULL) {
@@ -616,6 +751,7 @@ void sk_http_client_destroy(sk_http_client *c)
         curl_share_cleanup(c->share);
     }
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
     blobs_free(c->pending_tls);
     blobs_free(c->tls);
     sk_free(c->ca_file);
@@ -793,9 +929,12 @@ sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_
         c->queue_head = j;
     }
     c->queue_tail = j;
+    bool is_on_loop = pthread_equal(pthread_self(), c->thread);
     unlock(&c->mu);
     j = NULL;
-    SK_IGNORE(curl_multi_wakeup(c->multi)); /* at worst the job starts within POLL_MS */
+    if (!is_on_loop) {
+        SK_IGNORE(curl_multi_wakeup(c->multi)); /* at worst the job starts within POLL_MS */
+    }
 out:
     job_free(j);
     return st;

@@ -330,6 +330,30 @@ uint64_t sk__http_server_connections_total(const sk_http_server *srv);
 /** True when @p c was created with a TLS identity. */
 bool sk__http_client_is_tls(const sk_http_client *c);
 
+/*
+ * A guest of the client thread: another event source served by the same loop
+ * (the gateway's HTTP server), so that a proxied request never changes
+ * thread. The loop polls @c fd for input together with its transfers, waits
+ * at most timeout_ms(ctx) (negative = no limit), then calls run(ctx), which
+ * must not block. sk_http_client_send called from run (or from a completion)
+ * needs no wake-up: the loop takes the queue before it polls again.
+ */
+typedef struct sk__loop_guest {
+    int fd;
+    void (*run)(void *ctx);
+    int64_t (*timeout_ms)(void *ctx);
+    void *ctx;
+} sk__loop_guest;
+
+/** Run @p fn(ctx) on the client thread and wait for it (directly when called there). */
+void sk__http_client_on_loop(sk_http_client *c, void (*fn)(void *ctx), void *ctx);
+/** Have the loop run its guest soon although the guest's fd shows nothing (libmicrohttpd
+ * without a thread of its own signals no resumed connection). Any thread. */
+void sk__http_client_guest_wake(sk_http_client *c);
+/** Serve @p g on the client thread from now on (at most one guest; NULL detaches it: when this
+ * returns, the loop calls the old guest no more). */
+void sk__http_client_host(sk_http_client *c, const sk__loop_guest *g);
+
 /**
  * Read the PEM file @p path (at most 64 KiB, must contain "-----BEGIN ")
  * into a new NUL-terminated string (owned, sk_free; wipe it first when it

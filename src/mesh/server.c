@@ -68,6 +68,7 @@ typedef struct hub {
     size_t n_outstanding; /* handed to the handler, MHD not completed yet */
     bool is_stopping;
     bool is_daemon_gone; /* MHD_stop_daemon has returned: never call MHD again */
+    sk_http_client *loop; /* runs the daemon (hosted server), told of every resumed connection */
 } hub;
 
 typedef enum req_state {
@@ -137,6 +138,7 @@ typedef struct conn_ctx {
 
 struct sk_http_server {
     struct MHD_Daemon *daemon;
+    sk_http_client *loop; /* runs the daemon (it has no thread of its own), or NULL */
     hub *hub;
     int port;
     int listen_fd; /* returned by MHD_quiesce_daemon (-1 before); closed after MHD_stop_daemon */
@@ -325,6 +327,15 @@ static struct MHD_Response *problem_build(
     return r;
 }
 
+/* Under h->mu: let MHD send @p req's answer. */
+static void resume(hub *h, sk_http_req *req)
+{
+    MHD_resume_connection(req->conn);
+    if (h->loop != NULL) {
+        sk__http_client_guest_wake(h->loop);
+    }
+}
+
 /*
  * Store an answer. @p from_user drops the handler's reference (its first
  * answer only; later ones are ignored). Resumes the connection when MHD is
@@ -356,7 +367,7 @@ static void answer_store(sk_http_req *req, struct MHD_Response *resp, int status
         resp = NULL;
         live_unlink(h, req);
         if (req->state == REQ_SUSPENDED && !h->is_daemon_gone) {
-            MHD_resume_connection(req->conn);
+            resume(h, req);
         }
     }
     is_last = req->refs == 0;
@@ -1523,6 +1534,23 @@ timeout_pick(int64_t value, const char *field, const char *env, int64_t def, int
     return SK_OK;
 }
 
+/* Guest callbacks: the daemon served by the HTTP client's thread. */
+static void hosted_run(void *ctx)
+{
+    sk_http_server *srv = ctx;
+    SK_IGNORE(MHD_run(srv->daemon)); /* only fails for a daemon with its own thread */
+}
+
+static int64_t hosted_timeout_ms(void *ctx)
+{
+    sk_http_server *srv = ctx;
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (MHD_get_timeout(srv->daemon, &ms) != MHD_YES) {
+        return -1;
+    }
+    return ms > INT32_MAX ? INT32_MAX : (int64_t)ms;
+}
+
 sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg)
 {
     sk_status st = SK_OK;
@@ -1635,6 +1663,18 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         }
     }
     n_threads = cfg->n_threads != 0 ? cfg->n_threads : DEFAULT_THREADS;
+    if (cfg->loop != NULL) {
+        /*
+         * Served by an HTTP client's thread instead: MHD without a thread of
+         * its own, its epoll fd polled by that thread with the transfers. The
+         * quiescing race above needs a second thread, so epoll is safe here
+         * (quiescing runs on the loop thread too).
+         */
+        flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                (flags & MHD_USE_IPv6);
+        n_threads = 1;
+        srv->loop = cfg->loop;
+    }
 
     opts[n_opts++] = (struct MHD_OptionItem){ MHD_OPTION_SOCK_ADDR, 0, sa };
     opts[n_opts++] =
@@ -1708,6 +1748,17 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = di != NULL ? (int)di->port : cfg->port;
+    if (srv->loop != NULL) {
+        di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (di == NULL) {
+            MHD_stop_daemon(srv->daemon);
+            st = SK_FAIL(SK_EINTERNAL, "sk_http_server_start: libmicrohttpd has no epoll fd");
+            goto out;
+        }
+        sk__loop_guest guest = { di->epoll_fd, hosted_run, hosted_timeout_ms, srv };
+        srv->hub->loop = srv->loop; /* no request yet: no lock needed */
+        sk__http_client_host(srv->loop, &guest);
+    }
     *out = srv;
     srv = NULL;
 out:
@@ -1730,12 +1781,22 @@ uint64_t sk__http_server_connections_total(const sk_http_server *srv)
     return srv != NULL ? atomic_load(&((sk_http_server *)(uintptr_t)srv)->n_connections) : 0;
 }
 
+static void quiesce(void *ctx)
+{
+    sk_http_server *srv = ctx;
+    srv->listen_fd = (int)MHD_quiesce_daemon(srv->daemon);
+}
+
 void sk_http_server_stop_listening(sk_http_server *srv)
 {
     if (srv == NULL || srv->listen_fd != -1) {
         return;
     }
-    srv->listen_fd = (int)MHD_quiesce_daemon(srv->daemon);
+    if (srv->loop != NULL) {
+        sk__http_client_on_loop(srv->loop, quiesce, srv); /* never beside MHD_run */
+    } else {
+        quiesce(srv);
+    }
     /*
      * MHD no longer accepts, but the socket must stay open until
      * MHD_stop_daemon (a worker may still hold it). Shutting a listening
@@ -1777,7 +1838,7 @@ void sk_http_server_stop(sk_http_server *srv)
         req->resp = r;
         req->resp_status = 503;
         if (req->state == REQ_SUSPENDED) {
-            MHD_resume_connection(req->conn);
+            resume(h, req);
         }
     }
     /* Give those answers a moment to go out before the connections are closed. */
@@ -1792,6 +1853,12 @@ void sk_http_server_stop(sk_http_server *srv)
     }
     unlock(&h->mu);
 
+    if (srv->loop != NULL) {
+        sk__http_client_host(srv->loop, NULL); /* the loop runs the daemon no more */
+        lock(&h->mu);
+        h->loop = NULL; /* the client may go before a late answer comes */
+        unlock(&h->mu);
+    }
     MHD_stop_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET) {
         close(fd);

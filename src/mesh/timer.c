@@ -28,6 +28,10 @@ struct sk__timers {
     timer *head;
     uint64_t next_id;
     bool is_stopping;
+    /* What the thread waits for (INT64_MAX: only a signal; INT64_MIN: it is not waiting and
+     * reads head before it waits again). An add signals only for an earlier deadline, so a
+     * call's timer added and cancelled before it is due wakes nobody. */
+    int64_t wait_until_ms;
 };
 
 static void lock(pthread_mutex_t *mu)
@@ -61,8 +65,10 @@ static void *timers_main(void *arg)
             lock(&t->mu);
             continue;
         }
-        /* Woken by add or stop, or at the first deadline. */
-        sk__mono_wait_until(&t->cv, &t->mu, t->head != NULL ? t->head->due_ms : INT64_MAX);
+        /* Woken by add or stop, or at the first deadline (perhaps of a timer cancelled since). */
+        t->wait_until_ms = t->head != NULL ? t->head->due_ms : INT64_MAX;
+        sk__mono_wait_until(&t->cv, &t->mu, t->wait_until_ms);
+        t->wait_until_ms = INT64_MIN;
     }
     unlock(&t->mu);
     return NULL;
@@ -111,6 +117,7 @@ sk_status sk__timers_create(sk__timers **out)
     }
     sk__mono_sync_init(&t->mu, &t->cv);
     t->next_id = 1;
+    t->wait_until_ms = INT64_MIN;
     if (pthread_create(&t->thread, NULL, timers_main, t) != 0) {
         pthread_cond_destroy(&t->cv);
         pthread_mutex_destroy(&t->mu);
@@ -186,8 +193,8 @@ sk__timers_add(sk__timers *t, int64_t due_ms, sk__timer_fn fn, void *ctx, uint64
     }
     tm->next = *pp;
     *pp = tm;
-    if (t->head == tm) {
-        SK_IGNORE(pthread_cond_signal(&t->cv)); /* a new earliest deadline */
+    if (due_ms < t->wait_until_ms) {
+        SK_IGNORE(pthread_cond_signal(&t->cv)); /* earlier than the thread waits for */
     }
     if (out_id != NULL) {
         *out_id = tm->id;

@@ -398,8 +398,10 @@ static void test_fault_abort_and_delay_rates(void **state)
     assert_in_range(atomic_load(&t.n_fault), 228, 372);
     assert_int_equal(atomic_load(&t.n_fault), atomic_load(&t.n_503));
     assert_int_equal(atomic_load(&t.n_200) + atomic_load(&t.n_503), 1000);
+    /* At least the delayed ones are slow. No upper bound: on a busy machine (sanitizers,
+     * parallel tests) any request may take 40 ms; the delay rate itself is checked without a
+     * clock in tests/unit/mesh/test_fault.c (test_sk__fault_decide_statistics). */
     assert_true(atomic_load(&t.n_slow) >= 52);
-    assert_true(atomic_load(&t.n_slow) <= 400); /* other slowness on a busy machine is possible */
     sk_upstream_destroy(u);
 }
 

@@ -3,6 +3,7 @@
  * Unit tests for src/mesh/client.c over plain HTTP on 127.0.0.1 (TLS and
  * server identity checks are in tests/integration/test_mesh_tls.c).
  */
+#define _GNU_SOURCE /* pthread_getname_np */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -244,6 +245,121 @@ static void test_sk_http_client_destroy_cancels_in_flight(void **state)
     done_rec_fini(&d);
 }
 
+/* ---------------------------------------------------------------- a server hosted by the client */
+
+typedef struct proxy {
+    fixture *f;
+    sk_http_client *loop;
+    pthread_mutex_t mu;
+    char thread_name[32]; /* where the last handler ran */
+} proxy;
+
+typedef struct forward {
+    sk_http_req *req;
+} forward;
+
+static void forward_done(sk_status st, const sk_http_response *resp, void *ctx)
+{
+    forward *fw = ctx;
+    if (st != SK_OK) {
+        sk_http_req_respond_problem(fw->req, 502, NULL, "%s", sk_error_message());
+    } else {
+        sk_http_req_respond(fw->req, resp->status, resp->content_type, (const char *)resp->body.ptr,
+                            resp->body.len, NULL);
+    }
+    sk_free(fw);
+}
+
+/* /via/REST goes to the backend's /REST through the hosting client; the rest as test_srv. */
+static void proxy_handler(sk_http_req *req, void *ctx)
+{
+    proxy *p = ctx;
+    const char *path = sk_http_req_path(req);
+    char url[256];
+
+    pthread_mutex_lock(&p->mu);
+    pthread_getname_np(pthread_self(), p->thread_name, sizeof(p->thread_name));
+    pthread_mutex_unlock(&p->mu);
+    if (strncmp(path, "/via/", 5) != 0) {
+        test_srv_handler(req, &p->f->t);
+        return;
+    }
+    forward *fw = sk_calloc(1, sizeof(*fw));
+    assert_non_null(fw);
+    fw->req = req;
+    snprintf(url, sizeof(url), "%s/%s", p->f->base, path + 5);
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(p->loop, &r, forward_done, fw), SK_OK);
+}
+
+static void test_sk_http_server_hosted_by_client(void **state)
+{
+    fixture *f = *state;
+    proxy p = { .f = f, .loop = f->client };
+    sk_http_server *front = NULL;
+    sk_http_client *caller = NULL;
+    done_rec d;
+    char url[128];
+    int n = 0;
+
+    pthread_mutex_init(&p.mu, NULL);
+    done_rec_init(&d);
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
+                                  .loop = f->client,
+                                  .handler = proxy_handler,
+                                  .ctx = &p };
+    assert_int_equal(sk_http_server_start(&front, &cfg), SK_OK);
+    assert_int_equal(sk_http_client_create(&caller, NULL), SK_OK);
+    int port = sk_http_server_port(front);
+
+    /*
+     * Proxied over a new connection each: accepting, the upstream call and
+     * the answer (a resumed connection) all happen on the client thread. A
+     * missed wake-up costs the loop's 1 s poll: 100 of them overrun the
+     * budget, which is over 100 times what the requests need.
+     */
+    int64_t deadline = sk_time_mono_ms() + 30000;
+    for (int i = 0; i < 100; i++) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/via/echo?q=%d", port, i);
+        sk_http_request r = { .method = "GET", .url = url, .is_reuse_forbidden = true };
+        assert_int_equal(sk_http_client_send(caller, &r, done_rec_cb, &d), SK_OK);
+        assert_true(done_rec_wait(&d, ++n, deadline - sk_time_mono_ms()));
+        assert_int_equal(d.st, SK_OK);
+        assert_int_equal(d.status, 200);
+    }
+    assert_int_equal(atomic_load(&d.n_ok), 100);
+    pthread_mutex_lock(&p.mu);
+    assert_string_equal(p.thread_name, "sk-http-client");
+    pthread_mutex_unlock(&p.mu);
+
+    /* Answered from another thread: the loop is woken to send it. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/later", port);
+    sk_http_request later = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(caller, &later, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, ++n, 10000));
+    assert_int_equal(d.status, 200);
+    assert_string_equal(d.body, "later");
+
+    /* Stopping answers a held request 503, then the client carries on without its guest. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hold", port);
+    sk_http_request hold = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(caller, &hold, done_rec_cb, &d), SK_OK);
+    assert_true(sk_test_wait_until(test_srv_has_held, &f->t, 10000));
+    sk_http_server_stop(front);
+    assert_true(done_rec_wait(&d, ++n, 10000));
+    assert_int_equal(d.status, 503);
+    sk_http_req_respond(test_srv_take_held(&f->t), 200, NULL, "x", 1, NULL); /* a no-op now */
+    snprintf(url, sizeof(url), "%s/echo", f->base);
+    sk_http_request direct = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(f->client, &direct, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, ++n, 10000));
+    assert_int_equal(d.status, 200);
+
+    sk_http_client_destroy(caller);
+    done_rec_fini(&d);
+    pthread_mutex_destroy(&p.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +373,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_http_client_response_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_destroy_cancels_in_flight, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_server_hosted_by_client, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
