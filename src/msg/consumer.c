@@ -107,6 +107,11 @@ struct sk_consumer {
     pending *pend;
     size_t n_pend;
     size_t cap_pend;
+    /* The open transaction has found no block of this consumer: its messages skip the
+     * per-aggregate block lookup. Only a transaction writes blocks (every instance's writer
+     * holds SQLite's write lock for its whole batch), so this holds until the batch ends or a
+     * unit of it blocks an aggregate. */
+    bool has_no_blocks;
 
     /* Fetch thread only. */
     int64_t last_log_ms;
@@ -404,6 +409,34 @@ typedef struct block {
     char dl_id[SK_UUID_LEN];
 } block;
 
+static void blocks_forget(void *ctx)
+{
+    sk_consumer *c = ctx;
+    c->has_no_blocks = false;
+}
+
+/* Whether this consumer has no block at all: asked once per transaction (batch). */
+static sk_status blocks_none(sk_tx *tx, sk_consumer *c, bool *none)
+{
+    sk_db_value p[1] = { SK_DB_TEXT_V(c->durable) };
+    int64_t any = 1;
+
+    *none = c->has_no_blocks;
+    if (*none) {
+        return SK_OK;
+    }
+    sk_status st = sk_tx_query_int(
+        tx, "SELECT EXISTS (SELECT 1 FROM sk_msg_blocked WHERE consumer = ?)", p, 1, &any);
+    if (st != SK_OK) {
+        return SK_WRAP(st, "consumer %s: looking for blocks", c->durable);
+    }
+    /* Remembered only with a hook that forgets it when the batch commits or fails. */
+    *none = any == 0;
+    c->has_no_blocks =
+        *none && sk_tx_after_commit_or_discard(tx, blocks_forget, blocks_forget, c) == SK_OK;
+    return SK_OK;
+}
+
 static sk_status block_get(sk_tx *tx, sk_consumer *c, const char *key, block *b)
 {
     sk_db_value p[2] = { SK_DB_TEXT_V(c->durable), SK_DB_TEXT_V(key) };
@@ -443,6 +476,7 @@ static sk_status block_put(sk_tx *tx,
                            int64_t next_ms,
                            bool is_replace)
 {
+    c->has_no_blocks = false;
     sk_db_value p[6] = {
         SK_DB_TEXT_V(c->durable),
         SK_DB_TEXT_V(key),
@@ -860,8 +894,10 @@ static sk_status handle_work(sk_tx *tx, void *ctx)
     }
     if (!j->is_redrive_head) {
         pending *p = pending_find(c, j->key);
-        block b;
-        if ((st = block_get(tx, c, j->key, &b)) != SK_OK) {
+        block b = { .head = -1 };
+        bool is_none = false;
+        if ((st = blocks_none(tx, c, &is_none)) != SK_OK ||
+            (!is_none && (st = block_get(tx, c, j->key, &b)) != SK_OK)) {
             return st;
         }
         int64_t head = b.found ? b.head : p != NULL ? p->position : -1;

@@ -326,6 +326,40 @@ static void test_consumer_dead_letters_after_max_deliver(void **state)
     sk_metrics_destroy(metrics);
 }
 
+/* Another instance's writer blocking aggregate z (written here without the consumer). */
+static sk_status block_z(sk_tx *tx, void *ctx)
+{
+    (void)ctx;
+    sk_db_value p[1] = { SK_DB_INT_V(sk_time_now_ms() + 3600 * 1000) };
+    return sk_tx_exec(tx,
+                      "INSERT INTO sk_msg_blocked (consumer, aggregate, head_position, "
+                      "dead_letter_id, next_ms, since_ms) VALUES ('" DURABLE "', 'z', NULL, NULL, "
+                      "?, 0)",
+                      p, 1, NULL);
+}
+
+/*
+ * A transaction that found no block skips the per-message block lookup; a
+ * block committed afterwards by another writer must still park the next
+ * message of its aggregate.
+ */
+static void test_consumer_sees_a_block_committed_by_another_writer(void **state)
+{
+    fixture *f = *state;
+    sk_consumer *c = start(f, 5, 5000, 0);
+
+    publish(f, "Reserve", "y", NULL, NULL, "{\"n\":1}");
+    wait_query(f, "SELECT COUNT(*) FROM counts", 1, 10000);
+    assert_int_equal(sk_store_run(f->store, block_z, NULL), SK_OK);
+    publish(f, "Reserve", "z", NULL, NULL, "{\"n\":2}");
+    publish(f, "Reserve", "y", NULL, NULL, "{\"n\":3}");
+    wait_query(f, "SELECT COUNT(*) FROM counts", 2, 10000);
+    wait_query(f, "SELECT COUNT(*) FROM sk_msg_parked WHERE aggregate = 'z'", 1, 10000);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM counts"), 2);
+    assert_int_equal(atomic_load(&f->calls), 2);
+    sk_consumer_stop(c);
+}
+
 static void test_consumer_malformed_dead_lettered_at_once(void **state)
 {
     fixture *f = *state;
@@ -363,6 +397,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_consumer_dead_letters_after_max_deliver, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_sees_a_block_committed_by_another_writer,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_malformed_dead_lettered_at_once, setup,
                                         teardown),
     };
