@@ -105,7 +105,8 @@ typedef struct sk_http_server_config {
     bool require_client_cert; /* with tls: refuse clients without a CA-signed certificate */
     unsigned n_threads;       /* 0 = 2; ignored with loop */
     /* NULL: the server has threads of its own. Else it is served by this client's thread
-     * (which must outlive the server): a proxy's upstream calls then never change thread. */
+     * (which must outlive the server): a proxy's upstream calls then never change thread,
+     * and a handler that blocks stalls every transfer of the client as well. */
     sk_http_client *loop;
     size_t max_body_bytes;    /* 0 = SK_MAX_HTTP_BODY */
     sk_http_handler_fn handler;

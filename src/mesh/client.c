@@ -521,9 +521,12 @@ static void loop_wait(sk_http_client *c)
     bool is_guest_due = c->is_guest_due;
     c->is_guest_due = false;
     unlock(&c->mu);
-    if (!has_work && !is_guest_due) {
-        /* libcurl sets revents of extra fds, whatever the comment in curl/multi.h says. */
-        SK_IGNORE(curl_multi_poll(c->multi, n_fds > 0 ? &wfd : NULL, n_fds, (int)timeout_ms,
+    if (!is_guest_due) {
+        /* With work waiting, poll without waiting: the guest's fd is still looked at, so a
+         * steady stream of queued sends cannot starve it. libcurl sets revents of extra fds,
+         * whatever the comment in curl/multi.h says. */
+        SK_IGNORE(curl_multi_poll(c->multi, n_fds > 0 ? &wfd : NULL, n_fds,
+                                  has_work ? 0 : (int)timeout_ms,
                                   NULL)); /* woken, ready or timed out */
     }
     if (c->guest.run != NULL &&
@@ -651,22 +654,37 @@ void sk__http_client_guest_wake(sk_http_client *c)
 typedef struct host_args {
     sk_http_client *c;
     const sk__loop_guest *g;
+    bool is_hosted;
 } host_args;
 
 static void host_on_loop(void *ctx)
 {
     host_args *a = ctx;
-    if (a->g != NULL) {
-        a->c->guest = *a->g;
-    } else {
-        memset(&a->c->guest, 0, sizeof(a->c->guest));
+    sk_http_client *c = a->c;
+    if (a->g == NULL) {
+        memset(&c->guest, 0, sizeof(c->guest));
+        return;
+    }
+    if (c->guest.run != NULL) {
+        abort(); /* a second guest: a programming error */
+    }
+    lock(&c->mu);
+    bool is_running = !c->is_stopping && !c->is_loop_gone;
+    unlock(&c->mu);
+    if (is_running) {
+        c->guest = *a->g;
+        a->is_hosted = true;
     }
 }
 
-void sk__http_client_host(sk_http_client *c, const sk__loop_guest *g)
+sk_status sk__http_client_host(sk_http_client *c, const sk__loop_guest *g)
 {
-    host_args a = { c, g };
+    host_args a = { c, g, false };
     sk__http_client_on_loop(c, host_on_loop, &a);
+    if (g != NULL && !a.is_hosted) {
+        return SK_FAIL(SK_ESTATE, "the HTTP client is being destroyed");
+    }
+    return SK_OK;
 }
 
 /* ---------------------------------------------------------------- public API */

@@ -350,9 +350,13 @@ void sk__http_client_on_loop(sk_http_client *c, void (*fn)(void *ctx), void *ctx
 /** Have the loop run its guest soon although the guest's fd shows nothing (libmicrohttpd
  * without a thread of its own signals no resumed connection). Any thread. */
 void sk__http_client_guest_wake(sk_http_client *c);
-/** Serve @p g on the client thread from now on (at most one guest; NULL detaches it: when this
- * returns, the loop calls the old guest no more). */
-void sk__http_client_host(sk_http_client *c, const sk__loop_guest *g);
+/**
+ * Serve @p g on the client thread from now on (at most one guest: a second
+ * aborts). NULL detaches it: when this returns, the loop calls the old guest
+ * no more. The client must outlive its guest.
+ * @return SK_OK, or SK_ESTATE when the client is being destroyed (not hosted).
+ */
+SK_NODISCARD sk_status sk__http_client_host(sk_http_client *c, const sk__loop_guest *g);
 
 /**
  * Read the PEM file @p path (at most 64 KiB, must contain "-----BEGIN ")

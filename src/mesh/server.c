@@ -1756,8 +1756,13 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
             goto out;
         }
         sk__loop_guest guest = { di->epoll_fd, hosted_run, hosted_timeout_ms, srv };
-        srv->hub->loop = srv->loop; /* no request yet: no lock needed */
-        sk__http_client_host(srv->loop, &guest);
+        srv->hub->loop = srv->loop; /* before any request can come: no lock needed */
+        st = sk__http_client_host(srv->loop, &guest);
+        if (st != SK_OK) {
+            MHD_stop_daemon(srv->daemon);
+            st = SK_WRAP(st, "sk_http_server_start");
+            goto out;
+        }
     }
     *out = srv;
     srv = NULL;
@@ -1854,7 +1859,7 @@ void sk_http_server_stop(sk_http_server *srv)
     unlock(&h->mu);
 
     if (srv->loop != NULL) {
-        sk__http_client_host(srv->loop, NULL); /* the loop runs the daemon no more */
+        SK_IGNORE(sk__http_client_host(srv->loop, NULL)); /* detaching cannot fail */
         lock(&h->mu);
         h->loop = NULL; /* the client may go before a late answer comes */
         unlock(&h->mu);
