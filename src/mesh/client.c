@@ -33,6 +33,7 @@
 #define MAX_HEADERS        64u
 #define MAX_CACHED_CONNS   256L
 #define POLL_MS            1000
+#define MAX_IDLE_EASY      64 /* easy handles kept for reuse (one per concurrent request) */
 
 typedef struct job {
     struct job *next, *prev; /* queue (under mu) or active list (client thread) */
@@ -97,6 +98,10 @@ struct sk_http_client {
     tls_blobs *pending_tls; /* read by a reload, not yet taken by the client thread */
     tls_blobs *tls;         /* client thread only: in use since the last reload, or NULL */
     job *active;            /* client thread only */
+    /* Client thread only: easy handles of finished transfers, reset and reused (creating one
+     * per request allocated and freed curl's per-transfer state and buffers each time). */
+    CURL *idle_easy[MAX_IDLE_EASY];
+    size_t n_idle_easy;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -132,7 +137,12 @@ static void job_free(job *j)
         return;
     }
     if (j->easy != NULL) {
-        curl_easy_cleanup(j->easy);
+        sk_http_client *c = j->client;
+        if (c->n_idle_easy < MAX_IDLE_EASY) {
+            c->idle_easy[c->n_idle_easy++] = j->easy; /* only the client thread sets up easies */
+        } else {
+            curl_easy_cleanup(j->easy);
+        }
     }
     curl_slist_free_all(j->hdrs);
     for (size_t i = 0; j->headers != NULL && j->headers[i] != NULL; i++) {
@@ -369,8 +379,15 @@ static bool set_blob(CURL *e, CURLoption opt, char *data, bool ok)
 static sk_status job_setup(sk_http_client *c, job *j)
 {
     bool ok = true;
-    CURL *e = curl_easy_init();
+    CURL *e = NULL;
     bool has_ct = false;
+
+    if (c->n_idle_easy > 0) {
+        e = c->idle_easy[--c->n_idle_easy];
+        curl_easy_reset(e); /* every option back to its default; connections stay pooled */
+    } else {
+        e = curl_easy_init();
+    }
 
     if (e == NULL) {
         return SK_FAIL(SK_ENOMEM, "%s %s: curl_easy_init failed", j->method, j->url);
@@ -761,6 +778,9 @@ void sk_http_client_destroy(sk_http_client *c)
         if (pthread_join(c->thread, NULL) != 0) {
             abort();
         }
+    }
+    for (size_t i = 0; i < c->n_idle_easy; i++) {
+        curl_easy_cleanup(c->idle_easy[i]);
     }
     if (c->multi != NULL) {
         curl_multi_cleanup(c->multi);
