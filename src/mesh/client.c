@@ -495,6 +495,12 @@ static void active_unlink(sk_http_client *c, job *j)
     j->next = j->prev = NULL;
 }
 
+/* True on the client thread: work it queues is taken before it polls, so it needs no wake-up. */
+static bool is_loop_thread(const sk_http_client *c)
+{
+    return pthread_equal(pthread_self(), c->thread);
+}
+
 /* Run the loop calls taken from the queue and tell their callers. */
 static void calls_run(sk_http_client *c, loop_call *calls)
 {
@@ -637,7 +643,7 @@ void sk__http_client_on_loop(sk_http_client *c, void (*fn)(void *ctx), void *ctx
     loop_call call = { NULL, fn, ctx, false };
 
     lock(&c->mu);
-    if (!c->has_thread || c->is_loop_gone || pthread_equal(pthread_self(), c->thread)) {
+    if (c->is_loop_gone || is_loop_thread(c)) {
         unlock(&c->mu);
         fn(ctx);
         return;
@@ -661,9 +667,8 @@ void sk__http_client_guest_wake(sk_http_client *c)
 {
     lock(&c->mu);
     c->is_guest_due = true;
-    bool is_on_loop = pthread_equal(pthread_self(), c->thread);
     unlock(&c->mu);
-    if (!is_on_loop) {
+    if (!is_loop_thread(c)) {
         SK_IGNORE(curl_multi_wakeup(c->multi)); /* the loop also runs the guest within POLL_MS */
     }
 }
@@ -967,10 +972,9 @@ sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_
         c->queue_head = j;
     }
     c->queue_tail = j;
-    bool is_on_loop = pthread_equal(pthread_self(), c->thread);
     unlock(&c->mu);
     j = NULL;
-    if (!is_on_loop) {
+    if (!is_loop_thread(c)) {
         SK_IGNORE(curl_multi_wakeup(c->multi)); /* at worst the job starts within POLL_MS */
     }
 out:

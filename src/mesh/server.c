@@ -1750,14 +1750,13 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
     srv->port = di != NULL ? (int)di->port : cfg->port;
     if (srv->loop != NULL) {
         di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-        if (di == NULL) {
-            MHD_stop_daemon(srv->daemon);
-            st = SK_FAIL(SK_EINTERNAL, "sk_http_server_start: libmicrohttpd has no epoll fd");
-            goto out;
-        }
-        sk__loop_guest guest = { di->epoll_fd, hosted_run, hosted_timeout_ms, srv };
         srv->hub->loop = srv->loop; /* before any request can come: no lock needed */
-        st = sk__http_client_host(srv->loop, &guest);
+        if (di == NULL) {
+            st = SK_FAIL(SK_EINTERNAL, "libmicrohttpd has no epoll fd");
+        } else {
+            sk__loop_guest guest = { di->epoll_fd, hosted_run, hosted_timeout_ms, srv };
+            st = sk__http_client_host(srv->loop, &guest);
+        }
         if (st != SK_OK) {
             MHD_stop_daemon(srv->daemon);
             st = SK_WRAP(st, "sk_http_server_start");
