@@ -469,6 +469,16 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
         }
         r->rows[n_sent].msg = NULL;
     }
+    if (n_sent > 0) {
+        /*
+         * nats.c's flusher thread waits up to 1 ms for more data before it
+         * writes what was published, on the path of every event. A flush
+         * writes it now from this thread, then waits for the server's PONG
+         * (which comes before the acks anyway). A PONG that is late or never
+         * comes (a reconnect) is wait_acks's business, so wait only briefly.
+         */
+        SK_IGNORE(natsConnection_FlushTimeout(r->link->nc, RELAY_ACK_POLL_MS));
+    }
     if (n_sent > 0 && !wait_acks(r, reconnects)) {
         natsMsgList pending = { 0 };
         /* Take back what is still unacknowledged: it is published again later. */
