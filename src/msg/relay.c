@@ -39,6 +39,16 @@
 #define RELAY_BACKOFF_MAX_MS 2000
 /* Failure logs at most once per this interval. */
 #define RELAY_LOG_INTERVAL_MS 5000
+/*
+ * Published rows are deleted once they have waited this long or this many
+ * have piled up, so one commit deletes many: deleting after every round cost
+ * a commit (an fsync) per event at low load, and those fsyncs queued on the
+ * disk beside the commits events wait for. A row published but not deleted
+ * yet (a crash in between) is published again; JetStream's duplicate window
+ * drops it by its message id.
+ */
+#define RELAY_DELETE_DELAY_MS 100
+#define RELAY_DELETE_ROWS 4096
 
 typedef enum row_state { ROW_PENDING = 0, ROW_OK = 1, ROW_FAILED = 2 } row_state;
 
@@ -77,6 +87,7 @@ struct sk_relay {
     /* Relay thread only (read_rows runs on it too). */
     bool is_batch_full; /* the last read stopped at a limit: more rows are probably waiting */
     int64_t acked_seq;    /* highest seq acknowledged with every row before it */
+    int64_t undeleted_since_ms; /* when rows acknowledged but not deleted appeared; 0: none */
     int64_t lag;
     int64_t last_log_ms;
     bool has_published; /* js has async-publish state (nats.c crashes listing pending without it) */
@@ -305,20 +316,33 @@ static void delete_done(sk_status st, const char *message, void *ctx)
     unlock(&r->mu);
 }
 
-/* Delete acknowledged rows unless a delete covering them is already committed or queued. */
-static void delete_acked(sk_relay *r)
+/*
+ * Delete acknowledged rows when they are due (RELAY_DELETE_DELAY_MS,
+ * RELAY_DELETE_ROWS) or @p is_now, unless a delete is already in flight.
+ */
+static void delete_acked(sk_relay *r, bool is_now)
 {
+    int64_t deleted = atomic_load(&r->deleted_seq);
+    int64_t now = sk_time_mono_ms();
     delete_unit *u;
     sk_status st;
 
-    if (atomic_load(&r->deleted_seq) >= r->acked_seq) {
+    if (deleted >= r->acked_seq) {
+        r->undeleted_since_ms = 0;
+        return;
+    }
+    if (r->undeleted_since_ms == 0) {
+        r->undeleted_since_ms = now;
+    }
+    if (!is_now && r->acked_seq - deleted < RELAY_DELETE_ROWS &&
+        now - r->undeleted_since_ms < RELAY_DELETE_DELAY_MS) {
         return;
     }
     lock(&r->mu);
     bool busy = r->n_units > 0;
     unlock(&r->mu);
     if (busy) {
-        return; /* the tick retries once the queued delete is done */
+        return; /* retried once the delete in flight is done */
     }
     u = sk_calloc(1, sizeof(*u));
     if (u == NULL) {
@@ -326,6 +350,7 @@ static void delete_acked(sk_relay *r)
     }
     u->relay = r;
     u->seq = r->acked_seq;
+    r->undeleted_since_ms = now; /* rows acknowledged from now on, or a retry, wait their turn */
     lock(&r->mu);
     r->n_units++;
     unlock(&r->mu);
@@ -551,7 +576,7 @@ static bool relay_round(sk_relay *r, bool *is_failed)
         if (r->m_published != NULL) {
             sk_counter_add(r->m_published, n_ok);
         }
-        delete_acked(r);
+        delete_acked(r, false);
     }
     if (*is_failed && r->m_errors != NULL) {
         sk_counter_add(r->m_errors, 1);
@@ -573,9 +598,15 @@ static void *relay_main(void *arg)
     for (;;) {
         bool is_failed = false;
 
+        int64_t wait = RELAY_TICK_MS;
         lock(&r->mu);
+        if (r->undeleted_since_ms != 0 && r->n_units == 0) {
+            /* Wake up when the acknowledged rows are due for deleting. */
+            int64_t left = r->undeleted_since_ms + RELAY_DELETE_DELAY_MS - sk_time_mono_ms();
+            wait = left < 1 ? 1 : left < wait ? left : wait;
+        }
         if (!more && !r->is_stopping) {
-            wait_ms(r, RELAY_TICK_MS);
+            wait_ms(r, wait);
         }
         bool stop = r->is_stopping;
         r->is_woken = false;
@@ -588,7 +619,7 @@ static void *relay_main(void *arg)
             continue;
         }
         more = relay_round(r, &is_failed);
-        delete_acked(r); /* retries a delete that failed earlier */
+        delete_acked(r, false); /* rows now due, or a delete that failed earlier */
         if (is_failed) {
             lock(&r->mu);
             r->is_woken = false;
@@ -673,6 +704,18 @@ out:
     return st;
 }
 
+/* Wait until no delete unit is in flight. */
+static void wait_units(sk_relay *r)
+{
+    lock(&r->mu);
+    while (r->n_units > 0) {
+        if (pthread_cond_wait(&r->cond, &r->mu) != 0) {
+            sk_assert_fail("pthread_cond_wait", __FILE__, __LINE__);
+        }
+    }
+    unlock(&r->mu);
+}
+
 void sk_relay_stop(sk_relay *r)
 {
     if (r == NULL) {
@@ -691,14 +734,11 @@ void sk_relay_stop(sk_relay *r)
         unlock(&r->mu);
         pthread_join(r->thread, NULL);
     }
+    /* Delete what was published, so the next relay need not publish it again. */
+    wait_units(r);
+    delete_acked(r, true);
+    wait_units(r);
     sk__relay_owner_stop(r->owner);
-    lock(&r->mu);
-    while (r->n_units > 0) {
-        if (pthread_cond_wait(&r->cond, &r->mu) != 0) {
-            sk_assert_fail("pthread_cond_wait", __FILE__, __LINE__);
-        }
-    }
-    unlock(&r->mu);
     relay_js_close(r);
     sk__bus_link_release(r->link);
     rows_release(r);

@@ -275,6 +275,29 @@ static void test_relay_restart_republishes_without_duplicates(void **state)
     check_stream_order(f, 3000);
 }
 
+/*
+ * Published rows are deleted in batches some time later; a relay that stops
+ * deletes what it published first, so the next one does not publish it again.
+ */
+static void test_relay_stop_deletes_what_it_published(void **state)
+{
+    fixture *f = *state;
+    sk_relay *relay = NULL;
+    int64_t n = -1;
+
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, NULL), SK_OK);
+    count_ctx c = { .f = f, .relay = relay, .want = 0 };
+    for (int i = 0; i < 5; i++) {
+        insert_rows(f, i * 3, 3);
+        c.want += 3;
+        assert_true(sk_test_wait_until(relay_reached, &c, 10000));
+    }
+    sk_relay_stop(relay); /* at once: some of the rows are not due for deleting yet */
+    assert_int_equal(sk_store_read(f->store, count_outbox, &n), SK_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(stream_msgs(f), 15);
+}
+
 static void test_relay_survives_server_crash(void **state)
 {
     fixture *f = *state;
@@ -397,6 +420,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_publishes_10000_in_order_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_restart_republishes_without_duplicates, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relay_stop_deletes_what_it_published, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_survives_server_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relays_sharing_a_database_publish_once, setup,
