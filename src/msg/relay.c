@@ -599,6 +599,9 @@ static void *relay_main(void *arg)
         bool is_failed = false;
 
         int64_t wait = RELAY_TICK_MS;
+        if (atomic_load(&r->deleted_seq) >= r->acked_seq) {
+            r->undeleted_since_ms = 0; /* the last delete covered everything */
+        }
         lock(&r->mu);
         if (r->undeleted_since_ms != 0 && r->n_units == 0) {
             /* Wake up when the acknowledged rows are due for deleting. */
@@ -734,10 +737,21 @@ void sk_relay_stop(sk_relay *r)
         unlock(&r->mu);
         pthread_join(r->thread, NULL);
     }
-    /* Delete what was published, so the next relay need not publish it again. */
-    wait_units(r);
-    delete_acked(r, true);
-    wait_units(r);
+    /*
+     * Delete what was published, so the next relay need not publish it again
+     * (a second try for a full queue or a busy database; what is left is
+     * published again, and JetStream or the consumers' inboxes drop it).
+     */
+    for (int i = 0; i < 2 && atomic_load(&r->deleted_seq) < r->acked_seq; i++) {
+        wait_units(r);
+        delete_acked(r, true);
+        wait_units(r);
+    }
+    if (atomic_load(&r->deleted_seq) < r->acked_seq) {
+        SK_LOG_WARN("relay: published outbox rows up to seq=%lld are not deleted; the next relay "
+                    "publishes them again",
+                    (long long)r->acked_seq);
+    }
     sk__relay_owner_stop(r->owner);
     relay_js_close(r);
     sk__bus_link_release(r->link);
