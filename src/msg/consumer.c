@@ -50,6 +50,16 @@
 #define BACKOFF_MAX_MS  30000
 /* Failure logs at most once per this interval. */
 #define LOG_INTERVAL_MS 5000
+/*
+ * How long an inbox row is kept: a copy of a message can come back while its
+ * delivery is retried (minutes), or when a relay that died between
+ * publishing and deleting a row publishes it again after JetStream's 2 min
+ * duplicate window; a week covers a producer down that long.
+ */
+#define INBOX_RETENTION_MS (7LL * 24 * 3600 * 1000)
+/* How often the fetch thread deletes inbox rows older than that, and the most rows one unit deletes. */
+#define INBOX_PRUNE_INTERVAL_MS 60000
+#define INBOX_PRUNE_BATCH 10000
 /* The consumer's own MaxDeliver is this much above ours, so we always get to dead-letter. */
 #define MAX_DELIVER_SLACK 2
 
@@ -102,6 +112,8 @@ struct sk_consumer {
     char **releasing;     /* aggregates with a release unit in flight */
     size_t n_releasing;
     size_t cap_releasing;
+    bool is_pruning;    /* an inbox prune unit is in flight */
+    bool is_prune_full; /* the last one deleted INBOX_PRUNE_BATCH rows: more are due */
 
     /* Writer thread only (units and done callbacks). */
     pending *pend;
@@ -116,6 +128,7 @@ struct sk_consumer {
     /* Fetch thread only. */
     int64_t last_log_ms;
     int64_t next_poll_ms; /* monotonic */
+    int64_t next_prune_ms; /* monotonic */
     bool has_blocked;     /* the last poll saw blocked aggregates that are not dead */
 
     sk_counter *m_results[RES_COUNT_];
@@ -1317,6 +1330,104 @@ static void release_poll(sk_consumer *c)
     sk_free(pc.keys);
 }
 
+/* ---------------------------------------------------------------- pruning the inbox */
+
+/*
+ * The lower-case text a UUIDv7 made at @p ms starts with ("tttttttt-tttt"):
+ * every such id made earlier sorts below it.
+ */
+void sk__inbox_cutoff(int64_t ms, char out[14])
+{
+    unsigned long long t = ms > 0 ? (unsigned long long)ms : 0;
+    snprintf(out, 14, "%08llx-%04llx", (t >> 16) & 0xffffffffULL, t & 0xffffULL);
+}
+
+typedef struct prune_unit {
+    sk_consumer *c;
+    char cutoff[14];
+    int64_t n_deleted;
+} prune_unit;
+
+/*
+ * Delete this consumer's inbox rows of messages made before the cutoff, at
+ * most INBOX_PRUNE_BATCH per unit so one never holds the writer long. The
+ * primary key (consumer, msg_id) orders a consumer's UUIDv7 ids by time, so
+ * this is a range of the key, no scan. Ids that are not lower-case UUIDv7
+ * (another producer's) carry no time and are kept.
+ */
+static sk_status prune_work(sk_tx *tx, void *ctx)
+{
+    prune_unit *u = ctx;
+    sk_db_value p[4] = { SK_DB_TEXT_V(u->c->durable), SK_DB_TEXT_V(u->c->durable),
+                         SK_DB_TEXT_V(u->cutoff), SK_DB_INT_V(INBOX_PRUNE_BATCH) };
+
+    return sk_tx_exec(tx,
+                      "DELETE FROM sk_inbox WHERE consumer = ? AND msg_id IN ("
+                      "SELECT msg_id FROM sk_inbox WHERE consumer = ? AND msg_id < ? "
+                      "AND substr(msg_id, 15, 1) = '7' AND msg_id = lower(msg_id) "
+                      "ORDER BY msg_id LIMIT ?)",
+                      p, 4, &u->n_deleted);
+}
+
+static void prune_finish(prune_unit *u, bool is_full)
+{
+    sk_consumer *c = u->c;
+
+    sk_free(u);
+    lock(&c->mu);
+    c->is_pruning = false;
+    c->is_prune_full = is_full;
+    c->n_outstanding--;
+    pthread_cond_broadcast(&c->cond);
+    unlock(&c->mu);
+}
+
+static void prune_done(sk_status st, const char *message, void *ctx)
+{
+    prune_unit *u = ctx;
+
+    if (st != SK_OK) {
+        SK_LOG_WARN("consumer %s: deleting old inbox rows: %s (retried later)", u->c->durable,
+                    message);
+    }
+    prune_finish(u, st == SK_OK && u->n_deleted >= INBOX_PRUNE_BATCH);
+}
+
+/* Fetch thread: every INBOX_PRUNE_INTERVAL_MS, queue a unit deleting expired inbox rows. */
+static void inbox_prune_poll(sk_consumer *c)
+{
+    int64_t now = sk_time_mono_ms();
+    prune_unit *u;
+
+    lock(&c->mu);
+    bool is_due = (now >= c->next_prune_ms || c->is_prune_full) && !c->is_pruning &&
+                  !c->is_stopping;
+    if (is_due) {
+        c->is_pruning = true;
+        c->is_prune_full = false;
+        c->n_outstanding++;
+    }
+    unlock(&c->mu);
+    if (!is_due) {
+        return;
+    }
+    c->next_prune_ms = now + INBOX_PRUNE_INTERVAL_MS;
+    u = sk_calloc(1, sizeof(*u));
+    if (u == NULL) {
+        lock(&c->mu);
+        c->is_pruning = false;
+        c->n_outstanding--;
+        pthread_cond_broadcast(&c->cond);
+        unlock(&c->mu);
+        return; /* the next interval tries again */
+    }
+    u->c = c;
+    sk__inbox_cutoff(sk_time_now_ms() - INBOX_RETENTION_MS, u->cutoff);
+    if (sk_store_submit(c->store, prune_work, prune_done, u) != SK_OK) {
+        prune_finish(u, false); /* the store is closing or full: the next interval tries again */
+    }
+}
+
 /* Fetch thread: turn one message into a job and queue it. Takes @p msg. */
 static void process(sk_consumer *c, natsMsg *msg)
 {
@@ -1460,6 +1571,7 @@ static void *fetch_main(void *arg)
             continue;
         }
         release_poll(c);
+        inbox_prune_poll(c);
         s = natsSubscription_Fetch(&list, c->sub, (int)c->batch,
                                    c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS, &jerr);
         if (s == NATS_OK) {

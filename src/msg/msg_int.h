@@ -269,6 +269,12 @@ int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap);
 /** Delay before redelivery number @p n_delivered + 1, in milliseconds. */
 int64_t sk__consumer_backoff_ms(uint64_t n_delivered);
 
+/**
+ * The text every lower-case UUIDv7 made before @p ms (Unix milliseconds)
+ * sorts below: its first 13 characters, "tttttttt-tttt" (inbox pruning).
+ */
+void sk__inbox_cutoff(int64_t ms, char out[14]);
+
 /** Stream, durable and bucket names: 1..64 of [A-Za-z0-9_-] (NULL is invalid). */
 bool sk__msg_name_is_valid(const char *name);
 

@@ -8,6 +8,7 @@
  * test_msg_dlq.c.
  * Real nats-server, real SQLite files.
  */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -360,6 +361,78 @@ static void test_consumer_sees_a_block_committed_by_another_writer(void **state)
     sk_consumer_stop(c);
 }
 
+/* An inbox row of @p consumer for a UUIDv7-shaped id made at @p ms. */
+static sk_status inbox_row(sk_tx *tx, const char *consumer, int64_t ms, char version, int n,
+                           bool is_upper)
+{
+    char cut[14], id[40];
+    sk__inbox_cutoff(ms, cut);
+    snprintf(id, sizeof(id), "%s-%c%03x-8000-%012x", cut, version, n & 0xfff, n);
+    for (char *p = id; is_upper && *p != '\0'; p++) {
+        *p = (char)toupper((unsigned char)*p);
+    }
+    sk_db_value p[3] = { SK_DB_TEXT_V(consumer), SK_DB_TEXT_V(id), SK_DB_INT_V(ms) };
+    return sk_tx_exec(tx, "INSERT INTO sk_inbox (consumer, msg_id, processed_ms) VALUES (?, ?, ?)",
+                      p, 3, NULL);
+}
+
+#define N_EXPIRED 12000 /* more than one prune unit deletes */
+
+static sk_status inbox_seed(sk_tx *tx, void *ctx)
+{
+    int64_t now = sk_time_now_ms();
+    int64_t old = now - 8LL * 24 * 3600 * 1000;
+    sk_status st = SK_OK;
+    (void)ctx;
+
+    for (int i = 0; i < N_EXPIRED && st == SK_OK; i++) {
+        st = inbox_row(tx, DURABLE, old + i, '7', i, false);
+    }
+    if (st == SK_OK) {
+        st = inbox_row(tx, DURABLE, now - 3600 * 1000, '7', 1, false); /* within the week */
+    }
+    if (st == SK_OK) {
+        st = inbox_row(tx, DURABLE, old, '7', 2, true); /* upper case: not ours, kept */
+    }
+    if (st == SK_OK) {
+        st = inbox_row(tx, DURABLE, old, '4', 3, false); /* not a UUIDv7: no time in it */
+    }
+    if (st == SK_OK) {
+        st = inbox_row(tx, "someone-else", old, '7', 4, false); /* another consumer's */
+    }
+    return st;
+}
+
+static bool inbox_pruned(void *ctx)
+{
+    q *x = ctx;
+    return sk_store_read(x->f->store, q_run, x) == SK_OK && x->got <= x->want;
+}
+
+/*
+ * The inbox keeps a week: older rows of this consumer go (several units of
+ * at most 10,000), newer rows, ids without a time and other consumers' stay.
+ */
+static void test_consumer_prunes_its_old_inbox_rows(void **state)
+{
+    fixture *f = *state;
+    q x = { .f = f, .sql = "SELECT COUNT(*) FROM sk_inbox WHERE consumer = '" DURABLE "'",
+            .want = 3 };
+
+    assert_int_equal(sk_store_run(f->store, inbox_seed, NULL), SK_OK);
+    assert_int_equal(query(f, x.sql), N_EXPIRED + 3);
+    sk_consumer *c = start(f, 5, 5000, 0);
+    if (!sk_test_wait_until(inbox_pruned, &x, 20000)) {
+        fail_msg("%s: got %lld, want 3", x.sql, (long long)x.got);
+    }
+    sk_consumer_stop(c);
+    assert_int_equal(query(f, x.sql), 3);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_inbox WHERE consumer = 'someone-else'"), 1);
+    assert_int_equal(query(f, "SELECT COUNT(*) FROM sk_inbox WHERE consumer = '" DURABLE
+                              "' AND substr(msg_id, 15, 1) = '7' AND msg_id = lower(msg_id)"),
+                     1);
+}
+
 static void test_consumer_malformed_dead_lettered_at_once(void **state)
 {
     fixture *f = *state;
@@ -399,6 +472,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_consumer_sees_a_block_committed_by_another_writer,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_prunes_its_old_inbox_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_malformed_dead_lettered_at_once, setup,
                                         teardown),
     };

@@ -28,6 +28,24 @@ static void test_consumer_backoff_ms(void **state)
     assert_int_equal(sk__consumer_backoff_ms(UINT64_MAX), 30000);
 }
 
+/* The inbox cutoff is the time prefix of a UUIDv7: ids made earlier sort below it. */
+static void test_inbox_cutoff(void **state)
+{
+    char cut[14], before[14], after[14], id[SK_UUID_LEN];
+    int64_t now = sk_time_now_ms();
+    (void)state;
+
+    sk__inbox_cutoff(0x0123456789abLL, cut);
+    assert_string_equal(cut, "01234567-89ab");
+    sk__inbox_cutoff(-5, cut);
+    assert_string_equal(cut, "00000000-0000");
+    sk__inbox_cutoff(now - 1000, before);
+    sk_uuid7(id);
+    sk__inbox_cutoff(now + 1000, after);
+    assert_true(strcmp(before, id) < 0);
+    assert_true(strcmp(id, after) < 0);
+}
+
 static void test_consumer_start_invalid_args(void **state)
 {
     /* Never dereferenced: validation comes before any use. */
@@ -77,6 +95,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consumer_backoff_ms),
+        cmocka_unit_test(test_inbox_cutoff),
         cmocka_unit_test(test_consumer_start_invalid_args),
     };
     int rc;
