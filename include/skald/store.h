@@ -126,11 +126,21 @@ SK_API SK_NODISCARD sk_status sk_store_run(sk_store *store, sk_uow_fn work, void
 SK_API SK_NODISCARD sk_status sk_store_read(sk_store *store, sk_uow_fn fn, void *ctx);
 
 /**
- * Called on the writer thread after every durable commit of a batch
- * (e.g. to wake the outbox relay). One hook per store; NULL clears it.
+ * Called on the writer thread after the durable commit of a batch in which
+ * a unit called sk_tx_want_commit_hook (e.g. to wake the outbox relay when
+ * rows were added to the outbox). One hook per store; NULL clears it.
  */
 typedef void (*sk_store_commit_hook_fn)(void *ctx);
 SK_API void sk_store_set_commit_hook(sk_store *store, sk_store_commit_hook_fn fn, void *ctx);
+
+/**
+ * Ask for the store's commit hook once this unit's batch commits. A batch
+ * in which no unit asked commits without calling it: most commits of a
+ * service that only consumes add nothing the hook is for. A unit that asks
+ * and then fails still counts (the hook runs if the batch commits, which
+ * is harmless). Ignored outside a unit of work and for NULL.
+ */
+SK_API void sk_tx_want_commit_hook(sk_tx *tx);
 
 /**
  * Units committed (that returned SK_OK and whose batch committed) and batches

@@ -87,6 +87,7 @@ sk_status sk__outbox_insert(sk_tx *tx,
     if (st != SK_OK) {
         return SK_WRAP(st, "outbox: inserting message %s", msg_id);
     }
+    sk_tx_want_commit_hook(tx); /* wakes the relay once the batch is durable */
     return SK_OK;
 }
 

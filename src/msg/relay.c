@@ -149,7 +149,7 @@ static void on_wake(void *ctx)
     wake(ctx);
 }
 
-/* Writer thread, after every commit: publish, or tell the instance that does. */
+/* Writer thread, after a commit that added outbox rows: publish, or tell the instance that does. */
 static void on_commit(void *ctx)
 {
     sk_relay *r = ctx;

@@ -74,6 +74,7 @@ struct sk_store {
     hook *hooks;
     size_t n_hooks;
     size_t cap_hooks;
+    bool is_commit_hook_wanted; /* a unit of the running batch asked for commit_hook */
 
     _Atomic uint64_t n_units;
     _Atomic uint64_t n_batches;
@@ -283,11 +284,12 @@ static void run_batch(sk_store *s, job *batch)
         commit_hook = s->commit_hook;
         commit_hook_ctx = s->commit_hook_ctx;
         unlock(&s->mu);
-        if (commit_hook != NULL) {
+        if (commit_hook != NULL && s->is_commit_hook_wanted) {
             commit_hook(commit_hook_ctx);
         }
     }
     s->n_hooks = 0;
+    s->is_commit_hook_wanted = false;
     sk_free(fail_msg);
     while (batch != NULL) {
         job *j = batch;
@@ -828,6 +830,13 @@ void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches)
 sk_status sk_tx_after_commit(sk_tx *tx, void (*fn)(void *ctx), void *ctx)
 {
     return sk_tx_after_commit_or_discard(tx, fn, NULL, ctx);
+}
+
+void sk_tx_want_commit_hook(sk_tx *tx)
+{
+    if (tx != NULL && tx->is_write && is_writer_thread(tx->store)) {
+        tx->store->is_commit_hook_wanted = true;
+    }
 }
 
 sk_status sk_tx_after_commit_or_discard(sk_tx *tx, void (*fn)(void *ctx), void (*discard)(void *ctx), void *ctx)

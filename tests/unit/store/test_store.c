@@ -718,6 +718,7 @@ static sk_status hook_work(sk_tx *tx, void *ctx)
     assert_ptr_equal(sk_tx_store(tx) != NULL, true);
     switch (u->n) {
     case 1:
+        sk_tx_want_commit_hook(tx);
         st = sk_tx_after_commit(tx, hook_h1a, &hook_log);
         if (st == SK_OK) {
             st = sk_tx_after_commit(tx, hook_h1b, &hook_log);
@@ -756,16 +757,24 @@ static void test_sk_tx_after_commit_and_commit_hook_order(void **state)
     }
     atomic_store(&g.is_open, 1);
     wait_counter(&hook_log.n_done, 3);
-    /* Gate batch commit; the failed unit's hook is discarded as it rolls back; then the hooks of
-     * units that kept their changes, the commit hook, the done calls. */
-    assert_string_equal(hook_log.text, "C,x2,h1a,h1b,h3,C,D1,D2!,D3");
+    /* The gate's batch commits without the commit hook (no unit of it asked); the failed unit's
+     * hook is discarded as it rolls back; then the hooks of units that kept their changes, the
+     * commit hook (unit 1 asked), the done calls. */
+    assert_string_equal(hook_log.text, "x2,h1a,h1b,h3,C,D1,D2!,D3");
+
+    /* A batch in which no unit asked for it commits without the commit hook. */
+    memset(&hook_log, 0, sizeof(hook_log));
+    assert_int_equal(sk_store_submit(s, hook_work, hook_done, &u[2]), SK_OK);
+    wait_counter(&hook_log.n_done, 1);
+    assert_string_equal(hook_log.text, "h3,D3");
 
     /* Clearing the hook. */
     memset(&hook_log, 0, sizeof(hook_log));
     sk_store_set_commit_hook(s, NULL, NULL);
-    assert_int_equal(sk_store_submit(s, hook_work, hook_done, &u[2]), SK_OK);
+    assert_int_equal(sk_store_submit(s, hook_work, hook_done, &u[0]), SK_OK);
     wait_counter(&hook_log.n_done, 1);
-    assert_string_equal(hook_log.text, "h3,D3");
+    assert_string_equal(hook_log.text, "h1a,h1b,D1");
+    sk_tx_want_commit_hook(NULL); /* ignored */
     sk_store_close(s);
 }
 
