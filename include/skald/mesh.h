@@ -177,6 +177,12 @@ SK_API const char *sk_http_req_header(const sk_http_req *req, const char *name);
 SK_API sk_slice sk_http_req_body(const sk_http_req *req);
 /** The caller's service name from its certificate's SPIFFE URI SAN, or NULL (plain or no cert). */
 SK_API const char *sk_http_req_peer_service(const sk_http_req *req);
+/**
+ * The request's id: the valid X-Request-Id it came with, else one made here
+ * (a UUIDv7). Answers carry it in X-Request-Id and in problem bodies; pass it
+ * on to upstream calls so every hop logs and answers the same id. "" for NULL.
+ */
+SK_API const char *sk_http_req_id(const sk_http_req *req);
 /** A per-request slot for the handler's own state. */
 SK_API void sk_http_req_set_user(sk_http_req *req, void *user);
 SK_API void *sk_http_req_user(const sk_http_req *req);

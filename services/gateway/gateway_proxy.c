@@ -160,9 +160,16 @@ void gateway_forward(sk_http_req *req, const svc_params *params, void *ctx)
         return;
     }
     /* Every header a service relies on goes through whole (no length cut: MHD bounds them). */
-    static const char *const passed[] = { "Content-Type", "Idempotency-Key", "X-Consistency-Token", "X-Request-Id" };
-    for (size_t i = 0; i < 4 && st == SK_OK; i++) {
+    static const char *const passed[] = { "Content-Type", "Idempotency-Key", "X-Consistency-Token" };
+    for (size_t i = 0; i < 3 && st == SK_OK; i++) {
         st = pass_header(req, passed[i], &h);
+    }
+    /* The id this request is answered with (the client's, or ours when it sent none or a bad one),
+     * so the service's problem body and logs name the same id as our X-Request-Id header. */
+    if (st == SK_OK) {
+        h.lines[h.n] = sk_asprintf("X-Request-Id: %s", sk_http_req_id(req));
+        st = h.lines[h.n] != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "X-Request-Id");
+        h.n += h.lines[h.n] != NULL ? 1 : 0;
     }
     const char *parent = sk_http_req_header(req, "traceparent");
     sk_trace_child(parent != NULL ? sk_slice_from_str(parent) : (sk_slice){ NULL, 0 }, trace);

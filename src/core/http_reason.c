@@ -61,6 +61,8 @@ const char *sk_http_reason(int status)
         return "Precondition Required";
     case 429:
         return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
     case 501:
@@ -71,6 +73,8 @@ const char *sk_http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return "Unknown";
     }

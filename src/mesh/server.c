@@ -527,6 +527,11 @@ const char *sk_http_req_peer_service(const sk_http_req *req)
     return req != NULL && req->has_peer_service ? req->peer_service : NULL;
 }
 
+const char *sk_http_req_id(const sk_http_req *req)
+{
+    return req != NULL ? req->request_id : "";
+}
+
 void sk_http_req_set_user(sk_http_req *req, void *user)
 {
     if (req != NULL) {

@@ -386,6 +386,55 @@ static void test_bad_targets(void **state)
     assert_system_healthy();
 }
 
+/* The value after @p key in @p text, up to a delimiter (quote, CR, LF), into @p out. */
+static void text_value(const char *text, const char *key, char *out, size_t out_len)
+{
+    const char *p = strstr(text, key);
+    size_t n = 0;
+    out[0] = '\0';
+    if (p == NULL) {
+        return;
+    }
+    p += strlen(key);
+    while (p[n] != '\0' && p[n] != '"' && p[n] != '\r' && p[n] != '\n' && n + 1 < out_len) {
+        n++;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/*
+ * A proxied answer names one request id: the gateway's X-Request-Id header and
+ * the upstream's problem body agree, whether the client sent a valid id, an
+ * invalid one (replaced) or none.
+ */
+static void test_request_id_is_the_same_at_every_hop(void **state)
+{
+    (void)state;
+    static const char *const sent[] = { "", "X-Request-Id: client-id_1.2:3\r\n",
+                                        "X-Request-Id: not valid!\r\n" };
+    for (size_t i = 0; i < sizeof(sent) / sizeof(sent[0]); i++) {
+        sk_raw c;
+        char req[512], buf[16384], header[128], body[128];
+        snprintf(req, sizeof(req),
+                 "GET /api/v1/orders/01890000-0000-7000-8000-000000000000 HTTP/1.1\r\nHost: x\r\n"
+                 "%s\r\n",
+                 sent[i]);
+        open_client(false, NULL, &c);
+        assert_true(sk_raw_send_str(&c, req));
+        int got = sk_raw_response(&c, buf, sizeof(buf), 10000);
+        sk_raw_close(&c);
+        text_value(buf, "X-Request-Id: ", header, sizeof(header));
+        text_value(buf, "\"request_id\":\"", body, sizeof(body));
+        if (got != 404 || header[0] == '\0' || strcmp(header, body) != 0 ||
+            (i == 1 && strcmp(header, "client-id_1.2:3") != 0) ||
+            (i == 2 && strcmp(header, "not valid!") == 0)) {
+            fail_msg("request id case %zu: %d, header \"%s\", body \"%s\": %.600s", i, got, header,
+                     body, buf);
+        }
+    }
+}
+
 static void test_bad_json_and_numbers(void **state)
 {
     (void)state;
@@ -513,6 +562,7 @@ int main(void)
         cmocka_unit_test(test_malformed_tls_and_old_versions),
         cmocka_unit_test(test_nats_refuses_tls_below_1_2),
         cmocka_unit_test(test_bad_targets),
+        cmocka_unit_test(test_request_id_is_the_same_at_every_hop),
         cmocka_unit_test(test_bad_json_and_numbers),
         cmocka_unit_test(test_private_keys_are_0600),
     };

@@ -39,6 +39,7 @@ static void test_sk__http_reason(void **state)
     assert_string_equal(sk_http_reason(404), "Not Found");
     assert_string_equal(sk_http_reason(413), "Content Too Large");
     assert_string_equal(sk_http_reason(503), "Service Unavailable");
+    assert_string_equal(sk_http_reason(431), "Request Header Fields Too Large");
     assert_string_equal(sk_http_reason(299), "Unknown");
     assert_string_equal(sk_http_reason(-1), "Unknown");
 }
