@@ -94,6 +94,7 @@ struct sk_consumer {
     int64_t ack_wait_ms;
     size_t batch;
     size_t max_outstanding;
+    sk__reaper reaper; /* destroys settled messages a batch at a time */
     sk_msg_handler_fn handler;
     void *ctx;
     const sk_upcasters *upcasters;
@@ -163,20 +164,6 @@ typedef struct job {
     char error[MAX_ERROR_TEXT];
 } job;
 
-static void lock(pthread_mutex_t *mu)
-{
-    if (pthread_mutex_lock(mu) != 0) {
-        sk_assert_fail("pthread_mutex_lock", __FILE__, __LINE__);
-    }
-}
-
-static void unlock(pthread_mutex_t *mu)
-{
-    if (pthread_mutex_unlock(mu) != 0) {
-        sk_assert_fail("pthread_mutex_unlock", __FILE__, __LINE__);
-    }
-}
-
 int64_t sk__consumer_backoff_ms(uint64_t n_delivered)
 {
     int64_t d = BACKOFF_BASE_MS;
@@ -204,17 +191,17 @@ static void job_finish(job *j)
 {
     sk_consumer *c = j->c;
 
-    natsMsg_Destroy(j->msg);
+    sk__reaper_add(&c->reaper, j->msg);
     json_decref(j->json);
     json_decref(j->upcast);
     json_decref(j->hdrs);
     sk_free(j->subject);
     sk_free(j->data);
     sk_free(j);
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     c->n_outstanding--;
     pthread_cond_broadcast(&c->cond);
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
 }
 
 static void job_nak(job *j, int64_t delay_ms)
@@ -302,7 +289,7 @@ static bool releasing_take(sk_consumer *c, const char *key)
 {
     bool is_taken = false;
 
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     for (size_t i = 0; i < c->n_releasing; i++) {
         if (strcmp(c->releasing[i], key) == 0) {
             is_taken = true;
@@ -321,17 +308,17 @@ static bool releasing_take(sk_consumer *c, const char *key)
             (c->releasing[c->n_releasing] = sk_strdup(key)) != NULL) {
             c->n_releasing++;
             c->n_outstanding++; /* for the job about to be created */
-            unlock(&c->mu);
+            sk__msg_unlock(&c->mu);
             return true;
         }
     }
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
     return false;
 }
 
 static void releasing_drop(sk_consumer *c, const char *key)
 {
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     for (size_t i = 0; i < c->n_releasing; i++) {
         if (strcmp(c->releasing[i], key) == 0) {
             sk_free(c->releasing[i]);
@@ -339,7 +326,7 @@ static void releasing_drop(sk_consumer *c, const char *key)
             break;
         }
     }
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
 }
 
 /* ---------------------------------------------------------------- tables */
@@ -1259,10 +1246,10 @@ static void release_submit(sk_consumer *c, const char *key)
     j = sk_calloc(1, sizeof(*j));
     if (j == NULL) {
         releasing_drop(c, key);
-        lock(&c->mu);
+        sk__msg_lock(&c->mu);
         c->n_outstanding--;
         pthread_cond_broadcast(&c->cond);
-        unlock(&c->mu);
+        sk__msg_unlock(&c->mu);
         return; /* the next poll tries again */
     }
     j->c = c;
@@ -1374,12 +1361,12 @@ static void prune_finish(prune_unit *u, bool is_full)
     sk_consumer *c = u->c;
 
     sk_free(u);
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     c->is_pruning = false;
     c->is_prune_full = is_full;
     c->n_outstanding--;
     pthread_cond_broadcast(&c->cond);
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
 }
 
 static void prune_done(sk_status st, const char *message, void *ctx)
@@ -1399,7 +1386,7 @@ static void inbox_prune_poll(sk_consumer *c)
     int64_t now = sk_time_mono_ms();
     prune_unit *u;
 
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     bool is_due = (now >= c->next_prune_ms || c->is_prune_full) && !c->is_pruning &&
                   !c->is_stopping;
     if (is_due) {
@@ -1407,18 +1394,18 @@ static void inbox_prune_poll(sk_consumer *c)
         c->is_prune_full = false;
         c->n_outstanding++;
     }
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
     if (!is_due) {
         return;
     }
     c->next_prune_ms = now + INBOX_PRUNE_INTERVAL_MS;
     u = sk_calloc(1, sizeof(*u));
     if (u == NULL) {
-        lock(&c->mu);
+        sk__msg_lock(&c->mu);
         c->is_pruning = false;
         c->n_outstanding--;
         pthread_cond_broadcast(&c->cond);
-        unlock(&c->mu);
+        sk__msg_unlock(&c->mu);
         return; /* the next interval tries again */
     }
     u->c = c;
@@ -1444,9 +1431,9 @@ static void process(sk_consumer *c, natsMsg *msg)
         natsMsg_Destroy(msg);
         return;
     }
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     c->n_outstanding++;
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
     j->c = c;
     j->msg = msg;
     j->m.nats_subject = natsMsg_GetSubject(msg);
@@ -1513,12 +1500,12 @@ static void consumer_unsubscribe(sk_consumer *c)
  */
 static bool consumer_move(sk_consumer *c)
 {
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     while (!c->is_stopping && c->n_outstanding > 0) {
         wait_ms(c, 100);
     }
     bool stop = c->is_stopping;
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
     if (stop) {
         return false;
     }
@@ -1553,20 +1540,20 @@ static void *fetch_main(void *arg)
         jsErrCode jerr = 0;
         natsStatus s;
 
-        lock(&c->mu);
+        sk__msg_lock(&c->mu);
         /* Bounded work in flight: wait for the store to catch up before fetching more. */
         while (!c->is_stopping && c->n_outstanding + c->batch > c->max_outstanding) {
             wait_ms(c, 100);
         }
         bool stop = c->is_stopping;
-        unlock(&c->mu);
+        sk__msg_unlock(&c->mu);
         if (stop) {
             break;
         }
         if ((c->sub == NULL || !sk__bus_link_is_current(c->bus, c->link)) && !consumer_move(c)) {
-            lock(&c->mu);
+            sk__msg_lock(&c->mu);
             wait_ms(c, backoff);
-            unlock(&c->mu);
+            sk__msg_unlock(&c->mu);
             backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
             continue;
         }
@@ -1599,9 +1586,9 @@ static void *fetch_main(void *arg)
                 SK_LOG_WARN("consumer %s: %s", c->durable, sk_error_message());
             }
         }
-        lock(&c->mu);
+        sk__msg_lock(&c->mu);
         wait_ms(c, backoff);
-        unlock(&c->mu);
+        sk__msg_unlock(&c->mu);
         backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
     }
     return NULL;
@@ -1762,6 +1749,10 @@ sk_status sk_consumer_start(sk_consumer **out,
         return SK_FAIL(SK_ENOMEM, "sk_consumer_start: creating a condition variable");
     }
     pthread_condattr_destroy(&ca);
+    if ((st = sk__reaper_init(&c->reaper)) != SK_OK) {
+        st = SK_WRAP(st, "sk_consumer_start");
+        goto out;
+    }
     c->bus = bus;
     c->store = store;
     c->handler = cfg->handler;
@@ -1820,21 +1811,22 @@ void sk_consumer_stop(sk_consumer *c)
     if (c == NULL) {
         return;
     }
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     c->is_stopping = true;
     pthread_cond_broadcast(&c->cond);
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
     if (c->has_thread) {
         pthread_join(c->thread, NULL);
     }
     /* Every fetched message is settled by a done callback of the store. */
-    lock(&c->mu);
+    sk__msg_lock(&c->mu);
     while (c->n_outstanding > 0) {
         if (pthread_cond_wait(&c->cond, &c->mu) != 0) {
             sk_assert_fail("pthread_cond_wait", __FILE__, __LINE__);
         }
     }
-    unlock(&c->mu);
+    sk__msg_unlock(&c->mu);
+    sk__reaper_fini(&c->reaper);
     consumer_unsubscribe(c);
     sk__bus_link_release(c->link);
     pthread_cond_destroy(&c->cond);

@@ -94,6 +94,51 @@ int sk__bus_replicas(sk_bus *bus);
 /** False once the bus moved to a newer link than @p link (cheap: one atomic load). */
 bool sk__bus_link_is_current(sk_bus *bus, const sk__bus_link *link);
 
+/* ---------------------------------------------------------------- locking */
+
+/* Lock or unlock a mutex that cannot fail in a correct program; abort if it does. */
+static inline void sk__msg_lock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_lock(mu) != 0) {
+        sk_assert_fail("pthread_mutex_lock", __FILE__, __LINE__);
+    }
+}
+
+static inline void sk__msg_unlock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_unlock(mu) != 0) {
+        sk_assert_fail("pthread_mutex_unlock", __FILE__, __LINE__);
+    }
+}
+
+/* ---------------------------------------------------------------- message reaper */
+
+/** Finished messages held before they are destroyed together (reaper.c). */
+#define SK__REAPER_BATCH 32
+/** ... or once their data add up to this many bytes. */
+#define SK__REAPER_MAX_BYTES (64u * 1024u)
+
+typedef struct sk__reaper {
+    pthread_mutex_t mu;
+    bool has_mu;
+    natsMsg *held[SK__REAPER_BATCH]; /* mu */
+    size_t n;                        /* mu */
+    size_t bytes;                    /* mu: data bytes of the held messages */
+} sk__reaper;
+
+/** Ready an embedded reaper. @return SK_OK or SK_ENOMEM. */
+sk_status sk__reaper_init(sk__reaper *r);
+/**
+ * Take @p msg (settled: acked, naked or published) and destroy it with the
+ * others of its batch. NULL-safe; thread-safe. A reaper that was never
+ * initialised destroys at once.
+ */
+void sk__reaper_add(sk__reaper *r, natsMsg *msg);
+/** Destroy every held message now (thread-safe). */
+void sk__reaper_flush(sk__reaper *r);
+/** Flush and release; safe on a reaper that was never initialised. */
+void sk__reaper_fini(sk__reaper *r);
+
 /**
  * Map a nats failure to SK_EBUS (or SK_ETIMEDOUT / SK_ENOMEM / SK_ETLS),
  * recording "<what>: <status text>[: <last error text>][ (jetstream error N)]".

@@ -98,26 +98,13 @@ struct sk_relay {
     sk_counter *m_published;
     sk_counter *m_errors;
     sk_gauge *m_lag;
+    sk__reaper reaper; /* destroys published messages and their acks a batch at a time */
 };
 
 typedef struct delete_unit {
     sk_relay *relay;
     int64_t seq;
 } delete_unit;
-
-static void lock(pthread_mutex_t *mu)
-{
-    if (pthread_mutex_lock(mu) != 0) {
-        sk_assert_fail("pthread_mutex_lock", __FILE__, __LINE__);
-    }
-}
-
-static void unlock(pthread_mutex_t *mu)
-{
-    if (pthread_mutex_unlock(mu) != 0) {
-        sk_assert_fail("pthread_mutex_unlock", __FILE__, __LINE__);
-    }
-}
 
 /* Wait on cond until woken, stopping, or @p ms passed. Called with mu held. */
 static void wait_ms(sk_relay *r, int64_t ms)
@@ -138,10 +125,10 @@ static void wait_ms(sk_relay *r, int64_t ms)
 
 static void wake(sk_relay *r)
 {
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     r->is_woken = true;
     pthread_cond_broadcast(&r->cond);
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
 }
 
 static void on_wake(void *ctx)
@@ -171,7 +158,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 
     (void)js;
     if (msg != NULL && natsMsgHeader_Get(msg, SK__HDR_MSGID, &id) == NATS_OK && id != NULL) {
-        lock(&r->mu);
+        sk__msg_lock(&r->mu);
         size_t i = r->ack_hint < r->n_rows && strcmp(r->rows[r->ack_hint].msg_id, id) == 0
                        ? r->ack_hint
                        : r->n_rows;
@@ -191,9 +178,9 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
                 r->last_jerr = pae != NULL ? pae->ErrCode : 0;
             }
         }
-        unlock(&r->mu);
+        sk__msg_unlock(&r->mu);
     }
-    natsMsg_Destroy(msg);
+    sk__reaper_add(&r->reaper, msg);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -268,22 +255,22 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
         r->lag = (int64_t)n;
     }
     r->is_batch_full = is_full;
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     r->n_rows = n;
     r->ack_hint = 0;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
     return st;
 }
 
 static void rows_release(sk_relay *r)
 {
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     for (size_t i = 0; i < r->n_rows; i++) {
-        natsMsg_Destroy(r->rows[i].msg);
+        sk__reaper_add(&r->reaper, r->rows[i].msg);
         r->rows[i].msg = NULL;
     }
     r->n_rows = 0;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
 }
 
 /* ---------------------------------------------------------------- deleting */
@@ -310,10 +297,10 @@ static void delete_done(sk_status st, const char *message, void *ctx)
                     (long long)u->seq, message);
     }
     sk_free(u);
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     r->n_units--;
     pthread_cond_broadcast(&r->cond);
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
 }
 
 /*
@@ -338,9 +325,9 @@ static void delete_acked(sk_relay *r, bool is_now)
         now - r->undeleted_since_ms < RELAY_DELETE_DELAY_MS) {
         return;
     }
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     bool busy = r->n_units > 0;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
     if (busy) {
         return; /* retried once the delete in flight is done */
     }
@@ -351,15 +338,15 @@ static void delete_acked(sk_relay *r, bool is_now)
     u->relay = r;
     u->seq = r->acked_seq;
     r->undeleted_since_ms = now; /* rows acknowledged from now on, or a retry, wait their turn */
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     r->n_units++;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
     st = sk_store_submit(r->store, delete_work, delete_done, u);
     if (st != SK_OK) {
         sk_free(u);
-        lock(&r->mu);
+        sk__msg_lock(&r->mu);
         r->n_units--;
-        unlock(&r->mu);
+        sk__msg_unlock(&r->mu);
     }
 }
 
@@ -470,9 +457,9 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
     size_t n_rows;
     uint64_t reconnects = atomic_load(&r->link->n_reconnects);
 
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
     jsPubOptions_Init(&popts);
     popts.MaxWait = RELAY_ACK_WAIT_MS;
     for (; n_sent < n_rows; n_sent++) {
@@ -511,7 +498,7 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
             natsMsgList_Destroy(&pending);
         }
     }
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     while (n_ok < n_sent && r->rows[n_ok].state == ROW_OK) {
         n_ok++;
     }
@@ -519,7 +506,7 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
     jsErrCode ack_jerr = r->last_jerr;
     r->last_err = NATS_OK;
     r->last_jerr = 0;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
     *is_failed = n_ok < n_rows;
     if (s != NATS_OK) {
         sk_status st = sk__nats_fail(s, 0, "publishing");
@@ -548,9 +535,9 @@ static bool relay_round(sk_relay *r, bool *is_failed)
         return false;
     }
     st = sk_store_read(r->store, read_rows, r);
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
     if (st != SK_OK) {
         log_failure(r, sk_error_message());
         *is_failed = true;
@@ -602,7 +589,7 @@ static void *relay_main(void *arg)
         if (atomic_load(&r->deleted_seq) >= r->acked_seq) {
             r->undeleted_since_ms = 0; /* the last delete covered everything */
         }
-        lock(&r->mu);
+        sk__msg_lock(&r->mu);
         if (r->undeleted_since_ms != 0 && r->n_units == 0) {
             /* Wake up when the acknowledged rows are due for deleting. */
             int64_t left = r->undeleted_since_ms + RELAY_DELETE_DELAY_MS - sk_time_mono_ms();
@@ -613,7 +600,7 @@ static void *relay_main(void *arg)
         }
         bool stop = r->is_stopping;
         r->is_woken = false;
-        unlock(&r->mu);
+        sk__msg_unlock(&r->mu);
         if (stop) {
             break;
         }
@@ -624,10 +611,10 @@ static void *relay_main(void *arg)
         more = relay_round(r, &is_failed);
         delete_acked(r, false); /* rows now due, or a delete that failed earlier */
         if (is_failed) {
-            lock(&r->mu);
+            sk__msg_lock(&r->mu);
             r->is_woken = false;
             wait_ms(r, backoff);
-            unlock(&r->mu);
+            sk__msg_unlock(&r->mu);
             backoff = backoff * 2 > RELAY_BACKOFF_MAX_MS ? RELAY_BACKOFF_MAX_MS : backoff * 2;
         } else {
             backoff = RELAY_BACKOFF_MIN_MS;
@@ -677,6 +664,12 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
         return SK_FAIL(SK_ENOMEM, "sk_relay_start: creating a condition variable");
     }
     pthread_condattr_destroy(&ca);
+    if ((st = sk__reaper_init(&r->reaper)) != SK_OK) {
+        pthread_cond_destroy(&r->cond);
+        pthread_mutex_destroy(&r->mu);
+        sk_free(r);
+        return SK_WRAP(st, "sk_relay_start");
+    }
     if (metrics != NULL) {
         r->m_published = sk_metrics_counter(metrics, "sk_outbox_published_total",
                                             "Outbox messages published and acknowledged", NULL);
@@ -710,13 +703,13 @@ out:
 /* Wait until no delete unit is in flight. */
 static void wait_units(sk_relay *r)
 {
-    lock(&r->mu);
+    sk__msg_lock(&r->mu);
     while (r->n_units > 0) {
         if (pthread_cond_wait(&r->cond, &r->mu) != 0) {
             sk_assert_fail("pthread_cond_wait", __FILE__, __LINE__);
         }
     }
-    unlock(&r->mu);
+    sk__msg_unlock(&r->mu);
 }
 
 void sk_relay_stop(sk_relay *r)
@@ -731,10 +724,10 @@ void sk_relay_stop(sk_relay *r)
          * queued after clearing it completes only once that call returned.
          */
         SK_IGNORE(sk_store_run(r->store, noop_work, NULL)); /* store closing: no hook runs */
-        lock(&r->mu);
+        sk__msg_lock(&r->mu);
         r->is_stopping = true;
         pthread_cond_broadcast(&r->cond);
-        unlock(&r->mu);
+        sk__msg_unlock(&r->mu);
         pthread_join(r->thread, NULL);
     }
     /*
@@ -753,9 +746,10 @@ void sk_relay_stop(sk_relay *r)
                     (long long)r->acked_seq);
     }
     sk__relay_owner_stop(r->owner);
-    relay_js_close(r);
-    sk__bus_link_release(r->link);
+    relay_js_close(r); /* no acknowledgement arrives after this */
     rows_release(r);
+    sk__reaper_fini(&r->reaper);
+    sk__bus_link_release(r->link);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);
     sk_free(r);
