@@ -499,4 +499,71 @@ typedef struct cli_bench_plan {
  */
 SK_NODISCARD sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out);
 
+/* ---------------------------------------------------------------- bench: the system's own cost */
+
+/** Most processes of a local `skald up` that `skald bench` follows. */
+#define CLI_SYS_MAX_PROCS 64
+
+/** One child of `skald up`: its CPU and its memory while the bench measures. */
+typedef struct cli_sys_proc {
+    int pid;
+    char name[64];    /* the instance (--instance) or the command name */
+    bool is_broker;   /* nats-server */
+    bool is_gone;     /* it exited during the window: counted up to its last sample */
+    uint64_t ticks0;  /* utime + stime at the window's start, in clock ticks */
+    uint64_t ticks1;  /* ... at its end */
+    uint64_t peak_rss_kb, peak_pss_kb;
+} cli_sys_proc;
+
+/** The processes of the `skald up` that owns a data dir, followed over a window. */
+typedef struct cli_sys {
+    int root; /* skald up's pid; 0: no local system (figures not available) */
+    size_t n;
+    cli_sys_proc procs[CLI_SYS_MAX_PROCS];
+    int64_t t0_us, t1_us;          /* monotonic, window start and end */
+    uint64_t client0_us, client1_us; /* this process's own CPU (getrusage) */
+    uint64_t peak_services_rss_kb;  /* every process but nats-server, summed at one sample */
+    uint64_t peak_services_pss_kb;
+} cli_sys;
+
+/**
+ * Find the `skald up` of @p data_dir (DATA/run/skald.pid, a live process on
+ * this machine) and list its children. False (and s->root 0) when there is
+ * none: the bench then reports no system figures.
+ */
+bool cli_sys_open(cli_sys *s, const char *data_dir);
+/** Start the window: CPU counters now, a first memory sample. */
+void cli_sys_start(cli_sys *s);
+/** Sample memory (peaks) and CPU; call about once a second inside the window. */
+void cli_sys_sample(cli_sys *s);
+/** End the window (a last sample). */
+void cli_sys_finish(cli_sys *s);
+
+/** What the window says, per completed order. */
+typedef struct cli_sys_report {
+    bool is_available;
+    int root;
+    size_t n_procs;
+    double cpu_ms_per_order;          /* every child of skald up */
+    double services_cpu_ms_per_order; /* all but nats-server */
+    double broker_cpu_ms_per_order;   /* nats-server */
+    double client_cpu_ms_per_order;   /* skald bench itself */
+    double cpu_share;                 /* of all cores during the window, 0..1 */
+    char largest[64];                 /* the service with the highest peak RSS */
+    uint64_t largest_rss_kb, largest_pss_kb;
+    uint64_t services_rss_kb, services_pss_kb; /* peak of the sum over services */
+    uint64_t broker_rss_kb;
+} cli_sys_report;
+
+/** Summarise a finished window over @p n_orders completed orders (0: no per-order figures). */
+void cli_sys_report_make(const cli_sys *s, double n_orders, cli_sys_report *out);
+
+/**
+ * utime + stime (clock ticks) from the text of /proc/PID/stat, whose command
+ * name may hold spaces and parentheses. False when malformed.
+ */
+bool cli_proc_stat_ticks(const char *text, uint64_t *ticks);
+/** The value in kB of @p field ("Rss", "Pss") in /proc/PID/smaps_rollup text. False when absent. */
+bool cli_smaps_kb(const char *text, const char *field, uint64_t *kb);
+
 #endif /* SK_CLI_H */

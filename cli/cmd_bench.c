@@ -116,6 +116,7 @@ typedef struct run_result {
     double achieved, completed_rate;
     tally errors, rejected;
     cli_lat post, e2e, event;
+    cli_sys_report sys; /* what the system cost during the window (when it runs here) */
 } run_result;
 
 typedef struct bench {
@@ -148,6 +149,7 @@ typedef struct bench {
     bool is_started;       /* under mu: the callback may wake the multi handle */
     bool is_polling;       /* follow every order by polling */
     bool has_mu;
+    cli_sys sys; /* the local skald up's processes (sys.root 0: none) */
 } bench;
 
 typedef struct xfer {
@@ -946,8 +948,16 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
     cli_sched_init(&sched, w.start_us, rate,
                    rate > 0 ? (uint64_t)(rate * (b->o.warmup_s + b->o.duration_s) + 0.999999) : 0);
     next_tick = w.start_us + 1000000;
+    int sys_phase = 0; /* the system's window: 0 before, 1 in it, 2 after */
     for (;;) {
         int64_t now = now_us();
+        if (sys_phase == 0 && now >= w.begin_us) {
+            cli_sys_start(&b->sys);
+            sys_phase = 1;
+        } else if (sys_phase == 1 && now >= w.end_us) {
+            cli_sys_finish(&b->sys);
+            sys_phase = 2;
+        }
         int64_t wake = now + 100000;
         uint64_t idx;
         int64_t due;
@@ -989,6 +999,9 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
             progress(b, &w, now, sent, completed, cli_lat_percentile(&b->tick, 99), false);
             cli_lat_reset(&b->tick);
             next_tick += 1000000;
+            if (sys_phase == 1) {
+                cli_sys_sample(&b->sys); /* memory peaks, once a second */
+            }
         }
         wake = next_tick < wake ? next_tick : wake;
         bool is_sending = rate > 0 ? sched.n_taken < sched.n_total : now < w.end_us;
@@ -1014,6 +1027,13 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
     }
     r->achieved = (double)r->accepted_in_window / b->o.duration_s;
     r->completed_rate = (double)r->completed_in_window / b->o.duration_s;
+    if (sys_phase == 1) {
+        cli_sys_finish(&b->sys); /* the run stopped inside its window */
+    }
+    if (sys_phase > 0) {
+        double window_s = (double)(b->sys.t1_us - b->sys.t0_us) / 1e6;
+        cli_sys_report_make(&b->sys, r->completed_rate * window_s, &r->sys);
+    }
     return st;
 }
 
@@ -1042,6 +1062,24 @@ static uint64_t n_failed(const run_result *r)
     return r->errors.total + r->rejected.total;
 }
 
+static json_t *sys_json(const cli_sys_report *s)
+{
+    if (!s->is_available) {
+        return json_null();
+    }
+    return json_pack("{s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:s, s:I, s:I, s:I, s:I, s:I}",
+                     "skald_up_pid", s->root, "processes", (json_int_t)s->n_procs,
+                     "cpu_ms_per_order", s->cpu_ms_per_order, "services_cpu_ms_per_order",
+                     s->services_cpu_ms_per_order, "broker_cpu_ms_per_order",
+                     s->broker_cpu_ms_per_order, "client_cpu_ms_per_order",
+                     s->client_cpu_ms_per_order, "cpu_share", s->cpu_share, "largest_service",
+                     s->largest, "largest_rss_kb", (json_int_t)s->largest_rss_kb, "largest_pss_kb",
+                     (json_int_t)s->largest_pss_kb, "services_rss_kb",
+                     (json_int_t)s->services_rss_kb, "services_pss_kb",
+                     (json_int_t)s->services_pss_kb, "broker_rss_kb",
+                     (json_int_t)s->broker_rss_kb);
+}
+
 static json_t *result_json(run_result *r)
 {
     json_t *o = json_pack(
@@ -1061,6 +1099,7 @@ static json_t *result_json(run_result *r)
     json_object_set_new(o, "post_ms", lat_json(&r->post));
     json_object_set_new(o, "end_to_end_ms", lat_json(&r->e2e));
     json_object_set_new(o, "terminal_event_ms", lat_json(&r->event));
+    json_object_set_new(o, "system", sys_json(&r->sys));
     return o;
 }
 
@@ -1107,6 +1146,20 @@ static void print_result(run_result *r)
         print_lat("terminal event", &r->event); /* none when following by polling */
     }
     print_lat("end-to-end", &r->e2e);
+    if (r->sys.is_available) {
+        const cli_sys_report *s = &r->sys;
+        printf("%-18sskald up (pid %d) and its %zu processes, during the measured window:\n",
+               "system", s->root, s->n_procs);
+        printf("  %-16s %.2f ms: services %.2f, nats-server %.2f (this client %.2f); %.0f %% of "
+               "the machine's cores\n",
+               "CPU per order", s->cpu_ms_per_order, s->services_cpu_ms_per_order,
+               s->broker_cpu_ms_per_order, s->client_cpu_ms_per_order, s->cpu_share * 100.0);
+        printf("  %-16s largest service %s: RSS %.1f MiB, PSS %.1f MiB; all services: RSS %.1f "
+               "MiB, PSS %.1f MiB; nats-server: RSS %.1f MiB\n",
+               "peak memory", s->largest, (double)s->largest_rss_kb / 1024.0,
+               (double)s->largest_pss_kb / 1024.0, (double)s->services_rss_kb / 1024.0,
+               (double)s->services_pss_kb / 1024.0, (double)s->broker_rss_kb / 1024.0);
+    }
 }
 
 static const char measures[] =
@@ -1114,7 +1167,8 @@ static const char measures[] =
     "terminal event: to the order's OrderApproved/OrderRejected event arriving on NATS; "
     "end-to-end: to the answer of the first GET /api/v1/orders/{id} showing a terminal status "
     "(one GET issued when the event arrives, retried while the read model lags; orders whose "
-    "event never came are polled every 10 ms)";
+    "event never came are polled every 10 ms); system: the children of the local skald up, "
+    "from /proc during the measured window (CPU per completed order; peak RSS and PSS)";
 
 /* ---------------------------------------------------------------- command */
 
@@ -1134,7 +1188,8 @@ static void usage(FILE *f)
             "  --max-rate R     stop --find-max below R orders/s (default %g)\n"
             "  --json           print one JSON object on stdout\n"
             "  --data DIR       data dir of the running system (default $SKALD_DATA, else ./var)\n"
-            "  --url URL        the gateway (default: found in discovery)\n"
+            "  --url URL        the gateway (default: found in discovery; then no system\n"
+            "                   CPU and memory figures, which need the local skald up)\n"
             "  --connections N  most HTTP connections to the gateway (default %d)\n"
             "  --timeout S      an order not terminal after S seconds is an error (default %g)\n"
             "  --follow MODE    events (default): GET each order when its terminal event\n"
@@ -1208,6 +1263,10 @@ static int bench_prepare(bench *b, cli_conn *conn)
         }
     }
     sys = has_conn ? system_load(data) : NULL;
+    if (has_conn && b->o.url == NULL) {
+        /* The system's own CPU and memory, when its skald up runs on this machine. */
+        (void)cli_sys_open(&b->sys, data); /* none: no system figures */
+    }
     b->context = order_context(sys);
     if (b->o.url != NULL) {
         b->gateway = sk_strdup(b->o.url);

@@ -281,6 +281,52 @@ static void test_cli_bench_plan_make(void **state)
     SK_TEST_ASSERT_ERR(cli_bench_plan_make(&o, NULL), SK_EINVAL, "out must not be NULL");
 }
 
+static void test_cli_proc_and_smaps_parsing(void **state)
+{
+    uint64_t v = 0;
+    (void)state;
+
+    /* A command name with spaces and parentheses; utime 1200 + stime 34. */
+    assert_true(cli_proc_stat_ticks(
+        "4242 (we (ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 34 0 0 20 0 9 0", &v));
+    assert_int_equal(v, 1234);
+    assert_false(cli_proc_stat_ticks("4242 no parenthesis S 1", &v));
+    assert_false(cli_proc_stat_ticks("4242 (x) S 1 2", &v)); /* cut short */
+    assert_false(cli_proc_stat_ticks(NULL, &v));
+
+    static const char rollup[] = "55d0c0000000-7ffd1c1f2000 ---p 00000000 00:00 0 [rollup]\n"
+                                 "Rss:               16536 kB\n"
+                                 "Pss:                5264 kB\n"
+                                 "Pss_Dirty:          3708 kB\n"
+                                 "Pss_Anon:           3676 kB\n";
+    assert_true(cli_smaps_kb(rollup, "Rss", &v));
+    assert_int_equal(v, 16536);
+    assert_true(cli_smaps_kb(rollup, "Pss", &v));
+    assert_int_equal(v, 5264);
+    assert_true(cli_smaps_kb(rollup, "Pss_Anon", &v));
+    assert_int_equal(v, 3676);
+    assert_false(cli_smaps_kb(rollup, "Swap", &v));
+    assert_false(cli_smaps_kb(rollup, "", &v));
+    assert_false(cli_smaps_kb(NULL, "Rss", &v));
+}
+
+static void test_cli_sys_without_a_local_system(void **state)
+{
+    cli_sys s;
+    cli_sys_report rep;
+    (void)state;
+
+    /* No skald up owns this data dir: no figures, and every step is harmless. */
+    assert_false(cli_sys_open(&s, "/nonexistent/skald-data"));
+    assert_int_equal(s.root, 0);
+    cli_sys_start(&s);
+    cli_sys_sample(&s);
+    cli_sys_finish(&s);
+    cli_sys_report_make(&s, 100, &rep);
+    assert_false(rep.is_available);
+    assert_false(cli_sys_open(&s, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +334,8 @@ int main(void)
         cmocka_unit_test(test_cli_bench_args_parse_every_option),
         cmocka_unit_test(test_cli_bench_args_parse_errors),
         cmocka_unit_test(test_cli_lat_percentile_exact),
+        cmocka_unit_test(test_cli_proc_and_smaps_parsing),
+        cmocka_unit_test(test_cli_sys_without_a_local_system),
         cmocka_unit_test(test_cli_sched_open_loop),
         cmocka_unit_test(test_cli_bench_find_max_steps),
         cmocka_unit_test(test_cli_bench_plan_make),

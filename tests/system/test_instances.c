@@ -683,6 +683,20 @@ static void test_bench_json_against_running_system(void **state)
     /* End to end includes the POST. */
     assert_true(json_number_value(json_object_get(json_object_get(r, "end_to_end_ms"), "p50")) >=
                 json_number_value(json_object_get(json_object_get(r, "post_ms"), "p50")));
+    /* The system's own cost: every child of skald up, nats-server among them. */
+    const json_t *sys = json_object_get(r, "system");
+    if (!json_is_object(sys)) {
+        fail_msg("skald bench --json: no system figures in: %.600s", out.data);
+    }
+    assert_true(jint_at(sys, "processes") >= 3);
+    assert_true(json_number_value(json_object_get(sys, "cpu_ms_per_order")) > 0);
+    assert_true(json_number_value(json_object_get(sys, "broker_cpu_ms_per_order")) > 0);
+    assert_true(json_number_value(json_object_get(sys, "client_cpu_ms_per_order")) > 0);
+    assert_true(jint_at(sys, "largest_rss_kb") >= jint_at(sys, "largest_pss_kb"));
+    assert_true(jint_at(sys, "largest_pss_kb") > 0);
+    assert_true(jint_at(sys, "services_rss_kb") >= jint_at(sys, "largest_rss_kb"));
+    assert_true(jint_at(sys, "broker_rss_kb") > 0);
+    assert_true(strlen(jstr_or(sys, "largest_service", "")) > 0);
     json_decref(r);
     sk_buf_fini(&out);
 }
