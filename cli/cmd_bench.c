@@ -1373,9 +1373,15 @@ static int find_max(bench *b)
             json_array_append_new(steps, o);
         } else {
             printf("step %d: offered %.1f/s, achieved %.1f/s, completed %.1f/s, p99 end-to-end "
-                   "%.1f ms, failed %llu: %s\n",
+                   "%.1f ms, failed %llu: %s",
                    k + 1, rate, r.achieved, r.completed_rate, (double)p99 / 1000.0,
                    (unsigned long long)n_failed(&r), is_ok ? "sustained" : "not sustained");
+            if (r.sys.is_available) {
+                /* How the cost of an order falls as batching grows with the load. */
+                printf(" (system: %.2f ms CPU per order, %.0f %% of the cores)", r.sys.cpu_ms_per_order,
+                       r.sys.cpu_share * 100.0);
+            }
+            printf("\n");
             if (!is_ok) {
                 print_result(&r);
             }
