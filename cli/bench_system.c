@@ -11,20 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 
 /* Files read here are small; a larger one is cut (smaps_rollup is < 1 KiB). */
 #define PROC_TEXT_MAX 4096
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* Read a /proc file into @p buf (NUL-terminated); bytes read, or -1. */
 static ssize_t read_text(const char *path, char *buf, size_t cap)
@@ -203,7 +195,7 @@ void cli_sys_start(cli_sys *s)
     }
     s->peak_services_rss_kb = 0;
     s->peak_services_pss_kb = 0;
-    s->t0_us = mono_us();
+    s->t0_us = sk_time_mono_ns() / 1000;
     s->client0_us = client_cpu_us();
     sample_all(s, true);
     s->t1_us = s->t0_us;
@@ -216,13 +208,8 @@ void cli_sys_sample(cli_sys *s)
         return;
     }
     sample_all(s, false);
-    s->t1_us = mono_us();
+    s->t1_us = sk_time_mono_ns() / 1000;
     s->client1_us = client_cpu_us();
-}
-
-void cli_sys_finish(cli_sys *s)
-{
-    cli_sys_sample(s);
 }
 
 void cli_sys_report_make(const cli_sys *s, double n_orders, cli_sys_report *out)

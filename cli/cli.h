@@ -534,10 +534,8 @@ typedef struct cli_sys {
 bool cli_sys_open(cli_sys *s, const char *data_dir);
 /** Start the window: CPU counters now, a first memory sample. */
 void cli_sys_start(cli_sys *s);
-/** Sample memory (peaks) and CPU; call about once a second inside the window. */
+/** Sample memory (peaks) and CPU; about once a second inside the window, and at its end. */
 void cli_sys_sample(cli_sys *s);
-/** End the window (a last sample). */
-void cli_sys_finish(cli_sys *s);
 
 /** What the window says, per completed order. */
 typedef struct cli_sys_report {

@@ -955,7 +955,7 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
             cli_sys_start(&b->sys);
             sys_phase = 1;
         } else if (sys_phase == 1 && now >= w.end_us) {
-            cli_sys_finish(&b->sys);
+            cli_sys_sample(&b->sys); /* the window's end */
             sys_phase = 2;
         }
         int64_t wake = now + 100000;
@@ -1028,7 +1028,7 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
     r->achieved = (double)r->accepted_in_window / b->o.duration_s;
     r->completed_rate = (double)r->completed_in_window / b->o.duration_s;
     if (sys_phase == 1) {
-        cli_sys_finish(&b->sys); /* the run stopped inside its window */
+        cli_sys_sample(&b->sys); /* the run stopped inside its window: end it now */
     }
     if (sys_phase > 0) {
         double window_s = (double)(b->sys.t1_us - b->sys.t0_us) / 1e6;

@@ -114,19 +114,22 @@ typedef struct header_list {
     size_t n;
 } header_list;
 
-/* Copy a request header to the upstream request when present; SK_ENOMEM only. */
-static sk_status pass_header(sk_http_req *req, const char *name, header_list *h)
+/* Add "name: value" to the upstream request; SK_ENOMEM only. */
+static sk_status header_add(header_list *h, const char *name, const char *value)
 {
-    const char *v = sk_http_req_header(req, name);
-    if (v == NULL) {
-        return SK_OK;
-    }
-    h->lines[h->n] = sk_asprintf("%s: %s", name, v);
+    h->lines[h->n] = sk_asprintf("%s: %s", name, value);
     if (h->lines[h->n] == NULL) {
         return SK_FAIL(SK_ENOMEM, "copying header %s", name);
     }
     h->n++;
     return SK_OK;
+}
+
+/* Copy a request header to the upstream request when present; SK_ENOMEM only. */
+static sk_status pass_header(sk_http_req *req, const char *name, header_list *h)
+{
+    const char *v = sk_http_req_header(req, name);
+    return v != NULL ? header_add(h, name, v) : SK_OK;
 }
 
 static void header_list_fini(header_list *h)
@@ -167,16 +170,12 @@ void gateway_forward(sk_http_req *req, const svc_params *params, void *ctx)
     /* The id this request is answered with (the client's, or ours when it sent none or a bad one),
      * so the service's problem body and logs name the same id as our X-Request-Id header. */
     if (st == SK_OK) {
-        h.lines[h.n] = sk_asprintf("X-Request-Id: %s", sk_http_req_id(req));
-        st = h.lines[h.n] != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "X-Request-Id");
-        h.n += h.lines[h.n] != NULL ? 1 : 0;
+        st = header_add(&h, "X-Request-Id", sk_http_req_id(req));
     }
     const char *parent = sk_http_req_header(req, "traceparent");
     sk_trace_child(parent != NULL ? sk_slice_from_str(parent) : (sk_slice){ NULL, 0 }, trace);
     if (st == SK_OK) {
-        h.lines[h.n] = sk_asprintf("traceparent: %s", trace);
-        st = h.lines[h.n] != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "traceparent");
-        h.n += h.lines[h.n] != NULL ? 1 : 0;
+        st = header_add(&h, "traceparent", trace);
     }
     if (st != SK_OK) {
         header_list_fini(&h);

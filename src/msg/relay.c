@@ -664,12 +664,6 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
         return SK_FAIL(SK_ENOMEM, "sk_relay_start: creating a condition variable");
     }
     pthread_condattr_destroy(&ca);
-    if ((st = sk__reaper_init(&r->reaper)) != SK_OK) {
-        pthread_cond_destroy(&r->cond);
-        pthread_mutex_destroy(&r->mu);
-        sk_free(r);
-        return SK_WRAP(st, "sk_relay_start");
-    }
     if (metrics != NULL) {
         r->m_published = sk_metrics_counter(metrics, "sk_outbox_published_total",
                                             "Outbox messages published and acknowledged", NULL);
@@ -679,6 +673,10 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
                                     NULL);
     }
     r->link = sk__bus_link_acquire(bus);
+    if ((st = sk__reaper_init(&r->reaper)) != SK_OK) {
+        st = SK_WRAP(st, "sk_relay_start");
+        goto out;
+    }
     if ((st = sk__relay_owner_start(&r->owner, sk_store_location(store), on_wake, r)) != SK_OK) {
         st = SK_WRAP(st, "sk_relay_start");
         goto out;

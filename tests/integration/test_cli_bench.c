@@ -321,7 +321,6 @@ static void test_cli_sys_without_a_local_system(void **state)
     assert_int_equal(s.root, 0);
     cli_sys_start(&s);
     cli_sys_sample(&s);
-    cli_sys_finish(&s);
     cli_sys_report_make(&s, 100, &rep);
     assert_false(rep.is_available);
     assert_false(cli_sys_open(&s, NULL));
