@@ -23,7 +23,8 @@
  * Ack kind: sk_consumer acknowledges with natsMsg_Ack (fire-and-forget
  * +ACK, no confirmation round trip; src/msg/consumer.c job_ack), so both
  * references do too. The order of the contenders rotates between rounds.
- * CPU is getrusage of this process (nats-server not included).
+ * CPU: getrusage of this process, and nats-server's from /proc over the same
+ * window, reported apart (the ratios compare this process's alone).
  *
  * Usage: bench_consumer [--messages N] [--rounds R] [--plain|--tls] [--json]
  *        (default 50000 messages, 3 rounds, mTLS)
@@ -169,7 +170,8 @@ static sk_status run_sk(bench *b, int round, bmsg_result *res)
                               .handler = handler,
                               .ctx = &h }; /* the defaults otherwise: batch 128, AckWait 5 s */
     sk_status st = SK_OK;
-    int64_t t0, c0, deadline;
+    bmsg_meter meter;
+    int64_t deadline;
 
     if (n_mig + 1 > sizeof(mig) / sizeof(mig[0])) {
         return SK_FAIL(SK_EINTERNAL, "too many migrations");
@@ -189,8 +191,7 @@ static sk_status run_sk(bench *b, int round, bmsg_result *res)
     if ((st = bmsg_bus_open(&b->e, "bench-consumer", &bus)) != SK_OK) {
         goto out;
     }
-    c0 = bmsg_cpu_us();
-    t0 = sk_time_mono_ns();
+    bmsg_meter_start(&meter, &b->e);
     deadline = sk_time_mono_ms() + b->budget_ms;
     if ((st = sk_consumer_start(&c, bus, store, NULL, &cc)) != SK_OK) {
         goto out;
@@ -207,8 +208,7 @@ static sk_status run_sk(bench *b, int round, bmsg_result *res)
     if ((st = wait_all_acked(b, durable, deadline)) != SK_OK) {
         goto out;
     }
-    res->seconds = (double)(sk_time_mono_ns() - t0) / 1e9;
-    res->cpu_us = (double)(bmsg_cpu_us() - c0);
+    bmsg_meter_stop(&meter, res);
     res->n = atomic_load(&h.n_handled);
     {
         uint64_t n_units = 0, n_commits = 0;
@@ -252,10 +252,10 @@ static sk_status fetch_ack_loop(bench *b, const char *label, const char *durable
     natsSubscription *sub = NULL;
     size_t got = 0;
     sk_status st = SK_OK;
-    int64_t c0 = bmsg_cpu_us();
-    int64_t t0 = sk_time_mono_ns();
     int64_t deadline = sk_time_mono_ms() + b->budget_ms;
+    bmsg_meter meter;
 
+    bmsg_meter_start(&meter, &b->e);
     if ((st = raw_subscribe(b, durable, &sub)) != SK_OK) {
         goto out;
     }
@@ -291,8 +291,7 @@ static sk_status fetch_ack_loop(bench *b, const char *label, const char *durable
     if ((st = wait_all_acked(b, durable, deadline)) != SK_OK) {
         goto out;
     }
-    res->seconds = (double)(sk_time_mono_ns() - t0) / 1e9;
-    res->cpu_us = (double)(bmsg_cpu_us() - c0);
+    bmsg_meter_stop(&meter, res);
     res->n = got;
 out:
     if (sub != NULL) {

@@ -26,6 +26,8 @@
 #include <curl/curl.h>
 #include <skald/core.h>
 
+#include "bench_proc.h"
+
 #define MAX_TARGETS     8
 #define MAX_URLS        16
 #define MAX_PROCS       8
@@ -67,7 +69,7 @@ typedef struct phase_result {
     long new_conns;
     int64_t elapsed_ns;
     int64_t client_cpu_ns;
-    long long proc_ticks[MAX_PROCS];
+    int64_t proc_cpu_us[MAX_PROCS];
 } phase_result;
 
 /* Totals of one kind of phase (c=1 or c=N) of a target over the rounds. */
@@ -79,7 +81,7 @@ typedef struct phase_totals {
     uint64_t n_err;
     long new_conns;
     int64_t client_cpu_ns;
-    long long proc_ticks[MAX_PROCS];
+    int64_t proc_cpu_us[MAX_PROCS];
 } phase_totals;
 
 typedef struct target {
@@ -113,7 +115,6 @@ typedef struct options {
 static options O;
 static char *expected_body; /* the first 200 answer; every later one must equal it */
 static size_t expected_len;
-static long clk_tck;
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -221,37 +222,12 @@ static int64_t self_cpu_ns(void)
            ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
 }
 
-/* utime + stime of a process (all its threads), in clock ticks; -1 when it is gone. */
-static long long proc_ticks(long pid)
-{
-    char path[64], buf[1024];
-    unsigned long long ut = 0, st = 0;
-    FILE *f;
-    size_t n;
-
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    f = fopen(path, "r");
-    if (f == NULL) {
-        return -1;
-    }
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* The command name may contain spaces and parentheses: fields start after the last ')'. */
-    const char *p = strrchr(buf, ')');
-    if (p == NULL ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
-        return -1;
-    }
-    return (long long)(ut + st);
-}
-
-static bool procs_sample(long long out[MAX_PROCS])
+static bool procs_sample(int64_t out[MAX_PROCS])
 {
     for (size_t g = 0; g < O.n_procs; g++) {
         out[g] = 0;
         for (size_t i = 0; i < O.procs[g].n_pids; i++) {
-            long long t = proc_ticks(O.procs[g].pids[i]);
+            int64_t t = bench_proc_cpu_us(O.procs[g].pids[i]);
             if (t < 0) {
                 fprintf(stderr, "bench_http: process %ld (%s) is gone\n", O.procs[g].pids[i],
                         O.procs[g].label);
@@ -418,7 +394,7 @@ static bool run_phase(target *t, size_t conc, uint64_t n_requests, int64_t durat
     uint64_t started = 0;
     size_t active = 0;
     int64_t t0, end_ns, last_ns;
-    long long ticks0[MAX_PROCS] = { 0 }, ticks1[MAX_PROCS] = { 0 };
+    int64_t cpu0_us[MAX_PROCS] = { 0 }, cpu1_us[MAX_PROCS] = { 0 };
     int64_t cpu0;
     bool ok = true;
     /*
@@ -437,7 +413,7 @@ static bool run_phase(target *t, size_t conc, uint64_t n_requests, int64_t durat
             return false;
         }
     }
-    if (!procs_sample(ticks0)) {
+    if (!procs_sample(cpu0_us)) {
         return false;
     }
     cpu0 = self_cpu_ns();
@@ -515,27 +491,27 @@ static bool run_phase(target *t, size_t conc, uint64_t n_requests, int64_t durat
     }
     res->elapsed_ns = last_ns - t0;
     res->client_cpu_ns = self_cpu_ns() - cpu0;
-    if (!procs_sample(ticks1)) {
+    if (!procs_sample(cpu1_us)) {
         return false;
     }
     for (size_t g = 0; g < O.n_procs; g++) {
-        res->proc_ticks[g] = ticks1[g] - ticks0[g];
+        res->proc_cpu_us[g] = cpu1_us[g] - cpu0_us[g];
     }
     return ok;
 }
 
 /* ---------------------------------------------------------------- reporting */
 
-static double us_per_req(long long ticks, uint64_t n)
+static double us_per_req(int64_t cpu_us, uint64_t n)
 {
-    return n > 0 ? (double)ticks * 1e6 / (double)clk_tck / (double)n : 0;
+    return n > 0 ? (double)cpu_us / (double)n : 0;
 }
 
-static void print_cpu(int64_t client_cpu_ns, const long long *ticks, uint64_t n)
+static void print_cpu(int64_t client_cpu_ns, const int64_t *cpu_us, uint64_t n)
 {
     printf("  CPU us/req: bench_http %.1f", n > 0 ? (double)client_cpu_ns / 1e3 / (double)n : 0);
     for (size_t g = 0; g < O.n_procs; g++) {
-        printf(", %s %.1f", O.procs[g].label, us_per_req(ticks[g], n));
+        printf(", %s %.1f", O.procs[g].label, us_per_req(cpu_us[g], n));
     }
 }
 
@@ -566,7 +542,7 @@ static bool measure(target *t, int round, bool is_many, phase_totals *tot)
     tot->new_conns += res.new_conns;
     tot->client_cpu_ns += res.client_cpu_ns;
     for (size_t g = 0; g < O.n_procs; g++) {
-        tot->proc_ticks[g] += res.proc_ticks[g];
+        tot->proc_cpu_us[g] += res.proc_cpu_us[g];
     }
     /* This round's percentiles from a sorted copy; the pooled ones are computed at the end. */
     one_round.n = one_round.cap = tot->lat.n - first;
@@ -581,7 +557,7 @@ static bool measure(target *t, int round, bool is_many, phase_totals *tot)
            round, t->name, conc, res.n_ok, (double)res.elapsed_ns / 1e9, rps,
            pct_ms(&one_round, 0.50), pct_ms(&one_round, 0.90), pct_ms(&one_round, 0.99),
            pct_ms(&one_round, 1.0), res.n_err, res.new_conns, warm.new_conns);
-    print_cpu(res.client_cpu_ns, res.proc_ticks, res.n_ok);
+    print_cpu(res.client_cpu_ns, res.proc_cpu_us, res.n_ok);
     printf("\n");
     fflush(stdout);
     sk_free(one_round.v);
@@ -635,7 +611,7 @@ static void summary(void)
                t->one.new_conns + t->many.new_conns, t->one.n_err + t->many.n_err,
                n > 0 ? (double)t->many.client_cpu_ns / 1e3 / (double)n : 0);
         for (size_t g = 0; g < O.n_procs; g++) {
-            printf(" | %.1f", us_per_req(t->many.proc_ticks[g], n));
+            printf(" | %.1f", us_per_req(t->many.proc_cpu_us[g], n));
         }
         printf(" |\n");
     }
@@ -849,10 +825,6 @@ int main(int argc, char **argv)
         options_free();
         sk_shutdown();
         return 2;
-    }
-    clk_tck = sysconf(_SC_CLK_TCK);
-    if (clk_tck <= 0) {
-        clk_tck = 100;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "bench_http: curl_global_init failed\n");

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_proc.h"
 #include "sk_test.h"
 
 /* The relay's stall wait when max_pending publishes are in flight (RELAY_ACK_WAIT_MS). */
@@ -392,6 +393,27 @@ int64_t bmsg_cpu_us(void)
            (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
 }
 
+int64_t bmsg_server_cpu_us(const bmsg_env *e)
+{
+    int64_t us = bench_proc_cpu_us(sk_test_nats_pid(e->nats));
+    return us > 0 ? us : 0;
+}
+
+void bmsg_meter_start(bmsg_meter *m, const bmsg_env *e)
+{
+    m->e = e;
+    m->server0_us = bmsg_server_cpu_us(e);
+    m->cpu0_us = bmsg_cpu_us();
+    m->t0_ns = sk_time_mono_ns();
+}
+
+void bmsg_meter_stop(const bmsg_meter *m, bmsg_result *r)
+{
+    r->seconds = (double)(sk_time_mono_ns() - m->t0_ns) / 1e9;
+    r->cpu_us = (double)(bmsg_cpu_us() - m->cpu0_us);
+    r->server_cpu_us = (double)(bmsg_server_cpu_us(m->e) - m->server0_us);
+}
+
 void bmsg_sleep_ms(int64_t ms)
 {
     struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
@@ -410,17 +432,24 @@ double bmsg_cpu_per_msg(const bmsg_result *r)
     return r->n > 0 ? r->cpu_us / (double)r->n : 0.0;
 }
 
+double bmsg_server_cpu_per_msg(const bmsg_result *r)
+{
+    return r->n > 0 ? r->server_cpu_us / (double)r->n : 0.0;
+}
+
 void bmsg_result_print(const char *indent, const bmsg_result *r)
 {
-    printf("%s%-18s %8zu msgs in %6.3f s = %8.0f msg/s, CPU %6.2f us/msg\n", indent, r->name, r->n,
-           r->seconds, bmsg_rate(r), bmsg_cpu_per_msg(r));
+    printf("%s%-18s %8zu msgs in %6.3f s = %8.0f msg/s, CPU %6.2f us/msg + nats-server %6.2f\n",
+           indent, r->name, r->n, r->seconds, bmsg_rate(r), bmsg_cpu_per_msg(r),
+           bmsg_server_cpu_per_msg(r));
 }
 
 json_t *bmsg_result_json(const bmsg_result *r)
 {
-    return json_pack("{s:s, s:I, s:f, s:f, s:f}", "name", r->name, "messages", (json_int_t)r->n,
-                     "seconds", r->seconds, "rate", bmsg_rate(r), "cpu_us_per_msg",
-                     bmsg_cpu_per_msg(r));
+    return json_pack("{s:s, s:I, s:f, s:f, s:f, s:f}", "name", r->name, "messages",
+                     (json_int_t)r->n, "seconds", r->seconds, "rate", bmsg_rate(r),
+                     "cpu_us_per_msg", bmsg_cpu_per_msg(r), "server_cpu_us_per_msg",
+                     bmsg_server_cpu_per_msg(r));
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -112,6 +112,12 @@ SK_NODISCARD sk_status bmsg_stream_count(jsCtx *js, const char *stream, uint64_t
 /** CPU time (user + system) of the whole process, every thread, in microseconds (getrusage). */
 int64_t bmsg_cpu_us(void);
 
+/**
+ * CPU time of the environment's nats-server, in microseconds (from /proc, at
+ * clock-tick resolution); 0 when it cannot be read.
+ */
+int64_t bmsg_server_cpu_us(const bmsg_env *e);
+
 /** Sleep @p ms milliseconds (polling loops outside the measured work). */
 void bmsg_sleep_ms(int64_t ms);
 
@@ -120,14 +126,32 @@ typedef struct bmsg_result {
     const char *name;
     size_t n;
     double seconds;
-    double cpu_us; /* whole process */
+    double cpu_us;        /* whole process */
+    double server_cpu_us; /* nats-server over the same window */
 } bmsg_result;
+
+/** The clocks a contender's run is measured with: wall, this process's CPU, nats-server's CPU. */
+typedef struct bmsg_meter {
+    const bmsg_env *e;
+    int64_t t0_ns;
+    int64_t cpu0_us;
+    int64_t server0_us;
+} bmsg_meter;
+
+/** Start the clocks (the measured work begins right after). */
+void bmsg_meter_start(bmsg_meter *m, const bmsg_env *e);
+/** Set @p r's seconds, cpu_us and server_cpu_us from @p m's start to now. */
+void bmsg_meter_stop(const bmsg_meter *m, bmsg_result *r);
 
 double bmsg_rate(const bmsg_result *r);
 double bmsg_cpu_per_msg(const bmsg_result *r);
-/** "NAME: N msgs in S s = R msg/s, CPU C us/msg" on stdout. */
+double bmsg_server_cpu_per_msg(const bmsg_result *r);
+/** "NAME: N msgs in S s = R msg/s, CPU C us/msg + nats-server S us/msg" on stdout. */
 void bmsg_result_print(const char *indent, const bmsg_result *r);
-/** The result as a JSON object {name, messages, seconds, rate, cpu_us_per_msg}; NULL on ENOMEM. */
+/**
+ * The result as a JSON object {name, messages, seconds, rate, cpu_us_per_msg,
+ * server_cpu_us_per_msg}; NULL on ENOMEM.
+ */
 json_t *bmsg_result_json(const bmsg_result *r);
 
 /** Print @p j (taken; NULL means json_pack ran out of memory) as one line on stdout. */

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include <nats/nats.h>
+
 #include <skald/skald.h>
 
 /* ---------------------------------------------------------------- commands */
@@ -555,6 +557,29 @@ typedef struct cli_sys_report {
 
 /** Summarise a finished window over @p n_orders completed orders (0: no per-order figures). */
 void cli_sys_report_make(const cli_sys *s, double n_orders, cli_sys_report *out);
+
+/* ---------------------------------------------------------------- bench: JetStream messages per order */
+
+/** Most streams `skald bench` counts (three per context). */
+#define CLI_BROKER_MAX_STREAMS 96
+
+/** The system's streams, asked for their sequence numbers (cli/bench_broker.c). */
+typedef struct cli_broker {
+    jsCtx *js;
+    char streams[CLI_BROKER_MAX_STREAMS][96];
+    size_t n_streams;
+} cli_broker;
+
+/** List @p sys's streams (events, commands, replies of every context) and open a JetStream context on @p nc. */
+SK_NODISCARD sk_status cli_broker_open(cli_broker *k, natsConnection *nc, const sk_system *sys);
+/**
+ * Messages stored so far in all the streams (their last sequence numbers
+ * summed) and deliveries (each times the stream's consumers). The growth
+ * between two calls is what happened in between.
+ */
+SK_NODISCARD sk_status cli_broker_count(cli_broker *k, uint64_t *published, uint64_t *delivered);
+/** NULL-safe after a zeroed or failed open; idempotent. */
+void cli_broker_close(cli_broker *k);
 
 /**
  * utime + stime (clock ticks) from the text of /proc/PID/stat, whose command

@@ -34,6 +34,10 @@
 #define SEED_WAIT_MS       20000
 #define DISCOVERY_WAIT_MS  2000
 #define MAX_KINDS          32
+/* After a run, JetStream is counted once its streams stopped growing for 3 polls, within 3 s. */
+#define BROKER_SETTLE_POLL_MS 100
+#define BROKER_SETTLE_POLLS   3
+#define BROKER_SETTLE_US      3000000
 
 static int64_t now_us(void)
 {
@@ -117,6 +121,8 @@ typedef struct run_result {
     tally errors, rejected;
     cli_lat post, e2e, event;
     cli_sys_report sys; /* what the system cost during the window (when it runs here) */
+    bool has_broker;    /* the JetStream counts below were taken */
+    double published_per_order, delivered_per_order; /* over the whole run, per order accepted */
 } run_result;
 
 typedef struct bench {
@@ -150,6 +156,7 @@ typedef struct bench {
     bool is_polling;       /* follow every order by polling */
     bool has_mu;
     cli_sys sys; /* the local skald up's processes (sys.root 0: none) */
+    cli_broker broker; /* the system's streams (broker.js NULL: not counted) */
 } bench;
 
 typedef struct xfer {
@@ -920,6 +927,46 @@ static void progress(bench *b,
     }
 }
 
+/* Start of a run's JetStream count; false when the system's streams are not counted. */
+static bool broker_begin(bench *b, uint64_t *published, uint64_t *delivered)
+{
+    if (b->broker.js == NULL || cli_broker_count(&b->broker, published, delivered) != SK_OK) {
+        sk_error_clear();
+        return false;
+    }
+    return true;
+}
+
+/*
+ * End of a run's JetStream count: once the streams stop growing (an order's
+ * last messages, CommitReservation and what answers it, come after its
+ * terminal event), at most BROKER_SETTLE_US later; per order accepted.
+ */
+static void broker_end(bench *b, run_result *r, uint64_t published0, uint64_t delivered0)
+{
+    uint64_t published = 0, delivered = 0, last = UINT64_MAX;
+    int64_t deadline = now_us() + BROKER_SETTLE_US;
+    size_t n_accepted = 0;
+
+    for (int n_same = 0; n_same < BROKER_SETTLE_POLLS && now_us() < deadline;) {
+        if (cli_broker_count(&b->broker, &published, &delivered) != SK_OK) {
+            sk_error_clear();
+            return;
+        }
+        n_same = published == last ? n_same + 1 : 0;
+        last = published;
+        cli_sleep_ms(BROKER_SETTLE_POLL_MS);
+    }
+    for (size_t i = 0; i < b->n_orders; i++) {
+        n_accepted += b->orders[i].id[0] != '\0'; /* the POST's 202 carried its id */
+    }
+    if (n_accepted > 0 && published >= published0 && delivered >= delivered0) {
+        r->has_broker = true;
+        r->published_per_order = (double)(published - published0) / (double)n_accepted;
+        r->delivered_per_order = (double)(delivered - delivered0) / (double)n_accepted;
+    }
+}
+
 /* One measurement: warm-up, then duration_s measured, then wait for every order. */
 static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
 {
@@ -938,6 +985,8 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
     pthread_mutex_lock(&b->mu);
     b->n_queue = 0;
     pthread_mutex_unlock(&b->mu);
+    uint64_t published0 = 0, delivered0 = 0;
+    bool has_broker = broker_begin(b, &published0, &delivered0);
     r->offered = rate;
     r->concurrency = concurrency;
     r->duration_s = b->o.duration_s;
@@ -1034,6 +1083,9 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
         double window_s = (double)(b->sys.t1_us - b->sys.t0_us) / 1e6;
         cli_sys_report_make(&b->sys, r->completed_rate * window_s, &r->sys);
     }
+    if (st == SK_OK && has_broker) {
+        broker_end(b, r, published0, delivered0);
+    }
     return st;
 }
 
@@ -1100,6 +1152,12 @@ static json_t *result_json(run_result *r)
     json_object_set_new(o, "end_to_end_ms", lat_json(&r->e2e));
     json_object_set_new(o, "terminal_event_ms", lat_json(&r->event));
     json_object_set_new(o, "system", sys_json(&r->sys));
+    json_object_set_new(o, "jetstream",
+                        r->has_broker
+                            ? json_pack("{s:f, s:f}", "published_per_order",
+                                        r->published_per_order, "delivered_per_order",
+                                        r->delivered_per_order)
+                            : json_null());
     return o;
 }
 
@@ -1160,6 +1218,11 @@ static void print_result(run_result *r)
                (double)s->largest_pss_kb / 1024.0, (double)s->services_rss_kb / 1024.0,
                (double)s->services_pss_kb / 1024.0, (double)s->broker_rss_kb / 1024.0);
     }
+    if (r->has_broker) {
+        printf("%-18s%.1f messages published and %.1f delivered per order (the whole run, warm-up "
+               "included)\n",
+               "JetStream", r->published_per_order, r->delivered_per_order);
+    }
 }
 
 static const char measures[] =
@@ -1168,7 +1231,9 @@ static const char measures[] =
     "end-to-end: to the answer of the first GET /api/v1/orders/{id} showing a terminal status "
     "(one GET issued when the event arrives, retried while the read model lags; orders whose "
     "event never came are polled every 10 ms); system: the children of the local skald up, "
-    "from /proc during the measured window (CPU per completed order; peak RSS and PSS)";
+    "from /proc during the measured window (CPU per completed order; peak RSS and PSS); "
+    "jetstream: messages stored in the system's streams during the whole run and their "
+    "deliveries (times each stream's consumers, redeliveries not counted), per order accepted";
 
 /* ---------------------------------------------------------------- command */
 
@@ -1206,6 +1271,7 @@ static void bench_fini(bench *b)
         b->is_started = false;
         pthread_mutex_unlock(&b->mu);
     }
+    cli_broker_close(&b->broker);
     events_close(b);
     cli_lat_fini(&b->tick);
     if (b->multi != NULL) {
@@ -1294,6 +1360,10 @@ static int bench_prepare(bench *b, cli_conn *conn)
                 sk_error_message(), POLL_INTERVAL_US / 1000);
         events_close(b);
         b->is_polling = true;
+    }
+    if (b->nc != NULL && sys != NULL && cli_broker_open(&b->broker, b->nc, sys) != SK_OK) {
+        sk_error_clear(); /* no JetStream counts then; the rest of the bench is unaffected */
+        cli_broker_close(&b->broker);
     }
     b->multi = curl_multi_init();
     b->sync = curl_easy_init();

@@ -221,6 +221,11 @@ const char *sk_test_nats_dir(const sk_test_nats *n)
     return n != NULL ? n->dir : "";
 }
 
+long sk_test_nats_pid(const sk_test_nats *n)
+{
+    return n != NULL && n->pid > 0 ? (long)n->pid : 0;
+}
+
 void sk_test_nats_kill(sk_test_nats *n)
 {
     if (n == NULL || n->pid <= 0) {

@@ -36,6 +36,8 @@ SK_NODISCARD sk_status sk_test_nats_start(sk_test_nats **out, const sk_test_nats
 const char *sk_test_nats_url(const sk_test_nats *n);
 /** Directory of the server's config, log and JetStream store; borrowed. */
 const char *sk_test_nats_dir(const sk_test_nats *n);
+/** The server's process id (benchmarks read its CPU time); 0 when it is not running. */
+long sk_test_nats_pid(const sk_test_nats *n);
 /** SIGTERM, wait for the process, remove the directory. NULL-safe. */
 void sk_test_nats_stop(sk_test_nats *n);
 /** SIGKILL and wait (a crash); the store stays for sk_test_nats_restart. */

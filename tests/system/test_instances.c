@@ -697,6 +697,23 @@ static void test_bench_json_against_running_system(void **state)
     assert_true(jint_at(sys, "services_rss_kb") >= jint_at(sys, "largest_rss_kb"));
     assert_true(jint_at(sys, "broker_rss_kb") > 0);
     assert_true(strlen(jstr_or(sys, "largest_service", "")) > 0);
+    /*
+     * JetStream per order, on skald.yaml's happy path: 12 messages (2 order
+     * events, 3 replies to the order saga, 2 inventory commands and 2 events,
+     * 1 payment command and 2 events) and 18 deliveries (both orderview
+     * instances take every event). A change that adds a hop to every order
+     * shows here.
+     */
+    const json_t *js = json_object_get(r, "jetstream");
+    if (!json_is_object(js)) {
+        fail_msg("skald bench --json: no jetstream figures in: %.600s", out.data);
+    }
+    double published = json_number_value(json_object_get(js, "published_per_order"));
+    double delivered = json_number_value(json_object_get(js, "delivered_per_order"));
+    if (published < 11.5 || published > 12.5 || delivered < 17.5 || delivered > 18.5) {
+        fail_msg("JetStream per order: %.2f published, %.2f delivered; expected 12 and 18",
+                 published, delivered);
+    }
     json_decref(r);
     sk_buf_fini(&out);
 }
