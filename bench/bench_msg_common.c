@@ -395,8 +395,8 @@ int64_t bmsg_cpu_us(void)
 
 int64_t bmsg_server_cpu_us(const bmsg_env *e)
 {
-    int64_t us = bench_proc_cpu_us(sk_test_nats_pid(e->nats));
-    return us > 0 ? us : 0;
+    long pid = sk_test_nats_pid(e->nats);
+    return pid > 0 ? bench_proc_cpu_us(pid) : -1;
 }
 
 void bmsg_meter_start(bmsg_meter *m, const bmsg_env *e)
@@ -411,7 +411,10 @@ void bmsg_meter_stop(const bmsg_meter *m, bmsg_result *r)
 {
     r->seconds = (double)(sk_time_mono_ns() - m->t0_ns) / 1e9;
     r->cpu_us = (double)(bmsg_cpu_us() - m->cpu0_us);
-    r->server_cpu_us = (double)(bmsg_server_cpu_us(m->e) - m->server0_us);
+    int64_t server1_us = bmsg_server_cpu_us(m->e);
+    /* -1: unknown (the server could not be read); reported as such, never as 0. */
+    r->server_cpu_us = m->server0_us < 0 || server1_us < 0 ? -1.0
+                                                             : (double)(server1_us - m->server0_us);
 }
 
 void bmsg_sleep_ms(int64_t ms)
@@ -434,22 +437,31 @@ double bmsg_cpu_per_msg(const bmsg_result *r)
 
 double bmsg_server_cpu_per_msg(const bmsg_result *r)
 {
+    if (r->server_cpu_us < 0) {
+        return -1.0;
+    }
     return r->n > 0 ? r->server_cpu_us / (double)r->n : 0.0;
 }
 
 void bmsg_result_print(const char *indent, const bmsg_result *r)
 {
-    printf("%s%-18s %8zu msgs in %6.3f s = %8.0f msg/s, CPU %6.2f us/msg + nats-server %6.2f\n",
-           indent, r->name, r->n, r->seconds, bmsg_rate(r), bmsg_cpu_per_msg(r),
-           bmsg_server_cpu_per_msg(r));
+    char server[32] = "unknown";
+    double s = bmsg_server_cpu_per_msg(r);
+
+    if (s >= 0) {
+        snprintf(server, sizeof(server), "%6.2f", s);
+    }
+    printf("%s%-18s %8zu msgs in %6.3f s = %8.0f msg/s, CPU %6.2f us/msg + nats-server %s\n",
+           indent, r->name, r->n, r->seconds, bmsg_rate(r), bmsg_cpu_per_msg(r), server);
 }
 
 json_t *bmsg_result_json(const bmsg_result *r)
 {
-    return json_pack("{s:s, s:I, s:f, s:f, s:f, s:f}", "name", r->name, "messages",
+    double server = bmsg_server_cpu_per_msg(r);
+    return json_pack("{s:s, s:I, s:f, s:f, s:f, s:o}", "name", r->name, "messages",
                      (json_int_t)r->n, "seconds", r->seconds, "rate", bmsg_rate(r),
                      "cpu_us_per_msg", bmsg_cpu_per_msg(r), "server_cpu_us_per_msg",
-                     bmsg_server_cpu_per_msg(r));
+                     server >= 0 ? json_real(server) : json_null());
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -114,7 +114,7 @@ int64_t bmsg_cpu_us(void);
 
 /**
  * CPU time of the environment's nats-server, in microseconds (from /proc, at
- * clock-tick resolution); 0 when it cannot be read.
+ * clock-tick resolution); -1 when it cannot be read.
  */
 int64_t bmsg_server_cpu_us(const bmsg_env *e);
 
@@ -127,7 +127,7 @@ typedef struct bmsg_result {
     size_t n;
     double seconds;
     double cpu_us;        /* whole process */
-    double server_cpu_us; /* nats-server over the same window */
+    double server_cpu_us; /* nats-server over the same window; -1: unknown */
 } bmsg_result;
 
 /** The clocks a contender's run is measured with: wall, this process's CPU, nats-server's CPU. */
@@ -145,12 +145,13 @@ void bmsg_meter_stop(const bmsg_meter *m, bmsg_result *r);
 
 double bmsg_rate(const bmsg_result *r);
 double bmsg_cpu_per_msg(const bmsg_result *r);
+/** nats-server's CPU per message; -1 when unknown. */
 double bmsg_server_cpu_per_msg(const bmsg_result *r);
 /** "NAME: N msgs in S s = R msg/s, CPU C us/msg + nats-server S us/msg" on stdout. */
 void bmsg_result_print(const char *indent, const bmsg_result *r);
 /**
  * The result as a JSON object {name, messages, seconds, rate, cpu_us_per_msg,
- * server_cpu_us_per_msg}; NULL on ENOMEM.
+ * server_cpu_us_per_msg (null when unknown)}; NULL on ENOMEM.
  */
 json_t *bmsg_result_json(const bmsg_result *r);
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* CPU time of another process from /proc/PID/stat (see bench_proc.h). */
 #include "bench_proc.h"
 
 #include <stdio.h>

@@ -558,27 +558,45 @@ typedef struct cli_sys_report {
 /** Summarise a finished window over @p n_orders completed orders (0: no per-order figures). */
 void cli_sys_report_make(const cli_sys *s, double n_orders, cli_sys_report *out);
 
-/* ---------------------------------------------------------------- bench: JetStream messages per order */
+/* ---------------------------------------------------------------- bench: JetStream per order */
 
 /** Most streams `skald bench` counts (three per context). */
 #define CLI_BROKER_MAX_STREAMS 96
 
+/** One stream `skald bench` counts, with its state at the mark. */
+typedef struct cli_broker_stream {
+    char name[96];
+    uint64_t last_seq0;
+    int64_t consumers0;
+} cli_broker_stream;
+
 /** The system's streams, asked for their sequence numbers (cli/bench_broker.c). */
 typedef struct cli_broker {
-    jsCtx *js;
-    char streams[CLI_BROKER_MAX_STREAMS][96];
+    jsCtx *js; /* NULL: not open (nothing is counted) */
+    cli_broker_stream streams[CLI_BROKER_MAX_STREAMS];
     size_t n_streams;
+    bool is_marked;
 } cli_broker;
 
-/** List @p sys's streams (events, commands, replies of every context) and open a JetStream context on @p nc. */
+/**
+ * List @p sys's streams (events, commands and replies of every context that
+ * has them) and open a JetStream context on @p nc (borrowed; it must outlive
+ * @p k). @return SK_OK, SK_EINVAL, SK_ELIMIT (too many streams), SK_EBUS.
+ */
 SK_NODISCARD sk_status cli_broker_open(cli_broker *k, natsConnection *nc, const sk_system *sys);
 /**
- * Messages stored so far in all the streams (their last sequence numbers
- * summed) and deliveries (each times the stream's consumers). The growth
- * between two calls is what happened in between.
+ * Remember every stream's last sequence number and consumers.
+ * @return SK_OK, SK_ESTATE (not open), SK_EBUS.
  */
-SK_NODISCARD sk_status cli_broker_count(cli_broker *k, uint64_t *published, uint64_t *delivered);
-/** NULL-safe after a zeroed or failed open; idempotent. */
+SK_NODISCARD sk_status cli_broker_mark(cli_broker *k);
+/**
+ * Messages stored in the streams since the mark, and their deliveries (each
+ * stream's growth times its consumers). Out-parameters are 0 on failure.
+ * @return SK_OK, SK_ESTATE (not open, no mark), SK_EBUS, SK_ECONFLICT (a
+ * stream's consumers changed or its sequence went back), SK_ELIMIT.
+ */
+SK_NODISCARD sk_status cli_broker_since(cli_broker *k, uint64_t *published, uint64_t *delivered);
+/** Idempotent; safe on a zeroed or failed open. */
 void cli_broker_close(cli_broker *k);
 
 /**

@@ -34,10 +34,10 @@
 #define SEED_WAIT_MS       20000
 #define DISCOVERY_WAIT_MS  2000
 #define MAX_KINDS          32
-/* After a run, JetStream is counted once its streams stopped growing for 3 polls, within 3 s. */
+/* After a run, JetStream is counted once its streams have not grown for 500 ms, within 5 s. */
 #define BROKER_SETTLE_POLL_MS 100
-#define BROKER_SETTLE_POLLS   3
-#define BROKER_SETTLE_US      3000000
+#define BROKER_SETTLE_POLLS   5
+#define BROKER_SETTLE_US      5000000
 
 static int64_t now_us(void)
 {
@@ -155,7 +155,7 @@ typedef struct bench {
     bool is_started;       /* under mu: the callback may wake the multi handle */
     bool is_polling;       /* follow every order by polling */
     bool has_mu;
-    cli_sys sys; /* the local skald up's processes (sys.root 0: none) */
+    cli_sys sys;       /* the local skald up's processes (sys.root 0: none) */
     cli_broker broker; /* the system's streams (broker.js NULL: not counted) */
 } bench;
 
@@ -927,43 +927,68 @@ static void progress(bench *b,
     }
 }
 
-/* Start of a run's JetStream count; false when the system's streams are not counted. */
-static bool broker_begin(bench *b, uint64_t *published, uint64_t *delivered)
+/* Say once why JetStream is not counted (for this run, or from now on when @p is_for_good). */
+static void broker_skip(bench *b, bool is_for_good)
 {
-    if (b->broker.js == NULL || cli_broker_count(&b->broker, published, delivered) != SK_OK) {
-        sk_error_clear();
+    fprintf(stderr, "skald: " CTX ": JetStream messages per order not counted%s: %s\n",
+            is_for_good ? "" : " for this run", sk_error_message());
+    sk_error_clear();
+    if (is_for_good) {
+        cli_broker_close(&b->broker);
+    }
+}
+
+/* Mark the streams before a run's first order; false when JetStream is not counted. */
+static bool broker_begin(bench *b)
+{
+    if (b->broker.js == NULL) {
+        return false;
+    }
+    if (cli_broker_mark(&b->broker) != SK_OK) {
+        broker_skip(b, true);
         return false;
     }
     return true;
 }
 
 /*
- * End of a run's JetStream count: once the streams stop growing (an order's
- * last messages, CommitReservation and what answers it, come after its
- * terminal event), at most BROKER_SETTLE_US later; per order accepted.
+ * End of a run's JetStream count: once the streams have not grown for
+ * BROKER_SETTLE_POLLS polls (an order's last messages, CommitReservation and
+ * what answers it, come after its terminal event), per order accepted. Not
+ * reported when they still grow BROKER_SETTLE_US after the run.
  */
-static void broker_end(bench *b, run_result *r, uint64_t published0, uint64_t delivered0)
+static void broker_end(bench *b, run_result *r)
 {
     uint64_t published = 0, delivered = 0, last = UINT64_MAX;
     int64_t deadline = now_us() + BROKER_SETTLE_US;
     size_t n_accepted = 0;
 
-    for (int n_same = 0; n_same < BROKER_SETTLE_POLLS && now_us() < deadline;) {
-        if (cli_broker_count(&b->broker, &published, &delivered) != SK_OK) {
-            sk_error_clear();
+    for (int n_same = 0;;) {
+        if (cli_broker_since(&b->broker, &published, &delivered) != SK_OK) {
+            broker_skip(b, sk_error_status() != SK_ECONFLICT); /* a consumer added: this run only */
             return;
         }
         n_same = published == last ? n_same + 1 : 0;
         last = published;
+        if (n_same == BROKER_SETTLE_POLLS) {
+            break;
+        }
+        if (now_us() >= deadline) {
+            fprintf(stderr,
+                    "skald: " CTX ": JetStream messages per order not counted for this run: the "
+                    "streams still grew %d s after its last order\n",
+                    BROKER_SETTLE_US / 1000000);
+            return;
+        }
         cli_sleep_ms(BROKER_SETTLE_POLL_MS);
     }
     for (size_t i = 0; i < b->n_orders; i++) {
         n_accepted += b->orders[i].id[0] != '\0'; /* the POST's 202 carried its id */
     }
-    if (n_accepted > 0 && published >= published0 && delivered >= delivered0) {
+    if (n_accepted > 0) {
         r->has_broker = true;
-        r->published_per_order = (double)(published - published0) / (double)n_accepted;
-        r->delivered_per_order = (double)(delivered - delivered0) / (double)n_accepted;
+        r->published_per_order = (double)published / (double)n_accepted;
+        r->delivered_per_order = (double)delivered / (double)n_accepted;
     }
 }
 
@@ -985,8 +1010,7 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
     pthread_mutex_lock(&b->mu);
     b->n_queue = 0;
     pthread_mutex_unlock(&b->mu);
-    uint64_t published0 = 0, delivered0 = 0;
-    bool has_broker = broker_begin(b, &published0, &delivered0);
+    bool has_broker = broker_begin(b);
     r->offered = rate;
     r->concurrency = concurrency;
     r->duration_s = b->o.duration_s;
@@ -1084,7 +1108,7 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
         cli_sys_report_make(&b->sys, r->completed_rate * window_s, &r->sys);
     }
     if (st == SK_OK && has_broker) {
-        broker_end(b, r, published0, delivered0);
+        broker_end(b, r);
     }
     return st;
 }
@@ -1362,8 +1386,7 @@ static int bench_prepare(bench *b, cli_conn *conn)
         b->is_polling = true;
     }
     if (b->nc != NULL && sys != NULL && cli_broker_open(&b->broker, b->nc, sys) != SK_OK) {
-        sk_error_clear(); /* no JetStream counts then; the rest of the bench is unaffected */
-        cli_broker_close(&b->broker);
+        broker_skip(b, true); /* the rest of the bench is unaffected */
     }
     b->multi = curl_multi_init();
     b->sync = curl_easy_init();
