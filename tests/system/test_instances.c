@@ -635,6 +635,50 @@ static int64_t jint_at(const json_t *o, const char *k)
     return jint_or(o, k, -1);
 }
 
+/* Run `skald bench --data DATA --json @p args` against the system; its JSON (its text in @p out). */
+static json_t *bench_json(const char *args, sk_buf *out)
+{
+    char cmd[700];
+    char line[4096];
+    json_error_t jerr;
+
+    snprintf(cmd, sizeof(cmd), "%s/skald bench --data %s --json %s", SK_BIN_DIR, g_sys.data_dir,
+             args);
+    sk_buf_init(out, 1024 * 1024);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    while (fgets(line, sizeof(line), p) != NULL) {
+        assert_int_equal(sk_buf_append_str(out, line), SK_OK);
+    }
+    assert_int_equal(pclose(p), 0);
+    json_t *r = json_loadb(out->data != NULL ? out->data : "", out->len, 0, &jerr);
+    if (r == NULL) {
+        fail_msg("skald bench --json: %s in: %.300s", jerr.text, out->data != NULL ? out->data : "");
+    }
+    return r;
+}
+
+/*
+ * JetStream per order, on skald.yaml's happy path: 12 messages (2 order
+ * events, 3 replies to the order saga, 2 inventory commands and 2 events,
+ * 1 payment command and 2 events) and 18 deliveries (both orderview
+ * instances take every event). A change that adds a hop to every order
+ * shows here.
+ */
+static void assert_jetstream_per_order(const json_t *r, const sk_buf *out)
+{
+    const json_t *js = json_object_get(r, "jetstream");
+    if (!json_is_object(js)) {
+        fail_msg("skald bench --json: no jetstream figures in: %.600s", out->data);
+    }
+    double published = json_number_value(json_object_get(js, "published_per_order"));
+    double delivered = json_number_value(json_object_get(js, "delivered_per_order"));
+    if (published < 11.5 || published > 12.5 || delivered < 17.5 || delivered > 18.5) {
+        fail_msg("JetStream per order: %.2f published, %.2f delivered; expected 12 and 18",
+                 published, delivered);
+    }
+}
+
 /*
  * `skald bench --json` against the running system: 2 s at 20 orders/s
  * after its 1 s warm-up; every measured order accepted and followed to
@@ -643,25 +687,10 @@ static int64_t jint_at(const json_t *o, const char *k)
  */
 static void test_bench_json_against_running_system(void **state)
 {
-    char cmd[700];
     sk_buf out;
-    char line[4096];
-    json_error_t jerr;
     (void)state;
 
-    snprintf(cmd, sizeof(cmd), "%s/skald bench --data %s --duration 2 --rate 20 --timeout 20 --json",
-             SK_BIN_DIR, g_sys.data_dir);
-    sk_buf_init(&out, 1024 * 1024);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    while (fgets(line, sizeof(line), p) != NULL) {
-        assert_int_equal(sk_buf_append_str(&out, line), SK_OK);
-    }
-    assert_int_equal(pclose(p), 0);
-    json_t *r = json_loadb(out.data != NULL ? out.data : "", out.len, 0, &jerr);
-    if (r == NULL) {
-        fail_msg("skald bench --json: %s in: %.300s", jerr.text, out.data != NULL ? out.data : "");
-    }
+    json_t *r = bench_json("--duration 2 --rate 20 --timeout 20", &out);
     assert_string_equal(jstr_or(r, "mode", ""), "open");
     assert_true(json_real_value(json_object_get(r, "offered_rate")) == 20.0);
     assert_int_equal(jint_at(r, "sent"), 40);
@@ -697,23 +726,22 @@ static void test_bench_json_against_running_system(void **state)
     assert_true(jint_at(sys, "services_rss_kb") >= jint_at(sys, "largest_rss_kb"));
     assert_true(jint_at(sys, "broker_rss_kb") > 0);
     assert_true(strlen(jstr_or(sys, "largest_service", "")) > 0);
-    /*
-     * JetStream per order, on skald.yaml's happy path: 12 messages (2 order
-     * events, 3 replies to the order saga, 2 inventory commands and 2 events,
-     * 1 payment command and 2 events) and 18 deliveries (both orderview
-     * instances take every event). A change that adds a hop to every order
-     * shows here.
-     */
-    const json_t *js = json_object_get(r, "jetstream");
-    if (!json_is_object(js)) {
-        fail_msg("skald bench --json: no jetstream figures in: %.600s", out.data);
-    }
-    double published = json_number_value(json_object_get(js, "published_per_order"));
-    double delivered = json_number_value(json_object_get(js, "delivered_per_order"));
-    if (published < 11.5 || published > 12.5 || delivered < 17.5 || delivered > 18.5) {
-        fail_msg("JetStream per order: %.2f published, %.2f delivered; expected 12 and 18",
-                 published, delivered);
-    }
+    assert_jetstream_per_order(r, &out);
+    json_decref(r);
+    sk_buf_fini(&out);
+}
+
+/* Following orders by polling (no event subscription) still counts JetStream. */
+static void test_bench_follow_poll_counts_jetstream(void **state)
+{
+    sk_buf out;
+    (void)state;
+
+    json_t *r = bench_json("--duration 1 --rate 20 --timeout 20 --follow poll", &out);
+    assert_int_equal(jint_at(r, "completed"), 20);
+    assert_int_equal(jint_at(r, "approved"), 20);
+    assert_int_equal(jint_at(r, "followed_by_polling"), 20);
+    assert_jetstream_per_order(r, &out);
     json_decref(r);
     sk_buf_fini(&out);
 }
@@ -723,6 +751,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_lists_both_instances_ready),
         cmocka_unit_test(test_bench_json_against_running_system),
+        cmocka_unit_test(test_bench_follow_poll_counts_jetstream),
         cmocka_unit_test(test_gateway_balances_reads_over_orderview),
         cmocka_unit_test(test_killed_orderview_leaves_registry_and_rejoins),
         cmocka_unit_test(test_hung_orderview_expires_within_ttl),
