@@ -2,14 +2,17 @@
 /*
  * nats-server fixture (see sk_test_nats.h): writes a config into a temporary
  * directory, spawns the server with its output in server.log, and polls its
- * port with a deadline. Test-only code; it never touches anything outside /tmp.
+ * port with a deadline; servers a failed test left running are killed at
+ * exit. Test-only code; it never touches anything outside /tmp.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +39,61 @@ struct sk_test_nats {
     int port;
     pid_t pid;
 };
+
+/*
+ * Servers running now, by pid: a test that fails an assertion skips its
+ * sk_test_nats_stop, so at exit the ones left are killed rather than
+ * outliving the test binary. Only pids are kept (LeakSanitizer still reports
+ * a fixture a test forgot to stop).
+ */
+#define MAX_LIVE 64
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static pid_t live[MAX_LIVE];
+static pid_t live_owner; /* the process that started them (a forked child that exits must not) */
+static bool has_atexit;
+
+static void live_kill_all(void)
+{
+    if (getpid() != live_owner) {
+        return;
+    }
+    pthread_mutex_lock(&live_mu);
+    for (size_t i = 0; i < MAX_LIVE; i++) {
+        if (live[i] > 0) {
+            (void)kill(live[i], SIGKILL);
+            (void)waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+    }
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_add(pid_t pid)
+{
+    pthread_mutex_lock(&live_mu);
+    if (!has_atexit) {
+        live_owner = getpid();
+        has_atexit = atexit(live_kill_all) == 0;
+    }
+    for (size_t i = 0; i < MAX_LIVE; i++) {
+        if (live[i] == 0) {
+            live[i] = pid;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(pid_t pid)
+{
+    pthread_mutex_lock(&live_mu);
+    for (size_t i = 0; i < MAX_LIVE; i++) {
+        if (live[i] == pid) {
+            live[i] = 0;
+        }
+    }
+    pthread_mutex_unlock(&live_mu);
+}
 
 static bool is_executable(const char *path)
 {
@@ -133,10 +191,12 @@ static sk_status spawn_server(sk_test_nats *n)
         n->pid = 0;
         return SK_FAIL(SK_EIO, "spawning %s: %s", n->server, strerror(rc));
     }
+    live_add(n->pid);
     deadline = sk_time_mono_ms() + START_TIMEOUT_MS;
     while (!port_accepts(n->port)) {
         int status;
         if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+            live_remove(n->pid);
             n->pid = 0;
             return SK_FAIL(SK_EIO, "nats-server exited at start (see %s)", n->log);
         }
@@ -233,6 +293,7 @@ void sk_test_nats_kill(sk_test_nats *n)
     }
     (void)kill(n->pid, SIGKILL);
     (void)reap(n->pid, STOP_TIMEOUT_MS);
+    live_remove(n->pid);
     n->pid = 0;
 }
 
@@ -256,6 +317,7 @@ void sk_test_nats_stop(sk_test_nats *n)
             (void)kill(n->pid, SIGKILL);
             (void)reap(n->pid, STOP_TIMEOUT_MS);
         }
+        live_remove(n->pid);
         n->pid = 0;
     }
     if (n->dir[0] != '\0') {
