@@ -20,13 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <skald/core.h>
 
-#include "bench_proc.h"
+#include "cli.h"
 
 #define MAX_TARGETS     8
 #define MAX_URLS        16
@@ -212,28 +211,18 @@ static double median_d(const double *v, int n)
     return n % 2 == 1 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 }
 
-static int64_t self_cpu_ns(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0) {
-        return 0;
-    }
-    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
-           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
-}
-
 static bool procs_sample(int64_t out[MAX_PROCS])
 {
     for (size_t g = 0; g < O.n_procs; g++) {
         out[g] = 0;
         for (size_t i = 0; i < O.procs[g].n_pids; i++) {
-            int64_t t = bench_proc_cpu_us(O.procs[g].pids[i]);
-            if (t < 0) {
+            uint64_t t = 0;
+            if (!cli_proc_cpu_us((int)O.procs[g].pids[i], &t)) {
                 fprintf(stderr, "bench_http: process %ld (%s) is gone\n", O.procs[g].pids[i],
                         O.procs[g].label);
                 return false;
             }
-            out[g] += t;
+            out[g] += (int64_t)t;
         }
     }
     return true;
@@ -416,7 +405,7 @@ static bool run_phase(target *t, size_t conc, uint64_t n_requests, int64_t durat
     if (!procs_sample(cpu0_us)) {
         return false;
     }
-    cpu0 = self_cpu_ns();
+    cpu0 = (int64_t)cli_self_cpu_us() * 1000;
     t0 = sk_time_mono_ns();
     end_ns = t0 + duration_ns;
     last_ns = t0;
@@ -490,7 +479,7 @@ static bool run_phase(target *t, size_t conc, uint64_t n_requests, int64_t durat
         (void)curl_multi_remove_handle(t->multi, t->slots[i].easy);
     }
     res->elapsed_ns = last_ns - t0;
-    res->client_cpu_ns = self_cpu_ns() - cpu0;
+    res->client_cpu_ns = (int64_t)cli_self_cpu_us() * 1000 - cpu0;
     if (!procs_sample(cpu1_us)) {
         return false;
     }

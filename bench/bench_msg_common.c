@@ -9,11 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_proc.h"
+#include "cli.h"
 #include "sk_test.h"
 
 /* The relay's stall wait when max_pending publishes are in flight (RELAY_ACK_WAIT_MS). */
@@ -382,35 +381,24 @@ sk_status bmsg_stream_count(jsCtx *js, const char *stream, uint64_t *out)
 
 /* ---------------------------------------------------------------- measuring */
 
-int64_t bmsg_cpu_us(void)
-{
-    struct rusage ru;
-
-    if (getrusage(RUSAGE_SELF, &ru) != 0) {
-        return 0;
-    }
-    return (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
-           (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-}
-
 int64_t bmsg_server_cpu_us(const bmsg_env *e)
 {
-    long pid = sk_test_nats_pid(e->nats);
-    return pid > 0 ? bench_proc_cpu_us(pid) : -1;
+    uint64_t us = 0;
+    return cli_proc_cpu_us((int)sk_test_nats_pid(e->nats), &us) ? (int64_t)us : -1;
 }
 
 void bmsg_meter_start(bmsg_meter *m, const bmsg_env *e)
 {
     m->e = e;
     m->server0_us = bmsg_server_cpu_us(e);
-    m->cpu0_us = bmsg_cpu_us();
+    m->cpu0_us = (int64_t)cli_self_cpu_us();
     m->t0_ns = sk_time_mono_ns();
 }
 
 void bmsg_meter_stop(const bmsg_meter *m, bmsg_result *r)
 {
     r->seconds = (double)(sk_time_mono_ns() - m->t0_ns) / 1e9;
-    r->cpu_us = (double)(bmsg_cpu_us() - m->cpu0_us);
+    r->cpu_us = (double)((int64_t)cli_self_cpu_us() - m->cpu0_us);
     int64_t server1_us = bmsg_server_cpu_us(m->e);
     /* -1: unknown (the server could not be read); reported as such, never as 0. */
     r->server_cpu_us = m->server0_us < 0 || server1_us < 0 ? -1.0

@@ -109,9 +109,6 @@ SK_NODISCARD sk_status bmsg_stream_count(jsCtx *js, const char *stream, uint64_t
 
 /* ---------------------------------------------------------------- measuring */
 
-/** CPU time (user + system) of the whole process, every thread, in microseconds (getrusage). */
-int64_t bmsg_cpu_us(void);
-
 /**
  * CPU time of the environment's nats-server, in microseconds (from /proc, at
  * clock-tick resolution); -1 when it cannot be read.

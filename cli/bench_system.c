@@ -125,7 +125,7 @@ bool cli_sys_open(cli_sys *s, const char *data_dir)
     return s->root != 0;
 }
 
-static uint64_t client_cpu_us(void)
+uint64_t cli_self_cpu_us(void)
 {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) {
@@ -135,15 +135,29 @@ static uint64_t client_cpu_us(void)
            (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
-/* CPU ticks into *ticks, and memory peaks; marks a process that is gone. */
-static void proc_sample(cli_sys_proc *p, uint64_t *ticks, uint64_t *rss, uint64_t *pss)
+bool cli_proc_cpu_us(int pid, uint64_t *us)
+{
+    char path[64], buf[PROC_TEXT_MAX];
+    long hz = sysconf(_SC_CLK_TCK);
+    uint64_t ticks = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    if (pid <= 0 || hz <= 0 || read_text(path, buf, sizeof(buf)) <= 0 ||
+        !cli_proc_stat_ticks(buf, &ticks)) {
+        return false;
+    }
+    *us = ticks * 1000000 / (uint64_t)hz;
+    return true;
+}
+
+/* CPU time into *cpu_us, and memory peaks; marks a process that is gone. */
+static void proc_sample(cli_sys_proc *p, uint64_t *cpu_us, uint64_t *rss, uint64_t *pss)
 {
     char path[64], buf[PROC_TEXT_MAX];
 
     *rss = 0;
     *pss = 0;
-    snprintf(path, sizeof(path), "/proc/%d/stat", p->pid);
-    if (read_text(path, buf, sizeof(buf)) <= 0 || !cli_proc_stat_ticks(buf, ticks)) {
+    if (!cli_proc_cpu_us(p->pid, cpu_us)) {
         p->is_gone = true;
         return;
     }
@@ -162,18 +176,18 @@ static void sample_all(cli_sys *s, bool is_first)
 
     for (size_t i = 0; i < s->n; i++) {
         cli_sys_proc *p = &s->procs[i];
-        uint64_t ticks = 0, rss = 0, pss = 0;
+        uint64_t cpu_us = 0, rss = 0, pss = 0;
         if (p->is_gone) {
             continue;
         }
-        proc_sample(p, &ticks, &rss, &pss);
+        proc_sample(p, &cpu_us, &rss, &pss);
         if (p->is_gone) {
             continue;
         }
         if (is_first) {
-            p->ticks0 = ticks;
+            p->cpu0_us = cpu_us;
         }
-        p->ticks1 = ticks;
+        p->cpu1_us = cpu_us;
         if (!p->is_broker) {
             sum_rss += rss;
             sum_pss += pss;
@@ -196,7 +210,7 @@ void cli_sys_start(cli_sys *s)
     s->peak_services_rss_kb = 0;
     s->peak_services_pss_kb = 0;
     s->t0_us = sk_time_mono_ns() / 1000;
-    s->client0_us = client_cpu_us();
+    s->client0_us = cli_self_cpu_us();
     sample_all(s, true);
     s->t1_us = s->t0_us;
     s->client1_us = s->client0_us;
@@ -209,17 +223,16 @@ void cli_sys_sample(cli_sys *s)
     }
     sample_all(s, false);
     s->t1_us = sk_time_mono_ns() / 1000;
-    s->client1_us = client_cpu_us();
+    s->client1_us = cli_self_cpu_us();
 }
 
 void cli_sys_report_make(const cli_sys *s, double n_orders, cli_sys_report *out)
 {
-    long hz = sysconf(_SC_CLK_TCK);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     double services_ms = 0, broker_ms = 0;
 
     memset(out, 0, sizeof(*out));
-    if (s->root == 0 || s->t1_us <= s->t0_us || hz <= 0) {
+    if (s->root == 0 || s->t1_us <= s->t0_us) {
         return;
     }
     out->is_available = true;
@@ -227,7 +240,7 @@ void cli_sys_report_make(const cli_sys *s, double n_orders, cli_sys_report *out)
     out->n_procs = s->n;
     for (size_t i = 0; i < s->n; i++) {
         const cli_sys_proc *p = &s->procs[i];
-        double ms = (double)(p->ticks1 - p->ticks0) * 1000.0 / (double)hz;
+        double ms = (double)(p->cpu1_us - p->cpu0_us) / 1000.0;
         if (p->is_broker) {
             broker_ms += ms;
             out->broker_rss_kb = p->peak_rss_kb;

@@ -512,8 +512,8 @@ typedef struct cli_sys_proc {
     char name[64];    /* the instance (--instance) or the command name */
     bool is_broker;   /* nats-server */
     bool is_gone;     /* it exited during the window: counted up to its last sample */
-    uint64_t ticks0;  /* utime + stime at the window's start, in clock ticks */
-    uint64_t ticks1;  /* ... at its end */
+    uint64_t cpu0_us; /* utime + stime at the window's start */
+    uint64_t cpu1_us; /* ... at its end */
     uint64_t peak_rss_kb, peak_pss_kb;
 } cli_sys_proc;
 
@@ -604,6 +604,14 @@ void cli_broker_close(cli_broker *k);
  * name may hold spaces and parentheses. False when malformed.
  */
 bool cli_proc_stat_ticks(const char *text, uint64_t *ticks);
+/**
+ * CPU time of process @p pid, every thread, in microseconds (clock-tick
+ * resolution: measure windows of seconds). False when it is gone or unreadable.
+ * `skald bench` and the benchmarks under bench/ read other processes with it.
+ */
+bool cli_proc_cpu_us(int pid, uint64_t *us);
+/** This process's own CPU time (user + system, every thread) in microseconds (getrusage). */
+uint64_t cli_self_cpu_us(void);
 /** The value in kB of @p field ("Rss", "Pss") in /proc/PID/smaps_rollup text. False when absent. */
 bool cli_smaps_kb(const char *text, const char *field, uint64_t *kb);
 

@@ -14,6 +14,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "sk_test.h"
@@ -310,6 +311,27 @@ static void test_cli_proc_and_smaps_parsing(void **state)
     assert_false(cli_smaps_kb(NULL, "Rss", &v));
 }
 
+/* This process's CPU as /proc and getrusage see it: both grow while it works. */
+static void test_cli_proc_cpu_us(void **state)
+{
+    uint64_t proc0 = 0, proc1 = 0, self0 = cli_self_cpu_us(), n_polls = 0;
+    (void)state;
+
+    assert_true(cli_proc_cpu_us((int)getpid(), &proc0));
+    /* Well over one clock tick (10 ms) of work: asking getrusage is the work. */
+    while (cli_self_cpu_us() - self0 < 60000) {
+        n_polls++;
+    }
+    assert_true(n_polls > 0);
+    assert_true(cli_proc_cpu_us((int)getpid(), &proc1));
+    assert_true(proc1 > proc0);
+    assert_true(cli_self_cpu_us() - self0 >= 60000);
+
+    assert_false(cli_proc_cpu_us(0, &proc0));
+    assert_false(cli_proc_cpu_us(-1, &proc0));
+    assert_false(cli_proc_cpu_us(999999999, &proc0)); /* above pid_max */
+}
+
 static void test_cli_sys_without_a_local_system(void **state)
 {
     cli_sys s;
@@ -334,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_cli_bench_args_parse_errors),
         cmocka_unit_test(test_cli_lat_percentile_exact),
         cmocka_unit_test(test_cli_proc_and_smaps_parsing),
+        cmocka_unit_test(test_cli_proc_cpu_us),
         cmocka_unit_test(test_cli_sys_without_a_local_system),
         cmocka_unit_test(test_cli_sched_open_loop),
         cmocka_unit_test(test_cli_bench_find_max_steps),
