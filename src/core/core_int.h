@@ -57,6 +57,52 @@ bool sk__log_level_parse(const char *name, sk_log_level *out);
  */
 bool sk__json_too_deep(sk_slice text, int max_depth, size_t *offset);
 
+/*
+ * JSON lexing shared by the tree parser (json_parse.c) and the flat-object
+ * parser (json_flat.c), src/core/json_lex.c. The caller checks UTF-8 first.
+ */
+typedef struct sk__json_cursor {
+    const uint8_t *start; /* the text */
+    const uint8_t *p;     /* next byte to read */
+    const uint8_t *end;
+    char *out;     /* next free byte of the caller's decoding scratch */
+    size_t err_at; /* after a false return: the byte offset at fault */
+    char err[64];  /* and what is wrong there */
+} sk__json_cursor;
+
+static inline size_t sk__json_lex_offset(const sk__json_cursor *c)
+{
+    return (size_t)(c->p - c->start);
+}
+
+static inline void sk__json_lex_space(sk__json_cursor *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) {
+        c->p++;
+    }
+}
+
+/** Step over whitespace and then @p ch when it is next; false (no error set) when not. */
+static inline bool sk__json_lex_take(sk__json_cursor *c, char ch)
+{
+    sk__json_lex_space(c);
+    if (c->p < c->end && *c->p == (uint8_t)ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+/** Record an error at byte @p at in the cursor; returns false. */
+bool sk__json_lex_fail(sk__json_cursor *c, size_t at, const char *fmt, ...) SK_PRINTF(3, 4);
+/**
+ * Decode the string at the cursor (after whitespace) into c->out, escapes
+ * resolved, NUL-terminated; c->out moves past the NUL. Refuses control
+ * characters, bad escapes, lone surrogates and \u0000.
+ * @param[out] out the decoded text (without the NUL), in the scratch.
+ */
+bool sk__json_lex_string(sk__json_cursor *c, sk_slice *out);
+
 /** "object", "array", "string", "integer", "real number", "boolean" or "null". */
 const char *sk__json_type_name(const json_t *v);
 

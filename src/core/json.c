@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * JSON helpers over jansson for external input: parsing with a depth limit,
- * strict UTF-8 and no duplicate keys, typed field readers whose errors name
- * the field and the expected range, and compact serialisation into sk_buf.
+ * JSON helpers over jansson for external input: typed field readers whose
+ * errors name the field and the expected range, the depth scan, and compact
+ * serialisation into sk_buf. Parsing is json_parse.c (trees), json_flat.c
+ * (flat string objects) and json_lex.c (what the two share).
  * Stateless and thread-safe (jansson values themselves are not).
  */
 #include <string.h>
@@ -65,69 +66,16 @@ const char *sk__json_type_name(const json_t *v)
     return "unknown";
 }
 
-sk_status sk_json_parse(sk_slice text, json_t **out)
-{
-    json_error_t jerr;
-    json_t *root;
-    size_t off = 0;
-    sk_status st;
-
-    if (out == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_json_parse: out must not be NULL");
-    }
-    *out = NULL;
-    if (text.ptr == NULL && text.len > 0) {
-        return SK_FAIL(SK_EINVAL, "sk_json_parse: text.ptr must not be NULL when len > 0");
-    }
-    /* jansson validates UTF-8 as well; checking first gives a byte offset and a guarantee. */
-    if (!sk__utf8_is_valid(text, &off)) {
-        return SK_FAIL(SK_EPROTO, "offset %zu: invalid UTF-8", off);
-    }
-    /* jansson's own depth limit is 2048; refuse deep input before it recurses. */
-    if (sk__json_too_deep(text, SK_MAX_JSON_DEPTH, &off)) {
-        return SK_FAIL(SK_ELIMIT, "offset %zu: JSON nested deeper than %d levels", off,
-                       SK_MAX_JSON_DEPTH);
-    }
-    root = json_loadb(text.len > 0 ? (const char *)text.ptr : "", text.len,
-                      JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (root == NULL) {
-        st = json_error_code(&jerr) == json_error_out_of_memory ? SK_ENOMEM : SK_EPROTO;
-        return SK_FAIL(st, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
-    }
-    *out = root;
-    return SK_OK;
-}
-
-sk_status sk_json_parse_object(sk_slice text, json_t **out)
-{
-    json_t *root = NULL;
-    sk_status st;
-
-    if (out == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_json_parse_object: out must not be NULL");
-    }
-    *out = NULL;
-    st = sk_json_parse(text, &root);
-    if (st != SK_OK) {
-        return st;
-    }
-    if (!json_is_object(root)) {
-        st = SK_FAIL(SK_EPROTO, "expected a JSON object, got %s", sk__json_type_name(root));
-        json_decref(root);
-        return st;
-    }
-    *out = root;
-    return SK_OK;
-}
-
 /* Common checks of the typed readers; sets *member when the key is present. */
-static sk_status get_member(const json_t *obj, const char *key, const void *out,
-                            const char *fn, json_t **member)
+static sk_status
+get_member(const json_t *obj, const char *key, const void *out, const char *fn, json_t **member)
 {
     *member = NULL;
     if (obj == NULL || key == NULL || out == NULL) {
         return SK_FAIL(SK_EINVAL, "%s: %s must not be NULL", fn,
-                       obj == NULL ? "obj" : key == NULL ? "key" : "out");
+                       obj == NULL   ? "obj"
+                       : key == NULL ? "key"
+                                     : "out");
     }
     if (!json_is_object(obj)) {
         return SK_FAIL(SK_EPROTO, "%s: expected a JSON object holding it, got %s", key,
@@ -140,8 +88,8 @@ static sk_status get_member(const json_t *obj, const char *key, const void *out,
     return SK_OK;
 }
 
-sk_status sk_json_get_string(const json_t *obj, const char *key, size_t min_chars,
-                             size_t max_chars, const char **out)
+sk_status sk_json_get_string(
+    const json_t *obj, const char *key, size_t min_chars, size_t max_chars, const char **out)
 {
     json_t *v;
     const uint8_t *s;
@@ -183,8 +131,8 @@ sk_status sk_json_get_string(const json_t *obj, const char *key, size_t min_char
     return SK_OK;
 }
 
-sk_status sk_json_get_int(const json_t *obj, const char *key, int64_t min, int64_t max,
-                          int64_t *out)
+sk_status
+sk_json_get_int(const json_t *obj, const char *key, int64_t min, int64_t max, int64_t *out)
 {
     json_t *v;
     json_int_t n;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/core/json.c: parsing limits, typed readers, dumping. */
+/* Unit tests for src/core/json.c: typed readers, dumping. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,146 +22,6 @@ static int group_teardown(void **state)
     (void)state;
     sk_shutdown();
     return 0;
-}
-
-static sk_status parse(const char *text, json_t **out)
-{
-    return sk_json_parse(sk_slice_from_str(text), out);
-}
-
-static void test_sk_json_parse_values(void **state)
-{
-    (void)state;
-    json_t *v = NULL;
-    assert_int_equal(parse("{\"a\": [1, 2.5, \"x\", true, null]}", &v), SK_OK);
-    assert_true(json_is_object(v));
-    json_decref(v);
-    assert_int_equal(parse("42", &v), SK_OK); /* any value at the top level */
-    assert_int_equal(json_integer_value(v), 42);
-    json_decref(v);
-    assert_int_equal(parse("\"caf\xc3\xa9\"", &v), SK_OK);
-    json_decref(v);
-}
-
-static void test_sk_json_parse_not_nul_terminated(void **state)
-{
-    (void)state;
-    json_t *v = NULL;
-    sk_slice s = { (const uint8_t *)"[1,2]garbage", 5 };
-    assert_int_equal(sk_json_parse(s, &v), SK_OK);
-    assert_int_equal(json_array_size(v), 2);
-    json_decref(v);
-}
-
-static void test_sk_json_parse_syntax_error_has_position(void **state)
-{
-    (void)state;
-    json_t *v = (json_t *)1;
-    SK_TEST_ASSERT_ERR(parse("{\n  \"a\": ]\n}", &v), SK_EPROTO, "line 2, column ");
-    assert_null(v);
-    SK_TEST_ASSERT_ERR(parse("", &v), SK_EPROTO, "line ");
-    SK_TEST_ASSERT_ERR(parse("{\"a\":1} x", &v), SK_EPROTO, "end of file expected");
-}
-
-static void test_sk_json_parse_rejects_duplicates(void **state)
-{
-    (void)state;
-    json_t *v = NULL;
-    SK_TEST_ASSERT_ERR(parse("{\"a\":1,\"a\":2}", &v), SK_EPROTO, "duplicate object key");
-    assert_null(v);
-}
-
-static void test_sk_json_parse_rejects_invalid_utf8(void **state)
-{
-    (void)state;
-    json_t *v = NULL;
-    SK_TEST_ASSERT_ERR(parse("{\"a\":\"\xff\"}", &v), SK_EPROTO, "offset 6: invalid UTF-8");
-    SK_TEST_ASSERT_ERR(parse("\"\xc0\xaf\"", &v), SK_EPROTO, "invalid UTF-8");     /* overlong */
-    SK_TEST_ASSERT_ERR(parse("\"\xed\xa0\x80\"", &v), SK_EPROTO, "invalid UTF-8"); /* surrogate */
-    SK_TEST_ASSERT_ERR(parse("\"\\u0000\"", &v), SK_EPROTO, "line 1"); /* NUL escape refused */
-    assert_null(v);
-}
-
-static void test_sk_json_parse_depth_limit(void **state)
-{
-    (void)state;
-    char text[256];
-    json_t *v = NULL;
-    /* Exactly SK_MAX_JSON_DEPTH levels pass. */
-    memset(text, '[', SK_MAX_JSON_DEPTH);
-    memset(text + SK_MAX_JSON_DEPTH, ']', SK_MAX_JSON_DEPTH);
-    text[2 * SK_MAX_JSON_DEPTH] = '\0';
-    assert_int_equal(parse(text, &v), SK_OK);
-    json_decref(v);
-    /* One more is refused. */
-    memset(text, '[', SK_MAX_JSON_DEPTH + 1);
-    memset(text + SK_MAX_JSON_DEPTH + 1, ']', SK_MAX_JSON_DEPTH + 1);
-    text[2 * SK_MAX_JSON_DEPTH + 2] = '\0';
-    SK_TEST_ASSERT_ERR(parse(text, &v), SK_ELIMIT, "offset 32: JSON nested deeper than 32");
-    assert_null(v);
-    /* Brackets inside strings do not count, escaped quotes do not end strings. */
-    assert_int_equal(parse("{\"a\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[[\"}", &v),
-                     SK_OK);
-    json_decref(v);
-}
-
-static void test_sk_json_parse_huge_numbers(void **state)
-{
-    (void)state;
-    json_t *v = NULL;
-    SK_TEST_ASSERT_ERR(parse("{\"n\": 99999999999999999999}", &v), SK_EPROTO,
-                       "line 1, column");
-    assert_null(v);
-    SK_TEST_ASSERT_ERR(parse("[1e400]", &v), SK_EPROTO, "line 1, column");
-    assert_int_equal(parse("[1e30]", &v), SK_OK); /* a real, refused by sk_json_get_int */
-    int64_t n = 0;
-    json_t *obj = json_pack("{s:O}", "q", json_array_get(v, 0));
-    SK_TEST_ASSERT_ERR(sk_json_get_int(obj, "q", 1, 10, &n), SK_EPROTO,
-                       "q: expected an integer in 1..10, got real number");
-    json_decref(obj);
-    json_decref(v);
-}
-
-static void test_sk_json_parse_null_args(void **state)
-{
-    (void)state;
-    json_t *v;
-    SK_TEST_ASSERT_ERR(parse("{}", NULL), SK_EINVAL, "out must not be NULL");
-    sk_slice bad = { NULL, 2 };
-    SK_TEST_ASSERT_ERR(sk_json_parse(bad, &v), SK_EINVAL, "text.ptr");
-    assert_null(v);
-    SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("{}"), NULL), SK_EINVAL, "out");
-}
-
-static void test_sk_json_parse_object(void **state)
-{
-    (void)state;
-    json_t *v = NULL;
-    assert_int_equal(sk_json_parse_object(sk_slice_from_str("{\"a\":1}"), &v), SK_OK);
-    json_decref(v);
-    SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("[1]"), &v), SK_EPROTO,
-                       "expected a JSON object, got array");
-    assert_null(v);
-    SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("{"), &v), SK_EPROTO, "line 1");
-}
-
-static void test_sk_json_parse_every_alloc_failure(void **state)
-{
-    (void)state;
-    const char *text = "{\"order\":{\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"n\":1.5}}";
-    for (long n = 0;; n++) {
-        json_t *v = NULL;
-        sk_test_fail_alloc_at(n);
-        sk_status st = parse(text, &v);
-        sk_test_fail_alloc_at(-1);
-        if (st == SK_OK) {
-            json_decref(v);
-            break;
-        }
-        /* jansson reports some allocation failures as plain parse errors. */
-        assert_true(st == SK_ENOMEM || st == SK_EPROTO);
-        assert_null(v);
-    }
 }
 
 static void test_sk_json_get_string(void **state)
@@ -211,9 +71,8 @@ static void test_sk_json_get_string_bad_args(void **state)
 static void test_sk_json_get_int(void **state)
 {
     (void)state;
-    json_t *o = json_pack("{s:i, s:f, s:s, s:b, s:I, s:I}", "quantity", 5, "real", 2.0, "str",
-                          "5", "flag", 1, "min", (json_int_t)INT64_MIN, "max",
-                          (json_int_t)INT64_MAX);
+    json_t *o = json_pack("{s:i, s:f, s:s, s:b, s:I, s:I}", "quantity", 5, "real", 2.0, "str", "5",
+                          "flag", 1, "min", (json_int_t)INT64_MIN, "max", (json_int_t)INT64_MAX);
     int64_t n = 7;
     assert_int_equal(sk_json_get_int(o, "quantity", 1, 10000, &n), SK_OK);
     assert_int_equal(n, 5);
@@ -295,16 +154,6 @@ static void test_sk_json_dumps_every_alloc_failure(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sk_json_parse_values),
-        cmocka_unit_test(test_sk_json_parse_not_nul_terminated),
-        cmocka_unit_test(test_sk_json_parse_syntax_error_has_position),
-        cmocka_unit_test(test_sk_json_parse_rejects_duplicates),
-        cmocka_unit_test(test_sk_json_parse_rejects_invalid_utf8),
-        cmocka_unit_test(test_sk_json_parse_depth_limit),
-        cmocka_unit_test(test_sk_json_parse_huge_numbers),
-        cmocka_unit_test(test_sk_json_parse_null_args),
-        cmocka_unit_test(test_sk_json_parse_object),
-        cmocka_unit_test(test_sk_json_parse_every_alloc_failure),
         cmocka_unit_test(test_sk_json_get_string),
         cmocka_unit_test(test_sk_json_get_string_bad_args),
         cmocka_unit_test(test_sk_json_get_int),
