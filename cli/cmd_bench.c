@@ -27,7 +27,12 @@
 /* No terminal event this long after the POST's answer: follow the order by polling. */
 #define EVENT_GRACE_US   3000000
 #define POLL_INTERVAL_US 10000
-/* After the event, the read model may lag: retry the GET after 1, 2, 4 .. 16 ms. */
+/*
+ * The GET after an order's terminal event carries a consistency token for
+ * the order's version in that event, so the read model answers it once the
+ * view has caught up (CONTRACT: it waits at most 2 s). Should the view still
+ * not be terminal, retry after 1, 2, 4 .. 16 ms.
+ */
 #define GET_RETRY_FIRST_US 1000
 #define GET_RETRY_MAX_US   16000
 #define BODY_MAX_BYTES     (64 * 1024)
@@ -86,6 +91,7 @@ typedef struct border {
     int64_t due_us;      /* scheduled send (open loop) or actual send (closed loop) */
     int64_t answered_us; /* the POST's answer */
     int64_t event_us;    /* terminal event seen on NATS; 0 = not yet */
+    int64_t version;     /* the order's version in that event; 0 = unknown */
     int64_t next_get_us; /* when following needs a GET; 0 = none planned */
     int64_t retry_us;    /* the next GET retry delay */
     uint8_t state;
@@ -98,6 +104,7 @@ typedef struct id_entry {
     char id[64];
     size_t order;     /* SIZE_MAX: not (yet) one of ours */
     int64_t event_us; /* 0 = no event seen */
+    int64_t version;  /* the order's version in the event; 0 = unknown */
 } id_entry;
 
 typedef struct id_map {
@@ -108,6 +115,7 @@ typedef struct id_map {
 typedef struct event {
     char id[64];
     int64_t t_us;
+    int64_t version; /* "version" of the event's data; 0 when it has none */
 } event;
 
 /* One measurement (a whole run, or one --find-max step). */
@@ -233,6 +241,7 @@ static id_entry *id_map_find(id_map *m, const char *id, bool is_insert)
     snprintf(m->e[j].id, sizeof(m->e[j].id), "%s", id);
     m->e[j].order = SIZE_MAX;
     m->e[j].event_us = 0;
+    m->e[j].version = 0;
     m->n++;
     return &m->e[j];
 }
@@ -335,6 +344,15 @@ static sk_status xfer_start(bench *b, size_t order, bool is_get)
     }
     if (is_get) {
         snprintf(x->url, sizeof(x->url), "%s/api/v1/orders/%s", b->gateway, o->id);
+        char token[SK_CTOKEN_MAX], header[SK_CTOKEN_MAX + 32];
+        if (o->version > 0 && !o->is_polled && sk_ctoken_encode(o->id, o->version, token) == SK_OK) {
+            snprintf(header, sizeof(header), "X-Consistency-Token: %s", token);
+            if ((x->hdrs = curl_slist_append(NULL, header)) == NULL) {
+                st = SK_FAIL(SK_ENOMEM, "building a GET");
+                goto out;
+            }
+            curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, x->hdrs);
+        }
     } else {
         char key[96];
         snprintf(x->url, sizeof(x->url), "%s/api/v1/orders", b->gateway);
@@ -375,6 +393,22 @@ out:
 
 /* ---------------------------------------------------------------- events (NATS thread) */
 
+/* The order's version in a terminal event's data; 0 when it has none. */
+static int64_t event_version(natsMsg *msg)
+{
+    json_t *data = NULL;
+    int64_t version = 0;
+    sk_slice text = { (const uint8_t *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg) };
+
+    if (sk_json_parse_object(text, &data) == SK_OK) {
+        json_t *v = json_object_get(data, "version");
+        version = json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
+    }
+    json_decref(data);
+    sk_error_clear();
+    return version;
+}
+
 static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     bench *b = closure;
@@ -382,6 +416,7 @@ static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     (void)nc;
     (void)sub;
     if (natsMsgHeader_Get(msg, "ce-subject", &id) == NATS_OK && id != NULL && strlen(id) < 64) {
+        int64_t version = event_version(msg);
         pthread_mutex_lock(&b->mu);
         if (b->n_queue == b->cap_queue) {
             size_t cap = b->cap_queue == 0 ? 1024 : b->cap_queue * 2;
@@ -394,6 +429,7 @@ static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
         if (b->n_queue < b->cap_queue) {
             snprintf(b->queue[b->n_queue].id, sizeof(b->queue[0].id), "%s", id);
             b->queue[b->n_queue].t_us = now_us();
+            b->queue[b->n_queue].version = version;
             b->n_queue++;
         }
         if (b->is_started) {
@@ -779,6 +815,7 @@ static void handle_post(bench *b, run_result *r, xfer *x, CURLcode cc, const win
     if (e != NULL) {
         e->order = x->order;
         o->event_us = e->event_us;
+        o->version = e->version;
     }
     o->is_polled = b->is_polling;
     o->next_get_us = o->event_us > 0 ? t : (b->is_polling ? t + POLL_INTERVAL_US : 0);
@@ -854,11 +891,13 @@ static void drain_events(bench *b)
         }
         if (e->event_us == 0) {
             e->event_us = batch[i].t_us;
+            e->version = batch[i].version;
         }
         if (e->order != SIZE_MAX) {
             border *o = &b->orders[e->order];
             if (o->event_us == 0) {
                 o->event_us = e->event_us;
+                o->version = e->version;
             }
             if (o->state == ORD_FOLLOWING && !o->is_polled) {
                 o->next_get_us = batch[i].t_us;
@@ -1281,8 +1320,10 @@ static const char measures[] =
     "POST: from the scheduled send (open loop) or the send (closed loop) to the 202; "
     "terminal event: to the order's OrderApproved/OrderRejected event arriving on NATS; "
     "end-to-end: to the answer of the first GET /api/v1/orders/{id} showing a terminal status "
-    "(one GET issued when the event arrives, retried while the read model lags; orders whose "
-    "event never came are polled every 10 ms); system: the children of the local skald up, "
+    "(one GET issued when the event arrives, with a consistency token for the order's version "
+    "in the event so that the read model answers once it shows it; retried should it not; "
+    "orders whose event never came are polled every 10 ms); system: the children of the local "
+    "skald up, "
     "from /proc during the measured window (CPU per completed order; peak RSS and PSS); "
     "jetstream: messages stored in the system's streams during the whole run and their "
     "deliveries (times each stream's consumers, redeliveries not counted), per order accepted";

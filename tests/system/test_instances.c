@@ -197,15 +197,17 @@ static void sync_get_done(sk_status st, const sk_http_response *resp, void *ctx)
 }
 
 /*
- * Sum of sk_cqrs_requests_total for GetProduct answered 200 by the instance
- * at @p address (its /metrics, mTLS as skald-cli). @return -1 on failure.
+ * Sum of sk_cqrs_requests_total for queries of @p type answered 200 by the
+ * instance at @p address (its /metrics, mTLS as skald-cli). @return -1 on failure.
  */
-static int64_t get_product_count(sk_http_client *client, const char *address)
+static int64_t query_count(sk_http_client *client, const char *address, const char *type)
 {
+    char type_label[80];
     char url[128];
     sync_get g = { .is_done = false, .st = SK_EINTERNAL, .status = 0, .body = NULL };
     int64_t total = -1;
     snprintf(url, sizeof(url), "https://%s/metrics", address);
+    snprintf(type_label, sizeof(type_label), "type=\"%s\"", type);
     sk_http_request req = { .method = "GET", .url = url, .timeout_ms = 5000 };
     pthread_mutex_init(&g.mu, NULL);
     pthread_cond_init(&g.cv, NULL);
@@ -228,7 +230,7 @@ static int64_t get_product_count(sk_http_client *client, const char *address)
         size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
         char buf[512];
         snprintf(buf, sizeof(buf), "%.*s", (int)(len < sizeof(buf) - 1 ? len : sizeof(buf) - 1), line);
-        if (strncmp(buf, "sk_cqrs_requests_total{", 23) == 0 && strstr(buf, "type=\"GetProduct\"") != NULL &&
+        if (strncmp(buf, "sk_cqrs_requests_total{", 23) == 0 && strstr(buf, type_label) != NULL &&
             strstr(buf, "status=\"200\"") != NULL) {
             const char *v = strrchr(buf, ' ');
             total += v != NULL ? (int64_t)strtod(v + 1, NULL) : 0;
@@ -298,7 +300,7 @@ static void test_gateway_balances_reads_over_orderview(void **state)
     snprintf(path, sizeof(path), "/api/v1/products/%s", sku);
     await_get_200(path, 4); /* both read models have projected ProductCreated */
     for (int i = 0; i < 2; i++) {
-        before[i] = get_product_count(client, find_row(rows, n, names[i])->address);
+        before[i] = query_count(client, find_row(rows, n, names[i])->address, "GetProduct");
         assert_true(before[i] >= 0);
     }
     for (int i = 0; i < 40; i++) {
@@ -309,7 +311,7 @@ static void test_gateway_balances_reads_over_orderview(void **state)
         sk_test_http_fini(&r);
     }
     for (int i = 0; i < 2; i++) {
-        after[i] = get_product_count(client, find_row(rows, n, names[i])->address);
+        after[i] = query_count(client, find_row(rows, n, names[i])->address, "GetProduct");
         assert_true(after[i] >= 0);
     }
     fprintf(stderr, "[balance] 40 GETs: orderview-1 answered %lld, orderview-2 answered %lld\n",
@@ -685,12 +687,46 @@ static void assert_jetstream_per_order(const json_t *r, const sk_buf *out)
  * APPROVED (the bench seeds enough stock and credit), no error, and the
  * percentiles in order.
  */
+/* GetOrder queries both orderview instances answered 200, over mTLS; -1 on failure. */
+static int64_t get_order_count(void)
+{
+    status_row rows[64];
+    int n = await_all_ready(rows, 64);
+    char pki[300];
+    sk_tls_files tls = { 0 };
+    sk_http_client *client = NULL;
+    int64_t total = 0;
+    const char *names[2] = { "orderview-1", "orderview-2" };
+
+    snprintf(pki, sizeof(pki), "%s/pki", g_sys.data_dir);
+    assert_int_equal(sk_tls_files_init(&tls, pki, "skald-cli"), SK_OK);
+    assert_int_equal(sk_http_client_create(&client, &tls), SK_OK);
+    for (int i = 0; i < 2 && total >= 0; i++) {
+        int64_t c = query_count(client, find_row(rows, n, names[i])->address, "GetOrder");
+        total = c >= 0 ? total + c : -1;
+    }
+    sk_http_client_destroy(client);
+    sk_tls_files_fini(&tls);
+    return total;
+}
+
 static void test_bench_json_against_running_system(void **state)
 {
     sk_buf out;
     (void)state;
 
+    int64_t gets_before = get_order_count();
+    assert_true(gets_before >= 0);
     json_t *r = bench_json("--duration 2 --rate 20 --timeout 20", &out);
+    /*
+     * One GET per order: the bench sends it with a consistency token for the
+     * version in the terminal event, so the read model answers once it shows
+     * it. 60 orders: the 1 s warm-up's 20 and the measured 40; a few retries
+     * allowed (a token wait that ended without the version).
+     */
+    int64_t gets = get_order_count() - gets_before;
+    fprintf(stderr, "[bench] 60 orders, %lld GetOrder answered\n", (long long)gets);
+    assert_true(gets >= 40 && gets <= 66);
     assert_string_equal(jstr_or(r, "mode", ""), "open");
     assert_true(json_real_value(json_object_get(r, "offered_rate")) == 20.0);
     assert_int_equal(jint_at(r, "sent"), 40);
