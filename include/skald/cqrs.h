@@ -248,7 +248,8 @@ SK_API void sk_waiters_destroy(sk_waiters *w);
  * is registered first and @p current checked after, so a notify that races
  * with this call is never missed. @p fn may run before this returns, on this
  * thread, a notifying thread or the timer thread, never under a lock.
- * @param id 1..100 bytes of [A-Za-z0-9._:-]; copied.
+ * @param id 1..100 bytes of [A-Za-z0-9._:-]; copied first (@p fn may free it
+ *        while this call runs), and @p current gets the copy.
  * @param version >= 1. @param timeout_ms 0..SK_WAITERS_MAX_TIMEOUT_MS.
  * @param current may be NULL (then only a notify or the timeout completes the wait).
  * @return SK_OK (@p fn will be called exactly once), SK_EINVAL, SK_ELIMIT

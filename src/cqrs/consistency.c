@@ -574,6 +574,12 @@ sk_status sk_waiters_add(sk_waiters *w,
     sk_status st;
     waiter *wt;
     bool is_mine = false;
+    /*
+     * Once registered, the waiter may be completed by another thread, and
+     * the caller's @p id (typically borrowed from the query that fn answers
+     * and frees) with it: what follows uses this copy only.
+     */
+    char id_copy[SK__CTOKEN_ID_MAX + 1];
 
     if (w == NULL || fn == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_waiters_add: w and fn must not be NULL");
@@ -590,6 +596,8 @@ sk_status sk_waiters_add(sk_waiters *w,
         return SK_FAIL(SK_EINVAL, "sk_waiters_add: timeout_ms must be 0..%d, got %lld",
                        SK_WAITERS_MAX_TIMEOUT_MS, (long long)timeout_ms);
     }
+    snprintf(id_copy, sizeof(id_copy), "%s", id);
+    id = id_copy;
     wt = sk_calloc(1, sizeof(*wt));
     if (wt == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_waiters_add: allocating the waiter");

@@ -586,6 +586,52 @@ static void test_sk_waiters_race_exactly_once(void **state)
     }
 }
 
+/*
+ * The query a waiter answers owns the id (the service borrows it from the
+ * request), and another thread may complete the waiter, freeing the query,
+ * while sk_waiters_add is still checking the current version. Here the
+ * version check itself notifies (as a commit on another thread would at
+ * that moment) and then reads the id it was given: that must not be the
+ * caller's, which the callback freed (AddressSanitizer would say so).
+ */
+typedef struct owned_query {
+    sk_waiters *w;
+    char *id; /* freed by the callback */
+    int n_calls;
+} owned_query;
+
+static void on_wait_free_id(sk_status st, void *ctx)
+{
+    owned_query *q = ctx;
+    assert_int_equal(st, SK_OK);
+    sk_free(q->id);
+    q->id = NULL;
+    q->n_calls++;
+}
+
+static int64_t version_after_commit(const char *id, void *ctx)
+{
+    owned_query *q = ctx;
+    sk_waiters_notify(q->w, id, 3); /* completes the waiter: q->id is freed */
+    assert_string_equal(id, "order-9");
+    return 3;
+}
+
+static void test_sk_waiters_add_id_outlives_the_query(void **state)
+{
+    owned_query q = { .w = new_waiters(), .id = sk_malloc(8), .n_calls = 0 };
+
+    (void)state;
+    assert_non_null(q.id);
+    memcpy(q.id, "order-9", 8);
+    assert_int_equal(
+        sk_waiters_add(q.w, q.id, 3, 2000, version_after_commit, &q, on_wait_free_id, &q), SK_OK);
+    assert_int_equal(q.n_calls, 1);
+    assert_null(q.id);
+    assert_int_equal(sk__waiters_pending(q.w), 0);
+    sk_waiters_destroy(q.w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_sk_waiters_callback_reenters),
         cmocka_unit_test(test_sk_waiters_add_every_alloc_failure),
         cmocka_unit_test(test_sk_waiters_race_exactly_once),
+        cmocka_unit_test(test_sk_waiters_add_id_outlives_the_query),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
