@@ -644,6 +644,7 @@ static sk_status pragma_text(sk__db_conn *c, const char *sql, char *out, size_t 
  * refused and the statistics stay on, which costs speed only.
  */
 static pthread_once_t sqlite_config_once = PTHREAD_ONCE_INIT;
+static const char *sqlite_vfs; /* "sk-wal", or NULL for the default VFS */
 
 static void sqlite_config_process(void)
 {
@@ -652,6 +653,10 @@ static void sqlite_config_process(void)
     if (rc != SQLITE_OK) {
         SK_LOG_DEBUG("sqlite: memory statistics stay on (sqlite3_config: %s)",
                      sqlite3_errstr(rc));
+    }
+    sqlite_vfs = sk__store_sqlite_vfs_register();
+    if (sqlite_vfs == NULL) {
+        SK_LOG_WARN("sqlite: the sk-wal VFS is not available; WAL frames are written one by one");
     }
 }
 
@@ -675,7 +680,7 @@ static sk_status sqlite_conn_open(const char *target, bool is_writer, sk__db_con
         goto out;
     }
     pthread_once(&sqlite_config_once, sqlite_config_process);
-    rc = sqlite3_open_v2(target, &c->db, flags, NULL);
+    rc = sqlite3_open_v2(target, &c->db, flags, sqlite_vfs);
     if (rc != SQLITE_OK) {
         st = sqlite_fail(c, rc, NULL);
         st = SK_WRAP(st, "opening \"%s\"", is_memory ? ":memory:" : target);

@@ -88,6 +88,13 @@ struct sk__store_backend {
 
 /** The SQLite backend ("sqlite:PATH", "sqlite::memory:", plain paths). */
 extern const sk__store_backend sk__store_sqlite_backend;
+/**
+ * Register the "sk-wal" VFS (src/store/sqlite_vfs.c: a commit's WAL frames
+ * in one write) over SQLite's default unix VFS; once per process.
+ * @return its name for sqlite3_open_v2, or NULL to use the default VFS
+ *         (no unix VFS, or registration refused).
+ */
+const char *sk__store_sqlite_vfs_register(void);
 
 /** Most statements cached per connection; older idle ones are dropped past it. */
 #define SK__STORE_STMT_CACHE_MAX 256
