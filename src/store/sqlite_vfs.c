@@ -14,17 +14,27 @@
  * it syncs, and with synchronous=FULL (the only mode the store runs; see
  * sqlite_backend.c) a commit syncs the WAL before it publishes the new end
  * of the log in the shared wal-index. The gathered frames are written
- * before anything that could need them:
- *  - any other operation on the WAL file (sync, read, size, truncate,
- *    close, file control): a commit's sync, and a connection reading back
- *    frames it wrote, see them;
- *  - the release of any shared-memory lock and every memory barrier on the
- *    database file, which SQLite uses to publish the wal-index header:
- *    frames of a transaction rolled back after spilling to the WAL reach
- *    the file (beyond the log's end, where SQLite ignores them) while this
- *    connection still holds the write lock, never after another connection
- *    wrote there.
- * The database file itself, journals and temporary files are untouched.
+ * before anything that could need them: any other operation on the WAL
+ * file (sync, read, size, truncate, close, file control), so a commit's
+ * sync and a connection reading back frames it wrote see them; and every
+ * memory barrier on the database file, which SQLite uses to publish the
+ * wal-index header.
+ *
+ * Two more rules keep a failure from going unnoticed or doing harm:
+ *  - A write that failed when it was finally made fails the transaction:
+ *    SQLite was told earlier that the frames were written, and it may go on
+ *    (a failed read is a statement error only) and commit around them. So
+ *    after a failed flush every operation on the WAL fails with the same
+ *    error until the transaction ends.
+ *  - When the connection releases the WAL's write lock (xShmLock on the
+ *    database file), the transaction is over: whatever is still gathered
+ *    belongs to a transaction that was rolled back after spilling into the
+ *    WAL (a commit flushed at its sync), so it is dropped, never written
+ *    later over what another connection commits there; the error is
+ *    cleared with it.
+ * This relies on the shared-memory locks, so the store never runs
+ * locking_mode=EXCLUSIVE (SQLite then skips them). The database file
+ * itself, journals and temporary files are untouched.
  *
  * A database file and its WAL file are paired by the name SQLite opens them
  * with: the WAL's name maps back to the database's through
@@ -45,7 +55,7 @@
 /*
  * The unix VFS writes at most 128 KiB - 1 bytes per call (it masks the
  * length: SQLite itself never writes more than a page), so the gathered
- * frames go out in pieces of 31 pages.
+ * frames go out in pieces of 124 KiB (31 frames of 4 KiB pages).
  */
 #define WRITE_MAX ((size_t)31 * 4096)
 
@@ -59,9 +69,10 @@ struct shim_file {
     unsigned char *buf;   /* a WAL: frames not written yet */
     sqlite3_int64 buf_off;
     size_t buf_len, buf_cap;
+    int err; /* a WAL: the failed flush's error, until the write lock is released */
 };
 
-/* sizeof(shim_file), rounded up so that the real file after it is aligned. */
+/* sizeof(shim_file) in whole 16-byte units: the real file after it is as aligned as this one. */
 #define SHIM_SIZE ((sizeof(shim_file) + 15) & ~(size_t)15)
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -75,16 +86,18 @@ static sqlite3_vfs *real_vfs(void)
 
 /* ---------------------------------------------------------------- WAL buffer */
 
+/* Write the gathered frames; a failure sticks until the write lock is released. */
 static int wal_flush(shim_file *w)
 {
-    int rc = SQLITE_OK;
+    int rc = w->err;
 
     for (size_t done = 0; done < w->buf_len && rc == SQLITE_OK; done += WRITE_MAX) {
         size_t n = w->buf_len - done < WRITE_MAX ? w->buf_len - done : WRITE_MAX;
         rc = w->real->pMethods->xWrite(w->real, w->buf + done, (int)n,
                                        w->buf_off + (sqlite3_int64)done);
     }
-    w->buf_len = 0; /* written or failed: SQLite learns of a failure from this call */
+    w->buf_len = 0;
+    w->err = rc;
     return rc;
 }
 
@@ -107,13 +120,23 @@ static bool wal_reserve(shim_file *w, size_t need)
     return true;
 }
 
-/* The WAL of the database @p f (NULL when none is open through sk-wal). */
+/* Before a wal-index header is published: the frames it counts are in the file. */
 static void flush_peer_wal(sqlite3_file *f)
 {
     shim_file *m = (shim_file *)f;
     if (m->peer != NULL) {
-        /* Only uncommitted frames can be here (a commit flushed at its sync): nothing to report. */
+        /* Empty here with synchronous=FULL (the commit's sync flushed); a failure sticks. */
         (void)wal_flush(m->peer);
+    }
+}
+
+/* The write lock is released: the transaction is over, drop what a rollback left. */
+static void end_peer_wal_transaction(sqlite3_file *f)
+{
+    shim_file *m = (shim_file *)f;
+    if (m->peer != NULL) {
+        m->peer->buf_len = 0;
+        m->peer->err = SQLITE_OK;
     }
 }
 
@@ -127,6 +150,9 @@ static int wal_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 o
 
     if (w->peer == NULL) {
         return w->real->pMethods->xWrite(w->real, data, amt, off);
+    }
+    if (w->err != SQLITE_OK) {
+        return w->err;
     }
     if (w->buf_len > 0 && off == w->buf_off + (sqlite3_int64)w->buf_len &&
         wal_reserve(w, w->buf_len + n)) {
@@ -300,10 +326,11 @@ static int fwd_shm_lock(sqlite3_file *f, int offset, int n, int flags)
 
 /* ---------------------------------------------------------------- database methods */
 
+/* WAL lock 0 is SQLite's WAL_WRITE_LOCK (wal.c); offset and n count locks. */
 static int main_shm_lock(sqlite3_file *f, int offset, int n, int flags)
 {
-    if (flags & SQLITE_SHM_UNLOCK) {
-        flush_peer_wal(f);
+    if ((flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE) && offset == 0 && n >= 1) {
+        end_peer_wal_transaction(f);
     }
     return fwd_shm_lock(f, offset, n, flags);
 }
@@ -528,6 +555,18 @@ static void register_vfs(void)
         .xCurrentTimeInt64 = shim_current_time64,
     };
     registered_name = sqlite3_vfs_register(&shim_vfs, 0) == SQLITE_OK ? SK_VFS_NAME : NULL;
+}
+
+size_t sk__store_sqlite_vfs_n_paired(void)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&registry_mu);
+    for (shim_file *m = registry; m != NULL; m = m->next_main) {
+        n += m->peer != NULL;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return n;
 }
 
 const char *sk__store_sqlite_vfs_register(void)

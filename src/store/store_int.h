@@ -95,6 +95,8 @@ extern const sk__store_backend sk__store_sqlite_backend;
  *         (no unix VFS, or registration refused).
  */
 const char *sk__store_sqlite_vfs_register(void);
+/** Databases open through sk-wal whose WAL is paired with them (tests: the gathering is on). */
+size_t sk__store_sqlite_vfs_n_paired(void);
 
 /** Most statements cached per connection; older idle ones are dropped past it. */
 #define SK__STORE_STMT_CACHE_MAX 256

@@ -12,9 +12,12 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -136,6 +139,7 @@ static void test_commits_are_read_by_the_default_vfs(void **state)
     exec(w, "CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)");
     insert_rows(w, 0, 1, 10, true);
     assert_int_equal(query_int(r, "SELECT COUNT(*) FROM t"), 1);
+    assert_int_equal(sk__store_sqlite_vfs_n_paired(), 1); /* w's WAL gathers; r is not ours */
     /* ~3 MB in one commit: more than the gathering buffer, in many pieces. */
     insert_rows(w, 1, 700, 4000, true);
     assert_int_equal(query_int(r, "SELECT COUNT(*) FROM t"), 701);
@@ -237,6 +241,104 @@ static void test_process_death_keeps_every_commit(void **state)
     sqlite3_close(db);
 }
 
+static int64_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
+/*
+ * Writes start failing half way through a transaction (the file size
+ * limit, as a full disk would). The store's pattern goes on: each unit in
+ * a savepoint, a failed unit rolled back to it, then COMMIT. Whatever the
+ * transaction reports, the file afterwards is intact and holds exactly
+ * what was reported committed: a failed gathered write must not be
+ * forgotten while SQLite commits around it.
+ */
+static void test_failed_write_is_never_committed_around(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db0 = open_db(f, vfs_name);
+    exec(db0, "CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)");
+    insert_rows(db0, 0, 1, 10, true);
+    sqlite3_close(db0);
+
+    for (int64_t room = 40000; room <= 400000; room += 60000) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            char wal[160];
+            int64_t committed = 0;
+            sqlite3 *db = NULL;
+            snprintf(wal, sizeof(wal), "%s-wal", f->path);
+            signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+            if (sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, vfs_name) != SQLITE_OK ||
+                sqlite3_exec(db, "PRAGMA synchronous=FULL; PRAGMA cache_size=8", NULL, NULL,
+                             NULL) != SQLITE_OK) {
+                _exit(2);
+            }
+            int64_t limit =
+                file_size(wal) > file_size(f->path) ? file_size(wal) : file_size(f->path);
+            struct rlimit rl = { (rlim_t)(limit + room), (rlim_t)(limit + room) };
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+                _exit(3);
+            }
+            sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+            for (int u = 0; u < 40; u++) {
+                char sql[160];
+                sqlite3_exec(db, "SAVEPOINT u", NULL, NULL, NULL);
+                snprintf(sql, sizeof(sql),
+                         "INSERT INTO t (k, v) VALUES (%d, zeroblob(3000)), (%d, zeroblob(3000))",
+                         1000 + 2 * u, 1001 + 2 * u);
+                if (sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK &&
+                    sqlite3_exec(db, "SELECT SUM(length(v)) FROM t", NULL, NULL, NULL) ==
+                        SQLITE_OK) {
+                    sqlite3_exec(db, "RELEASE u", NULL, NULL, NULL);
+                    committed += 2;
+                } else {
+                    sqlite3_exec(db, "ROLLBACK TO u", NULL, NULL, NULL);
+                    sqlite3_exec(db, "RELEASE u", NULL, NULL, NULL);
+                }
+                if (sqlite3_get_autocommit(db)) {
+                    break; /* SQLite rolled the whole transaction back on an I/O error */
+                }
+            }
+            if (sqlite3_get_autocommit(db) ||
+                sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+                committed = 0;
+            }
+            if (write(fds[1], &committed, sizeof(committed)) != sizeof(committed)) {
+                _exit(4);
+            }
+            sqlite3_close(db);
+            _exit(0);
+        }
+        close(fds[1]);
+        int64_t committed = -1;
+        assert_int_equal(read(fds[0], &committed, sizeof(committed)), sizeof(committed));
+        close(fds[0]);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        fprintf(stderr, "[vfs] %lld bytes of room: %lld rows committed\n", (long long)room,
+                (long long)committed);
+        sqlite3 *db = open_db(f, NULL);
+        assert_intact(db);
+        int64_t extra = query_int(db, "SELECT COUNT(*) FROM t WHERE k >= 1000");
+        if (extra != committed) {
+            fail_msg("room %lld: the transaction reported %lld rows committed, the file has %lld",
+                     (long long)room, (long long)committed, (long long)extra);
+        }
+        exec(db, "DELETE FROM t WHERE k >= 1000");
+        exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+        sqlite3_close(db);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +346,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rolled_back_spill_never_overwrites_a_later_commit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_process_death_keeps_every_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_is_never_committed_around, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
