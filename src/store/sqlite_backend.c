@@ -476,6 +476,11 @@ static void sqlite_rollback(sk__db_conn *c)
     }
 }
 
+static bool sqlite_is_tx_open(sk__db_conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
+}
+
 static sk_status sqlite_savepoint(sk__db_conn *c)
 {
     return run_simple(c, "SAVEPOINT sk_unit");
@@ -651,8 +656,7 @@ static void sqlite_config_process(void)
     int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 
     if (rc != SQLITE_OK) {
-        SK_LOG_DEBUG("sqlite: memory statistics stay on (sqlite3_config: %s)",
-                     sqlite3_errstr(rc));
+        SK_LOG_DEBUG("sqlite: memory statistics stay on (sqlite3_config: %s)", sqlite3_errstr(rc));
     }
     sqlite_vfs = sk__store_sqlite_vfs_register();
     if (sqlite_vfs == NULL) {
@@ -756,6 +760,7 @@ const sk__store_backend sk__store_sqlite_backend = {
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,
+    .is_tx_open = sqlite_is_tx_open,
     .savepoint = sqlite_savepoint,
     .release = sqlite_release,
     .rollback_to = sqlite_rollback_to,

@@ -839,7 +839,10 @@ void sk_tx_want_commit_hook(sk_tx *tx)
     }
 }
 
-sk_status sk_tx_after_commit_or_discard(sk_tx *tx, void (*fn)(void *ctx), void (*discard)(void *ctx), void *ctx)
+sk_status sk_tx_after_commit_or_discard(sk_tx *tx,
+                                        void (*fn)(void *ctx),
+                                        void (*discard)(void *ctx),
+                                        void *ctx)
 {
     sk_store *s;
 
@@ -903,6 +906,13 @@ static sk_status tx_prepare(sk_tx *tx,
     }
     if (sql == NULL) {
         return SK_FAIL(SK_EINVAL, "%s: sql must not be NULL", fn_name);
+    }
+    if (tx->is_write && !tx->be->is_tx_open(tx->conn)) {
+        /* Else the statement would run and commit on its own, outside the unit. */
+        return SK_FAIL(SK_EDB,
+                       "%s: the database rolled this unit's transaction back after an earlier "
+                       "error (full disk, I/O); the unit cannot go on",
+                       fn_name);
     }
     st = tx->be->prepare(tx->conn, sql, &rows);
     if (st != SK_OK) {

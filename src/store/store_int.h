@@ -61,6 +61,12 @@ struct sk__store_backend {
     sk_status (*commit)(sk__db_conn *conn);
     /** Roll back the open transaction; never fails visibly (errors are logged). */
     void (*rollback)(sk__db_conn *conn);
+    /**
+     * Whether the transaction begin opened is still open: a database may
+     * end it by itself after an error (SQLite rolls back on a full disk or
+     * an I/O error), and what runs after that must not run outside it.
+     */
+    bool (*is_tx_open)(sk__db_conn *conn);
     sk_status (*savepoint)(sk__db_conn *conn);
     sk_status (*release)(sk__db_conn *conn);
     sk_status (*rollback_to)(sk__db_conn *conn);

@@ -12,10 +12,15 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "sk_test.h"
 #include "store/store_int.h"
@@ -1298,6 +1303,97 @@ static void test_sk_store_null_args(void **state)
     sk_store_close(s);
 }
 
+/* ---------------------------------------------------------------- database ends the transaction */
+
+typedef struct full_disk_unit {
+    sk_status first_error;  /* the insert that hit the size limit */
+    sk_status after_status; /* the statement the unit tried after it */
+} full_disk_unit;
+
+/* Inserts 8 KiB rows until one fails, then (as a careless unit might) runs one more statement. */
+static sk_status fill_until_error(sk_tx *tx, void *ctx)
+{
+    full_disk_unit *u = ctx;
+    static const char blob[8192];
+    for (int i = 0; i < 10000; i++) {
+        sk_db_value p[2] = { SK_DB_INT_V(100 + i), SK_DB_BLOB_V(blob, sizeof(blob)) };
+        u->first_error = sk_tx_exec(tx, "INSERT INTO t (id, v) VALUES (?, ?)", p, 2, NULL);
+        if (u->first_error != SK_OK) {
+            break;
+        }
+    }
+    sk_db_value after[2] = { SK_DB_INT_V(1), SK_DB_TEXT_V("after") };
+    u->after_status = sk_tx_exec(tx, "INSERT INTO t (id, v) VALUES (?, ?)", after, 2, NULL);
+    return u->first_error;
+}
+
+/*
+ * SQLite rolls a transaction back by itself on a full disk or an I/O
+ * error. A statement the unit runs after that must fail, not commit on its
+ * own outside the unit (the file size limit stands in for the full disk).
+ */
+static void test_sk_store_unit_after_database_rollback(void **state)
+{
+    char dir[64] = "/tmp/skald-test-store-XXXXXX", url[160], path[128];
+    int fds[2];
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/full.db", dir);
+    snprintf(url, sizeof(url), "sqlite:%s", path);
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sk_store *s = NULL;
+        sk_store_config cfg = { .url = url, .migrations = base_migrations, .n_migrations = 1 };
+        full_disk_unit u = { SK_OK, SK_OK };
+        struct stat sb;
+        signal(SIGXFSZ, SIG_IGN); /* writes past the limit fail with EFBIG instead */
+        if (sk_store_open(&s, &cfg) != SK_OK || stat(path, &sb) != 0) {
+            _exit(2);
+        }
+        struct rlimit rl = { (rlim_t)sb.st_size + 200000, (rlim_t)sb.st_size + 200000 };
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+            _exit(3);
+        }
+        sk_status st = sk_store_run(s, fill_until_error, &u);
+        int out[3] = { (int)st, (int)u.first_error, (int)u.after_status };
+        if (write(fds[1], out, sizeof(out)) != sizeof(out)) {
+            _exit(4);
+        }
+        sk_store_close(s);
+        _exit(0);
+    }
+    close(fds[1]);
+    int got[3] = { -1, -1, -1 };
+    assert_int_equal(read(fds[0], got, sizeof(got)), sizeof(got));
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    fprintf(stderr, "[full disk] unit %s, first error %s, the statement after it %s\n",
+            sk_status_name((sk_status)got[0]), sk_status_name((sk_status)got[1]),
+            sk_status_name((sk_status)got[2]));
+    assert_int_not_equal(got[1], SK_OK); /* the limit was reached */
+    assert_int_not_equal(got[0], SK_OK); /* and the unit failed */
+    assert_int_equal(got[2], SK_EDB);    /* the statement after it was refused */
+
+    /* Nothing of the unit is in the file: not its rows, not the one after the error. */
+    sk_store *s = NULL;
+    sk_store_config cfg = { .url = url, .migrations = base_migrations, .n_migrations = 1 };
+    assert_int_equal(sk_store_open(&s, &cfg), SK_OK);
+    assert_int_equal(count_rows(s, "SELECT count(*) FROM t"), 0);
+    sk_store_close(s);
+    const char *suffix[] = { "", "-wal", "-shm", "-relay.lock" };
+    for (size_t i = 0; i < 4; i++) {
+        char p[160];
+        snprintf(p, sizeof(p), "%s%s", path, suffix[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1324,6 +1420,7 @@ int main(void)
         cmocka_unit_test(test_sk_store_submit_queue_limit),
         cmocka_unit_test(test_sk_store_close_drains_and_refuses),
         cmocka_unit_test(test_sk_store_null_args),
+        cmocka_unit_test(test_sk_store_unit_after_database_rollback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
