@@ -49,14 +49,6 @@ void sk__log_set_stream(FILE *stream);
  */
 bool sk__log_level_parse(const char *name, sk_log_level *out);
 
-/**
- * Scan JSON text for nesting deeper than @p max_depth, outside strings,
- * without parsing it.
- * @param[out] offset byte offset where the limit was passed.
- * @return true when the limit is passed.
- */
-bool sk__json_too_deep(sk_slice text, int max_depth, size_t *offset);
-
 /*
  * JSON lexing shared by the tree parser (json_parse.c) and the flat-object
  * parser (json_flat.c), src/core/json_lex.c. The caller checks UTF-8 first.

@@ -1,45 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * JSON helpers over jansson for external input: typed field readers whose
- * errors name the field and the expected range, the depth scan, and compact
- * serialisation into sk_buf. Parsing is json_parse.c (trees), json_flat.c
+ * errors name the field and the expected range, and compact serialisation
+ * into sk_buf. Parsing is json_parse.c (trees), json_flat.c
  * (flat string objects) and json_lex.c (what the two share).
  * Stateless and thread-safe (jansson values themselves are not).
  */
 #include <string.h>
 
 #include "core/core_int.h"
-
-bool sk__json_too_deep(sk_slice text, int max_depth, size_t *offset)
-{
-    bool in_string = false;
-    int depth = 0;
-
-    for (size_t i = 0; i < text.len; i++) {
-        uint8_t c = text.ptr[i];
-        if (in_string) {
-            if (c == '\\') {
-                i++; /* the escaped character cannot end the string */
-            } else if (c == '"') {
-                in_string = false;
-            }
-            continue;
-        }
-        if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth) {
-                if (offset != NULL) {
-                    *offset = i;
-                }
-                return true;
-            }
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return false;
-}
 
 const char *sk__json_type_name(const json_t *v)
 {

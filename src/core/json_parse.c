@@ -47,8 +47,7 @@ static void c_locale_make(void)
 static void fail(parser *ps, sk_status st, size_t at, const char *what)
 {
     ps->st = st;
-    ps->c.err_at = at;
-    snprintf(ps->c.err, sizeof(ps->c.err), "%s", what);
+    (void)sk__json_lex_fail(&ps->c, at, "%s", what);
 }
 
 /* @p v, or a recorded failure when a jansson constructor returned NULL. */
@@ -187,8 +186,7 @@ static json_t *value(parser *ps);
 static bool enter(parser *ps)
 {
     if (++ps->depth > SK_MAX_JSON_DEPTH) {
-        ps->st = SK_ELIMIT;
-        ps->c.err_at = sk__json_lex_offset(&ps->c);
+        fail(ps, SK_ELIMIT, sk__json_lex_offset(&ps->c), "nested too deep");
         return false;
     }
     ps->c.p++;

@@ -144,14 +144,14 @@ static void test_sk_json_parse_object(void **state)
     SK_TEST_ASSERT_ERR(sk_json_parse_object(sk_slice_from_str("{"), &v), SK_EPROTO, "line 1");
 }
 
-static void test_sk_json_parse_every_alloc_failure(void **state)
+/* Parsing @p text with each allocation failing in turn gives SK_ENOMEM and nothing, until it
+ * succeeds. */
+static void assert_every_alloc_failure_is_enomem(sk_slice text)
 {
-    (void)state;
-    const char *text = "{\"order\":{\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"n\":1.5}}";
     for (long n = 0;; n++) {
         json_t *v = NULL;
         sk_test_fail_alloc_at(n);
-        sk_status st = parse(text, &v);
+        sk_status st = sk_json_parse(text, &v);
         sk_test_fail_alloc_at(-1);
         if (st == SK_OK) {
             json_decref(v);
@@ -160,6 +160,13 @@ static void test_sk_json_parse_every_alloc_failure(void **state)
         assert_int_equal(st, SK_ENOMEM);
         assert_null(v);
     }
+}
+
+static void test_sk_json_parse_every_alloc_failure(void **state)
+{
+    (void)state;
+    const char *text = "{\"order\":{\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"n\":1.5}}";
+    assert_every_alloc_failure_is_enomem(sk_slice_from_str(text));
 }
 
 /* Each of @p texts is refused as bad JSON. */
@@ -259,17 +266,7 @@ static void test_sk_json_parse_long_text(void **state)
                                                                          "99");
     assert_true(json_real_value(json_object_get(last, "n")) == 99.5);
     json_decref(v);
-    for (long n = 0;; n++) {
-        sk_test_fail_alloc_at(n);
-        sk_status st = sk_json_parse(text, &v);
-        sk_test_fail_alloc_at(-1);
-        if (st == SK_OK) {
-            json_decref(v);
-            break;
-        }
-        assert_int_equal(st, SK_ENOMEM);
-        assert_null(v);
-    }
+    assert_every_alloc_failure_is_enomem(text);
     sk_buf_fini(&b);
 }
 
