@@ -325,6 +325,11 @@ double cli_bench_step_rate(double start, double factor, int k)
     return r;
 }
 
+double cli_bench_refine_rate(double lo, double hi)
+{
+    return lo > 0 && hi > lo ? sqrt(lo * hi) : lo;
+}
+
 bool cli_bench_is_sustained(
     double offered, double achieved, double completed, int64_t e2e_p99_us, uint64_t n_failed)
 {
@@ -359,13 +364,17 @@ sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out)
     if (o->concurrency > 0) {
         orders = (double)o->concurrency * span * 1000.0;
     } else if (o->is_find_max) {
+        double top = 0;
         for (int k = 0; k < 64; k++) {
             double r = cli_bench_step_rate(o->rate, CLI_BENCH_FIND_FACTOR, k);
             if (r > o->max_rate) {
                 break;
             }
             orders += ceil_d(r * span);
+            top = r;
         }
+        /* The refining steps run below the step that was not sustained, so below the top one. */
+        orders += CLI_BENCH_FIND_REFINE * ceil_d(top * span);
     } else {
         orders = ceil_d(o->rate * span);
     }

@@ -387,6 +387,9 @@ void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent);
 #define CLI_BENCH_FIND_START_RATE 50.0
 #define CLI_BENCH_FIND_FACTOR     1.5
 #define CLI_BENCH_FIND_MAX_RATE   20000.0
+/* After the first step not sustained, this many steps between it and the last sustained one;
+ * each halves the gap (as a ratio), so the ×1.5 bracket narrows to within 5 %. */
+#define CLI_BENCH_FIND_REFINE      3
 #define CLI_BENCH_SUSTAINED_SHARE 0.95
 #define CLI_BENCH_SUSTAINED_P99_US 1000000
 
@@ -469,6 +472,9 @@ int64_t cli_sched_wait_us(const cli_sched *s, int64_t now_us);
 
 /** --find-max: the offered rate of step @p k (0-based): @p start × @p factor^k. */
 double cli_bench_step_rate(double start, double factor, int k);
+/** The next --find-max rate between the highest sustained @p lo and the lowest not sustained
+ * @p hi: their geometric mean (the steps grow by a factor, so the gap is a ratio). */
+double cli_bench_refine_rate(double lo, double hi);
 /**
  * Whether a step held its rate: both the achieved request rate and the
  * completed orders/s are at least CLI_BENCH_SUSTAINED_SHARE of @p offered,

@@ -1349,7 +1349,8 @@ static void usage(FILE *f)
             "  --duration S     measured seconds (default %g; per step with --find-max)\n"
             "  --warmup S       seconds before measuring, excluded from the figures (default %g)\n"
             "  --find-max       step the rate ×%g until p99 end-to-end passes 1 s or errors\n"
-            "                   appear; report the highest sustained rate\n"
+            "                   appear, then %d steps in between to narrow the bracket;\n"
+            "                   report the highest sustained rate\n"
             "  --max-rate R     stop --find-max below R orders/s (default %g)\n"
             "  --json           print one JSON object on stdout\n"
             "  --data DIR       data dir of the running system (default $SKALD_DATA, else ./var)\n"
@@ -1360,8 +1361,8 @@ static void usage(FILE *f)
             "  --follow MODE    events (default): GET each order when its terminal event\n"
             "                   appears on NATS; poll: GET every 10 ms\n",
             CLI_BENCH_DEFAULT_RATE, CLI_BENCH_FIND_START_RATE, CLI_BENCH_DEFAULT_DURATION_S,
-            CLI_BENCH_DEFAULT_WARMUP_S, CLI_BENCH_FIND_FACTOR, CLI_BENCH_FIND_MAX_RATE,
-            CLI_BENCH_DEFAULT_CONNS, CLI_BENCH_DEFAULT_TIMEOUT_S);
+            CLI_BENCH_DEFAULT_WARMUP_S, CLI_BENCH_FIND_FACTOR, CLI_BENCH_FIND_REFINE,
+            CLI_BENCH_FIND_MAX_RATE, CLI_BENCH_DEFAULT_CONNS, CLI_BENCH_DEFAULT_TIMEOUT_S);
 }
 
 static void bench_fini(bench *b)
@@ -1526,55 +1527,91 @@ static void json_print(json_t *o)
     sk_free(text);
 }
 
-/* --find-max: steps until one is not sustained or the next would pass --max-rate. */
+/*
+ * One --find-max measurement at @p rate: "step" @p n of the climb or
+ * "refine" @p n between the last sustained rate and the first that was not.
+ * Reported as it ends (an element of @p steps with --json, a line otherwise).
+ */
+static sk_status
+find_step(bench *b, const char *label, int n, double rate, json_t *steps, bool *is_ok)
+{
+    run_result r;
+    bool is_refine = strcmp(label, "refine") == 0;
+
+    run_result_init(&r);
+    fprintf(stderr, "skald: " CTX ": %s %d: %.1f orders/s\n", label, n, rate);
+    sk_status st = run_once(b, rate, 0, &r);
+    if (st != SK_OK) {
+        run_result_fini(&r);
+        return st;
+    }
+    int64_t p99 = cli_lat_percentile(&r.e2e, 99);
+    *is_ok = cli_bench_is_sustained(rate, r.achieved, r.completed_rate, p99, n_failed(&r));
+    if (steps != NULL) {
+        json_t *o = result_json(&r);
+        if (o != NULL) {
+            json_object_set_new(o, "sustained", json_boolean(*is_ok));
+            json_object_set_new(o, "refining", json_boolean(is_refine));
+        }
+        json_array_append_new(steps, o);
+    } else {
+        printf("%s %d: offered %.1f/s, achieved %.1f/s, completed %.1f/s, p99 end-to-end "
+               "%.1f ms, failed %llu: %s",
+               label, n, rate, r.achieved, r.completed_rate, (double)p99 / 1000.0,
+               (unsigned long long)n_failed(&r), *is_ok ? "sustained" : "not sustained");
+        if (r.sys.is_available) {
+            /* How the cost of an order falls as batching grows with the load. */
+            printf(" (system: %.2f ms CPU per order, %.0f %% of the cores)", r.sys.cpu_ms_per_order,
+                   r.sys.cpu_share * 100.0);
+        }
+        printf("\n");
+        if (!*is_ok && !is_refine) {
+            print_result(&r);
+        }
+    }
+    run_result_fini(&r);
+    return SK_OK;
+}
+
+/*
+ * --find-max: steps ×CLI_BENCH_FIND_FACTOR until one is not sustained or the
+ * next would pass --max-rate; then CLI_BENCH_FIND_REFINE steps between the
+ * last sustained rate and the first that was not, each keeping the half of
+ * the bracket the answer lies in.
+ */
 static int find_max(bench *b)
 {
     json_t *steps = b->o.is_json ? json_array() : NULL;
-    double best = 0;
+    double best = 0, failed = 0;
     int rc = CLI_EXIT_OK;
 
-    for (int k = 0;; k++) {
+    for (int k = 0; rc == CLI_EXIT_OK; k++) {
         double rate = cli_bench_step_rate(b->o.rate, CLI_BENCH_FIND_FACTOR, k);
-        run_result r;
+        bool is_ok = false;
         if (rate > b->o.max_rate) {
             break;
         }
-        run_result_init(&r);
-        fprintf(stderr, "skald: " CTX ": step %d: %.1f orders/s\n", k + 1, rate);
-        if (run_once(b, rate, 0, &r) != SK_OK) {
+        if (find_step(b, "step", k + 1, rate, steps, &is_ok) != SK_OK) {
             cli_errorf(CTX, "%s", sk_error_message());
-            run_result_fini(&r);
             rc = CLI_EXIT_FAILURE;
+        } else if (!is_ok) {
+            failed = rate;
             break;
-        }
-        int64_t p99 = cli_lat_percentile(&r.e2e, 99);
-        bool is_ok = cli_bench_is_sustained(rate, r.achieved, r.completed_rate, p99, n_failed(&r));
-        if (steps != NULL) {
-            json_t *o = result_json(&r);
-            if (o != NULL) {
-                json_object_set_new(o, "sustained", json_boolean(is_ok));
-            }
-            json_array_append_new(steps, o);
         } else {
-            printf("step %d: offered %.1f/s, achieved %.1f/s, completed %.1f/s, p99 end-to-end "
-                   "%.1f ms, failed %llu: %s",
-                   k + 1, rate, r.achieved, r.completed_rate, (double)p99 / 1000.0,
-                   (unsigned long long)n_failed(&r), is_ok ? "sustained" : "not sustained");
-            if (r.sys.is_available) {
-                /* How the cost of an order falls as batching grows with the load. */
-                printf(" (system: %.2f ms CPU per order, %.0f %% of the cores)", r.sys.cpu_ms_per_order,
-                       r.sys.cpu_share * 100.0);
-            }
-            printf("\n");
-            if (!is_ok) {
-                print_result(&r);
-            }
+            best = rate;
         }
-        run_result_fini(&r);
-        if (!is_ok) {
-            break;
+    }
+    for (int i = 0; rc == CLI_EXIT_OK && best > 0 && failed > 0 && i < CLI_BENCH_FIND_REFINE; i++) {
+        double rate = cli_bench_refine_rate(best, failed);
+        bool is_ok = false;
+        if (find_step(b, "refine", i + 1, rate, steps, &is_ok) != SK_OK) {
+            cli_errorf(CTX, "%s", sk_error_message());
+            rc = CLI_EXIT_FAILURE;
+        } else if (is_ok) {
+            best = rate;
+        } else {
+            failed = rate;
         }
-        best = rate;
     }
     if (rc == CLI_EXIT_OK) {
         if (steps != NULL) {
@@ -1583,13 +1620,19 @@ static int find_max(bench *b)
             if (o != NULL) {
                 json_object_set_new(o, "max_sustained_rate",
                                     best > 0 ? json_real(best) : json_null());
+                json_object_set_new(o, "min_unsustained_rate",
+                                    failed > 0 ? json_real(failed) : json_null());
             }
             json_print(o);
             json_decref(o);
         } else if (best > 0) {
             printf("highest sustained rate: %.1f orders/s (achieved ≥ %.0f %% of offered, p99 "
-                   "end-to-end ≤ 1 s, no errors)\n",
+                   "end-to-end ≤ 1 s, no errors)",
                    best, CLI_BENCH_SUSTAINED_SHARE * 100);
+            if (failed > 0) {
+                printf("; not sustained at %.1f orders/s", failed);
+            }
+            printf("\n");
         } else {
             printf("no rate was sustained, not even the first step (%.1f orders/s)\n", b->o.rate);
         }

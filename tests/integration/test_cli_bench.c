@@ -226,6 +226,18 @@ static void test_cli_bench_find_max_steps(void **state)
     assert_true(cli_bench_step_rate(50, 1.5, 1) == 75);
     assert_true(cli_bench_step_rate(50, 1.5, 2) == 112.5);
     assert_true(cli_bench_step_rate(50, 1.5, -1) == 50);
+
+    /* Refining between 1,000 (sustained) and 2,250 (not): 1,500, and always inside the bracket. */
+    assert_true(cli_bench_refine_rate(1000, 2250) == 1500);
+    double lo = 1012.5, hi = 1518.75;
+    for (int i = 0; i < CLI_BENCH_FIND_REFINE; i++) {
+        double mid = cli_bench_refine_rate(lo, hi);
+        assert_true(mid > lo && mid < hi);
+        hi = mid; /* as if never sustained: the bracket shrinks towards lo */
+    }
+    assert_true(hi / lo < 1.06); /* three steps take a ×1.5 bracket to within 6 % */
+    assert_true(cli_bench_refine_rate(0, 100) == 0); /* no sustained rate: nothing between */
+    assert_true(cli_bench_refine_rate(100, 100) == 100);
     /* Sustained: ≥ 95 % achieved and completed, p99 ≤ 1 s, nothing failed. */
     assert_true(cli_bench_is_sustained(100, 95, 96, 1000000, 0));
     assert_false(cli_bench_is_sustained(100, 94.9, 100, 1000, 0));
@@ -259,12 +271,13 @@ static void test_cli_bench_plan_make(void **state)
     assert_int_equal(p.n_products, 64);
     assert_true(p.stock >= 2 * 122000 / 64);
 
-    /* --find-max sums its steps: 50, 75, 112.5 (the next, 168.75, is above 150). */
+    /* --find-max sums its steps: 50, 75, 112.5 (the next, 168.75, is above 150), and room for
+     * its refining steps, each below the top one. */
     const char *find[] = { "bench",      "--find-max", "--max-rate", "150",
                            "--duration", "1",          "--warmup",   "0" };
     assert_int_equal(parse(&o, ARGC(find), find), SK_OK);
     assert_int_equal(cli_bench_plan_make(&o, &p), SK_OK);
-    assert_int_equal(p.max_orders, 50 + 75 + 113);
+    assert_int_equal(p.max_orders, 50 + 75 + 113 + CLI_BENCH_FIND_REFINE * 113);
 
     /* Closed loop: as if each order took 1 ms. */
     const char *closed[] = { "bench", "--concurrency", "4", "--duration", "1", "--warmup", "0" };
