@@ -3,7 +3,7 @@
  * Generic test helpers (see sk_test.h). Test-only code: it may print to
  * stderr, and it never touches anything outside /tmp.
  */
-#define _XOPEN_SOURCE 700 /* nftw */
+#define _GNU_SOURCE /* nftw, syscall */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,14 +15,52 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "sk_test.h"
+
+extern char **environ;
+
+sk_status sk_test_spawn(const char *path, char *const argv[], const char *log_path, int *pid_out)
+{
+    pid_t parent = getpid();
+    bool is_main_thread = (pid_t)syscall(SYS_gettid) == parent;
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    pid_t pid;
+
+    *pid_out = 0;
+    if (fd < 0) {
+        return SK_FAIL(SK_EIO, "opening %s: %s", log_path, strerror(errno));
+    }
+    pid = fork();
+    if (pid == 0) {
+        /* Only async-signal-safe calls until execve: the parent has other threads. The parent
+         * may have died before prctl took effect, hence the getppid check. */
+        if (is_main_thread && (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)) {
+            _exit(126);
+        }
+        if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
+            _exit(126);
+        }
+        execve(path, argv, environ);
+        _exit(127);
+    }
+    int e = errno;
+    close(fd);
+    if (pid < 0) {
+        return SK_FAIL(SK_EIO, "spawning %s: %s", path, strerror(e));
+    }
+    *pid_out = (int)pid;
+    return SK_OK;
+}
 
 sk_status sk_test_tmpdir(char *out, size_t out_len)
 {

@@ -43,6 +43,21 @@ bool sk_test_wait_until(bool (*cond)(void *ctx), void *ctx, int64_t timeout_ms);
  */
 int sk_test_free_port(void);
 
+/**
+ * Start the program @p path with @p argv (NULL-terminated) and this
+ * process's environment, its stdout and stderr appended to @p log_path.
+ * Started from the main thread, the child gets SIGTERM when this process
+ * ends, however it ends: an abort, a sanitizer's exit or CTest's SIGKILL
+ * skip atexit handlers, and servers a test started would otherwise keep
+ * running (PR_SET_PDEATHSIG follows the thread that forked, so it is not
+ * set from other threads).
+ * @return SK_OK and the child's pid in @p pid_out, or SK_EIO.
+ */
+SK_NODISCARD sk_status sk_test_spawn(const char *path,
+                                     char *const argv[],
+                                     const char *log_path,
+                                     int *pid_out);
+
 /** Read a whole file into an owned, NUL-terminated string (sk_free); NULL on failure. */
 char *sk_test_read_file(const char *path, size_t *len_out);
 

@@ -11,10 +11,9 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,8 +23,6 @@
 
 #include "sk_test.h"
 #include "sk_test_nats.h"
-
-extern char **environ;
 
 #define START_TIMEOUT_MS 5000
 #define STOP_TIMEOUT_MS  5000
@@ -171,25 +168,14 @@ static bool reap(pid_t pid, int64_t timeout_ms)
 
 static sk_status spawn_server(sk_test_nats *n)
 {
-    posix_spawn_file_actions_t fa;
     char *argv[] = { n->server, (char *)"-c", n->conf, NULL };
     int64_t deadline;
-    int rc;
+    int pid = 0;
+    sk_status st = sk_test_spawn(n->server, argv, n->log, &pid);
 
-    if (posix_spawn_file_actions_init(&fa) != 0) {
-        return SK_FAIL(SK_ENOMEM, "posix_spawn_file_actions_init");
-    }
-    if (posix_spawn_file_actions_addopen(&fa, 1, n->log, O_WRONLY | O_CREAT | O_APPEND, 0600) !=
-            0 ||
-        posix_spawn_file_actions_adddup2(&fa, 1, 2) != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        return SK_FAIL(SK_ENOMEM, "posix_spawn_file_actions");
-    }
-    rc = posix_spawn(&n->pid, n->server, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        n->pid = 0;
-        return SK_FAIL(SK_EIO, "spawning %s: %s", n->server, strerror(rc));
+    n->pid = (pid_t)pid;
+    if (st != SK_OK) {
+        return st;
     }
     live_add(n->pid);
     deadline = sk_time_mono_ms() + START_TIMEOUT_MS;

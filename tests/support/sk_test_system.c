@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +18,6 @@
 #include "sk_test.h"
 #include "sk_test_system.h"
 
-extern char **environ;
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -30,7 +27,6 @@ static void sleep_ms(long ms)
 sk_status sk_test_system_start(sk_test_system *sys, int64_t ready_ms)
 {
     char port[16], bin[512], config[512];
-    posix_spawn_file_actions_t fa;
     memset(sys, 0, sizeof(*sys));
     if (sk_test_tmpdir(sys->data_dir, sizeof(sys->data_dir)) != SK_OK) {
         return SK_FAIL(SK_EIO, "tmpdir");
@@ -44,13 +40,11 @@ sk_status sk_test_system_start(sk_test_system *sys, int64_t ready_ms)
     char *argv[] = { bin, a_up, a_config, config, a_data, sys->data_dir, a_port, port, NULL };
     char log_path[400];
     snprintf(log_path, sizeof(log_path), "%s/skald-up.log", sys->data_dir);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&sys->pid, bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        return SK_FAIL(SK_EIO, "spawning %s: %s", bin, strerror(rc));
+    int pid = 0;
+    sk_status st = sk_test_spawn(bin, argv, log_path, &pid);
+    sys->pid = (pid_t)pid;
+    if (st != SK_OK) {
+        return st;
     }
     int64_t deadline = sk_time_mono_ms() + ready_ms;
     while (sk_time_mono_ms() < deadline) {

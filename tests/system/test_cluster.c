@@ -38,7 +38,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,8 +51,6 @@
 #include "sk_test.h"
 #include "sk_test_shop.h"
 #include "sk_test_system.h"
-
-extern char **environ;
 
 #define N_NODES   3
 #define N_SKUS    3
@@ -757,15 +754,11 @@ static sk_status system_start(void)
     snprintf(log_path, sizeof(log_path), "%s/skald-up.log", g_sys.data_dir);
     char a_up[] = "up", a_config[] = "--config", a_data[] = "--data", a_port[] = "--port";
     char *argv[] = { bin, a_up, a_config, config, a_data, g_sys.data_dir, a_port, port, NULL };
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&g_sys.pid, bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        g_sys.pid = 0;
-        return SK_FAIL(SK_EIO, "spawning %s: %s", bin, strerror(rc));
+    int pid = 0;
+    st = sk_test_spawn(bin, argv, log_path, &pid);
+    g_sys.pid = (pid_t)pid;
+    if (st != SK_OK) {
+        return st;
     }
     st = sk_test_system_await_ready(&g_sys, READY_MS);
     if (st == SK_OK && !read_nodes()) {
