@@ -43,9 +43,11 @@
 #define DEFAULT_THREADS 2u
 #define MAX_THREADS     64u
 /*
- * MHD's per-connection memory pool (read buffer, headers, response headers). Larger than
- * SK_HTTP_MAX_HEADER_BYTES, so that headers between the two get our 431 problem+json; beyond
- * the pool libmicrohttpd answers 431 itself and closes. It stays resident for as long as the
+ * MHD's per-connection memory pool (read buffer, a record per header field and per query
+ * argument, response headers). Twice SK_HTTP_MAX_HEADER_BYTES, so that a request line plus
+ * headers within the limit always fits and those between the two get our 431 problem+json;
+ * beyond the pool libmicrohttpd answers 431 itself, or closes the connection when the query
+ * has more arguments than records fit (several hundred). It stays resident for as long as the
  * connection is open, and a service keeps one per pooled connection of each caller (64 from
  * the gateway under load): 64 KiB pools made the order service's RSS at 1,000 orders/s 2-4 MiB
  * larger and all services' PSS 12-15 MiB larger than these 32 KiB (libmicrohttpd's default).
@@ -135,6 +137,7 @@ typedef struct conn_ctx {
     tls_creds *creds;  /* installed on the session; NULL when that failed */
     bool has_bad_target;
     char bad_target[160]; /* why the raw request target of the current request is refused */
+    size_t target_bytes;  /* the current request's raw target (it counts towards the limit) */
     bool is_checked;
     bool is_ok;
     bool has_service;
@@ -717,12 +720,17 @@ static bool request_check(const sk_http_req *req,
                           size_t detail_len)
 {
     query_check_ctx q = { true, detail, detail_len };
+    /* The request line counts too: "METHOD target HTTP/1.1\r\n". */
+    size_t target = cc != NULL ? cc->target_bytes : strlen(req->path);
+    size_t head_bytes =
+        strlen(req->method) + 1 + target + sizeof(" HTTP/1.1\r\n") - 1 + header_bytes;
 
-    if (n_headers > SK_HTTP_MAX_HEADERS || header_bytes > SK_HTTP_MAX_HEADER_BYTES) {
+    if (n_headers > SK_HTTP_MAX_HEADERS || head_bytes > SK_HTTP_MAX_HEADER_BYTES) {
         *status = 431;
         snprintf(detail, detail_len,
-                 "request headers too large: %zu fields, %zu bytes (at most %u fields, %u bytes)",
-                 n_headers, header_bytes, SK_HTTP_MAX_HEADERS, SK_HTTP_MAX_HEADER_BYTES);
+                 "request headers too large: %zu fields, %zu bytes with the request line (at "
+                 "most %u fields, %u bytes)",
+                 n_headers, head_bytes, SK_HTTP_MAX_HEADERS, SK_HTTP_MAX_HEADER_BYTES);
         return false;
     }
     *status = 400;
@@ -1260,6 +1268,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         sk__conn_guard_set(srv->guard, &cc->guard, sk_time_mono_ms() + srv->request_ms);
         cc->has_bad_target =
             !sk__http_target_raw_check(uri, cc->bad_target, sizeof(cc->bad_target));
+        cc->target_bytes = strlen(uri);
     }
     return NULL;
 }

@@ -155,6 +155,34 @@ static void check_headers(fixture *f, bool is_tls)
     snprintf(req + off + n, 64, "\r\n\r\n");
     expect_problem(f, is_tls, req, 431, "headers too large");
 
+    /* The request line counts: a 10 KiB query and 8 KiB of headers, each under the limit
+     * alone, are over it together: our 431. */
+    off = snprintf(req, 300 * 1024, "GET /echo?q=");
+    memset(req + off, 'q', 10 * 1024);
+    off += 10 * 1024;
+    off += snprintf(req + off, 64, " HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(req + off, 'a', 8 * 1024);
+    snprintf(req + off + 8 * 1024, 64, "\r\n\r\n");
+    expect_problem(f, is_tls, req, 431, "with the request line");
+
+    /* Just under the limit with SK_HTTP_MAX_HEADERS fields and a long query: served. */
+    off = snprintf(req, 300 * 1024, "GET /echo?q=");
+    memset(req + off, 'q', 7680);
+    off += 7680;
+    off += snprintf(req + off, 64, " HTTP/1.1\r\nHost: x\r\n");
+    for (unsigned i = 1; i < SK_HTTP_MAX_HEADERS; i++) {
+        off += snprintf(req + off, 128, "X-H%03u: %070u\r\n", i, i);
+    }
+    snprintf(req + off, 8, "\r\n");
+    assert_true(strlen(req) > SK_HTTP_MAX_HEADER_BYTES - 1024 &&
+                strlen(req) < SK_HTTP_MAX_HEADER_BYTES);
+    sk_raw ok;
+    char okbuf[8192];
+    open_client(f, is_tls, &ok);
+    SK_IGNORE(sk_raw_send_str(&ok, req));
+    assert_int_equal(sk_raw_response(&ok, okbuf, sizeof(okbuf), 5000), 200);
+    sk_raw_close(&ok);
+
     /* More than SK_HTTP_MAX_HEADERS small ones: our 431. */
     off = snprintf(req, 300 * 1024, "GET /echo HTTP/1.1\r\nHost: x\r\n");
     for (unsigned i = 0; i < SK_HTTP_MAX_HEADERS + 10; i++) {
