@@ -47,7 +47,9 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     if (epoll_ctl(l->epfd, op, s, &ev) != 0) {
         op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
         if (op < 0 || epoll_ctl(l->epfd, op, s, &ev) != 0) {
-            return -1; /* libcurl fails the transfers on this socket */
+            /* Not -1: libcurl 7.88 would mark the whole multi handle dead. The transfers on
+             * this socket never see it ready and end at their CURLOPT_TIMEOUT_MS instead. */
+            return 0;
         }
     }
     if (socketp == NULL) {

@@ -365,7 +365,7 @@ sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out)
         orders = (double)o->concurrency * span * 1000.0;
     } else if (o->is_find_max) {
         double top = 0;
-        for (int k = 0; k < 64; k++) {
+        for (int k = 0; k < CLI_BENCH_FIND_MAX_STEPS; k++) {
             double r = cli_bench_step_rate(o->rate, CLI_BENCH_FIND_FACTOR, k);
             if (r > o->max_rate) {
                 break;

@@ -387,6 +387,8 @@ void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent);
 #define CLI_BENCH_FIND_START_RATE 50.0
 #define CLI_BENCH_FIND_FACTOR     1.5
 #define CLI_BENCH_FIND_MAX_RATE   20000.0
+/* Most climbing steps (the seed plan and the run share the bound). */
+#define CLI_BENCH_FIND_MAX_STEPS 64
 /* After the first step not sustained, this many steps between it and the last sustained one;
  * each halves the gap (as a ratio), so the ×1.5 bracket narrows to within 5 %. */
 #define CLI_BENCH_FIND_REFINE      3

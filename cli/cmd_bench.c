@@ -1585,7 +1585,7 @@ static int find_max(bench *b)
     double best = 0, failed = 0;
     int rc = CLI_EXIT_OK;
 
-    for (int k = 0; rc == CLI_EXIT_OK; k++) {
+    for (int k = 0; rc == CLI_EXIT_OK && k < CLI_BENCH_FIND_MAX_STEPS; k++) {
         double rate = cli_bench_step_rate(b->o.rate, CLI_BENCH_FIND_FACTOR, k);
         bool is_ok = false;
         if (rate > b->o.max_rate) {

@@ -3,7 +3,7 @@
  * sk_test_spawn (tests/support): a server a test starts must not outlive
  * the test process, however that ends. A forked "test process" spawns a
  * long sleep, reports its pid through a pipe and is killed with SIGKILL (no
- * atexit handler runs); the sleep must then be gone.
+ * atexit handler runs); the sleep must then end by SIGTERM.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,26 +15,26 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sk_test.h"
 
-/* Whether @p pid has exited (gone, or a zombie waiting for its new parent to reap it). */
-static bool is_dead(void *ctx)
+/* Whether the process in @p ctx runs the program "sleep" yet (it has exec'd). */
+static bool is_sleeping(void *ctx)
 {
     pid_t pid = *(pid_t *)ctx;
-    char path[64], text[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    char path[64], comm[32] = { 0 };
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        return true;
+        return false;
     }
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    size_t n = fread(comm, 1, sizeof(comm) - 1, f);
     fclose(f);
-    text[n] = '\0';
-    const char *p = strrchr(text, ')');
-    return p == NULL || (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+    return n >= 5 && strncmp(comm, "sleep", 5) == 0;
 }
 
 static void test_spawned_child_ends_with_the_test_process(void **state)
@@ -44,6 +44,8 @@ static void test_spawned_child_ends_with_the_test_process(void **state)
     int fds[2];
     (void)state;
 
+    /* Orphans come to this process, so it can see how the spawned one ended. */
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     assert_int_equal(sk_test_tmpdir(dir, sizeof(dir)), SK_OK);
     snprintf(log, sizeof(log), "%s/sleep.log", dir);
     assert_int_equal(pipe(fds), 0);
@@ -53,7 +55,12 @@ static void test_spawned_child_ends_with_the_test_process(void **state)
         char *argv[] = { (char *)"sleep", (char *)"60", NULL };
         int pid = 0;
         close(fds[0]);
-        if (sk_test_spawn("/bin/sleep", argv, log, &pid) != SK_OK ||
+        if (sk_test_spawn("/bin/sleep", argv, log, &pid) != SK_OK) {
+            _exit(1);
+        }
+        pid_t spawned = (pid_t)pid;
+        /* Past its prctl: a test process dying earlier makes the child exit by itself. */
+        if (!sk_test_wait_until(is_sleeping, &spawned, 5000) ||
             write(fds[1], &pid, sizeof(pid)) != (ssize_t)sizeof(pid)) {
             _exit(1);
         }
@@ -69,12 +76,20 @@ static void test_spawned_child_ends_with_the_test_process(void **state)
     assert_int_equal(waitpid(test_process, &status, 0), test_process);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
+    /* The orphan is ours now: it must end, and by the parent-death signal. */
     pid_t spawned = (pid_t)pid;
-    bool is_gone = sk_test_wait_until(is_dead, &spawned, 5000);
-    if (!is_gone) {
-        kill(spawned, SIGKILL); /* do not leave it behind when the assertion fails */
+    int64_t deadline = sk_time_mono_ms() + 5000;
+    pid_t r = 0;
+    while ((r = waitpid(spawned, &status, WNOHANG)) == 0 && sk_time_mono_ms() < deadline) {
+        struct timespec ts = { 0, 2000000 };
+        nanosleep(&ts, NULL);
     }
-    assert_true(is_gone);
+    if (r != spawned) {
+        kill(spawned, SIGKILL); /* do not leave it behind when the assertion fails */
+        waitpid(spawned, NULL, 0);
+    }
+    assert_int_equal(r, spawned);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
     sk_test_rmrf(dir);
 }
 

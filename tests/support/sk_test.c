@@ -47,6 +47,11 @@ sk_status sk_test_spawn(const char *path, char *const argv[], const char *log_pa
         if (is_main_thread && (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)) {
             _exit(126);
         }
+        /* The forking thread's mask and ignored signals are inherited: SIGTERM must work. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGTERM, SIG_DFL);
         if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
             _exit(126);
         }
