@@ -1528,22 +1528,23 @@ static void json_print(json_t *o)
 }
 
 /*
- * One --find-max measurement at @p rate: "step" @p n of the climb or
- * "refine" @p n between the last sustained rate and the first that was not.
- * Reported as it ends (an element of @p steps with --json, a line otherwise).
+ * One --find-max measurement at @p rate: step @p n of the climb, or (@p
+ * is_refine) refining step @p n between the last sustained rate and the
+ * first that was not. Reported as it ends (an element of @p steps with
+ * --json, a line otherwise). @return false when the run failed (said on
+ * stderr); else *is_ok tells whether the rate was sustained.
  */
-static sk_status
-find_step(bench *b, const char *label, int n, double rate, json_t *steps, bool *is_ok)
+static bool find_step(bench *b, bool is_refine, int n, double rate, json_t *steps, bool *is_ok)
 {
     run_result r;
-    bool is_refine = strcmp(label, "refine") == 0;
+    const char *label = is_refine ? "refine" : "step";
 
     run_result_init(&r);
     fprintf(stderr, "skald: " CTX ": %s %d: %.1f orders/s\n", label, n, rate);
-    sk_status st = run_once(b, rate, 0, &r);
-    if (st != SK_OK) {
+    if (run_once(b, rate, 0, &r) != SK_OK) {
+        cli_errorf(CTX, "%s", sk_error_message());
         run_result_fini(&r);
-        return st;
+        return false;
     }
     int64_t p99 = cli_lat_percentile(&r.e2e, 99);
     *is_ok = cli_bench_is_sustained(rate, r.achieved, r.completed_rate, p99, n_failed(&r));
@@ -1570,7 +1571,7 @@ find_step(bench *b, const char *label, int n, double rate, json_t *steps, bool *
         }
     }
     run_result_fini(&r);
-    return SK_OK;
+    return true;
 }
 
 /*
@@ -1591,8 +1592,7 @@ static int find_max(bench *b)
         if (rate > b->o.max_rate) {
             break;
         }
-        if (find_step(b, "step", k + 1, rate, steps, &is_ok) != SK_OK) {
-            cli_errorf(CTX, "%s", sk_error_message());
+        if (!find_step(b, false, k + 1, rate, steps, &is_ok)) {
             rc = CLI_EXIT_FAILURE;
         } else if (!is_ok) {
             failed = rate;
@@ -1604,8 +1604,7 @@ static int find_max(bench *b)
     for (int i = 0; rc == CLI_EXIT_OK && best > 0 && failed > 0 && i < CLI_BENCH_FIND_REFINE; i++) {
         double rate = cli_bench_refine_rate(best, failed);
         bool is_ok = false;
-        if (find_step(b, "refine", i + 1, rate, steps, &is_ok) != SK_OK) {
-            cli_errorf(CTX, "%s", sk_error_message());
+        if (!find_step(b, true, i + 1, rate, steps, &is_ok)) {
             rc = CLI_EXIT_FAILURE;
         } else if (is_ok) {
             best = rate;
