@@ -12,9 +12,20 @@
  * callback of the watch it removes that is in progress (the "call in
  * progress" marker is_calling/call_fn/call_ctx), unless the discovery thread
  * itself calls it from inside that callback.
+ *
+ * A registered process hears its own heartbeat come back through the watch
+ * every ttl/3. When it has not for ttl/2 while heartbeating, the registry is
+ * "deaf": the watch (or the broker behind it) is not delivering, so the
+ * silence of the other instances says nothing about them. Their entries are
+ * then kept, as Envoy keeps its last endpoints while its control plane is
+ * away (the mesh's outlier detection deals with any that did die), and
+ * expire again only once the registry has heard for ttl/2 more, time for
+ * every live instance's next heartbeat to arrive. A process that does not
+ * register cannot tell, and always counts as hearing.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -97,6 +108,13 @@ struct sk_registry {
     uint64_t call_seq;
     int64_t last_warn_mono_ms;
     uint64_t n_warn_suppressed;
+    /* Our own entry as the watch sees it: its key ("" when not registered),
+     * when we last heard it put (0: not since registering), when we heard
+     * it again after being deaf, and whether we are deaf (as last logged). */
+    char heard_key[2 * SK_DISCOVERY_MAX_NAME + 2];
+    int64_t self_heard_mono_ms;
+    int64_t hearing_since_mono_ms;
+    bool is_deaf;
 };
 
 /* ---------------------------------------------------------------- sync helpers */
@@ -236,9 +254,25 @@ static void entry_remove(sk_registry *r, entry *e)
     }
 }
 
+/* Whether our own heartbeats have stopped coming back (see the top of the file). */
+static bool is_deaf_at(const sk_registry *r, int64_t now_ms)
+{
+    return r->is_hb_running && r->self_heard_mono_ms != 0 &&
+           now_ms - r->self_heard_mono_ms >= r->ttl_ms / 2;
+}
+
+/* When @p e expires unless it is put again, given that we hear now. */
+static int64_t entry_expiry(const sk_registry *r, const entry *e)
+{
+    int64_t at = e->seen_mono_ms + r->ttl_ms;
+    int64_t after_deafness = r->hearing_since_mono_ms + r->ttl_ms / 2;
+
+    return at > after_deafness ? at : after_deafness;
+}
+
 static bool entry_is_live(const sk_registry *r, const entry *e, int64_t now_ms)
 {
-    return now_ms - e->seen_mono_ms < r->ttl_ms;
+    return now_ms < entry_expiry(r, e) || is_deaf_at(r, now_ms);
 }
 
 /* Log a warning about a bad entry, at most once per WARN_INTERVAL_MS. */
@@ -336,6 +370,21 @@ key_parse(const char *key, char svc[SK_DISCOVERY_MAX_NAME + 1], char ins[SK_DISC
     return true;
 }
 
+/* Our own heartbeat came back through the watch: we hear the bucket. */
+static void hear_self(sk_registry *r)
+{
+    int64_t now = sk_time_mono_ms();
+
+    if (is_deaf_at(r, now)) {
+        r->hearing_since_mono_ms = now;
+        /* The discovery thread logs it and times the expiries anew. */
+        if (pthread_cond_signal(&r->disp_cond) != 0) {
+            abort();
+        }
+    }
+    r->self_heard_mono_ms = now;
+}
+
 /*
  * Store a decoded put of @p inst (taken). It counts as seen when its
  * heartbeat was written (wall clock, clamped to now), not when it arrived:
@@ -352,6 +401,9 @@ static void table_put(sk_registry *r, sk_instance *inst, const char *key)
     if (age >= r->ttl_ms) {
         sk__instance_fini(inst); /* expired already; the live entry, if any, expires on its own */
         return;
+    }
+    if (r->heard_key[0] != '\0' && strcmp(key, r->heard_key) == 0) {
+        hear_self(r);
     }
     int64_t now = sk_time_mono_ms() - age;
     entry *e = entry_find(r, inst->service, inst->instance);
@@ -451,22 +503,47 @@ static void on_kv_event(const char *key, sk_slice value, bool is_deleted, void *
 
 /* ---------------------------------------------------------------- discovery thread */
 
-/* Drop expired entries; return the monotonic time of the next expiry (INT64_MAX: none). */
+/*
+ * Drop expired entries; return the monotonic time at which to look again
+ * (the next expiry, or when our own heartbeat is due back; INT64_MAX: none).
+ */
 static int64_t sweep(sk_registry *r, int64_t now)
 {
     int64_t next = INT64_MAX;
     size_t i = 0;
+    bool is_deaf = is_deaf_at(r, now);
 
+    if (is_deaf != r->is_deaf) {
+        r->is_deaf = is_deaf;
+        if (is_deaf) {
+            SK_LOG_WARN("own heartbeat %s not seen through the watch of %s for %lld ms: keeping "
+                        "the %zu known instances until it is",
+                        r->heard_key, SK_DISCOVERY_BUCKET, (long long)(now - r->self_heard_mono_ms),
+                        r->n_entries);
+        } else if (r->is_hb_running) { /* (else the heartbeat stopped: closing) */
+            SK_LOG_INFO("own heartbeat %s seen again: instances not heard from within %lld ms "
+                        "expire",
+                        r->heard_key, (long long)(r->ttl_ms / 2));
+        }
+    }
+    if (is_deaf) {
+        /* Nothing expires until we hear again (which wakes this thread) or stop heartbeating. */
+        return now + r->ttl_ms / 3;
+    }
     while (i < r->n_entries) {
         entry *e = &r->entries[i];
         if (!entry_is_live(r, e, now)) {
             entry_remove(r, e); /* moves the last entry to i */
             continue;
         }
-        if (e->seen_mono_ms + r->ttl_ms < next) {
-            next = e->seen_mono_ms + r->ttl_ms;
+        if (entry_expiry(r, e) < next) {
+            next = entry_expiry(r, e);
         }
         i++;
+    }
+    if (r->is_hb_running && r->self_heard_mono_ms != 0 &&
+        r->self_heard_mono_ms + r->ttl_ms / 2 < next) {
+        next = r->self_heard_mono_ms + r->ttl_ms / 2;
     }
     return next;
 }
@@ -892,6 +969,12 @@ sk_status sk_registry_register(sk_registry *r, const sk_instance *self)
         /* inst and key are still ours: freed below. */
     } else {
         r->is_hb_failing = false;
+        lock(&r->mu);
+        if (strcmp(r->heard_key, key) != 0) {
+            snprintf(r->heard_key, sizeof(r->heard_key), "%s", key);
+            r->self_heard_mono_ms = 0; /* not deaf before we first hear the new key */
+        }
+        unlock(&r->mu);
         if (was_registered && strcmp(old_key, key) != 0 && sk_kv_delete(r->kv, old_key) != SK_OK) {
             SK_LOG_WARN("removing the previous registration %s failed: %s", old_key,
                         sk_error_message());

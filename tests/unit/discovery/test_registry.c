@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "discovery/discovery_int.h"
@@ -46,6 +47,7 @@ static struct {
     int n_open;
     int64_t ttl_ms;
     unsigned n_puts;
+    bool is_muted; /* puts and deletes are stored but not delivered to watches */
     sk_status fail_open, fail_put, fail_delete, fail_watch;
 } fake = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -63,13 +65,14 @@ static void fake_reset(void)
     fake.n = 0;
     fake.n_watches = 0;
     fake.n_puts = 0;
+    fake.is_muted = false;
     fake.fail_open = fake.fail_put = fake.fail_delete = fake.fail_watch = SK_OK;
     pthread_mutex_unlock(&fake.mu);
 }
 
 static void fake_notify(const char *key, const char *value, size_t len, bool is_deleted)
 {
-    for (size_t i = 0; i < fake.n_watches; i++) {
+    for (size_t i = 0; i < fake.n_watches && !fake.is_muted; i++) {
         if (fake.watches[i].is_active) {
             fake.watches[i].fn(key, (sk_slice){ (const uint8_t *)value, len }, is_deleted,
                                fake.watches[i].ctx);
@@ -287,6 +290,13 @@ static void wait_puts(unsigned more)
 {
     unsigned target = fake_puts() + more;
     assert_true(sk_test_wait_until(puts_reached, &target, WAIT_MS));
+}
+
+static void fake_mute(bool is_muted)
+{
+    pthread_mutex_lock(&fake.mu);
+    fake.is_muted = is_muted;
+    pthread_mutex_unlock(&fake.mu);
 }
 
 static bool self_not_ready(void *ctx)
@@ -720,6 +730,57 @@ static void test_registry_own_entry_stays_with_heartbeat(void **state)
     wait_for("order", 0, NULL, -1);
     assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
     wait_for("order", 1, "order-1", 0);
+    sk_registry_close(r);
+}
+
+/* The names sk_registry_list gives, joined with ' '. */
+static void list_names(sk_registry *r, char *out, size_t size)
+{
+    sk_instance *list = NULL;
+    size_t n = 0, len = 0;
+
+    assert_int_equal(sk_registry_list(r, &list, &n), SK_OK);
+    out[0] = '\0';
+    for (size_t i = 0; i < n && len < size; i++) {
+        len += (size_t)snprintf(out + len, size - len, "%s%s", i > 0 ? " " : "", list[i].instance);
+    }
+    sk_registry_list_free(list, n);
+}
+
+static void test_registry_keeps_instances_while_deaf(void **state)
+{
+    sk_registry *r = open_registry();
+    sk_registry *listener = open_registry(); /* registers nothing: cannot tell it is deaf */
+    char names[256];
+
+    (void)state;
+    assert_int_equal(sk_registry_register(r, &SELF), SK_OK);
+    assert_int_equal(sk_registry_watch(r, "order", on_watch, &rec), SK_OK);
+    list_names(listener, names, sizeof(names)); /* starts its watch */
+    other_put("order", "order-9", "10.0.0.9:80", true);
+    wait_for("order", 2, "order-1", 0);
+    wait_puts(2); /* our own heartbeat has come back at least once */
+
+    /* order-9's last heartbeat; then the watch stops delivering: nobody's arrives, ours neither. */
+    other_put("order", "order-9", "10.0.0.9:80", true);
+    fake_mute(true);
+    size_t n_events = rec_count();
+    struct timespec pause = { 0, 3 * TTL_MS * 1000000L };
+    nanosleep(&pause, NULL);
+    list_names(r, names, sizeof(names));
+    assert_string_equal(names, "order-1 order-9");
+    assert_int_equal(rec_count(), n_events);
+    list_names(listener, names, sizeof(names));
+    assert_string_equal(names, "");
+
+    /* Heard again: order-9, silent meanwhile, expires ttl/2 after our next heartbeat. */
+    int64_t t_unmute = sk_time_mono_ms();
+    fake_mute(false);
+    wait_for("order", 1, "order-1", 0);
+    assert_in_range(sk_time_mono_ms() - t_unmute, TTL_MS / 2 - 2, INT64_MAX);
+    list_names(r, names, sizeof(names));
+    assert_string_equal(names, "order-1");
+    sk_registry_close(listener);
     sk_registry_close(r);
 }
 
@@ -1235,6 +1296,7 @@ int main(void)
         T(test_registry_watch_sees_changes),
         T(test_registry_watch_expires_entries),
         T(test_registry_own_entry_stays_with_heartbeat),
+        T(test_registry_keeps_instances_while_deaf),
         T(test_registry_watch_initial_list),
         T(test_registry_watch_callback_may_list),
         T(test_registry_watch_errors),
