@@ -9,9 +9,10 @@
  * A watcher keeps each entry with the local monotonic time it last saw it
  * put and drops it once that is older than the TTL (nats-server 2.9 sends no
  * watch event when an entry's TTL passes) or when its key is deleted. A
- * registry that registers an instance expires nothing while its own
- * heartbeat does not come back through its watch (the watch, not the
- * instances, has stopped: see src/discovery/registry.c).
+ * registry that registers an instance measures that age by the newest
+ * heartbeat its watch has delivered (its own included), not by its local
+ * clock, so it expires nothing while its watch delivers nothing (see
+ * src/discovery/registry.c).
  */
 #ifndef SK_DISCOVERY_H
 #define SK_DISCOVERY_H

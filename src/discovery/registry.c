@@ -13,19 +13,21 @@
  * progress" marker is_calling/call_fn/call_ctx), unless the discovery thread
  * itself calls it from inside that callback.
  *
- * A registered process hears its own heartbeat come back through the watch
- * every ttl/3. When it has not for ttl/2 while heartbeating, the registry is
- * "deaf": the watch (or the broker behind it) is not delivering, so the
- * silence of the other instances says nothing about them. Their entries are
- * then kept, as Envoy keeps its last endpoints while its control plane is
- * away (the mesh's outlier detection deals with any that did die), and
- * expire again only once the registry has heard for ttl/2 more, time for
- * every live instance's next heartbeat to arrive. A process that does not
- * register cannot tell, and always counts as hearing.
+ * When does an entry expire? The bucket is one ordered stream: once the
+ * watch has delivered any put written a TTL or more after an entry's last
+ * heartbeat, every later heartbeat of that entry would have come before it,
+ * so the instance really has been silent for a TTL. A process that
+ * registers (and heartbeats every ttl/3) expires entries by that clock, the
+ * newest heartbeat heard from anyone, its own included. So when its watch,
+ * or the broker behind it, stops delivering, it expires nothing: the
+ * silence says nothing about the other instances. It keeps them, as Envoy
+ * keeps its last endpoints while its control plane is away (the mesh's
+ * outlier detection deals with any that did stop), until puts arrive again.
+ * A process that does not register has no such clock of its own and expires
+ * entries by its local clock.
  */
 #include <errno.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,13 +110,14 @@ struct sk_registry {
     uint64_t call_seq;
     int64_t last_warn_mono_ms;
     uint64_t n_warn_suppressed;
-    /* Our own entry as the watch sees it: its key ("" when not registered),
-     * when we last heard it put (0: not since registering), when we heard
-     * it again after being deaf, and whether we are deaf (as last logged). */
-    char heard_key[2 * SK_DISCOVERY_MAX_NAME + 2];
-    int64_t self_heard_mono_ms;
-    int64_t hearing_since_mono_ms;
-    bool is_deaf;
+    /* The clock entries expire by while we heartbeat (see the top of the
+     * file): when the newest put heard was written, and when it arrived
+     * (monotonic; 0: none yet). The earliest expiry the discovery thread
+     * waits for, and whether it logged that the watch is silent. */
+    int64_t heard_written_mono_ms;
+    int64_t heard_arrived_mono_ms;
+    int64_t next_expiry_mono_ms;
+    bool is_silent;
 };
 
 /* ---------------------------------------------------------------- sync helpers */
@@ -254,25 +257,18 @@ static void entry_remove(sk_registry *r, entry *e)
     }
 }
 
-/* Whether our own heartbeats have stopped coming back (see the top of the file). */
-static bool is_deaf_at(const sk_registry *r, int64_t now_ms)
+/*
+ * The time entries expire by (see the top of the file): while we heartbeat,
+ * when the newest put heard was written; else the local clock @p now_ms.
+ */
+static int64_t expiry_clock(const sk_registry *r, int64_t now_ms)
 {
-    return r->is_hb_running && r->self_heard_mono_ms != 0 &&
-           now_ms - r->self_heard_mono_ms >= r->ttl_ms / 2;
-}
-
-/* When @p e expires unless it is put again, given that we hear now. */
-static int64_t entry_expiry(const sk_registry *r, const entry *e)
-{
-    int64_t at = e->seen_mono_ms + r->ttl_ms;
-    int64_t after_deafness = r->hearing_since_mono_ms + r->ttl_ms / 2;
-
-    return at > after_deafness ? at : after_deafness;
+    return r->is_hb_running ? r->heard_written_mono_ms : now_ms;
 }
 
 static bool entry_is_live(const sk_registry *r, const entry *e, int64_t now_ms)
 {
-    return now_ms < entry_expiry(r, e) || is_deaf_at(r, now_ms);
+    return expiry_clock(r, now_ms) - e->seen_mono_ms < r->ttl_ms;
 }
 
 /* Log a warning about a bad entry, at most once per WARN_INTERVAL_MS. */
@@ -370,19 +366,19 @@ key_parse(const char *key, char svc[SK_DISCOVERY_MAX_NAME + 1], char ins[SK_DISC
     return true;
 }
 
-/* Our own heartbeat came back through the watch: we hear the bucket. */
-static void hear_self(sk_registry *r)
+/* A put written at @p written_ms arrived: advance the expiry clock. */
+static void hear(sk_registry *r, int64_t written_ms)
 {
-    int64_t now = sk_time_mono_ms();
-
-    if (is_deaf_at(r, now)) {
-        r->hearing_since_mono_ms = now;
-        /* The discovery thread logs it and times the expiries anew. */
+    if (written_ms > r->heard_written_mono_ms) {
+        r->heard_written_mono_ms = written_ms;
+    }
+    r->heard_arrived_mono_ms = sk_time_mono_ms();
+    /* Wake the discovery thread when an entry is due now, or to log that puts arrive again. */
+    if ((r->is_hb_running && r->heard_written_mono_ms >= r->next_expiry_mono_ms) || r->is_silent) {
         if (pthread_cond_signal(&r->disp_cond) != 0) {
             abort();
         }
     }
-    r->self_heard_mono_ms = now;
 }
 
 /*
@@ -402,10 +398,8 @@ static void table_put(sk_registry *r, sk_instance *inst, const char *key)
         sk__instance_fini(inst); /* expired already; the live entry, if any, expires on its own */
         return;
     }
-    if (r->heard_key[0] != '\0' && strcmp(key, r->heard_key) == 0) {
-        hear_self(r);
-    }
     int64_t now = sk_time_mono_ms() - age;
+    hear(r, now);
     entry *e = entry_find(r, inst->service, inst->instance);
 
     if (e != NULL) {
@@ -505,47 +499,43 @@ static void on_kv_event(const char *key, sk_slice value, bool is_deleted, void *
 
 /*
  * Drop expired entries; return the monotonic time at which to look again
- * (the next expiry, or when our own heartbeat is due back; INT64_MAX: none).
+ * (INT64_MAX: only when woken). While we heartbeat, entries expire by the
+ * heard clock, which moves only when puts arrive (hear() wakes this thread
+ * when one makes an entry due), so the only timed look then is the one that
+ * notices a silent watch.
  */
 static int64_t sweep(sk_registry *r, int64_t now)
 {
-    int64_t next = INT64_MAX;
+    int64_t next_expiry = INT64_MAX;
     size_t i = 0;
-    bool is_deaf = is_deaf_at(r, now);
 
-    if (is_deaf != r->is_deaf) {
-        r->is_deaf = is_deaf;
-        if (is_deaf) {
-            SK_LOG_WARN("own heartbeat %s not seen through the watch of %s for %lld ms: keeping "
-                        "the %zu known instances until it is",
-                        r->heard_key, SK_DISCOVERY_BUCKET, (long long)(now - r->self_heard_mono_ms),
-                        r->n_entries);
-        } else if (r->is_hb_running) { /* (else the heartbeat stopped: closing) */
-            SK_LOG_INFO("own heartbeat %s seen again: instances not heard from within %lld ms "
-                        "expire",
-                        r->heard_key, (long long)(r->ttl_ms / 2));
-        }
-    }
-    if (is_deaf) {
-        /* Nothing expires until we hear again (which wakes this thread) or stop heartbeating. */
-        return now + r->ttl_ms / 3;
-    }
     while (i < r->n_entries) {
         entry *e = &r->entries[i];
         if (!entry_is_live(r, e, now)) {
             entry_remove(r, e); /* moves the last entry to i */
             continue;
         }
-        if (entry_expiry(r, e) < next) {
-            next = entry_expiry(r, e);
+        if (e->seen_mono_ms + r->ttl_ms < next_expiry) {
+            next_expiry = e->seen_mono_ms + r->ttl_ms;
         }
         i++;
     }
-    if (r->is_hb_running && r->self_heard_mono_ms != 0 &&
-        r->self_heard_mono_ms + r->ttl_ms / 2 < next) {
-        next = r->self_heard_mono_ms + r->ttl_ms / 2;
+    r->next_expiry_mono_ms = next_expiry;
+    if (!r->is_hb_running || r->heard_arrived_mono_ms == 0) {
+        r->is_silent = false;
+        return r->is_hb_running ? INT64_MAX : next_expiry;
     }
-    return next;
+    /* Our own heartbeat alone comes every ttl/3: a TTL without any put is a silent watch. */
+    bool is_silent = now - r->heard_arrived_mono_ms >= r->ttl_ms;
+    if (is_silent && !r->is_silent) {
+        SK_LOG_WARN("no heartbeat, our own included, has come through the watch of %s for %lld ms: "
+                    "keeping the %zu known instances until they do",
+                    SK_DISCOVERY_BUCKET, (long long)(now - r->heard_arrived_mono_ms), r->n_entries);
+    } else if (!is_silent && r->is_silent) {
+        SK_LOG_INFO("heartbeats come through the watch of %s again", SK_DISCOVERY_BUCKET);
+    }
+    r->is_silent = is_silent;
+    return is_silent ? INT64_MAX : r->heard_arrived_mono_ms + r->ttl_ms;
 }
 
 static uint64_t svc_version(sk_registry *r, const char *service)
@@ -764,6 +754,10 @@ static void hb_stop(sk_registry *r)
     lock(&r->mu);
     r->is_hb_running = false;
     r->is_hb_stop = false;
+    /* Entries expire by the local clock from now on: the discovery thread re-times them. */
+    if (pthread_cond_signal(&r->disp_cond) != 0) {
+        abort();
+    }
     unlock(&r->mu);
 }
 
@@ -969,12 +963,6 @@ sk_status sk_registry_register(sk_registry *r, const sk_instance *self)
         /* inst and key are still ours: freed below. */
     } else {
         r->is_hb_failing = false;
-        lock(&r->mu);
-        if (strcmp(r->heard_key, key) != 0) {
-            snprintf(r->heard_key, sizeof(r->heard_key), "%s", key);
-            r->self_heard_mono_ms = 0; /* not deaf before we first hear the new key */
-        }
-        unlock(&r->mu);
         if (was_registered && strcmp(old_key, key) != 0 && sk_kv_delete(r->kv, old_key) != SK_OK) {
             SK_LOG_WARN("removing the previous registration %s failed: %s", old_key,
                         sk_error_message());
