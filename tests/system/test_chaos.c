@@ -3,6 +3,8 @@
  * Chaos test of the reference shop: while a modest load submits orders
  * through the gateway, SIGKILL in turn every service instance, the gateway
  * and nats-server, then two processes at once; `skald up` restarts each.
+ * Last, nats-server is stopped (SIGSTOP) for longer than the discovery TTL
+ * and continued: orders must be accepted throughout the stall.
  *
  * Three client threads submit orders back to back (paced), each POST with
  * its own Idempotency-Key, retried with the same key on a connection failure,
@@ -52,6 +54,10 @@
 #define KILL_EVERY 6
 /* Pause of a client between two orders: a modest, steady load (~25 orders/s in all). */
 #define PACE_MS 100
+/* The broker stall, and from when in it orders must still be accepted: past the 6 s discovery TTL.
+ */
+#define STALL_MS       12000
+#define STALL_CHECK_MS 8000
 /* Deadlines (ms). */
 #define START_MS    60000 /* skald up ready */
 #define SEED_MS     20000 /* seeded products and customers visible */
@@ -65,22 +71,24 @@
 /* The victims, in turn; "nats-server" is found by program, the others by instance name. */
 typedef struct kill_step {
     const char *victims[2];
+    bool is_stall; /* SIGSTOP the one victim for STALL_MS instead of killing it */
 } kill_step;
 
 static const kill_step g_steps[] = {
-    { { "customer-1", NULL } },
-    { { "inventory-1", NULL } },
-    { { "inventory-2", NULL } },
-    { { "payment-1", NULL } },
-    { { "payment-2", NULL } },
-    { { "order-1", NULL } },
-    { { "orderview-1", NULL } },
-    { { "orderview-2", NULL } },
-    { { "psp-1", NULL } },
-    { { "gateway-1", NULL } },
-    { { "nats-server", NULL } },
-    { { "order-1", "nats-server" } },
-    { { "inventory-1", "payment-1" } },
+    { { "customer-1", NULL }, false },
+    { { "inventory-1", NULL }, false },
+    { { "inventory-2", NULL }, false },
+    { { "payment-1", NULL }, false },
+    { { "payment-2", NULL }, false },
+    { { "order-1", NULL }, false },
+    { { "orderview-1", NULL }, false },
+    { { "orderview-2", NULL }, false },
+    { { "psp-1", NULL }, false },
+    { { "gateway-1", NULL }, false },
+    { { "nats-server", NULL }, false },
+    { { "order-1", "nats-server" }, false },
+    { { "inventory-1", "payment-1" }, false },
+    { { "nats-server", NULL }, true },
 };
 #define N_STEPS (sizeof(g_steps) / sizeof(g_steps[0]))
 
@@ -244,6 +252,50 @@ static bool kill_step_run(sk_test_shop *shop, const kill_step *step, int64_t t0)
     return await_order_completes(shop, names, t0);
 }
 
+/*
+ * Stop nats-server (SIGSTOP) for STALL_MS, then continue it: a broker that
+ * stops answering without closing any connection. Nobody's discovery
+ * heartbeat arrives for longer than the TTL, and the gateway must go on
+ * routing to the instances it knows: orders are still accepted at the end
+ * of the stall (they wait in the outboxes), and one accepted after it
+ * completes. Reports through violations.
+ */
+static bool stall_step_run(sk_test_shop *shop, const kill_step *step, int64_t t0)
+{
+    const char *victim = step->victims[0];
+    pid_t pid = victim_pid(victim);
+    if (pid <= 0 || pid == g_sys.pid) {
+        sk_test_shop_violation(shop, "no running process of %s under skald up (pid %d)", victim,
+                               (int)g_sys.pid);
+        return false;
+    }
+    int64_t stopped_at = sk_time_mono_ms();
+    if (kill(pid, SIGSTOP) != 0) {
+        sk_test_shop_violation(shop, "kill(%d, SIGSTOP) of %s failed", (int)pid, victim);
+        return false;
+    }
+    fprintf(stderr, "[chaos] %6.1f s: SIGSTOP %s (pid %d) for %d ms after %d accepted orders\n",
+            (double)(stopped_at - t0) / 1000.0, victim, (int)pid, STALL_MS,
+            atomic_load(&shop->n_accepted));
+    pause_ms(STALL_CHECK_MS);
+    int at_check = atomic_load(&shop->n_accepted);
+    pause_ms(STALL_MS - STALL_CHECK_MS);
+    int late = atomic_load(&shop->n_accepted) - at_check;
+    if (kill(pid, SIGCONT) != 0) {
+        sk_test_shop_violation(shop, "kill(%d, SIGCONT) of %s failed", (int)pid, victim);
+        return false;
+    }
+    fprintf(stderr, "[chaos] %6.1f s: SIGCONT %s; %d orders accepted in the stall's last %d ms\n",
+            (double)(sk_time_mono_ms() - t0) / 1000.0, victim, late, STALL_MS - STALL_CHECK_MS);
+    if (late == 0) {
+        sk_test_shop_violation(shop,
+                               "no order accepted from %d ms to %d ms into a stall of %s: the "
+                               "gateway lost the instances it knew",
+                               STALL_CHECK_MS, STALL_MS, victim);
+    }
+    return await_order_completes(shop, victim, t0);
+}
+
 /* ---------------------------------------------------------------- the test */
 
 static void test_chaos_kill_every_process_under_load(void **state)
@@ -270,7 +322,7 @@ static void test_chaos_kill_every_process_under_load(void **state)
     for (int t = 0; t < N_CLIENTS; t++) {
         assert_int_equal(pthread_create(&threads[t], NULL, client_main, shop), 0);
     }
-    int n_kills = 0;
+    int n_kills = 0, n_stalls = 0;
     int since = 0; /* accepted orders at the previous kill */
     bool is_up = true;
     for (size_t s = 0; s <= N_STEPS && is_up; s++) {
@@ -287,6 +339,11 @@ static void test_chaos_kill_every_process_under_load(void **state)
             break;
         }
         since = atomic_load(&shop->n_accepted);
+        if (g_steps[s].is_stall) {
+            is_up = stall_step_run(shop, &g_steps[s], t0);
+            n_stalls++;
+            continue;
+        }
         is_up = kill_step_run(shop, &g_steps[s], t0);
         n_kills += g_steps[s].victims[1] != NULL ? 2 : 1;
     }
@@ -327,6 +384,7 @@ static void test_chaos_kill_every_process_under_load(void **state)
                  g_sys.data_dir);
     }
     assert_int_equal(n_kills, 15);
+    assert_int_equal(n_stalls, 1);
     /* Both outcomes, or the compensations were never exercised under the kills. */
     assert_true(n.n_approved > 0);
     assert_true(n.n_insufficient_credit > 0);
