@@ -75,6 +75,45 @@ static bool startup_wait(svc_app *app, int64_t ms)
 }
 
 /*
+ * A start-up step failed in a way that may pass (the broker still electing):
+ * name it on /readyz, log it at most every 10 s, wait 500 ms. False when a
+ * stop was asked meanwhile.
+ */
+static bool startup_retry_wait(svc_app *app, const char *what, int64_t *last_log_ms)
+{
+    startup_step_set(app, "%s: %s", what, sk_error_message());
+    if (sk_time_mono_ms() - *last_log_ms >= 10000) {
+        *last_log_ms = sk_time_mono_ms();
+        SK_LOG_WARN("%s (retrying): %s", what, sk_error_message());
+    }
+    return startup_wait(app, 500);
+}
+
+/*
+ * Resolve @p name, waiting while the broker cannot answer (a timeout, or
+ * JetStream unavailable while a cluster elects): what it creates (consumers,
+ * buckets) needs JetStream. Other failures are final, as with svc_get.
+ */
+static sk_status startup_resolve(svc_app *app, const char *name, void **out, int64_t *last_log_ms)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "resolving %s", name);
+    for (;;) {
+        sk_status st = sk_di_resolve(app->di, name, out);
+        if (st == SK_OK) {
+            return SK_OK;
+        }
+        if (st != SK_ETIMEDOUT && st != SK_EBUS) {
+            SK_LOG_ERROR("%s: %s", what, sk_error_message());
+            return st;
+        }
+        if (!startup_retry_wait(app, what, last_log_ms)) {
+            return SK_FAIL(SK_ECANCELED, "stopping while %s", what);
+        }
+    }
+}
+
+/*
  * Open the store, waiting while the database cannot be opened (the data
  * directory not writable, the file locked or not a database): /readyz
  * names the reason meanwhile. Other failures (a migration, memory) are final.
@@ -809,31 +848,27 @@ static void *startup_main(void *arg)
         if (st == SK_OK) {
             break;
         }
-        startup_step_set(app, "checking the streams: %s", sk_error_message());
-        if (sk_time_mono_ms() - last_log >= 10000) {
-            last_log = sk_time_mono_ms();
-            SK_LOG_WARN("checking the streams (retrying): %s", sk_error_message());
-        }
-        if (!startup_wait(app, 500)) {
+        if (!startup_retry_wait(app, "checking the streams", &last_log)) {
             return NULL;
         }
     }
     startup_step_set(app, "starting %s", app->args.service);
     /* The service's own provider builds its handlers, consumers and routes. */
-    if (svc_get(app, app->args.service, &service) != SK_OK) {
+    last_log = 0;
+    if (startup_resolve(app, app->args.service, &service, &last_log) != SK_OK) {
         goto fail;
     }
     /* After the service's provider (which usually creates them already, so
      * the teardown order stays as it was): handlers read app->upstreams,
      * never the container. Empty for a service without any. */
-    if (svc_get(app, "upstreams", (void **)&app->upstreams) != SK_OK) {
+    if (startup_resolve(app, "upstreams", (void **)&app->upstreams, &last_log) != SK_OK) {
         goto fail;
     }
     if (svc__fault_watch_start(app, bus) != SK_OK) {
         /* Serving matters more than the test lever: run without it. */
         SK_LOG_WARN("run-time fault injection unavailable: %s", sk_error_message());
     }
-    if (svc_get(app, "registry", (void **)&registry) != SK_OK) {
+    if (startup_resolve(app, "registry", (void **)&registry, &last_log) != SK_OK) {
         goto fail;
     }
     char address[64];
@@ -845,9 +880,17 @@ static void *startup_main(void *arg)
         .is_ready = true,
         .pid = (int)getpid(),
     };
-    if (sk_registry_register(registry, &self) != SK_OK) {
-        SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
-        goto fail;
+    /* The bucket may not answer yet (a broker cluster electing): keep trying, as for the
+     * streams, instead of exiting into the supervisor's growing restart backoff. */
+    last_log = 0;
+    while ((st = sk_registry_register(registry, &self)) != SK_OK) {
+        if (st == SK_EINVAL || st == SK_ENOMEM || st == SK_ELIMIT) {
+            SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
+            goto fail;
+        }
+        if (!startup_retry_wait(app, "registering in discovery", &last_log)) {
+            return NULL;
+        }
     }
     app->bus = bus;
     app->registry = registry;
