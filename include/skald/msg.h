@@ -11,6 +11,9 @@
  *    acknowledged only once that transaction is durable, bounded redelivery
  *    with backoff, then a dead letter;
  *  - kv: a JetStream key-value bucket (used by discovery).
+ * Broker failures: SK_ETIMEDOUT for a timeout, SK_EUNAVAILABLE for one that
+ * clears up by itself (no responders, a connection being re-established,
+ * JetStream electing: wait and try again), SK_EBUS for the others.
  */
 #ifndef SK_MSG_H
 #define SK_MSG_H

@@ -103,7 +103,7 @@ static sk_status startup_resolve(svc_app *app, const char *name, void **out, int
         if (st == SK_OK) {
             return SK_OK;
         }
-        if (st != SK_ETIMEDOUT && st != SK_EBUS) {
+        if (st != SK_ETIMEDOUT && st != SK_EUNAVAILABLE) {
             SK_LOG_ERROR("%s: %s", what, sk_error_message());
             return st;
         }
@@ -884,7 +884,7 @@ static void *startup_main(void *arg)
      * streams, instead of exiting into the supervisor's growing restart backoff. */
     last_log = 0;
     while ((st = sk_registry_register(registry, &self)) != SK_OK) {
-        if (st == SK_EINVAL || st == SK_ENOMEM || st == SK_ELIMIT) {
+        if (st != SK_ETIMEDOUT && st != SK_EUNAVAILABLE) {
             SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
             goto fail;
         }

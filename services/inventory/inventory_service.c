@@ -26,6 +26,19 @@ sk_status inventory_provider_create(sk_di *di, void **out, void *ctx)
     }
     deps->app = app;
     sk_status st = svc_platform_resolve(app, &schema, &deps->platform);
+    /* The consumer first: it needs JetStream and may fail for now (start-up then tries
+     * again), and nothing may stay registered with the buses after a failure. */
+    if (st == SK_OK) {
+        sk_consumer_config cc = {
+            .stream = "INVENTORY_COMMANDS",
+            .durable = "inventory-commands",
+            .filter_subject = "inventory.commands.>",
+            .handler = inventory_handle_command,
+            .ctx = deps,
+        };
+        st = sk_consumer_start(&deps->commands_consumer, deps->platform.bus, deps->platform.store,
+                               deps->platform.metrics, &cc);
+    }
     if (st == SK_OK) {
         st = sk_di_resolve(di, "commands", (void **)&commands);
     }
@@ -43,17 +56,6 @@ sk_status inventory_provider_create(sk_di *di, void **out, void *ctx)
     }
     if (st == SK_OK) {
         st = svc_route_command(app, "POST", "/products/{sku}/restock", "Restock");
-    }
-    if (st == SK_OK) {
-        sk_consumer_config cc = {
-            .stream = "INVENTORY_COMMANDS",
-            .durable = "inventory-commands",
-            .filter_subject = "inventory.commands.>",
-            .handler = inventory_handle_command,
-            .ctx = deps,
-        };
-        st = sk_consumer_start(&deps->commands_consumer, deps->platform.bus, deps->platform.store,
-                               deps->platform.metrics, &cc);
     }
     if (st != SK_OK) {
         inventory_provider_destroy(deps, NULL);

@@ -126,6 +126,27 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
     if (st == SK_OK) {
         st = svc_platform_resolve(app, &schema, &deps->platform);
     }
+    /* The read model first: it needs JetStream and may fail for now (start-up then tries
+     * again), and nothing may stay registered with the buses after a failure.
+     * Each instance keeps its own read model, so its projections are its own durable consumers
+     * (version 1 keeps the names projections had before read models were versioned). */
+    if (st == SK_OK) {
+        sk_readmodel_config rc = {
+            .name = app->args.instance,
+            .streams = streams,
+            .n_streams = 4,
+            .apply = orderview_apply,
+            .create = orderview_version_create,
+            .activate = orderview_version_activate,
+            .drop = orderview_version_drop,
+            .ctx = deps,
+        };
+        st = sk_readmodel_start(&deps->readmodel, deps->platform.bus, deps->platform.store,
+                                deps->platform.metrics, &rc);
+    }
+    if (st == SK_OK) {
+        st = svc_readmodel_add(app, ORDERVIEW_READMODEL, deps->readmodel);
+    }
     if (st == SK_OK) {
         st = sk_di_resolve(di, "queries", (void **)&queries);
     }
@@ -153,25 +174,6 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
     }
     if (st == SK_OK) {
         st = svc_route_query(app, "GET", "/products/{sku}", "GetProduct", NULL);
-    }
-    /* Each instance keeps its own read model, so its projections are its own durable consumers
-     * (version 1 keeps the names projections had before read models were versioned). */
-    if (st == SK_OK) {
-        sk_readmodel_config rc = {
-            .name = app->args.instance,
-            .streams = streams,
-            .n_streams = 4,
-            .apply = orderview_apply,
-            .create = orderview_version_create,
-            .activate = orderview_version_activate,
-            .drop = orderview_version_drop,
-            .ctx = deps,
-        };
-        st = sk_readmodel_start(&deps->readmodel, deps->platform.bus, deps->platform.store,
-                                deps->platform.metrics, &rc);
-    }
-    if (st == SK_OK) {
-        st = svc_readmodel_add(app, ORDERVIEW_READMODEL, deps->readmodel);
     }
     if (st != SK_OK) {
         orderview_provider_destroy(deps, NULL);

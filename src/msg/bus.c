@@ -23,6 +23,7 @@
 #define JS_ERR_STREAM_NOT_FOUND  10059
 #define JS_ERR_NOT_ENABLED       10076
 #define JS_ERR_NOT_ENABLED_ACCNT 10039
+#define JS_ERR_CLUSTER_NOT_AVAIL 10008 /* "JetStream system temporarily unavailable" */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -48,7 +49,9 @@ sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what)
         st = SK_ETLS;
         break;
     default:
-        st = SK_EBUS;
+        /* The broker cannot answer now (no responders, reconnecting, electing): callers may
+         * wait and try again, and an HTTP answer says 503. */
+        st = sk__nats_is_retryable(s, jerr) ? SK_EUNAVAILABLE : SK_EBUS;
         break;
     }
     if (jerr != 0) {
@@ -60,7 +63,8 @@ sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what)
 
 bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr)
 {
-    if (jerr == JS_ERR_NOT_ENABLED || jerr == JS_ERR_NOT_ENABLED_ACCNT) {
+    if (jerr == JS_ERR_NOT_ENABLED || jerr == JS_ERR_NOT_ENABLED_ACCNT ||
+        jerr == JS_ERR_CLUSTER_NOT_AVAIL) {
         return true;
     }
     switch (s) {

@@ -148,8 +148,10 @@ sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what);
 
 /**
  * True for failures that clear up by themselves: timeouts, no responders
- * (also "JetStream not enabled", 10076, during a leader election), a
- * connection being re-established.
+ * (also "JetStream not enabled", 10076, and "JetStream system temporarily
+ * unavailable", 10008, during a leader election), a connection being
+ * re-established. sk__nats_fail reports them as SK_EUNAVAILABLE (timeouts
+ * as SK_ETIMEDOUT).
  */
 bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr);
 

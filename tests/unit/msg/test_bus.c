@@ -44,6 +44,11 @@ static void test_nats_fail_mapping(void **state)
     SK_TEST_ASSERT_ERR(sk__nats_fail(NATS_NO_MEMORY, 0, "y"), SK_ENOMEM, "y");
     SK_TEST_ASSERT_ERR(sk__nats_fail(NATS_SSL_ERROR, 0, "z"), SK_ETLS, "z");
     SK_TEST_ASSERT_ERR(sk__nats_fail(NATS_ERR, 10059, "w"), SK_EBUS, "(jetstream error 10059)");
+    /* Failures that clear up by themselves: callers may wait and try again. */
+    SK_TEST_ASSERT_ERR(sk__nats_fail(NATS_NO_RESPONDERS, 0, "v"), SK_EUNAVAILABLE, "v");
+    SK_TEST_ASSERT_ERR(sk__nats_fail(NATS_ERR, 10008, "u"), SK_EUNAVAILABLE,
+                       "(jetstream error 10008)");
+    SK_TEST_ASSERT_ERR(sk__nats_fail(NATS_CONNECTION_DISCONNECTED, 0, "t"), SK_EUNAVAILABLE, "t");
 }
 
 static void test_nats_is_retryable(void **state)
@@ -52,6 +57,7 @@ static void test_nats_is_retryable(void **state)
     assert_true(sk__nats_is_retryable(NATS_TIMEOUT, 0));
     assert_true(sk__nats_is_retryable(NATS_NO_RESPONDERS, 0));
     assert_true(sk__nats_is_retryable(NATS_ERR, 10076));
+    assert_true(sk__nats_is_retryable(NATS_ERR, 10008));
     assert_true(sk__nats_is_retryable(NATS_CONNECTION_DISCONNECTED, 0));
     assert_false(sk__nats_is_retryable(NATS_ERR, 10059));
     assert_false(sk__nats_is_retryable(NATS_INVALID_ARG, 0));
