@@ -1529,6 +1529,27 @@ static bool consumer_move(sk_consumer *c)
     return true;
 }
 
+/*
+ * nats.c 3.4.1's natsSubscription_Fetch writes past its array of `batch`
+ * messages when more than half a batch is already queued on the
+ * subscription (delivered for an earlier pull request that our side stopped
+ * waiting for first, as around a reconnect or a failover) and more keeps
+ * arriving: it then stops only at its timeout (228 messages for a batch of
+ * 128 in test_msg_consumer; the heap corruption crashed services in
+ * system_cluster). While anything is queued, fetch one message at a time: a
+ * batch of 1 never runs into it, and queued messages come back without a
+ * pull request.
+ */
+int sk__fetch_batch(natsSubscription *sub, int batch)
+{
+    int n_queued = 0, n_bytes = 0;
+
+    if (natsSubscription_GetPending(sub, &n_queued, &n_bytes) == NATS_OK && n_queued > 0) {
+        return 1;
+    }
+    return batch;
+}
+
 static void *fetch_main(void *arg)
 {
     sk_consumer *c = arg;
@@ -1559,7 +1580,7 @@ static void *fetch_main(void *arg)
         }
         release_poll(c);
         inbox_prune_poll(c);
-        s = natsSubscription_Fetch(&list, c->sub, (int)c->batch,
+        s = natsSubscription_Fetch(&list, c->sub, sk__fetch_batch(c->sub, (int)c->batch),
                                    c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS, &jerr);
         if (s == NATS_OK) {
             backoff = 100;

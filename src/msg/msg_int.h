@@ -156,6 +156,13 @@ sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what);
 bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr);
 
 /**
+ * The batch to pass to natsSubscription_Fetch on @p sub: @p batch, or 1
+ * while messages are already queued on it (nats.c 3.4.1 overruns its array
+ * otherwise; see consumer.c).
+ */
+int sk__fetch_batch(natsSubscription *sub, int batch);
+
+/**
  * Free an array that nats.c allocated and documents as released with
  * free() (natsMsgHeader_Keys / _Values). NULL-safe.
  */

@@ -463,6 +463,68 @@ static void test_consumer_malformed_dead_lettered_at_once(void **state)
                      4);
 }
 
+/*
+ * Messages queued on a pull subscription from an earlier pull request (one
+ * our side stopped waiting for, as around a failover) while more arrive:
+ * nats.c 3.4.1's natsSubscription_Fetch would write 228 messages into its
+ * array of 128. With the batch from sk__fetch_batch no fetch ever returns
+ * more than it asked for, and every message arrives.
+ */
+static void test_fetch_batch_with_queued_leftovers(void **state)
+{
+    fixture *f = *state;
+    sk__bus_link *link = sk__bus_link_acquire(f->bus);
+    natsSubscription *sub = NULL;
+    jsErrCode jerr = 0;
+    jsSubOptions so;
+    const int n_messages = 300;
+
+    for (int i = 0; i < n_messages; i++) {
+        assert_int_equal(js_Publish(NULL, link->js, "inv.commands.Leftover", "x", 1, NULL, &jerr),
+                         NATS_OK);
+    }
+    jsSubOptions_Init(&so);
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.MaxAckPending = 1000;
+    assert_int_equal(
+        js_PullSubscribe(&sub, link->js, "inv.commands.Leftover", "leftovers", NULL, &so, &jerr),
+        NATS_OK);
+    /* A pull request of 100 answered into the subscription's inbox, then another one. */
+    const char *request = "{\"batch\":100,\"expires\":5000000000}";
+    char api[128];
+    snprintf(api, sizeof(api), "$JS.API.CONSUMER.MSG.NEXT.%s.leftovers", STREAM);
+    assert_int_equal(natsConnection_PublishRequestString(link->nc, api,
+                                                         natsSubscription_GetSubject(sub), request),
+                     NATS_OK);
+    int n_queued = 0, n_bytes = 0;
+    for (int64_t t0 = sk_time_mono_ms(); n_queued < 100 && sk_time_mono_ms() - t0 < 5000;) {
+        assert_int_equal(natsSubscription_GetPending(sub, &n_queued, &n_bytes), NATS_OK);
+    }
+    assert_int_equal(n_queued, 100);
+    assert_int_equal(natsConnection_PublishRequestString(link->nc, api,
+                                                         natsSubscription_GetSubject(sub), request),
+                     NATS_OK);
+    assert_int_equal(sk__fetch_batch(sub, 128), 1);
+
+    int n_got = 0;
+    for (int64_t t0 = sk_time_mono_ms(); n_got < n_messages && sk_time_mono_ms() - t0 < 10000;) {
+        natsMsgList list = { 0 };
+        int batch = sk__fetch_batch(sub, 128);
+        natsStatus s = natsSubscription_Fetch(&list, sub, batch, 500, &jerr);
+        if (s == NATS_OK) {
+            assert_in_range(list.Count, 1, batch);
+            for (int i = 0; i < list.Count; i++) {
+                assert_int_equal(natsMsg_Ack(list.Msgs[i], NULL), NATS_OK);
+            }
+            n_got += list.Count;
+        }
+        natsMsgList_Destroy(&list);
+    }
+    assert_int_equal(n_got, n_messages);
+    natsSubscription_Destroy(sub);
+    sk__bus_link_release(link);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -473,6 +535,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_sees_a_block_committed_by_another_writer,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_prunes_its_old_inbox_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fetch_batch_with_queued_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_malformed_dead_lettered_at_once, setup,
                                         teardown),
     };
