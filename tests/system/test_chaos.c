@@ -3,7 +3,7 @@
  * Chaos test of the reference shop: while a modest load submits orders
  * through the gateway, SIGKILL in turn every service instance, the gateway
  * and nats-server, then two processes at once; `skald up` restarts each.
- * Last, nats-server is stopped (SIGSTOP) for longer than the discovery TTL
+ * First, nats-server is stopped (SIGSTOP) for longer than the discovery TTL
  * and continued: orders must be accepted throughout the stall.
  *
  * Three client threads submit orders back to back (paced), each POST with
@@ -75,20 +75,15 @@ typedef struct kill_step {
 } kill_step;
 
 static const kill_step g_steps[] = {
-    { { "customer-1", NULL }, false },
-    { { "inventory-1", NULL }, false },
-    { { "inventory-2", NULL }, false },
-    { { "payment-1", NULL }, false },
-    { { "payment-2", NULL }, false },
-    { { "order-1", NULL }, false },
-    { { "orderview-1", NULL }, false },
-    { { "orderview-2", NULL }, false },
-    { { "psp-1", NULL }, false },
-    { { "gateway-1", NULL }, false },
-    { { "nats-server", NULL }, false },
-    { { "order-1", "nats-server" }, false },
-    { { "inventory-1", "payment-1" }, false },
-    { { "nats-server", NULL }, true },
+    /* First, while every instance's registration is settled: right after a restart the
+     * gateway may not have heard the new address yet, and a stall then would hide it. */
+    { { "nats-server", NULL }, true },       { { "customer-1", NULL }, false },
+    { { "inventory-1", NULL }, false },      { { "inventory-2", NULL }, false },
+    { { "payment-1", NULL }, false },        { { "payment-2", NULL }, false },
+    { { "order-1", NULL }, false },          { { "orderview-1", NULL }, false },
+    { { "orderview-2", NULL }, false },      { { "psp-1", NULL }, false },
+    { { "gateway-1", NULL }, false },        { { "nats-server", NULL }, false },
+    { { "order-1", "nats-server" }, false }, { { "inventory-1", "payment-1" }, false },
 };
 #define N_STEPS (sizeof(g_steps) / sizeof(g_steps[0]))
 
