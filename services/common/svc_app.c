@@ -89,6 +89,12 @@ static bool startup_retry_wait(svc_app *app, const char *what, int64_t *last_log
     return startup_wait(app, 500);
 }
 
+/* A failure that waiting cures: the broker timed out or cannot answer for now (electing). */
+static bool startup_is_transient(sk_status st)
+{
+    return st == SK_ETIMEDOUT || st == SK_EUNAVAILABLE;
+}
+
 /*
  * Resolve @p name, waiting while the broker cannot answer (a timeout, or
  * JetStream unavailable while a cluster elects): what it creates (consumers,
@@ -103,7 +109,7 @@ static sk_status startup_resolve(svc_app *app, const char *name, void **out, int
         if (st == SK_OK) {
             return SK_OK;
         }
-        if (st != SK_ETIMEDOUT && st != SK_EUNAVAILABLE) {
+        if (!startup_is_transient(st)) {
             SK_LOG_ERROR("%s: %s", what, sk_error_message());
             return st;
         }
@@ -884,7 +890,7 @@ static void *startup_main(void *arg)
      * streams, instead of exiting into the supervisor's growing restart backoff. */
     last_log = 0;
     while ((st = sk_registry_register(registry, &self)) != SK_OK) {
-        if (st != SK_ETIMEDOUT && st != SK_EUNAVAILABLE) {
+        if (!startup_is_transient(st)) {
             SK_LOG_ERROR("registering in discovery: %s", sk_error_message());
             goto fail;
         }
