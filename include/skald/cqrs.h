@@ -251,9 +251,12 @@ SK_API void sk_waiters_destroy(sk_waiters *w);
  * @param id 1..100 bytes of [A-Za-z0-9._:-]; copied first (@p fn may free it
  *        while this call runs), and @p current gets the copy.
  * @param version >= 1. @param timeout_ms 0..SK_WAITERS_MAX_TIMEOUT_MS.
- * @param current may be NULL (then only a notify or the timeout completes the wait).
+ * @param current may be NULL (then only a notify or the timeout completes the wait); with
+ *        shared waiters (sk_waiters_share) it is called again to confirm a peer's notify, so
+ *        it and @p current_ctx must stay valid until @p fn has been called.
  * @return SK_OK (@p fn will be called exactly once), SK_EINVAL, SK_ELIMIT
- *         (SK_WAITERS_MAX pending), SK_ESTATE (destroying), SK_ENOMEM; on error @p fn is not called.
+ *         (SK_WAITERS_MAX pending), SK_ESTATE (destroying), SK_ENOMEM; on error @p fn is not
+ * called.
  */
 SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
                                              const char *id,
@@ -263,8 +266,21 @@ SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
                                              void *current_ctx,
                                              sk_waiter_fn fn,
                                              void *ctx);
-/** Announce that @p id is visible at @p version (call after the commit). Invalid ids are ignored. */
+/**
+ * Announce that @p id is visible at @p version (call after the commit). Invalid ids are ignored.
+ * Shared waiters (sk_waiters_share) pass it on to their peers too.
+ */
 SK_API void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version);
+/**
+ * Share notifications with the sk_waiters of other processes on this machine
+ * that use the same @p key (instances reading one database that one of them
+ * writes): a notify in any of them completes the matching waiters in all,
+ * once their version function confirms it (any local process could send one).
+ * Up to 8 processes share a key. Call once, before the waiters are used.
+ * @return SK_OK, SK_EINVAL, SK_ESTATE (already shared), SK_ELIMIT (8
+ *         processes share the key already), SK_EIO, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_waiters_share(sk_waiters *w, const char *key);
 
 /* ---------------------------------------------------------------- versioned read models */
 
@@ -280,6 +296,14 @@ SK_API void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version);
  * ones, so no checkpoint is handed over: nothing is skipped or applied
  * twice. The old version's projections are stopped and its tables dropped.
  * State (live version, version being built) is kept in sk_readmodels.
+ *
+ * Processes that open the same database file with the same read-model name
+ * (the instances of one service on one machine) share the read model: the
+ * one holding the lock sk_store_lock_try(store, "readmodel-<name>") runs
+ * the projections and replays; the others only serve queries from the file
+ * and take over within half a second of the holder's process ending.
+ * Processes with a database each need a name each (their durable consumers
+ * are named after it).
  */
 
 /** Most streams one read model consumes. */
@@ -335,12 +359,15 @@ typedef struct sk_readmodel_progress {
     int64_t started_ms;        /* wall clock when the replay started (0 when none) */
     int64_t last_switch_ms;    /* wall clock of the last switch in this process (0 when none) */
     uint64_t n_switches;       /* replays finished in this process */
+    bool is_projecting; /* this process runs the projections (others sharing the database stand by)
+                         */
 } sk_readmodel_progress;
 
 /**
  * Start the live version's projections (and resume a replay that a
  * previous process left unfinished), after calling cfg->activate for the
- * live version. The store needs sk_cqrs_migrations and sk_msg_migrations.
+ * live version; or, when another process sharing the database projects,
+ * stand by to take over. The store needs sk_cqrs_migrations and sk_msg_migrations.
  * @return SK_OK, SK_EINVAL (naming the field), SK_ENOMEM, SK_EDB, or what
  *         sk_projection_start returns.
  */
@@ -355,19 +382,22 @@ SK_API void sk_readmodel_stop(sk_readmodel *rm);
  * Start a replay: create version live+1, start its projections from the
  * first event of each stream, and switch to it once it has caught up.
  * Returns at once. @param[out] version the version being built (may be NULL).
- * @return SK_OK, SK_EINVAL, SK_ESTATE (a replay is already running, or stopping), SK_EDB, SK_ENOMEM,
+ * @return SK_OK, SK_EINVAL, SK_ESTATE (a replay is already running, stopping, or another
+ *         process sharing the database projects: the replay runs there), SK_EDB, SK_ENOMEM,
  *         or what sk_projection_start returns.
  */
 SK_API SK_NODISCARD sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version);
-/** Current progress (read from the store's checkpoints). @return SK_OK, SK_EINVAL, SK_EDB. */
+/** Current progress (read from the store's state row and checkpoints). @return SK_OK, SK_EINVAL,
+ * SK_EDB. */
 SK_API SK_NODISCARD sk_status sk_readmodel_status(sk_readmodel *rm, sk_readmodel_progress *out);
 /**
  * Progress as JSON {"name","live_version","building_version","state":"idle"|"replaying",
- * "applied_seq","target_seq","events_applied","started_ms","last_switch_ms","n_switches"}.
+ * "applied_seq","target_seq","events_applied","started_ms","last_switch_ms","n_switches",
+ * "projecting"}.
  * @param[out] out owned (json_decref). @return as sk_readmodel_status, SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_readmodel_status_json(sk_readmodel *rm, json_t **out);
-/** The version queries read now (>= 1). */
+/** The version queries read now (>= 1), as this process last saw it. */
 SK_API int64_t sk_readmodel_live_version(sk_readmodel *rm);
 /** The name given at start (borrowed for the read model's life). */
 SK_API const char *sk_readmodel_name(const sk_readmodel *rm);

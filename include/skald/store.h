@@ -156,6 +156,23 @@ SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batch
  */
 SK_API const char *sk_store_location(const sk_store *store);
 
+/**
+ * Take the exclusive lock "<database's real path>-<purpose>.lock" without
+ * waiting, so that one of the processes sharing a database file does a job
+ * (publish its outbox, run its projections). The kernel releases the lock
+ * when the holder's process dies; close(*fd_out) releases it before.
+ * @param purpose 1..64 bytes of [a-z0-9_-].
+ * @return SK_OK with *fd_out >= 0 (held), SK_OK with *fd_out == -1 (the
+ *         store is no file, so nobody can share it), SK_ECONFLICT (held
+ *         elsewhere, another open of the same file in this process
+ *         included), SK_EIO, SK_EINVAL.
+ */
+SK_API SK_NODISCARD sk_status sk_store_lock_try(const sk_store *store,
+                                                const char *purpose,
+                                                int *fd_out);
+/** The path sk_store_lock_try locks (owned, sk_free), or NULL when the store is no file. */
+SK_API char *sk_store_lock_path(const sk_store *store, const char *purpose);
+
 /* ---------------------------------------------------------------- statements */
 
 /**

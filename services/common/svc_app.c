@@ -328,9 +328,9 @@ static sk_status store_create(sk_di *di, void **out, void *ctx)
         st = SK_FAIL(SK_EIO, "creating %s: %s", dir, strerror(errno));
         goto out;
     }
-    /* A read-model service keeps one database per instance: each instance projects on its own. */
-    bool per_instance = app->self->n_commands == 0 && app->self->n_queries > 0;
-    snprintf(url, sizeof(url), "sqlite:%s/%s.db", dir, per_instance ? app->args.instance : app->self->database);
+    /* One database per service, shared by its instances (they agree through its locks who
+     * publishes the outbox and who projects the read models). */
+    snprintf(url, sizeof(url), "sqlite:%s/%s.db", dir, app->self->database);
     sk_store_config cfg = { .url = url, .migrations = all, .n_migrations = n };
     st = sk_store_open((sk_store **)out, &cfg);
 out:

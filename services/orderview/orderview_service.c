@@ -126,13 +126,25 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
     if (st == SK_OK) {
         st = svc_platform_resolve(app, &schema, &deps->platform);
     }
+    /* The instances share the database and one of them projects (sk_readmodel): its
+     * notifications must also complete the queries waiting in the others. */
+    if (st == SK_OK) {
+        char *key = sk_store_lock_path(deps->platform.store, "waiters-" ORDERVIEW_READMODEL);
+        if (key != NULL && sk_waiters_share(deps->waiters, key) != SK_OK) {
+            SK_LOG_WARN("orderview: %s; a query here with a consistency token then waits for "
+                        "its deadline when another instance projects",
+                        sk_error_message());
+            sk_error_clear();
+        }
+        sk_free(key);
+    }
     /* The read model first: it needs JetStream and may fail for now (start-up then tries
      * again), and nothing may stay registered with the buses after a failure.
-     * Each instance keeps its own read model, so its projections are its own durable consumers
-     * (version 1 keeps the names projections had before read models were versioned). */
+     * Named after the service: its instances share one database and one set of durable
+     * consumers, projected by whichever instance holds the read model's lock. */
     if (st == SK_OK) {
         sk_readmodel_config rc = {
-            .name = app->args.instance,
+            .name = app->args.service,
             .streams = streams,
             .n_streams = 4,
             .apply = orderview_apply,

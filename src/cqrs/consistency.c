@@ -16,6 +16,9 @@
 
 #define CTOKEN_PREFIX     "v1|"
 #define CTOKEN_PREFIX_LEN 3
+/* Waiters of one id checked per notification from a peer (more wait for the next or their
+ * deadline). */
+#define PEER_CHECKS_MAX 32
 /* Longest decoded token: prefix + id + '|' + 16 digits. */
 #define CTOKEN_RAW_MAX (CTOKEN_PREFIX_LEN + SK__CTOKEN_ID_MAX + 1 + 16)
 
@@ -155,6 +158,8 @@ struct waiter {
     int64_t deadline_ns;
     sk_waiter_fn fn;
     void *ctx;
+    sk_version_fn current; /* checked again when a peer process notifies (may be NULL) */
+    void *current_ctx;
     /* The map's reference and, during sk_waiters_add, the adder's. */
     atomic_int refs;
 };
@@ -180,6 +185,8 @@ struct sk_waiters {
     bool is_stopping;    /* under mu */
     bool has_thread;
     pthread_t thread;
+    /* Set once by sk_waiters_share, before the waiters are used. */
+    sk__waiters_share *_Atomic share;
 };
 
 static int64_t mono_ns(void)
@@ -472,6 +479,7 @@ void sk_waiters_destroy(sk_waiters *w)
     if (w == NULL) {
         return;
     }
+    sk__waiters_share_stop(atomic_load(&w->share)); /* no peer delivers from here on */
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
     w->is_stopping = true;
     while (w->n_heap > 0) {
@@ -562,6 +570,26 @@ static sk_status waiter_insert(sk_waiters *w, waiter *wt, const char *id)
     return SK_OK;
 }
 
+/*
+ * Complete @p wt with SK_OK unless a notify, the timer or stop did first.
+ * The caller holds a reference to it and not mu.
+ */
+static void complete_if_pending(sk_waiters *w, waiter *wt)
+{
+    bool is_mine = false;
+
+    sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
+    if (wt->state == WAITER_PENDING) {
+        waiter_detach(w, wt);
+        is_mine = true;
+    }
+    sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
+    if (is_mine) {
+        wt->fn(SK_OK, wt->ctx);
+        waiter_unref(wt); /* the map's reference, now ours */
+    }
+}
+
 sk_status sk_waiters_add(sk_waiters *w,
                          const char *id,
                          int64_t version,
@@ -573,7 +601,6 @@ sk_status sk_waiters_add(sk_waiters *w,
 {
     sk_status st;
     waiter *wt;
-    bool is_mine = false;
     /*
      * Once registered, the waiter may be completed by another thread, and
      * the caller's @p id (typically borrowed from the query that fn answers
@@ -606,6 +633,8 @@ sk_status sk_waiters_add(sk_waiters *w,
     wt->deadline_ns = mono_ns() + timeout_ms * 1000000LL;
     wt->fn = fn;
     wt->ctx = ctx;
+    wt->current = current;
+    wt->current_ctx = current_ctx;
     wt->state = WAITER_PENDING;
     atomic_init(&wt->refs, 2);
 
@@ -619,23 +648,16 @@ sk_status sk_waiters_add(sk_waiters *w,
 
     /* Registered first, checked after: a notify between the two finds the waiter. */
     if (current != NULL && current(id, current_ctx) >= version) {
-        sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
-        if (wt->state == WAITER_PENDING) {
-            waiter_detach(w, wt);
-            is_mine = true;
-        }
-        sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
-        if (is_mine) {
-            fn(SK_OK, ctx);
-            waiter_unref(wt); /* the map's reference, now ours */
-        }
+        complete_if_pending(w, wt);
     }
     waiter_unref(wt); /* the adder's reference */
     return SK_OK;
 }
 
-void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
+/* Complete this process's waiters of @p id up to @p version. */
+static void notify_here(void *ctx, const char *id, int64_t version)
 {
+    sk_waiters *w = ctx;
     waiter *ready = NULL;
     id_entry *e;
 
@@ -661,4 +683,67 @@ void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
     }
     sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
     run_detached(ready, SK_OK);
+}
+
+/*
+ * A notification from a peer process. Anything on the machine can send one,
+ * so it only says where to look: a waiter completes once its own version
+ * function confirms the version (without one, the notification is taken
+ * at its word).
+ */
+static void notify_from_peer(void *ctx, const char *id, int64_t version)
+{
+    sk_waiters *w = ctx;
+    waiter *found[PEER_CHECKS_MAX];
+    size_t n = 0;
+    id_entry *e;
+
+    if (!sk__ctoken_id_is_valid(id, strnlen(id, SK__CTOKEN_ID_MAX + 1))) {
+        return;
+    }
+    sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
+    e = map_find(w, id);
+    for (waiter *wt = e != NULL ? e->head : NULL; wt != NULL && n < PEER_CHECKS_MAX;
+         wt = wt->next) {
+        if (wt->version <= version) {
+            atomic_fetch_add(&wt->refs, 1); /* ours, while the lock is not held */
+            found[n++] = wt;
+        }
+    }
+    sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
+    for (size_t i = 0; i < n; i++) {
+        waiter *wt = found[i];
+        if (wt->current == NULL || wt->current(id, wt->current_ctx) >= wt->version) {
+            complete_if_pending(w, wt);
+        }
+        waiter_unref(wt);
+    }
+}
+
+void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
+{
+    if (w == NULL) {
+        return;
+    }
+    notify_here(w, id, version);
+    sk__waiters_share_send(atomic_load(&w->share), id, version);
+}
+
+sk_status sk_waiters_share(sk_waiters *w, const char *key)
+{
+    sk__waiters_share *share = NULL;
+    sk_status st;
+
+    if (w == NULL || key == NULL || key[0] == '\0') {
+        return SK_FAIL(SK_EINVAL, "sk_waiters_share: w and a non-empty key are required");
+    }
+    if (atomic_load(&w->share) != NULL) {
+        return SK_FAIL(SK_ESTATE, "sk_waiters_share: already shared");
+    }
+    st = sk__waiters_share_start(&share, key, notify_from_peer, w);
+    if (st != SK_OK) {
+        return st;
+    }
+    atomic_store(&w->share, share);
+    return SK_OK;
 }

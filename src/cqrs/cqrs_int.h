@@ -56,6 +56,31 @@ sk_status sk__projection_handle(sk_tx *tx, const sk_message *m, void *ctx);
 /** The durable consumer name, "<name>-<stream lower-cased>" (borrowed). */
 const char *sk__projection_durable(const sk_projection *p);
 
+/* ---- waiters shared between processes (waiters_share.c) */
+
+/** Most processes that share one key's notifications. */
+#define SK__WAITERS_SHARE_SLOTS 8
+
+typedef struct sk__waiters_share sk__waiters_share;
+/** Hands a notification received from a peer to this process's waiters. */
+typedef void (*sk__waiters_deliver_fn)(void *ctx, const char *id, int64_t version);
+
+/**
+ * Bind a free slot of @p key and start the thread that passes the peers'
+ * notifications to @p deliver. @return SK_OK, SK_ELIMIT (every slot taken),
+ * SK_EIO, SK_EINTERNAL, SK_ENOMEM.
+ */
+sk_status sk__waiters_share_start(sk__waiters_share **out,
+                                  const char *key,
+                                  sk__waiters_deliver_fn deliver,
+                                  void *ctx);
+/** Send a notification to every peer (never blocks; dropped when a peer's queue is full). */
+void sk__waiters_share_send(sk__waiters_share *s, const char *id, int64_t version);
+/** Stop receiving and free; deliver is not called after it returns. NULL-safe. */
+void sk__waiters_share_stop(sk__waiters_share *s);
+/** The abstract socket name (without the leading NUL) of @p slot of @p key. @return its length. */
+int sk__waiters_share_name(const char *key, int slot, char *out, size_t cap);
+
 /** Number of waiters registered and not yet completed (tests). */
 size_t sk__waiters_pending(sk_waiters *w);
 

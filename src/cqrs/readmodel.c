@@ -8,18 +8,26 @@
  * version's checkpoint has reached the live one's on every stream. The new
  * version's projections then continue as the live ones: no checkpoint
  * changes hands, so no event is skipped or applied twice.
+ *
+ * Several processes may share the read model's database (the instances of
+ * one service on one machine): the holder of the database's lock
+ * "readmodel-<name>" runs the projections and replays, the others serve
+ * queries from the same file and stand by, trying the lock every
+ * STANDBY_RETRY_MS; the kernel frees it when the holder's process dies.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cqrs/cqrs_int.h"
 
 /* "<name>-v<version>" fits SK__PROJECTION_NAME_MAX with a name of SK_READMODEL_NAME_MAX. */
 #define PNAME_LEN       (SK__PROJECTION_NAME_MAX + 1)
 #define DEFAULT_POLL_MS 200
+#define STANDBY_RETRY_MS 500
 
 typedef struct rm_version {
     sk_readmodel *rm;
@@ -60,6 +68,11 @@ struct sk_readmodel {
     bool is_stopping;
     pthread_t monitor;
     bool has_monitor; /* joined by the next replay or by stop; ctl_mu */
+    char *lock_purpose; /* "readmodel-<name>" */
+    int lock_fd;        /* the projector lock while this process holds it, else -1 */
+    bool is_projecting; /* mu: this process runs the projections (holds the lock, or no file) */
+    pthread_t standby;  /* waits for the lock while another process projects */
+    bool has_standby;
     _Atomic int64_t live_version;
     _Atomic uint64_t events_applied;
 };
@@ -352,12 +365,13 @@ static sk_status retire_work(sk_tx *tx, void *ctx)
     return st;
 }
 
-static bool monitor_wait(sk_readmodel *rm)
+/* Wait up to @p ms or until stop. @return false when stopping. */
+static bool wait_unless_stopping(sk_readmodel *rm, int64_t ms)
 {
     struct timespec ts;
     bool stop;
 
-    sk_time_mono_deadline(rm->poll_ms, &ts);
+    sk_time_mono_deadline(ms, &ts);
     lock(&rm->mu);
     if (!rm->is_stopping) {
         SK_IGNORE(pthread_cond_timedwait(&rm->cond, &rm->mu, &ts)); /* timeout or wake-up */
@@ -378,7 +392,7 @@ static void *monitor_main(void *arg)
     sj.old_version = rm->live->version;
     sj.new_version = rm->building->version;
     unlock(&rm->mu);
-    while (monitor_wait(rm)) {
+    while (wait_unless_stopping(rm, rm->poll_ms)) {
         sk_status st = sk_store_run(rm->store, switch_work, &sj);
         if (st != SK_OK) {
             SK_LOG_WARN("read model %s: switching to version %lld: %s (retrying)", rm->name,
@@ -449,6 +463,87 @@ static void monitor_join(sk_readmodel *rm)
     }
 }
 
+/* ---------------------------------------------------------------- projecting */
+
+/*
+ * Start projecting: read the state row, point the queries at the live
+ * version, start its projections and resume a replay that was running.
+ * ctl_mu held. On failure nothing stays started.
+ */
+static sk_status projecting_start(sk_readmodel *rm)
+{
+    state_row row = { .rm = rm };
+    rm_version *live = NULL, *building = NULL;
+    sk_status st = sk_store_run(rm->store, load_work, &row);
+
+    if (st != SK_OK) {
+        return SK_WRAP(st, "read model %s: loading its state", rm->name);
+    }
+    atomic_store(&rm->live_version, row.live);
+    st = version_start(rm, row.live, &live);
+    if (st == SK_OK && row.building != 0) {
+        SK_LOG_INFO("read model %s: resuming the replay into version %lld", rm->name,
+                    (long long)row.building);
+        st = version_start(rm, row.building, &building);
+    }
+    if (st != SK_OK) {
+        version_stop(building);
+        version_stop(live);
+        return st;
+    }
+    lock(&rm->mu);
+    rm->live = live;
+    rm->building = building;
+    rm->started_ms = building != NULL ? row.started_ms : 0;
+    rm->is_projecting = true;
+    unlock(&rm->mu);
+    if (building != NULL) {
+        st = monitor_start(rm);
+        /* Without its monitor the replay resumes at the next start; the live version runs on. */
+        if (st != SK_OK) {
+            SK_LOG_WARN("read model %s: %s", rm->name, sk_error_message());
+        }
+    }
+    SK_LOG_INFO("read model %s: version %lld live, projected by this process", rm->name,
+                (long long)row.live);
+    return SK_OK;
+}
+
+/* Another process projects: take its place once it is gone. */
+static void *standby_main(void *arg)
+{
+    sk_readmodel *rm = arg;
+    bool is_warned = false;
+
+    sk_thread_name("sk-rm-standby");
+    while (wait_unless_stopping(rm, STANDBY_RETRY_MS)) {
+        if (rm->lock_fd < 0) {
+            sk_status st = sk_store_lock_try(rm->store, rm->lock_purpose, &rm->lock_fd);
+            if (st == SK_ECONFLICT) {
+                continue;
+            }
+            if (st != SK_OK) {
+                if (!is_warned) {
+                    SK_LOG_WARN("read model %s: %s (retrying)", rm->name, sk_error_message());
+                    is_warned = true;
+                }
+                continue;
+            }
+        }
+        lock(&rm->ctl_mu);
+        sk_status st = projecting_start(rm);
+        unlock(&rm->ctl_mu);
+        if (st == SK_OK) {
+            SK_LOG_INFO("read model %s: the instance that projected is gone; this one projects now",
+                        rm->name);
+            break;
+        }
+        SK_LOG_WARN("read model %s: taking over the projections: %s (retrying)", rm->name,
+                    sk_error_message());
+    }
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void readmodel_free(sk_readmodel *rm)
@@ -461,6 +556,10 @@ static void readmodel_free(sk_readmodel *rm)
         sk_free(rm->filters[i]);
     }
     sk_free(rm->name);
+    sk_free(rm->lock_purpose);
+    if (rm->lock_fd >= 0) {
+        close(rm->lock_fd); /* releases the lock: a standby elsewhere takes over */
+    }
     pthread_cond_destroy(&rm->cond);
     pthread_mutex_destroy(&rm->mu);
     pthread_mutex_destroy(&rm->ctl_mu);
@@ -531,6 +630,7 @@ sk_status sk_readmodel_start(sk_readmodel **out,
     if (rm == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_readmodel_start: allocating");
     }
+    rm->lock_fd = -1;
     {
         pthread_condattr_t ca;
         if (pthread_condattr_init(&ca) != 0) {
@@ -574,36 +674,43 @@ sk_status sk_readmodel_start(sk_readmodel **out,
     if (st != SK_OK) {
         goto out;
     }
-    state_row row = { .rm = rm };
-    st = sk_store_run(store, load_work, &row);
-    if (st != SK_OK) {
-        st = SK_WRAP(st, "read model %s: loading its state", rm->name);
+    rm->lock_purpose = sk_asprintf("readmodel-%s", rm->name);
+    if (rm->lock_purpose == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "sk_readmodel_start: the lock name");
         goto out;
     }
-    atomic_store(&rm->live_version, row.live);
-    st = version_start(rm, row.live, &rm->live);
-    if (st == SK_OK && row.building != 0) {
-        SK_LOG_INFO("read model %s: resuming the replay into version %lld", rm->name,
-                    (long long)row.building);
-        rm->started_ms = row.started_ms;
-        st = version_start(rm, row.building, &rm->building);
-        if (st == SK_OK) {
-            st = monitor_start(rm);
+    st = sk_store_lock_try(store, rm->lock_purpose, &rm->lock_fd);
+    if (st == SK_OK) {
+        lock(&rm->ctl_mu);
+        st = projecting_start(rm);
+        unlock(&rm->ctl_mu);
+    } else if (st == SK_ECONFLICT) {
+        /* Queries still need the views of the live version. */
+        state_row row = { .rm = rm };
+        sk_error_clear();
+        st = sk_store_run(store, load_work, &row);
+        if (st != SK_OK) {
+            st = SK_WRAP(st, "read model %s: loading its state", rm->name);
+        } else {
+            atomic_store(&rm->live_version, row.live);
+            if (pthread_create(&rm->standby, NULL, standby_main, rm) != 0) {
+                st = SK_FAIL(SK_EINTERNAL, "read model %s: creating the standby thread", rm->name);
+            } else {
+                rm->has_standby = true;
+                SK_LOG_INFO("read model %s: version %lld live, projected by another instance "
+                            "sharing the database; standing by",
+                            rm->name, (long long)row.live);
+            }
         }
     }
     if (st != SK_OK) {
         goto out;
     }
-    SK_LOG_INFO("read model %s: version %lld live", rm->name, (long long)row.live);
     *out = rm;
     rm = NULL;
 out:
-    if (rm != NULL) {
-        version_stop(rm->building);
-        version_stop(rm->live);
-        if (is_sync_ready) {
-            readmodel_free(rm);
-        }
+    if (rm != NULL && is_sync_ready) {
+        readmodel_free(rm);
     }
     return st;
 }
@@ -613,18 +720,22 @@ void sk_readmodel_stop(sk_readmodel *rm)
     if (rm == NULL) {
         return;
     }
-    lock(&rm->ctl_mu);
     lock(&rm->mu);
     rm->is_stopping = true;
     sk__cqrs_pthread_check(pthread_cond_broadcast(&rm->cond), "pthread_cond_broadcast");
     unlock(&rm->mu);
+    if (rm->has_standby) {
+        pthread_join(rm->standby, NULL); /* before ctl_mu: a take-over holds it */
+        rm->has_standby = false;
+    }
+    lock(&rm->ctl_mu);
     monitor_join(rm);
     version_stop(rm->building);
     version_stop(rm->live);
     rm->building = NULL;
     rm->live = NULL;
     unlock(&rm->ctl_mu);
-    readmodel_free(rm);
+    readmodel_free(rm); /* and with it the lock */
 }
 
 sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
@@ -641,8 +752,16 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
     lock(&rm->ctl_mu);
     lock(&rm->mu);
     bool busy = rm->building != NULL || rm->is_stopping;
+    bool is_projecting = rm->is_projecting;
     int64_t building = rm->building != NULL ? rm->building->version : 0;
     unlock(&rm->mu);
+    if (!is_projecting) {
+        st = SK_FAIL(SK_ESTATE,
+                     "read model %s: another instance sharing the database projects it; the "
+                     "replay runs there",
+                     rm->name);
+        goto out;
+    }
     if (busy) {
         st = building != 0 ? SK_FAIL(SK_ESTATE,
                                      "read model %s: a replay into version %lld is already running",
@@ -692,14 +811,24 @@ typedef struct status_read {
     sk_readmodel_progress *out;
 } status_read;
 
+/* The versions from the state row, which every process sharing the database reads alike. */
 static sk_status status_work(sk_tx *tx, void *ctx)
 {
     status_read *r = ctx;
     sk_readmodel *rm = r->rm;
     uint64_t live_seqs[SK_READMODEL_MAX_STREAMS], new_seqs[SK_READMODEL_MAX_STREAMS];
     char pname[PNAME_LEN];
-    sk_status st;
+    state_row row = { .rm = rm };
+    sk_status st = state_read(tx, &row);
 
+    if (st != SK_OK) {
+        return st;
+    }
+    r->live = row.live;
+    r->building = row.building;
+    r->out->live_version = row.live;
+    r->out->building_version = row.building;
+    r->out->started_ms = row.started_ms;
     pname_format(rm->name, r->live, pname);
     st = checkpoints_read(tx, rm, pname, live_seqs);
     if (st == SK_OK && r->building != 0) {
@@ -726,24 +855,18 @@ sk_status sk_readmodel_status(sk_readmodel *rm, sk_readmodel_progress *out)
     if (rm == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_readmodel_status: rm must not be NULL");
     }
+    status_read r = { .rm = rm, .out = out };
     lock(&rm->mu);
-    status_read r = {
-        .rm = rm,
-        .live = rm->live != NULL ? rm->live->version : atomic_load(&rm->live_version),
-        .building = rm->building != NULL ? rm->building->version : 0,
-        .out = out,
-    };
-    out->live_version = r.live;
-    out->building_version = r.building;
-    out->started_ms = rm->started_ms;
     out->last_switch_ms = rm->last_switch_ms;
     out->n_switches = rm->n_switches;
+    out->is_projecting = rm->is_projecting;
     unlock(&rm->mu);
-    out->events_applied = r.building != 0 ? atomic_load(&rm->events_applied) : 0;
     sk_status st = sk_store_read(rm->store, status_work, &r);
     if (st != SK_OK) {
         return SK_WRAP(st, "read model %s: reading the checkpoints", rm->name);
     }
+    /* Counted by the process that projects; another one sharing the database reports none. */
+    out->events_applied = r.building != 0 ? atomic_load(&rm->events_applied) : 0;
     return SK_OK;
 }
 
@@ -761,12 +884,12 @@ sk_status sk_readmodel_status_json(sk_readmodel *rm, json_t **out)
         return st;
     }
     *out = json_pack(
-        "{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", rm->name, "live_version",
+        "{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "name", rm->name, "live_version",
         (json_int_t)p.live_version, "building_version", (json_int_t)p.building_version, "state",
         p.building_version != 0 ? "replaying" : "idle", "applied_seq", (json_int_t)p.applied_seq,
         "target_seq", (json_int_t)p.target_seq, "events_applied", (json_int_t)p.events_applied,
         "started_ms", (json_int_t)p.started_ms, "last_switch_ms", (json_int_t)p.last_switch_ms,
-        "n_switches", (json_int_t)p.n_switches);
+        "n_switches", (json_int_t)p.n_switches, "projecting", p.is_projecting);
     if (*out == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_readmodel_status_json: building the document");
     }

@@ -301,12 +301,12 @@ sk_status sk__outbox_insert(sk_tx *tx,
 typedef struct sk__relay_owner sk__relay_owner;
 
 /**
- * Start trying to hold the relay name of @p db_location (sk_store_location).
+ * Start trying to hold the relay lock of @p store (sk_store_lock_try, purpose "relay").
  * @p on_wake runs on the owner's thread when this relay becomes the holder
  * and whenever another instance reports a commit.
  */
 sk_status sk__relay_owner_start(sk__relay_owner **out,
-                                const char *db_location,
+                                const sk_store *store,
                                 void (*on_wake)(void *ctx),
                                 void *ctx);
 /** True while this relay holds the lock (and so publishes). */

@@ -677,7 +677,7 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
         st = SK_WRAP(st, "sk_relay_start");
         goto out;
     }
-    if ((st = sk__relay_owner_start(&r->owner, sk_store_location(store), on_wake, r)) != SK_OK) {
+    if ((st = sk__relay_owner_start(&r->owner, store, on_wake, r)) != SK_OK) {
         st = SK_WRAP(st, "sk_relay_start");
         goto out;
     }

@@ -16,12 +16,10 @@
  */
 #define _GNU_SOURCE /* realpath, abstract UNIX socket names */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -30,6 +28,7 @@
 #include "msg/msg_int.h"
 
 struct sk__relay_owner {
+    const sk_store *store;
     void (*on_wake)(void *ctx);
     void *ctx;
     char *lock_path;
@@ -113,13 +112,10 @@ static bool is_stopping(sk__relay_owner *o)
 /* The lock file's descriptor once this process holds it, else -1. */
 static int try_lock(const sk__relay_owner *o)
 {
-    int fd = open(o->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = -1;
 
-    if (fd < 0) {
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
+    if (sk_store_lock_try(o->store, "relay", &fd) != SK_OK) {
+        sk_error_clear(); /* held elsewhere (or not openable now): try again later */
         return -1;
     }
     return fd;
@@ -185,7 +181,7 @@ static void *owner_main(void *arg)
 }
 
 sk_status sk__relay_owner_start(sk__relay_owner **out,
-                                const char *db_location,
+                                const sk_store *store,
                                 void (*on_wake)(void *ctx),
                                 void *ctx)
 {
@@ -197,6 +193,7 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
     if (o == NULL) {
         return SK_FAIL(SK_ENOMEM, "relay: allocating the owner");
     }
+    o->store = store;
     o->on_wake = on_wake;
     o->ctx = ctx;
     o->send_fd = -1;
@@ -206,7 +203,7 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
     pthread_cond_init(&o->cond, &ca);
     pthread_condattr_destroy(&ca);
     bool is_file;
-    o->lock_path = lock_path_of(db_location, &is_file);
+    o->lock_path = lock_path_of(sk_store_location(store), &is_file);
     if (!is_file) {
         /* Not a file (in-memory): nobody else can share it. */
         atomic_store(&o->is_holder, true);

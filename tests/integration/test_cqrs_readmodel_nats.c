@@ -6,6 +6,8 @@
  * meanwhile sees one whole version (the one recorded as live in the same
  * snapshot); after the switch the view holds every event exactly once,
  * equal to what the live version had, and keeps following new events.
+ * Two stores on one file share the read model: one projects, the other
+ * takes over when it stops.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -49,18 +51,33 @@ typedef struct fixture {
     char dir[64];
 } fixture;
 
-static int setup(void **state)
+/* Open the read model's database, as each process that shares it does. */
+static void view_open(const fixture *f, sk_store **out)
 {
-    fixture *f = sk_calloc(1, sizeof(*f));
     sk_migration mig[16];
     size_t n_msg = 0, n_cqrs = 0;
     const sk_migration *msg_mig = sk_msg_migrations(&n_msg);
     const sk_migration *cqrs_mig = sk_cqrs_migrations(&n_cqrs);
     char url[128];
 
+    assert_true(n_msg + n_cqrs + 1 <= 16);
+    memcpy(mig, msg_mig, n_msg * sizeof(*mig));
+    memcpy(mig + n_msg, cqrs_mig, n_cqrs * sizeof(*mig));
+    mig[n_msg + n_cqrs] = view_migration;
+    snprintf(url, sizeof(url), "sqlite:%s/view.sqlite", f->dir);
+    sk_store_config vc = { .url = url, .migrations = mig, .n_migrations = n_msg + n_cqrs + 1 };
+    assert_int_equal(sk_store_open(out, &vc), SK_OK);
+}
+
+static int setup(void **state)
+{
+    fixture *f = sk_calloc(1, sizeof(*f));
+    size_t n_msg = 0;
+    const sk_migration *msg_mig = sk_msg_migrations(&n_msg);
+    char url[128];
+
     assert_non_null(f);
     assert_int_equal(sk_init("test-cqrs-readmodel"), SK_OK);
-    assert_true(n_msg + n_cqrs + 1 <= 16);
     assert_int_equal(sk_metrics_create(&f->metrics), SK_OK);
     assert_int_equal(sk_test_nats_start(&f->nats, NULL), SK_OK);
     sk_bus_config bc = { .servers = sk_test_nats_url(f->nats), .name = "test-readmodel" };
@@ -75,12 +92,7 @@ static int setup(void **state)
     sk_store_config src = { .url = url, .migrations = msg_mig, .n_migrations = n_msg };
     assert_int_equal(sk_store_open(&f->source, &src), SK_OK);
     assert_int_equal(sk_relay_start(&f->relay, f->source, f->bus, f->metrics), SK_OK);
-    memcpy(mig, msg_mig, n_msg * sizeof(*mig));
-    memcpy(mig + n_msg, cqrs_mig, n_cqrs * sizeof(*mig));
-    mig[n_msg + n_cqrs] = view_migration;
-    snprintf(url, sizeof(url), "sqlite:%s/view.sqlite", f->dir);
-    sk_store_config vc = { .url = url, .migrations = mig, .n_migrations = n_msg + n_cqrs + 1 };
-    assert_int_equal(sk_store_open(&f->view, &vc), SK_OK);
+    view_open(f, &f->view);
     *state = f;
     return 0;
 }
@@ -428,6 +440,64 @@ static void test_sk_readmodel_replay_resumes_after_restart(void **state)
     sk_readmodel_stop(rm);
 }
 
+static bool is_projecting(void *ctx)
+{
+    sk_readmodel_progress p;
+    return sk_readmodel_status(ctx, &p) == SK_OK && p.is_projecting;
+}
+
+/*
+ * Two processes' worth of read models on one database file (two stores, as
+ * two instances open it): one projects, the other stands by, serves the
+ * same state and refuses replays; when the first stops, the second takes
+ * over where it left off, applying nothing twice.
+ */
+static void test_sk_readmodel_shared_database_projects_once_and_fails_over(void **state)
+{
+    fixture *f = *state;
+    sk_readmodel *first = NULL, *second = NULL;
+    sk_readmodel_config cfg = rm_config(50);
+    sk_store *other = NULL;
+    sk_readmodel_progress p1, p2;
+
+    view_open(f, &other);
+
+    assert_int_equal(sk_readmodel_start(&first, f->bus, f->view, NULL, &cfg), SK_OK);
+    assert_int_equal(sk_readmodel_start(&second, f->bus, other, NULL, &cfg), SK_OK);
+    assert_true(is_projecting(first));
+    assert_false(is_projecting(second));
+    SK_TEST_ASSERT_ERR(sk_readmodel_replay(second, NULL), SK_ESTATE, "another instance");
+
+    emit_events(f, 0, 100);
+    wait_for(f, 100, 1);
+    snap s = snapshot(f);
+    assert_int_equal(s.n_rows, 100);
+    assert_int_equal(s.max_applied, 1);
+    /* The standby reports the shared state, not its own. */
+    assert_int_equal(sk_readmodel_status(first, &p1), SK_OK);
+    assert_int_equal(sk_readmodel_status(second, &p2), SK_OK);
+    assert_int_equal(p2.live_version, 1);
+    assert_int_equal(p2.applied_seq, 100);
+    assert_int_equal(p1.applied_seq, p2.applied_seq);
+
+    sk_readmodel_stop(first);
+    assert_true(sk_test_wait_until(is_projecting, second, 10000));
+    emit_events(f, 100, 20);
+    wait_for(f, 120, 1);
+    s = snapshot(f);
+    assert_int_equal(s.n_rows, 120);
+    assert_int_equal(s.max_applied, 1);
+
+    /* The new holder replays. */
+    int64_t version = 0;
+    assert_int_equal(sk_readmodel_replay(second, &version), SK_OK);
+    assert_int_equal(version, 2);
+    wait_for(f, 120, 2);
+    assert_int_equal(snapshot(f).max_applied, 1);
+    sk_readmodel_stop(second);
+    sk_store_close(other);
+}
+
 static void test_sk_readmodel_start_invalid(void **state)
 {
     fixture *f = *state;
@@ -489,6 +559,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_readmodel_replay_resumes_after_restart, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_sk_readmodel_shared_database_projects_once_and_fails_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_readmodel_start_invalid, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

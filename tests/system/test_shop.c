@@ -850,7 +850,8 @@ static void *run_replay(void *arg)
     return NULL;
 }
 
-/* `skald replay orderview` rebuilds every instance's read model; the API keeps answering meanwhile. */
+/* `skald replay orderview` rebuilds the read model both instances share (one projects, the other
+ * follows it); the API keeps answering meanwhile. */
 static void test_replay_orderview_via_cli(void **state)
 {
     (void)state;

@@ -3,7 +3,7 @@
  * Unit tests of src/cqrs/consistency.c: token encode/decode (round trips and
  * every malformed form) and waiters (immediate, notify from another thread,
  * timeout, cancellation, limits, and a race stress that checks exactly-once
- * completion).
+ * completion), and waiters shared between processes through their slots.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +16,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cqrs/cqrs_int.h"
 #include "sk_test.h"
@@ -632,6 +636,87 @@ static void test_sk_waiters_add_id_outlives_the_query(void **state)
     sk_waiters_destroy(q.w);
 }
 
+/* Send @p text to every slot of @p key, as any process on the machine could. */
+static void send_to_every_slot(const char *key, const char *text, size_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    for (int i = 0; i < SK__WAITERS_SHARE_SLOTS; i++) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        int n = sk__waiters_share_name(key, i, addr.sun_path + 1, sizeof(addr.sun_path) - 1);
+        SK_IGNORE(sendto(fd, text, len, MSG_DONTWAIT, (const struct sockaddr *)&addr,
+                         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)));
+    }
+    close(fd);
+}
+
+/* Waiters of two processes (here two sk_waiters) sharing a key: a notify in one completes the
+ * other's. */
+static void test_sk_waiters_shared_between_peers(void **state)
+{
+    sk_waiters *a = new_waiters(), *b = new_waiters();
+    sk_waiters *more[SK__WAITERS_SHARE_SLOTS - 1] = { NULL };
+    char key[64];
+    char tok[SK_CTOKEN_MAX];
+    vclock vc;
+    wres r, r5;
+
+    (void)state;
+    snprintf(key, sizeof(key), "test-share-%d-%lld", (int)getpid(), (long long)sk_time_mono_ms());
+    assert_int_equal(sk_waiters_share(a, key), SK_OK);
+    assert_int_equal(sk_waiters_share(b, key), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_waiters_share(b, key), SK_ESTATE, "already shared");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(NULL, key), SK_EINVAL, "key");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(a, ""), SK_EINVAL, "key");
+
+    wres_init(&r);
+    wres_init(&r5);
+    atomic_init(&vc.version, 0);
+    assert_int_equal(sk_waiters_add(b, "order-1", 3, 10000, NULL, NULL, on_wait, &r), SK_OK);
+    /* With a version function, a peer's notify completes the wait only once it agrees. */
+    assert_int_equal(sk_waiters_add(b, "order-5", 4, 10000, current_version, &vc, on_wait, &r5),
+                     SK_OK);
+    assert_int_equal(sk_ctoken_encode("order-5", 9, tok), SK_OK);
+    send_to_every_slot(key, tok, strlen(tok));
+    /* Anything on the machine may write to the slots: none of this completes the waiter. */
+    send_to_every_slot(key, "", 0);
+    send_to_every_slot(key, "junk", 4);
+    assert_int_equal(sk_ctoken_encode("order-2", 9, tok), SK_OK);
+    send_to_every_slot(key, tok, strlen(tok));
+    sk_waiters_notify(a, "order-1", 2);
+    assert_int_equal(sk_ctoken_encode("order-1", 2, tok), SK_OK);
+    send_to_every_slot(key, tok, strlen(tok));
+    nanosleep(&(struct timespec){ .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 }, NULL);
+    assert_int_equal(atomic_load(&r.n_calls), 0);
+    assert_int_equal(atomic_load(&r5.n_calls), 0);
+    assert_int_equal(sk__waiters_pending(b), 2);
+
+    sk_waiters_notify(a, "order-1", 3);
+    assert_true(sk_test_wait_until(wres_called, &r, 5000));
+    assert_int_equal(atomic_load(&r.st), SK_OK);
+    atomic_store(&vc.version, 4);
+    sk_waiters_notify(a, "order-5", 4);
+    assert_true(sk_test_wait_until(wres_called, &r5, 5000));
+    assert_int_equal(atomic_load(&r5.st), SK_OK);
+    assert_int_equal(sk__waiters_pending(b), 0);
+
+    /* Eight processes share a key at most. */
+    for (size_t i = 0; i < SK__WAITERS_SHARE_SLOTS - 2; i++) {
+        more[i] = new_waiters();
+        assert_int_equal(sk_waiters_share(more[i], key), SK_OK);
+    }
+    more[SK__WAITERS_SHARE_SLOTS - 2] = new_waiters();
+    SK_TEST_ASSERT_ERR(sk_waiters_share(more[SK__WAITERS_SHARE_SLOTS - 2], key), SK_ELIMIT,
+                       "slots");
+    for (size_t i = 0; i < SK__WAITERS_SHARE_SLOTS - 1; i++) {
+        sk_waiters_destroy(more[i]);
+    }
+    sk_waiters_destroy(b);
+    sk_waiters_notify(a, "order-1", 4); /* a peer gone: refused, remembered, no harm */
+    sk_waiters_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_sk_waiters_add_every_alloc_failure),
         cmocka_unit_test(test_sk_waiters_race_exactly_once),
         cmocka_unit_test(test_sk_waiters_add_id_outlives_the_query),
+        cmocka_unit_test(test_sk_waiters_shared_between_peers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
