@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `skald replay PROJECTION [--data DIR] [--timeout S]`: rebuilds a read
- * model in every instance that keeps one (each instance has its own
- * database). It finds the instances through discovery, asks each over mTLS,
- * as the skald-cli identity, to replay (POST /admin/projections/NAME/replay),
- * then follows their progress (GET /admin/projections/NAME) until every one
- * has switched to its new version: a progress bar on a terminal, plain
- * lines otherwise. Queries keep being answered from the old version meanwhile.
+ * model wherever it is kept. It finds the instances through discovery, asks
+ * each over mTLS, as the skald-cli identity, to replay (POST
+ * /admin/projections/NAME/replay; instances sharing a database answer 409
+ * except the one that projects it, and are followed), then follows their
+ * progress (GET /admin/projections/NAME) until every one reads its new
+ * version: a progress bar on a terminal, plain lines otherwise. Queries keep
+ * being answered from the old version meanwhile.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -353,10 +354,12 @@ int cli_cmd_replay(int argc, char **argv)
         goto out;
     }
     snprintf(path, sizeof(path), "/admin/projections/%s/replay", o.projection);
+    size_t n_projecting = 0; /* instances that build, or run the projections (others follow) */
     for (size_t i = 0; i < n; i++) {
         call c;
         call_run(&c, client, t[i].inst, "POST", path);
         if (c.st == SK_OK && (c.status == 202 || c.status == 200) && c.body != NULL) {
+            n_projecting++;
             t[i].want_version = json_integer_value(json_object_get(c.body, "building_version"));
             printf("replay %s: %s builds version %lld\n", o.projection, t[i].inst->instance,
                    (long long)t[i].want_version);
@@ -385,9 +388,20 @@ int cli_cmd_replay(int argc, char **argv)
                             : 0;
             int64_t l =
                 c.body != NULL ? json_integer_value(json_object_get(c.body, "live_version")) : 0;
+            /* A replay started by someone else, or (not projecting) a standby of a shared one. */
+            if (c.body != NULL && json_is_true(json_object_get(c.body, "projecting"))) {
+                n_projecting++;
+            }
             t[i].want_version = b != 0 ? b : l;
             call_fini(&c);
         }
+    }
+    if (n_projecting == 0) {
+        cli_errorf("replay",
+                   "no reachable instance projects read model %s (those asked share it with one "
+                   "that is hung or unreachable); nothing was replayed",
+                   o.projection);
+        goto out;
     }
     bool is_tty = isatty(STDOUT_FILENO) == 1;
     int64_t deadline = sk_time_mono_ms() + o.timeout_s * 1000;

@@ -156,22 +156,30 @@ SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batch
  */
 SK_API const char *sk_store_location(const sk_store *store);
 
+/** Longest purpose of a store lock, in bytes. */
+#define SK_STORE_LOCK_PURPOSE_MAX 64
+
 /**
  * Take the exclusive lock "<database's real path>-<purpose>.lock" without
  * waiting, so that one of the processes sharing a database file does a job
  * (publish its outbox, run its projections). The kernel releases the lock
  * when the holder's process dies; close(*fd_out) releases it before.
- * @param purpose 1..64 bytes of [a-z0-9_-].
+ * @param purpose 1..SK_STORE_LOCK_PURPOSE_MAX bytes of [A-Za-z0-9_-].
  * @return SK_OK with *fd_out >= 0 (held), SK_OK with *fd_out == -1 (the
- *         store is no file, so nobody can share it), SK_ECONFLICT (held
+ *         store is in memory, so nobody can share it), SK_ECONFLICT (held
  *         elsewhere, another open of the same file in this process
- *         included), SK_EIO, SK_EINVAL.
+ *         included), SK_EIO, SK_EINVAL, SK_ENOMEM.
  */
 SK_API SK_NODISCARD sk_status sk_store_lock_try(const sk_store *store,
                                                 const char *purpose,
                                                 int *fd_out);
-/** The path sk_store_lock_try locks (owned, sk_free), or NULL when the store is no file. */
-SK_API char *sk_store_lock_path(const sk_store *store, const char *purpose);
+/**
+ * The path sk_store_lock_try locks, in @p out (owned, sk_free); SK_OK with
+ * *out NULL when the store is in memory. @return SK_OK, SK_EIO, SK_EINVAL, SK_ENOMEM.
+ */
+SK_API SK_NODISCARD sk_status sk_store_lock_path(const sk_store *store,
+                                                 const char *purpose,
+                                                 char **out);
 
 /* ---------------------------------------------------------------- statements */
 

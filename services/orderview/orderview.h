@@ -3,7 +3,8 @@
  * orderview: denormalised read models built from the events of every
  * context (customers with their available credit, products with their stock
  * counters, orders with names and prices), and the queries over them.
- * Each instance projects into its own database. Events carry versions, so
+ * The instances share one database; the one holding its read-model lock
+ * projects into it (sk_readmodel). Events carry versions, so
  * applying is idempotent and order-safe across streams.
  */
 #ifndef ORDERVIEW_H

@@ -129,8 +129,10 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
     /* The instances share the database and one of them projects (sk_readmodel): its
      * notifications must also complete the queries waiting in the others. */
     if (st == SK_OK) {
-        char *key = sk_store_lock_path(deps->platform.store, "waiters-" ORDERVIEW_READMODEL);
-        if (key != NULL && sk_waiters_share(deps->waiters, key) != SK_OK) {
+        char *key = NULL;
+        if (sk_store_lock_path(deps->platform.store, "waiters-" ORDERVIEW_READMODEL, &key) !=
+                SK_OK ||
+            (key != NULL && sk_waiters_share(deps->waiters, key) != SK_OK)) {
             SK_LOG_WARN("orderview: %s; a query here with a consistency token then waits for "
                         "its deadline when another instance projects",
                         sk_error_message());

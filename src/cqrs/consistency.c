@@ -16,9 +16,11 @@
 
 #define CTOKEN_PREFIX     "v1|"
 #define CTOKEN_PREFIX_LEN 3
-/* Waiters of one id checked per notification from a peer (more wait for the next or their
- * deadline). */
+/* Waiters of one id checked per notification from a peer (more wait for the re-check). */
 #define PEER_CHECKS_MAX 32
+/* Shared waiters: how often pending ones are looked at again, and how many at a time. */
+#define RECHECK_MS  100
+#define RECHECK_MAX 64
 /* Longest decoded token: prefix + id + '|' + 16 digits. */
 #define CTOKEN_RAW_MAX (CTOKEN_PREFIX_LEN + SK__CTOKEN_ID_MAX + 1 + 16)
 
@@ -362,9 +364,65 @@ static void run_detached(waiter *list, sk_status st)
     }
 }
 
+/*
+ * Complete @p wt with SK_OK unless a notify, the timer or stop did first.
+ * The caller holds a reference to it and not mu.
+ */
+static void complete_if_pending(sk_waiters *w, waiter *wt)
+{
+    bool is_mine = false;
+
+    sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
+    if (wt->state == WAITER_PENDING) {
+        waiter_detach(w, wt);
+        is_mine = true;
+    }
+    sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
+    if (is_mine) {
+        wt->fn(SK_OK, wt->ctx);
+        waiter_unref(wt); /* the map's reference, now ours */
+    }
+}
+
+/*
+ * Shared waiters: look again at up to RECHECK_MAX pending waiters, from a
+ * position that moves on each round (a peer's notification may have been
+ * lost). Runs without mu.
+ */
+static void recheck_pending(sk_waiters *w, size_t *from)
+{
+    struct {
+        waiter *wt;
+        char id[SK__CTOKEN_ID_MAX + 1];
+    } found[RECHECK_MAX];
+    size_t n = 0;
+
+    sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
+    for (size_t k = 0; k < w->n_heap && n < RECHECK_MAX; k++) {
+        waiter *wt = w->heap[(*from + k) % w->n_heap];
+        if (wt->current != NULL) {
+            atomic_fetch_add(&wt->refs, 1); /* ours, while the lock is not held */
+            found[n].wt = wt;
+            snprintf(found[n].id, sizeof(found[n].id), "%s", wt->entry->id);
+            n++;
+        }
+    }
+    *from = w->n_heap > 0 ? (*from + RECHECK_MAX) % w->n_heap : 0;
+    sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
+    for (size_t i = 0; i < n; i++) {
+        waiter *wt = found[i].wt;
+        if (wt->current(found[i].id, wt->current_ctx) >= wt->version) {
+            complete_if_pending(w, wt);
+        }
+        waiter_unref(wt);
+    }
+}
+
 static void *timer_main(void *arg)
 {
     sk_waiters *w = arg;
+    int64_t next_recheck_ns = 0; /* 0: nothing pending (shared waiters only) */
+    size_t recheck_from = 0;
 
     sk_thread_name("sk-consistency");
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
@@ -384,14 +442,29 @@ static void *timer_main(void *arg)
             sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
             continue;
         }
+        if (atomic_load(&w->share) == NULL || w->n_heap == 0) {
+            next_recheck_ns = 0;
+        } else if (next_recheck_ns == 0) {
+            next_recheck_ns = now + RECHECK_MS * 1000000LL;
+        } else if (now >= next_recheck_ns) {
+            sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
+            recheck_pending(w, &recheck_from);
+            sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
+            next_recheck_ns = mono_ns() + RECHECK_MS * 1000000LL;
+            continue;
+        }
         if (w->n_heap == 0) {
             sk__cqrs_pthread_check(pthread_cond_wait(&w->cond, &w->mu), "pthread_cond_wait");
         } else {
             struct timespec ts;
+            int64_t wake_ns = w->heap[0]->deadline_ns;
             int rc;
 
-            ts.tv_sec = (time_t)(w->heap[0]->deadline_ns / 1000000000LL);
-            ts.tv_nsec = (long)(w->heap[0]->deadline_ns % 1000000000LL);
+            if (next_recheck_ns != 0 && next_recheck_ns < wake_ns) {
+                wake_ns = next_recheck_ns;
+            }
+            ts.tv_sec = (time_t)(wake_ns / 1000000000LL);
+            ts.tv_nsec = (long)(wake_ns % 1000000000LL);
             rc = pthread_cond_timedwait(&w->cond, &w->mu, &ts);
             if (rc != 0 && rc != ETIMEDOUT) {
                 sk__cqrs_pthread_check(rc, "pthread_cond_timedwait");
@@ -568,26 +641,6 @@ static sk_status waiter_insert(sk_waiters *w, waiter *wt, const char *id)
         sk__cqrs_pthread_check(pthread_cond_signal(&w->cond), "pthread_cond_signal");
     }
     return SK_OK;
-}
-
-/*
- * Complete @p wt with SK_OK unless a notify, the timer or stop did first.
- * The caller holds a reference to it and not mu.
- */
-static void complete_if_pending(sk_waiters *w, waiter *wt)
-{
-    bool is_mine = false;
-
-    sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
-    if (wt->state == WAITER_PENDING) {
-        waiter_detach(w, wt);
-        is_mine = true;
-    }
-    sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
-    if (is_mine) {
-        wt->fn(SK_OK, wt->ctx);
-        waiter_unref(wt); /* the map's reference, now ours */
-    }
 }
 
 sk_status sk_waiters_add(sk_waiters *w,

@@ -27,7 +27,8 @@
 /* "<name>-v<version>" fits SK__PROJECTION_NAME_MAX with a name of SK_READMODEL_NAME_MAX. */
 #define PNAME_LEN       (SK__PROJECTION_NAME_MAX + 1)
 #define DEFAULT_POLL_MS 200
-#define STANDBY_RETRY_MS 500
+#define STANDBY_RETRY_MS  500
+#define STANDBY_LOG_EVERY 20
 
 typedef struct rm_version {
     sk_readmodel *rm;
@@ -513,33 +514,32 @@ static sk_status projecting_start(sk_readmodel *rm)
 static void *standby_main(void *arg)
 {
     sk_readmodel *rm = arg;
-    bool is_warned = false;
+    unsigned n_failed = 0; /* logged on the first failure, then every STANDBY_LOG_EVERY */
 
     sk_thread_name("sk-rm-standby");
     while (wait_unless_stopping(rm, STANDBY_RETRY_MS)) {
+        sk_status st = SK_OK;
         if (rm->lock_fd < 0) {
-            sk_status st = sk_store_lock_try(rm->store, rm->lock_purpose, &rm->lock_fd);
+            st = sk_store_lock_try(rm->store, rm->lock_purpose, &rm->lock_fd);
             if (st == SK_ECONFLICT) {
-                continue;
-            }
-            if (st != SK_OK) {
-                if (!is_warned) {
-                    SK_LOG_WARN("read model %s: %s (retrying)", rm->name, sk_error_message());
-                    is_warned = true;
-                }
+                sk_error_clear();
                 continue;
             }
         }
-        lock(&rm->ctl_mu);
-        sk_status st = projecting_start(rm);
-        unlock(&rm->ctl_mu);
+        if (st == SK_OK) {
+            lock(&rm->ctl_mu);
+            st = projecting_start(rm);
+            unlock(&rm->ctl_mu);
+        }
         if (st == SK_OK) {
             SK_LOG_INFO("read model %s: the instance that projected is gone; this one projects now",
                         rm->name);
             break;
         }
-        SK_LOG_WARN("read model %s: taking over the projections: %s (retrying)", rm->name,
-                    sk_error_message());
+        if (n_failed++ % STANDBY_LOG_EVERY == 0) {
+            SK_LOG_WARN("read model %s: taking over the projections: %s (retrying every %d ms)",
+                        rm->name, sk_error_message(), STANDBY_RETRY_MS);
+        }
     }
     return NULL;
 }
@@ -757,8 +757,8 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
     unlock(&rm->mu);
     if (!is_projecting) {
         st = SK_FAIL(SK_ESTATE,
-                     "read model %s: another instance sharing the database projects it; the "
-                     "replay runs there",
+                     "read model %s: not projected by this instance (another one sharing the "
+                     "database projects it, and replays run there)",
                      rm->name);
         goto out;
     }

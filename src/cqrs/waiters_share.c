@@ -6,11 +6,17 @@
  *
  * Each sharing process binds the first free slot among
  * SK__WAITERS_SHARE_SLOTS abstract UNIX datagram names derived from the
- * key, and sends every notify to the other slots that are bound: a send
- * that is refused marks the slot free for a second before it is tried
- * again. A datagram is one consistency token, decoded and checked on
- * receipt like any token from outside. One lost to a full queue only makes
- * that query wait for its deadline.
+ * key. A notify only appends a consistency token to an outgoing buffer; a
+ * sender thread sends what has gathered, as datagrams of newline-separated
+ * tokens, to the other slots that are bound (a refused send marks a slot
+ * free for a second before it is tried again). A burst of notifies (the
+ * after-commit hooks of one group commit) thus costs one datagram per peer,
+ * which matters because Linux queues only a few datagrams per receiving
+ * socket (net.unix.max_dgram_qlen, 10 by default); while a peer's queue is
+ * full the sender waits up to SEND_WAIT_MS, and the tokens gathering
+ * meanwhile go out together. Each token is decoded and checked on receipt
+ * like any token from outside. What is still lost (a hung peer, a full
+ * buffer) the waiters' periodic re-check finds.
  */
 #define _GNU_SOURCE /* abstract UNIX socket names */
 #include <errno.h>
@@ -19,25 +25,41 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "cqrs/cqrs_int.h"
 
 #define RETRY_FREE_SLOT_MS 1000
+#define SEND_WAIT_MS       50
+/* Largest datagram sent or received: hundreds of tokens (each at most SK_CTOKEN_MAX bytes). */
+#define DATAGRAM_MAX (32 * 1024)
+/* Tokens gathered while the sender thread is busy; past it notifies are dropped (and re-checked).
+ */
+#define OUTGOING_MAX (256 * 1024)
 
 struct sk__waiters_share {
     sk__waiters_deliver_fn deliver;
     void *ctx;
     struct sockaddr_un addr[SK__WAITERS_SHARE_SLOTS];
     socklen_t addr_len[SK__WAITERS_SHARE_SLOTS];
-    _Atomic int64_t retry_after_ms[SK__WAITERS_SHARE_SLOTS]; /* a refused slot: when to try again */
-    int self;    /* the slot this process bound, or -1 */
-    int recv_fd; /* bound to addr[self] */
-    int send_fd; /* unbound, non-blocking */
-    pthread_t thread;
-    bool has_thread;
+    int64_t retry_after_ms[SK__WAITERS_SHARE_SLOTS]; /* sender thread: a refused slot's next try */
+    int self;                                        /* the slot this process bound */
+    int recv_fd;                                     /* bound to addr[self] */
+    int send_fd;                                     /* unbound; sends wait SEND_WAIT_MS at most */
+    pthread_t receiver;
+    pthread_t sender;
+    bool has_receiver;
+    bool has_sender;
     atomic_bool is_stopping;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond;     /* wakes the sender: tokens gathered, or stop */
+    char *outgoing;          /* mu: OUTGOING_MAX bytes of "token\n" */
+    size_t n_outgoing;       /* mu */
+    char *sending;           /* the sender thread's: the buffer it took, swapped with outgoing */
+    bool is_sender_stopping; /* mu */
 };
 
 static uint64_t hash_text(const char *s)
@@ -55,16 +77,40 @@ int sk__waiters_share_name(const char *key, int slot, char *out, size_t cap)
     return snprintf(out, cap, "skald-waiters-%016llx-%d", (unsigned long long)hash_text(key), slot);
 }
 
+/* Every token of one datagram; anything on this machine may send here, so only well-formed ones
+ * count. */
+static void deliver_datagram(sk__waiters_share *s, const char *buf, size_t len)
+{
+    char id[SK_CTOKEN_MAX];
+
+    while (len > 0) {
+        const char *nl = memchr(buf, '\n', len);
+        size_t n = nl != NULL ? (size_t)(nl - buf) : len;
+        sk_slice token = { (const uint8_t *)buf, n };
+        int64_t version = 0;
+
+        if (sk_ctoken_decode(token, id, sizeof(id), &version) == SK_OK) {
+            s->deliver(s->ctx, id, version);
+        } else {
+            sk_error_clear();
+        }
+        buf += n;
+        len -= n;
+        if (len > 0) { /* the newline */
+            buf++;
+            len--;
+        }
+    }
+}
+
 static void *receive_main(void *arg)
 {
     sk__waiters_share *s = arg;
-    char buf[SK_CTOKEN_MAX + 1];
-    char id[SK_CTOKEN_MAX];
+    char *buf = sk_malloc(DATAGRAM_MAX);
 
     sk_thread_name("sk-waiters-peer");
-    while (!atomic_load(&s->is_stopping)) {
-        ssize_t n = recv(s->recv_fd, buf, sizeof(buf) - 1, 0);
-        int64_t version = 0;
+    while (buf != NULL && !atomic_load(&s->is_stopping)) {
+        ssize_t n = recv(s->recv_fd, buf, DATAGRAM_MAX, 0);
 
         if (n < 0) {
             if (errno == EINTR) {
@@ -73,14 +119,70 @@ static void *receive_main(void *arg)
             SK_LOG_WARN("consistency waiters: receiving from peers: %s", strerror(errno));
             break;
         }
-        /* Anything on this machine may send here: only a well-formed token counts. */
-        sk_slice token = { (const uint8_t *)buf, n > 0 ? (size_t)n : 0 };
-        if (sk_ctoken_decode(token, id, sizeof(id), &version) == SK_OK) {
-            s->deliver(s->ctx, id, version);
-        } else {
-            sk_error_clear();
-        }
+        deliver_datagram(s, buf, (size_t)n);
     }
+    if (buf == NULL) {
+        SK_LOG_WARN("consistency waiters: no memory for the peers' datagrams; queries here wait "
+                    "for the periodic re-check");
+    }
+    sk_free(buf);
+    return NULL;
+}
+
+/* One datagram to every other slot that is bound. Sender thread. */
+static void send_to_peers(sk__waiters_share *s, const char *data, size_t len)
+{
+    int64_t now = sk_time_mono_ms();
+
+    for (int i = 0; i < SK__WAITERS_SHARE_SLOTS; i++) {
+        if (i == s->self || now < s->retry_after_ms[i]) {
+            continue;
+        }
+        /* Waits up to SEND_WAIT_MS while the peer's queue is full (notifies gather meanwhile). */
+        if (sendto(s->send_fd, data, len, 0, (const struct sockaddr *)&s->addr[i],
+                   s->addr_len[i]) >= 0) {
+            s->retry_after_ms[i] = 0;
+        } else if (errno == ECONNREFUSED || errno == ENOENT) {
+            s->retry_after_ms[i] = now + RETRY_FREE_SLOT_MS;
+        }
+        /* EAGAIN (still full: a hung peer): its waiters' re-check finds the versions. */
+    }
+}
+
+static void *send_main(void *arg)
+{
+    sk__waiters_share *s = arg;
+
+    sk_thread_name("sk-waiters-send");
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->n_outgoing == 0 && !s->is_sender_stopping) {
+            pthread_cond_wait(&s->cond, &s->mu);
+        }
+        if (s->is_sender_stopping) {
+            break;
+        }
+        char *batch = s->outgoing;
+        size_t len = s->n_outgoing;
+        s->outgoing = s->sending;
+        s->sending = batch;
+        s->n_outgoing = 0;
+        pthread_mutex_unlock(&s->mu);
+        /* Datagrams of whole tokens, each at most DATAGRAM_MAX bytes. */
+        for (size_t at = 0; at < len;) {
+            size_t n = len - at;
+            if (n > DATAGRAM_MAX) {
+                n = DATAGRAM_MAX;
+                while (n > 0 && batch[at + n - 1] != '\n') {
+                    n--;
+                }
+            }
+            send_to_peers(s, batch + at, n);
+            at += n;
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
@@ -99,18 +201,28 @@ sk_status sk__waiters_share_start(sk__waiters_share **out,
     s->ctx = ctx;
     s->self = -1;
     s->recv_fd = -1;
+    s->send_fd = -1;
+    atomic_init(&s->is_stopping, false);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
     for (int i = 0; i < SK__WAITERS_SHARE_SLOTS; i++) {
         s->addr[i].sun_family = AF_UNIX;
         /* sun_path[0] stays '\0': an abstract name, nothing to clean up. */
         int n = sk__waiters_share_name(key, i, s->addr[i].sun_path + 1,
                                        sizeof(s->addr[i].sun_path) - 1);
         s->addr_len[i] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
-        atomic_init(&s->retry_after_ms[i], 0);
     }
-    atomic_init(&s->is_stopping, false);
-    s->send_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    s->outgoing = sk_malloc(OUTGOING_MAX);
+    s->sending = sk_malloc(OUTGOING_MAX);
+    if (s->outgoing == NULL || s->sending == NULL) {
+        sk__waiters_share_stop(s);
+        return SK_FAIL(SK_ENOMEM, "consistency waiters: allocating the outgoing buffer");
+    }
+    s->send_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     s->recv_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s->send_fd < 0 || s->recv_fd < 0) {
+    struct timeval send_wait = { .tv_sec = 0, .tv_usec = SEND_WAIT_MS * 1000 };
+    if (s->send_fd < 0 || s->recv_fd < 0 ||
+        setsockopt(s->send_fd, SOL_SOCKET, SO_SNDTIMEO, &send_wait, sizeof(send_wait)) != 0) {
         sk_status st =
             SK_FAIL(SK_EIO, "consistency waiters: creating a socket: %s", strerror(errno));
         sk__waiters_share_stop(s);
@@ -126,11 +238,12 @@ sk_status sk__waiters_share_start(sk__waiters_share **out,
         return SK_FAIL(SK_ELIMIT, "consistency waiters: all %d peer slots of \"%s\" are taken",
                        SK__WAITERS_SHARE_SLOTS, key);
     }
-    if (pthread_create(&s->thread, NULL, receive_main, s) != 0) {
+    s->has_receiver = pthread_create(&s->receiver, NULL, receive_main, s) == 0;
+    s->has_sender = s->has_receiver && pthread_create(&s->sender, NULL, send_main, s) == 0;
+    if (!s->has_sender) {
         sk__waiters_share_stop(s);
-        return SK_FAIL(SK_EINTERNAL, "consistency waiters: creating the peer thread");
+        return SK_FAIL(SK_EINTERNAL, "consistency waiters: creating the peer threads");
     }
-    s->has_thread = true;
     *out = s;
     return SK_OK;
 }
@@ -138,36 +251,24 @@ sk_status sk__waiters_share_start(sk__waiters_share **out,
 void sk__waiters_share_send(sk__waiters_share *s, const char *id, int64_t version)
 {
     char token[SK_CTOKEN_MAX];
-    int64_t now = 0;
 
     if (s == NULL || sk_ctoken_encode(id, version, token) != SK_OK) {
         sk_error_clear();
         return;
     }
     size_t len = strlen(token);
-    for (int i = 0; i < SK__WAITERS_SHARE_SLOTS; i++) {
-        if (i == s->self) {
-            continue;
+    pthread_mutex_lock(&s->mu);
+    /* Full (the sender cannot keep up): dropped; the peers' re-check finds the version. */
+    if (s->n_outgoing + len + 1 <= OUTGOING_MAX) {
+        bool was_empty = s->n_outgoing == 0;
+        memcpy(s->outgoing + s->n_outgoing, token, len);
+        s->outgoing[s->n_outgoing + len] = '\n';
+        s->n_outgoing += len + 1;
+        if (was_empty) {
+            pthread_cond_signal(&s->cond);
         }
-        int64_t retry = atomic_load_explicit(&s->retry_after_ms[i], memory_order_relaxed);
-        if (retry != 0) {
-            now = now != 0 ? now : sk_time_mono_ms();
-            if (now < retry) {
-                continue;
-            }
-        }
-        if (sendto(s->send_fd, token, len, MSG_DONTWAIT, (const struct sockaddr *)&s->addr[i],
-                   s->addr_len[i]) >= 0) {
-            if (retry != 0) {
-                atomic_store_explicit(&s->retry_after_ms[i], 0, memory_order_relaxed);
-            }
-        } else if (errno == ECONNREFUSED || errno == ENOENT) {
-            now = now != 0 ? now : sk_time_mono_ms();
-            atomic_store_explicit(&s->retry_after_ms[i], now + RETRY_FREE_SLOT_MS,
-                                  memory_order_relaxed);
-        }
-        /* EAGAIN (the peer's queue is full): that waiter meets its deadline instead. */
     }
+    pthread_mutex_unlock(&s->mu);
 }
 
 void sk__waiters_share_stop(sk__waiters_share *s)
@@ -175,11 +276,18 @@ void sk__waiters_share_stop(sk__waiters_share *s)
     if (s == NULL) {
         return;
     }
-    if (s->has_thread) {
+    if (s->has_sender) {
+        pthread_mutex_lock(&s->mu);
+        s->is_sender_stopping = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->sender, NULL);
+    }
+    if (s->has_receiver) {
         atomic_store(&s->is_stopping, true);
-        /* Wake the receiver: shutdown ends a blocked recv on a datagram socket. */
+        /* Wakes the receiver: shutdown ends a blocked recv on a datagram socket (returns 0). */
         shutdown(s->recv_fd, SHUT_RDWR);
-        pthread_join(s->thread, NULL);
+        pthread_join(s->receiver, NULL);
     }
     if (s->recv_fd >= 0) {
         close(s->recv_fd);
@@ -187,5 +295,9 @@ void sk__waiters_share_stop(sk__waiters_share *s)
     if (s->send_fd >= 0) {
         close(s->send_fd);
     }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->mu);
+    sk_free(s->outgoing);
+    sk_free(s->sending);
     sk_free(s);
 }

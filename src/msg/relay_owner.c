@@ -202,17 +202,16 @@ sk_status sk__relay_owner_start(sk__relay_owner **out,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&o->cond, &ca);
     pthread_condattr_destroy(&ca);
-    bool is_file;
-    o->lock_path = lock_path_of(sk_store_location(store), &is_file);
-    if (!is_file) {
-        /* Not a file (in-memory): nobody else can share it. */
+    sk_status st = sk_store_lock_path(store, "relay", &o->lock_path);
+    if (st != SK_OK) {
+        sk__relay_owner_stop(o);
+        return SK_WRAP(st, "relay");
+    }
+    if (o->lock_path == NULL) {
+        /* In memory: nobody else can share it. */
         atomic_store(&o->is_holder, true);
         *out = o;
         return SK_OK;
-    }
-    if (o->lock_path == NULL) {
-        sk__relay_owner_stop(o);
-        return SK_FAIL(SK_ENOMEM, "relay: allocating the lock path");
     }
     o->addr.sun_family = AF_UNIX;
     /* sun_path[0] stays '\0': an abstract name, no file to clean up. */

@@ -141,6 +141,11 @@ static bool target_is_memory(const char *target)
     return strncmp(target, "file:/sk_mem_", 13) == 0 && strstr(target, "vfs=memdb") != NULL;
 }
 
+static bool sqlite_target_is_file(const char *target)
+{
+    return !target_is_memory(target);
+}
+
 /* ---------------------------------------------------------------- statement cache */
 
 /*
@@ -755,6 +760,7 @@ out:
 const sk__store_backend sk__store_sqlite_backend = {
     .name = "sqlite",
     .url_parse = sqlite_url_parse,
+    .target_is_file = sqlite_target_is_file,
     .conn_open = sqlite_conn_open,
     .conn_close = sqlite_conn_close,
     .begin = sqlite_begin,

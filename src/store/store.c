@@ -810,6 +810,11 @@ const char *sk_store_location(const sk_store *store)
     return store == NULL ? NULL : store->target;
 }
 
+bool sk__store_is_file(const sk_store *store)
+{
+    return store->be->target_is_file(store->target);
+}
+
 void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches)
 {
     uint64_t u = 0;

@@ -52,6 +52,8 @@ struct sk__store_backend {
      * backend's, SK_EINVAL when it is but malformed.
      */
     sk_status (*url_parse)(const char *url, char **target);
+    /** True when @p target is a file that other processes may open too (not in memory). */
+    bool (*target_is_file)(const char *target);
     /** Open a connection; the writer gets durability settings, readers are read-only. */
     sk_status (*conn_open)(const char *target, bool is_writer, sk__db_conn **out);
     /** Finalize every statement and close. NULL-safe. */
@@ -94,6 +96,9 @@ struct sk__store_backend {
 
 /** The SQLite backend ("sqlite:PATH", "sqlite::memory:", plain paths). */
 extern const sk__store_backend sk__store_sqlite_backend;
+
+/** True when the store is a file that other processes may share (store.c). */
+bool sk__store_is_file(const sk_store *store);
 /**
  * Register the "sk-wal" VFS (src/store/sqlite_vfs.c: a commit's WAL frames
  * in one write) over SQLite's default unix VFS; once per process.

@@ -21,57 +21,65 @@ static bool purpose_is_valid(const char *s)
 
     for (; s[n] != '\0'; n++) {
         char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') ||
-            n >= 64) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok || n >= SK_STORE_LOCK_PURPOSE_MAX) {
             return false;
         }
     }
     return n > 0;
 }
 
-char *sk_store_lock_path(const sk_store *store, const char *purpose)
+sk_status sk_store_lock_path(const sk_store *store, const char *purpose, char **out)
 {
     char real[PATH_MAX];
-    const char *location = sk_store_location(store);
 
-    if (location == NULL || purpose == NULL || !purpose_is_valid(purpose) ||
-        realpath(location, real) == NULL) {
-        return NULL;
+    if (out == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_store_lock_path: out must not be NULL");
     }
-    return sk_asprintf("%s-%s.lock", real, purpose);
+    *out = NULL;
+    if (store == NULL || purpose == NULL || !purpose_is_valid(purpose)) {
+        return SK_FAIL(SK_EINVAL,
+                       "store lock: the store must not be NULL and the purpose 1..%d "
+                       "bytes of [A-Za-z0-9_-]",
+                       SK_STORE_LOCK_PURPOSE_MAX);
+    }
+    if (!sk__store_is_file(store)) {
+        return SK_OK; /* in memory: nobody else can share it */
+    }
+    if (realpath(sk_store_location(store), real) == NULL) {
+        return SK_FAIL(SK_EIO, "store lock: resolving %s: %s", sk_store_location(store),
+                       strerror(errno));
+    }
+    *out = sk_asprintf("%s-%s.lock", real, purpose);
+    return *out != NULL ? SK_OK : SK_FAIL(SK_ENOMEM, "store lock: the path");
 }
 
 sk_status sk_store_lock_try(const sk_store *store, const char *purpose, int *fd_out)
 {
-    char *path;
+    char *path = NULL;
     int fd;
 
     if (fd_out == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_store_lock_try: fd_out must not be NULL");
     }
     *fd_out = -1;
-    if (store == NULL || purpose == NULL || !purpose_is_valid(purpose)) {
-        return SK_FAIL(
-            SK_EINVAL,
-            "sk_store_lock_try: store must not be NULL and purpose 1..64 bytes of [a-z0-9_-]");
-    }
-    path = sk_store_lock_path(store, purpose);
-    if (path == NULL) {
-        return SK_OK; /* no file (in memory): nobody else can share it */
+    sk_status st = sk_store_lock_path(store, purpose, &path);
+    if (st != SK_OK || path == NULL) {
+        return st; /* SK_OK without a path: no file, nobody else can share it */
     }
     /* 0600: only who may write the database may take its locks. */
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        sk_status st = SK_FAIL(SK_EIO, "opening %s: %s", path, strerror(errno));
+        st = SK_FAIL(SK_EIO, "opening %s: %s", path, strerror(errno));
         sk_free(path);
         return st;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         close(fd);
-        sk_status st = e == EWOULDBLOCK
-                           ? SK_FAIL(SK_ECONFLICT, "%s is held by another process", path)
-                           : SK_FAIL(SK_EIO, "locking %s: %s", path, strerror(e));
+        st = e == EWOULDBLOCK ? SK_FAIL(SK_ECONFLICT, "%s is held by another process", path)
+                              : SK_FAIL(SK_EIO, "locking %s: %s", path, strerror(e));
         sk_free(path);
         return st;
     }

@@ -466,7 +466,8 @@ static void test_sk_readmodel_shared_database_projects_once_and_fails_over(void 
     assert_int_equal(sk_readmodel_start(&second, f->bus, other, NULL, &cfg), SK_OK);
     assert_true(is_projecting(first));
     assert_false(is_projecting(second));
-    SK_TEST_ASSERT_ERR(sk_readmodel_replay(second, NULL), SK_ESTATE, "another instance");
+    SK_TEST_ASSERT_ERR(sk_readmodel_replay(second, NULL), SK_ESTATE,
+                       "not projected by this instance");
 
     emit_events(f, 0, 100);
     wait_for(f, 100, 1);

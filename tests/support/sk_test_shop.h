@@ -143,7 +143,7 @@ void sk_test_shop_check_idempotency(sk_test_shop *shop);
 
 /**
  * After the system has stopped: open DATA/db/{order,inventory,payment}.db
- * and every DATA/db/orderview-*.db read-only and check, per order of the
+ * and DATA/db/orderview.db read-only and check, per order of the
  * shop, that it exists once with its view's status and its saga finished;
  * that inventory holds exactly its reservation lines once (COMMITTED when
  * APPROVED, never RESERVED/COMMITTED otherwise) and payment exactly one

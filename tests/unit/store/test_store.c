@@ -1394,10 +1394,55 @@ static void test_sk_store_unit_after_database_rollback(void **state)
     rmdir(dir);
 }
 
+/* Locks beside the file: one holder among the stores (processes) sharing it; none in memory. */
+static void test_sk_store_lock_try(void **state)
+{
+    char dir[64], url[128];
+    sk_store *a = NULL, *b = NULL;
+    sk_store_config cfg = { .url = url, .migrations = base_migrations, .n_migrations = 1 };
+    int fd_a = -1, fd_b = -1;
+    char *path = NULL;
+    (void)state;
+
+    assert_int_equal(sk_test_tmpdir(dir, sizeof(dir)), SK_OK);
+    snprintf(url, sizeof(url), "sqlite:%s/l.db", dir);
+    assert_int_equal(sk_store_open(&a, &cfg), SK_OK);
+    assert_int_equal(sk_store_open(&b, &cfg), SK_OK);
+    assert_int_equal(sk_store_lock_try(a, "Job_1", &fd_a), SK_OK);
+    assert_true(fd_a >= 0);
+    SK_TEST_ASSERT_ERR(sk_store_lock_try(b, "Job_1", &fd_b), SK_ECONFLICT, "held by another");
+    assert_int_equal(fd_b, -1);
+    assert_int_equal(sk_store_lock_try(b, "job-2", &fd_b), SK_OK); /* another purpose */
+    close(fd_b);
+    close(fd_a); /* as the holder's process ending does */
+    assert_int_equal(sk_store_lock_try(b, "Job_1", &fd_b), SK_OK);
+    assert_true(fd_b >= 0);
+    close(fd_b);
+    assert_int_equal(sk_store_lock_path(a, "Job_1", &path), SK_OK);
+    assert_non_null(path);
+    assert_non_null(strstr(path, "/l.db-Job_1.lock"));
+    sk_free(path);
+    SK_TEST_ASSERT_ERR(sk_store_lock_try(a, "a b", &fd_a), SK_EINVAL, "purpose");
+    SK_TEST_ASSERT_ERR(sk_store_lock_try(a, "", &fd_a), SK_EINVAL, "purpose");
+    SK_TEST_ASSERT_ERR(sk_store_lock_try(NULL, "x", &fd_a), SK_EINVAL, "store");
+    SK_TEST_ASSERT_ERR(sk_store_lock_try(a, "x", NULL), SK_EINVAL, "fd_out");
+
+    sk_store *m = open_mem(0);
+    assert_int_equal(sk_store_lock_try(m, "job", &fd_a), SK_OK);
+    assert_int_equal(fd_a, -1);
+    assert_int_equal(sk_store_lock_path(m, "job", &path), SK_OK);
+    assert_null(path);
+    sk_store_close(m);
+    sk_store_close(b);
+    sk_store_close(a);
+    sk_test_rmrf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sk_store_open_null_and_invalid_args),
+        cmocka_unit_test(test_sk_store_lock_try),
         cmocka_unit_test(test_sk_store_open_bad_path),
         cmocka_unit_test(test_sk_store_open_migrations_in_order),
         cmocka_unit_test(test_sk_store_open_file_reopen_not_reapplied),
