@@ -25,9 +25,18 @@
  *
  * Every unit and done callback of a consumer runs on the store's writer
  * thread, one at a time, so the pending set needs no lock.
+ *
+ * Instances of a service share its database file; of the consumers with one
+ * durable name on one file, only the one whose process holds the store lock
+ * "consumer-<durable>" fetches, so one writer commits their messages in
+ * large batches instead of two writers contending for the file's write
+ * lock. The others retry every CONSUMER_STANDBY_RETRY_MS and take over once
+ * the holder's process has ended (what it had fetched comes back after
+ * AckWait).
  */
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "msg/msg_int.h"
 
@@ -50,6 +59,8 @@
 #define BACKOFF_MAX_MS  30000
 /* Failure logs at most once per this interval. */
 #define LOG_INTERVAL_MS 5000
+/* How often a consumer standing by tries its database's lock. */
+#define CONSUMER_STANDBY_RETRY_MS 500
 /*
  * How long an inbox row is kept: a copy of a message can come back while its
  * delivery is retried (minutes), or when a relay that died between
@@ -57,7 +68,8 @@
  * duplicate window; a week covers a producer down that long.
  */
 #define INBOX_RETENTION_MS (7LL * 24 * 3600 * 1000)
-/* How often the fetch thread deletes inbox rows older than that, and the most rows one unit deletes. */
+/* How often the fetch thread deletes inbox rows older than that, and the most rows one unit
+ * deletes. */
 #define INBOX_PRUNE_INTERVAL_MS 60000
 #define INBOX_PRUNE_BATCH 10000
 /* The consumer's own MaxDeliver is this much above ours, so we always get to dead-letter. */
@@ -86,6 +98,14 @@ typedef struct pending {
 struct sk_consumer {
     sk_bus *bus;
     sk_store *store;
+    /*
+     * Instances sharing the database take turns: only the holder of the
+     * store lock "consumer-<durable>" fetches (fetch thread only).
+     */
+    char *lock_purpose;
+    int lock_fd;       /* held lock, or -1 (also when the store is in memory) */
+    bool is_consuming; /* this process holds the lock, or nobody can share the store */
+    bool is_standby_logged;
     char *stream;
     char *durable;
     char *filter;
@@ -1550,6 +1570,38 @@ int sk__fetch_batch(natsSubscription *sub, int batch)
     return batch;
 }
 
+/*
+ * Take the database's lock for this consumer (fetch thread). Another
+ * instance sharing the database holds it while it consumes; the kernel frees
+ * it when that process ends. @return true once this process consumes.
+ */
+static bool consumer_lock_take(sk_consumer *c)
+{
+    sk_status st = sk_store_lock_try(c->store, c->lock_purpose, &c->lock_fd);
+    int64_t now = sk_time_mono_ms();
+
+    if (st == SK_OK) {
+        if (c->is_standby_logged) {
+            SK_LOG_INFO("consumer %s: the instance that consumed is gone; this one consumes now",
+                        c->durable);
+        }
+        c->is_consuming = true;
+        return true;
+    }
+    if (st == SK_ECONFLICT) {
+        if (!c->is_standby_logged) {
+            SK_LOG_INFO("consumer %s: another instance sharing the database consumes; standing by",
+                        c->durable);
+            c->is_standby_logged = true;
+        }
+    } else if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
+        c->last_log_ms = now;
+        SK_LOG_WARN("consumer %s: %s (retrying)", c->durable, sk_error_message());
+    }
+    sk_error_clear();
+    return false;
+}
+
 static void *fetch_main(void *arg)
 {
     sk_consumer *c = arg;
@@ -1570,6 +1622,12 @@ static void *fetch_main(void *arg)
         sk__msg_unlock(&c->mu);
         if (stop) {
             break;
+        }
+        if (!c->is_consuming && !consumer_lock_take(c)) {
+            sk__msg_lock(&c->mu);
+            wait_ms(c, CONSUMER_STANDBY_RETRY_MS);
+            sk__msg_unlock(&c->mu);
+            continue;
         }
         if ((c->sub == NULL || !sk__bus_link_is_current(c->bus, c->link)) && !consumer_move(c)) {
             sk__msg_lock(&c->mu);
@@ -1753,6 +1811,7 @@ sk_status sk_consumer_start(sk_consumer **out,
     if (c == NULL) {
         return SK_FAIL(SK_ENOMEM, "sk_consumer_start: allocating the consumer");
     }
+    c->lock_fd = -1;
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
         sk_free(c);
         return SK_FAIL(SK_ENOMEM, "sk_consumer_start: creating a mutex");
@@ -1788,7 +1847,9 @@ sk_status sk_consumer_start(sk_consumer **out,
     c->durable = sk_strdup(cfg->durable);
     c->filter = sk_strdup(cfg->filter_subject);
     c->dlq_subject = sk_asprintf("%s%s", SK_DLQ_SUBJECT_PREFIX, cfg->durable);
-    if (c->stream == NULL || c->durable == NULL || c->filter == NULL || c->dlq_subject == NULL) {
+    c->lock_purpose = sk_asprintf("consumer-%s", cfg->durable);
+    if (c->stream == NULL || c->durable == NULL || c->filter == NULL || c->dlq_subject == NULL ||
+        c->lock_purpose == NULL) {
         st = SK_FAIL(SK_ENOMEM, "sk_consumer_start: copying the config");
         goto out;
     }
@@ -1850,8 +1911,12 @@ void sk_consumer_stop(sk_consumer *c)
     sk__reaper_fini(&c->reaper);
     consumer_unsubscribe(c);
     sk__bus_link_release(c->link);
+    if (c->lock_fd >= 0) {
+        close(c->lock_fd); /* another instance sharing the database consumes from here on */
+    }
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->mu);
+    sk_free(c->lock_purpose);
     sk_free(c->stream);
     sk_free(c->durable);
     sk_free(c->filter);

@@ -137,7 +137,14 @@ static sk_status count_handler(sk_tx *tx, const sk_message *m, void *ctx)
                       p, 1, NULL);
 }
 
-static sk_consumer *start(fixture *f, int max_deliver, int64_t ack_wait_ms, size_t batch)
+/* Start the test consumer on @p store with @p handler (0: the defaults). */
+static sk_consumer *start_on(sk_bus *bus,
+                             sk_store *store,
+                             sk_msg_handler_fn handler,
+                             void *ctx,
+                             int max_deliver,
+                             int64_t ack_wait_ms,
+                             size_t batch)
 {
     sk_consumer_config cfg = {
         .stream = STREAM,
@@ -146,12 +153,17 @@ static sk_consumer *start(fixture *f, int max_deliver, int64_t ack_wait_ms, size
         .max_deliver = max_deliver,
         .ack_wait_ms = ack_wait_ms,
         .batch = batch,
-        .handler = count_handler,
-        .ctx = f,
+        .handler = handler,
+        .ctx = ctx,
     };
     sk_consumer *c = NULL;
-    assert_int_equal(sk_consumer_start(&c, f->bus, f->store, NULL, &cfg), SK_OK);
+    assert_int_equal(sk_consumer_start(&c, bus, store, NULL, &cfg), SK_OK);
     return c;
+}
+
+static sk_consumer *start(fixture *f, int max_deliver, int64_t ack_wait_ms, size_t batch)
+{
+    return start_on(f->bus, f->store, count_handler, f, max_deliver, ack_wait_ms, batch);
 }
 
 /* ---------------------------------------------------------------- queries */
@@ -525,6 +537,73 @@ static void test_fetch_batch_with_queued_leftovers(void **state)
     sk__bus_link_release(link);
 }
 
+typedef struct tally {
+    atomic_int n;
+} tally;
+
+static sk_status tally_handler(sk_tx *tx, const sk_message *m, void *ctx)
+{
+    tally *t = ctx;
+    sk_db_value p[1] = { SK_DB_TEXT_V(m->env.id) };
+
+    atomic_fetch_add(&t->n, 1);
+    return sk_tx_exec(tx,
+                      "INSERT INTO counts (msg_id, n) VALUES (?, 1) "
+                      "ON CONFLICT (msg_id) DO UPDATE SET n = n + 1",
+                      p, 1, NULL);
+}
+
+/*
+ * Two instances sharing the database (two stores on one file) start the same
+ * consumer: one consumes everything while the other stands by; once the first
+ * stops, the second takes over, and no message has an effect twice.
+ */
+static void test_consumers_sharing_a_database_take_turns(void **state)
+{
+    fixture *f = *state;
+    sk_store *other = NULL;
+    sk_migration mig[8];
+    size_t n_mig = 0;
+    const sk_migration *msg_mig = sk_msg_migrations(&n_mig);
+    char url[128];
+    tally ta, tb;
+
+    memcpy(mig, msg_mig, n_mig * sizeof(*mig));
+    mig[n_mig++] = test_migration;
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&other, &cfg), SK_OK);
+    atomic_init(&ta.n, 0);
+    atomic_init(&tb.n, 0);
+    sk_consumer *a = start_on(f->bus, f->store, tally_handler, &ta, 0, 0, 0);
+    sk_consumer *b = start_on(f->bus, other, tally_handler, &tb, 0, 0, 0);
+
+    for (int i = 1; i <= 50; i++) {
+        char data[32];
+        snprintf(data, sizeof(data), "{\"n\":%d}", i);
+        publish(f, "Reserve", "agg", NULL, NULL, data);
+    }
+    wait_query(f, "SELECT COUNT(*) FROM counts", 50, 10000);
+    int na = atomic_load(&ta.n), nb = atomic_load(&tb.n);
+    assert_true((na == 50 && nb == 0) || (na == 0 && nb == 50));
+
+    /* The one consuming goes away; the other takes over. */
+    sk_consumer *gone = na == 50 ? a : b;
+    sk_consumer *stays = na == 50 ? b : a;
+    tally *t_stays = na == 50 ? &tb : &ta;
+    sk_consumer_stop(gone);
+    for (int i = 51; i <= 70; i++) {
+        char data[32];
+        snprintf(data, sizeof(data), "{\"n\":%d}", i);
+        publish(f, "Reserve", "agg", NULL, NULL, data);
+    }
+    wait_query(f, "SELECT COUNT(*) FROM counts", 70, 10000);
+    assert_int_equal(atomic_load(&t_stays->n), 20);
+    assert_int_equal(query(f, "SELECT MAX(n) FROM counts"), 1);
+    sk_consumer_stop(stays);
+    sk_store_close(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +615,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_prunes_its_old_inbox_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_batch_with_queued_leftovers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumers_sharing_a_database_take_turns, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_consumer_malformed_dead_lettered_at_once, setup,
                                         teardown),
     };
