@@ -157,7 +157,7 @@ SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batch
 SK_API const char *sk_store_location(const sk_store *store);
 
 /** Longest purpose of a store lock, in bytes. */
-#define SK_STORE_LOCK_PURPOSE_MAX 96
+#define SK_STORE_LOCK_PURPOSE_MAX 160
 
 /**
  * Take the exclusive lock "<database's real path>-<purpose>.lock" without

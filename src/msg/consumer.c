@@ -28,11 +28,11 @@
  *
  * Instances of a service share its database file; of the consumers with one
  * durable name on one file, only the one whose process holds the store lock
- * "consumer-<durable>" fetches, so one writer commits their messages in
+ * "consumer-<stream>-<durable>" fetches, so one writer commits their messages in
  * large batches instead of two writers contending for the file's write
  * lock. The others retry every CONSUMER_STANDBY_RETRY_MS and take over once
  * the holder's process has ended (what it had fetched comes back after
- * AckWait).
+ * AckWait), or once a holder whose fetches keep failing lets go.
  */
 #include <string.h>
 #include <time.h>
@@ -61,6 +61,8 @@
 #define LOG_INTERVAL_MS 5000
 /* How often a consumer standing by tries its database's lock. */
 #define CONSUMER_STANDBY_RETRY_MS 500
+/* How long a holder's fetches may fail before it lets another instance try. */
+#define CONSUMER_YIELD_AFTER_MS 30000
 /*
  * How long an inbox row is kept: a copy of a message can come back while its
  * delivery is retried (minutes), or when a relay that died between
@@ -100,12 +102,13 @@ struct sk_consumer {
     sk_store *store;
     /*
      * Instances sharing the database take turns: only the holder of the
-     * store lock "consumer-<durable>" fetches (fetch thread only).
+     * store lock "consumer-<stream>-<durable>" fetches (fetch thread only).
      */
     char *lock_purpose;
     int lock_fd;       /* held lock, or -1 (also when the store is in memory) */
     bool is_consuming; /* this process holds the lock, or nobody can share the store */
     bool is_standby_logged;
+    int64_t failing_since_ms; /* fetches have failed since (monotonic), or 0 */
     char *stream;
     char *durable;
     char *filter;
@@ -1602,6 +1605,46 @@ static bool consumer_lock_take(sk_consumer *c)
     return false;
 }
 
+/* A fetch (or moving to the current connection) failed: note since when (fetch thread). */
+static void fetch_failed(sk_consumer *c)
+{
+    if (c->failing_since_ms == 0) {
+        c->failing_since_ms = sk_time_mono_ms();
+    }
+}
+
+/*
+ * A holder whose fetches have failed for CONSUMER_YIELD_AFTER_MS lets
+ * another instance sharing the database try (its own link may be what is
+ * broken): once its units are settled it releases the lock and waits a few
+ * standby rounds before trying it again. @return true when it let go.
+ */
+static bool consumer_lock_yield_if_failing(sk_consumer *c)
+{
+    if (c->lock_fd < 0 || c->failing_since_ms == 0 ||
+        sk_time_mono_ms() - c->failing_since_ms < CONSUMER_YIELD_AFTER_MS) {
+        return false;
+    }
+    sk__msg_lock(&c->mu);
+    bool is_settled = c->n_outstanding == 0;
+    sk__msg_unlock(&c->mu);
+    if (!is_settled) {
+        return false;
+    }
+    SK_LOG_WARN("consumer %s: no fetch has worked for %d s; letting another instance sharing the "
+                "database consume",
+                c->durable, CONSUMER_YIELD_AFTER_MS / 1000);
+    close(c->lock_fd);
+    c->lock_fd = -1;
+    c->is_consuming = false;
+    c->is_standby_logged = false;
+    c->failing_since_ms = 0;
+    sk__msg_lock(&c->mu);
+    wait_ms(c, 4 * CONSUMER_STANDBY_RETRY_MS);
+    sk__msg_unlock(&c->mu);
+    return true;
+}
+
 static void *fetch_main(void *arg)
 {
     sk_consumer *c = arg;
@@ -1624,12 +1667,20 @@ static void *fetch_main(void *arg)
             break;
         }
         if (!c->is_consuming && !consumer_lock_take(c)) {
+            /* Standing by, still follow reloads and failovers, so the old connection can close. */
+            if (c->sub != NULL && !sk__bus_link_is_current(c->bus, c->link)) {
+                SK_IGNORE(consumer_move(c)); /* tried again on the next round */
+            }
             sk__msg_lock(&c->mu);
             wait_ms(c, CONSUMER_STANDBY_RETRY_MS);
             sk__msg_unlock(&c->mu);
             continue;
         }
+        if (consumer_lock_yield_if_failing(c)) {
+            continue;
+        }
         if ((c->sub == NULL || !sk__bus_link_is_current(c->bus, c->link)) && !consumer_move(c)) {
+            fetch_failed(c);
             sk__msg_lock(&c->mu);
             wait_ms(c, backoff);
             sk__msg_unlock(&c->mu);
@@ -1642,6 +1693,7 @@ static void *fetch_main(void *arg)
                                    c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS, &jerr);
         if (s == NATS_OK) {
             backoff = 100;
+            c->failing_since_ms = 0;
             for (int i = 0; i < list.Count; i++) {
                 natsMsg *m = list.Msgs[i];
                 list.Msgs[i] = NULL; /* the job owns it now */
@@ -1654,8 +1706,10 @@ static void *fetch_main(void *arg)
         }
         natsMsgList_Destroy(&list);
         if (s == NATS_TIMEOUT) {
-            continue; /* nothing to fetch right now */
+            c->failing_since_ms = 0; /* the server answered: nothing to fetch right now */
+            continue;
         }
+        fetch_failed(c);
         {
             int64_t now = sk_time_mono_ms();
             if (!sk__nats_is_retryable(s, jerr) &&
@@ -1847,7 +1901,8 @@ sk_status sk_consumer_start(sk_consumer **out,
     c->durable = sk_strdup(cfg->durable);
     c->filter = sk_strdup(cfg->filter_subject);
     c->dlq_subject = sk_asprintf("%s%s", SK_DLQ_SUBJECT_PREFIX, cfg->durable);
-    c->lock_purpose = sk_asprintf("consumer-%s", cfg->durable);
+    /* A durable name is unique within its stream only. */
+    c->lock_purpose = sk_asprintf("consumer-%s-%s", cfg->stream, cfg->durable);
     if (c->stream == NULL || c->durable == NULL || c->filter == NULL || c->dlq_subject == NULL ||
         c->lock_purpose == NULL) {
         st = SK_FAIL(SK_ENOMEM, "sk_consumer_start: copying the config");
