@@ -108,7 +108,8 @@ struct sk_consumer {
     int lock_fd;       /* held lock, or -1 (also when the store is in memory) */
     bool is_consuming; /* this process holds the lock, or nobody can share the store */
     bool is_standby_logged;
-    int64_t failing_since_ms; /* fetches have failed since (monotonic), or 0 */
+    int64_t failing_since_ms;   /* fetches have failed since (monotonic), or 0 */
+    bool is_resubscribe_needed; /* a fetch failed: bind the subscription again */
     char *stream;
     char *durable;
     char *filter;
@@ -1517,7 +1518,8 @@ static void consumer_unsubscribe(sk_consumer *c)
 
 /*
  * Move to the bus's current connection (after a certificate reload), or
- * subscribe again after a failed attempt. Messages fetched on the old
+ * subscribe again after a failed attempt or a failed fetch (which creates
+ * the durable consumer again should it have been deleted). Messages fetched on the old
  * subscription are acknowledged through it, so this first waits for them.
  * @return true when subscribed; false when stopping or subscribing failed.
  */
@@ -1536,6 +1538,10 @@ static bool consumer_move(sk_consumer *c)
         consumer_unsubscribe(c);
         sk__bus_link_release(c->link);
         c->link = sk__bus_link_acquire(c->bus);
+    }
+    if (c->is_resubscribe_needed) {
+        consumer_unsubscribe(c);
+        c->is_resubscribe_needed = false;
     }
     if (c->sub == NULL) {
         if (consumer_subscribe(c) != SK_OK) {
@@ -1603,6 +1609,20 @@ static bool consumer_lock_take(sk_consumer *c)
     }
     sk_error_clear();
     return false;
+}
+
+/* JetStream error code: consumer not found. */
+#define JS_ERR_CONSUMER_NOT_FOUND 10014
+
+/* True when the server says our durable consumer does not exist (fetch thread). */
+static bool consumer_is_gone(sk_consumer *c)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, c->link->js, c->stream, c->durable, NULL, &jerr);
+
+    jsConsumerInfo_Destroy(ci);
+    return s == NATS_NOT_FOUND || jerr == JS_ERR_CONSUMER_NOT_FOUND;
 }
 
 /* A fetch (or moving to the current connection) failed: note since when (fetch thread). */
@@ -1679,7 +1699,9 @@ static void *fetch_main(void *arg)
         if (consumer_lock_yield_if_failing(c)) {
             continue;
         }
-        if ((c->sub == NULL || !sk__bus_link_is_current(c->bus, c->link)) && !consumer_move(c)) {
+        if ((c->sub == NULL || c->is_resubscribe_needed ||
+             !sk__bus_link_is_current(c->bus, c->link)) &&
+            !consumer_move(c)) {
             fetch_failed(c);
             sk__msg_lock(&c->mu);
             wait_ms(c, backoff);
@@ -1710,6 +1732,13 @@ static void *fetch_main(void *arg)
             continue;
         }
         fetch_failed(c);
+        /*
+         * The durable deleted on the server ("Consumer Deleted"): the
+         * subscription would only time out from now on, so bind again, which
+         * creates it anew (its inbox rows keep what comes back from the
+         * stream's start from acting twice).
+         */
+        c->is_resubscribe_needed = consumer_is_gone(c);
         {
             int64_t now = sk_time_mono_ms();
             if (!sk__nats_is_retryable(s, jerr) &&
@@ -1986,9 +2015,6 @@ void sk_consumer_stop(sk_consumer *c)
     sk_free(c->releasing);
     sk_free(c);
 }
-
-/* JetStream error code: consumer not found. */
-#define JS_ERR_CONSUMER_NOT_FOUND 10014
 
 sk_status sk_consumer_delete(sk_bus *bus, const char *stream, const char *durable)
 {

@@ -604,6 +604,29 @@ static void test_consumers_sharing_a_database_take_turns(void **state)
     sk_store_close(other);
 }
 
+/*
+ * The durable consumer deleted under a running consumer (an operator, a
+ * stream restored from a backup): its next fetch fails, so it binds again,
+ * which creates the durable anew; the messages that brings back from the
+ * stream's start find their inbox rows and have no second effect.
+ */
+static void test_consumer_recreates_its_deleted_durable(void **state)
+{
+    fixture *f = *state;
+    tally t;
+
+    atomic_init(&t.n, 0);
+    sk_consumer *c = start_on(f->bus, f->store, tally_handler, &t, 0, 0, 0);
+    publish(f, "Reserve", "agg", NULL, NULL, "{\"n\":1}");
+    wait_query(f, "SELECT COUNT(*) FROM counts", 1, 10000);
+    assert_int_equal(sk_consumer_delete(f->bus, STREAM, DURABLE), SK_OK);
+    publish(f, "Reserve", "agg", NULL, NULL, "{\"n\":2}");
+    wait_query(f, "SELECT COUNT(*) FROM counts", 2, 20000);
+    assert_int_equal(query(f, "SELECT MAX(n) FROM counts"), 1);
+    assert_int_equal(atomic_load(&t.n), 2);
+    sk_consumer_stop(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +639,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_prunes_its_old_inbox_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_batch_with_queued_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumers_sharing_a_database_take_turns, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_recreates_its_deleted_durable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_consumer_malformed_dead_lettered_at_once, setup,
                                         teardown),
