@@ -75,6 +75,12 @@ typedef struct sk_slice {
 SK_API sk_slice sk_slice_from_str(const char *s);
 SK_API bool sk_slice_eq_str(sk_slice s, const char *str);
 
+/** True when @p s is 1..@p max bytes of [A-Za-z0-9_-] (stream, consumer, lock and read-model
+ * names). */
+SK_API bool sk_name_is_valid(const char *s, size_t max);
+/** 64-bit FNV-1a of a NUL-terminated string: for names and hash buckets, not for security. */
+SK_API uint64_t sk_hash_text(const char *s);
+
 /**
  * Growable byte buffer with a hard maximum. Always NUL-terminated after a
  * successful append (the terminator is not counted in len).

@@ -272,15 +272,20 @@ SK_API SK_NODISCARD sk_status sk_waiters_add(sk_waiters *w,
  */
 SK_API void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version);
 /**
- * Share notifications with the sk_waiters of other processes on this machine
- * that use the same @p key (instances reading one database that one of them
- * writes): a notify in any of them completes the matching waiters in all,
- * once their version function confirms it (any local process could send one).
- * Up to 8 processes share a key. Call once, before the waiters are used.
+ * Share notifications with the sk_waiters of the other processes on this
+ * machine that opened the same database file as @p store and share under the
+ * same @p name (instances reading one database that one of them writes): a
+ * notify in any of them completes the matching waiters in all, once their
+ * version function confirms it (any local process could send one). Up to 8
+ * processes share. A store in memory has nobody to share with: SK_OK, and
+ * nothing changes. Call once, before the waiters are used.
+ * @param name 1..64 bytes of [A-Za-z0-9_-].
  * @return SK_OK, SK_EINVAL, SK_ESTATE (already shared), SK_ELIMIT (8
- *         processes share the key already), SK_EIO, SK_ENOMEM.
+ *         processes share already), SK_EIO, SK_ENOMEM.
  */
-SK_API SK_NODISCARD sk_status sk_waiters_share(sk_waiters *w, const char *key);
+SK_API SK_NODISCARD sk_status sk_waiters_share(sk_waiters *w,
+                                               const sk_store *store,
+                                               const char *name);
 
 /* ---------------------------------------------------------------- versioned read models */
 

@@ -129,16 +129,12 @@ sk_status orderview_provider_create(sk_di *di, void **out, void *ctx)
     /* The instances share the database and one of them projects (sk_readmodel): its
      * notifications must also complete the queries waiting in the others. */
     if (st == SK_OK) {
-        char *key = NULL;
-        if (sk_store_lock_path(deps->platform.store, "waiters-" ORDERVIEW_READMODEL, &key) !=
-                SK_OK ||
-            (key != NULL && sk_waiters_share(deps->waiters, key) != SK_OK)) {
+        if (sk_waiters_share(deps->waiters, deps->platform.store, ORDERVIEW_READMODEL) != SK_OK) {
             SK_LOG_WARN("orderview: %s; a query here with a consistency token then waits for "
                         "its deadline when another instance projects",
                         sk_error_message());
             sk_error_clear();
         }
-        sk_free(key);
     }
     /* The read model first: it needs JetStream and may fail for now (start-up then tries
      * again), and nothing may stay registered with the buses after a failure.

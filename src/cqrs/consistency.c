@@ -199,17 +199,6 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static size_t str_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return (size_t)h;
-}
-
 static void waiter_unref(waiter *wt)
 {
     if (atomic_fetch_sub(&wt->refs, 1) == 1) {
@@ -279,7 +268,7 @@ static void heap_remove(sk_waiters *w, waiter *wt)
 
 static id_entry *map_find(sk_waiters *w, const char *id)
 {
-    id_entry *e = w->buckets[str_hash(id) & (w->n_buckets - 1)];
+    id_entry *e = w->buckets[(size_t)sk_hash_text(id) & (w->n_buckets - 1)];
 
     while (e != NULL && strcmp(e->id, id) != 0) {
         e = e->next;
@@ -304,7 +293,7 @@ static void map_maybe_grow(sk_waiters *w)
         id_entry *e = w->buckets[i];
         while (e != NULL) {
             id_entry *next = e->next;
-            size_t at = str_hash(e->id) & (n - 1);
+            size_t at = (size_t)sk_hash_text(e->id) & (n - 1);
             e->next = b[at];
             b[at] = e;
             e = next;
@@ -317,7 +306,7 @@ static void map_maybe_grow(sk_waiters *w)
 
 static void map_remove_entry(sk_waiters *w, id_entry *e)
 {
-    id_entry **pp = &w->buckets[str_hash(e->id) & (w->n_buckets - 1)];
+    id_entry **pp = &w->buckets[(size_t)sk_hash_text(e->id) & (w->n_buckets - 1)];
 
     while (*pp != e) {
         pp = &(*pp)->next;
@@ -384,6 +373,35 @@ static void complete_if_pending(sk_waiters *w, waiter *wt)
     }
 }
 
+/* A pending waiter taken out of the lock to check: our reference to it, and its id. */
+typedef struct candidate {
+    waiter *wt;
+    char id[SK__CTOKEN_ID_MAX + 1];
+} candidate;
+
+/* Take a reference to @p wt for checking it without mu. Caller holds mu. */
+static void candidate_take(candidate *c, waiter *wt)
+{
+    atomic_fetch_add(&wt->refs, 1);
+    c->wt = wt;
+    snprintf(c->id, sizeof(c->id), "%s", wt->entry->id);
+}
+
+/*
+ * Complete each candidate whose version function confirms its version (or
+ * that has none), and drop our references. Runs without mu.
+ */
+static void candidates_confirm(sk_waiters *w, candidate *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        waiter *wt = c[i].wt;
+        if (wt->current == NULL || wt->current(c[i].id, wt->current_ctx) >= wt->version) {
+            complete_if_pending(w, wt);
+        }
+        waiter_unref(wt);
+    }
+}
+
 /*
  * Shared waiters: look again at up to RECHECK_MAX pending waiters, from a
  * position that moves on each round (a peer's notification may have been
@@ -391,31 +409,19 @@ static void complete_if_pending(sk_waiters *w, waiter *wt)
  */
 static void recheck_pending(sk_waiters *w, size_t *from)
 {
-    struct {
-        waiter *wt;
-        char id[SK__CTOKEN_ID_MAX + 1];
-    } found[RECHECK_MAX];
+    candidate found[RECHECK_MAX];
     size_t n = 0;
 
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
     for (size_t k = 0; k < w->n_heap && n < RECHECK_MAX; k++) {
         waiter *wt = w->heap[(*from + k) % w->n_heap];
         if (wt->current != NULL) {
-            atomic_fetch_add(&wt->refs, 1); /* ours, while the lock is not held */
-            found[n].wt = wt;
-            snprintf(found[n].id, sizeof(found[n].id), "%s", wt->entry->id);
-            n++;
+            candidate_take(&found[n++], wt);
         }
     }
     *from = w->n_heap > 0 ? (*from + RECHECK_MAX) % w->n_heap : 0;
     sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
-    for (size_t i = 0; i < n; i++) {
-        waiter *wt = found[i].wt;
-        if (wt->current(found[i].id, wt->current_ctx) >= wt->version) {
-            complete_if_pending(w, wt);
-        }
-        waiter_unref(wt);
-    }
+    candidates_confirm(w, found, n);
 }
 
 static void *timer_main(void *arg)
@@ -619,7 +625,7 @@ static sk_status waiter_insert(sk_waiters *w, waiter *wt, const char *id)
             return SK_FAIL(SK_ENOMEM, "sk_waiters_add: copying the id");
         }
         {
-            size_t at = str_hash(id) & (w->n_buckets - 1);
+            size_t at = (size_t)sk_hash_text(id) & (w->n_buckets - 1);
             e->next = w->buckets[at];
             w->buckets[at] = e;
         }
@@ -747,7 +753,7 @@ static void notify_here(void *ctx, const char *id, int64_t version)
 static void notify_from_peer(void *ctx, const char *id, int64_t version)
 {
     sk_waiters *w = ctx;
-    waiter *found[PEER_CHECKS_MAX];
+    candidate found[PEER_CHECKS_MAX];
     size_t n = 0;
     id_entry *e;
 
@@ -759,18 +765,11 @@ static void notify_from_peer(void *ctx, const char *id, int64_t version)
     for (waiter *wt = e != NULL ? e->head : NULL; wt != NULL && n < PEER_CHECKS_MAX;
          wt = wt->next) {
         if (wt->version <= version) {
-            atomic_fetch_add(&wt->refs, 1); /* ours, while the lock is not held */
-            found[n++] = wt;
+            candidate_take(&found[n++], wt);
         }
     }
     sk__cqrs_pthread_check(pthread_mutex_unlock(&w->mu), "pthread_mutex_unlock");
-    for (size_t i = 0; i < n; i++) {
-        waiter *wt = found[i];
-        if (wt->current == NULL || wt->current(id, wt->current_ctx) >= wt->version) {
-            complete_if_pending(w, wt);
-        }
-        waiter_unref(wt);
-    }
+    candidates_confirm(w, found, n);
 }
 
 void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
@@ -782,18 +781,30 @@ void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
     sk__waiters_share_send(atomic_load(&w->share), id, version);
 }
 
-sk_status sk_waiters_share(sk_waiters *w, const char *key)
+sk_status sk_waiters_share(sk_waiters *w, const sk_store *store, const char *name)
 {
     sk__waiters_share *share = NULL;
+    char purpose[16 + SK__WAITERS_SHARE_NAME_MAX];
+    char *key = NULL;
     sk_status st;
 
-    if (w == NULL || key == NULL || key[0] == '\0') {
-        return SK_FAIL(SK_EINVAL, "sk_waiters_share: w and a non-empty key are required");
+    if (w == NULL || store == NULL || !sk_name_is_valid(name, SK__WAITERS_SHARE_NAME_MAX)) {
+        return SK_FAIL(SK_EINVAL,
+                       "sk_waiters_share: w and store must not be NULL and name must be "
+                       "1..%d bytes of [A-Za-z0-9_-]",
+                       SK__WAITERS_SHARE_NAME_MAX);
     }
     if (atomic_load(&w->share) != NULL) {
         return SK_FAIL(SK_ESTATE, "sk_waiters_share: already shared");
     }
+    /* The database's identity (its real path) and the name: what the peers have in common. */
+    snprintf(purpose, sizeof(purpose), "waiters-%s", name);
+    st = sk_store_lock_path(store, purpose, &key);
+    if (st != SK_OK || key == NULL) {
+        return st; /* SK_OK without a key: in memory, nobody else can read it */
+    }
     st = sk__waiters_share_start(&share, key, notify_from_peer, w);
+    sk_free(key);
     if (st != SK_OK) {
         return st;
     }

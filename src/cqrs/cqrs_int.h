@@ -25,9 +25,6 @@
 /** Longest projection or stream name, in bytes. */
 #define SK__PROJECTION_NAME_MAX 64
 
-/** 1..@p max bytes of [A-Za-z0-9_-] (projection, stream and read-model names). */
-bool sk__cqrs_name_is_valid(const char *s, size_t max);
-
 /** True when @p s matches [A-Za-z][A-Za-z0-9]{0,63}. NULL-safe. */
 bool sk__cqrs_type_is_valid(const char *s);
 
@@ -60,6 +57,8 @@ const char *sk__projection_durable(const sk_projection *p);
 
 /** Most processes that share one key's notifications. */
 #define SK__WAITERS_SHARE_SLOTS 8
+/** Longest name of shared waiters (sk_waiters_share). */
+#define SK__WAITERS_SHARE_NAME_MAX 64
 
 typedef struct sk__waiters_share sk__waiters_share;
 /** Hands a notification received from a peer to this process's waiters. */

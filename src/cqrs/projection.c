@@ -24,24 +24,6 @@ struct sk_projection {
     sk_consumer *consumer;
 };
 
-bool sk__cqrs_name_is_valid(const char *s, size_t max)
-{
-    size_t n = 0;
-
-    if (s == NULL) {
-        return false;
-    }
-    for (; s[n] != '\0'; n++) {
-        char c = s[n];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-';
-        if (!ok || n >= max) {
-            return false;
-        }
-    }
-    return n > 0;
-}
-
 static const char checkpoint_upsert_sql[] =
     "INSERT INTO sk_checkpoints (projection, stream_seq, updated_ms) VALUES (?, ?, ?)"
     " ON CONFLICT (projection) DO UPDATE SET"
@@ -101,12 +83,12 @@ sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projecti
     if (cfg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_projection_start: cfg must not be NULL");
     }
-    if (!sk__cqrs_name_is_valid(cfg->name, SK__PROJECTION_NAME_MAX)) {
+    if (!sk_name_is_valid(cfg->name, SK__PROJECTION_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_projection_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK__PROJECTION_NAME_MAX);
     }
-    if (!sk__cqrs_name_is_valid(cfg->stream, SK__PROJECTION_NAME_MAX)) {
+    if (!sk_name_is_valid(cfg->stream, SK__PROJECTION_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_projection_start: cfg.stream must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK__PROJECTION_NAME_MAX);
@@ -228,8 +210,8 @@ sk_projection_checkpoint_get(sk_tx *tx, const char *name, const char *stream, ui
     if (tx == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_projection_checkpoint_get: tx must not be NULL");
     }
-    if (!sk__cqrs_name_is_valid(name, SK__PROJECTION_NAME_MAX) ||
-        !sk__cqrs_name_is_valid(stream, SK__PROJECTION_NAME_MAX)) {
+    if (!sk_name_is_valid(name, SK__PROJECTION_NAME_MAX) ||
+        !sk_name_is_valid(stream, SK__PROJECTION_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_projection_checkpoint_get: name and stream must be 1..%d "
                        "bytes of [A-Za-z0-9_-]",

@@ -63,7 +63,6 @@ struct sk_readmodel {
     pthread_cond_t cond; /* wakes the monitor on stop */
     rm_version *live;
     rm_version *building; /* NULL when no replay runs */
-    int64_t started_ms;
     int64_t last_switch_ms;
     uint64_t n_switches;
     bool is_stopping;
@@ -413,7 +412,6 @@ static void *monitor_main(void *arg)
     rm->live = rm->building;
     rm->building = NULL;
     rm->last_switch_ms = sk_time_now_ms();
-    rm->started_ms = 0;
     rm->n_switches++;
     unlock(&rm->mu);
     SK_LOG_INFO("read model %s: version %lld is live (replay done), retiring version %lld",
@@ -466,21 +464,32 @@ static void monitor_join(sk_readmodel *rm)
 
 /* ---------------------------------------------------------------- projecting */
 
+/* Read the state row and point the queries at the live version. */
+static sk_status state_load(sk_readmodel *rm, state_row *row)
+{
+    sk_status st = sk_store_run(rm->store, load_work, row);
+
+    if (st != SK_OK) {
+        return SK_WRAP(st, "read model %s: loading its state", rm->name);
+    }
+    atomic_store(&rm->live_version, row->live);
+    return SK_OK;
+}
+
 /*
- * Start projecting: read the state row, point the queries at the live
- * version, start its projections and resume a replay that was running.
- * ctl_mu held. On failure nothing stays started.
+ * Start projecting: load the state, start the live version's projections
+ * and resume a replay that was running. ctl_mu held. On failure nothing
+ * stays started.
  */
 static sk_status projecting_start(sk_readmodel *rm)
 {
     state_row row = { .rm = rm };
     rm_version *live = NULL, *building = NULL;
-    sk_status st = sk_store_run(rm->store, load_work, &row);
+    sk_status st = state_load(rm, &row);
 
     if (st != SK_OK) {
-        return SK_WRAP(st, "read model %s: loading its state", rm->name);
+        return st;
     }
-    atomic_store(&rm->live_version, row.live);
     st = version_start(rm, row.live, &live);
     if (st == SK_OK && row.building != 0) {
         SK_LOG_INFO("read model %s: resuming the replay into version %lld", rm->name,
@@ -495,7 +504,6 @@ static sk_status projecting_start(sk_readmodel *rm)
     lock(&rm->mu);
     rm->live = live;
     rm->building = building;
-    rm->started_ms = building != NULL ? row.started_ms : 0;
     rm->is_projecting = true;
     unlock(&rm->mu);
     if (building != NULL) {
@@ -544,6 +552,25 @@ static void *standby_main(void *arg)
     return NULL;
 }
 
+/* Another process projects: point the queries at the live version and stand by. */
+static sk_status standby_start(sk_readmodel *rm)
+{
+    state_row row = { .rm = rm };
+    sk_status st = state_load(rm, &row);
+
+    if (st != SK_OK) {
+        return st;
+    }
+    if (pthread_create(&rm->standby, NULL, standby_main, rm) != 0) {
+        return SK_FAIL(SK_EINTERNAL, "read model %s: creating the standby thread", rm->name);
+    }
+    rm->has_standby = true;
+    SK_LOG_INFO("read model %s: version %lld live, projected by another instance sharing the "
+                "database; standing by",
+                rm->name, (long long)row.live);
+    return SK_OK;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void readmodel_free(sk_readmodel *rm)
@@ -568,7 +595,7 @@ static void readmodel_free(sk_readmodel *rm)
 
 static sk_status config_check(const sk_readmodel_config *cfg)
 {
-    if (!sk__cqrs_name_is_valid(cfg->name, SK_READMODEL_NAME_MAX)) {
+    if (!sk_name_is_valid(cfg->name, SK_READMODEL_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_readmodel_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK_READMODEL_NAME_MAX);
@@ -579,7 +606,7 @@ static sk_status config_check(const sk_readmodel_config *cfg)
                        SK_READMODEL_MAX_STREAMS);
     }
     for (size_t i = 0; i < cfg->n_streams; i++) {
-        if (!sk__cqrs_name_is_valid(cfg->streams[i].stream, SK__PROJECTION_NAME_MAX) ||
+        if (!sk_name_is_valid(cfg->streams[i].stream, SK__PROJECTION_NAME_MAX) ||
             cfg->streams[i].filter_subject == NULL || cfg->streams[i].filter_subject[0] == '\0') {
             return SK_FAIL(SK_EINVAL,
                            "sk_readmodel_start: cfg.streams[%zu]: stream must be 1..%d bytes of "
@@ -685,23 +712,8 @@ sk_status sk_readmodel_start(sk_readmodel **out,
         st = projecting_start(rm);
         unlock(&rm->ctl_mu);
     } else if (st == SK_ECONFLICT) {
-        /* Queries still need the views of the live version. */
-        state_row row = { .rm = rm };
         sk_error_clear();
-        st = sk_store_run(store, load_work, &row);
-        if (st != SK_OK) {
-            st = SK_WRAP(st, "read model %s: loading its state", rm->name);
-        } else {
-            atomic_store(&rm->live_version, row.live);
-            if (pthread_create(&rm->standby, NULL, standby_main, rm) != 0) {
-                st = SK_FAIL(SK_EINTERNAL, "read model %s: creating the standby thread", rm->name);
-            } else {
-                rm->has_standby = true;
-                SK_LOG_INFO("read model %s: version %lld live, projected by another instance "
-                            "sharing the database; standing by",
-                            rm->name, (long long)row.live);
-            }
-        }
+        st = standby_start(rm);
     }
     if (st != SK_OK) {
         goto out;
@@ -786,7 +798,6 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
     }
     lock(&rm->mu);
     rm->building = v;
-    rm->started_ms = row.started_ms;
     atomic_store(&rm->events_applied, 0);
     unlock(&rm->mu);
     st = monitor_start(rm);
@@ -806,8 +817,6 @@ out:
 
 typedef struct status_read {
     sk_readmodel *rm;
-    int64_t live;
-    int64_t building;
     sk_readmodel_progress *out;
 } status_read;
 
@@ -824,22 +833,20 @@ static sk_status status_work(sk_tx *tx, void *ctx)
     if (st != SK_OK) {
         return st;
     }
-    r->live = row.live;
-    r->building = row.building;
     r->out->live_version = row.live;
     r->out->building_version = row.building;
     r->out->started_ms = row.started_ms;
-    pname_format(rm->name, r->live, pname);
+    pname_format(rm->name, row.live, pname);
     st = checkpoints_read(tx, rm, pname, live_seqs);
-    if (st == SK_OK && r->building != 0) {
-        pname_format(rm->name, r->building, pname);
+    if (st == SK_OK && row.building != 0) {
+        pname_format(rm->name, row.building, pname);
         st = checkpoints_read(tx, rm, pname, new_seqs);
     }
     if (st != SK_OK) {
         return st;
     }
     for (size_t i = 0; i < rm->n_streams; i++) {
-        uint64_t have = r->building != 0 ? new_seqs[i] : live_seqs[i];
+        uint64_t have = row.building != 0 ? new_seqs[i] : live_seqs[i];
         r->out->applied_seq += have;
         r->out->target_seq += have > live_seqs[i] ? have : live_seqs[i];
     }
@@ -866,7 +873,7 @@ sk_status sk_readmodel_status(sk_readmodel *rm, sk_readmodel_progress *out)
         return SK_WRAP(st, "read model %s: reading the checkpoints", rm->name);
     }
     /* Counted by the process that projects; another one sharing the database reports none. */
-    out->events_applied = r.building != 0 ? atomic_load(&rm->events_applied) : 0;
+    out->events_applied = out->building_version != 0 ? atomic_load(&rm->events_applied) : 0;
     return SK_OK;
 }
 

@@ -62,19 +62,10 @@ struct sk__waiters_share {
     bool is_sender_stopping; /* mu */
 };
 
-static uint64_t hash_text(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    for (; *s != '\0'; s++) {
-        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    }
-    return h;
-}
-
 int sk__waiters_share_name(const char *key, int slot, char *out, size_t cap)
 {
-    return snprintf(out, cap, "skald-waiters-%016llx-%d", (unsigned long long)hash_text(key), slot);
+    return snprintf(out, cap, "skald-waiters-%016llx-%d", (unsigned long long)sk_hash_text(key),
+                    slot);
 }
 
 /* Every token of one datagram; anything on this machine may send here, so only well-formed ones
@@ -252,7 +243,10 @@ void sk__waiters_share_send(sk__waiters_share *s, const char *id, int64_t versio
 {
     char token[SK_CTOKEN_MAX];
 
-    if (s == NULL || sk_ctoken_encode(id, version, token) != SK_OK) {
+    if (s == NULL) {
+        return; /* not shared */
+    }
+    if (sk_ctoken_encode(id, version, token) != SK_OK) {
         sk_error_clear();
         return;
     }

@@ -878,23 +878,6 @@ bool sk_bus_is_connected(sk_bus *bus)
 
 /* ---------------------------------------------------------------- streams */
 
-bool sk__msg_name_is_valid(const char *name)
-{
-    size_t len = name != NULL ? strnlen(name, 65) : 0;
-
-    if (len == 0 || len > 64) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* True when the server's config already says what @p want says. */
 static bool stream_config_matches(const jsStreamConfig *have, const jsStreamConfig *want)
 {
@@ -927,7 +910,7 @@ sk_status sk_bus_stream_ensure(sk_bus *bus, const sk_stream_config *cfg)
     if (bus == NULL || cfg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_bus_stream_ensure: bus and cfg must not be NULL");
     }
-    if (cfg->name == NULL || !sk__msg_name_is_valid(cfg->name)) {
+    if (cfg->name == NULL || !sk_name_is_valid(cfg->name, SK__MSG_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_bus_stream_ensure: cfg->name: expected 1..64 of [A-Za-z0-9_-]");
     }

@@ -1736,9 +1736,10 @@ static void *fetch_main(void *arg)
          * The durable deleted on the server ("Consumer Deleted"): the
          * subscription would only time out from now on, so bind again, which
          * creates it anew (its inbox rows keep what comes back from the
-         * stream's start from acting twice).
+         * stream's start from acting twice). Failures that clear up by
+         * themselves (an outage) are not that, and asking would only wait.
          */
-        c->is_resubscribe_needed = consumer_is_gone(c);
+        c->is_resubscribe_needed = !sk__nats_is_retryable(s, jerr) && consumer_is_gone(c);
         {
             int64_t now = sk_time_mono_ms();
             if (!sk__nats_is_retryable(s, jerr) &&
@@ -1860,11 +1861,11 @@ sk_status sk_consumer_start(sk_consumer **out,
     if (bus == NULL || store == NULL || cfg == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_consumer_start: bus, store and cfg must not be NULL");
     }
-    if (!sk__msg_name_is_valid(cfg->stream)) {
+    if (!sk_name_is_valid(cfg->stream, SK__MSG_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_consumer_start: cfg->stream: expected 1..64 of [A-Za-z0-9_-]");
     }
-    if (!sk__msg_name_is_valid(cfg->durable)) {
+    if (!sk_name_is_valid(cfg->durable, SK__MSG_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_consumer_start: cfg->durable: expected 1..64 of [A-Za-z0-9_-]");
     }
@@ -2025,10 +2026,10 @@ sk_status sk_consumer_delete(sk_bus *bus, const char *stream, const char *durabl
     if (bus == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_consumer_delete: bus must not be NULL");
     }
-    if (!sk__msg_name_is_valid(stream)) {
+    if (!sk_name_is_valid(stream, SK__MSG_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL, "sk_consumer_delete: stream: expected 1..64 of [A-Za-z0-9_-]");
     }
-    if (!sk__msg_name_is_valid(durable)) {
+    if (!sk_name_is_valid(durable, SK__MSG_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL, "sk_consumer_delete: durable: expected 1..64 of [A-Za-z0-9_-]");
     }
     link = sk__bus_link_acquire(bus);

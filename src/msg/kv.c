@@ -148,7 +148,7 @@ sk_status sk_kv_open(sk_kv **out, sk_bus *bus, const char *name, int64_t ttl_ms)
     if (bus == NULL) {
         return SK_FAIL(SK_EINVAL, "sk_kv_open: bus must not be NULL");
     }
-    if (!sk__msg_name_is_valid(name)) {
+    if (!sk_name_is_valid(name, SK__MSG_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL, "sk_kv_open: name: expected 1..64 of [A-Za-z0-9_-]");
     }
     if (ttl_ms < 0 || ttl_ms > INT64_MAX / 1000000) {

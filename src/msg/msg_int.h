@@ -315,8 +315,9 @@ bool sk__relay_owner_is_holder(sk__relay_owner *o);
 void sk__relay_owner_notify(sk__relay_owner *o);
 /** Release the lock and stop the thread; on_wake is not called after it returns. NULL-safe. */
 void sk__relay_owner_stop(sk__relay_owner *o);
-/** The wake-up socket's abstract name for @p db_location (tests). @return its length, or -1. */
-int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap);
+/** The wake-up socket's abstract name for @p store's relay lock (tests). @return its length, or -1.
+ */
+int sk__relay_owner_wake_name(const sk_store *store, char *out, size_t cap);
 
 /* ---------------------------------------------------------------- consumer */
 
@@ -329,7 +330,7 @@ int64_t sk__consumer_backoff_ms(uint64_t n_delivered);
  */
 void sk__inbox_cutoff(int64_t ms, char out[14]);
 
-/** Stream, durable and bucket names: 1..64 of [A-Za-z0-9_-] (NULL is invalid). */
-bool sk__msg_name_is_valid(const char *name);
+/** Longest stream, durable and bucket name (sk_name_is_valid). */
+#define SK__MSG_NAME_MAX 64
 
 #endif /* SK_MSG_INT_H */

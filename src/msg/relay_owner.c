@@ -14,9 +14,8 @@
  * hold it, the holder runs on its relay's idle poll instead (rows wait a few
  * hundred milliseconds longer), but ownership is never in doubt.
  */
-#define _GNU_SOURCE /* realpath, abstract UNIX socket names */
+#define _GNU_SOURCE /* abstract UNIX socket names */
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,40 +43,17 @@ struct sk__relay_owner {
     bool is_stopping;    /* mu */
 };
 
-/* FNV-1a of the lock path: names the wake-up socket. */
-static uint64_t hash_text(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    for (; *s != '\0'; s++) {
-        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    }
-    return h;
-}
-
 static int wake_name(const char *lock_path, char *out, size_t cap)
 {
-    return snprintf(out, cap, "skald-relay-%016llx", (unsigned long long)hash_text(lock_path));
+    return snprintf(out, cap, "skald-relay-%016llx", (unsigned long long)sk_hash_text(lock_path));
 }
 
-/*
- * The lock file of the database at @p db_location, beside its real path;
- * owned. NULL when the database is no file (in-memory) or out of memory
- * (*is_file tells which).
- */
-static char *lock_path_of(const char *db_location, bool *is_file)
+int sk__relay_owner_wake_name(const sk_store *store, char *out, size_t cap)
 {
-    char real[PATH_MAX];
-
-    *is_file = db_location != NULL && realpath(db_location, real) != NULL;
-    return *is_file ? sk_asprintf("%s-relay.lock", real) : NULL;
-}
-
-int sk__relay_owner_wake_name(const char *db_location, char *out, size_t cap)
-{
-    bool is_file;
-    char *lock_path = lock_path_of(db_location, &is_file);
-    int n = lock_path != NULL ? wake_name(lock_path, out, cap) : -1;
+    char *lock_path = NULL;
+    int n = sk_store_lock_path(store, "relay", &lock_path) == SK_OK && lock_path != NULL
+                ? wake_name(lock_path, out, cap)
+                : -1;
 
     sk_free(lock_path);
     return n;

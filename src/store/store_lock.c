@@ -15,21 +15,6 @@
 
 #include "store/store_int.h"
 
-static bool purpose_is_valid(const char *s)
-{
-    size_t n = 0;
-
-    for (; s[n] != '\0'; n++) {
-        char c = s[n];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_';
-        if (!ok || n >= SK_STORE_LOCK_PURPOSE_MAX) {
-            return false;
-        }
-    }
-    return n > 0;
-}
-
 sk_status sk_store_lock_path(const sk_store *store, const char *purpose, char **out)
 {
     char real[PATH_MAX];
@@ -38,7 +23,7 @@ sk_status sk_store_lock_path(const sk_store *store, const char *purpose, char **
         return SK_FAIL(SK_EINVAL, "sk_store_lock_path: out must not be NULL");
     }
     *out = NULL;
-    if (store == NULL || purpose == NULL || !purpose_is_valid(purpose)) {
+    if (store == NULL || purpose == NULL || !sk_name_is_valid(purpose, SK_STORE_LOCK_PURPOSE_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "store lock: the store must not be NULL and the purpose 1..%d "
                        "bytes of [A-Za-z0-9_-]",

@@ -385,7 +385,7 @@ static void test_relay_with_its_wake_up_name_taken(void **state)
     struct stat sb;
 
     snprintf(db, sizeof(db), "%s/db.sqlite", f->dir);
-    int n = sk__relay_owner_wake_name(db, addr.sun_path + 1, sizeof(addr.sun_path) - 1);
+    int n = sk__relay_owner_wake_name(f->store, addr.sun_path + 1, sizeof(addr.sun_path) - 1);
     assert_true(n > 0);
     int squatter = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     assert_true(squatter >= 0);

@@ -651,24 +651,62 @@ static void send_to_every_slot(const char *key, const char *text, size_t len)
     close(fd);
 }
 
+/* A database file the sharing waiters have in common (as the instances of a service do). */
+typedef struct shared_db {
+    char dir[64];
+    sk_store *store;
+    char *key; /* what sk_waiters_share derives from it for "test" */
+} shared_db;
+
+static void shared_db_open(shared_db *db)
+{
+    char url[128];
+
+    assert_int_equal(sk_test_tmpdir(db->dir, sizeof(db->dir)), SK_OK);
+    snprintf(url, sizeof(url), "sqlite:%s/w.db", db->dir);
+    sk_store_config cfg = { .url = url };
+    assert_int_equal(sk_store_open(&db->store, &cfg), SK_OK);
+    assert_int_equal(sk_store_lock_path(db->store, "waiters-test", &db->key), SK_OK);
+    assert_non_null(db->key);
+}
+
+static void shared_db_close(shared_db *db)
+{
+    sk_free(db->key);
+    sk_store_close(db->store);
+    sk_test_rmrf(db->dir);
+}
+
 /* Waiters of two processes (here two sk_waiters) sharing a key: a notify in one completes the
  * other's. */
 static void test_sk_waiters_shared_between_peers(void **state)
 {
     sk_waiters *a = new_waiters(), *b = new_waiters();
     sk_waiters *more[SK__WAITERS_SHARE_SLOTS - 1] = { NULL };
-    char key[64];
+    shared_db db;
     char tok[SK_CTOKEN_MAX];
     vclock vc;
     wres r, r5;
 
     (void)state;
-    snprintf(key, sizeof(key), "test-share-%d-%lld", (int)getpid(), (long long)sk_time_mono_ms());
-    assert_int_equal(sk_waiters_share(a, key), SK_OK);
-    assert_int_equal(sk_waiters_share(b, key), SK_OK);
-    SK_TEST_ASSERT_ERR(sk_waiters_share(b, key), SK_ESTATE, "already shared");
-    SK_TEST_ASSERT_ERR(sk_waiters_share(NULL, key), SK_EINVAL, "key");
-    SK_TEST_ASSERT_ERR(sk_waiters_share(a, ""), SK_EINVAL, "key");
+    shared_db_open(&db);
+    const char *key = db.key;
+    assert_int_equal(sk_waiters_share(a, db.store, "test"), SK_OK);
+    assert_int_equal(sk_waiters_share(b, db.store, "test"), SK_OK);
+    SK_TEST_ASSERT_ERR(sk_waiters_share(b, db.store, "test"), SK_ESTATE, "already shared");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(NULL, db.store, "test"), SK_EINVAL, "name");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(a, NULL, "test"), SK_EINVAL, "store");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(a, db.store, ""), SK_EINVAL, "name");
+    /* A database in memory has nobody to share with: nothing happens, so nothing is "already"
+     * shared. */
+    sk_waiters *alone = new_waiters();
+    sk_store *mem = NULL;
+    sk_store_config mem_cfg = { .url = "sqlite::memory:" };
+    assert_int_equal(sk_store_open(&mem, &mem_cfg), SK_OK);
+    assert_int_equal(sk_waiters_share(alone, mem, "test"), SK_OK);
+    assert_int_equal(sk_waiters_share(alone, mem, "test"), SK_OK);
+    sk_waiters_destroy(alone);
+    sk_store_close(mem);
 
     wres_init(&r);
     wres_init(&r5);
@@ -704,17 +742,18 @@ static void test_sk_waiters_shared_between_peers(void **state)
     /* Eight processes share a key at most. */
     for (size_t i = 0; i < SK__WAITERS_SHARE_SLOTS - 2; i++) {
         more[i] = new_waiters();
-        assert_int_equal(sk_waiters_share(more[i], key), SK_OK);
+        assert_int_equal(sk_waiters_share(more[i], db.store, "test"), SK_OK);
     }
     more[SK__WAITERS_SHARE_SLOTS - 2] = new_waiters();
-    SK_TEST_ASSERT_ERR(sk_waiters_share(more[SK__WAITERS_SHARE_SLOTS - 2], key), SK_ELIMIT,
-                       "slots");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(more[SK__WAITERS_SHARE_SLOTS - 2], db.store, "test"),
+                       SK_ELIMIT, "slots");
     for (size_t i = 0; i < SK__WAITERS_SHARE_SLOTS - 1; i++) {
         sk_waiters_destroy(more[i]);
     }
     sk_waiters_destroy(b);
     sk_waiters_notify(a, "order-1", 4); /* a peer gone: refused, remembered, no harm */
     sk_waiters_destroy(a);
+    shared_db_close(&db);
 }
 
 typedef struct counted {
@@ -743,15 +782,15 @@ static bool all_counted(void *ctx)
 static void test_sk_waiters_shared_burst_and_recheck(void **state)
 {
     sk_waiters *a = new_waiters(), *b = new_waiters();
-    char key[64];
+    shared_db db;
     counted c;
     vclock vc;
     wres r;
 
     (void)state;
-    snprintf(key, sizeof(key), "test-burst-%d-%lld", (int)getpid(), (long long)sk_time_mono_ms());
-    assert_int_equal(sk_waiters_share(a, key), SK_OK);
-    assert_int_equal(sk_waiters_share(b, key), SK_OK);
+    shared_db_open(&db);
+    assert_int_equal(sk_waiters_share(a, db.store, "test"), SK_OK);
+    assert_int_equal(sk_waiters_share(b, db.store, "test"), SK_OK);
     atomic_init(&c.n_ok, 0);
     for (int i = 0; i < 300; i++) {
         char id[32];
@@ -775,6 +814,7 @@ static void test_sk_waiters_shared_burst_and_recheck(void **state)
     assert_int_equal(atomic_load(&r.st), SK_OK);
     sk_waiters_destroy(b);
     sk_waiters_destroy(a);
+    shared_db_close(&db);
 }
 
 int main(void)
