@@ -12,7 +12,8 @@
  * sk_json_parse (our own one-pass parser, src/core/json_parse.c) against
  * the reference it replaced, jansson's json_loadb behind the UTF-8 and
  * depth checks: the same verdict on every input, equal trees with the same
- * member order.
+ * member order. And sk_json_dump (our own writer, src/core/json_dump.c)
+ * against jansson's json_dumps: the same text for every accepted document.
  */
 #include <string.h>
 
@@ -198,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *obj = NULL;
     char *text = NULL;
     char *text2 = NULL;
+    char *reference_text = NULL;
 
     sk_fuzz_setup();
 
@@ -216,6 +218,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (text == NULL) {
         goto out;
     }
+    /* sk_json_dump (src/core/json_dump.c) writes exactly jansson's compact text. */
+    reference_text = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
+    SK_FUZZ_CHECK(reference_text == NULL || strcmp(text, reference_text) == 0);
     SK_FUZZ_CHECK(sk_json_parse(sk_slice_from_str(text), &again) == SK_OK);
     SK_FUZZ_CHECK(json_equal(root, again));
     text2 = sk_json_dumps(again);
@@ -233,6 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 out:
     sk_free(text);
     sk_free(text2);
+    sk_free(reference_text); /* jansson allocates with sk_malloc */
     json_decref(root);
     json_decref(again);
     json_decref(obj);

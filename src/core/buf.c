@@ -68,8 +68,7 @@ void sk_buf_reset(sk_buf *b)
     }
 }
 
-/* Make room for @p extra more bytes plus the terminator. */
-static sk_status buf_reserve(sk_buf *b, size_t extra)
+sk_status sk__buf_reserve(sk_buf *b, size_t extra)
 {
     size_t need, cap;
     char *p;
@@ -108,7 +107,7 @@ sk_status sk_buf_append(sk_buf *b, const void *data, size_t len)
     if (data == NULL && len > 0) {
         return SK_FAIL(SK_EINVAL, "sk_buf_append: data must not be NULL when len > 0");
     }
-    st = buf_reserve(b, len);
+    st = sk__buf_reserve(b, len);
     if (st != SK_OK) {
         return st;
     }
@@ -146,7 +145,7 @@ sk_status sk_buf_appendf(sk_buf *b, const char *fmt, ...)
     if (n < 0) {
         return SK_FAIL(SK_EINVAL, "sk_buf_appendf: bad format \"%s\"", fmt);
     }
-    st = buf_reserve(b, (size_t)n);
+    st = sk__buf_reserve(b, (size_t)n);
     if (st != SK_OK) {
         return st;
     }

@@ -32,6 +32,14 @@ size_t sk__utf8_decode(const uint8_t *p, size_t len, uint32_t *cp);
  */
 bool sk__utf8_is_valid(sk_slice s, size_t *bad_offset);
 
+/**
+ * Make room in @p b for @p extra more bytes plus the terminator, within its
+ * maximum, so that a writer can fill b->data + b->len directly (it then
+ * advances b->len and writes the terminator itself).
+ * @return SK_OK, SK_ELIMIT (past max_bytes) or SK_ENOMEM.
+ */
+SK_NODISCARD sk_status sk__buf_reserve(sk_buf *b, size_t extra);
+
 /** Log output format. */
 typedef enum sk__log_format { SK__LOG_FORMAT_TEXT = 0, SK__LOG_FORMAT_JSON = 1 } sk__log_format;
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * JSON helpers over jansson for external input: typed field readers whose
- * errors name the field and the expected range, and compact serialisation
- * into sk_buf. Parsing is json_parse.c (trees), json_flat.c
- * (flat string objects) and json_lex.c (what the two share).
+ * errors name the field and the expected range. Parsing is json_parse.c
+ * (trees), json_flat.c (flat string objects) and json_lex.c (what the two
+ * share); serialising is json_dump.c.
  * Stateless and thread-safe (jansson values themselves are not).
  */
 #include <string.h>
@@ -129,58 +129,4 @@ sk_json_get_int(const json_t *obj, const char *key, int64_t min, int64_t max, in
     }
     *out = (int64_t)n;
     return SK_OK;
-}
-
-typedef struct dump_ctx {
-    sk_buf *buf;
-    sk_status st;
-} dump_ctx;
-
-static int dump_cb(const char *buffer, size_t size, void *data)
-{
-    dump_ctx *ctx = data;
-
-    ctx->st = sk_buf_append(ctx->buf, buffer, size);
-    return ctx->st == SK_OK ? 0 : -1;
-}
-
-sk_status sk_json_dump(const json_t *value, sk_buf *out)
-{
-    dump_ctx ctx;
-    size_t start;
-
-    if (value == NULL || out == NULL) {
-        return SK_FAIL(SK_EINVAL, "sk_json_dump: %s must not be NULL",
-                       value == NULL ? "value" : "out");
-    }
-    start = out->len;
-    ctx.buf = out;
-    ctx.st = SK_OK;
-    if (json_dump_callback(value, dump_cb, &ctx, JSON_COMPACT | JSON_ENCODE_ANY) != 0) {
-        out->len = start; /* a failed append leaves the buffer as it was */
-        if (out->data != NULL) {
-            out->data[start] = '\0';
-        }
-        if (ctx.st != SK_OK) {
-            return ctx.st;
-        }
-        /* jansson fails on its own only for out of memory or a value that contains itself. */
-        return SK_FAIL(SK_ENOMEM, "sk_json_dump: serialisation failed");
-    }
-    if (out->data == NULL) {
-        return sk_buf_append(out, "", 0);
-    }
-    return SK_OK;
-}
-
-char *sk_json_dumps(const json_t *value)
-{
-    sk_buf b;
-
-    sk_buf_init(&b, SIZE_MAX - 1);
-    if (sk_json_dump(value, &b) != SK_OK) {
-        sk_buf_fini(&b);
-        return NULL;
-    }
-    return sk_buf_take(&b, NULL);
 }
