@@ -299,8 +299,10 @@ SK_API SK_NODISCARD sk_status sk_waiters_share(sk_waiters *w,
  * applied at least what the live one has on every stream it becomes live
  * in one transaction. Its projections then simply continue as the live
  * ones, so no checkpoint is handed over: nothing is skipped or applied
- * twice. The old version's projections are stopped and its tables dropped.
- * State (live version, version being built) is kept in sk_readmodels.
+ * twice. The old version's projections are stopped, its durable consumers
+ * deleted and its tables dropped; should the process end before that is
+ * done, the next start (or replay) finishes it. State (live version,
+ * version being built, version being retired) is kept in sk_readmodels.
  *
  * Processes that open the same database file with the same read-model name
  * (the instances of one service on one machine) share the read model: the
@@ -345,7 +347,8 @@ typedef struct sk_readmodel_config {
     sk_readmodel_schema_fn create;
     /** Make queries read @p version (runs in the switch transaction, and at start for the live version). */
     sk_readmodel_schema_fn activate;
-    /** Drop the tables of a version no longer used. */
+    /** Drop the tables of a version no longer used. May run again for a version already
+     *  dropped (after a crash): drop only what exists (DROP TABLE IF EXISTS). */
     sk_readmodel_schema_fn drop;
     void *ctx;
     /** How often a replay checks whether it has caught up, ms (0 = 200). */

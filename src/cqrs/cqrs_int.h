@@ -52,6 +52,11 @@ sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projecti
 sk_status sk__projection_handle(sk_tx *tx, const sk_message *m, void *ctx);
 /** The durable consumer name, "<name>-<stream lower-cased>" (borrowed). */
 const char *sk__projection_durable(const sk_projection *p);
+/**
+ * The durable consumer of projection @p name on @p stream:
+ * "<name>-<stream in lower case>". Owned; NULL when out of memory.
+ */
+char *sk__projection_durable_name(const char *name, const char *stream);
 
 /* ---- waiters shared between processes (waiters_share.c) */
 

@@ -41,6 +41,13 @@ static const sk_migration migrations[] = {
       " live_version INTEGER NOT NULL,"
       " building_version INTEGER NOT NULL,"
       " started_ms INTEGER NOT NULL)" },
+    /*
+     * The version a switch left to retire, until its tables, checkpoints,
+     * inbox rows and durable consumers are gone (0: none), so that a
+     * process ending between the two finishes the job at the next start.
+     */
+    { "sk_cqrs", 3,
+      "ALTER TABLE sk_readmodels ADD COLUMN retiring_version INTEGER NOT NULL DEFAULT 0" },
 };
 
 const sk_migration *sk_cqrs_migrations(size_t *n)

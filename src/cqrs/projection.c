@@ -110,17 +110,12 @@ sk__projection_build(sk_projection **out, sk_metrics *metrics, const sk_projecti
     p->name = sk_strdup(cfg->name);
     p->stream = sk_strdup(cfg->stream);
     p->filter_subject = sk_strdup(cfg->filter_subject);
-    p->durable = sk_asprintf("%s-%s", cfg->name, cfg->stream);
+    p->durable = sk__projection_durable_name(cfg->name, cfg->stream);
     p->checkpoint_key = sk_asprintf("%s:%s", cfg->name, cfg->stream);
     if (p->name == NULL || p->stream == NULL || p->filter_subject == NULL || p->durable == NULL ||
         p->checkpoint_key == NULL) {
         st = SK_FAIL(SK_ENOMEM, "sk_projection_start: copying the configuration");
         goto out;
-    }
-    for (char *c = p->durable + strlen(p->name) + 1; *c != '\0'; c++) {
-        if (*c >= 'A' && *c <= 'Z') {
-            *c = (char)(*c - 'A' + 'a');
-        }
     }
     if (metrics != NULL) {
         char labels[160];
@@ -143,6 +138,19 @@ out:
 const char *sk__projection_durable(const sk_projection *p)
 {
     return p->durable;
+}
+
+char *sk__projection_durable_name(const char *name, const char *stream)
+{
+    char *durable = sk_asprintf("%s-%s", name, stream);
+
+    for (char *c = durable != NULL ? durable + strlen(name) + 1 : NULL; c != NULL && *c != '\0';
+         c++) {
+        if (*c >= 'A' && *c <= 'Z') {
+            *c = (char)(*c - 'A' + 'a');
+        }
+    }
+    return durable;
 }
 
 sk_status sk_projection_start(sk_projection **out,

@@ -170,17 +170,17 @@ typedef struct state_row {
     int64_t live;
     int64_t building;
     int64_t started_ms;
+    int64_t retiring; /* a version switched away from whose retirement is not done, or 0 */
 } state_row;
 
 static sk_status state_read(sk_tx *tx, state_row *r)
 {
     sk_rows *rows = NULL;
     const sk_db_value p[] = { SK_DB_TEXT_V(r->rm->name) };
-    sk_status st =
-        sk_tx_query(tx,
-                    "SELECT live_version, building_version, started_ms FROM sk_readmodels"
-                    " WHERE name = ?",
-                    p, 1, &rows);
+    sk_status st = sk_tx_query(tx,
+                               "SELECT live_version, building_version, started_ms, retiring_version"
+                               " FROM sk_readmodels WHERE name = ?",
+                               p, 1, &rows);
     if (st == SK_OK) {
         st = sk_rows_next(rows);
     }
@@ -188,9 +188,15 @@ static sk_status state_read(sk_tx *tx, state_row *r)
         r->live = sk_rows_int(rows, 0);
         r->building = sk_rows_int(rows, 1);
         r->started_ms = sk_rows_int(rows, 2);
+        r->retiring = sk_rows_int(rows, 3);
     }
     sk_rows_close(rows);
     return st;
+}
+
+static sk_status state_read_work(sk_tx *tx, void *ctx)
+{
+    return state_read(tx, ctx);
 }
 
 /* Start: make sure the row exists, read it, and point the queries at the live version. */
@@ -228,6 +234,12 @@ static sk_status begin_work(sk_tx *tx, void *ctx)
     if (r->building != 0) {
         return SK_FAIL(SK_ESTATE, "read model %s: a replay into version %lld is already running",
                        r->rm->name, (long long)r->building);
+    }
+    if (r->retiring != 0) {
+        return SK_FAIL(SK_ESTATE,
+                       "read model %s: version %lld is not retired yet (its durable consumers "
+                       "could not be deleted: see the log); try again",
+                       r->rm->name, (long long)r->retiring);
     }
     r->building = r->live + 1;
     r->started_ms = sk_time_now_ms();
@@ -320,12 +332,12 @@ static sk_status switch_work(sk_tx *tx, void *ctx)
     }
     st = rm->activate(tx, j->new_version, rm->ctx);
     if (st == SK_OK) {
-        const sk_db_value p[] = { SK_DB_INT_V(j->new_version), SK_DB_TEXT_V(rm->name) };
-        st = sk_tx_exec(
-            tx,
-            "UPDATE sk_readmodels SET live_version = ?, building_version = 0, started_ms = 0"
-            " WHERE name = ?",
-            p, 2, NULL);
+        const sk_db_value p[] = { SK_DB_INT_V(j->new_version), SK_DB_INT_V(j->old_version),
+                                  SK_DB_TEXT_V(rm->name) };
+        st = sk_tx_exec(tx,
+                        "UPDATE sk_readmodels SET live_version = ?, building_version = 0,"
+                        " started_ms = 0, retiring_version = ? WHERE name = ?",
+                        p, 3, NULL);
     }
     if (st == SK_OK) {
         st = sk_tx_after_commit(tx, switched_after_commit, j);
@@ -342,7 +354,11 @@ typedef struct retire_job {
     char durables[SK_READMODEL_MAX_STREAMS][PNAME_LEN + SK__PROJECTION_NAME_MAX + 2];
 } retire_job;
 
-/* After the switch: drop the old version's tables, checkpoints and inbox rows. */
+/*
+ * After the switch and the deletion of its durable consumers: drop the old
+ * version's tables, checkpoints and inbox rows, and clear the mark the
+ * switch left. Every step may run again (drop is idempotent).
+ */
 static sk_status retire_work(sk_tx *tx, void *ctx)
 {
     retire_job *j = ctx;
@@ -356,13 +372,57 @@ static sk_status retire_work(sk_tx *tx, void *ctx)
         snprintf(key, sizeof(key), "%s:%s", pname, rm->streams[i]);
         const sk_db_value p[] = { SK_DB_TEXT_V(key) };
         st = sk_tx_exec(tx, "DELETE FROM sk_checkpoints WHERE projection = ?", p, 1, NULL);
-        if (st == SK_OK && j->durables[i][0] != '\0') {
+        if (st == SK_OK) {
             /* The inbox (sk_msg's table, keyed by durable name) of a consumer that is gone. */
             const sk_db_value q[] = { SK_DB_TEXT_V(j->durables[i]) };
             st = sk_tx_exec(tx, "DELETE FROM sk_inbox WHERE consumer = ?", q, 1, NULL);
         }
     }
+    if (st == SK_OK) {
+        const sk_db_value p[] = { SK_DB_TEXT_V(rm->name), SK_DB_INT_V(j->version) };
+        st = sk_tx_exec(tx,
+                        "UPDATE sk_readmodels SET retiring_version = 0"
+                        " WHERE name = ? AND retiring_version = ?",
+                        p, 2, NULL);
+    }
     return st;
+}
+
+/*
+ * Retire @p version, switched away from (its projections stopped): delete
+ * its durable consumers first, which would otherwise keep their position
+ * and any backlog on the server forever, then its rows. What fails stays
+ * recorded (retiring_version) and is tried again at the next start or
+ * replay; only space is lost meanwhile, a version that is not live is
+ * never read.
+ */
+static void version_retire(sk_readmodel *rm, int64_t version)
+{
+    retire_job j = { .rm = rm, .version = version };
+    char pname[PNAME_LEN];
+    sk_status st = SK_OK;
+
+    pname_format(rm->name, version, pname);
+    for (size_t i = 0; i < rm->n_streams && st == SK_OK; i++) {
+        char *durable = sk__projection_durable_name(pname, rm->streams[i]);
+        if (durable == NULL) {
+            st = SK_FAIL(SK_ENOMEM, "naming a durable consumer");
+            break;
+        }
+        snprintf(j.durables[i], sizeof(j.durables[i]), "%s", durable);
+        sk_free(durable);
+        st = sk_consumer_delete(rm->bus, rm->streams[i], j.durables[i]);
+    }
+    if (st == SK_OK) {
+        st = sk_store_run(rm->store, retire_work, &j);
+    }
+    if (st != SK_OK) {
+        SK_LOG_WARN("read model %s: retiring version %lld (tried again at the next start or "
+                    "replay): %s",
+                    rm->name, (long long)version, sk_error_message());
+        return;
+    }
+    SK_LOG_INFO("read model %s: version %lld retired", rm->name, (long long)version);
 }
 
 /* Wait up to @p ms or until stop. @return false when stopping. */
@@ -416,31 +476,8 @@ static void *monitor_main(void *arg)
     unlock(&rm->mu);
     SK_LOG_INFO("read model %s: version %lld is live (replay done), retiring version %lld",
                 rm->name, (long long)sj.new_version, (long long)sj.old_version);
-    retire_job *rj = sk_calloc(1, sizeof(*rj));
-    if (rj != NULL) {
-        rj->rm = rm;
-        rj->version = old->version;
-        for (size_t i = 0; i < rm->n_streams; i++) {
-            if (old->proj[i] != NULL) {
-                snprintf(rj->durables[i], sizeof(rj->durables[i]), "%s",
-                         sk__projection_durable(old->proj[i]));
-            }
-        }
-    }
     version_stop(old);
-    if (rj == NULL || sk_store_run(rm->store, retire_work, rj) != SK_OK) {
-        /* Only space is lost: the tables of a version that is not live are never read. */
-        SK_LOG_WARN("read model %s: dropping version %lld: %s", rm->name, (long long)sj.old_version,
-                    rj == NULL ? "out of memory" : sk_error_message());
-    }
-    /* Its durable consumers would keep their position (and any backlog) on the server forever. */
-    for (size_t i = 0; rj != NULL && i < rm->n_streams; i++) {
-        if (rj->durables[i][0] != '\0' &&
-            sk_consumer_delete(rm->bus, rm->streams[i], rj->durables[i]) != SK_OK) {
-            SK_LOG_WARN("read model %s: %s", rm->name, sk_error_message());
-        }
-    }
-    sk_free(rj);
+    version_retire(rm, sj.old_version);
     return NULL;
 }
 
@@ -515,6 +552,10 @@ static sk_status projecting_start(sk_readmodel *rm)
     }
     SK_LOG_INFO("read model %s: version %lld live, projected by this process", rm->name,
                 (long long)row.live);
+    if (row.retiring != 0) {
+        /* The last holder switched away from it and ended before it was retired. */
+        version_retire(rm, row.retiring);
+    }
     return SK_OK;
 }
 
@@ -783,6 +824,9 @@ sk_status sk_readmodel_replay(sk_readmodel *rm, int64_t *version)
     }
     monitor_join(rm); /* the previous replay's thread has finished its work */
     state_row row = { .rm = rm };
+    if (sk_store_read(rm->store, state_read_work, &row) == SK_OK && row.retiring != 0) {
+        version_retire(rm, row.retiring); /* what failed after the last switch, once more */
+    }
     st = sk_store_run(rm->store, begin_work, &row);
     if (st != SK_OK) {
         st = SK_WRAP(st, "read model %s: starting a replay", rm->name);

@@ -7,7 +7,8 @@
  * snapshot); after the switch the view holds every event exactly once,
  * equal to what the live version had, and keeps following new events.
  * Two stores on one file share the read model: one projects, the other
- * takes over when it stops.
+ * takes over when it stops. A switch whose old version was never retired
+ * (the process ended between the two) is retired at the next start.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -293,13 +294,14 @@ static bool v1_dropped(void *ctx)
 /* Version 1's durable consumers are gone from the server. */
 static bool v1_durables_deleted(void *ctx)
 {
+    /* A projection's durable: its name, then the stream in lower case. */
+    static const char *const durables[2] = { NAME "-a_events", NAME "-b_events" };
     fixture *f = ctx;
     for (size_t i = 0; i < 2; i++) {
-        char durable[96];
         jsConsumerInfo *ci = NULL;
         jsErrCode jerr = 0;
-        snprintf(durable, sizeof(durable), "%s-%s", NAME, streams[i].stream);
-        natsStatus s = js_GetConsumerInfo(&ci, sk__bus_js(f->bus), streams[i].stream, durable, NULL, &jerr);
+        natsStatus s = js_GetConsumerInfo(&ci, sk__bus_js(f->bus), streams[i].stream, durables[i],
+                                          NULL, &jerr);
         jsConsumerInfo_Destroy(ci);
         if (s != NATS_NOT_FOUND) {
             return false;
@@ -440,6 +442,99 @@ static void test_sk_readmodel_replay_resumes_after_restart(void **state)
     sk_readmodel_stop(rm);
 }
 
+/* Counts for the interrupted retirement: rows in rm_v2, version 1's checkpoints, the mark. */
+typedef struct retire_state {
+    int64_t n_v2_rows;
+    int64_t n_v1_checkpoints;
+    int64_t retiring;
+} retire_state;
+
+static sk_status retire_state_unit(sk_tx *tx, void *ctx)
+{
+    retire_state *r = ctx;
+    const sk_db_value p[] = { SK_DB_TEXT_V(NAME) };
+    sk_status st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM rm_v2", NULL, 0, &r->n_v2_rows);
+    if (st == SK_OK) {
+        st = sk_tx_query_int(tx,
+                             "SELECT COUNT(*) FROM sk_checkpoints"
+                             " WHERE projection IN ('" NAME ":A_EVENTS', '" NAME ":B_EVENTS')",
+                             NULL, 0, &r->n_v1_checkpoints);
+    }
+    if (st == SK_OK) {
+        st = sk_tx_query_int(tx, "SELECT retiring_version FROM sk_readmodels WHERE name = ?", p, 1,
+                             &r->retiring);
+    }
+    return st;
+}
+
+static retire_state retire_state_read(fixture *f)
+{
+    retire_state r = { 0 };
+    assert_int_equal(sk_store_read(f->view, retire_state_unit, &r), SK_OK);
+    return r;
+}
+
+static bool v2_caught_up(void *ctx)
+{
+    return retire_state_read(ctx).n_v2_rows == 50;
+}
+
+/* The switch to version 2, made as the read model makes it, by a holder that then ends. */
+static sk_status switch_by_hand(sk_tx *tx, void *ctx)
+{
+    (void)ctx;
+    sk_status st = rm_activate(tx, 2, NULL);
+    if (st == SK_OK) {
+        st = sk_tx_exec(tx,
+                        "UPDATE sk_readmodels SET live_version = 2, building_version = 0,"
+                        " started_ms = 0, retiring_version = 1 WHERE name = '" NAME "'",
+                        NULL, 0, NULL);
+    }
+    return st;
+}
+
+/*
+ * A holder that ends between a switch and the retirement of the old
+ * version leaves version 1's tables, checkpoints and durable consumers
+ * behind; the next holder's start retires them, and version 2 goes on.
+ */
+static void test_sk_readmodel_start_finishes_an_interrupted_retirement(void **state)
+{
+    fixture *f = *state;
+    sk_readmodel *rm = NULL;
+    sk_readmodel_config slow = rm_config(60000); /* never switches by itself */
+    sk_readmodel_config fast = rm_config(50);
+
+    assert_int_equal(sk_readmodel_start(&rm, f->bus, f->view, NULL, &slow), SK_OK);
+    emit_events(f, 0, 50);
+    wait_for(f, 50, 1);
+    assert_int_equal(sk_readmodel_replay(rm, NULL), SK_OK);
+    assert_true(sk_test_wait_until(v2_caught_up, f, 20000));
+    sk_readmodel_stop(rm);
+    assert_int_equal(sk_store_run(f->view, switch_by_hand, NULL), SK_OK);
+    snap s = snapshot(f);
+    assert_int_equal(s.live, 2);
+    assert_int_equal(s.n_v1_tables, 1);
+    assert_false(v1_durables_deleted(f));
+    assert_int_equal(retire_state_read(f).n_v1_checkpoints, 2);
+
+    rm = NULL;
+    assert_int_equal(sk_readmodel_start(&rm, f->bus, f->view, NULL, &fast), SK_OK);
+    s = snapshot(f);
+    assert_int_equal(s.n_v1_tables, 0);
+    assert_true(v1_durables_deleted(f));
+    retire_state r = retire_state_read(f);
+    assert_int_equal(r.n_v1_checkpoints, 0);
+    assert_int_equal(r.retiring, 0);
+    emit_events(f, 50, 10);
+    wait_for(f, 60, 2);
+    s = snapshot(f);
+    assert_int_equal(s.n_rows, 60);
+    assert_int_equal(s.max_applied, 1);
+    assert_int_equal(s.min_version, 2);
+    sk_readmodel_stop(rm);
+}
+
 static bool is_projecting(void *ctx)
 {
     sk_readmodel_progress p;
@@ -562,6 +657,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_sk_readmodel_shared_database_projects_once_and_fails_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_readmodel_start_finishes_an_interrupted_retirement,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_readmodel_start_invalid, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

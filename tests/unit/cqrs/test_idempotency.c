@@ -50,7 +50,7 @@ static void test_sk_cqrs_migrations(void **state)
     const sk_migration *m = sk_cqrs_migrations(&n);
 
     (void)state;
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
     assert_string_equal(m[0].component, "sk_cqrs");
     assert_int_equal(m[0].version, 1);
     assert_non_null(strstr(m[0].sql, "sk_idempotency"));
@@ -58,6 +58,8 @@ static void test_sk_cqrs_migrations(void **state)
     assert_string_equal(m[1].component, "sk_cqrs");
     assert_int_equal(m[1].version, 2);
     assert_non_null(strstr(m[1].sql, "sk_readmodels"));
+    assert_int_equal(m[2].version, 3);
+    assert_non_null(strstr(m[2].sql, "retiring_version"));
     assert_ptr_equal(sk_cqrs_migrations(NULL), m);
 }
 
