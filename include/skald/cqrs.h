@@ -337,8 +337,9 @@ typedef struct sk_readmodel_stream {
 } sk_readmodel_stream;
 
 typedef struct sk_readmodel_config {
-    /** 1..SK_READMODEL_NAME_MAX bytes of [A-Za-z0-9_-]; version 1's projections use it as their name
-     *  (compatible with sk_projection_start), version N >= 2's use "<name>-v<N>". */
+    /** 1..SK_READMODEL_NAME_MAX bytes of [A-Za-z0-9_-], not ending in "-v<digits>"; version 1's
+     *  projections use it as their name (compatible with sk_projection_start), version N >= 2's
+     *  use "<name>-v<N>". */
     const char *name;
     const sk_readmodel_stream *streams; /* 1..SK_READMODEL_MAX_STREAMS */
     size_t n_streams;

@@ -14,8 +14,11 @@
  * JSON_ENCODE_ANY) writes: members in the object's order, "\\u%04X" for the
  * control characters without a short escape, reals formatted by jansson
  * itself (json_dumpb of the one value: its precision and its ".0" rules).
- * Like jansson it fails on a string that is not valid UTF-8. fuzz/json.c
- * compares the two on every input.
+ * fuzz/json.c compares the two on every document it parses. Two deliberate
+ * differences, for trees built in code only (our parser makes neither):
+ * a key that is not valid UTF-8 fails like such a value does (jansson
+ * writes broken JSON for it), and so does nesting deeper than
+ * DUMP_MAX_DEPTH (jansson recurses without a bound).
  */
 #include <string.h>
 

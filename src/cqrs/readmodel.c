@@ -237,8 +237,7 @@ static sk_status begin_work(sk_tx *tx, void *ctx)
     }
     if (r->retiring != 0) {
         return SK_FAIL(SK_ESTATE,
-                       "read model %s: version %lld is not retired yet (its durable consumers "
-                       "could not be deleted: see the log); try again",
+                       "read model %s: version %lld is not retired yet (see the log); try again",
                        r->rm->name, (long long)r->retiring);
     }
     r->building = r->live + 1;
@@ -634,12 +633,34 @@ static void readmodel_free(sk_readmodel *rm)
     sk_free(rm);
 }
 
+/* True when @p name ends in "-v" and digits, the shape of a later version's projection name. */
+static bool is_version_shaped(const char *name)
+{
+    size_t len = strlen(name), i = len;
+
+    while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9') {
+        i--;
+    }
+    return i < len && i >= 2 && name[i - 1] == 'v' && name[i - 2] == '-';
+}
+
 static sk_status config_check(const sk_readmodel_config *cfg)
 {
     if (!sk_name_is_valid(cfg->name, SK_READMODEL_NAME_MAX)) {
         return SK_FAIL(SK_EINVAL,
                        "sk_readmodel_start: cfg.name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK_READMODEL_NAME_MAX);
+    }
+    /*
+     * Version N >= 2 of read model "x" projects as "x-vN": read model
+     * "x-v2" would share its durable consumers, checkpoints and inbox rows,
+     * and retiring one would delete the other's.
+     */
+    if (is_version_shaped(cfg->name)) {
+        return SK_FAIL(SK_EINVAL,
+                       "sk_readmodel_start: cfg.name \"%s\" must not end in -v<digits> (later "
+                       "versions of a read model take that suffix)",
+                       cfg->name);
     }
     if (cfg->streams == NULL || cfg->n_streams == 0 || cfg->n_streams > SK_READMODEL_MAX_STREAMS) {
         return SK_FAIL(SK_EINVAL,

@@ -291,6 +291,45 @@ static bool v1_dropped(void *ctx)
 
 /* ---------------------------------------------------------------- tests */
 
+/* After a switch to version 2: its rows, version 1's checkpoints and inbox rows, the mark. */
+typedef struct retire_state {
+    int64_t n_v2_rows;
+    int64_t n_v1_checkpoints;
+    int64_t n_v1_inbox;
+    int64_t retiring;
+} retire_state;
+
+static sk_status retire_state_unit(sk_tx *tx, void *ctx)
+{
+    retire_state *r = ctx;
+    const sk_db_value p[] = { SK_DB_TEXT_V(NAME) };
+    sk_status st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM rm_v2", NULL, 0, &r->n_v2_rows);
+    if (st == SK_OK) {
+        st = sk_tx_query_int(tx,
+                             "SELECT COUNT(*) FROM sk_checkpoints"
+                             " WHERE projection IN ('" NAME ":A_EVENTS', '" NAME ":B_EVENTS')",
+                             NULL, 0, &r->n_v1_checkpoints);
+    }
+    if (st == SK_OK) {
+        st = sk_tx_query_int(tx,
+                             "SELECT COUNT(*) FROM sk_inbox"
+                             " WHERE consumer IN ('" NAME "-a_events', '" NAME "-b_events')",
+                             NULL, 0, &r->n_v1_inbox);
+    }
+    if (st == SK_OK) {
+        st = sk_tx_query_int(tx, "SELECT retiring_version FROM sk_readmodels WHERE name = ?", p, 1,
+                             &r->retiring);
+    }
+    return st;
+}
+
+static retire_state retire_state_read(fixture *f)
+{
+    retire_state r = { 0 };
+    assert_int_equal(sk_store_read(f->view, retire_state_unit, &r), SK_OK);
+    return r;
+}
+
 /* Version 1's durable consumers are gone from the server. */
 static bool v1_durables_deleted(void *ctx)
 {
@@ -368,6 +407,9 @@ static void test_sk_readmodel_replay_rebuilds_and_switches_atomically(void **sta
     assert_int_equal(sk_readmodel_live_version(rm), 2);
     assert_true(sk_test_wait_until(v1_dropped, f, 10000));
     assert_true(sk_test_wait_until(v1_durables_deleted, f, 10000));
+    /* Dropped in the transaction that clears the record of what is left to retire. */
+    assert_int_equal(retire_state_read(f).retiring, 0);
+    assert_int_equal(retire_state_read(f).n_v1_inbox, 0);
     print_message("replay of 300+100 events switched after %lld ms (%lld snapshots checked)\n",
                   (long long)(sk_time_mono_ms() - t0), (long long)n_snaps);
 
@@ -442,38 +484,6 @@ static void test_sk_readmodel_replay_resumes_after_restart(void **state)
     sk_readmodel_stop(rm);
 }
 
-/* Counts for the interrupted retirement: rows in rm_v2, version 1's checkpoints, the mark. */
-typedef struct retire_state {
-    int64_t n_v2_rows;
-    int64_t n_v1_checkpoints;
-    int64_t retiring;
-} retire_state;
-
-static sk_status retire_state_unit(sk_tx *tx, void *ctx)
-{
-    retire_state *r = ctx;
-    const sk_db_value p[] = { SK_DB_TEXT_V(NAME) };
-    sk_status st = sk_tx_query_int(tx, "SELECT COUNT(*) FROM rm_v2", NULL, 0, &r->n_v2_rows);
-    if (st == SK_OK) {
-        st = sk_tx_query_int(tx,
-                             "SELECT COUNT(*) FROM sk_checkpoints"
-                             " WHERE projection IN ('" NAME ":A_EVENTS', '" NAME ":B_EVENTS')",
-                             NULL, 0, &r->n_v1_checkpoints);
-    }
-    if (st == SK_OK) {
-        st = sk_tx_query_int(tx, "SELECT retiring_version FROM sk_readmodels WHERE name = ?", p, 1,
-                             &r->retiring);
-    }
-    return st;
-}
-
-static retire_state retire_state_read(fixture *f)
-{
-    retire_state r = { 0 };
-    assert_int_equal(sk_store_read(f->view, retire_state_unit, &r), SK_OK);
-    return r;
-}
-
 static bool v2_caught_up(void *ctx)
 {
     return retire_state_read(ctx).n_v2_rows == 50;
@@ -516,7 +526,10 @@ static void test_sk_readmodel_start_finishes_an_interrupted_retirement(void **st
     assert_int_equal(s.live, 2);
     assert_int_equal(s.n_v1_tables, 1);
     assert_false(v1_durables_deleted(f));
-    assert_int_equal(retire_state_read(f).n_v1_checkpoints, 2);
+    retire_state before = retire_state_read(f);
+    assert_int_equal(before.n_v1_checkpoints, 2);
+    assert_int_equal(before.n_v1_inbox, 50);
+    assert_int_equal(before.retiring, 1);
 
     rm = NULL;
     assert_int_equal(sk_readmodel_start(&rm, f->bus, f->view, NULL, &fast), SK_OK);
@@ -525,6 +538,7 @@ static void test_sk_readmodel_start_finishes_an_interrupted_retirement(void **st
     assert_true(v1_durables_deleted(f));
     retire_state r = retire_state_read(f);
     assert_int_equal(r.n_v1_checkpoints, 0);
+    assert_int_equal(r.n_v1_inbox, 0);
     assert_int_equal(r.retiring, 0);
     emit_events(f, 50, 10);
     wait_for(f, 60, 2);
@@ -611,6 +625,9 @@ static void test_sk_readmodel_start_invalid(void **state)
     SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.name");
     cfg.name = "a123456789a123456789a123456789a123456789a123456789"; /* 50 bytes */
     SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL, "cfg.name");
+    cfg.name = NAME "-v2"; /* version 2's projections of NAME */
+    SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,
+                       "must not end in -v<digits>");
     cfg = rm_config(0);
     cfg.n_streams = 0;
     SK_TEST_ASSERT_ERR(sk_readmodel_start(&rm, f->bus, f->view, NULL, &cfg), SK_EINVAL,

@@ -117,6 +117,20 @@ static void test_invalid_utf8_refused(void **state)
     json_decref(o);
 }
 
+static void test_invalid_utf8_key_refused(void **state)
+{
+    (void)state;
+    json_t *o = json_object();
+    assert_int_equal(json_object_setn_new_nocheck(o, "k\xff", 2, json_true()), 0);
+    sk_buf b;
+    sk_buf_init(&b, 1024);
+    /* jansson would write {"k<0xff>":true}, which no parser accepts. */
+    SK_TEST_ASSERT_ERR(sk_json_dump(o, &b), SK_EPROTO, "not valid UTF-8");
+    assert_int_equal(b.len, 0);
+    sk_buf_fini(&b);
+    json_decref(o);
+}
+
 static void test_limit_counts_the_text_not_the_worst_case(void **state)
 {
     (void)state;
@@ -139,12 +153,13 @@ static void test_a_tree_that_contains_itself_fails(void **state)
     (void)state;
     json_t *a = json_array();
     json_t *b = json_array();
-    /* jansson refuses an array in itself, not one two levels down. */
+    /* json_array_append refuses an array in itself, not one two levels down. */
     assert_int_equal(json_array_append(a, b), 0);
     assert_int_equal(json_array_append(b, a), 0);
     char *s = sk_json_dumps(a);
     assert_null(s);
     assert_int_equal(sk_error_status(), SK_ELIMIT);
+    assert_null(json_dumps(a, JSON_COMPACT)); /* jansson's dump refuses it too */
     json_array_clear(b); /* break the cycle so both can be freed */
     json_decref(b);
     json_decref(a);
@@ -157,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_strings_escaped_as_jansson_does),
         cmocka_unit_test(test_containers_in_member_order),
         cmocka_unit_test(test_invalid_utf8_refused),
+        cmocka_unit_test(test_invalid_utf8_key_refused),
         cmocka_unit_test(test_limit_counts_the_text_not_the_worst_case),
         cmocka_unit_test(test_a_tree_that_contains_itself_fails),
     };
