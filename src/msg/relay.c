@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The outbox relay: a thread that publishes committed outbox rows in seq
- * order with asynchronous JetStream publishes and deletes them once
- * acknowledged. Invariant: a row is deleted only after JetStream
- * acknowledged it and every row before it; rows past the first
- * unacknowledged one are published again (Nats-Msg-Id lets JetStream drop
- * the copies it already stored).
+ * order and deletes them once JetStream acknowledged them. Invariant: a row
+ * is deleted only after JetStream acknowledged it and every row before it;
+ * rows past the first unacknowledged one are published again (Nats-Msg-Id
+ * lets JetStream drop the copies it already stored).
+ *
+ * Publishes are plain NATS publishes whose reply subject JetStream answers
+ * with the acknowledgement: row i of round k replies to
+ * "<inbox>.<token>.<k>.<i>", and the relay thread reads the answers from a
+ * synchronous subscription of its own. nats.c's asynchronous JetStream
+ * publish did the same through a hash of pending messages, a delivery
+ * thread of its own and its JSON parser, and freed each acknowledgement on
+ * its collector thread: a thread hop and a collector wake-up per event.
  *
  * Instances sharing one database file each start a relay, but only the
  * holder of the file's relay lock publishes (relay_owner.c): the others
@@ -13,6 +20,7 @@
  * row (JetStream drops the copies, after paying for them).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -26,8 +34,10 @@
  */
 #define RELAY_BATCH 4096
 #define RELAY_BATCH_BYTES (8u * 1024u * 1024u)
-/* Asynchronous publishes in flight at most. */
+/* Publishes in flight (sent, not acknowledged) at most. */
 #define RELAY_MAX_PENDING 256
+/* Longest inbox prefix: the reply subjects add a token, a round and an index. */
+#define RELAY_INBOX_PREFIX_MAX 160
 /* Idle poll interval: catches commits made by other processes or hooks we missed. */
 #define RELAY_TICK_MS 200
 /* How long one publish may wait for its acknowledgement. */
@@ -54,20 +64,18 @@ typedef enum row_state { ROW_PENDING = 0, ROW_OK = 1, ROW_FAILED = 2 } row_state
 
 typedef struct relay_row {
     int64_t seq;
-    char msg_id[SK_UUID_LEN + 8];
-    natsMsg *msg; /* owned until handed to js_PublishMsgAsync */
+    natsMsg *msg; /* owned; its reply subject names the row */
     row_state state;
 } relay_row;
 
-/*
- * Lock order: mu only. The ack handler (nats thread) takes mu to record a
- * row's fate; the relay thread takes it to read the fates and to sleep.
- */
+/* Lock order: mu only. The relay thread takes it to sleep and to publish n_rows. */
 struct sk_relay {
     sk_store *store;
     sk_bus *bus;
-    sk__bus_link *link; /* relay thread (and start/stop): the connection js lives on */
-    jsCtx *js;          /* own context: it carries our ack handler; NULL when creating it failed */
+    sk__bus_link *link;        /* relay thread (and start/stop): the connection ack_sub lives on */
+    natsSubscription *ack_sub; /* acknowledgements on link; NULL when subscribing failed */
+    char ack_prefix[RELAY_INBOX_PREFIX_MAX +
+                    64];    /* "<inbox>.<token>.": replies are <k>.<i> after it */
     sk__relay_owner *owner; /* whether this relay publishes the database's outbox */
     pthread_t thread;
     bool has_thread;
@@ -79,9 +87,6 @@ struct sk_relay {
     bool is_woken;
     relay_row rows[RELAY_BATCH];
     size_t n_rows;
-    size_t ack_hint;      /* where the next acknowledgement most likely lands */
-    natsStatus last_err;  /* of the last failed acknowledgement */
-    jsErrCode last_jerr;
     size_t n_units;       /* delete units in flight */
 
     /* Relay thread only (read_rows runs on it too). */
@@ -90,7 +95,11 @@ struct sk_relay {
     int64_t undeleted_since_ms; /* when rows acknowledged but not deleted appeared; 0: none */
     int64_t lag;
     int64_t last_log_ms;
-    bool has_published; /* js has async-publish state (nats.c crashes listing pending without it) */
+    uint64_t round;        /* rounds read so far: a reply from another round is stale */
+    size_t n_settled;      /* rows of this round acknowledged or refused */
+    size_t n_unanswerable; /* rows of this round no stream answers ("no responders") */
+    natsStatus last_err;   /* of the last refused publish */
+    jsErrCode last_jerr;
 
     _Atomic int64_t deleted_seq; /* highest seq whose delete committed */
     _Atomic uint64_t published;
@@ -98,7 +107,8 @@ struct sk_relay {
     sk_counter *m_published;
     sk_counter *m_errors;
     sk_gauge *m_lag;
-    sk__reaper reaper; /* destroys published messages and their acks a batch at a time */
+    sk__reaper
+        reaper; /* destroys published messages and their acknowledgements a batch at a time */
 };
 
 typedef struct delete_unit {
@@ -150,37 +160,65 @@ static void on_commit(void *ctx)
 
 /* ---------------------------------------------------------------- acknowledgements */
 
-/* nats thread: record the fate of one publish. Owns and destroys @p msg. */
-static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+/*
+ * Relay thread: record what one answer on the acknowledgement subscription
+ * says of its row. A success: {"stream":..,"seq":..}; a refusal:
+ * {"error":{"code":..,"err_code":..,"description":..}}. Answers of other
+ * rounds (late, after a timeout) are stale. A late failure of an earlier
+ * copy never undoes a success. Takes @p m.
+ */
+static void ack_record(sk_relay *r, natsMsg *m)
 {
-    sk_relay *r = closure;
-    const char *id = NULL;
+    const char *subject = natsMsg_GetSubject(m);
+    size_t prefix_len = strlen(r->ack_prefix);
+    char *end = NULL;
+    unsigned long long round = 0, index = 0;
+    json_t *doc = NULL;
 
-    (void)js;
-    if (msg != NULL && natsMsgHeader_Get(msg, SK__HDR_MSGID, &id) == NATS_OK && id != NULL) {
-        sk__msg_lock(&r->mu);
-        size_t i = r->ack_hint < r->n_rows && strcmp(r->rows[r->ack_hint].msg_id, id) == 0
-                       ? r->ack_hint
-                       : r->n_rows;
-        for (size_t j = 0; i == r->n_rows && j < r->n_rows; j++) {
-            if (strcmp(r->rows[j].msg_id, id) == 0) {
-                i = j;
-            }
+    if (subject != NULL && strncmp(subject, r->ack_prefix, prefix_len) == 0) {
+        errno = 0;
+        round = strtoull(subject + prefix_len, &end, 10);
+        if (errno == 0 && end != NULL && *end == '.') {
+            index = strtoull(end + 1, &end, 10);
+        } else {
+            end = NULL;
         }
-        if (i < r->n_rows) {
-            r->ack_hint = i + 1;
-            if (pa != NULL && pae == NULL) {
-                r->rows[i].state = ROW_OK;
-            } else if (r->rows[i].state != ROW_OK) {
-                /* A late failure of an earlier copy never undoes a success. */
-                r->rows[i].state = ROW_FAILED;
-                r->last_err = pae != NULL ? pae->Err : NATS_ERR;
-                r->last_jerr = pae != NULL ? pae->ErrCode : 0;
-            }
-        }
-        sk__msg_unlock(&r->mu);
     }
-    sk__reaper_add(&r->reaper, msg);
+    if (end == NULL || *end != '\0' || errno != 0 || round != r->round || index >= r->n_rows ||
+        r->rows[index].state == ROW_OK) {
+        sk__reaper_add(&r->reaper, m);
+        return;
+    }
+    relay_row *row = &r->rows[index];
+    natsStatus err = NATS_OK;
+    jsErrCode jerr = 0;
+    const char *data = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    json_t *e = NULL;
+    if (data == NULL || len <= 0 ||
+        sk_json_parse((sk_slice){ (const uint8_t *)data, (size_t)len }, &doc) != SK_OK ||
+        !json_is_object(doc)) {
+        err = NATS_ERR; /* not an acknowledgement */
+    } else if ((e = json_object_get(doc, "error")) != NULL) {
+        err = NATS_ERR;
+        jerr = (jsErrCode)json_integer_value(json_object_get(e, "err_code"));
+    } else if (!json_is_string(json_object_get(doc, "stream")) ||
+               !json_is_integer(json_object_get(doc, "seq"))) {
+        err = NATS_ERR;
+    }
+    sk_error_clear();
+    if (row->state == ROW_PENDING) {
+        r->n_settled++;
+    }
+    if (err == NATS_OK) {
+        row->state = ROW_OK;
+    } else {
+        row->state = ROW_FAILED;
+        r->last_err = err;
+        r->last_jerr = jerr;
+    }
+    json_decref(doc);
+    sk__reaper_add(&r->reaper, m);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -195,7 +233,7 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     bool is_full = false;
 
     st = sk_tx_query(tx,
-                     "SELECT seq, subject, msg_id, headers, data FROM sk_outbox "
+                     "SELECT seq, subject, headers, data FROM sk_outbox "
                      "WHERE seq > ? ORDER BY seq LIMIT ?",
                      params, 2, &rows);
     if (st != SK_OK) {
@@ -205,21 +243,22 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
         relay_row *row = &r->rows[n];
         size_t len = 0, hlen = 0;
         const char *subject = sk_rows_text(rows, 1, NULL);
-        const char *id = sk_rows_text(rows, 2, &len);
-        const char *headers = sk_rows_text(rows, 3, &hlen);
-        const char *data = sk_rows_text(rows, 4, &len);
+        const char *headers = sk_rows_text(rows, 2, &hlen);
+        const char *data = sk_rows_text(rows, 3, &len);
         natsStatus s;
 
+        char reply[sizeof(r->ack_prefix) + 48];
         row->seq = sk_rows_int(rows, 0);
         row->state = ROW_PENDING;
-        snprintf(row->msg_id, sizeof(row->msg_id), "%s", id);
         row->msg = NULL;
+        snprintf(reply, sizeof(reply), "%s%llu.%zu", r->ack_prefix, (unsigned long long)r->round,
+                 n);
         if (len > SK_MAX_MSG_PAYLOAD) {
             st = SK_FAIL(SK_ELIMIT, "relay: outbox row %lld has %zu bytes of data",
                          (long long)row->seq, len);
             break;
         }
-        s = natsMsg_Create(&row->msg, subject, NULL, data, (int)len);
+        s = natsMsg_Create(&row->msg, subject, reply, data, (int)len);
         if (s != NATS_OK) {
             st = sk__nats_fail(s, 0, "relay: creating a message");
             break;
@@ -257,8 +296,9 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     r->is_batch_full = is_full;
     sk__msg_lock(&r->mu);
     r->n_rows = n;
-    r->ack_hint = 0;
     sk__msg_unlock(&r->mu);
+    r->n_settled = 0;
+    r->n_unanswerable = 0;
     return st;
 }
 
@@ -350,59 +390,60 @@ static void delete_acked(sk_relay *r, bool is_now)
     }
 }
 
-/* ---------------------------------------------------------------- the relay's JetStream context */
+/* ---------------------------------------------------------------- the acknowledgement subscription
+ */
 
-/* Create r->js on r->link: a context of our own, carrying the ack handler. */
-static sk_status relay_js_open(sk_relay *r)
+/*
+ * Subscribe to r->link for the acknowledgements, under the bus's inbox
+ * prefix (which the NATS permissions allow) and a random token of our own.
+ */
+static sk_status relay_acks_open(sk_relay *r)
 {
-    jsOptions jo;
+    const char *inbox = r->bus->inbox_prefix != NULL ? r->bus->inbox_prefix : "_INBOX";
+    uint8_t token[8];
+    char subject[sizeof(r->ack_prefix) + 2];
     natsStatus s;
+    sk_status st;
 
-    jsOptions_Init(&jo);
-    jo.PublishAsync.MaxPending = RELAY_MAX_PENDING;
-    jo.PublishAsync.AckHandler = on_ack;
-    jo.PublishAsync.AckHandlerClosure = r;
-    s = natsConnection_JetStream(&r->js, r->link->nc, &jo);
-    if (s != NATS_OK) {
-        r->js = NULL;
-        return sk__nats_fail(s, 0, "creating the relay's JetStream context");
+    r->ack_sub = NULL;
+    if (strlen(inbox) > RELAY_INBOX_PREFIX_MAX) {
+        return SK_FAIL(SK_EINVAL, "relay: the inbox prefix is longer than %d bytes",
+                       RELAY_INBOX_PREFIX_MAX);
     }
-    r->has_published = false;
+    if ((st = sk_random_bytes(token, sizeof(token))) != SK_OK) {
+        return SK_WRAP(st, "relay: naming its acknowledgement inbox");
+    }
+    snprintf(r->ack_prefix, sizeof(r->ack_prefix), "%s.%02x%02x%02x%02x%02x%02x%02x%02x.", inbox,
+             token[0], token[1], token[2], token[3], token[4], token[5], token[6], token[7]);
+    snprintf(subject, sizeof(subject), "%s>", r->ack_prefix);
+    s = natsConnection_SubscribeSync(&r->ack_sub, r->link->nc, subject);
+    if (s != NATS_OK) {
+        r->ack_sub = NULL;
+        return sk__nats_fail(s, 0, "relay: subscribing to its acknowledgements");
+    }
     return SK_OK;
 }
 
-/*
- * Destroy r->js. Each round settles its publishes, so this is only a safety
- * net: take back anything still pending, then wait for acknowledgement
- * callbacks already running (they hold r) to return.
- */
-static void relay_js_close(sk_relay *r)
+/* Drop the subscription: acknowledgements still on their way are lost (their rows go again). */
+static void relay_acks_close(sk_relay *r)
 {
-    natsMsgList pending = { 0 };
-    jsPubOptions o;
-
-    if (r->js == NULL) {
+    if (r->ack_sub == NULL) {
         return;
     }
-    jsPubOptions_Init(&o);
-    o.MaxWait = 1000;
-    if (r->has_published && js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
-        natsMsgList_Destroy(&pending);
-    }
-    SK_IGNORE(js_PublishAsyncComplete(r->js, &o)); /* best effort: unacknowledged rows are sent again */
-    jsCtx_Destroy(r->js);
-    r->js = NULL;
+    SK_IGNORE(natsSubscription_Unsubscribe(r->ack_sub));
+    natsSubscription_Destroy(r->ack_sub);
+    r->ack_sub = NULL;
 }
 
 /* Move to the bus's current connection after a certificate reload (between rounds). */
 static sk_status relay_move(sk_relay *r)
 {
-    relay_js_close(r);
+    relay_acks_close(r);
     if (!sk__bus_link_is_current(r->bus, r->link)) {
         sk__bus_link_release(r->link);
         r->link = sk__bus_link_acquire(r->bus);
     }
-    return relay_js_open(r);
+    return relay_acks_open(r);
 }
 
 /* ---------------------------------------------------------------- publishing */
@@ -419,51 +460,74 @@ static void log_failure(sk_relay *r, const char *detail)
 }
 
 /*
- * Wait for every publish to be acknowledged, in short steps: when the
- * connection was re-established meanwhile (@p reconnects is the count before
- * publishing), acknowledgements of publishes sent before the break will
- * never come, so give up at once rather than after RELAY_ACK_WAIT_MS.
- * @return true when all were acknowledged.
+ * Read acknowledgements until @p n_wanted rows of the round are settled, in
+ * short steps: when the connection was re-established meanwhile
+ * (@p reconnects is the count before publishing), acknowledgements of
+ * publishes sent before the break will never come, so give up at once
+ * rather than at @p deadline_ms. @return true when they are settled.
  */
-static bool wait_acks(sk_relay *r, uint64_t reconnects)
+static bool acks_take(sk_relay *r, size_t n_wanted, uint64_t reconnects, int64_t deadline_ms)
 {
-    int64_t deadline = sk_time_mono_ms() + RELAY_ACK_WAIT_MS * 2;
-    jsPubOptions copts;
-
-    jsPubOptions_Init(&copts);
-    copts.MaxWait = RELAY_ACK_POLL_MS;
-    for (;;) {
-        natsStatus s = js_PublishAsyncComplete(r->js, &copts);
+    while (r->n_settled + r->n_unanswerable < n_wanted) {
+        natsMsg *m = NULL;
+        int64_t left = deadline_ms - sk_time_mono_ms();
+        natsStatus s = natsSubscription_NextMsg(
+            &m, r->ack_sub, left < RELAY_ACK_POLL_MS ? (left < 1 ? 1 : left) : RELAY_ACK_POLL_MS);
         if (s == NATS_OK) {
-            return true;
+            ack_record(r, m);
+            continue;
         }
-        if (s != NATS_TIMEOUT || sk_time_mono_ms() >= deadline ||
+        if (s == NATS_NO_RESPONDERS) {
+            /*
+             * No stream takes one row's subject: the server's answer says so,
+             * and nats.c keeps it (and the subject that names the row). That
+             * row stays pending, and with it every row after it.
+             */
+            r->n_unanswerable++;
+            r->last_err = s;
+            r->last_jerr = 0;
+            continue;
+        }
+        if (s != NATS_TIMEOUT || sk_time_mono_ms() >= deadline_ms ||
             atomic_load(&r->link->n_reconnects) != reconnects ||
             !sk__bus_link_is_current(r->bus, r->link)) {
             return false;
         }
     }
+    return true;
 }
 
 /*
- * Publish the rows read and wait for their acknowledgements.
+ * nats.c's flusher thread waits up to 1 ms for more data before it writes
+ * what was published, on the path of every event. A flush writes it now
+ * from this thread, then waits for the server's PONG (which comes before
+ * the acknowledgements anyway). A PONG that is late or never comes (a
+ * reconnect) is acks_take's business, so wait only briefly.
+ */
+static void flush_now(sk_relay *r)
+{
+    SK_IGNORE(natsConnection_FlushTimeout(r->link->nc, RELAY_ACK_POLL_MS));
+}
+
+/*
+ * Publish the rows read and wait for their acknowledgements, at most
+ * RELAY_MAX_PENDING unacknowledged at a time.
  * @return how many rows from the first are acknowledged.
  */
 static size_t publish_rows(sk_relay *r, bool *is_failed)
 {
-    jsPubOptions popts;
     size_t n_sent = 0, n_ok = 0;
     natsStatus s = NATS_OK;
     size_t n_rows;
     uint64_t reconnects = atomic_load(&r->link->n_reconnects);
+    bool is_settled = true;
 
     sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
     sk__msg_unlock(&r->mu);
-    jsPubOptions_Init(&popts);
-    popts.MaxWait = RELAY_ACK_WAIT_MS;
+    r->last_err = NATS_OK;
+    r->last_jerr = 0;
     for (; n_sent < n_rows; n_sent++) {
-        natsMsg *m = r->rows[n_sent].msg;
         /*
          * After a reconnect, a row sent before it may have been lost with the
          * old socket: sending later rows now could store them ahead of it.
@@ -473,48 +537,34 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
         if (atomic_load(&r->link->n_reconnects) != reconnects) {
             break;
         }
-        /* The library takes the message (and clears m) when the call succeeds. */
-        r->has_published = true;
-        s = js_PublishMsgAsync(r->js, &m, &popts);
+        if (n_sent - r->n_settled - r->n_unanswerable >= RELAY_MAX_PENDING) {
+            /* Mid-round: nats.c's flusher writes what is buffered meanwhile. */
+            if (!acks_take(r, n_sent - RELAY_MAX_PENDING / 2, reconnects,
+                           sk_time_mono_ms() + RELAY_ACK_WAIT_MS)) {
+                is_settled = false;
+                break;
+            }
+        }
+        s = natsConnection_PublishMsg(r->link->nc, r->rows[n_sent].msg);
         if (s != NATS_OK) {
             break;
         }
-        r->rows[n_sent].msg = NULL;
     }
-    if (n_sent > 0) {
-        /*
-         * nats.c's flusher thread waits up to 1 ms for more data before it
-         * writes what was published, on the path of every event. A flush
-         * writes it now from this thread, then waits for the server's PONG
-         * (which comes before the acks anyway). A PONG that is late or never
-         * comes (a reconnect) is wait_acks's business, so wait only briefly.
-         */
-        SK_IGNORE(natsConnection_FlushTimeout(r->link->nc, RELAY_ACK_POLL_MS));
+    if (n_sent > 0 && is_settled) {
+        flush_now(r);
+        SK_IGNORE(acks_take(r, n_sent, reconnects, sk_time_mono_ms() + RELAY_ACK_WAIT_MS * 2));
     }
-    if (n_sent > 0 && !wait_acks(r, reconnects)) {
-        natsMsgList pending = { 0 };
-        /* Take back what is still unacknowledged: it is published again later. */
-        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) {
-            natsMsgList_Destroy(&pending);
-        }
-    }
-    sk__msg_lock(&r->mu);
     while (n_ok < n_sent && r->rows[n_ok].state == ROW_OK) {
         n_ok++;
     }
-    natsStatus ack_err = r->last_err;
-    jsErrCode ack_jerr = r->last_jerr;
-    r->last_err = NATS_OK;
-    r->last_jerr = 0;
-    sk__msg_unlock(&r->mu);
     *is_failed = n_ok < n_rows;
     if (s != NATS_OK) {
         sk_status st = sk__nats_fail(s, 0, "publishing");
         log_failure(r, sk_error_message());
         (void)st;
     } else if (n_ok < n_rows) {
-        sk_status st = sk__nats_fail(ack_err != NATS_OK ? ack_err : NATS_TIMEOUT, ack_jerr,
-                                     "publish not acknowledged");
+        sk_status st = sk__nats_fail(r->last_err != NATS_OK ? r->last_err : NATS_TIMEOUT,
+                                     r->last_jerr, "publish not acknowledged");
         log_failure(r, sk_error_message());
         (void)st;
     }
@@ -528,12 +578,13 @@ static bool relay_round(sk_relay *r, bool *is_failed)
     sk_status st;
 
     *is_failed = false;
-    if ((r->js == NULL || !sk__bus_link_is_current(r->bus, r->link)) &&
+    if ((r->ack_sub == NULL || !sk__bus_link_is_current(r->bus, r->link)) &&
         (st = relay_move(r)) != SK_OK) {
         log_failure(r, sk_error_message());
         *is_failed = true;
         return false;
     }
+    r->round++;
     st = sk_store_read(r->store, read_rows, r);
     sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
@@ -681,7 +732,7 @@ sk_status sk_relay_start(sk_relay **out, sk_store *store, sk_bus *bus, sk_metric
         st = SK_WRAP(st, "sk_relay_start");
         goto out;
     }
-    if ((st = relay_js_open(r)) != SK_OK) {
+    if ((st = relay_acks_open(r)) != SK_OK) {
         st = SK_WRAP(st, "sk_relay_start");
         goto out;
     }
@@ -744,7 +795,7 @@ void sk_relay_stop(sk_relay *r)
                     (long long)r->acked_seq);
     }
     sk__relay_owner_stop(r->owner);
-    relay_js_close(r); /* no acknowledgement arrives after this */
+    relay_acks_close(r); /* no acknowledgement arrives after this */
     rows_release(r);
     sk__reaper_fini(&r->reaper);
     sk__bus_link_release(r->link);

@@ -2,15 +2,19 @@
 /*
  * Integration: envelope through JetStream, outbox -> relay -> stream in
  * order and exactly once, relay restart with rows published but not yet
- * deleted (Nats-Msg-Id dedup), a nats-server crash mid-flight, and two
- * instances sharing one database (one publishes, the other takes over).
+ * deleted (Nats-Msg-Id dedup), a nats-server crash mid-flight, two
+ * instances sharing one database (one publishes, the other takes over),
+ * and a row that no stream takes holding back the rows after it.
  * Real nats-server, real SQLite files.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -205,6 +209,81 @@ static void test_envelope_round_trip_through_jetstream(void **state)
     assert_string_equal(v, "1.0");
     assert_non_null(strstr(natsMsg_GetData(m), "\"n\":0"));
     natsMsg_Destroy(m);
+}
+
+/* One outbox row on @p subject. */
+static sk_status add_one(sk_tx *tx, void *ctx)
+{
+    sk_envelope env;
+    json_t *data = json_pack("{s:s}", "what", "audit");
+    sk_envelope_init(&env, "Logged", "audit", "audit-1", NULL);
+    sk_status st = sk_outbox_add(tx, ctx, &env, data);
+    json_decref(data);
+    return st;
+}
+
+/* The value of a counter in the metrics' text, or -1. */
+static long long metric_value(sk_metrics *m, const char *name)
+{
+    sk_buf b;
+    long long v = -1;
+    sk_buf_init(&b, 1 << 20);
+    if (sk_metrics_render(m, &b) == SK_OK) {
+        char key[128];
+        snprintf(key, sizeof(key), "\n%s ", name);
+        const char *at = strstr(b.data, key);
+        if (at != NULL) {
+            v = strtoll(at + strlen(key), NULL, 10);
+        }
+    }
+    sk_buf_fini(&b);
+    return v;
+}
+
+typedef struct failing_ctx {
+    sk_metrics *metrics;
+} failing_ctx;
+
+static bool rounds_failed(void *ctx)
+{
+    return metric_value(((failing_ctx *)ctx)->metrics, "sk_outbox_publish_errors_total") >= 3;
+}
+
+/*
+ * A row whose subject no stream takes is refused at once (the server's "no
+ * responders" answer, not a timeout), it and the rows after it stay in the
+ * outbox, and once a stream takes the subject they go out, each once.
+ */
+static void test_relay_holds_rows_behind_one_no_stream_takes(void **state)
+{
+    fixture *f = *state;
+    sk_metrics *metrics = NULL;
+    sk_relay *relay = NULL;
+    int64_t n = -1;
+
+    assert_int_equal(sk_metrics_create(&metrics), SK_OK);
+    char audit_subject[] = "audit.events.Logged";
+    assert_int_equal(sk_store_run(f->store, add_one, audit_subject), SK_OK);
+    insert_rows(f, 0, 5);
+    assert_int_equal(sk_relay_start(&relay, f->store, f->bus, metrics), SK_OK);
+    /* Rounds fail every 0.1, 0.2, 0.4 ... s: three within 1.5 s, where one timeout takes 10 s. */
+    failing_ctx fc = { metrics };
+    assert_true(sk_test_wait_until(rounds_failed, &fc, 1500));
+    assert_int_equal(sk_relay_published(relay), 0);
+    assert_int_equal(sk_store_read(f->store, count_outbox, &n), SK_OK);
+    assert_int_equal(n, 6);
+
+    const char *subjects[] = { "audit.events.>" };
+    sk_stream_config sc = { .name = "AUDIT_EVENTS", .subjects = subjects, .n_subjects = 1 };
+    assert_int_equal(sk_bus_stream_ensure(f->bus, &sc), SK_OK);
+    count_ctx c = { .f = f, .relay = relay, .want = 6 };
+    assert_true(sk_test_wait_until(relay_reached, &c, 10000));
+    assert_true(sk_test_wait_until(outbox_empty, &c, 10000));
+    sk_relay_stop(relay);
+    /* The five published ahead while the first was refused were stored once (Nats-Msg-Id). */
+    assert_int_equal(stream_msgs(f), 5);
+    check_stream_order(f, 5);
+    sk_metrics_destroy(metrics);
 }
 
 static void test_relay_publishes_10000_in_order_once(void **state)
@@ -421,12 +500,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_publishes_10000_in_order_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_restart_republishes_without_duplicates, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_relay_stop_deletes_what_it_published, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relay_stop_deletes_what_it_published, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_survives_server_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relays_sharing_a_database_publish_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_with_its_wake_up_name_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_holds_rows_behind_one_no_stream_takes, setup,
+                                        teardown),
     };
     int rc;
 
