@@ -157,8 +157,9 @@ SK_API SK_NODISCARD sk_status sk_outbox_add(sk_tx *tx,
 typedef struct sk_relay sk_relay;
 
 /**
- * Start the relay thread: it publishes unsent rows with js_PublishAsync
- * (Nats-Msg-Id = ce-id), deletes rows once acknowledged, retries from the
+ * Start the relay thread: it publishes unsent rows without waiting for
+ * each acknowledgement (Nats-Msg-Id = ce-id; JetStream answers on a reply
+ * subject the relay reads), deletes rows once acknowledged, retries from the
  * first unacknowledged row on failure. Woken by the store's commit hook
  * (this takes the hook) and by a timer. Relays of several processes on one
  * database file elect one publisher among them (the others pass their

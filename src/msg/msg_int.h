@@ -283,6 +283,14 @@ sk_status sk__outbox_insert(sk_tx *tx,
                             const char *headers_json,
                             sk_slice data);
 
+/* ---------------------------------------------------------------- relay */
+
+/**
+ * Parse the reply subject of a relay's publish, "<prefix><round>.<row>"
+ * (digits only). @return false for anything else.
+ */
+bool sk__relay_reply_parse(const char *subject, const char *prefix, uint64_t *round, size_t *row);
+
 /* ---------------------------------------------------------------- relay ownership */
 
 /*

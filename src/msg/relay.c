@@ -20,7 +20,6 @@
  * row (JetStream drops the copies, after paying for them).
  */
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -74,8 +73,8 @@ struct sk_relay {
     sk_bus *bus;
     sk__bus_link *link;        /* relay thread (and start/stop): the connection ack_sub lives on */
     natsSubscription *ack_sub; /* acknowledgements on link; NULL when subscribing failed */
-    char ack_prefix[RELAY_INBOX_PREFIX_MAX +
-                    64];    /* "<inbox>.<token>.": replies are <k>.<i> after it */
+    /* "<inbox>.<token>.": replies are "<round>.<row>" after it. */
+    char ack_prefix[RELAY_INBOX_PREFIX_MAX + 64];
     sk__relay_owner *owner; /* whether this relay publishes the database's outbox */
     pthread_t thread;
     bool has_thread;
@@ -160,6 +159,46 @@ static void on_commit(void *ctx)
 
 /* ---------------------------------------------------------------- acknowledgements */
 
+/* Digits only, at least one, no more than fit: @return the end, or NULL. */
+static const char *parse_digits(const char *p, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *start = p;
+
+    while (*p >= '0' && *p <= '9') {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (max - d) / 10) {
+            return NULL;
+        }
+        v = v * 10 + d;
+        p++;
+    }
+    *out = v;
+    return p == start ? NULL : p;
+}
+
+bool sk__relay_reply_parse(const char *subject, const char *prefix, uint64_t *round, size_t *row)
+{
+    size_t prefix_len = prefix != NULL ? strlen(prefix) : 0;
+    uint64_t r = 0, i = 0;
+    const char *p;
+
+    if (subject == NULL || prefix == NULL || strncmp(subject, prefix, prefix_len) != 0) {
+        return false;
+    }
+    p = parse_digits(subject + prefix_len, UINT64_MAX, &r);
+    if (p == NULL || *p != '.') {
+        return false;
+    }
+    p = parse_digits(p + 1, SIZE_MAX, &i);
+    if (p == NULL || *p != '\0') {
+        return false;
+    }
+    *round = r;
+    *row = (size_t)i;
+    return true;
+}
+
 /*
  * Relay thread: record what one answer on the acknowledgement subscription
  * says of its row. A success: {"stream":..,"seq":..}; a refusal:
@@ -169,23 +208,12 @@ static void on_commit(void *ctx)
  */
 static void ack_record(sk_relay *r, natsMsg *m)
 {
-    const char *subject = natsMsg_GetSubject(m);
-    size_t prefix_len = strlen(r->ack_prefix);
-    char *end = NULL;
-    unsigned long long round = 0, index = 0;
+    uint64_t round = 0;
+    size_t index = 0;
     json_t *doc = NULL;
 
-    if (subject != NULL && strncmp(subject, r->ack_prefix, prefix_len) == 0) {
-        errno = 0;
-        round = strtoull(subject + prefix_len, &end, 10);
-        if (errno == 0 && end != NULL && *end == '.') {
-            index = strtoull(end + 1, &end, 10);
-        } else {
-            end = NULL;
-        }
-    }
-    if (end == NULL || *end != '\0' || errno != 0 || round != r->round || index >= r->n_rows ||
-        r->rows[index].state == ROW_OK) {
+    if (!sk__relay_reply_parse(natsMsg_GetSubject(m), r->ack_prefix, &round, &index) ||
+        round != r->round || index >= r->n_rows || r->rows[index].state == ROW_OK) {
         sk__reaper_add(&r->reaper, m);
         return;
     }
@@ -390,8 +418,7 @@ static void delete_acked(sk_relay *r, bool is_now)
     }
 }
 
-/* ---------------------------------------------------------------- the acknowledgement subscription
- */
+/* ---------------------------------------------------------------- acknowledgement inbox */
 
 /*
  * Subscribe to r->link for the acknowledgements, under the bus's inbox
@@ -480,7 +507,7 @@ static bool acks_take(sk_relay *r, size_t n_wanted, uint64_t reconnects, int64_t
         if (s == NATS_NO_RESPONDERS) {
             /*
              * No stream takes one row's subject: the server's answer says so,
-             * and nats.c keeps it (and the subject that names the row). That
+             * and nats.c frees it, with the subject that named the row. That
              * row stays pending, and with it every row after it.
              */
             r->n_unanswerable++;
@@ -495,6 +522,29 @@ static bool acks_take(sk_relay *r, size_t n_wanted, uint64_t reconnects, int64_t
         }
     }
     return true;
+}
+
+/*
+ * Before a round: drop the answers of earlier rounds already queued (late,
+ * after their round gave up). A "no responders" among them names no row
+ * and would otherwise count against this round.
+ */
+static void acks_drop_stale(sk_relay *r)
+{
+    int n_queued = 0, n_bytes = 0;
+
+    if (natsSubscription_GetPending(r->ack_sub, &n_queued, &n_bytes) != NATS_OK) {
+        return;
+    }
+    for (int i = 0; i < n_queued; i++) {
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, r->ack_sub, 1);
+        if (s == NATS_OK) {
+            sk__reaper_add(&r->reaper, m);
+        } else if (s != NATS_NO_RESPONDERS) {
+            break;
+        }
+    }
 }
 
 /*
@@ -525,6 +575,7 @@ static size_t publish_rows(sk_relay *r, bool *is_failed)
     sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
     sk__msg_unlock(&r->mu);
+    acks_drop_stale(r);
     r->last_err = NATS_OK;
     r->last_jerr = 0;
     for (; n_sent < n_rows; n_sent++) {

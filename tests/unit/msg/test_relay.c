@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for src/msg/relay.c: argument checks, and an idle start/stop against a bus that
- * is not connected (publishing itself is covered by tests/integration/test_msg_relay.c). */
+ * is not connected, the reply subjects it reads acknowledgements from (publishing itself is
+ * covered by tests/integration/test_msg_relay.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,45 @@ static void test_relay_start_invalid_args(void **state)
     SK_TEST_ASSERT_ERR(sk_relay_start(&r, (sk_store *)1, NULL, NULL), SK_EINVAL, "store and bus");
     sk_relay_stop(NULL);
     assert_int_equal(sk_relay_published(NULL), 0);
+}
+
+static void test_relay_reply_parse(void **state)
+{
+    const char *prefix = "_INBOX.svc-1.0011223344556677.";
+    uint64_t round = 0;
+    size_t row = 0;
+    (void)state;
+
+    assert_true(sk__relay_reply_parse("_INBOX.svc-1.0011223344556677.12.0", prefix, &round, &row));
+    assert_int_equal(round, 12);
+    assert_int_equal(row, 0);
+    assert_true(sk__relay_reply_parse("_INBOX.svc-1.0011223344556677.18446744073709551615.4095",
+                                      prefix, &round, &row));
+    assert_true(round == UINT64_MAX);
+    assert_int_equal(row, 4095);
+    /* Anything but "<digits>.<digits>" after the prefix, or another prefix, is not ours. */
+    static const char *const junk[] = {
+        "_INBOX.svc-1.0011223344556677.12.",
+        "_INBOX.svc-1.0011223344556677..3",
+        "_INBOX.svc-1.0011223344556677.12",
+        "_INBOX.svc-1.0011223344556677.+1.3",
+        "_INBOX.svc-1.0011223344556677. 1.3",
+        "_INBOX.svc-1.0011223344556677.1.-3",
+        "_INBOX.svc-1.0011223344556677.1.3.4",
+        "_INBOX.svc-1.0011223344556677.1.3x",
+        "_INBOX.svc-1.0011223344556677.18446744073709551616.1",
+        "_INBOX.svc-1.9911223344556677.1.3",
+        "_INBOX.svc-1.0011223344556677",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+        round = 7;
+        row = 7;
+        assert_false(sk__relay_reply_parse(junk[i], prefix, &round, &row));
+        assert_true(round == 7 && row == 7); /* untouched */
+    }
+    assert_false(sk__relay_reply_parse(NULL, prefix, &round, &row));
+    assert_false(sk__relay_reply_parse("_INBOX.x.1.2", NULL, &round, &row));
 }
 
 static void test_relay_idle_start_stop(void **state)
@@ -49,6 +89,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_relay_start_invalid_args),
+        cmocka_unit_test(test_relay_reply_parse),
         cmocka_unit_test(test_relay_idle_start_stop),
     };
     int rc;
