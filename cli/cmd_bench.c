@@ -201,15 +201,6 @@ static void run_result_fini(run_result *r)
 
 /* ---------------------------------------------------------------- id map */
 
-static uint64_t hash_id(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s != '\0'; s++) {
-        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    }
-    return h;
-}
-
 static id_entry *id_map_find(id_map *m, const char *id, bool is_insert)
 {
     if (is_insert && (m->n + 1) * 2 > m->cap) {
@@ -220,7 +211,7 @@ static id_entry *id_map_find(id_map *m, const char *id, bool is_insert)
         }
         for (size_t i = 0; i < m->cap; i++) {
             if (m->e[i].id[0] != '\0') {
-                size_t j = hash_id(m->e[i].id) & (cap - 1);
+                size_t j = sk_hash_text(m->e[i].id) & (cap - 1);
                 while (e[j].id[0] != '\0') {
                     j = (j + 1) & (cap - 1);
                 }
@@ -234,7 +225,7 @@ static id_entry *id_map_find(id_map *m, const char *id, bool is_insert)
     if (m->cap == 0) {
         return NULL;
     }
-    size_t j = hash_id(id) & (m->cap - 1);
+    size_t j = sk_hash_text(id) & (m->cap - 1);
     while (m->e[j].id[0] != '\0') {
         if (strcmp(m->e[j].id, id) == 0) {
             return &m->e[j];

@@ -107,9 +107,12 @@ sk_status sk_buf_append(sk_buf *b, const void *data, size_t len)
     if (data == NULL && len > 0) {
         return SK_FAIL(SK_EINVAL, "sk_buf_append: data must not be NULL when len > 0");
     }
-    st = sk__buf_reserve(b, len);
-    if (st != SK_OK) {
-        return st;
+    /* Room enough already, the common case of small appends: nothing to reserve. */
+    if (b->data == NULL || len >= b->cap - b->len || b->len + len > b->max_bytes) {
+        st = sk__buf_reserve(b, len);
+        if (st != SK_OK) {
+            return st;
+        }
     }
     if (len > 0) {
         memcpy(b->data + b->len, data, len);

@@ -36,16 +36,7 @@ typedef struct dumper {
 
 static sk_status put(dumper *d, const char *s, size_t len)
 {
-    sk_buf *b = d->out;
-
-    /* Most tokens are a byte or two and fit: skip sk_buf_append's checks then. */
-    if (b->data != NULL && len < b->cap - b->len && b->len + len <= b->max_bytes) {
-        memcpy(b->data + b->len, s, len);
-        b->len += len;
-        b->data[b->len] = '\0';
-        return SK_OK;
-    }
-    return sk_buf_append(b, s, len);
+    return sk_buf_append(d->out, s, len);
 }
 
 /* Bytes that a JSON string cannot hold as they are: '"', '\\' and the control characters. */

@@ -106,8 +106,7 @@ struct sk_relay {
     sk_counter *m_published;
     sk_counter *m_errors;
     sk_gauge *m_lag;
-    sk__reaper
-        reaper; /* destroys published messages and their acknowledgements a batch at a time */
+    sk__reaper reaper; /* destroys published messages and acknowledgements, a batch at a time */
 };
 
 typedef struct delete_unit {
@@ -427,21 +426,17 @@ static void delete_acked(sk_relay *r, bool is_now)
 static sk_status relay_acks_open(sk_relay *r)
 {
     const char *inbox = r->bus->inbox_prefix != NULL ? r->bus->inbox_prefix : "_INBOX";
-    uint8_t token[8];
+    char token[SK_UUID_LEN];
     char subject[sizeof(r->ack_prefix) + 2];
     natsStatus s;
-    sk_status st;
 
     r->ack_sub = NULL;
     if (strlen(inbox) > RELAY_INBOX_PREFIX_MAX) {
         return SK_FAIL(SK_EINVAL, "relay: the inbox prefix is longer than %d bytes",
                        RELAY_INBOX_PREFIX_MAX);
     }
-    if ((st = sk_random_bytes(token, sizeof(token))) != SK_OK) {
-        return SK_WRAP(st, "relay: naming its acknowledgement inbox");
-    }
-    snprintf(r->ack_prefix, sizeof(r->ack_prefix), "%s.%02x%02x%02x%02x%02x%02x%02x%02x.", inbox,
-             token[0], token[1], token[2], token[3], token[4], token[5], token[6], token[7]);
+    sk_uuid7(token);
+    snprintf(r->ack_prefix, sizeof(r->ack_prefix), "%s.%s.", inbox, token);
     snprintf(subject, sizeof(subject), "%s>", r->ack_prefix);
     s = natsConnection_SubscribeSync(&r->ack_sub, r->link->nc, subject);
     if (s != NATS_OK) {
