@@ -713,17 +713,12 @@ sk_status sk_waiters_add(sk_waiters *w,
     return SK_OK;
 }
 
-/* Complete this process's waiters of @p id up to @p version. */
-static void notify_here(void *ctx, const char *id, int64_t version)
+/* Complete this process's waiters of @p id (checked by the caller) up to @p version. */
+static void notify_here(sk_waiters *w, const char *id, int64_t version)
 {
-    sk_waiters *w = ctx;
     waiter *ready = NULL;
     id_entry *e;
 
-    if (w == NULL || id == NULL ||
-        !sk__ctoken_id_is_valid(id, strnlen(id, SK__CTOKEN_ID_MAX + 1))) {
-        return;
-    }
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
     e = map_find(w, id);
     if (e != NULL) {
@@ -757,9 +752,7 @@ static void notify_from_peer(void *ctx, const char *id, int64_t version)
     size_t n = 0;
     id_entry *e;
 
-    if (!sk__ctoken_id_is_valid(id, strnlen(id, SK__CTOKEN_ID_MAX + 1))) {
-        return;
-    }
+    /* @p id comes out of sk_ctoken_decode, which checked it. */
     sk__cqrs_pthread_check(pthread_mutex_lock(&w->mu), "pthread_mutex_lock");
     e = map_find(w, id);
     for (waiter *wt = e != NULL ? e->head : NULL; wt != NULL && n < PEER_CHECKS_MAX;
@@ -774,7 +767,8 @@ static void notify_from_peer(void *ctx, const char *id, int64_t version)
 
 void sk_waiters_notify(sk_waiters *w, const char *id, int64_t version)
 {
-    if (w == NULL) {
+    if (w == NULL || id == NULL ||
+        !sk__ctoken_id_is_valid(id, strnlen(id, SK__CTOKEN_ID_MAX + 1))) {
         return;
     }
     notify_here(w, id, version);
@@ -788,10 +782,12 @@ sk_status sk_waiters_share(sk_waiters *w, const sk_store *store, const char *nam
     char *key = NULL;
     sk_status st;
 
-    if (w == NULL || store == NULL || !sk_name_is_valid(name, SK__WAITERS_SHARE_NAME_MAX)) {
-        return SK_FAIL(SK_EINVAL,
-                       "sk_waiters_share: w and store must not be NULL and name must be "
-                       "1..%d bytes of [A-Za-z0-9_-]",
+    if (w == NULL || store == NULL) {
+        return SK_FAIL(SK_EINVAL, "sk_waiters_share: %s must not be NULL",
+                       w == NULL ? "w" : "store");
+    }
+    if (!sk_name_is_valid(name, SK__WAITERS_SHARE_NAME_MAX)) {
+        return SK_FAIL(SK_EINVAL, "sk_waiters_share: name must be 1..%d bytes of [A-Za-z0-9_-]",
                        SK__WAITERS_SHARE_NAME_MAX);
     }
     if (atomic_load(&w->share) != NULL) {

@@ -694,9 +694,9 @@ static void test_sk_waiters_shared_between_peers(void **state)
     assert_int_equal(sk_waiters_share(a, db.store, "test"), SK_OK);
     assert_int_equal(sk_waiters_share(b, db.store, "test"), SK_OK);
     SK_TEST_ASSERT_ERR(sk_waiters_share(b, db.store, "test"), SK_ESTATE, "already shared");
-    SK_TEST_ASSERT_ERR(sk_waiters_share(NULL, db.store, "test"), SK_EINVAL, "name");
-    SK_TEST_ASSERT_ERR(sk_waiters_share(a, NULL, "test"), SK_EINVAL, "store");
-    SK_TEST_ASSERT_ERR(sk_waiters_share(a, db.store, ""), SK_EINVAL, "name");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(NULL, db.store, "test"), SK_EINVAL, "w must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(a, NULL, "test"), SK_EINVAL, "store must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_waiters_share(a, db.store, ""), SK_EINVAL, "name must be");
     /* A database in memory has nobody to share with: nothing happens, so nothing is "already"
      * shared. */
     sk_waiters *alone = new_waiters();
@@ -751,7 +751,12 @@ static void test_sk_waiters_shared_between_peers(void **state)
         sk_waiters_destroy(more[i]);
     }
     sk_waiters_destroy(b);
-    sk_waiters_notify(a, "order-1", 4); /* a peer gone: refused, remembered, no harm */
+    /* A peer gone: sending to it fails, and the notify still completes this process's waiters. */
+    wres_init(&r);
+    assert_int_equal(sk_waiters_add(a, "order-1", 4, 10000, NULL, NULL, on_wait, &r), SK_OK);
+    sk_waiters_notify(a, "order-1", 4);
+    assert_true(sk_test_wait_until(wres_called, &r, 5000));
+    assert_int_equal(atomic_load(&r.st), SK_OK);
     sk_waiters_destroy(a);
     shared_db_close(&db);
 }
