@@ -1654,6 +1654,7 @@ static bool consumer_lock_yield_if_failing(sk_consumer *c)
     SK_LOG_WARN("consumer %s: no fetch has worked for %d s; letting another instance sharing the "
                 "database consume",
                 c->durable, CONSUMER_YIELD_AFTER_MS / 1000);
+    consumer_unsubscribe(c); /* settled: nothing is acknowledged through it any more */
     close(c->lock_fd);
     c->lock_fd = -1;
     c->is_consuming = false;
@@ -1687,9 +1688,11 @@ static void *fetch_main(void *arg)
             break;
         }
         if (!c->is_consuming && !consumer_lock_take(c)) {
-            /* Standing by, still follow reloads and failovers, so the old connection can close. */
-            if (c->sub != NULL && !sk__bus_link_is_current(c->bus, c->link)) {
-                SK_IGNORE(consumer_move(c)); /* tried again on the next round */
+            /* Standing by (no subscription), still follow reloads, so the old connection can close.
+             */
+            if (!sk__bus_link_is_current(c->bus, c->link)) {
+                sk__bus_link_release(c->link);
+                c->link = sk__bus_link_acquire(c->bus);
             }
             sk__msg_lock(&c->mu);
             wait_ms(c, CONSUMER_STANDBY_RETRY_MS);
