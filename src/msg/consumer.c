@@ -46,6 +46,11 @@
 #define REQUEUE_DELAY_MS 1000
 /* Fetch wait; also bounds how long sk_consumer_stop waits for the fetch thread. */
 #define FETCH_WAIT_MS 1000
+/*
+ * How long a pull request stands. An idle consumer renews it this often; one
+ * lost without its end status (a leader change) is replaced a second after.
+ */
+#define PULL_EXPIRES_MS 2000
 /* Fetch wait while some aggregate is blocked, so its retries are not late. */
 #define FETCH_WAIT_BLOCKED_MS 200
 /* How often the fetch thread looks for blocked aggregates due for a retry. */
@@ -124,8 +129,9 @@ struct sk_consumer {
     const sk_upcasters *upcasters;
     sk_consumer_order order;
 
-    sk__bus_link *link;    /* fetch thread (and start/stop): the connection sub lives on */
-    natsSubscription *sub; /* NULL while (re)subscribing failed */
+    sk__bus_link *link;       /* fetch thread (and start/stop): the connection pull lives on */
+    sk__pull pull;            /* fetch thread; pull.sub NULL while (re)subscribing failed */
+    uint64_t pull_reconnects; /* link->n_reconnects when pull's requests were last good */
     pthread_t thread;
     bool has_thread;
 
@@ -162,7 +168,8 @@ struct sk_consumer {
 /* One message on its way through the store: fetched from JetStream (msg set) or parked. */
 typedef struct job {
     sk_consumer *c;
-    natsMsg *msg; /* owned; NULL for a parked message */
+    natsMsg *msg;       /* owned; NULL for a parked message */
+    natsConnection *nc; /* msg's: it is settled through it (the link outlives the job) */
     sk_message m;
     sk__envelope_buf envbuf;
     json_t *json;   /* the data as received (original version) */
@@ -233,7 +240,7 @@ static void job_nak(job *j, int64_t delay_ms)
     if (j->msg == NULL) {
         return;
     }
-    natsStatus s = natsMsg_NakWithDelay(j->msg, delay_ms, NULL);
+    natsStatus s = sk__js_ack(j->nc, j->msg, SK__JS_NAK, delay_ms);
     if (s != NATS_OK) {
         /* Not fatal: the server redelivers after AckWait anyway. */
         SK_LOG_DEBUG("consumer %s: nak failed: %s", j->c->durable, natsStatus_GetText(s));
@@ -246,7 +253,7 @@ static void job_ack(job *j, bool is_term)
         return;
     }
     /* Term: the server never redelivers it; the dead letter is the record. */
-    natsStatus s = is_term ? natsMsg_Term(j->msg, NULL) : natsMsg_Ack(j->msg, NULL);
+    natsStatus s = sk__js_ack(j->nc, j->msg, is_term ? SK__JS_TERM : SK__JS_ACK, 0);
     if (s != NATS_OK) {
         /* A redelivery finds the inbox row (or the parked row) and is acked then. */
         SK_LOG_DEBUG("consumer %s: ack failed: %s", j->c->durable, natsStatus_GetText(s));
@@ -1442,8 +1449,8 @@ static void inbox_prune_poll(sk_consumer *c)
 /* Fetch thread: turn one message into a job and queue it. Takes @p msg. */
 static void process(sk_consumer *c, natsMsg *msg)
 {
-    jsMsgMetaData *meta = NULL;
     sk_status st;
+    uint64_t n_delivered = 1, stream_seq = 0;
     const char *data;
     const char *redrive = NULL;
     int data_len;
@@ -1451,7 +1458,7 @@ static void process(sk_consumer *c, natsMsg *msg)
 
     if (j == NULL) {
         /* Let the server redeliver it after a while. */
-        SK_IGNORE(natsMsg_NakWithDelay(msg, REQUEUE_DELAY_MS, NULL)); /* best effort */
+        SK_IGNORE(sk__js_ack(c->pull.nc, msg, SK__JS_NAK, REQUEUE_DELAY_MS)); /* best effort */
         natsMsg_Destroy(msg);
         return;
     }
@@ -1460,13 +1467,14 @@ static void process(sk_consumer *c, natsMsg *msg)
     sk__msg_unlock(&c->mu);
     j->c = c;
     j->msg = msg;
+    j->nc = c->pull.nc;
     j->m.nats_subject = natsMsg_GetSubject(msg);
-    j->m.n_delivered = 1;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-        j->m.n_delivered = meta->NumDelivered;
-        j->m.stream_seq = meta->Sequence.Stream;
-        jsMsgMetaData_Destroy(meta);
+    if (!sk__js_ack_parse(natsMsg_GetReply(msg), &n_delivered, &stream_seq)) {
+        n_delivered = 1; /* not from JetStream (sk__pull_next hands out only those) */
+        stream_seq = 0;
     }
+    j->m.n_delivered = n_delivered;
+    j->m.stream_seq = stream_seq;
     j->position = (int64_t)j->m.stream_seq;
     data = natsMsg_GetData(msg);
     data_len = natsMsg_GetDataLength(msg);
@@ -1509,11 +1517,7 @@ static sk_status consumer_subscribe(sk_consumer *c);
 /* Drop the subscription; bound to the durable, so the durable and its position stay. */
 static void consumer_unsubscribe(sk_consumer *c)
 {
-    if (c->sub != NULL) {
-        SK_IGNORE(natsSubscription_Unsubscribe(c->sub)); /* leaving anyway */
-        natsSubscription_Destroy(c->sub);
-        c->sub = NULL;
-    }
+    sk__pull_close(&c->pull); /* harmless when not subscribed */
 }
 
 /*
@@ -1543,7 +1547,7 @@ static bool consumer_move(sk_consumer *c)
         consumer_unsubscribe(c);
         c->is_resubscribe_needed = false;
     }
-    if (c->sub == NULL) {
+    if (c->pull.sub == NULL) {
         if (consumer_subscribe(c) != SK_OK) {
             int64_t now = sk_time_mono_ms();
             if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
@@ -1556,27 +1560,6 @@ static bool consumer_move(sk_consumer *c)
                     (unsigned long long)c->link->generation);
     }
     return true;
-}
-
-/*
- * nats.c 3.4.1's natsSubscription_Fetch writes past its array of `batch`
- * messages when more than half a batch is already queued on the
- * subscription (delivered for an earlier pull request that our side stopped
- * waiting for first, as around a reconnect or a failover) and more keeps
- * arriving: it then stops only at its timeout (228 messages for a batch of
- * 128 in test_msg_consumer; the heap corruption crashed services in
- * system_cluster). While anything is queued, fetch one message at a time: a
- * batch of 1 never runs into it, and queued messages come back without a
- * pull request.
- */
-int sk__fetch_batch(natsSubscription *sub, int batch)
-{
-    int n_queued = 0, n_bytes = 0;
-
-    if (natsSubscription_GetPending(sub, &n_queued, &n_bytes) == NATS_OK && n_queued > 0) {
-        return 1;
-    }
-    return batch;
 }
 
 /*
@@ -1666,6 +1649,55 @@ static bool consumer_lock_yield_if_failing(sk_consumer *c)
     return true;
 }
 
+/*
+ * Keep about a batch asked for ahead of what has arrived, so the server
+ * streams while this thread hands messages to the store, within the bound on
+ * work in flight (the consumer's MaxAckPending too). Nothing is asked for
+ * while the store is that far behind. @return SK_OK or the request's failure.
+ */
+static sk_status pull_top_up(sk_consumer *c)
+{
+    sk__pull *p = &c->pull;
+
+    if (c->link->n_reconnects != c->pull_reconnects) {
+        /* Requests made on the lost connection may be gone with it. */
+        c->pull_reconnects = c->link->n_reconnects;
+        sk__pull_forget(p);
+    }
+    if ((size_t)p->n_requested > c->batch / 2 || p->n_req == SK__PULL_MAX_REQUESTS) {
+        return SK_OK;
+    }
+    sk__msg_lock(&c->mu);
+    size_t in_flight = c->n_outstanding + (size_t)p->n_requested;
+    sk__msg_unlock(&c->mu);
+    if (in_flight + c->batch > c->max_outstanding) {
+        return SK_OK;
+    }
+    return sk__pull_ask(p, (int)c->batch, PULL_EXPIRES_MS);
+}
+
+/* Fetch thread: a read from the consumer failed; decide whether to subscribe anew. */
+static void pull_failed(sk_consumer *c, sk_status st)
+{
+    int64_t now = sk_time_mono_ms();
+
+    fetch_failed(c);
+    /*
+     * The durable deleted on the server ("Consumer Deleted", or requests
+     * going unanswered and the server saying it does not exist): bind
+     * again, which creates it anew (its inbox rows keep what comes back from
+     * the stream's start from acting twice). Failures that clear up by
+     * themselves (an outage, a leader election) are not that.
+     */
+    c->is_resubscribe_needed =
+        st == SK_ENOTFOUND ||
+        ((st == SK_ETIMEDOUT || st == SK_EUNAVAILABLE) && consumer_is_gone(c));
+    if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
+        c->last_log_ms = now;
+        SK_LOG_WARN("consumer %s: %s", c->durable, sk_error_message());
+    }
+}
+
 static void *fetch_main(void *arg)
 {
     sk_consumer *c = arg;
@@ -1673,15 +1705,10 @@ static void *fetch_main(void *arg)
 
     sk_thread_name("sk-fetch");
     for (;;) {
-        natsMsgList list = { 0 };
-        jsErrCode jerr = 0;
-        natsStatus s;
+        natsMsg *msg = NULL;
+        sk_status st;
 
         sk__msg_lock(&c->mu);
-        /* Bounded work in flight: wait for the store to catch up before fetching more. */
-        while (!c->is_stopping && c->n_outstanding + c->batch > c->max_outstanding) {
-            wait_ms(c, 100);
-        }
         bool stop = c->is_stopping;
         sk__msg_unlock(&c->mu);
         if (stop) {
@@ -1702,7 +1729,7 @@ static void *fetch_main(void *arg)
         if (consumer_lock_yield_if_failing(c)) {
             continue;
         }
-        if ((c->sub == NULL || c->is_resubscribe_needed ||
+        if ((c->pull.sub == NULL || c->is_resubscribe_needed ||
              !sk__bus_link_is_current(c->bus, c->link)) &&
             !consumer_move(c)) {
             fetch_failed(c);
@@ -1714,44 +1741,29 @@ static void *fetch_main(void *arg)
         }
         release_poll(c);
         inbox_prune_poll(c);
-        s = natsSubscription_Fetch(&list, c->sub, sk__fetch_batch(c->sub, (int)c->batch),
-                                   c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS, &jerr);
-        if (s == NATS_OK) {
+        st = pull_top_up(c);
+        if (st == SK_OK && c->pull.n_requested == 0) {
+            /* Bounded work in flight: wait for the store to catch up before asking for more. */
+            sk__msg_lock(&c->mu);
+            if (c->n_outstanding + c->batch > c->max_outstanding) {
+                wait_ms(c, c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS);
+            }
+            sk__msg_unlock(&c->mu);
+            continue;
+        }
+        if (st == SK_OK) {
+            st = sk__pull_next(&c->pull, &msg,
+                               c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS);
+        }
+        if (st == SK_OK) {
             backoff = 100;
             c->failing_since_ms = 0;
-            for (int i = 0; i < list.Count; i++) {
-                natsMsg *m = list.Msgs[i];
-                list.Msgs[i] = NULL; /* the job owns it now */
-                if (m != NULL) {
-                    process(c, m);
-                }
+            if (msg != NULL) {
+                process(c, msg);
             }
-            natsMsgList_Destroy(&list);
             continue;
         }
-        natsMsgList_Destroy(&list);
-        if (s == NATS_TIMEOUT) {
-            c->failing_since_ms = 0; /* the server answered: nothing to fetch right now */
-            continue;
-        }
-        fetch_failed(c);
-        /*
-         * The durable deleted on the server ("Consumer Deleted"): the
-         * subscription would only time out from now on, so bind again, which
-         * creates it anew (its inbox rows keep what comes back from the
-         * stream's start from acting twice). Failures that clear up by
-         * themselves (an outage) are not that, and asking would only wait.
-         */
-        c->is_resubscribe_needed = !sk__nats_is_retryable(s, jerr) && consumer_is_gone(c);
-        {
-            int64_t now = sk_time_mono_ms();
-            if (!sk__nats_is_retryable(s, jerr) &&
-                (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS)) {
-                c->last_log_ms = now;
-                SK_IGNORE(sk__nats_fail(s, jerr, "fetch")); /* only formats the message */
-                SK_LOG_WARN("consumer %s: %s", c->durable, sk_error_message());
-            }
-        }
+        pull_failed(c, st);
         sk__msg_lock(&c->mu);
         wait_ms(c, backoff);
         sk__msg_unlock(&c->mu);
@@ -1791,7 +1803,6 @@ static sk_status consumer_subscribe(sk_consumer *c)
 {
     jsConsumerInfo *ci = NULL;
     jsConsumerConfig cc;
-    jsSubOptions so;
     sk_status st = SK_OK;
     jsErrCode jerr = 0;
     jsCtx *js = c->link->js;
@@ -1830,15 +1841,10 @@ static sk_status consumer_subscribe(sk_consumer *c)
         st = sk__nats_fail(s, jerr, "looking up the durable consumer");
         goto out;
     }
-    jsSubOptions_Init(&so);
-    so.Stream = c->stream;
-    so.Consumer = c->durable; /* bind: unsubscribing then never deletes the durable */
-    so.ManualAck = true;
-    jerr = 0;
-    s = js_PullSubscribe(&c->sub, js, c->filter, c->durable, NULL, &so, &jerr);
-    if (s != NATS_OK) {
-        st = sk__nats_fail(s, jerr, "subscribing to the durable consumer");
-    }
+    c->pull_reconnects = c->link->n_reconnects;
+    st = sk__pull_open(&c->pull, c->link->nc,
+                       c->bus->inbox_prefix != NULL ? c->bus->inbox_prefix : "_INBOX", c->stream,
+                       c->durable);
 out:
     jsConsumerInfo_Destroy(ci);
     if (st != SK_OK) {

@@ -111,6 +111,81 @@ static inline void sk__msg_unlock(pthread_mutex_t *mu)
     }
 }
 
+/* ---------------------------------------------------------------- pull requests (pull.c) */
+
+/** Most pull requests open at once. */
+#define SK__PULL_MAX_REQUESTS 8
+/** Longest inbox prefix: the reply subjects add a token and a request id. */
+#define SK__PULL_INBOX_MAX 160
+
+/** One pull request: its id (the reply subject's last token) and what it may still deliver. */
+typedef struct sk__pull_request {
+    uint64_t id;
+    int left;
+    int64_t lost_after_ms; /* monotonic: counted as lost when no end status came by then */
+} sk__pull_request;
+
+/**
+ * A durable pull consumer read through pull requests of our own that stand
+ * while the caller handles what arrived, answered into a plain synchronous
+ * subscription (see pull.c). One thread only.
+ */
+typedef struct sk__pull {
+    natsConnection *nc; /* borrowed: the caller's link outlives the pull */
+    natsSubscription *sub;
+    char next_subject[400]; /* "$JS.API.CONSUMER.MSG.NEXT.<s>.<d>" */
+    char reply_prefix[SK__PULL_INBOX_MAX + SK_UUID_LEN + 2]; /* "<inbox>.<token>." */
+    uint64_t last_id;
+    sk__pull_request req[SK__PULL_MAX_REQUESTS]; /* open requests, oldest first */
+    int n_req;
+    int n_requested; /* messages asked for and not received: the sum of req[].left */
+} sk__pull;
+
+/**
+ * Subscribe on @p nc for the deliveries of @p durable on @p stream, under
+ * @p inbox (which the NATS permissions allow). @p p is overwritten.
+ * @return SK_OK, SK_EINVAL (names too long), SK_EBUS.
+ */
+sk_status sk__pull_open(
+    sk__pull *p, natsConnection *nc, const char *inbox, const char *stream, const char *durable);
+/** Unsubscribe; what was asked for and not received is redelivered after AckWait. */
+void sk__pull_close(sk__pull *p);
+/**
+ * Ask for up to @p batch more messages, the request expiring after
+ * @p expires_ms. @return SK_OK, SK_ELIMIT (SK__PULL_MAX_REQUESTS open), SK_EBUS.
+ */
+sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms);
+/**
+ * The next delivered message within @p timeout_ms: *out (the caller's),
+ * or NULL when none came. End statuses are counted here.
+ * @return SK_OK; SK_ENOTFOUND when the server deleted the durable,
+ *         SK_ETIMEDOUT when requests went unanswered past their expiry (lost,
+ *         or the durable does not exist), SK_EUNAVAILABLE when JetStream
+ *         does not answer at all, SK_EBUS.
+ */
+sk_status sk__pull_next(sk__pull *p, natsMsg **out, int64_t timeout_ms);
+/** Forget every open request (after a reconnect they may be gone). */
+void sk__pull_forget(sk__pull *p);
+/** Bookkeeping, exposed for unit tests: a message arrived for the oldest open request. */
+void sk__pull_on_message(sk__pull *p);
+/** Bookkeeping: request @p id ended, and with it every older one. */
+void sk__pull_on_end(sk__pull *p, uint64_t id);
+/** Bookkeeping: drop the requests whose end status is overdue at @p now_ms; true if any. */
+bool sk__pull_drop_lost(sk__pull *p, int64_t now_ms);
+
+typedef enum sk__js_ack_kind { SK__JS_ACK, SK__JS_TERM, SK__JS_NAK } sk__js_ack_kind;
+
+/**
+ * Acknowledge a JetStream message on @p nc: done, terminated (never
+ * redelivered), or redeliver after @p delay_ms (SK__JS_NAK only).
+ */
+natsStatus sk__js_ack(natsConnection *nc, natsMsg *msg, sk__js_ack_kind kind, int64_t delay_ms);
+/**
+ * The delivery count and stream sequence in a JetStream message's reply
+ * subject ("$JS.ACK...."). @return false when it is not one.
+ */
+bool sk__js_ack_parse(const char *reply, uint64_t *n_delivered, uint64_t *stream_seq);
+
 /* ---------------------------------------------------------------- message reaper */
 
 /** Finished messages held before they are destroyed together (reaper.c). */
@@ -154,13 +229,6 @@ sk_status sk__nats_fail(natsStatus s, jsErrCode jerr, const char *what);
  * as SK_ETIMEDOUT).
  */
 bool sk__nats_is_retryable(natsStatus s, jsErrCode jerr);
-
-/**
- * The batch to pass to natsSubscription_Fetch on @p sub: @p batch, or 1
- * while messages are already queued on it (nats.c 3.4.1 overruns its array
- * otherwise; see consumer.c).
- */
-int sk__fetch_batch(natsSubscription *sub, int batch);
 
 /**
  * Free an array that nats.c allocated and documents as released with

@@ -475,65 +475,134 @@ static void test_consumer_malformed_dead_lettered_at_once(void **state)
                      4);
 }
 
+static bool leftovers_settled(void *ctx)
+{
+    jsConsumerInfo *ci = NULL;
+    bool settled = js_GetConsumerInfo(&ci, ctx, STREAM, "leftovers", NULL, NULL) == NATS_OK &&
+                   ci->NumAckPending == 0 && ci->NumPending == 0;
+    jsConsumerInfo_Destroy(ci);
+    return settled;
+}
+
 /*
- * Messages queued on a pull subscription from an earlier pull request (one
- * our side stopped waiting for, as around a failover) while more arrive:
- * nats.c 3.4.1's natsSubscription_Fetch would write 228 messages into its
- * array of 128. With the batch from sk__fetch_batch no fetch ever returns
- * more than it asked for, and every message arrives.
+ * The consumer's own pull requests against a real server: two stand at
+ * once and the server fills them oldest first, messages from a request the
+ * consumer forgot (as after a reconnect) still arrive and are counted
+ * against nothing, and a request that expires ends with a status that
+ * closes it, so nothing stays counted as asked for.
  */
-static void test_fetch_batch_with_queued_leftovers(void **state)
+static void test_pull_requests_stand_and_end(void **state)
 {
     fixture *f = *state;
     sk__bus_link *link = sk__bus_link_acquire(f->bus);
-    natsSubscription *sub = NULL;
+    jsConsumerConfig cc;
     jsErrCode jerr = 0;
-    jsSubOptions so;
+    sk__pull p;
     const int n_messages = 300;
+    int n_got = 0;
+    uint64_t last_seq = 0;
 
     for (int i = 0; i < n_messages; i++) {
         assert_int_equal(js_Publish(NULL, link->js, "inv.commands.Leftover", "x", 1, NULL, &jerr),
                          NATS_OK);
     }
-    jsSubOptions_Init(&so);
-    so.Config.AckPolicy = js_AckExplicit;
-    so.Config.MaxAckPending = 1000;
-    assert_int_equal(
-        js_PullSubscribe(&sub, link->js, "inv.commands.Leftover", "leftovers", NULL, &so, &jerr),
-        NATS_OK);
-    /* A pull request of 100 answered into the subscription's inbox, then another one. */
-    const char *request = "{\"batch\":100,\"expires\":5000000000}";
-    char api[128];
-    snprintf(api, sizeof(api), "$JS.API.CONSUMER.MSG.NEXT.%s.leftovers", STREAM);
-    assert_int_equal(natsConnection_PublishRequestString(link->nc, api,
-                                                         natsSubscription_GetSubject(sub), request),
-                     NATS_OK);
-    int n_queued = 0, n_bytes = 0;
-    for (int64_t t0 = sk_time_mono_ms(); n_queued < 100 && sk_time_mono_ms() - t0 < 5000;) {
-        assert_int_equal(natsSubscription_GetPending(sub, &n_queued, &n_bytes), NATS_OK);
-    }
-    assert_int_equal(n_queued, 100);
-    assert_int_equal(natsConnection_PublishRequestString(link->nc, api,
-                                                         natsSubscription_GetSubject(sub), request),
-                     NATS_OK);
-    assert_int_equal(sk__fetch_batch(sub, 128), 1);
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = "leftovers";
+    cc.AckPolicy = js_AckExplicit;
+    cc.MaxAckPending = 1000;
+    cc.FilterSubject = "inv.commands.Leftover";
+    assert_int_equal(js_AddConsumer(NULL, link->js, STREAM, &cc, NULL, &jerr), NATS_OK);
+    assert_int_equal(sk__pull_open(&p, link->nc, "_INBOX", STREAM, "leftovers"), SK_OK);
 
-    int n_got = 0;
-    for (int64_t t0 = sk_time_mono_ms(); n_got < n_messages && sk_time_mono_ms() - t0 < 10000;) {
-        natsMsgList list = { 0 };
-        int batch = sk__fetch_batch(sub, 128);
-        natsStatus s = natsSubscription_Fetch(&list, sub, batch, 500, &jerr);
-        if (s == NATS_OK) {
-            assert_in_range(list.Count, 1, batch);
-            for (int i = 0; i < list.Count; i++) {
-                assert_int_equal(natsMsg_Ack(list.Msgs[i], NULL), NATS_OK);
-            }
-            n_got += list.Count;
+    /* Two requests of 100 stand together: 200 asked for. */
+    assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
+    assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
+    assert_int_equal(p.n_requested, 200);
+    assert_int_equal(p.n_req, 2);
+    /* A third, then forgotten: its 100 arrive all the same. */
+    assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
+    for (int64_t t0 = sk_time_mono_ms(); n_got < 200 && sk_time_mono_ms() - t0 < 10000;) {
+        natsMsg *m = NULL;
+        assert_int_equal(sk__pull_next(&p, &m, 500), SK_OK);
+        if (m != NULL) {
+            uint64_t n_delivered = 0, seq = 0;
+            assert_true(sk__js_ack_parse(natsMsg_GetReply(m), &n_delivered, &seq));
+            assert_int_equal(n_delivered, 1);
+            assert_true(seq > last_seq); /* in stream order */
+            last_seq = seq;
+            assert_int_equal(sk__js_ack(link->nc, m, SK__JS_ACK, 0), NATS_OK);
+            natsMsg_Destroy(m);
+            n_got++;
         }
-        natsMsgList_Destroy(&list);
+    }
+    assert_int_equal(n_got, 200);
+    /* The first two are full and closed; the third is open. */
+    assert_int_equal(p.n_req, 1);
+    assert_int_equal(p.n_requested, 100);
+    sk__pull_forget(&p);
+    for (int64_t t0 = sk_time_mono_ms(); n_got < n_messages && sk_time_mono_ms() - t0 < 10000;) {
+        natsMsg *m = NULL;
+        assert_int_equal(sk__pull_next(&p, &m, 500), SK_OK);
+        if (m != NULL) {
+            assert_int_equal(sk__js_ack(link->nc, m, SK__JS_ACK, 0), NATS_OK);
+            natsMsg_Destroy(m);
+            n_got++;
+        }
     }
     assert_int_equal(n_got, n_messages);
-    natsSubscription_Destroy(sub);
+    assert_int_equal(p.n_requested, 0);
+
+    /* Nothing left: a request expires, and its end status closes it. */
+    assert_int_equal(sk__pull_ask(&p, 10, 300), SK_OK);
+    assert_int_equal(p.n_req, 1);
+    for (int64_t t0 = sk_time_mono_ms(); p.n_req > 0 && sk_time_mono_ms() - t0 < 5000;) {
+        natsMsg *m = NULL;
+        assert_int_equal(sk__pull_next(&p, &m, 100), SK_OK);
+        assert_null(m);
+    }
+    assert_int_equal(p.n_req, 0);
+    assert_int_equal(p.n_requested, 0);
+
+    /* Every message was acknowledged: the server has nothing pending. */
+    assert_true(sk_test_wait_until(leftovers_settled, link->js, 5000));
+
+    /* A request that got part of its batch ends with a status too. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(js_Publish(NULL, link->js, "inv.commands.Leftover", "x", 1, NULL, &jerr),
+                         NATS_OK);
+    }
+    assert_int_equal(sk__pull_ask(&p, 10, 300), SK_OK);
+    n_got = 0;
+    for (int64_t t0 = sk_time_mono_ms(); p.n_req > 0 && sk_time_mono_ms() - t0 < 5000;) {
+        natsMsg *m = NULL;
+        assert_int_equal(sk__pull_next(&p, &m, 100), SK_OK);
+        if (m != NULL) {
+            assert_int_equal(sk__js_ack(link->nc, m, SK__JS_ACK, 0), NATS_OK);
+            natsMsg_Destroy(m);
+            n_got++;
+        }
+    }
+    assert_int_equal(n_got, 3);
+    assert_int_equal(p.n_req, 0);
+    assert_int_equal(p.n_requested, 0);
+    sk__pull_close(&p);
+    sk__bus_link_release(link);
+}
+
+/* A request for a consumer that does not exist gets no answer: it counts as lost once overdue. */
+static void test_pull_without_a_consumer_goes_unanswered(void **state)
+{
+    fixture *f = *state;
+    sk__bus_link *link = sk__bus_link_acquire(f->bus);
+    sk__pull p;
+    natsMsg *m = NULL;
+
+    assert_int_equal(sk__pull_open(&p, link->nc, "_INBOX", STREAM, "nobody"), SK_OK);
+    assert_int_equal(sk__pull_ask(&p, 10, 200), SK_OK);
+    assert_int_equal(sk__pull_next(&p, &m, 3000), SK_ETIMEDOUT);
+    assert_null(m);
+    assert_int_equal(p.n_req, 0);
+    sk__pull_close(&p);
     sk__bus_link_release(link);
 }
 
@@ -637,7 +706,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_sees_a_block_committed_by_another_writer,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_prunes_its_old_inbox_rows, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fetch_batch_with_queued_leftovers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pull_requests_stand_and_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pull_without_a_consumer_goes_unanswered, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_consumers_sharing_a_database_take_turns, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_consumer_recreates_its_deleted_durable, setup,
