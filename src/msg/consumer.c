@@ -48,7 +48,8 @@
 #define FETCH_WAIT_MS 1000
 /*
  * How long a pull request stands. An idle consumer renews it this often; one
- * lost without its end status (a leader change) is replaced a second after.
+ * the server dropped without an end status is replaced within a FETCH_WAIT_MS
+ * of being counted lost, a second after it expired (see pull.c).
  */
 #define PULL_EXPIRES_MS 2000
 /* Fetch wait while some aggregate is blocked, so its retries are not late. */
@@ -1475,7 +1476,8 @@ static void process(sk_consumer *c, natsMsg *msg)
     }
     j->m.n_delivered = n_delivered;
     j->m.stream_seq = stream_seq;
-    j->position = (int64_t)j->m.stream_seq;
+    /* -1 means "no head" in a block: a forged sequence past INT64_MAX must not become it. */
+    j->position = j->m.stream_seq > INT64_MAX ? INT64_MAX : (int64_t)j->m.stream_seq;
     data = natsMsg_GetData(msg);
     data_len = natsMsg_GetDataLength(msg);
     j->m.data = (sk_slice){ (const uint8_t *)(data != NULL ? data : ""),
@@ -1650,30 +1652,31 @@ static bool consumer_lock_yield_if_failing(sk_consumer *c)
 }
 
 /*
- * Keep about a batch asked for ahead of what has arrived, so the server
- * streams while this thread hands messages to the store, within the bound on
- * work in flight (the consumer's MaxAckPending too). Nothing is asked for
- * while the store is that far behind. @return SK_OK or the request's failure.
+ * Keep a pull request open for as many messages as the bound on work in
+ * flight leaves room for (the consumer's MaxAckPending is the same bound),
+ * so the server streams while this thread hands messages to the store.
+ * Nothing is asked for while less than a batch fits: the store catches up
+ * first. @return SK_OK or the request's failure.
  */
 static sk_status pull_top_up(sk_consumer *c)
 {
     sk__pull *p = &c->pull;
 
     if (c->link->n_reconnects != c->pull_reconnects) {
-        /* Requests made on the lost connection may be gone with it. */
+        /* A request made on the lost connection may be gone with it. */
         c->pull_reconnects = c->link->n_reconnects;
         sk__pull_forget(p);
     }
-    if ((size_t)p->n_requested > c->batch / 2 || p->n_req == SK__PULL_MAX_REQUESTS) {
+    if (p->open_id != 0) {
         return SK_OK;
     }
     sk__msg_lock(&c->mu);
-    size_t in_flight = c->n_outstanding + (size_t)p->n_requested;
+    size_t room = c->max_outstanding > c->n_outstanding ? c->max_outstanding - c->n_outstanding : 0;
     sk__msg_unlock(&c->mu);
-    if (in_flight + c->batch > c->max_outstanding) {
+    if (room < c->batch) {
         return SK_OK;
     }
-    return sk__pull_ask(p, (int)c->batch, PULL_EXPIRES_MS);
+    return sk__pull_ask(p, (int)room, PULL_EXPIRES_MS);
 }
 
 /* Fetch thread: a read from the consumer failed; decide whether to subscribe anew. */
@@ -1718,6 +1721,7 @@ static void *fetch_main(void *arg)
             /* Standing by (no subscription), still follow reloads, so the old connection can close.
              */
             if (!sk__bus_link_is_current(c->bus, c->link)) {
+                consumer_unsubscribe(c); /* the one sk_consumer_start made; nothing is in flight */
                 sk__bus_link_release(c->link);
                 c->link = sk__bus_link_acquire(c->bus);
             }
@@ -1742,7 +1746,7 @@ static void *fetch_main(void *arg)
         release_poll(c);
         inbox_prune_poll(c);
         st = pull_top_up(c);
-        if (st == SK_OK && c->pull.n_requested == 0) {
+        if (st == SK_OK && c->pull.open_id == 0) {
             /* Bounded work in flight: wait for the store to catch up before asking for more. */
             sk__msg_lock(&c->mu);
             if (c->n_outstanding + c->batch > c->max_outstanding) {
@@ -1798,7 +1802,7 @@ static void dlq_stream_ensure(sk_bus *bus)
     SK_LOG_WARN("consumer: could not create stream %s: %s", SK_DLQ_STREAM, sk_error_message());
 }
 
-/* Create or update the durable consumer and bind a pull subscription to it on c->link. */
+/* Create or update the durable consumer and subscribe for its deliveries on c->link. */
 static sk_status consumer_subscribe(sk_consumer *c)
 {
     jsConsumerInfo *ci = NULL;

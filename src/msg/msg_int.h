@@ -113,32 +113,25 @@ static inline void sk__msg_unlock(pthread_mutex_t *mu)
 
 /* ---------------------------------------------------------------- pull requests (pull.c) */
 
-/** Most pull requests open at once. */
-#define SK__PULL_MAX_REQUESTS 8
 /** Longest inbox prefix: the reply subjects add a token and a request id. */
 #define SK__PULL_INBOX_MAX 160
 
-/** One pull request: its id (the reply subject's last token) and what it may still deliver. */
-typedef struct sk__pull_request {
-    uint64_t id;
-    int left;
-    int64_t lost_after_ms; /* monotonic: counted as lost when no end status came by then */
-} sk__pull_request;
-
 /**
- * A durable pull consumer read through pull requests of our own that stand
- * while the caller handles what arrived, answered into a plain synchronous
- * subscription (see pull.c). One thread only.
+ * A durable pull consumer read through a pull request of our own, answered
+ * into a plain synchronous subscription while the caller handles what has
+ * arrived (see pull.c). One request is open at a time, so every delivery
+ * counts against it. One thread only.
  */
 typedef struct sk__pull {
     natsConnection *nc; /* borrowed: the caller's link outlives the pull */
     natsSubscription *sub;
     char next_subject[400]; /* "$JS.API.CONSUMER.MSG.NEXT.<s>.<d>" */
     char reply_prefix[SK__PULL_INBOX_MAX + SK_UUID_LEN + 2]; /* "<inbox>.<token>." */
-    uint64_t last_id;
-    sk__pull_request req[SK__PULL_MAX_REQUESTS]; /* open requests, oldest first */
-    int n_req;
-    int n_requested; /* messages asked for and not received: the sum of req[].left */
+    uint64_t last_id;                                        /* of the last request sent */
+    uint64_t open_id;                                        /* the open request, or 0 */
+    int n_requested;       /* what the open request may still deliver */
+    int64_t lost_after_ms; /* monotonic: the open request counts as lost from then */
+    int n_lost_in_a_row;   /* requests lost with nothing delivered or ended since */
 } sk__pull;
 
 /**
@@ -148,29 +141,33 @@ typedef struct sk__pull {
  */
 sk_status sk__pull_open(
     sk__pull *p, natsConnection *nc, const char *inbox, const char *stream, const char *durable);
-/** Unsubscribe; what was asked for and not received is redelivered after AckWait. */
+/**
+ * Give back what has arrived and was not taken (a NAK: redelivered now, not
+ * after AckWait), then unsubscribe. What is still on its way comes back
+ * after AckWait. NULL-safe on a pull never opened (zeroed).
+ */
 void sk__pull_close(sk__pull *p);
 /**
- * Ask for up to @p batch more messages, the request expiring after
- * @p expires_ms. @return SK_OK, SK_ELIMIT (SK__PULL_MAX_REQUESTS open), SK_EBUS.
+ * Ask for up to @p batch messages, the request expiring after @p expires_ms.
+ * @return SK_OK, SK_EINVAL (a request is open), SK_EBUS.
  */
 sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms);
 /**
- * The next delivered message within @p timeout_ms: *out (the caller's),
- * or NULL when none came. End statuses are counted here.
+ * The next delivered message within @p timeout_ms: *out (the caller's), or
+ * NULL when none came or the open request ended (ask again then).
  * @return SK_OK; SK_ENOTFOUND when the server deleted the durable,
- *         SK_ETIMEDOUT when requests went unanswered past their expiry (lost,
+ *         SK_ETIMEDOUT when requests went unanswered twice in a row (lost,
  *         or the durable does not exist), SK_EUNAVAILABLE when JetStream
  *         does not answer at all, SK_EBUS.
  */
 sk_status sk__pull_next(sk__pull *p, natsMsg **out, int64_t timeout_ms);
-/** Forget every open request (after a reconnect they may be gone). */
+/** Forget the open request (after a reconnect it may be gone). */
 void sk__pull_forget(sk__pull *p);
-/** Bookkeeping, exposed for unit tests: a message arrived for the oldest open request. */
+/** Bookkeeping, exposed for unit tests: a message arrived. */
 void sk__pull_on_message(sk__pull *p);
-/** Bookkeeping: request @p id ended, and with it every older one. */
-void sk__pull_on_end(sk__pull *p, uint64_t id);
-/** Bookkeeping: drop the requests whose end status is overdue at @p now_ms; true if any. */
+/** Bookkeeping: an end status for request @p id arrived; true when it was the open one. */
+bool sk__pull_on_end(sk__pull *p, uint64_t id);
+/** Bookkeeping: drop the open request when its end is overdue at @p now_ms; true if dropped. */
 bool sk__pull_drop_lost(sk__pull *p, int64_t now_ms);
 
 typedef enum sk__js_ack_kind { SK__JS_ACK, SK__JS_TERM, SK__JS_NAK } sk__js_ack_kind;

@@ -2,22 +2,24 @@
 /*
  * Pull requests of our own for a durable JetStream consumer.
  *
- * nats.c 3.4.1's natsSubscription_Fetch sends a pull request, waits for its
- * answer and returns: nothing is asked for while the caller handles what it
- * got, so every batch pays a round trip to the server (bench_consumer: the
- * fetch thread waited ~1.2 ms per batch of 128 and then spent ~0.35 ms
- * handling it). Here requests stand: the consumer keeps about a batch asked
- * for ahead of what it has received, and the server streams into a plain
- * synchronous subscription "<inbox>.<token>.*", each request answering to
- * "<inbox>.<token>.<id>".
+ * nats.c 3.4.1's natsSubscription_Fetch sends a pull request, waits until
+ * it is answered and returns: the messages are handed on only after the last
+ * one arrived, and every fetch ends with a status message for nats.c to read
+ * and free on its own threads. Here the server answers into a plain
+ * synchronous subscription "<inbox>.<token>.*" (request <id> replies to
+ * "<inbox>.<token>.<id>") and the caller takes each message as it arrives,
+ * handing it to the store while the rest are on their way.
  *
- * The server serves a consumer's waiting requests oldest first, each until
- * its batch is full, and ends a request that expires with a status message
- * ("408 Request Timeout") sent to its reply subject. So every delivered
- * message counts against the oldest request still open, and an end status
- * for request <id> closes it and every older one. A request that never gets
- * its end (lost with a reconnect or a leader change) is dropped a while
- * after it expired, so nothing waits on it for long.
+ * One request is open at a time, for as much as the caller has room for.
+ * nats-server 2.9 serves several waiting requests of one consumer in turn,
+ * and ends a request it filled without a status, so with more than one open
+ * the client could not tell which had ended. With one, every delivery counts
+ * against it; it ends when it has delivered its batch, or with a status
+ * message to its reply subject (408 when it expired). One that gets neither
+ * by a second after its expiry was dropped by the server (usually harmless:
+ * an expired request is dropped without a status when a message is ready
+ * first; twice in a row means a leader change, a lost connection or no such
+ * consumer).
  *
  * Acknowledgements go straight to a message's reply subject ("$JS.ACK...."):
  * the subscription is not nats.c's JetStream one, so natsMsg_Ack and
@@ -38,41 +40,38 @@
 
 void sk__pull_on_message(sk__pull *p)
 {
-    if (p->n_req == 0) {
-        return; /* from a request we gave up on: nothing to count it against */
+    p->n_lost_in_a_row = 0;
+    if (p->open_id == 0) {
+        return; /* from a request we forgot: nothing to count it against */
     }
-    p->n_requested--;
-    if (--p->req[0].left == 0) {
-        sk__pull_on_end(p, p->req[0].id);
+    if (--p->n_requested == 0) {
+        p->open_id = 0; /* filled: the server ends it without a status */
     }
 }
 
-void sk__pull_on_end(sk__pull *p, uint64_t id)
+bool sk__pull_on_end(sk__pull *p, uint64_t id)
 {
-    int n_ended = 0;
-
-    while (n_ended < p->n_req && p->req[n_ended].id <= id) {
-        p->n_requested -= p->req[n_ended].left;
-        n_ended++;
+    p->n_lost_in_a_row = 0;
+    if (id == 0 || id != p->open_id) {
+        return false; /* a request we gave up on */
     }
-    memmove(p->req, p->req + n_ended, (size_t)(p->n_req - n_ended) * sizeof(p->req[0]));
-    p->n_req -= n_ended;
+    sk__pull_forget(p);
+    return true;
 }
 
 bool sk__pull_drop_lost(sk__pull *p, int64_t now_ms)
 {
-    for (int i = p->n_req - 1; i >= 0; i--) {
-        if (p->req[i].lost_after_ms <= now_ms) {
-            sk__pull_on_end(p, p->req[i].id); /* and the older ones, which expired first */
-            return true;
-        }
+    if (p->open_id == 0 || now_ms < p->lost_after_ms) {
+        return false;
     }
-    return false;
+    sk__pull_forget(p);
+    p->n_lost_in_a_row++;
+    return true;
 }
 
 void sk__pull_forget(sk__pull *p)
 {
-    p->n_req = 0;
+    p->open_id = 0;
     p->n_requested = 0;
 }
 
@@ -112,10 +111,27 @@ sk_status sk__pull_open(
 
 void sk__pull_close(sk__pull *p)
 {
-    if (p->sub != NULL) {
-        SK_IGNORE(natsSubscription_Unsubscribe(p->sub)); /* leaving anyway */
-        natsSubscription_Destroy(p->sub);
+    int n_queued = 0, n_bytes = 0;
+
+    if (p->sub == NULL) {
+        return;
     }
+    if (natsSubscription_GetPending(p->sub, &n_queued, &n_bytes) != NATS_OK) {
+        n_queued = 0;
+    }
+    for (int i = 0; i < n_queued; i++) {
+        natsMsg *msg = NULL;
+        if (natsSubscription_NextMsg(&msg, p->sub, 1) != NATS_OK) {
+            break;
+        }
+        const char *reply = natsMsg_GetReply(msg);
+        if (reply != NULL && strncmp(reply, "$JS.ACK.", 8) == 0) {
+            SK_IGNORE(sk__js_ack(p->nc, msg, SK__JS_NAK, 0)); /* else back after AckWait */
+        }
+        natsMsg_Destroy(msg);
+    }
+    SK_IGNORE(natsSubscription_Unsubscribe(p->sub)); /* leaving anyway */
+    natsSubscription_Destroy(p->sub);
     memset(p, 0, sizeof(*p));
 }
 
@@ -125,9 +141,9 @@ sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms)
     char body[96];
     natsStatus s;
 
-    if (p->n_req == SK__PULL_MAX_REQUESTS) {
-        return SK_FAIL(SK_ELIMIT, "consumer: %d pull requests are open already",
-                       SK__PULL_MAX_REQUESTS);
+    if (p->open_id != 0 || batch < 1) {
+        return SK_FAIL(SK_EINVAL, "sk__pull_ask: %s",
+                       batch < 1 ? "batch must be at least 1" : "a request is open");
     }
     uint64_t id = p->last_id + 1;
     snprintf(reply, sizeof(reply), "%s%" PRIu64, p->reply_prefix, id);
@@ -139,11 +155,9 @@ sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms)
         return sk__nats_fail(s, 0, "sending a pull request");
     }
     p->last_id = id;
-    p->req[p->n_req++] =
-        (sk__pull_request){ .id = id,
-                            .left = batch,
-                            .lost_after_ms = sk_time_mono_ms() + expires_ms + PULL_LOST_GRACE_MS };
-    p->n_requested += batch;
+    p->open_id = id;
+    p->n_requested = batch;
+    p->lost_after_ms = sk_time_mono_ms() + expires_ms + PULL_LOST_GRACE_MS;
     return SK_OK;
 }
 
@@ -165,28 +179,30 @@ static uint64_t status_request_id(const sk__pull *p, const char *subject)
     return id;
 }
 
-/* A status message: a request ended, or the consumer is gone. */
-static sk_status status_handle(sk__pull *p, natsMsg *msg)
+/*
+ * A status message: a request ended (*is_end when it was the open one), or
+ * the consumer is gone.
+ */
+static sk_status status_handle(sk__pull *p, natsMsg *msg, bool *is_end)
 {
     const char *code = NULL;
     const char *description = NULL;
     uint64_t id = status_request_id(p, natsMsg_GetSubject(msg));
 
+    *is_end = false;
     SK_IGNORE(natsMsgHeader_Get(msg, "Status", &code)); /* stays NULL when absent */
     SK_IGNORE(natsMsgHeader_Get(msg, "Description", &description));
     if (code != NULL && strcmp(code, "100") == 0) {
         return SK_OK; /* an idle heartbeat; we ask for none */
     }
-    if (id != 0) {
-        sk__pull_on_end(p, id);
-    }
     /* 408 (expired) and 404 (nothing for a no-wait request) are the usual ends. */
+    *is_end = sk__pull_on_end(p, id);
     if (code != NULL && strcmp(code, "409") == 0) {
         if (description != NULL && strstr(description, "Consumer Deleted") != NULL) {
             sk__pull_forget(p);
             return SK_FAIL(SK_ENOTFOUND, "the durable consumer was deleted");
         }
-        /* Limits ("Exceeded MaxWaiting" and the like): the request ended; say why. */
+        /* Limits ("Exceeded MaxRequestBatch" and the like): the request ended; say why. */
         SK_LOG_DEBUG("consumer: pull request %" PRIu64 " ended: 409 %s", id,
                      description != NULL ? description : "");
     }
@@ -205,14 +221,12 @@ sk_status sk__pull_next(sk__pull *p, natsMsg **out, int64_t timeout_ms)
 
         if (s == NATS_TIMEOUT) {
             /*
-             * The server ends every request it knows of; one that went
-             * unanswered was lost (a leader change), or the consumer is
-             * not there: requests for a consumer that does not exist get
-             * no answer at all.
+             * Twice in a row without an answer: a request gets lost now and
+             * then (see the top of this file), repeatedly for a reason.
              */
-            if (sk__pull_drop_lost(p, sk_time_mono_ms())) {
-                return SK_FAIL(SK_ETIMEDOUT, "pull requests to %s went unanswered",
-                               p->next_subject);
+            if (sk__pull_drop_lost(p, sk_time_mono_ms()) && p->n_lost_in_a_row >= 2) {
+                return SK_FAIL(SK_ETIMEDOUT, "pull requests to %s went unanswered %d times",
+                               p->next_subject, p->n_lost_in_a_row);
             }
             return SK_OK;
         }
@@ -230,13 +244,11 @@ sk_status sk__pull_next(sk__pull *p, natsMsg **out, int64_t timeout_ms)
             *out = msg;
             return SK_OK;
         }
-        sk_status st = status_handle(p, msg);
+        bool is_end = false;
+        sk_status st = status_handle(p, msg, &is_end);
         natsMsg_Destroy(msg);
-        if (st != SK_OK) {
-            return st;
-        }
-        if (sk_time_mono_ms() >= deadline) {
-            return SK_OK;
+        if (st != SK_OK || is_end || sk_time_mono_ms() >= deadline) {
+            return st; /* the open request ended: the caller asks again at once */
         }
     }
 }

@@ -475,6 +475,43 @@ static void test_consumer_malformed_dead_lettered_at_once(void **state)
                      4);
 }
 
+/* Read from @p p until @p want messages came (acking each) or @p p has no open request. */
+static int pull_read(sk__pull *p, natsConnection *nc, int want, uint64_t *last_seq)
+{
+    int n = 0;
+
+    for (int64_t t0 = sk_time_mono_ms(); n < want && sk_time_mono_ms() - t0 < 10000;) {
+        natsMsg *m = NULL;
+        assert_int_equal(sk__pull_next(p, &m, 100), SK_OK);
+        if (m == NULL) {
+            if (p->open_id == 0 && want == INT32_MAX) {
+                break;
+            }
+            continue;
+        }
+        uint64_t n_delivered = 0, seq = 0;
+        assert_true(sk__js_ack_parse(natsMsg_GetReply(m), &n_delivered, &seq));
+        if (last_seq != NULL) {
+            assert_int_equal(n_delivered, 1);
+            assert_true(seq > *last_seq); /* in stream order */
+            *last_seq = seq;
+        }
+        assert_int_equal(sk__js_ack(nc, m, SK__JS_ACK, 0), NATS_OK);
+        natsMsg_Destroy(m);
+        n++;
+    }
+    return n;
+}
+
+static void publish_leftovers(jsCtx *js, int n)
+{
+    jsErrCode jerr = 0;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(js_Publish(NULL, js, "inv.commands.Leftover", "x", 1, NULL, &jerr),
+                         NATS_OK);
+    }
+}
+
 static bool leftovers_settled(void *ctx)
 {
     jsConsumerInfo *ci = NULL;
@@ -485,11 +522,11 @@ static bool leftovers_settled(void *ctx)
 }
 
 /*
- * The consumer's own pull requests against a real server: two stand at
- * once and the server fills them oldest first, messages from a request the
- * consumer forgot (as after a reconnect) still arrive and are counted
- * against nothing, and a request that expires ends with a status that
- * closes it, so nothing stays counted as asked for.
+ * The consumer's own pull requests against a real server: a filled request
+ * ends without a status, a forgotten one (as after a reconnect) still
+ * delivers, an expired one ends with its status (not by being counted lost),
+ * whether it got part of its batch or nothing, and closing gives back what
+ * had arrived, so it comes again at once rather than after AckWait.
  */
 static void test_pull_requests_stand_and_end(void **state)
 {
@@ -498,110 +535,97 @@ static void test_pull_requests_stand_and_end(void **state)
     jsConsumerConfig cc;
     jsErrCode jerr = 0;
     sk__pull p;
-    const int n_messages = 300;
-    int n_got = 0;
     uint64_t last_seq = 0;
 
-    for (int i = 0; i < n_messages; i++) {
-        assert_int_equal(js_Publish(NULL, link->js, "inv.commands.Leftover", "x", 1, NULL, &jerr),
-                         NATS_OK);
-    }
+    publish_leftovers(link->js, 300);
     jsConsumerConfig_Init(&cc);
     cc.Durable = "leftovers";
     cc.AckPolicy = js_AckExplicit;
+    cc.AckWait = 60LL * 1000 * 1000 * 1000; /* a minute: a message not given back waits that long */
     cc.MaxAckPending = 1000;
     cc.FilterSubject = "inv.commands.Leftover";
     assert_int_equal(js_AddConsumer(NULL, link->js, STREAM, &cc, NULL, &jerr), NATS_OK);
     assert_int_equal(sk__pull_open(&p, link->nc, "_INBOX", STREAM, "leftovers"), SK_OK);
 
-    /* Two requests of 100 stand together: 200 asked for. */
+    /* Filled: closed without a status. */
     assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
+    assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_EINVAL); /* one at a time */
+    assert_int_equal(pull_read(&p, link->nc, 100, &last_seq), 100);
+    assert_int_equal(p.open_id, 0);
+    assert_int_equal(p.n_requested, 0);
+
+    /* Forgotten: its messages arrive all the same, counted against nothing. */
     assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
-    assert_int_equal(p.n_requested, 200);
-    assert_int_equal(p.n_req, 2);
-    /* A third, then forgotten: its 100 arrive all the same. */
-    assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
-    for (int64_t t0 = sk_time_mono_ms(); n_got < 200 && sk_time_mono_ms() - t0 < 10000;) {
+    sk__pull_forget(&p);
+    assert_int_equal(pull_read(&p, link->nc, 100, &last_seq), 100);
+    assert_int_equal(p.open_id, 0);
+
+    /* Part of its batch, then its end status at expiry. */
+    assert_int_equal(sk__pull_ask(&p, 200, 300), SK_OK);
+    assert_int_equal(pull_read(&p, link->nc, INT32_MAX, &last_seq), 100);
+    assert_int_equal(p.open_id, 0);
+    assert_int_equal(p.n_lost_in_a_row, 0); /* ended by the server, not given up on */
+
+    /* Nothing at all, then its end status. */
+    assert_int_equal(sk__pull_ask(&p, 10, 200), SK_OK);
+    assert_int_equal(pull_read(&p, link->nc, INT32_MAX, NULL), 0);
+    assert_int_equal(p.open_id, 0);
+    assert_int_equal(p.n_lost_in_a_row, 0);
+    assert_true(sk_test_wait_until(leftovers_settled, link->js, 5000));
+
+    /* Arrived but not taken when the pull closes: given back, so it comes again at once. */
+    publish_leftovers(link->js, 3);
+    assert_int_equal(sk__pull_ask(&p, 10, 5000), SK_OK);
+    int n_queued = 0, n_bytes = 0;
+    for (int64_t t0 = sk_time_mono_ms(); n_queued < 3 && sk_time_mono_ms() - t0 < 5000;) {
+        assert_int_equal(natsSubscription_GetPending(p.sub, &n_queued, &n_bytes), NATS_OK);
+    }
+    assert_int_equal(n_queued, 3);
+    sk__pull_close(&p);
+    assert_int_equal(sk__pull_open(&p, link->nc, "_INBOX", STREAM, "leftovers"), SK_OK);
+    assert_int_equal(sk__pull_ask(&p, 10, 5000), SK_OK);
+    int n_again = 0;
+    for (int64_t t0 = sk_time_mono_ms(); n_again < 3 && sk_time_mono_ms() - t0 < 10000;) {
         natsMsg *m = NULL;
-        assert_int_equal(sk__pull_next(&p, &m, 500), SK_OK);
+        assert_int_equal(sk__pull_next(&p, &m, 100), SK_OK);
         if (m != NULL) {
             uint64_t n_delivered = 0, seq = 0;
             assert_true(sk__js_ack_parse(natsMsg_GetReply(m), &n_delivered, &seq));
-            assert_int_equal(n_delivered, 1);
-            assert_true(seq > last_seq); /* in stream order */
-            last_seq = seq;
+            assert_int_equal(n_delivered, 2);
             assert_int_equal(sk__js_ack(link->nc, m, SK__JS_ACK, 0), NATS_OK);
             natsMsg_Destroy(m);
-            n_got++;
+            n_again++;
         }
     }
-    assert_int_equal(n_got, 200);
-    /* The first two are full and closed; the third is open. */
-    assert_int_equal(p.n_req, 1);
-    assert_int_equal(p.n_requested, 100);
-    sk__pull_forget(&p);
-    for (int64_t t0 = sk_time_mono_ms(); n_got < n_messages && sk_time_mono_ms() - t0 < 10000;) {
-        natsMsg *m = NULL;
-        assert_int_equal(sk__pull_next(&p, &m, 500), SK_OK);
-        if (m != NULL) {
-            assert_int_equal(sk__js_ack(link->nc, m, SK__JS_ACK, 0), NATS_OK);
-            natsMsg_Destroy(m);
-            n_got++;
-        }
-    }
-    assert_int_equal(n_got, n_messages);
-    assert_int_equal(p.n_requested, 0);
-
-    /* Nothing left: a request expires, and its end status closes it. */
-    assert_int_equal(sk__pull_ask(&p, 10, 300), SK_OK);
-    assert_int_equal(p.n_req, 1);
-    for (int64_t t0 = sk_time_mono_ms(); p.n_req > 0 && sk_time_mono_ms() - t0 < 5000;) {
-        natsMsg *m = NULL;
-        assert_int_equal(sk__pull_next(&p, &m, 100), SK_OK);
-        assert_null(m);
-    }
-    assert_int_equal(p.n_req, 0);
-    assert_int_equal(p.n_requested, 0);
-
-    /* Every message was acknowledged: the server has nothing pending. */
+    assert_int_equal(n_again, 3);
     assert_true(sk_test_wait_until(leftovers_settled, link->js, 5000));
-
-    /* A request that got part of its batch ends with a status too. */
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(js_Publish(NULL, link->js, "inv.commands.Leftover", "x", 1, NULL, &jerr),
-                         NATS_OK);
-    }
-    assert_int_equal(sk__pull_ask(&p, 10, 300), SK_OK);
-    n_got = 0;
-    for (int64_t t0 = sk_time_mono_ms(); p.n_req > 0 && sk_time_mono_ms() - t0 < 5000;) {
-        natsMsg *m = NULL;
-        assert_int_equal(sk__pull_next(&p, &m, 100), SK_OK);
-        if (m != NULL) {
-            assert_int_equal(sk__js_ack(link->nc, m, SK__JS_ACK, 0), NATS_OK);
-            natsMsg_Destroy(m);
-            n_got++;
-        }
-    }
-    assert_int_equal(n_got, 3);
-    assert_int_equal(p.n_req, 0);
-    assert_int_equal(p.n_requested, 0);
     sk__pull_close(&p);
     sk__bus_link_release(link);
 }
 
-/* A request for a consumer that does not exist gets no answer: it counts as lost once overdue. */
+/*
+ * Requests for a consumer that does not exist get no answer at all: each is
+ * counted lost once overdue, and the second in a row is reported.
+ */
 static void test_pull_without_a_consumer_goes_unanswered(void **state)
 {
     fixture *f = *state;
     sk__bus_link *link = sk__bus_link_acquire(f->bus);
     sk__pull p;
-    natsMsg *m = NULL;
+    sk_status st = SK_OK;
 
     assert_int_equal(sk__pull_open(&p, link->nc, "_INBOX", STREAM, "nobody"), SK_OK);
-    assert_int_equal(sk__pull_ask(&p, 10, 200), SK_OK);
-    assert_int_equal(sk__pull_next(&p, &m, 3000), SK_ETIMEDOUT);
-    assert_null(m);
-    assert_int_equal(p.n_req, 0);
+    for (int64_t t0 = sk_time_mono_ms(); st == SK_OK && sk_time_mono_ms() - t0 < 10000;) {
+        natsMsg *m = NULL;
+        if (p.open_id == 0) {
+            assert_int_equal(sk__pull_ask(&p, 10, 200), SK_OK);
+        }
+        st = sk__pull_next(&p, &m, 500);
+        assert_null(m);
+    }
+    assert_int_equal(st, SK_ETIMEDOUT);
+    assert_int_equal(p.n_lost_in_a_row, 2);
+    assert_int_equal(p.open_id, 0);
     sk__pull_close(&p);
     sk__bus_link_release(link);
 }
