@@ -20,9 +20,10 @@
  *    (WAL, synchronous=FULL) with the same inbox insert and handler insert
  *    for every message of the batch, COMMIT, then natsMsg_Ack each.
  *
- * Ack kind: sk_consumer acknowledges with natsMsg_Ack (fire-and-forget
- * +ACK, no confirmation round trip; src/msg/consumer.c job_ack), so both
- * references do too. The order of the contenders rotates between rounds.
+ * Ack kind: sk_consumer publishes "+ACK" to the message's reply subject
+ * (fire-and-forget, no confirmation round trip; src/msg/pull.c sk__js_ack),
+ * which is what natsMsg_Ack sends, so both references use natsMsg_Ack.
+ * The order of the contenders rotates between rounds.
  * CPU: getrusage of this process, and nats-server's from /proc over the same
  * window, reported apart (the ratios compare this process's alone).
  *
@@ -509,7 +510,7 @@ int main(int argc, char **argv)
     }
     printf("bench_consumer: %zu messages per contender, %d rounds, nats-server %s, %s, "
            "stream %s file storage R1, ~300-byte payloads, batch %d, MaxAckPending %d, "
-           "ack = natsMsg_Ack (as sk_consumer)\n",
+           "ack = +ACK without confirmation\n",
            b.n, o.rounds, sk_test_nats_url(b.e.nats), bmsg_transport(&b.e), STREAM, BATCH,
            MAX_ACK_PENDING);
     for (int r = 0; r < o.rounds; r++) {
@@ -554,12 +555,11 @@ int main(int argc, char **argv)
     bmsg_spread_print("CPU-per-message ratio sk_consumer/raw:", c_raw, (size_t)o.rounds);
     bmsg_spread_print("CPU-per-message ratio sk_consumer/raw+db:", c_db, (size_t)o.rounds);
     if (o.is_json) {
-        st = bmsg_json_print(json_pack("{s:s, s:s, s:I, s:s, s:O, s:f, s:f}", "bench",
-                                       "consumer", "transport", o.is_tls ? "mtls" : "plain",
-                                       "messages", (json_int_t)b.n, "ack", "natsMsg_Ack", "rounds",
-                                       jrounds, "ratio_raw_median",
-                                       bmsg_median(r_raw, (size_t)o.rounds), "ratio_raw_db_median",
-                                       bmsg_median(r_db, (size_t)o.rounds)));
+        st = bmsg_json_print(json_pack("{s:s, s:s, s:I, s:s, s:O, s:f, s:f}", "bench", "consumer",
+                                       "transport", o.is_tls ? "mtls" : "plain", "messages",
+                                       (json_int_t)b.n, "ack", "+ACK", "rounds", jrounds,
+                                       "ratio_raw_median", bmsg_median(r_raw, (size_t)o.rounds),
+                                       "ratio_raw_db_median", bmsg_median(r_db, (size_t)o.rounds)));
         if (st != SK_OK) {
             goto out;
         }

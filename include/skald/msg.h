@@ -6,7 +6,8 @@
  *  - outbox: messages written in the same transaction as the state change,
  *    published in order by an asynchronous relay (Nats-Msg-Id = ce-id, so
  *    JetStream drops duplicate publishes);
- *  - consumer: durable pull consumer, batched fetch, handler run inside a
+ *  - consumer: durable pull consumer (a standing pull request of its own,
+ *    each message handed on as it arrives), handler run inside a
  *    unit of work together with an inbox row (idempotent consumption),
  *    acknowledged only once that transaction is durable, bounded redelivery
  *    with backoff, then a dead letter;
@@ -297,7 +298,7 @@ typedef struct sk_consumer_config {
     const char *filter_subject; /* e.g. "inventory.commands.>" */
     int max_deliver;            /* 0 = 5 */
     int64_t ack_wait_ms;        /* 0 = SK_CONSUMER_DEFAULT_ACK_WAIT_MS */
-    size_t batch;               /* 0 = 128 */
+    size_t batch;               /* 0 = 128: the least it asks for; 4 x batch in flight at most */
     sk_msg_handler_fn handler;
     void *ctx;
     /* Applied before the handler; borrowed, NULL: versions are not checked. */
@@ -330,7 +331,10 @@ SK_API SK_NODISCARD sk_status sk_consumer_start(sk_consumer **out,
                                                 sk_store *store,
                                                 sk_metrics *metrics,
                                                 const sk_consumer_config *cfg);
-/** Stop fetching, wait for handled messages to be acknowledged. NULL-safe. */
+/**
+ * Stop fetching, wait for handled messages to be acknowledged, give back
+ * (NAK) what arrived and was not handled. NULL-safe.
+ */
 SK_API void sk_consumer_stop(sk_consumer *c);
 /**
  * Delete durable consumer @p durable of @p stream on the server (its

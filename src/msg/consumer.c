@@ -115,7 +115,7 @@ struct sk_consumer {
     bool is_consuming; /* this process holds the lock, or nobody can share the store */
     bool is_standby_logged;
     int64_t failing_since_ms;   /* fetches have failed since (monotonic), or 0 */
-    bool is_resubscribe_needed; /* a fetch failed: bind the subscription again */
+    bool is_resubscribe_needed; /* a fetch failed: check the durable, subscribe again */
     char *stream;
     char *durable;
     char *filter;
@@ -131,8 +131,8 @@ struct sk_consumer {
     sk_consumer_order order;
 
     sk__bus_link *link;       /* fetch thread (and start/stop): the connection pull lives on */
-    sk__pull pull;            /* fetch thread; pull.sub NULL while (re)subscribing failed */
-    uint64_t pull_reconnects; /* link->n_reconnects when pull's requests were last good */
+    sk__pull pull;            /* fetch thread; pull.sub NULL until subscribed on the current link */
+    uint64_t pull_reconnects; /* link->n_reconnects when pull was opened */
     pthread_t thread;
     bool has_thread;
 
@@ -1516,17 +1516,30 @@ static void wait_ms(sk_consumer *c, int64_t ms)
 
 static sk_status consumer_subscribe(sk_consumer *c);
 
-/* Drop the subscription; bound to the durable, so the durable and its position stay. */
+/*
+ * Drop the subscription, giving back what arrived and was not taken; the
+ * durable and its position stay on the server.
+ */
 static void consumer_unsubscribe(sk_consumer *c)
 {
     sk__pull_close(&c->pull); /* harmless when not subscribed */
 }
 
+/* Subscribe for the durable's deliveries on c->link, under a new reply token. */
+static sk_status pull_open(sk_consumer *c)
+{
+    c->pull_reconnects = c->link->n_reconnects;
+    return sk__pull_open(&c->pull, c->link->nc,
+                         c->bus->inbox_prefix != NULL ? c->bus->inbox_prefix : "_INBOX", c->stream,
+                         c->durable);
+}
+
 /*
  * Move to the bus's current connection (after a certificate reload), or
  * subscribe again after a failed attempt or a failed fetch (which creates
- * the durable consumer again should it have been deleted). Messages fetched on the old
- * subscription are acknowledged through it, so this first waits for them.
+ * the durable consumer again should it have been deleted). Messages taken
+ * on the old connection are acknowledged through it, so this first waits
+ * for them.
  * @return true when subscribed; false when stopping or subscribing failed.
  */
 static bool consumer_move(sk_consumer *c)
@@ -1663,9 +1676,17 @@ static sk_status pull_top_up(sk_consumer *c)
     sk__pull *p = &c->pull;
 
     if (c->link->n_reconnects != c->pull_reconnects) {
-        /* A request made on the lost connection may be gone with it. */
-        c->pull_reconnects = c->link->n_reconnects;
-        sk__pull_forget(p);
+        /*
+         * The open request may be gone with the lost connection, or still
+         * there: nats.c subscribed again to the same subject. A new reply
+         * token ends it either way (the server drops a request nobody
+         * listens to), so its deliveries cannot count against the next one.
+         */
+        sk__pull_close(p);
+        sk_status st = pull_open(c);
+        if (st != SK_OK) {
+            return st; /* pull.sub is NULL: the next round subscribes again */
+        }
     }
     if (p->open_id != 0) {
         return SK_OK;
@@ -1690,10 +1711,12 @@ static void pull_failed(sk_consumer *c, sk_status st)
      * going unanswered and the server saying it does not exist): bind
      * again, which creates it anew (its inbox rows keep what comes back from
      * the stream's start from acting twice). Failures that clear up by
-     * themselves (an outage, a leader election) are not that.
+     * themselves (an outage, a leader election) are not that. A request
+     * refused for a limit set on the durable (SK_ELIMIT) subscribes again
+     * too, which puts the consumer's own configuration back.
      */
     c->is_resubscribe_needed =
-        st == SK_ENOTFOUND ||
+        st == SK_ENOTFOUND || st == SK_ELIMIT ||
         ((st == SK_ETIMEDOUT || st == SK_EUNAVAILABLE) && consumer_is_gone(c));
     if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
         c->last_log_ms = now;
@@ -1718,8 +1741,8 @@ static void *fetch_main(void *arg)
             break;
         }
         if (!c->is_consuming && !consumer_lock_take(c)) {
-            /* Standing by (no subscription), still follow reloads, so the old connection can close.
-             */
+            /* Standing by (asking for nothing): still follow reloads, so the old connection can
+             * close. */
             if (!sk__bus_link_is_current(c->bus, c->link)) {
                 consumer_unsubscribe(c); /* the one sk_consumer_start made; nothing is in flight */
                 sk__bus_link_release(c->link);
@@ -1761,7 +1784,9 @@ static void *fetch_main(void *arg)
         }
         if (st == SK_OK) {
             backoff = 100;
-            c->failing_since_ms = 0;
+            if (msg != NULL || c->pull.n_lost_in_a_row == 0) {
+                c->failing_since_ms = 0; /* the server answered */
+            }
             if (msg != NULL) {
                 process(c, msg);
             }
@@ -1830,9 +1855,12 @@ static sk_status consumer_subscribe(sk_consumer *c)
         }
     } else if (s == NATS_OK) {
         const jsConsumerConfig *have = ci->Config;
+        /* Request limits an operator set would refuse our requests: ours has none. */
         bool same = have != NULL && have->MaxDeliver == cc.MaxDeliver &&
                     have->AckWait == cc.AckWait && have->MaxAckPending == cc.MaxAckPending &&
-                    have->FilterSubject != NULL && strcmp(have->FilterSubject, c->filter) == 0;
+                    have->FilterSubject != NULL && strcmp(have->FilterSubject, c->filter) == 0 &&
+                    have->MaxRequestBatch == 0 && have->MaxRequestExpires == 0 &&
+                    have->MaxRequestMaxBytes == 0;
         if (!same) {
             jerr = 0;
             s = js_UpdateConsumer(NULL, js, c->stream, &cc, NULL, &jerr);
@@ -1845,10 +1873,7 @@ static sk_status consumer_subscribe(sk_consumer *c)
         st = sk__nats_fail(s, jerr, "looking up the durable consumer");
         goto out;
     }
-    c->pull_reconnects = c->link->n_reconnects;
-    st = sk__pull_open(&c->pull, c->link->nc,
-                       c->bus->inbox_prefix != NULL ? c->bus->inbox_prefix : "_INBOX", c->stream,
-                       c->durable);
+    st = pull_open(c);
 out:
     jsConsumerInfo_Destroy(ci);
     if (st != SK_OK) {

@@ -18,8 +18,9 @@
  * message to its reply subject (408 when it expired). One that gets neither
  * by a second after its expiry was dropped by the server (usually harmless:
  * an expired request is dropped without a status when a message is ready
- * first; twice in a row means a leader change, a lost connection or no such
- * consumer).
+ * first; twice in a row means a lost connection, a leader gone without
+ * saying so, or no such consumer). A request the server refuses (a limit of
+ * the durable's, a bad request) is reported, so the caller backs off.
  *
  * Acknowledgements go straight to a message's reply subject ("$JS.ACK...."):
  * the subscription is not nats.c's JetStream one, so natsMsg_Ack and
@@ -111,27 +112,38 @@ sk_status sk__pull_open(
 
 void sk__pull_close(sk__pull *p)
 {
-    int n_queued = 0, n_bytes = 0;
+    int n_queued = 0, n_bytes = 0, n_taken = 0;
+    natsMsg **taken = NULL;
 
     if (p->sub == NULL) {
         return;
     }
-    if (natsSubscription_GetPending(p->sub, &n_queued, &n_bytes) != NATS_OK) {
-        n_queued = 0;
+    /*
+     * Take what arrived, unsubscribe, then give it back: given back while
+     * the open request still had this subscription, it could come straight
+     * back here and be lost with it.
+     */
+    if (natsSubscription_GetPending(p->sub, &n_queued, &n_bytes) == NATS_OK && n_queued > 0) {
+        taken = sk_calloc((size_t)n_queued, sizeof(*taken)); /* NULL: they wait for AckWait */
     }
-    for (int i = 0; i < n_queued; i++) {
-        natsMsg *msg = NULL;
-        if (natsSubscription_NextMsg(&msg, p->sub, 1) != NATS_OK) {
+    for (int i = 0; taken != NULL && i < n_queued; i++) {
+        natsStatus s = natsSubscription_NextMsg(&taken[n_taken], p->sub, 1);
+        if (s == NATS_OK) {
+            n_taken++;
+        } else if (s == NATS_TIMEOUT) {
             break;
-        }
-        const char *reply = natsMsg_GetReply(msg);
-        if (reply != NULL && strncmp(reply, "$JS.ACK.", 8) == 0) {
-            SK_IGNORE(sk__js_ack(p->nc, msg, SK__JS_NAK, 0)); /* else back after AckWait */
-        }
-        natsMsg_Destroy(msg);
+        } /* else a status message (no responders): skip it */
     }
     SK_IGNORE(natsSubscription_Unsubscribe(p->sub)); /* leaving anyway */
     natsSubscription_Destroy(p->sub);
+    for (int i = 0; i < n_taken; i++) {
+        const char *reply = natsMsg_GetReply(taken[i]);
+        if (reply != NULL && strncmp(reply, "$JS.ACK.", 8) == 0) {
+            SK_IGNORE(sk__js_ack(p->nc, taken[i], SK__JS_NAK, 0)); /* else back after AckWait */
+        }
+        natsMsg_Destroy(taken[i]);
+    }
+    sk_free(taken);
     memset(p, 0, sizeof(*p));
 }
 
@@ -195,18 +207,23 @@ static sk_status status_handle(sk__pull *p, natsMsg *msg, bool *is_end)
     if (code != NULL && strcmp(code, "100") == 0) {
         return SK_OK; /* an idle heartbeat; we ask for none */
     }
-    /* 408 (expired) and 404 (nothing for a no-wait request) are the usual ends. */
     *is_end = sk__pull_on_end(p, id);
-    if (code != NULL && strcmp(code, "409") == 0) {
-        if (description != NULL && strstr(description, "Consumer Deleted") != NULL) {
-            sk__pull_forget(p);
-            return SK_FAIL(SK_ENOTFOUND, "the durable consumer was deleted");
-        }
-        /* Limits ("Exceeded MaxRequestBatch" and the like): the request ended; say why. */
-        SK_LOG_DEBUG("consumer: pull request %" PRIu64 " ended: 409 %s", id,
-                     description != NULL ? description : "");
+    /* 408 (expired), 404 (nothing for a no-wait request) and a new leader end a request. */
+    if (code == NULL || strcmp(code, "408") == 0 || strcmp(code, "404") == 0 ||
+        (description != NULL && strstr(description, "Leadership Change") != NULL)) {
+        return SK_OK;
     }
-    return SK_OK;
+    if (description != NULL && strstr(description, "Consumer Deleted") != NULL) {
+        sk__pull_forget(p);
+        return SK_FAIL(SK_ENOTFOUND, "the durable consumer was deleted");
+    }
+    /*
+     * The server refused the request ("400 Bad Request", "409 Exceeded
+     * MaxRequestBatch", "409 Consumer is push based", ...): asking again at
+     * once would only be refused again, so the caller backs off and says why.
+     */
+    return SK_FAIL(SK_ELIMIT, "pull request refused: %s %s", code,
+                   description != NULL ? description : "");
 }
 
 sk_status sk__pull_next(sk__pull *p, natsMsg **out, int64_t timeout_ms)
