@@ -372,12 +372,6 @@ sk_status sk__envelope_to_json(const sk_envelope *env, char **out)
 
 /* ---------------------------------------------------------------- decoding */
 
-static bool name_is(sk_slice name, const char *want)
-{
-    size_t n = strlen(want);
-    return name.len == n && strncasecmp((const char *)name.ptr, want, n) == 0;
-}
-
 /* Copy an attribute into @p dst (SK_ENVELOPE_MAX_ATTR + 1 bytes) after checking it. */
 static sk_status attr_copy(sk_slice v, const char *header, char *dst)
 {
@@ -433,6 +427,31 @@ static const char *const header_names[H_COUNT_] = {
     SK__HDR_SAGASTEP,    SK__HDR_REPLYTO,
 };
 
+#define LEN(s) (sizeof(s) - 1)
+static const size_t header_lens[H_COUNT_] = {
+    LEN(SK__HDR_SPECVERSION),   LEN(SK__HDR_ID),          LEN(SK__HDR_TYPE),
+    LEN(SK__HDR_SOURCE),        LEN(SK__HDR_TIME),        LEN(SK__HDR_SUBJECT),
+    LEN(SK__HDR_SCHEMAVERSION), LEN(SK__HDR_TRACEPARENT), LEN(SK__HDR_SAGASTEP),
+    LEN(SK__HDR_REPLYTO),
+};
+#undef LEN
+
+/*
+ * Which envelope header @p name is (any case), or -1. Every message's
+ * headers go through this on the fetch thread, so lengths are compared
+ * before any text.
+ */
+static int header_index(sk_slice name)
+{
+    for (int k = 0; k < H_COUNT_; k++) {
+        if (name.len == header_lens[k] &&
+            strncasecmp((const char *)name.ptr, header_names[k], name.len) == 0) {
+            return k;
+        }
+    }
+    return -1;
+}
+
 sk_status sk__envelope_decode(const sk__msg_header *hdrs,
                               size_t n_hdrs,
                               sk_envelope *env,
@@ -451,13 +470,12 @@ sk_status sk__envelope_decode(const sk__msg_header *hdrs,
         if (hdrs[i].name.ptr == NULL || (hdrs[i].value.ptr == NULL && hdrs[i].value.len > 0)) {
             return SK_FAIL(SK_EINVAL, "sk__envelope_decode: header %zu has a NULL pointer", i);
         }
-        for (int k = 0; k < H_COUNT_; k++) {
-            if (name_is(hdrs[i].name, header_names[k])) {
-                if (found[k] != NULL) {
-                    return SK_FAIL(SK_EPROTO, "header %s: given more than once", header_names[k]);
-                }
-                found[k] = &hdrs[i];
+        int k = header_index(hdrs[i].name);
+        if (k >= 0) {
+            if (found[k] != NULL) {
+                return SK_FAIL(SK_EPROTO, "header %s: given more than once", header_names[k]);
             }
+            found[k] = &hdrs[i];
         }
     }
     for (int k = 0; k <= H_SCHEMA; k++) {
@@ -630,13 +648,9 @@ sk_status sk__envelope_from_msg(natsMsg *msg, sk_envelope *env, sk__envelope_buf
     for (int i = 0; i < n_keys; i++) {
         const char **values = NULL;
         int n_values = 0;
-        bool wanted = false;
         sk_slice name = sk_slice_from_str(keys[i]);
 
-        for (int k = 0; k < H_COUNT_; k++) {
-            wanted = wanted || name_is(name, header_names[k]);
-        }
-        if (!wanted) {
+        if (header_index(name) < 0) {
             continue;
         }
         s = natsMsgHeader_Values(msg, keys[i], &values, &n_values);
