@@ -315,6 +315,48 @@ static void test_rotation_with_bad_files_keeps_the_connection(void **state)
     kv_round_trip(f, "still");
 }
 
+/*
+ * A consumer standing by (a second instance sharing the database) follows the
+ * reload too: when the holder stops it takes over on the new connection, not
+ * on the subscription sk_consumer_start made on the old one (which closes
+ * once nothing holds it).
+ */
+static void test_rotation_standby_consumer_takes_over_on_the_new_connection(void **state)
+{
+    fixture *f = *state;
+    sk_migration mig[8];
+    size_t n_mig = 0;
+    const sk_migration *msg_mig = sk_msg_migrations(&n_mig);
+    char url[160];
+    sk_store *store2 = NULL;
+    sk_consumer *standby = NULL;
+
+    memcpy(mig, msg_mig, n_mig * sizeof(*mig));
+    mig[n_mig++] = test_migration;
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(&store2, &cfg), SK_OK);
+    sk_consumer_config cc = { .stream = STREAM,
+                              .durable = DURABLE,
+                              .filter_subject = "rot.events.>",
+                              .ack_wait_ms = 2000,
+                              .handler = record_handler,
+                              .ctx = f };
+    assert_int_equal(sk_consumer_start(&standby, f->bus, store2, NULL, &cc), SK_OK);
+    round_trip(f);
+
+    write_files(f->client_cert, f->cert_b.cert_file, NULL);
+    write_files(f->client_key, f->cert_b.key_file, NULL);
+    assert_int_equal(sk_bus_reload_tls(f->bus), SK_OK);
+    round_trip(f); /* the holder moved */
+
+    sk_consumer_stop(f->consumer);
+    f->consumer = NULL;
+    round_trip(f); /* the standby took over, on the new connection */
+    sk_consumer_stop(standby);
+    sk_store_close(store2);
+}
+
 static void test_rotation_refused_by_the_server_keeps_the_connection(void **state)
 {
     fixture *f = *state;
@@ -400,6 +442,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_with_bad_files_keeps_the_connection, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_rotation_standby_consumer_takes_over_on_the_new_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_refused_by_the_server_keeps_the_connection,
                                         setup, teardown),
         cmocka_unit_test(test_rotation_arguments),
