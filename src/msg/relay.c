@@ -95,6 +95,11 @@ struct sk_relay {
     int64_t lag;
     int64_t last_log_ms;
     uint64_t round;        /* rounds read so far: a reply from another round is stale */
+    size_t n_sent;         /* rows of this round published */
+    bool is_send_stopped;  /* this round publishes no more (a failure or a reconnect) */
+    bool is_send_settled;  /* no wait for acknowledgements gave up this round */
+    natsStatus send_status;   /* of the publish that failed, or NATS_OK */
+    uint64_t send_reconnects; /* link->n_reconnects when this round began */
     size_t n_settled;      /* rows of this round acknowledged or refused */
     size_t n_unanswerable; /* rows of this round no stream answers ("no responders") */
     natsStatus last_err;   /* of the last refused publish */
@@ -212,7 +217,7 @@ static void ack_record(sk_relay *r, natsMsg *m)
     json_t *doc = NULL;
 
     if (!sk__relay_reply_parse(natsMsg_GetSubject(m), r->ack_prefix, &round, &index) ||
-        round != r->round || index >= r->n_rows || r->rows[index].state == ROW_OK) {
+        round != r->round || index >= r->n_sent || r->rows[index].state == ROW_OK) {
         sk__reaper_add(&r->reaper, m);
         return;
     }
@@ -250,6 +255,14 @@ static void ack_record(sk_relay *r, natsMsg *m)
 
 /* ---------------------------------------------------------------- reading */
 
+static void send_row(sk_relay *r, size_t i);
+
+/*
+ * Read a batch of rows and publish each as soon as it is built, so the
+ * server works on the first while the rest are read (reading first, then
+ * publishing, left one or the other idle: bench_relay's relay thread was
+ * busy only half of a round).
+ */
 static sk_status read_rows(sk_tx *tx, void *ctx)
 {
     sk_relay *r = ctx;
@@ -296,6 +309,10 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
             st = SK_WRAP(st, "relay: outbox row %lld", (long long)row->seq);
             break;
         }
+        send_row(r, n - 1);
+        if (r->is_send_stopped) {
+            break; /* the next round starts again from the first unacknowledged row */
+        }
         bytes += len + hlen;
         if (n == RELAY_BATCH || bytes >= RELAY_BATCH_BYTES) {
             is_full = true;
@@ -320,12 +337,10 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     } else {
         r->lag = (int64_t)n;
     }
-    r->is_batch_full = is_full;
+    r->is_batch_full = is_full && !r->is_send_stopped;
     sk__msg_lock(&r->mu);
     r->n_rows = n;
     sk__msg_unlock(&r->mu);
-    r->n_settled = 0;
-    r->n_unanswerable = 0;
     return st;
 }
 
@@ -554,61 +569,81 @@ static void flush_now(sk_relay *r)
     SK_IGNORE(natsConnection_FlushTimeout(r->link->nc, RELAY_ACK_POLL_MS));
 }
 
+/* Before a round's reads: nothing sent, nothing settled, stale answers dropped. */
+static void round_begin(sk_relay *r)
+{
+    acks_drop_stale(r);
+    r->last_err = NATS_OK;
+    r->last_jerr = 0;
+    r->n_sent = 0;
+    r->n_settled = 0;
+    r->n_unanswerable = 0;
+    r->is_send_stopped = false;
+    r->is_send_settled = true;
+    r->send_status = NATS_OK;
+    r->send_reconnects = atomic_load(&r->link->n_reconnects);
+}
+
 /*
- * Publish the rows read and wait for their acknowledgements, at most
- * RELAY_MAX_PENDING unacknowledged at a time.
+ * Publish row @p i (read_rows, in row order), at most RELAY_MAX_PENDING
+ * unacknowledged at a time. After a reconnect, a row sent before it may have
+ * been lost with the old socket: sending later rows now could store them
+ * ahead of it, so the round stops sending. (While disconnected, publishing
+ * fails by itself: no reconnect buffer.)
+ */
+static void send_row(sk_relay *r, size_t i)
+{
+    if (r->is_send_stopped) {
+        return;
+    }
+    if (atomic_load(&r->link->n_reconnects) != r->send_reconnects) {
+        r->is_send_stopped = true;
+        return;
+    }
+    if (r->n_sent - r->n_settled - r->n_unanswerable >= RELAY_MAX_PENDING) {
+        /* Mid-round: nats.c's flusher writes what is buffered meanwhile. */
+        if (!acks_take(r, r->n_sent - RELAY_MAX_PENDING / 2, r->send_reconnects,
+                       sk_time_mono_ms() + RELAY_ACK_WAIT_MS)) {
+            r->is_send_settled = false;
+            r->is_send_stopped = true;
+            return;
+        }
+    }
+    natsStatus s = natsConnection_PublishMsg(r->link->nc, r->rows[i].msg);
+    if (s != NATS_OK) {
+        r->send_status = s;
+        r->is_send_stopped = true;
+        return;
+    }
+    r->n_sent++;
+}
+
+/*
+ * Wait for the acknowledgements of the rows the round sent.
  * @return how many rows from the first are acknowledged.
  */
-static size_t publish_rows(sk_relay *r, bool *is_failed)
+static size_t publish_finish(sk_relay *r, bool *is_failed)
 {
-    size_t n_sent = 0, n_ok = 0;
-    natsStatus s = NATS_OK;
+    size_t n_ok = 0;
     size_t n_rows;
-    uint64_t reconnects = atomic_load(&r->link->n_reconnects);
-    bool is_settled = true;
 
     sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
     sk__msg_unlock(&r->mu);
-    acks_drop_stale(r);
-    r->last_err = NATS_OK;
-    r->last_jerr = 0;
-    for (; n_sent < n_rows; n_sent++) {
-        /*
-         * After a reconnect, a row sent before it may have been lost with the
-         * old socket: sending later rows now could store them ahead of it.
-         * Stop; the next round starts again from the first unacknowledged row.
-         * (While disconnected, publishing fails by itself: no reconnect buffer.)
-         */
-        if (atomic_load(&r->link->n_reconnects) != reconnects) {
-            break;
-        }
-        if (n_sent - r->n_settled - r->n_unanswerable >= RELAY_MAX_PENDING) {
-            /* Mid-round: nats.c's flusher writes what is buffered meanwhile. */
-            if (!acks_take(r, n_sent - RELAY_MAX_PENDING / 2, reconnects,
-                           sk_time_mono_ms() + RELAY_ACK_WAIT_MS)) {
-                is_settled = false;
-                break;
-            }
-        }
-        s = natsConnection_PublishMsg(r->link->nc, r->rows[n_sent].msg);
-        if (s != NATS_OK) {
-            break;
-        }
-    }
-    if (n_sent > 0 && is_settled) {
+    if (r->n_sent > 0 && r->is_send_settled) {
         flush_now(r);
-        SK_IGNORE(acks_take(r, n_sent, reconnects, sk_time_mono_ms() + RELAY_ACK_WAIT_MS * 2));
+        SK_IGNORE(
+            acks_take(r, r->n_sent, r->send_reconnects, sk_time_mono_ms() + RELAY_ACK_WAIT_MS * 2));
     }
-    while (n_ok < n_sent && r->rows[n_ok].state == ROW_OK) {
+    while (n_ok < r->n_sent && r->rows[n_ok].state == ROW_OK) {
         n_ok++;
     }
     *is_failed = n_ok < n_rows;
-    if (s != NATS_OK) {
-        sk_status st = sk__nats_fail(s, 0, "publishing");
+    if (r->send_status != NATS_OK) {
+        sk_status st = sk__nats_fail(r->send_status, 0, "publishing");
         log_failure(r, sk_error_message());
         (void)st;
-    } else if (n_ok < n_rows) {
+    } else if (n_ok < r->n_sent) {
         sk_status st = sk__nats_fail(r->last_err != NATS_OK ? r->last_err : NATS_TIMEOUT,
                                      r->last_jerr, "publish not acknowledged");
         log_failure(r, sk_error_message());
@@ -631,18 +666,22 @@ static bool relay_round(sk_relay *r, bool *is_failed)
         return false;
     }
     r->round++;
+    round_begin(r);
     st = sk_store_read(r->store, read_rows, r);
     sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
     sk__msg_unlock(&r->mu);
     if (st != SK_OK) {
         log_failure(r, sk_error_message());
-        *is_failed = true;
-        if (r->m_errors != NULL) {
-            sk_counter_add(r->m_errors, 1);
+        if (r->n_sent == 0) {
+            *is_failed = true;
+            if (r->m_errors != NULL) {
+                sk_counter_add(r->m_errors, 1);
+            }
+            rows_release(r);
+            return false;
         }
-        rows_release(r);
-        return false;
+        /* Rows before the one that failed went out: settle them below. */
     }
     if (n_rows == 0) {
         if (r->m_lag != NULL) {
@@ -650,7 +689,10 @@ static bool relay_round(sk_relay *r, bool *is_failed)
         }
         return false;
     }
-    n_ok = publish_rows(r, is_failed);
+    n_ok = publish_finish(r, is_failed);
+    if (st != SK_OK) {
+        *is_failed = true;
+    }
     if (n_ok > 0) {
         r->acked_seq = r->rows[n_ok - 1].seq;
     }
