@@ -96,6 +96,9 @@ struct sk_relay {
     int64_t last_log_ms;
     uint64_t round;        /* rounds read so far: a reply from another round is stale */
     size_t n_sent;         /* rows of this round published */
+    int64_t read_seq;      /* highest seq this round has read */
+    size_t read_bytes;     /* data and headers this round has read */
+    bool is_read_done;     /* this round read all it will: the outbox's end, or a limit */
     bool is_send_stopped;  /* this round publishes no more (a failure or a reconnect) */
     bool is_send_settled;  /* no wait for acknowledgements gave up this round */
     natsStatus send_status;   /* of the publish that failed, or NATS_OK */
@@ -257,21 +260,39 @@ static void ack_record(sk_relay *r, natsMsg *m)
 
 static void send_row(sk_relay *r, size_t i);
 
+/* Unacknowledged rows the round may still send before it waits for answers. */
+static size_t window_room(const sk_relay *r)
+{
+    size_t answered = r->n_settled + r->n_unanswerable;
+    size_t in_flight = r->n_sent > answered ? r->n_sent - answered : 0;
+    return in_flight < RELAY_MAX_PENDING ? RELAY_MAX_PENDING - in_flight : 0;
+}
+
 /*
- * Read a batch of rows and publish each as soon as it is built, so the
- * server works on the first while the rest are read (reading first, then
- * publishing, left one or the other idle: bench_relay's relay thread was
- * busy only half of a round).
+ * Read the round's next rows, as many as the window of unacknowledged
+ * publishes has room for, and publish each as soon as it is built, so the
+ * server works on the first while the rest are read (reading a whole batch
+ * first, then publishing it, left the relay thread idle half of a round in
+ * bench_relay). The wait for room happens between reads (relay_round), so
+ * a read transaction lasts as long as building a few hundred messages.
  */
 static sk_status read_rows(sk_tx *tx, void *ctx)
 {
     sk_relay *r = ctx;
-    sk_db_value params[2] = { SK_DB_INT_V(r->acked_seq), SK_DB_INT_V(RELAY_BATCH) };
+    size_t n = r->n_rows; /* rows the round read before: only this thread writes n_rows */
+    size_t limit = window_room(r);
     sk_rows *rows = NULL;
     sk_status st;
-    size_t n = 0, bytes = 0;
     bool is_full = false;
 
+    if (limit > RELAY_BATCH - n) {
+        limit = RELAY_BATCH - n;
+    }
+    if (limit == 0) {
+        r->is_read_done = true; /* not reached: the window was waited for, the batch not full */
+        return SK_OK;
+    }
+    sk_db_value params[2] = { SK_DB_INT_V(r->read_seq), SK_DB_INT_V((int64_t)limit) };
     st = sk_tx_query(tx,
                      "SELECT seq, subject, headers, data FROM sk_outbox "
                      "WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -279,6 +300,7 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     if (st != SK_OK) {
         return SK_WRAP(st, "relay: reading the outbox");
     }
+    size_t n_first = n;
     while ((st = sk_rows_next(rows)) == SK_OK) {
         relay_row *row = &r->rows[n];
         size_t len = 0, hlen = 0;
@@ -291,6 +313,7 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
         row->seq = sk_rows_int(rows, 0);
         row->state = ROW_PENDING;
         row->msg = NULL;
+        r->read_seq = row->seq;
         snprintf(reply, sizeof(reply), "%s%llu.%zu", r->ack_prefix, (unsigned long long)r->round,
                  n);
         if (len > SK_MAX_MSG_PAYLOAD) {
@@ -313,13 +336,14 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
         if (r->is_send_stopped) {
             break; /* the next round starts again from the first unacknowledged row */
         }
-        bytes += len + hlen;
-        if (n == RELAY_BATCH || bytes >= RELAY_BATCH_BYTES) {
+        r->read_bytes += len + hlen;
+        if (n == RELAY_BATCH || r->read_bytes >= RELAY_BATCH_BYTES) {
             is_full = true;
             break;
         }
     }
     sk_rows_close(rows);
+    bool is_end = st == SK_ENOTFOUND && n - n_first < limit; /* fewer than asked: no more */
     if (st == SK_ENOTFOUND) {
         st = SK_OK;
     }
@@ -337,7 +361,8 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     } else {
         r->lag = (int64_t)n;
     }
-    r->is_batch_full = is_full && !r->is_send_stopped;
+    r->is_batch_full = is_full;
+    r->is_read_done = st != SK_OK || is_full || is_end || r->is_send_stopped;
     sk__msg_lock(&r->mu);
     r->n_rows = n;
     sk__msg_unlock(&r->mu);
@@ -576,6 +601,10 @@ static void round_begin(sk_relay *r)
     r->last_err = NATS_OK;
     r->last_jerr = 0;
     r->n_sent = 0;
+    r->read_seq = r->acked_seq;
+    r->read_bytes = 0;
+    r->is_read_done = false;
+    r->is_batch_full = false;
     r->n_settled = 0;
     r->n_unanswerable = 0;
     r->is_send_stopped = false;
@@ -585,11 +614,11 @@ static void round_begin(sk_relay *r)
 }
 
 /*
- * Publish row @p i (read_rows, in row order), at most RELAY_MAX_PENDING
- * unacknowledged at a time. After a reconnect, a row sent before it may have
- * been lost with the old socket: sending later rows now could store them
- * ahead of it, so the round stops sending. (While disconnected, publishing
- * fails by itself: no reconnect buffer.)
+ * Publish row @p i (read_rows, in row order; the read asked for no more rows
+ * than the window has room for). After a reconnect, a row sent before it may
+ * have been lost with the old socket: sending later rows now could store
+ * them ahead of it, so the round stops sending. (While disconnected,
+ * publishing fails by itself: no reconnect buffer.)
  */
 static void send_row(sk_relay *r, size_t i)
 {
@@ -600,15 +629,6 @@ static void send_row(sk_relay *r, size_t i)
         r->is_send_stopped = true;
         return;
     }
-    if (r->n_sent - r->n_settled - r->n_unanswerable >= RELAY_MAX_PENDING) {
-        /* Mid-round: nats.c's flusher writes what is buffered meanwhile. */
-        if (!acks_take(r, r->n_sent - RELAY_MAX_PENDING / 2, r->send_reconnects,
-                       sk_time_mono_ms() + RELAY_ACK_WAIT_MS)) {
-            r->is_send_settled = false;
-            r->is_send_stopped = true;
-            return;
-        }
-    }
     natsStatus s = natsConnection_PublishMsg(r->link->nc, r->rows[i].msg);
     if (s != NATS_OK) {
         r->send_status = s;
@@ -616,6 +636,25 @@ static void send_row(sk_relay *r, size_t i)
         return;
     }
     r->n_sent++;
+}
+
+/*
+ * Between two reads of a round: wait until the window has room for half of
+ * it (nats.c's flusher writes what is buffered meanwhile). @return false
+ * when the answers did not come (the round stops sending).
+ */
+static bool window_wait(sk_relay *r)
+{
+    if (window_room(r) > 0) {
+        return true;
+    }
+    if (!acks_take(r, r->n_sent - RELAY_MAX_PENDING / 2, r->send_reconnects,
+                   sk_time_mono_ms() + RELAY_ACK_WAIT_MS)) {
+        r->is_send_settled = false;
+        r->is_send_stopped = true;
+        return false;
+    }
+    return true;
 }
 
 /*
@@ -652,7 +691,10 @@ static size_t publish_finish(sk_relay *r, bool *is_failed)
     return n_ok;
 }
 
-/* One round: read a batch, publish it, forget what was acknowledged. */
+/*
+ * One round: read a batch a window at a time, publishing as it is read,
+ * then wait for the acknowledgements and forget what was acknowledged.
+ */
 static bool relay_round(sk_relay *r, bool *is_failed)
 {
     size_t n_ok, n_rows;
@@ -667,7 +709,9 @@ static bool relay_round(sk_relay *r, bool *is_failed)
     }
     r->round++;
     round_begin(r);
-    st = sk_store_read(r->store, read_rows, r);
+    do {
+        st = sk_store_read(r->store, read_rows, r);
+    } while (st == SK_OK && !r->is_read_done && window_wait(r));
     sk__msg_lock(&r->mu);
     n_rows = r->n_rows;
     sk__msg_unlock(&r->mu);
