@@ -1688,7 +1688,7 @@ static sk_status pull_top_up(sk_consumer *c)
             return st; /* pull.sub is NULL: the next round subscribes again */
         }
     }
-    if (p->open_id != 0) {
+    if (sk__pull_is_open(p)) {
         return SK_OK;
     }
     sk__msg_lock(&c->mu);
@@ -1769,7 +1769,7 @@ static void *fetch_main(void *arg)
         release_poll(c);
         inbox_prune_poll(c);
         st = pull_top_up(c);
-        if (st == SK_OK && c->pull.open_id == 0) {
+        if (st == SK_OK && !sk__pull_is_open(&c->pull)) {
             /* Bounded work in flight: wait for the store to catch up before asking for more. */
             sk__msg_lock(&c->mu);
             if (c->n_outstanding + c->batch > c->max_outstanding) {

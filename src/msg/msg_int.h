@@ -111,6 +111,31 @@ static inline void sk__msg_unlock(pthread_mutex_t *mu)
     }
 }
 
+/* ---------------------------------------------------------------- reply subjects */
+
+/**
+ * Read the decimal number at @p p (digits only, at least one, at most
+ * @p max) into *out, as in the tokens of the reply subjects we make and
+ * JetStream's "$JS.ACK...." ones. @return the first character after it, or
+ * NULL when there is none or it is too large.
+ */
+static inline const char *sk__digits_parse(const char *p, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *start = p;
+
+    while (*p >= '0' && *p <= '9') {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (max - d) / 10) {
+            return NULL;
+        }
+        v = v * 10 + d;
+        p++;
+    }
+    *out = v;
+    return p == start ? NULL : p;
+}
+
 /* ---------------------------------------------------------------- pull requests (pull.c) */
 
 /** Longest inbox prefix: the reply subjects add a token and a request id. */
@@ -127,9 +152,8 @@ typedef struct sk__pull {
     natsSubscription *sub;
     char next_subject[400]; /* "$JS.API.CONSUMER.MSG.NEXT.<s>.<d>" */
     char reply_prefix[SK__PULL_INBOX_MAX + SK_UUID_LEN + 2]; /* "<inbox>.<token>." */
-    uint64_t last_id;                                        /* of the last request sent */
-    uint64_t open_id;                                        /* the open request, or 0 */
-    int n_requested;       /* what the open request may still deliver */
+    uint64_t last_id;      /* of the last request sent: the open one while n_requested > 0 */
+    int n_requested;       /* what the open request may still deliver; 0: none is open */
     int64_t lost_after_ms; /* monotonic: the open request counts as lost from then */
     int n_lost_in_a_row;   /* requests lost with nothing delivered or ended since */
 } sk__pull;
@@ -161,6 +185,11 @@ sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms);
  *         does not answer at all, SK_EBUS.
  */
 sk_status sk__pull_next(sk__pull *p, natsMsg **out, int64_t timeout_ms);
+/** Whether a request is open: request last_id, for n_requested more messages. */
+static inline bool sk__pull_is_open(const sk__pull *p)
+{
+    return p->n_requested > 0;
+}
 /** Forget the open request (after a reconnect it may be gone). */
 void sk__pull_forget(sk__pull *p);
 /** Bookkeeping, exposed for unit tests: a message arrived. */

@@ -42,18 +42,15 @@
 void sk__pull_on_message(sk__pull *p)
 {
     p->n_lost_in_a_row = 0;
-    if (p->open_id == 0) {
-        return; /* from a request we forgot: nothing to count it against */
-    }
-    if (--p->n_requested == 0) {
-        p->open_id = 0; /* filled: the server ends it without a status */
-    }
+    if (p->n_requested > 0) {
+        p->n_requested--; /* at 0 it is filled: the server ends it without a status */
+    }                     /* else from a request we forgot: nothing to count it against */
 }
 
 bool sk__pull_on_end(sk__pull *p, uint64_t id)
 {
     p->n_lost_in_a_row = 0;
-    if (id == 0 || id != p->open_id) {
+    if (!sk__pull_is_open(p) || id != p->last_id) {
         return false; /* a request we gave up on */
     }
     sk__pull_forget(p);
@@ -62,7 +59,7 @@ bool sk__pull_on_end(sk__pull *p, uint64_t id)
 
 bool sk__pull_drop_lost(sk__pull *p, int64_t now_ms)
 {
-    if (p->open_id == 0 || now_ms < p->lost_after_ms) {
+    if (!sk__pull_is_open(p) || now_ms < p->lost_after_ms) {
         return false;
     }
     sk__pull_forget(p);
@@ -72,7 +69,6 @@ bool sk__pull_drop_lost(sk__pull *p, int64_t now_ms)
 
 void sk__pull_forget(sk__pull *p)
 {
-    p->open_id = 0;
     p->n_requested = 0;
 }
 
@@ -153,7 +149,7 @@ sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms)
     char body[96];
     natsStatus s;
 
-    if (p->open_id != 0 || batch < 1) {
+    if (sk__pull_is_open(p) || batch < 1) {
         return SK_FAIL(SK_EINVAL, "sk__pull_ask: %s",
                        batch < 1 ? "batch must be at least 1" : "a request is open");
     }
@@ -167,7 +163,6 @@ sk_status sk__pull_ask(sk__pull *p, int batch, int64_t expires_ms)
         return sk__nats_fail(s, 0, "sending a pull request");
     }
     p->last_id = id;
-    p->open_id = id;
     p->n_requested = batch;
     p->lost_after_ms = sk_time_mono_ms() + expires_ms + PULL_LOST_GRACE_MS;
     return SK_OK;
@@ -179,16 +174,11 @@ static uint64_t status_request_id(const sk__pull *p, const char *subject)
     size_t n = strlen(p->reply_prefix);
     uint64_t id = 0;
 
-    if (subject == NULL || strncmp(subject, p->reply_prefix, n) != 0 || subject[n] == '\0') {
+    if (subject == NULL || strncmp(subject, p->reply_prefix, n) != 0) {
         return 0;
     }
-    for (const char *c = subject + n; *c != '\0'; c++) {
-        if (*c < '0' || *c > '9' || id > UINT64_MAX / 10 - 1) {
-            return 0;
-        }
-        id = id * 10 + (uint64_t)(*c - '0');
-    }
-    return id;
+    const char *end = sk__digits_parse(subject + n, UINT64_MAX, &id);
+    return end != NULL && *end == '\0' ? id : 0;
 }
 
 /*
@@ -296,19 +286,7 @@ natsStatus sk__js_ack(natsConnection *nc, natsMsg *msg, sk__js_ack_kind kind, in
 /* Parse a decimal token of @p len bytes; false when it is not one. */
 static bool token_u64(const char *s, size_t len, uint64_t *out)
 {
-    uint64_t v = 0;
-
-    if (len == 0 || len > 19) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return false;
-        }
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return true;
+    return sk__digits_parse(s, UINT64_MAX, out) == s + len;
 }
 
 bool sk__js_ack_parse(const char *reply, uint64_t *n_delivered, uint64_t *stream_seq)

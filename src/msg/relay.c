@@ -166,24 +166,6 @@ static void on_commit(void *ctx)
 
 /* ---------------------------------------------------------------- acknowledgements */
 
-/* Digits only, at least one, no more than fit: @return the end, or NULL. */
-static const char *parse_digits(const char *p, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    const char *start = p;
-
-    while (*p >= '0' && *p <= '9') {
-        uint64_t d = (uint64_t)(*p - '0');
-        if (v > (max - d) / 10) {
-            return NULL;
-        }
-        v = v * 10 + d;
-        p++;
-    }
-    *out = v;
-    return p == start ? NULL : p;
-}
-
 bool sk__relay_reply_parse(const char *subject, const char *prefix, uint64_t *round, size_t *row)
 {
     size_t prefix_len = prefix != NULL ? strlen(prefix) : 0;
@@ -193,11 +175,11 @@ bool sk__relay_reply_parse(const char *subject, const char *prefix, uint64_t *ro
     if (subject == NULL || prefix == NULL || strncmp(subject, prefix, prefix_len) != 0) {
         return false;
     }
-    p = parse_digits(subject + prefix_len, UINT64_MAX, &r);
+    p = sk__digits_parse(subject + prefix_len, UINT64_MAX, &r);
     if (p == NULL || *p != '.') {
         return false;
     }
-    p = parse_digits(p + 1, SIZE_MAX, &i);
+    p = sk__digits_parse(p + 1, SIZE_MAX, &i);
     if (p == NULL || *p != '\0') {
         return false;
     }

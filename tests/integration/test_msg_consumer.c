@@ -489,7 +489,7 @@ pull_read(sk__pull *p, natsConnection *nc, int want, uint64_t n_delivered, uint6
         natsMsg *m = NULL;
         assert_int_equal(sk__pull_next(p, &m, 100), SK_OK);
         if (m == NULL) {
-            if (p->open_id == 0 && want == INT32_MAX) {
+            if (!sk__pull_is_open(p) && want == INT32_MAX) {
                 break;
             }
             continue;
@@ -556,19 +556,19 @@ static void test_pull_requests_stand_and_end(void **state)
     assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
     assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_EINVAL); /* one at a time */
     assert_int_equal(pull_read(&p, link->nc, 100, 1, &last_seq), 100);
-    assert_int_equal(p.open_id, 0);
+    assert_false(sk__pull_is_open(&p));
     assert_int_equal(p.n_requested, 0);
 
     /* Forgotten: its messages arrive all the same, counted against nothing. */
     assert_int_equal(sk__pull_ask(&p, 100, 5000), SK_OK);
     sk__pull_forget(&p);
     assert_int_equal(pull_read(&p, link->nc, 100, 1, &last_seq), 100);
-    assert_int_equal(p.open_id, 0);
+    assert_false(sk__pull_is_open(&p));
 
     /* Part of its batch, then its end status at expiry. */
     assert_int_equal(sk__pull_ask(&p, 200, 2000), SK_OK);
     assert_int_equal(pull_read(&p, link->nc, INT32_MAX, 1, &last_seq), 100);
-    assert_int_equal(p.open_id, 0);
+    assert_false(sk__pull_is_open(&p));
     assert_int_equal(p.n_lost_in_a_row, 0); /* ended by the server, not given up on */
 
     /*
@@ -579,7 +579,7 @@ static void test_pull_requests_stand_and_end(void **state)
     assert_int_equal(sk__pull_ask(&p, 10, 200), SK_OK);
     assert_int_equal(sk__pull_next(&p, &none, 60000), SK_OK);
     assert_null(none);
-    assert_int_equal(p.open_id, 0);
+    assert_false(sk__pull_is_open(&p));
     assert_int_equal(p.n_lost_in_a_row, 0);
     assert_true(sk_test_wait_until(leftovers_settled, link->js, 5000));
 
@@ -623,7 +623,7 @@ static void test_pull_refused_request_is_reported(void **state)
     assert_int_equal(sk__pull_next(&p, &m, 10000), SK_ELIMIT);
     assert_null(m);
     assert_non_null(strstr(sk_error_message(), "MaxRequestBatch"));
-    assert_int_equal(p.open_id, 0);
+    assert_false(sk__pull_is_open(&p));
     sk__pull_close(&p);
     sk__bus_link_release(link);
 }
@@ -642,7 +642,7 @@ static void test_pull_without_a_consumer_goes_unanswered(void **state)
     assert_int_equal(sk__pull_open(&p, link->nc, "_INBOX", STREAM, "nobody"), SK_OK);
     for (int64_t t0 = sk_time_mono_ms(); st == SK_OK && sk_time_mono_ms() - t0 < 10000;) {
         natsMsg *m = NULL;
-        if (p.open_id == 0) {
+        if (!sk__pull_is_open(&p)) {
             assert_int_equal(sk__pull_ask(&p, 10, 200), SK_OK);
         }
         st = sk__pull_next(&p, &m, 500);
@@ -650,7 +650,7 @@ static void test_pull_without_a_consumer_goes_unanswered(void **state)
     }
     assert_int_equal(st, SK_ETIMEDOUT);
     assert_int_equal(p.n_lost_in_a_row, 2);
-    assert_int_equal(p.open_id, 0);
+    assert_false(sk__pull_is_open(&p));
     sk__pull_close(&p);
     sk__bus_link_release(link);
 }
