@@ -94,16 +94,38 @@ static sk_status record_handler(sk_tx *tx, const sk_message *m, void *ctx)
     return sk_tx_exec(tx, "INSERT INTO seen (msg_id) VALUES (?)", p, 1, NULL);
 }
 
-static int setup(void **state)
+/* A store on the fixture's database file (another instance's, when opened twice). */
+static void store_open(fixture *f, sk_store **out)
 {
-    fixture *f = sk_calloc(1, sizeof(*f));
-    const char *subjects[] = { "rot.events.>" };
-    sk_stream_config sc = { .name = STREAM, .subjects = subjects, .n_subjects = 1 };
     sk_migration mig[8];
     size_t n_mig = 0;
     const sk_migration *msg_mig = sk_msg_migrations(&n_mig);
     char url[160];
 
+    memcpy(mig, msg_mig, n_mig * sizeof(*mig));
+    mig[n_mig++] = test_migration;
+    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
+    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
+    assert_int_equal(sk_store_open(out, &cfg), SK_OK);
+}
+
+/* The test's consumer on @p store: records each message in "seen". */
+static void consumer_start(fixture *f, sk_store *store, sk_consumer **out)
+{
+    sk_consumer_config cc = { .stream = STREAM,
+                              .durable = DURABLE,
+                              .filter_subject = "rot.events.>",
+                              .ack_wait_ms = 2000,
+                              .handler = record_handler,
+                              .ctx = f };
+    assert_int_equal(sk_consumer_start(out, f->bus, store, NULL, &cc), SK_OK);
+}
+
+static int setup(void **state)
+{
+    fixture *f = sk_calloc(1, sizeof(*f));
+    const char *subjects[] = { "rot.events.>" };
+    sk_stream_config sc = { .name = STREAM, .subjects = subjects, .n_subjects = 1 };
     assert_non_null(f);
     pthread_mutex_init(&f->mu, NULL);
     assert_int_equal(sk_test_pki_create(&f->ca1), SK_OK);
@@ -134,19 +156,9 @@ static int setup(void **state)
     assert_int_equal(sk_bus_open(&f->bus, &bc), SK_OK);
     assert_int_equal(sk_bus_stream_ensure(f->bus, &sc), SK_OK);
 
-    memcpy(mig, msg_mig, n_mig * sizeof(*mig));
-    mig[n_mig++] = test_migration;
-    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
-    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
-    assert_int_equal(sk_store_open(&f->store, &cfg), SK_OK);
+    store_open(f, &f->store);
     assert_int_equal(sk_relay_start(&f->relay, f->store, f->bus, NULL), SK_OK);
-    sk_consumer_config cc = { .stream = STREAM,
-                              .durable = DURABLE,
-                              .filter_subject = "rot.events.>",
-                              .ack_wait_ms = 2000,
-                              .handler = record_handler,
-                              .ctx = f };
-    assert_int_equal(sk_consumer_start(&f->consumer, f->bus, f->store, NULL, &cc), SK_OK);
+    consumer_start(f, f->store, &f->consumer);
     assert_int_equal(sk_kv_open(&f->kv, f->bus, BUCKET, 0), SK_OK);
     assert_int_equal(sk_kv_watch_start(&f->watch, f->kv, ">", on_change, f), SK_OK);
     *state = f;
@@ -324,25 +336,11 @@ static void test_rotation_with_bad_files_keeps_the_connection(void **state)
 static void test_rotation_standby_consumer_takes_over_on_the_new_connection(void **state)
 {
     fixture *f = *state;
-    sk_migration mig[8];
-    size_t n_mig = 0;
-    const sk_migration *msg_mig = sk_msg_migrations(&n_mig);
-    char url[160];
     sk_store *store2 = NULL;
     sk_consumer *standby = NULL;
 
-    memcpy(mig, msg_mig, n_mig * sizeof(*mig));
-    mig[n_mig++] = test_migration;
-    snprintf(url, sizeof(url), "sqlite:%s/db.sqlite", f->dir);
-    sk_store_config cfg = { .url = url, .migrations = mig, .n_migrations = n_mig };
-    assert_int_equal(sk_store_open(&store2, &cfg), SK_OK);
-    sk_consumer_config cc = { .stream = STREAM,
-                              .durable = DURABLE,
-                              .filter_subject = "rot.events.>",
-                              .ack_wait_ms = 2000,
-                              .handler = record_handler,
-                              .ctx = f };
-    assert_int_equal(sk_consumer_start(&standby, f->bus, store2, NULL, &cc), SK_OK);
+    store_open(f, &store2);
+    consumer_start(f, store2, &standby);
     round_trip(f);
 
     write_files(f->client_cert, f->cert_b.cert_file, NULL);

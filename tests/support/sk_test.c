@@ -104,6 +104,19 @@ void sk_test_rmrf(const char *dir)
     (void)nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int sk_test_group_setup(void **state)
+{
+    (void)state;
+    return sk_init("test") == SK_OK ? 0 : -1;
+}
+
+int sk_test_group_teardown(void **state)
+{
+    (void)state;
+    sk_shutdown();
+    return 0;
+}
+
 bool sk_test_wait_until(bool (*cond)(void *ctx), void *ctx, int64_t timeout_ms)
 {
     int64_t deadline = sk_time_mono_ms() + (timeout_ms < 0 ? 0 : timeout_ms);

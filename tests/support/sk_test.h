@@ -30,6 +30,14 @@ SK_NODISCARD sk_status sk_test_tmpdir(char *out, size_t out_len);
 void sk_test_rmrf(const char *dir);
 
 /**
+ * cmocka group setup and teardown for tests of the library: sk_init("test")
+ * (which also routes jansson through sk_malloc, so allocation failures reach
+ * JSON too) and sk_shutdown.
+ */
+int sk_test_group_setup(void **state);
+int sk_test_group_teardown(void **state);
+
+/**
  * Poll @p cond every 1-5 ms until it returns true or @p timeout_ms passes
  * (monotonic clock). @return true when the condition became true in time.
  */

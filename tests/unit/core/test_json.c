@@ -11,19 +11,6 @@
 #include "core/core_int.h"
 #include "sk_test.h"
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static void test_sk_json_get_string(void **state)
 {
     (void)state;
@@ -161,5 +148,5 @@ int main(void)
         cmocka_unit_test(test_sk_json_dump_limit_leaves_buffer),
         cmocka_unit_test(test_sk_json_dumps_every_alloc_failure),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

@@ -11,19 +11,6 @@
 #include "core/core_int.h"
 #include "sk_test.h"
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 /* sk_json_dumps(@p v) is jansson's compact text of @p v; takes @p v. */
 static void assert_as_jansson(json_t *v)
 {
@@ -176,5 +163,5 @@ int main(void)
         cmocka_unit_test(test_limit_counts_the_text_not_the_worst_case),
         cmocka_unit_test(test_a_tree_that_contains_itself_fails),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

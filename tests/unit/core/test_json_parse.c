@@ -11,19 +11,6 @@
 #include "core/core_int.h"
 #include "sk_test.h"
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static sk_status parse(const char *text, json_t **out)
 {
     return sk_json_parse(sk_slice_from_str(text), out);
@@ -300,5 +287,5 @@ int main(void)
         cmocka_unit_test(test_sk_json_parse_long_text),
         cmocka_unit_test(test_sk_json_parse_error_position),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

@@ -14,19 +14,6 @@
 
 #define DATA SK_TEST_DATA "/core/system/"
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static sk_status parse(const char *text, sk_system **out)
 {
     return sk_system_parse(sk_slice_from_str(text), "skald.yaml", out);
@@ -382,5 +369,5 @@ int main(void)
         cmocka_unit_test(test_sk_system_parse_limits_pass),
         cmocka_unit_test(test_sk_system_load_every_alloc_failure),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

@@ -21,19 +21,6 @@
     "{\"service\":\"order\",\"instance\":\"order-1\",\"address\":\"127.0.0.1:41234\"," \
     "\"ready\":true,\"pid\":4242,\"heartbeat_ms\":1764000000123}"
 
-static int setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static sk_status decode_str(const char *text, sk_instance *out)
 {
     return sk__instance_decode(sk_slice_from_str(text), out);
@@ -576,5 +563,5 @@ int main(void)
         cmocka_unit_test(test_instance_decode_every_alloc_failure),
         cmocka_unit_test(test_instance_copy),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

@@ -439,19 +439,6 @@ static void wait_for(const char *service, size_t n, const char *first, int first
     assert_true(sk_test_wait_until(last_matches, &w, WAIT_MS));
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static int each_setup(void **state)
 {
     (void)state;
@@ -1331,5 +1318,5 @@ int main(void)
         T(test_registry_unwatch_unknown_is_noop),
         T(test_registry_unwatch_null_args),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

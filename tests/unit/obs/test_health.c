@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "obs/obs_int.h"
+#include "sk_test.h"
 
 /* ---------------------------------------------------------------- fake checks */
 
@@ -40,20 +41,6 @@ static bool fake_fn(char *reason, size_t reason_len, void *ctx)
         snprintf(reason, reason_len, "%s", f->reason);
     }
     return f->is_ok;
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    /* Routes jansson through sk_malloc, so allocation failures reach JSON too. */
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
 }
 
 static int setup(void **state)
@@ -490,5 +477,6 @@ int main(void)
         cmocka_unit_test_setup(test_sk_health_evaluate_all_pass_every_alloc_failure, setup),
         cmocka_unit_test_setup(test_sk_health_concurrent_evaluate_and_add, setup),
     };
-    return cmocka_run_group_tests_name("obs_health", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("obs_health", tests, sk_test_group_setup,
+                                       sk_test_group_teardown);
 }

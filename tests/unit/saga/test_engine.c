@@ -75,19 +75,6 @@ static int64_t fx_clock(void *ctx)
     return ((fx *)ctx)->now_ms;
 }
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static int setup(void **state)
 {
     fx *f = sk_calloc(1, sizeof(*f));
@@ -572,5 +559,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk__saga_scan_handles_expired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_saga_engine_scanner_thread, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

@@ -27,19 +27,6 @@ typedef struct fx {
     json_t *data;
 } fx;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return sk_init("test") == SK_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 static int setup(void **state)
 {
     fx *f = sk_calloc(1, sizeof(*f));
@@ -237,5 +224,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_saga_reply_invalid_args, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_saga_reply_every_alloc_failure, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }
