@@ -144,8 +144,10 @@ char *sk__projection_durable_name(const char *name, const char *stream)
 {
     char *durable = sk_asprintf("%s-%s", name, stream);
 
-    for (char *c = durable != NULL ? durable + strlen(name) + 1 : NULL; c != NULL && *c != '\0';
-         c++) {
+    if (durable == NULL) {
+        return NULL;
+    }
+    for (char *c = durable + strlen(name) + 1; *c != '\0'; c++) {
         if (*c >= 'A' && *c <= 'Z') {
             *c = (char)(*c - 'A' + 'a');
         }
