@@ -1664,6 +1664,12 @@ static bool consumer_lock_yield_if_failing(sk_consumer *c)
     return true;
 }
 
+/* Called with mu held: less than a batch fits under the bound on work in flight. */
+static bool is_store_behind(const sk_consumer *c)
+{
+    return c->n_outstanding + c->batch > c->max_outstanding;
+}
+
 /*
  * Keep a pull request open for as many messages as the bound on work in
  * flight leaves room for (the consumer's MaxAckPending is the same bound),
@@ -1692,12 +1698,10 @@ static sk_status pull_top_up(sk_consumer *c)
         return SK_OK;
     }
     sk__msg_lock(&c->mu);
-    size_t room = c->max_outstanding > c->n_outstanding ? c->max_outstanding - c->n_outstanding : 0;
+    bool is_behind = is_store_behind(c);
+    size_t room = is_behind ? 0 : c->max_outstanding - c->n_outstanding;
     sk__msg_unlock(&c->mu);
-    if (room < c->batch) {
-        return SK_OK;
-    }
-    return sk__pull_ask(p, (int)room, PULL_EXPIRES_MS);
+    return is_behind ? SK_OK : sk__pull_ask(p, (int)room, PULL_EXPIRES_MS);
 }
 
 /* Fetch thread: a read from the consumer failed; decide whether to subscribe anew. */
@@ -1772,7 +1776,7 @@ static void *fetch_main(void *arg)
         if (st == SK_OK && !sk__pull_is_open(&c->pull)) {
             /* Bounded work in flight: wait for the store to catch up before asking for more. */
             sk__msg_lock(&c->mu);
-            if (c->n_outstanding + c->batch > c->max_outstanding) {
+            if (is_store_behind(c)) {
                 wait_ms(c, c->has_blocked ? FETCH_WAIT_BLOCKED_MS : FETCH_WAIT_MS);
             }
             sk__msg_unlock(&c->mu);
