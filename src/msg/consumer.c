@@ -1793,6 +1793,8 @@ static void *fetch_main(void *arg)
             }
             if (msg != NULL) {
                 process(c, msg);
+            } else {
+                sk__reaper_flush_stale(&c->reaper); /* quiet: free what a batch kept */
             }
             continue;
         }

@@ -215,9 +215,11 @@ bool sk__js_ack_parse(const char *reply, uint64_t *n_delivered, uint64_t *stream
 /* ---------------------------------------------------------------- message reaper */
 
 /** Finished messages held before they are destroyed together (reaper.c). */
-#define SK__REAPER_BATCH 32
+#define SK__REAPER_BATCH 256
 /** ... or once their data add up to this many bytes. */
-#define SK__REAPER_MAX_BYTES (64u * 1024u)
+#define SK__REAPER_MAX_BYTES (256u * 1024u)
+/** ... or, at sk__reaper_flush_stale, once the first of them was held this long. */
+#define SK__REAPER_MAX_AGE_MS 1000
 
 typedef struct sk__reaper {
     pthread_mutex_t mu;
@@ -225,6 +227,7 @@ typedef struct sk__reaper {
     natsMsg *held[SK__REAPER_BATCH]; /* mu */
     size_t n;                        /* mu */
     size_t bytes;                    /* mu: data bytes of the held messages */
+    int64_t first_ms;                /* mu: when the first held message came (monotonic) */
 } sk__reaper;
 
 /** Ready an embedded reaper. @return SK_OK or SK_ENOMEM. */
@@ -237,6 +240,12 @@ sk_status sk__reaper_init(sk__reaper *r);
 void sk__reaper_add(sk__reaper *r, natsMsg *msg);
 /** Destroy every held message now (thread-safe). */
 void sk__reaper_flush(sk__reaper *r);
+/**
+ * Destroy the held messages when the first came SK__REAPER_MAX_AGE_MS ago
+ * or more (thread-safe): called by the owner's thread when it is idle, so
+ * that a quiet consumer or relay does not keep a batch's memory.
+ */
+void sk__reaper_flush_stale(sk__reaper *r);
 /** Flush and release; safe on a reaper that was never initialised. */
 void sk__reaper_fini(sk__reaper *r);
 

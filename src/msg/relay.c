@@ -775,6 +775,9 @@ static void *relay_main(void *arg)
         }
         more = relay_round(r, &is_failed);
         delete_acked(r, false); /* rows now due, or a delete that failed earlier */
+        if (!more) {
+            sk__reaper_flush_stale(&r->reaper); /* caught up: free what a quiet batch kept */
+        }
         if (is_failed) {
             sk__msg_lock(&r->mu);
             r->is_woken = false;

@@ -2,8 +2,8 @@
 /*
  * Unit tests for src/msg/reaper.c: settled messages are held until a batch
  * (by count or by bytes) is full, then destroyed together; flush and fini
- * destroy what is held. Leaks (a message never destroyed) fail the
- * sanitizer build.
+ * destroy what is held, flush_stale only what was held long enough. Leaks (a message never
+ * destroyed) fail the sanitizer build.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -81,12 +81,41 @@ static void test_reaper_flush_and_fini_destroy_what_is_held(void **state)
     sk__reaper_fini(&never);
 }
 
+static void test_reaper_flush_stale_waits_for_the_first_messages_age(void **state)
+{
+    sk__reaper r;
+    sk__reaper never = { .has_mu = false };
+    (void)state;
+
+    assert_int_equal(sk__reaper_init(&r), SK_OK);
+    sk__reaper_flush_stale(&r); /* nothing held: nothing to do */
+    sk__reaper_add(&r, make_msg(1));
+    int64_t first = r.first_ms;
+    sk__reaper_add(&r, make_msg(1));
+    assert_int_equal(r.first_ms, first); /* the age is the first message's */
+    sk__reaper_flush_stale(&r);
+    assert_int_equal(r.n, 2); /* young: kept for a fuller batch */
+    r.first_ms = sk_time_mono_ms() - (SK__REAPER_MAX_AGE_MS - 100); /* held 0.9 of the bound */
+    sk__reaper_flush_stale(&r);
+    assert_int_equal(r.n, 2);
+    r.first_ms = sk_time_mono_ms() - SK__REAPER_MAX_AGE_MS;
+    sk__reaper_flush_stale(&r);
+    assert_int_equal(r.n, 0);
+    assert_int_equal(r.bytes, 0);
+    sk__reaper_add(&r, make_msg(1)); /* a new batch starts its own clock */
+    assert_true(r.first_ms >= first);
+    sk__reaper_fini(&r);
+
+    sk__reaper_flush_stale(&never); /* never initialised: nothing to do */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reaper_destroys_a_full_batch),
         cmocka_unit_test(test_reaper_destroys_at_the_byte_bound),
         cmocka_unit_test(test_reaper_flush_and_fini_destroy_what_is_held),
+        cmocka_unit_test(test_reaper_flush_stale_waits_for_the_first_messages_age),
     };
     int rc;
 
