@@ -63,8 +63,6 @@
 /* Redelivery backoff: BASE * 2^(n-1), at most MAX. */
 #define BACKOFF_BASE_MS 250
 #define BACKOFF_MAX_MS  30000
-/* Failure logs at most once per this interval. */
-#define LOG_INTERVAL_MS 5000
 /* How often a consumer standing by tries its database's lock. */
 #define CONSUMER_STANDBY_RETRY_MS 500
 /* How long a holder's fetches may fail before it lets another instance try. */
@@ -103,6 +101,15 @@ typedef struct pending {
 } pending;
 
 /* Lock order: mu only; it is never held while calling nats or the store. */
+/* Failures the fetch thread logs, each paced on its own (sk__log_is_due). */
+typedef enum log_source {
+    LOG_RELEASE_POLL, /* looking for parked messages */
+    LOG_SUBSCRIBE,    /* subscribing to the durable */
+    LOG_LOCK,         /* taking the database's consumer lock */
+    LOG_PULL,         /* asking for and reading deliveries */
+    N_LOG_SOURCES
+} log_source;
+
 struct sk_consumer {
     sk_bus *bus;
     sk_store *store;
@@ -158,7 +165,7 @@ struct sk_consumer {
     bool has_no_blocks;
 
     /* Fetch thread only. */
-    int64_t last_log_ms;
+    int64_t last_log_ms[N_LOG_SOURCES]; /* sk__log_is_due, one clock per source */
     int64_t next_poll_ms; /* monotonic */
     int64_t next_prune_ms; /* monotonic */
     bool has_blocked;     /* the last poll saw blocked aggregates that are not dead */
@@ -1342,8 +1349,7 @@ static void release_poll(sk_consumer *c)
         for (size_t i = 0; i < pc.n_due; i++) {
             release_submit(c, pc.keys[i]);
         }
-    } else if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
-        c->last_log_ms = now;
+    } else if (sk__log_is_due(&c->last_log_ms[LOG_RELEASE_POLL], now)) {
         SK_LOG_WARN("consumer %s: looking for parked messages: %s", c->durable, sk_error_message());
     }
     sk_free(pc.keys);
@@ -1564,9 +1570,7 @@ static bool consumer_move(sk_consumer *c)
     }
     if (c->pull.sub == NULL) {
         if (consumer_subscribe(c) != SK_OK) {
-            int64_t now = sk_time_mono_ms();
-            if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
-                c->last_log_ms = now;
+            if (sk__log_is_due(&c->last_log_ms[LOG_SUBSCRIBE], sk_time_mono_ms())) {
                 SK_LOG_WARN("consumer %s: %s (retrying)", c->durable, sk_error_message());
             }
             return false;
@@ -1601,8 +1605,7 @@ static bool consumer_lock_take(sk_consumer *c)
                         c->durable);
             c->is_standby_logged = true;
         }
-    } else if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
-        c->last_log_ms = now;
+    } else if (sk__log_is_due(&c->last_log_ms[LOG_LOCK], now)) {
         SK_LOG_WARN("consumer %s: %s (retrying)", c->durable, sk_error_message());
     }
     sk_error_clear();
@@ -1722,8 +1725,7 @@ static void pull_failed(sk_consumer *c, sk_status st)
     c->is_resubscribe_needed =
         st == SK_ENOTFOUND || st == SK_ELIMIT ||
         ((st == SK_ETIMEDOUT || st == SK_EUNAVAILABLE) && consumer_is_gone(c));
-    if (c->last_log_ms == 0 || now - c->last_log_ms >= LOG_INTERVAL_MS) {
-        c->last_log_ms = now;
+    if (sk__log_is_due(&c->last_log_ms[LOG_PULL], now)) {
         SK_LOG_WARN("consumer %s: %s", c->durable, sk_error_message());
     }
 }

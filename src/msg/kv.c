@@ -387,8 +387,7 @@ static void *watch_main(void *arg)
             if (atomic_load(&w->is_stopping)) {
                 break;
             }
-            if (last_log == 0 || now - last_log >= 5000) {
-                last_log = now;
+            if (sk__log_is_due(&last_log, now)) {
                 SK_LOG_WARN("kv watch %s: %s", w->kv->name, natsStatus_GetText(s));
             }
             if (s == NATS_ILLEGAL_STATE || s == NATS_INVALID_SUBSCRIPTION) {

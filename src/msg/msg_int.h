@@ -97,6 +97,23 @@ bool sk__bus_link_is_current(sk_bus *bus, const sk__bus_link *link);
 /* ---------------------------------------------------------------- locking */
 
 /* Lock or unlock a mutex that cannot fail in a correct program; abort if it does. */
+/** How often one source of repeated failure logs writes a line, at most. */
+#define SK__LOG_INTERVAL_MS 5000
+
+/**
+ * Whether a failure log whose last line went out at *@p last_ms (0: never)
+ * may write one now; if so *@p last_ms becomes @p now_ms. Each source of
+ * repeated failures keeps a clock of its own, so one cannot hide another.
+ */
+static inline bool sk__log_is_due(int64_t *last_ms, int64_t now_ms)
+{
+    if (*last_ms != 0 && now_ms - *last_ms < SK__LOG_INTERVAL_MS) {
+        return false;
+    }
+    *last_ms = now_ms;
+    return true;
+}
+
 static inline void sk__msg_lock(pthread_mutex_t *mu)
 {
     if (pthread_mutex_lock(mu) != 0) {

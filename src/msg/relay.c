@@ -46,8 +46,6 @@
 /* Retry backoff after a failed round. */
 #define RELAY_BACKOFF_MIN_MS 100
 #define RELAY_BACKOFF_MAX_MS 2000
-/* Failure logs at most once per this interval. */
-#define RELAY_LOG_INTERVAL_MS 5000
 /*
  * Published rows are deleted once they have waited this long or this many
  * have piled up, so one commit deletes many: deleting after every round cost
@@ -492,13 +490,10 @@ static sk_status relay_move(sk_relay *r)
 
 /* ---------------------------------------------------------------- publishing */
 
-/* Log a failed round at most once per RELAY_LOG_INTERVAL_MS. */
+/* Log a failed round at most once per SK__LOG_INTERVAL_MS. */
 static void log_failure(sk_relay *r, const char *detail)
 {
-    int64_t now = sk_time_mono_ms();
-
-    if (r->last_log_ms == 0 || now - r->last_log_ms >= RELAY_LOG_INTERVAL_MS) {
-        r->last_log_ms = now;
+    if (sk__log_is_due(&r->last_log_ms, sk_time_mono_ms())) {
         SK_LOG_WARN("relay: %s (retrying from the first unacknowledged row)", detail);
     }
 }

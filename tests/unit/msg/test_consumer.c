@@ -91,12 +91,28 @@ static void test_consumer_start_invalid_args(void **state)
     sk_consumer_stop(NULL);
 }
 
+/* Failure logs: one line per source per SK__LOG_INTERVAL_MS, each source on its own clock. */
+static void test_log_is_due_paces_each_source(void **state)
+{
+    int64_t pull = 0, subscribe = 0;
+    (void)state;
+
+    assert_true(sk__log_is_due(&pull, 1000)); /* never logged: due */
+    assert_int_equal(pull, 1000);
+    assert_false(sk__log_is_due(&pull, 1000 + SK__LOG_INTERVAL_MS - 1));
+    assert_int_equal(pull, 1000);                  /* a line held back does not restart the clock */
+    assert_true(sk__log_is_due(&subscribe, 1001)); /* another source is not held back */
+    assert_true(sk__log_is_due(&pull, 1000 + SK__LOG_INTERVAL_MS));
+    assert_int_equal(pull, 1000 + SK__LOG_INTERVAL_MS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consumer_backoff_ms),
         cmocka_unit_test(test_inbox_cutoff),
         cmocka_unit_test(test_consumer_start_invalid_args),
+        cmocka_unit_test(test_log_is_due_paces_each_source),
     };
     int rc;
 
