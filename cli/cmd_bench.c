@@ -570,8 +570,17 @@ static void events_close(bench *b)
         natsConnection_Destroy(b->nc);
         b->nc = NULL;
     }
-    msgs_destroy(b->spent, b->n_spent); /* no callback runs any more */
-    b->n_spent = 0;
+    /* Under mu: should a drain have timed out, a callback may still be running. */
+    natsMsg *spent[SPENT_BATCH];
+    size_t n_spent = 0;
+    if (b->has_mu) {
+        pthread_mutex_lock(&b->mu);
+        n_spent = b->n_spent;
+        memcpy(spent, b->spent, n_spent * sizeof(spent[0]));
+        b->n_spent = 0;
+        pthread_mutex_unlock(&b->mu);
+    }
+    msgs_destroy(spent, n_spent);
 }
 
 /* ---------------------------------------------------------------- finding the system */

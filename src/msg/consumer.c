@@ -100,7 +100,6 @@ typedef struct pending {
     int64_t position;
 } pending;
 
-/* Lock order: mu only; it is never held while calling nats or the store. */
 /* Failures the fetch thread logs, each paced on its own (sk__log_is_due). */
 typedef enum log_source {
     LOG_RELEASE_POLL, /* looking for parked messages */
@@ -110,6 +109,7 @@ typedef enum log_source {
     N_LOG_SOURCES
 } log_source;
 
+/* Lock order: mu only; it is never held while calling nats or the store. */
 struct sk_consumer {
     sk_bus *bus;
     sk_store *store;
@@ -1740,6 +1740,9 @@ static void *fetch_main(void *arg)
         natsMsg *msg = NULL;
         sk_status st;
 
+        /* Whatever state this turn is in (consuming, standing by, retrying): a batch that has
+         * been filling for a second is freed, so a quiet consumer keeps none. */
+        sk__reaper_flush_stale(&c->reaper);
         sk__msg_lock(&c->mu);
         bool stop = c->is_stopping;
         sk__msg_unlock(&c->mu);
@@ -1795,8 +1798,6 @@ static void *fetch_main(void *arg)
             }
             if (msg != NULL) {
                 process(c, msg);
-            } else {
-                sk__reaper_flush_stale(&c->reaper); /* quiet: free what a batch kept */
             }
             continue;
         }

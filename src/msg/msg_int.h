@@ -96,7 +96,6 @@ bool sk__bus_link_is_current(sk_bus *bus, const sk__bus_link *link);
 
 /* ---------------------------------------------------------------- locking */
 
-/* Lock or unlock a mutex that cannot fail in a correct program; abort if it does. */
 /** How often one source of repeated failure logs writes a line, at most. */
 #define SK__LOG_INTERVAL_MS 5000
 
@@ -114,6 +113,7 @@ static inline bool sk__log_is_due(int64_t *last_ms, int64_t now_ms)
     return true;
 }
 
+/* Lock or unlock a mutex that cannot fail in a correct program; abort if it does. */
 static inline void sk__msg_lock(pthread_mutex_t *mu)
 {
     if (pthread_mutex_lock(mu) != 0) {
@@ -259,8 +259,8 @@ void sk__reaper_add(sk__reaper *r, natsMsg *msg);
 void sk__reaper_flush(sk__reaper *r);
 /**
  * Destroy the held messages when the first came SK__REAPER_MAX_AGE_MS ago
- * or more (thread-safe): called by the owner's thread when it is idle, so
- * that a quiet consumer or relay does not keep a batch's memory.
+ * or more (thread-safe): called by the owner's thread on every turn of its
+ * loop, so that a quiet consumer or relay does not keep a batch's memory.
  */
 void sk__reaper_flush_stale(sk__reaper *r);
 /** Flush and release; safe on a reaper that was never initialised. */

@@ -7,8 +7,8 @@
  * futex wake and a context switch on another thread (see
  * docs/performance.md). Holding finished messages and destroying them
  * together wakes the collector once per batch. What is held is bounded by
- * count, bytes and (at the owner's idle moments) age, and the owner flushes
- * it when it stops.
+ * count, bytes and (checked on every turn of the owner's loop) age, and the
+ * owner flushes it when it stops.
  *
  * The collector empties its list as fast as it is filled, so it goes back
  * to sleep between batches: each batch is about one wake-up of it. With 32

@@ -349,13 +349,18 @@ static sk_status read_rows(sk_tx *tx, void *ctx)
     return st;
 }
 
+/*
+ * The rows are the relay thread's; only n_rows is published under mu. The
+ * messages go to the reaper outside mu, so a full batch's destroys never
+ * hold up a commit's wake-up (which takes mu).
+ */
 static void rows_release(sk_relay *r)
 {
-    sk__msg_lock(&r->mu);
     for (size_t i = 0; i < r->n_rows; i++) {
         sk__reaper_add(&r->reaper, r->rows[i].msg);
         r->rows[i].msg = NULL;
     }
+    sk__msg_lock(&r->mu);
     r->n_rows = 0;
     sk__msg_unlock(&r->mu);
 }
@@ -764,15 +769,15 @@ static void *relay_main(void *arg)
         if (stop) {
             break;
         }
+        /* Holder or not: a batch that has been filling for a second is freed (ticks every
+         * RELAY_TICK_MS at most), so a quiet relay keeps none. */
+        sk__reaper_flush_stale(&r->reaper);
         if (!sk__relay_owner_is_holder(r->owner)) {
             more = false; /* standing by: woken when this instance becomes the holder */
             continue;
         }
         more = relay_round(r, &is_failed);
         delete_acked(r, false); /* rows now due, or a delete that failed earlier */
-        if (!more) {
-            sk__reaper_flush_stale(&r->reaper); /* caught up: free what a quiet batch kept */
-        }
         if (is_failed) {
             sk__msg_lock(&r->mu);
             r->is_woken = false;

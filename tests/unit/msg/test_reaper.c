@@ -95,7 +95,7 @@ static void test_reaper_flush_stale_waits_for_the_first_messages_age(void **stat
     assert_int_equal(r.first_ms, first); /* the age is the first message's */
     sk__reaper_flush_stale(&r);
     assert_int_equal(r.n, 2); /* young: kept for a fuller batch */
-    r.first_ms = sk_time_mono_ms() - (SK__REAPER_MAX_AGE_MS - 100); /* held 0.9 of the bound */
+    r.first_ms = sk_time_mono_ms() - SK__REAPER_MAX_AGE_MS / 2; /* held half the bound */
     sk__reaper_flush_stale(&r);
     assert_int_equal(r.n, 2);
     r.first_ms = sk_time_mono_ms() - SK__REAPER_MAX_AGE_MS;
