@@ -410,6 +410,11 @@ static int64_t sqlite_changes(sk__db_conn *c)
     return (int64_t)sqlite3_changes64(c->db);
 }
 
+static void sqlite_release_memory(sk__db_conn *c)
+{
+    (void)sqlite3_db_release_memory(c->db); /* SQLITE_OK, or SQLITE_BUSY for pages in use */
+}
+
 static int sqlite_column_count(sk_rows *rows)
 {
     return sqlite3_column_count(stmt_of(rows)->st);
@@ -776,6 +781,7 @@ const sk__store_backend sk__store_sqlite_backend = {
     .step = sqlite_step,
     .reset = sqlite_reset,
     .changes = sqlite_changes,
+    .release_memory = sqlite_release_memory,
     .column_count = sqlite_column_count,
     .column_is_null = sqlite_column_is_null,
     .column_int = sqlite_column_int,

@@ -9,6 +9,7 @@
 #include "store/store_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -70,6 +71,9 @@ struct sk_store {
     pthread_mutex_t read_mu;
     read_conn *read_idle;
 
+    /* Writer thread only: a batch ran since the writer last gave memory back (memory_release). */
+    bool is_memory_held;
+
     /* Writer thread only: after-commit hooks of the running batch, in order. */
     hook *hooks;
     size_t n_hooks;
@@ -78,6 +82,7 @@ struct sk_store {
 
     _Atomic uint64_t n_units;
     _Atomic uint64_t n_batches;
+    _Atomic uint64_t n_memory_releases; /* memory_release calls (tests) */
 };
 
 /* Every backend, tried in order by sk_store_open. */
@@ -306,6 +311,64 @@ static void run_batch(sk_store *s, job *batch)
     }
 }
 
+/*
+ * After a burst of work the connections' page caches (up to 2 MiB each, the
+ * writer and every pooled reader) and the heap's free pages stay with the
+ * process: an idle service measured 8.5-9.6 MiB PSS after 5 s at 300
+ * orders/s, against ~5 MiB fresh. An idle writer gives them back: the
+ * caches of its connection and of the readers not in use (taken out of the
+ * pool meanwhile, so no reader gets one mid-release), then malloc_trim.
+ */
+static void memory_release(sk_store *s)
+{
+    read_conn *idle, *last = NULL;
+
+    s->be->release_memory(s->wconn);
+    lock(&s->read_mu);
+    idle = s->read_idle;
+    s->read_idle = NULL;
+    unlock(&s->read_mu);
+    for (read_conn *r = idle; r != NULL; r = r->next) {
+        s->be->release_memory(r->conn);
+        last = r;
+    }
+    if (last != NULL) {
+        lock(&s->read_mu);
+        last->next = s->read_idle;
+        s->read_idle = idle;
+        unlock(&s->read_mu);
+    }
+    (void)malloc_trim(0); /* returns 1 when it gave memory back */
+    atomic_fetch_add_explicit(&s->n_memory_releases, 1, memory_order_relaxed);
+}
+
+/*
+ * Called with mu held: wait for a job or closing. When a batch ran since the
+ * last release and nothing comes for SK__STORE_IDLE_RELEASE_MS, give memory back
+ * (mu released meanwhile), once.
+ */
+static void writer_wait(sk_store *s)
+{
+    struct timespec deadline;
+
+    sk_time_mono_deadline(SK__STORE_IDLE_RELEASE_MS, &deadline);
+    while (s->head == NULL && !s->is_closing) {
+        if (!s->is_memory_held) {
+            check_pthread(pthread_cond_wait(&s->cv, &s->mu), "pthread_cond_wait");
+            continue;
+        }
+        int rc = pthread_cond_timedwait(&s->cv, &s->mu, &deadline);
+        if (rc == ETIMEDOUT) {
+            s->is_memory_held = false;
+            unlock(&s->mu);
+            memory_release(s);
+            lock(&s->mu);
+        } else {
+            check_pthread(rc, "pthread_cond_timedwait");
+        }
+    }
+}
+
 /* Take whatever has queued (up to max_batch) each round: that is the group commit. */
 static void *writer_main(void *arg)
 {
@@ -318,9 +381,7 @@ static void *writer_main(void *arg)
         size_t n = 1;
 
         lock(&s->mu);
-        while (s->head == NULL && !s->is_closing) {
-            check_pthread(pthread_cond_wait(&s->cv, &s->mu), "pthread_cond_wait");
-        }
+        writer_wait(s);
         if (s->head == NULL) {
             unlock(&s->mu); /* closing and drained */
             break;
@@ -339,6 +400,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         unlock(&s->mu);
         run_batch(s, batch);
+        s->is_memory_held = true;
     }
     return NULL;
 }
@@ -528,11 +590,17 @@ sk_status sk_store_open(sk_store **out, const sk_store_config *cfg)
     }
     check_pthread(pthread_mutex_init(&s->mu, NULL), "pthread_mutex_init");
     check_pthread(pthread_mutex_init(&s->read_mu, NULL), "pthread_mutex_init");
-    check_pthread(pthread_cond_init(&s->cv, NULL), "pthread_cond_init");
+    pthread_condattr_t ca;
+    check_pthread(pthread_condattr_init(&ca), "pthread_condattr_init");
+    /* Timed waits on the monotonic clock: a wall clock jump must not move them. */
+    check_pthread(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC), "pthread_condattr_setclock");
+    check_pthread(pthread_cond_init(&s->cv, &ca), "pthread_cond_init");
+    pthread_condattr_destroy(&ca);
     s->max_batch = cfg->max_batch == 0 ? DEFAULT_MAX_BATCH : cfg->max_batch;
     s->max_queue = cfg->max_queue == 0 ? DEFAULT_MAX_QUEUE : cfg->max_queue;
     atomic_init(&s->n_units, 0);
     atomic_init(&s->n_batches, 0);
+    atomic_init(&s->n_memory_releases, 0);
 
     st = SK_ENOTFOUND;
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]) && st == SK_ENOTFOUND; i++) {
@@ -808,6 +876,11 @@ void sk_store_set_commit_hook(sk_store *store, sk_store_commit_hook_fn fn, void 
 const char *sk_store_location(const sk_store *store)
 {
     return store == NULL ? NULL : store->target;
+}
+
+uint64_t sk__store_n_memory_releases(sk_store *store)
+{
+    return atomic_load_explicit(&store->n_memory_releases, memory_order_relaxed);
 }
 
 bool sk__store_is_file(const sk_store *store)

@@ -87,6 +87,12 @@ struct sk__store_backend {
     void (*reset)(sk_rows *rows);
     /** Rows changed by the last completed statement on @p conn. */
     int64_t (*changes)(sk__db_conn *conn);
+    /**
+     * Free what @p conn caches that a later transaction can read again (its
+     * page cache); called only between transactions, by the connection's
+     * one user.
+     */
+    void (*release_memory)(sk__db_conn *conn);
     int (*column_count)(sk_rows *rows);
     bool (*column_is_null)(sk_rows *rows, int col);
     int64_t (*column_int)(sk_rows *rows, int col);
@@ -97,6 +103,10 @@ struct sk__store_backend {
 /** The SQLite backend ("sqlite:PATH", "sqlite::memory:", plain paths). */
 extern const sk__store_backend sk__store_sqlite_backend;
 
+/** A writer idle this long after a batch gives memory back (store.c memory_release). */
+#define SK__STORE_IDLE_RELEASE_MS 2000
+/** How many times the idle writer gave memory back (store.c memory_release; tests). */
+uint64_t sk__store_n_memory_releases(sk_store *store);
 /** True when the store is a file that other processes may share (store.c). */
 bool sk__store_is_file(const sk_store *store);
 /**

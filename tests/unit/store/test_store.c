@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sk_test.h"
@@ -933,6 +934,53 @@ static void test_sk_store_read_memory_sees_commits(void **state)
     sk_store_close(s);
 }
 
+static bool memory_released_once(void *ctx)
+{
+    return sk__store_n_memory_releases(ctx) >= 1;
+}
+
+static bool memory_released_twice(void *ctx)
+{
+    return sk__store_n_memory_releases(ctx) >= 2;
+}
+
+/*
+ * An idle writer gives its connections' caches back, once per idle spell,
+ * and the store works on as before: readers taken out of the pool for it
+ * are back, the data is all there.
+ */
+static void test_sk_store_idle_writer_releases_memory(void **state)
+{
+    char dir[64];
+    char url[128];
+    sk_store_config cfg = { .url = url, .migrations = base_migrations, .n_migrations = 1 };
+    sk_store *s = NULL;
+    (void)state;
+
+    assert_int_equal(sk_test_tmpdir(dir, sizeof(dir)), SK_OK);
+    snprintf(url, sizeof(url), "sqlite:%s/idle.db", dir);
+    assert_int_equal(sk_store_open(&s, &cfg), SK_OK);
+    /* Opening ran the migrations as a batch: the first idle spell releases. */
+    for (int i = 1; i <= 200; i++) {
+        row_unit u = { .id = i, .v = "a row to cache" };
+        assert_int_equal(sk_store_run(s, row_work, &u), SK_OK);
+    }
+    assert_int_equal(count_rows(s, "SELECT count(*) FROM t"), 200); /* a pooled reader */
+    assert_true(sk_test_wait_until(memory_released_once, s, WAIT_MS));
+    struct timespec idle = { (SK__STORE_IDLE_RELEASE_MS + 500) / 1000,
+                             ((SK__STORE_IDLE_RELEASE_MS + 500) % 1000) * 1000000L };
+    nanosleep(&idle, NULL);
+    assert_int_equal(sk__store_n_memory_releases(s), 1); /* idle on: nothing more to give */
+
+    row_unit more = { .id = 201, .v = "after" };
+    assert_int_equal(sk_store_run(s, row_work, &more), SK_OK);
+    assert_int_equal(count_rows(s, "SELECT count(*) FROM t"), 201);
+    assert_true(sk_test_wait_until(memory_released_twice, s, WAIT_MS)); /* a new spell */
+    assert_int_equal(count_rows(s, "SELECT count(*) FROM t"), 201);
+    sk_store_close(s);
+    sk_test_rmrf(dir);
+}
+
 static sk_status write_in_read(sk_tx *tx, void *ctx)
 {
     (void)ctx;
@@ -1458,6 +1506,7 @@ int main(void)
         cmocka_unit_test(test_sk_store_run_status_and_message),
         cmocka_unit_test(test_sk_store_read_snapshot),
         cmocka_unit_test(test_sk_store_read_memory_sees_commits),
+        cmocka_unit_test(test_sk_store_idle_writer_releases_memory),
         cmocka_unit_test(test_sk_store_read_is_read_only),
         cmocka_unit_test(test_sk_tx_exec_params_of_every_type),
         cmocka_unit_test(test_sk_tx_exec_unique_is_eexist),
