@@ -960,7 +960,7 @@ static void test_sk_store_idle_writer_releases_memory(void **state)
     assert_int_equal(sk_test_tmpdir(dir, sizeof(dir)), SK_OK);
     snprintf(url, sizeof(url), "sqlite:%s/idle.db", dir);
     assert_int_equal(sk_store_open(&s, &cfg), SK_OK);
-    /* Opening ran the migrations as a batch: the first idle spell releases. */
+    /* Batches of the writer, then a read through a pooled reader: the idle spell releases. */
     for (int i = 1; i <= 200; i++) {
         row_unit u = { .id = i, .v = "a row to cache" };
         assert_int_equal(sk_store_run(s, row_work, &u), SK_OK);
