@@ -354,7 +354,8 @@ void cli_supervisor_request_stop(cli_supervisor *s);
 
 /**
  * Stop every child, phase by phase: SIGTERM to the running children of the
- * phase, wait until they exit (CLI_STOP_DEADLINE_MS, or @p deadline_ms when
+ * phase (SIGINT to nats-server's phase: the same shutdown, exit status 0
+ * instead of 1), wait until they exit (CLI_STOP_DEADLINE_MS, or @p deadline_ms when
  * > 0), then SIGKILL the rest and reap them. Pending restarts are cancelled.
  */
 void cli_supervisor_stop_all(cli_supervisor *s, int64_t deadline_ms);

@@ -465,7 +465,8 @@ void cli_supervisor_stop_all(cli_supervisor *s, int64_t deadline_ms)
             continue;
         }
         if (!s->is_forced) {
-            signal_phase(s, phase, SIGTERM);
+            /* nats-server shuts down the same on either, but exits with status 1 on SIGTERM. */
+            signal_phase(s, phase, phase == CLI_PHASE_BROKER ? SIGINT : SIGTERM);
             wait_phase(s, phase, sk_time_mono_ms() + grace, true);
         }
         if (running_in_phase(s, phase) > 0) {

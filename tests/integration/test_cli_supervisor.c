@@ -122,15 +122,21 @@ static void test_cli_supervisor_restarts_killed_child(void **state)
     assert_int_equal(cli_supervisor_restarts(f->sup, "victim"), 1);
 }
 
-/* Children append their name to a file on SIGTERM: the file gives the stop order. */
+/*
+ * Children append their name and the stop signal to a file: the file gives
+ * the stop order, and that the broker (nats-server, which exits with status
+ * 1 on SIGTERM) gets SIGINT.
+ */
 static void test_cli_supervisor_stop_order(void **state)
 {
     fixture *f = *state;
-    char script[256], path[128];
+    char script[512], path[128];
 
     snprintf(path, sizeof(path), "%s/order", f->dir);
     snprintf(script, sizeof(script),
-             "trap 'echo $0 >> %s; exit 0' TERM; while :; do sleep 0.05; done", path);
+             "trap 'echo $0 TERM >> %s; exit 0' TERM; trap 'echo $0 INT >> %s; exit 0' INT; "
+             "while :; do sleep 0.05; done",
+             path, path);
     /* Started in the reverse order, to show the phase decides. */
     assert_int_equal(spawn_sh(f, "broker", CLI_PHASE_BROKER, script), SK_OK);
     assert_int_equal(spawn_sh(f, "svc", CLI_PHASE_SERVICE, script), SK_OK);
@@ -141,7 +147,7 @@ static void test_cli_supervisor_stop_order(void **state)
     assert_int_equal(cli_supervisor_running(f->sup), 0);
     char *text = sk_test_read_file(path, NULL);
     assert_non_null(text);
-    assert_string_equal(text, "gw\nsvc\nbroker\n");
+    assert_string_equal(text, "gw TERM\nsvc TERM\nbroker INT\n");
     sk_free(text);
     /* Nothing restarts after a stop. */
     cli_supervisor_poll(f->sup, 20);
