@@ -418,6 +418,15 @@ static int64_t event_version(natsMsg *msg)
     return version;
 }
 
+/* Under mu: move the held event messages to @p out; @return how many. */
+static size_t spent_take(bench *b, natsMsg **out)
+{
+    size_t n = b->n_spent;
+    memcpy(out, b->spent, n * sizeof(out[0]));
+    b->n_spent = 0;
+    return n;
+}
+
 /* Destroy @p n messages of @p msgs. */
 static void msgs_destroy(natsMsg **msgs, size_t n)
 {
@@ -462,9 +471,7 @@ static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     }
     b->spent[b->n_spent++] = msg;
     if (b->n_spent == SPENT_BATCH) {
-        memcpy(spent, b->spent, sizeof(spent));
-        n_spent = b->n_spent;
-        b->n_spent = 0;
+        n_spent = spent_take(b, spent);
     }
     pthread_mutex_unlock(&b->mu);
     msgs_destroy(spent, n_spent);
@@ -575,9 +582,7 @@ static void events_close(bench *b)
     size_t n_spent = 0;
     if (b->has_mu) {
         pthread_mutex_lock(&b->mu);
-        n_spent = b->n_spent;
-        memcpy(spent, b->spent, n_spent * sizeof(spent[0]));
-        b->n_spent = 0;
+        n_spent = spent_take(b, spent);
         pthread_mutex_unlock(&b->mu);
     }
     msgs_destroy(spent, n_spent);

@@ -63,6 +63,8 @@
 /* Redelivery backoff: BASE * 2^(n-1), at most MAX. */
 #define BACKOFF_BASE_MS 250
 #define BACKOFF_MAX_MS  30000
+/* How often the fetch thread looks for a stale batch in its reaper (sk__reaper_flush_stale). */
+#define FETCH_REAP_CHECK_MS 100
 /* How often a consumer standing by tries its database's lock. */
 #define CONSUMER_STANDBY_RETRY_MS 500
 /* How long a holder's fetches may fail before it lets another instance try. */
@@ -1735,14 +1737,21 @@ static void *fetch_main(void *arg)
     sk_consumer *c = arg;
     int64_t backoff = 100;
 
+    int64_t next_reap_check_ms = 0;
+
     sk_thread_name("sk-fetch");
     for (;;) {
         natsMsg *msg = NULL;
         sk_status st;
 
         /* Whatever state this turn is in (consuming, standing by, retrying): a batch that has
-         * been filling for a second is freed, so a quiet consumer keeps none. */
-        sk__reaper_flush_stale(&c->reaper);
+         * been filling for a second is freed, so a quiet consumer keeps none. Looked at a few
+         * times a second, not on every message: the reaper's lock is the writer's too. */
+        int64_t now = sk_time_mono_ms();
+        if (now >= next_reap_check_ms) {
+            sk__reaper_flush_stale(&c->reaper);
+            next_reap_check_ms = now + FETCH_REAP_CHECK_MS;
+        }
         sk__msg_lock(&c->mu);
         bool stop = c->is_stopping;
         sk__msg_unlock(&c->mu);

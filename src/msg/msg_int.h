@@ -259,8 +259,9 @@ void sk__reaper_add(sk__reaper *r, natsMsg *msg);
 void sk__reaper_flush(sk__reaper *r);
 /**
  * Destroy the held messages when the first came SK__REAPER_MAX_AGE_MS ago
- * or more (thread-safe): called by the owner's thread on every turn of its
- * loop, so that a quiet consumer or relay does not keep a batch's memory.
+ * or more (thread-safe): the owner's thread calls it from its loop, in every
+ * state, a few times a second at least, so that a quiet consumer or relay
+ * does not keep a batch's memory.
  */
 void sk__reaper_flush_stale(sk__reaper *r);
 /** Flush and release; safe on a reaper that was never initialised. */

@@ -42,9 +42,10 @@
 void sk__pull_on_message(sk__pull *p)
 {
     p->n_lost_in_a_row = 0;
+    /* None open: it is from a request we forgot, and counts against nothing. */
     if (p->n_requested > 0) {
         p->n_requested--; /* at 0 it is filled: the server ends it without a status */
-    }                     /* else from a request we forgot: nothing to count it against */
+    }
 }
 
 bool sk__pull_on_end(sk__pull *p, uint64_t id)

@@ -7,8 +7,8 @@
  * futex wake and a context switch on another thread (see
  * docs/performance.md). Holding finished messages and destroying them
  * together wakes the collector once per batch. What is held is bounded by
- * count, bytes and (checked on every turn of the owner's loop) age, and the
- * owner flushes it when it stops.
+ * count, bytes and (checked from the owner's loop a few times a second) age,
+ * and the owner flushes it when it stops.
  *
  * The collector empties its list as fast as it is filled, so it goes back
  * to sleep between batches: each batch is about one wake-up of it. With 32
@@ -87,7 +87,7 @@ static void flush_held_for(sk__reaper *r, int64_t min_age_ms)
         return;
     }
     sk__msg_lock(&r->mu);
-    if (r->n > 0 && (min_age_ms == 0 || sk_time_mono_ms() - r->first_ms >= min_age_ms)) {
+    if (r->n > 0 && sk_time_mono_ms() - r->first_ms >= min_age_ms) {
         n_out = take_held(r, out);
     }
     sk__msg_unlock(&r->mu);
