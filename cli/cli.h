@@ -511,6 +511,29 @@ typedef struct cli_bench_plan {
  */
 SK_NODISCARD sk_status cli_bench_plan_make(const cli_bench_opts *o, cli_bench_plan *out);
 
+/* ---------------------------------------------------------------- bench: the event loop (bench_loop.c) */
+
+/** A libcurl multi handle driven by epoll (libcurl's multi_socket interface). */
+typedef struct cli_curl_loop {
+    CURLM *multi;         /* borrowed */
+    int epfd;             /* the sockets libcurl asked for, and wakefd */
+    int wakefd;           /* eventfd: cli_curl_loop_wake from another thread */
+    int64_t timer_due_us; /* libcurl's next timeout (monotonic), -1: none */
+} cli_curl_loop;
+
+/** Take over @p multi's socket and timer callbacks. */
+SK_NODISCARD sk_status cli_curl_loop_init(cli_curl_loop *l, CURLM *multi);
+/** Give the callbacks back and close the descriptors (safe after a failed init). */
+void cli_curl_loop_fini(cli_curl_loop *l);
+/**
+ * Wait up to @p wait_ms (less when libcurl's timer is due sooner) for ready
+ * sockets or a wake-up, and let libcurl act on what is ready and on its
+ * timer. Finished transfers are then in curl_multi_info_read.
+ */
+void cli_curl_loop_run(cli_curl_loop *l, int wait_ms);
+/** End a cli_curl_loop_run that is waiting; any thread. */
+void cli_curl_loop_wake(cli_curl_loop *l);
+
 /* ---------------------------------------------------------------- bench: the system's own cost */
 
 /** Most processes of a local `skald up` that `skald bench` follows. */

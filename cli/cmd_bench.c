@@ -2,8 +2,8 @@
 /*
  * `skald bench`: drives POST /api/v1/orders of a running system and follows
  * every order to its terminal status. One thread, one libcurl multi handle
- * (keep-alive connections to the gateway, driven by epoll: src/mesh/curl_loop.c);
- * open loop (sends on schedule, latency from the due time) or closed loop (a fixed number of orders in
+ * (keep-alive connections to the gateway, driven by epoll: bench_loop.c); open loop (sends on schedule,
+ * latency from the due time) or closed loop (a fixed number of orders in
  * flight). An order's end-to-end time is when a GET /api/v1/orders/{id}
  * first answers APPROVED/REJECTED/CANCELLED: the bench issues that GET when
  * the order's terminal event appears on NATS (a plain subscription with the
@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "mesh/curl_loop.h" /* the mesh client's event loop, shared */
 
 #define CTX "bench"
 /* Most transfers queued in libcurl at once; further due sends wait (their latency still counts). */
@@ -152,7 +151,7 @@ typedef struct bench {
     char **skus;      /* owned, plan.n_products */
     char **customers; /* owned, plan.n_customers */
     CURLM *multi;
-    sk__curl_loop loop; /* drives multi (has_loop) */
+    cli_curl_loop loop; /* drives multi (has_loop) */
     bool has_loop;
     CURL *idle[MAX_IDLE_HANDLES]; /* finished transfers' handles, reset, for the next ones */
     size_t n_idle;
@@ -467,7 +466,7 @@ static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
             b->n_queue++;
         }
         if (b->is_started) {
-            sk__curl_loop_wake(&b->loop);
+            cli_curl_loop_wake(&b->loop);
         }
     }
     b->spent[b->n_spent++] = msg;
@@ -1195,7 +1194,7 @@ static sk_status run_once(bench *b, double rate, int concurrency, run_result *r)
         }
         now = now_us();
         int wait_ms = wake > now ? (int)((wake - now + 999) / 1000) : 0;
-        sk__curl_loop_run(&b->loop, wait_ms);
+        cli_curl_loop_run(&b->loop, wait_ms);
         if (atomic_load(&b->is_denied) && !b->is_polling) {
             b->is_polling = true;
             fprintf(stderr,
@@ -1414,7 +1413,7 @@ static void bench_fini(bench *b)
     events_close(b);
     cli_lat_fini(&b->tick);
     if (b->has_loop) {
-        sk__curl_loop_fini(&b->loop);
+        cli_curl_loop_fini(&b->loop);
     }
     for (size_t i = 0; i < b->n_idle; i++) {
         curl_easy_cleanup(b->idle[i]);
@@ -1522,7 +1521,7 @@ static int bench_prepare(bench *b, cli_conn *conn)
     curl_multi_setopt(b->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)b->o.connections);
     curl_multi_setopt(b->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)b->o.connections);
     curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)b->o.connections);
-    if (sk__curl_loop_init(&b->loop, b->multi) != SK_OK) {
+    if (cli_curl_loop_init(&b->loop, b->multi) != SK_OK) {
         cli_errorf(CTX, "%s", sk_error_message());
         goto out;
     }

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * HTTP client on libcurl's multi interface, driven by epoll (curl_loop.c).
- * One thread owns the multi handle and every easy handle: sk_http_client_send
- * only copies the request into a job, queues it under a mutex and wakes the
- * thread, so no curl call ever runs on two threads. Connections are kept in the multi's cache and
- * reused. With TLS the server must present a certificate from our CA, and, when the request names
- * an expected service, its URI SAN must be that identity; the identity is checked just before each
- * request is sent (CURLOPT_PREREQFUNCTION), which also covers reused connections.
+ * HTTP client on libcurl's multi interface. One thread owns the multi handle
+ * and every easy handle: sk_http_client_send only copies the request into a
+ * job, queues it under a mutex and wakes the thread, so no curl call ever
+ * runs on two threads. Connections are kept in the multi's cache and reused.
+ * With TLS the server must present a certificate from our CA, and, when the
+ * request names an expected service, its URI SAN must be that identity; the
+ * identity is checked just before each request is sent (CURLOPT_PREREQFUNCTION),
+ * which also covers reused connections.
  *
  * Certificate rotation: until sk_http_client_reload_tls is first called,
  * curl reads the files for each new connection. A reload reads them once and
@@ -15,8 +16,6 @@
  * with the old credentials is reused by a transfer using the new ones.
  */
 #include "mesh/mesh_int.h"
-
-#include "mesh/curl_loop.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -81,8 +80,6 @@ struct sk_http_client {
     pthread_t thread;
     bool has_thread;
     CURLM *multi;
-    sk__curl_loop loop; /* drives multi; has_loop once set up */
-    bool has_loop;
     CURLSH *share; /* TLS sessions and DNS, used on the client thread only */
     bool is_tls;
     char *ca_file;
@@ -520,13 +517,15 @@ static void calls_run(sk_http_client *c, loop_call *calls)
 
 /*
  * Wait for the next event: a transfer's socket, the guest's fd, a wake-up or
- * a timeout, and let libcurl act on its sockets. Then run the guest if its fd
- * is ready, it was told to run, or its own timeout has come.
+ * a timeout. Then run the guest if its fd is ready, it was told to run, or
+ * its own timeout has come.
  */
 static void loop_wait(sk_http_client *c)
 {
+    struct curl_waitfd wfd = { 0 };
     int64_t timeout_ms = POLL_MS;
     int64_t guest_due_ms = INT64_MAX;
+    unsigned n_fds = 0;
 
     if (c->guest.run != NULL) {
         int64_t t = c->guest.timeout_ms(c->guest.ctx);
@@ -534,6 +533,9 @@ static void loop_wait(sk_http_client *c)
             guest_due_ms = sk_time_mono_ms() + t;
             timeout_ms = t < timeout_ms ? t : timeout_ms;
         }
+        wfd.fd = c->guest.fd;
+        wfd.events = CURL_WAIT_POLLIN;
+        n_fds = 1;
     }
     lock(&c->mu);
     /* Work queued from this thread (by the guest or a completion) did not wake it up. */
@@ -542,12 +544,16 @@ static void loop_wait(sk_http_client *c)
     bool is_guest_due = c->is_guest_due;
     c->is_guest_due = false;
     unlock(&c->mu);
-    /* With work waiting, look without waiting: the guest's fd is still looked at, so a steady
-     * stream of queued sends cannot starve it. */
-    bool is_guest_ready =
-        sk__curl_loop_run(&c->loop, has_work || is_guest_due ? 0 : (int)timeout_ms);
+    if (!is_guest_due) {
+        /* With work waiting, poll without waiting: the guest's fd is still looked at, so a
+         * steady stream of queued sends cannot starve it. libcurl sets revents of extra fds,
+         * whatever the comment in curl/multi.h says. */
+        SK_IGNORE(curl_multi_poll(c->multi, n_fds > 0 ? &wfd : NULL, n_fds,
+                                  has_work ? 0 : (int)timeout_ms,
+                                  NULL)); /* woken, ready or timed out */
+    }
     if (c->guest.run != NULL &&
-        (is_guest_ready || is_guest_due || sk_time_mono_ms() >= guest_due_ms)) {
+        (wfd.revents != 0 || is_guest_due || sk_time_mono_ms() >= guest_due_ms)) {
         c->guest.run(c->guest.ctx);
     }
 }
@@ -560,6 +566,7 @@ static void *client_main(void *arg)
     for (;;) {
         job *batch;
         bool is_stopping;
+        int running = 0;
         CURLMsg *msg;
         int n_left = 0;
 
@@ -604,7 +611,7 @@ static void *client_main(void *arg)
             }
             break;
         }
-        loop_wait(c);
+        SK_IGNORE(curl_multi_perform(c->multi, &running)); /* per-transfer errors come below */
         while ((msg = curl_multi_info_read(c->multi, &n_left)) != NULL) {
             job *j = NULL;
             if (msg->msg != CURLMSG_DONE) {
@@ -619,6 +626,7 @@ static void *client_main(void *arg)
             active_unlink(c, j);
             job_finish(j, map_curl(rc, j), rc);
         }
+        loop_wait(c);
     }
     /* Loop calls from now on run on their callers; run the ones already queued. */
     lock(&c->mu);
@@ -646,7 +654,7 @@ void sk__http_client_on_loop(sk_http_client *c, void (*fn)(void *ctx), void *ctx
         c->calls_head = &call;
     }
     c->calls_tail = &call;
-    sk__curl_loop_wake(&c->loop); /* the loop also looks within POLL_MS */
+    SK_IGNORE(curl_multi_wakeup(c->multi)); /* the loop also looks within POLL_MS */
     while (!call.is_done) {
         if (pthread_cond_wait(&c->cv, &c->mu) != 0) {
             abort();
@@ -661,7 +669,7 @@ void sk__http_client_guest_wake(sk_http_client *c)
     c->is_guest_due = true;
     unlock(&c->mu);
     if (!is_loop_thread(c)) {
-        sk__curl_loop_wake(&c->loop); /* the loop also runs the guest within POLL_MS */
+        SK_IGNORE(curl_multi_wakeup(c->multi)); /* the loop also runs the guest within POLL_MS */
     }
 }
 
@@ -669,7 +677,6 @@ typedef struct host_args {
     sk_http_client *c;
     const sk__loop_guest *g;
     bool is_hosted;
-    sk_status st; /* when not hosted */
 } host_args;
 
 static void host_on_loop(void *ctx)
@@ -678,7 +685,6 @@ static void host_on_loop(void *ctx)
     sk_http_client *c = a->c;
     if (a->g == NULL) {
         memset(&c->guest, 0, sizeof(c->guest));
-        SK_IGNORE(sk__curl_loop_watch(&c->loop, -1)); /* stopping to watch cannot fail */
         return;
     }
     if (c->guest.run != NULL) {
@@ -687,12 +693,7 @@ static void host_on_loop(void *ctx)
     lock(&c->mu);
     bool is_running = !c->is_stopping && !c->is_loop_gone;
     unlock(&c->mu);
-    if (!is_running) {
-        a->st = SK_FAIL(SK_ESTATE, "the HTTP client is being destroyed");
-        return;
-    }
-    a->st = sk__curl_loop_watch(&c->loop, a->g->fd);
-    if (a->st == SK_OK) {
+    if (is_running) {
         c->guest = *a->g;
         a->is_hosted = true;
     }
@@ -700,9 +701,12 @@ static void host_on_loop(void *ctx)
 
 sk_status sk__http_client_host(sk_http_client *c, const sk__loop_guest *g)
 {
-    host_args a = { c, g, false, SK_OK };
+    host_args a = { c, g, false };
     sk__http_client_on_loop(c, host_on_loop, &a);
-    return g != NULL && !a.is_hosted ? a.st : SK_OK;
+    if (g != NULL && !a.is_hosted) {
+        return SK_FAIL(SK_ESTATE, "the HTTP client is being destroyed");
+    }
+    return SK_OK;
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -754,12 +758,6 @@ sk_status sk_http_client_create(sk_http_client **out, const sk_tls_files *tls)
         st = SK_FAIL(SK_EINTERNAL, "sk_http_client_create: configuring curl");
         goto out;
     }
-    st = sk__curl_loop_init(&c->loop, c->multi);
-    if (st != SK_OK) {
-        st = SK_WRAP(st, "sk_http_client_create");
-        goto out;
-    }
-    c->has_loop = true;
     if (pthread_create(&c->thread, NULL, client_main, c) != 0) {
         st = SK_FAIL(SK_ENOMEM, "sk_http_client_create: starting the client thread");
         goto out;
@@ -781,16 +779,13 @@ void sk_http_client_destroy(sk_http_client *c)
         lock(&c->mu);
         c->is_stopping = true;
         unlock(&c->mu);
-        sk__curl_loop_wake(&c->loop); /* the thread also wakes up within POLL_MS */
+        SK_IGNORE(curl_multi_wakeup(c->multi)); /* the thread also wakes up within POLL_MS */
         if (pthread_join(c->thread, NULL) != 0) {
             abort();
         }
     }
     for (size_t i = 0; i < c->n_idle_easy; i++) {
         curl_easy_cleanup(c->idle_easy[i]);
-    }
-    if (c->has_loop) {
-        sk__curl_loop_fini(&c->loop);
     }
     if (c->multi != NULL) {
         curl_multi_cleanup(c->multi);
@@ -980,7 +975,7 @@ sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_
     unlock(&c->mu);
     j = NULL;
     if (!is_loop_thread(c)) {
-        sk__curl_loop_wake(&c->loop); /* at worst the job starts within POLL_MS */
+        SK_IGNORE(curl_multi_wakeup(c->multi)); /* at worst the job starts within POLL_MS */
     }
 out:
     job_free(j);
@@ -1019,7 +1014,7 @@ sk_status sk_http_client_reload_tls(sk_http_client *c)
     c->pending_tls = b;
     unlock(&c->mu);
     b = old;
-    sk__curl_loop_wake(&c->loop); /* taken before the next batch in any case */
+    SK_IGNORE(curl_multi_wakeup(c->multi)); /* taken before the next batch in any case */
 out:
     blobs_free(b);
     return st;
