@@ -908,7 +908,7 @@ fail:
     if (!atomic_load(&app->is_stopping)) {
         fprintf(stderr, "skald-%s: start-up failed: %s\n", app->args.service, sk_error_message());
         atomic_store(&app->is_startup_failed, true);
-        kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
+        kill(getpid(), SIGTERM); /* wakes the main thread's sigtimedwait */
     }
     return NULL;
 }
@@ -1048,10 +1048,22 @@ int svc_app_run(svc_app *app)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    while (sigwait(&set, &sig) != 0 || sig == SIGHUP) {
-        if (sig == SIGHUP) {
-            sig = 0;
+    /* Between signals, the main thread gives the heap's free pages back while the process is
+     * idle (svc_memory.c). */
+    svc_memory memory;
+    svc__memory_init(&memory, sk_time_mono_ms());
+    const struct timespec tick = { SVC__MEMORY_TICK_MS / 1000,
+                                   (long)(SVC__MEMORY_TICK_MS % 1000) * 1000000L };
+    for (;;) {
+        int got = sigtimedwait(&set, NULL, &tick);
+        if (got == SIGTERM || got == SIGINT) {
+            sig = got;
+            break;
+        }
+        if (got == SIGHUP) {
             reload_tls(app);
+        } else if (got < 0 && errno == EAGAIN) {
+            SK_IGNORE(svc__memory_tick(&memory, sk_time_mono_ms())); /* trimmed or not: both fine */
         }
     }
     SK_LOG_INFO("signal %d: stopping", sig);

@@ -26,4 +26,21 @@ sk_status svc__admin_routes_add(svc_app *app, svc_router *router);
 /** True when SKALD_TEST_ROUTES=1. */
 bool svc__test_routes_enabled(void);
 
+/* How often the main thread looks whether the process is idle (svc_memory.c). */
+#define SVC__MEMORY_TICK_MS 5000
+
+/** The main thread's record of the process's CPU, to tell when it is idle (svc_memory.c). */
+typedef struct svc_memory {
+    int64_t last_cpu_us; /* user + system CPU of the process at the last tick, -1: unknown */
+    int64_t last_ms;     /* monotonic time of the last tick */
+    uint64_t n_trims;
+} svc_memory;
+
+void svc__memory_init(svc_memory *m, int64_t now_ms);
+/**
+ * When the process used less than 2 % of a core since the last call, give
+ * the heap's free pages back (malloc_trim). @return true when it trimmed.
+ */
+bool svc__memory_tick(svc_memory *m, int64_t now_ms);
+
 #endif /* SVC_INT_H */
