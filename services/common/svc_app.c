@@ -1063,7 +1063,7 @@ int svc_app_run(svc_app *app)
         if (got == SIGHUP) {
             reload_tls(app);
         } else if (got < 0 && errno == EAGAIN) {
-            SK_IGNORE(svc__memory_tick(&memory, sk_time_mono_ms())); /* trimmed or not: both fine */
+            (void)svc__memory_tick(&memory, sk_time_mono_ms()); /* trimmed or not: both fine */
         }
     }
     SK_LOG_INFO("signal %d: stopping", sig);

@@ -31,15 +31,21 @@ bool svc__test_routes_enabled(void);
 
 /** The main thread's record of the process's CPU, to tell when it is idle (svc_memory.c). */
 typedef struct svc_memory {
-    int64_t last_cpu_us; /* user + system CPU of the process at the last tick, -1: unknown */
-    int64_t last_ms;     /* monotonic time of the last tick */
+    int64_t last_cpu_us;        /* user + system CPU of the process at the last tick, -1: unknown */
+    int64_t last_ms;            /* monotonic time of the last tick */
+    bool is_trimmed;            /* trimmed since the process was last busy */
+    size_t free_after_trim;     /* the heap's free bytes right after that trim */
+    size_t resident_after_trim; /* the process's resident bytes right after that trim */
+    bool is_released;           /* the last trim gave memory back */
     uint64_t n_trims;
 } svc_memory;
 
 void svc__memory_init(svc_memory *m, int64_t now_ms);
 /**
  * When the process used less than 2 % of a core since the last call, give
- * the heap's free pages back (malloc_trim). @return true when it trimmed.
+ * the heap's free pages back (malloc_trim): on the first such call after it
+ * was busy, then when 256 KiB more are free or resident. @return true when it
+ * trimmed.
  */
 bool svc__memory_tick(svc_memory *m, int64_t now_ms);
 

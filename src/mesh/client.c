@@ -36,7 +36,8 @@
 #define MAX_IDLE_EASY      64 /* easy handles kept for reuse (one per concurrent request) */
 /*
  * With no transfer for this long, the easy handles kept for reuse are freed
- * (their buffers, ~17 KiB each); after SK_HTTP_IDLE_TIMEOUT_MS, when our
+ * (their buffers, ~17 KiB each); after the servers' idle bound
+ * (SKALD_HTTP_IDLE_TIMEOUT_MS, else SK_HTTP_IDLE_TIMEOUT_MS), when our
  * servers have closed their side of every idle connection, the pooled
  * connections are closed too. After a burst of load the gateway held
  * 13.7 MiB PSS, idle, against 4.3 MiB fresh.
@@ -111,9 +112,10 @@ struct sk_http_client {
      * per request allocated and freed curl's per-transfer state and buffers each time). */
     CURL *idle_easy[MAX_IDLE_EASY];
     size_t n_idle_easy;
-    int64_t idle_since_ms; /* client thread only: when the last transfer ended, 0: busy */
+    int64_t idle_since_ms; /* client thread only: first turn with no transfer active, 0: not yet */
     int64_t easy_idle_ms;  /* client thread only: IDLE_RELEASE_MS (tests set their own) */
-    int64_t pool_idle_ms;  /* client thread only: SK_HTTP_IDLE_TIMEOUT_MS (same) */
+    int64_t pool_idle_ms;  /* client thread only: the servers' idle bound (same) */
+    uint64_t n_pool_closes; /* client thread only */
     bool has_pooled_conns; /* client thread only: a transfer ran since the pool was emptied */
 };
 
@@ -542,11 +544,17 @@ static void pool_close(sk_http_client *c)
         return; /* tried again on the next turn */
     }
     lock(&c->mu); /* other threads wake the loop through c->multi with mu held */
+    if (c->queue_head != NULL) {
+        unlock(&c->mu); /* work came in: the pool is about to be used */
+        curl_multi_cleanup(fresh);
+        return;
+    }
     CURLM *old = c->multi;
     c->multi = fresh;
     unlock(&c->mu);
     curl_multi_cleanup(old); /* no transfer is attached: this closes the pooled connections */
     c->has_pooled_conns = false;
+    c->n_pool_closes++;
 }
 
 /*
@@ -598,7 +606,8 @@ static void loop_wait(sk_http_client *c)
         n_fds = 1;
     }
     lock(&c->mu);
-    /* Work queued from this thread (by the guest or a completion) did not wake it up. */
+    /* Work queued from this thread (by the guest or a completion) did not wake it up; nor did
+     * work whose wake-up went to the multi handle pool_close replaced. */
     bool has_work = c->queue_head != NULL || c->calls_head != NULL || c->pending_tls != NULL ||
                     c->is_stopping;
     bool is_guest_due = c->is_guest_due;
@@ -762,13 +771,19 @@ static void host_on_loop(void *ctx)
 
 typedef struct count_args {
     sk_http_client *c;
-    size_t *n;
+    size_t *n_idle_easy;
+    uint64_t *n_pool_closes;
 } count_args;
 
 static void count_idle_on_loop(void *ctx)
 {
     count_args *a = ctx;
-    *a->n = a->c->n_idle_easy;
+    if (a->n_idle_easy != NULL) {
+        *a->n_idle_easy = a->c->n_idle_easy;
+    }
+    if (a->n_pool_closes != NULL) {
+        *a->n_pool_closes = a->c->n_pool_closes;
+    }
 }
 
 typedef struct idle_args {
@@ -792,7 +807,14 @@ void sk__http_client_set_idle_ms(sk_http_client *c, int64_t easy_ms, int64_t poo
 size_t sk__http_client_n_idle_easy(sk_http_client *c)
 {
     size_t n = 0;
-    sk__http_client_on_loop(c, count_idle_on_loop, &(count_args){ c, &n });
+    sk__http_client_on_loop(c, count_idle_on_loop, &(count_args){ c, &n, NULL });
+    return n;
+}
+
+uint64_t sk__http_client_n_pool_closes(sk_http_client *c)
+{
+    uint64_t n = 0;
+    sk__http_client_on_loop(c, count_idle_on_loop, &(count_args){ c, NULL, &n });
     return n;
 }
 
@@ -834,7 +856,9 @@ sk_status sk_http_client_create(sk_http_client **out, const sk_tls_files *tls)
         abort();
     }
     c->easy_idle_ms = IDLE_RELEASE_MS;
-    c->pool_idle_ms = SK_HTTP_IDLE_TIMEOUT_MS;
+    /* A malformed value is the servers' error to report (sk_http_server_start): the default. */
+    SK_IGNORE(sk__http_env_timeout_ms("SKALD_HTTP_IDLE_TIMEOUT_MS", SK_HTTP_IDLE_TIMEOUT_MS,
+                                      &c->pool_idle_ms));
     if (tls != NULL) {
         c->is_tls = true;
         c->ca_file = sk_strdup(tls->ca_file);

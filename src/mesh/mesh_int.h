@@ -328,13 +328,22 @@ bool sk__pki_name_is_valid(const char *name);
 uint64_t sk__http_server_connections_total(const sk_http_server *srv);
 
 /**
+ * A time bound from the environment variable @p env (milliseconds,
+ * 100..3600000), as sk_http_server_start reads it; @p def when unset.
+ * @return SK_OK, SK_EINVAL (malformed or out of range: *out is @p def).
+ */
+sk_status sk__http_env_timeout_ms(const char *env, int64_t def, int64_t *out);
+
+/**
  * Tests: free the easy handles kept for reuse after @p easy_ms without a
  * transfer, and close the pooled connections after @p pool_ms (defaults 2 s
- * and SK_HTTP_IDLE_TIMEOUT_MS). The client looks at least once a second.
+ * and the servers' idle bound). The client looks at least once a second.
  */
 void sk__http_client_set_idle_ms(sk_http_client *c, int64_t easy_ms, int64_t pool_ms);
 /** Tests: easy handles the client keeps for reuse now. */
 size_t sk__http_client_n_idle_easy(sk_http_client *c);
+/** Tests: times the client closed its pooled connections for being idle. */
+uint64_t sk__http_client_n_pool_closes(sk_http_client *c);
 
 /** True when @p c was created with a TLS identity. */
 bool sk__http_client_is_tls(const sk_http_client *c);

@@ -1553,6 +1553,11 @@ timeout_pick(int64_t value, const char *field, const char *env, int64_t def, int
     return SK_OK;
 }
 
+sk_status sk__http_env_timeout_ms(const char *env, int64_t def, int64_t *out)
+{
+    return timeout_pick(0, NULL, env, def, out);
+}
+
 /* Guest callbacks: the daemon served by the HTTP client's thread. */
 static void hosted_run(void *ctx)
 {

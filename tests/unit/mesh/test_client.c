@@ -360,6 +360,49 @@ static void test_sk_http_server_hosted_by_client(void **state)
     pthread_mutex_destroy(&p.mu);
 }
 
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* An idle client frees its spare easy handles, then closes its pooled connections, once. */
+static void test_sk_http_client_idle_releases_handles_and_connections(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128];
+    uint64_t before = sk__http_server_connections_total(f->srv);
+
+    snprintf(url, sizeof(url), "%s/echo", f->base);
+    sk_http_request r = { .method = "GET", .url = url };
+    sk__http_client_set_idle_ms(f->client, 100, 400);
+    done_rec_init(&d);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+        assert_true(done_rec_wait(&d, i + 1, 10000));
+        assert_int_equal(d.status, 200);
+    }
+    assert_int_equal(sk__http_server_connections_total(f->srv) - before, 1); /* reused */
+    assert_true(sk__http_client_n_idle_easy(f->client) > 0);
+
+    /* The loop looks at least once a second. */
+    int64_t until = sk_time_mono_ms() + 10000;
+    while (sk__http_client_n_pool_closes(f->client) == 0 && sk_time_mono_ms() < until) {
+        sleep_ms(20);
+    }
+    assert_int_equal(sk__http_client_n_pool_closes(f->client), 1);
+    assert_int_equal(sk__http_client_n_idle_easy(f->client), 0);
+    sleep_ms(1200); /* more turns of the loop: nothing left to close */
+    assert_int_equal(sk__http_client_n_pool_closes(f->client), 1);
+
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, 3, 10000));
+    assert_int_equal(d.status, 200);
+    assert_int_equal(sk__http_server_connections_total(f->srv) - before, 2); /* a new one */
+    done_rec_fini(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +417,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_http_client_destroy_cancels_in_flight, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_hosted_by_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_idle_releases_handles_and_connections,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -373,40 +373,6 @@ static void test_sk_http_req_respond_problem_body(void **state)
     done_rec_fini(&d);
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-/* An idle client frees its spare easy handles, then closes its pooled connections. */
-static void test_sk_http_client_idle_releases_handles_and_connections(void **state)
-{
-    fixture *f = *state;
-    done_rec d;
-    uint64_t before = sk__http_server_connections_total(f->srv);
-
-    sk__http_client_set_idle_ms(f->client, 100, 400);
-    done_rec_init(&d);
-    do_request(f, &d, "GET", "/echo", NULL, NULL, 0);
-    do_request(f, &d, "GET", "/echo", NULL, NULL, 0);
-    assert_int_equal(d.status, 200);
-    assert_int_equal(sk__http_server_connections_total(f->srv) - before, 1); /* reused */
-    assert_true(sk__http_client_n_idle_easy(f->client) > 0);
-
-    /* The loop looks at least once a second: within 3 s both are gone. */
-    int64_t until = sk_time_mono_ms() + 3000;
-    while (sk__http_client_n_idle_easy(f->client) > 0 && sk_time_mono_ms() < until) {
-        sleep_ms(20);
-    }
-    assert_int_equal(sk__http_client_n_idle_easy(f->client), 0);
-    sleep_ms(1500); /* past the pool's 400 ms, with a turn of the loop after it */
-    do_request(f, &d, "GET", "/echo", NULL, NULL, 0);
-    assert_int_equal(d.status, 200);
-    assert_int_equal(sk__http_server_connections_total(f->srv) - before, 2); /* a new one */
-    done_rec_fini(&d);
-}
-
 static void test_sk_http_req_respond_later_from_thread(void **state)
 {
     fixture *f = *state;
@@ -575,8 +541,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_http_server_reload_tls_errors, setup, teardown),
         cmocka_unit_test(test_sk_http_server_start_tls_missing_files),
         cmocka_unit_test_setup_teardown(test_sk_http_server_set_fault, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_http_client_idle_releases_handles_and_connections,
-                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_fault_delayed_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_server_echo_decodes_path_query_headers, setup,
                                         teardown),
