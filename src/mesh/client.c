@@ -532,6 +532,15 @@ static void calls_run(sk_http_client *c, loop_call *calls)
     }
 }
 
+/* Client thread (or destroy, after it): free the easy handles kept for reuse. */
+static void idle_easy_free(sk_http_client *c)
+{
+    for (size_t i = 0; i < c->n_idle_easy; i++) {
+        curl_easy_cleanup(c->idle_easy[i]);
+    }
+    c->n_idle_easy = 0;
+}
+
 /* Client thread: close every pooled connection, by swapping in an empty multi handle. */
 static void pool_close(sk_http_client *c)
 {
@@ -558,9 +567,9 @@ static void pool_close(sk_http_client *c)
 }
 
 /*
- * Client thread, between turns: once no transfer has run for IDLE_RELEASE_MS,
- * free the easy handles kept for reuse; after SK_HTTP_IDLE_TIMEOUT_MS close
- * the pooled connections too.
+ * Client thread, between turns: once no transfer has run for easy_idle_ms,
+ * free the easy handles kept for reuse; after pool_idle_ms (the servers'
+ * idle bound) close the pooled connections too, once per idle spell.
  */
 static void idle_release(sk_http_client *c)
 {
@@ -573,10 +582,7 @@ static void idle_release(sk_http_client *c)
         return;
     }
     if (c->n_idle_easy > 0 && now - c->idle_since_ms >= c->easy_idle_ms) {
-        for (size_t i = 0; i < c->n_idle_easy; i++) {
-            curl_easy_cleanup(c->idle_easy[i]);
-        }
-        c->n_idle_easy = 0;
+        idle_easy_free(c);
     }
     if (c->has_pooled_conns && now - c->idle_since_ms >= c->pool_idle_ms) {
         pool_close(c);
@@ -769,21 +775,17 @@ static void host_on_loop(void *ctx)
     }
 }
 
-typedef struct count_args {
+typedef struct idle_counts_args {
     sk_http_client *c;
     size_t *n_idle_easy;
     uint64_t *n_pool_closes;
-} count_args;
+} idle_counts_args;
 
-static void count_idle_on_loop(void *ctx)
+static void idle_counts_on_loop(void *ctx)
 {
-    count_args *a = ctx;
-    if (a->n_idle_easy != NULL) {
-        *a->n_idle_easy = a->c->n_idle_easy;
-    }
-    if (a->n_pool_closes != NULL) {
-        *a->n_pool_closes = a->c->n_pool_closes;
-    }
+    idle_counts_args *a = ctx;
+    *a->n_idle_easy = a->c->n_idle_easy;
+    *a->n_pool_closes = a->c->n_pool_closes;
 }
 
 typedef struct idle_args {
@@ -804,18 +806,10 @@ void sk__http_client_set_idle_ms(sk_http_client *c, int64_t easy_ms, int64_t poo
     sk__http_client_on_loop(c, idle_set_on_loop, &a);
 }
 
-size_t sk__http_client_n_idle_easy(sk_http_client *c)
+void sk__http_client_idle_counts(sk_http_client *c, size_t *n_idle_easy, uint64_t *n_pool_closes)
 {
-    size_t n = 0;
-    sk__http_client_on_loop(c, count_idle_on_loop, &(count_args){ c, &n, NULL });
-    return n;
-}
-
-uint64_t sk__http_client_n_pool_closes(sk_http_client *c)
-{
-    uint64_t n = 0;
-    sk__http_client_on_loop(c, count_idle_on_loop, &(count_args){ c, NULL, &n });
-    return n;
+    idle_counts_args a = { c, n_idle_easy, n_pool_closes };
+    sk__http_client_on_loop(c, idle_counts_on_loop, &a);
 }
 
 sk_status sk__http_client_host(sk_http_client *c, const sk__loop_guest *g)
@@ -907,9 +901,7 @@ void sk_http_client_destroy(sk_http_client *c)
             abort();
         }
     }
-    for (size_t i = 0; i < c->n_idle_easy; i++) {
-        curl_easy_cleanup(c->idle_easy[i]);
-    }
+    idle_easy_free(c);
     if (c->multi != NULL) {
         curl_multi_cleanup(c->multi);
     }

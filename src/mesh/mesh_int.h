@@ -340,10 +340,9 @@ sk_status sk__http_env_timeout_ms(const char *env, int64_t def, int64_t *out);
  * and the servers' idle bound). The client looks at least once a second.
  */
 void sk__http_client_set_idle_ms(sk_http_client *c, int64_t easy_ms, int64_t pool_ms);
-/** Tests: easy handles the client keeps for reuse now. */
-size_t sk__http_client_n_idle_easy(sk_http_client *c);
-/** Tests: times the client closed its pooled connections for being idle. */
-uint64_t sk__http_client_n_pool_closes(sk_http_client *c);
+/** Tests: the easy handles the client keeps for reuse now, and the times it closed its pooled
+ * connections for being idle. */
+void sk__http_client_idle_counts(sk_http_client *c, size_t *n_idle_easy, uint64_t *n_pool_closes);
 
 /** True when @p c was created with a TLS identity. */
 bool sk__http_client_is_tls(const sk_http_client *c);

@@ -9,7 +9,9 @@
 #include "store/store_int.h"
 
 #include <errno.h>
-#include <malloc.h> /* malloc_trim (glibc) */
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -360,10 +360,25 @@ static void test_sk_http_server_hosted_by_client(void **state)
     pthread_mutex_destroy(&p.mu);
 }
 
-static void sleep_ms(long ms)
+static size_t n_idle_easy(sk_http_client *c)
 {
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
+    size_t n_easy;
+    uint64_t n_closes;
+    sk__http_client_idle_counts(c, &n_easy, &n_closes);
+    return n_easy;
+}
+
+static uint64_t n_pool_closes(sk_http_client *c)
+{
+    size_t n_easy;
+    uint64_t n_closes;
+    sk__http_client_idle_counts(c, &n_easy, &n_closes);
+    return n_closes;
+}
+
+static bool is_pool_closed(void *ctx)
+{
+    return n_pool_closes(ctx) > 0;
 }
 
 /* An idle client frees its spare easy handles, then closes its pooled connections, once. */
@@ -384,17 +399,15 @@ static void test_sk_http_client_idle_releases_handles_and_connections(void **sta
         assert_int_equal(d.status, 200);
     }
     assert_int_equal(sk__http_server_connections_total(f->srv) - before, 1); /* reused */
-    assert_true(sk__http_client_n_idle_easy(f->client) > 0);
+    assert_true(n_idle_easy(f->client) > 0);
 
     /* The loop looks at least once a second. */
-    int64_t until = sk_time_mono_ms() + 10000;
-    while (sk__http_client_n_pool_closes(f->client) == 0 && sk_time_mono_ms() < until) {
-        sleep_ms(20);
-    }
-    assert_int_equal(sk__http_client_n_pool_closes(f->client), 1);
-    assert_int_equal(sk__http_client_n_idle_easy(f->client), 0);
-    sleep_ms(1200); /* more turns of the loop: nothing left to close */
-    assert_int_equal(sk__http_client_n_pool_closes(f->client), 1);
+    assert_true(sk_test_wait_until(is_pool_closed, f->client, 10000));
+    assert_int_equal(n_pool_closes(f->client), 1);
+    assert_int_equal(n_idle_easy(f->client), 0);
+    struct timespec more_turns = { 1, 200 * 1000 * 1000 }; /* of the loop: nothing left to close */
+    nanosleep(&more_turns, NULL);
+    assert_int_equal(n_pool_closes(f->client), 1);
 
     assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
     assert_true(done_rec_wait(&d, 3, 10000));
