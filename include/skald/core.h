@@ -168,6 +168,16 @@ SK_API void sk_thread_name_get(char out[16]);
 #define SK_UUID_LEN 37
 /** Write a new UUIDv7 (time-ordered, RFC 9562) in lower-case text form. */
 SK_API void sk_uuid7(char out[SK_UUID_LEN]);
+/**
+ * Write the name-based UUIDv5 (RFC 9562: SHA-1 of the namespace's 16 bytes
+ * and @p name) in lower-case text form: the same name in the same namespace
+ * always gives the same id, in every process and after every restart.
+ * SK_EINVAL when @p namespace_uuid is not a canonical UUID text or an
+ * argument is NULL (then @p out, when given, is "").
+ */
+SK_API SK_NODISCARD sk_status sk_uuid5(const char *namespace_uuid,
+                                       sk_slice name,
+                                       char out[SK_UUID_LEN]);
 /** True when @p s is a canonical lower- or upper-case UUID text. */
 SK_API bool sk_uuid_is_valid(sk_slice s);
 /** Fill @p out with @p len cryptographically random bytes (getrandom). */

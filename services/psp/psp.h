@@ -7,26 +7,20 @@
 #ifndef PSP_H
 #define PSP_H
 
-#include <pthread.h>
-
 #include "svc.h"
 
-/* Captures remembered for idempotent retries (payment retries within seconds). */
-#define PSP_MAX_REMEMBERED 65536
-
 /*
- * A remembered capture: the Idempotency-Key as a 128-bit fingerprint (two
- * independent 64-bit hashes) instead of its text, so the table stays at
- * 3.5 MB when full instead of 31 MB; a false match needs a 128-bit collision.
+ * The namespace of capture ids: a capture's id is the UUIDv5 of its
+ * Idempotency-Key (or, without one, its order id) in it. So a retry gets
+ * the same id however late it comes, after a psp restart too, and psp keeps
+ * no table of captures (it held 3.5 MB of them before).
  */
-typedef struct psp_capture {
-    uint64_t key_hash[2]; /* both 0: an empty slot */
-    char capture_id[SK_UUID_LEN];
-} psp_capture;
+#define PSP_CAPTURE_NAMESPACE "0190a6e4-0c5e-7a3d-8f3e-5c0d3a9b7e21"
+/* Longest Idempotency-Key (or order id) a capture accepts, in bytes. */
+#define PSP_KEY_MAX 435
 
 typedef struct psp_state {
-    pthread_mutex_t mu;    /* protects captures */
-    psp_capture *captures; /* hash table of recent captures, PSP_MAX_REMEMBERED slots */
+    const char *capture_namespace; /* PSP_CAPTURE_NAMESPACE */
 } psp_state;
 
 sk_status psp_validate_capture(const json_t *payload, void *ctx);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/core/id.c: UUIDv7 generation and validation. */
+/* Unit tests for src/core/id.c: UUIDv7 and UUIDv5 generation, validation. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -72,6 +72,63 @@ static void test_sk_uuid_is_valid_cases(void **state)
     assert_true(sk_uuid_is_valid(s));
 }
 
+/* RFC 9562, appendix A.4: "www.example.com" in the DNS namespace. */
+static void test_sk_uuid5_matches_the_rfc_vector(void **state)
+{
+    (void)state;
+    char id[SK_UUID_LEN];
+    assert_int_equal(
+        sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", sk_slice_from_str("www.example.com"), id),
+        SK_OK);
+    assert_string_equal(id, "2ed6657d-e927-568b-95e1-2665a8aea6a2");
+    /* The namespace in upper case is the same namespace. */
+    assert_int_equal(
+        sk_uuid5("6BA7B810-9DAD-11D1-80B4-00C04FD430C8", sk_slice_from_str("www.example.com"), id),
+        SK_OK);
+    assert_string_equal(id, "2ed6657d-e927-568b-95e1-2665a8aea6a2");
+    /* The empty name (Python's uuid.uuid5(uuid.NAMESPACE_DNS, "")). */
+    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", sk_slice_from_str(""), id),
+                     SK_OK);
+    assert_string_equal(id, "4ebd0208-8328-5d69-8c44-ec50939c0967");
+}
+
+static void test_sk_uuid5_is_stable_and_distinct(void **state)
+{
+    (void)state;
+    const char *ns = "0190a6e4-8f6e-7c3a-9b2d-1e2f3a4b5c6d";
+    char a[SK_UUID_LEN], b[SK_UUID_LEN], c[SK_UUID_LEN], d[SK_UUID_LEN];
+    assert_int_equal(sk_uuid5(ns, sk_slice_from_str("order-1"), a), SK_OK);
+    assert_int_equal(sk_uuid5(ns, sk_slice_from_str("order-1"), b), SK_OK);
+    assert_int_equal(sk_uuid5(ns, sk_slice_from_str("order-2"), c), SK_OK);
+    assert_int_equal(
+        sk_uuid5("0190a6e4-8f6e-7c3a-9b2d-1e2f3a4b5c6e", sk_slice_from_str("order-1"), d), SK_OK);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_string_not_equal(a, d);
+    assert_true(sk_uuid_is_valid(sk_slice_from_str(a)));
+    assert_int_equal(a[14], '5');           /* version */
+    assert_non_null(strchr("89ab", a[19])); /* variant 10xx */
+    /* Only len bytes of the name count. */
+    sk_slice part = { (const uint8_t *)"order-1 and more", 7 };
+    assert_int_equal(sk_uuid5(ns, part, c), SK_OK);
+    assert_string_equal(a, c);
+}
+
+static void test_sk_uuid5_refuses_bad_arguments(void **state)
+{
+    (void)state;
+    char id[SK_UUID_LEN] = "x";
+    assert_int_equal(sk_uuid5("not-a-uuid", sk_slice_from_str("a"), id), SK_EINVAL);
+    assert_string_equal(id, "");
+    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c", sk_slice_from_str("a"), id),
+                     SK_EINVAL);
+    assert_int_equal(sk_uuid5(NULL, sk_slice_from_str("a"), id), SK_EINVAL);
+    sk_slice no_name = { NULL, 3 };
+    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", no_name, id), SK_EINVAL);
+    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", sk_slice_from_str("a"), NULL),
+                     SK_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -79,6 +136,9 @@ int main(void)
         cmocka_unit_test(test_sk_uuid7_carries_time),
         cmocka_unit_test(test_sk_uuid7_strictly_increasing),
         cmocka_unit_test(test_sk_uuid_is_valid_cases),
+        cmocka_unit_test(test_sk_uuid5_matches_the_rfc_vector),
+        cmocka_unit_test(test_sk_uuid5_is_stable_and_distinct),
+        cmocka_unit_test(test_sk_uuid5_refuses_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
