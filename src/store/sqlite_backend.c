@@ -413,6 +413,8 @@ static int64_t sqlite_changes(sk__db_conn *c)
 static void sqlite_release_memory(sk__db_conn *c)
 {
     (void)sqlite3_db_release_memory(c->db); /* SQLITE_OK, or SQLITE_BUSY for pages in use */
+    /* sk-wal's frame buffer (up to 1 MiB); SQLITE_NOTFOUND on another VFS. */
+    (void)sqlite3_file_control(c->db, "main", SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER, NULL);
 }
 
 static int sqlite_column_count(sk_rows *rows)

@@ -362,6 +362,30 @@ static int main_close(sqlite3_file *f)
     return m->real->pMethods->xClose(m->real);
 }
 
+/*
+ * SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER: an idle connection gives back its
+ * WAL's gathering buffer (it grows to WAL_BUF_MAX with a big commit and
+ * would otherwise stay as long as the connection). Gathered frames are
+ * never dropped: with frames waiting the buffer stays.
+ */
+static int main_file_control(sqlite3_file *f, int op, void *arg)
+{
+    shim_file *m = (shim_file *)f;
+
+    if (op != SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER) {
+        return fwd_file_control(f, op, arg);
+    }
+    pthread_mutex_lock(&registry_mu);
+    shim_file *w = m->peer;
+    if (w != NULL && w->buf_len == 0) {
+        sk_free(w->buf);
+        w->buf = NULL;
+        w->buf_cap = 0;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return SQLITE_OK;
+}
+
 static const sqlite3_io_methods main_methods = {
     .iVersion = 3,
     .xClose = main_close,
@@ -373,7 +397,7 @@ static const sqlite3_io_methods main_methods = {
     .xLock = fwd_lock,
     .xUnlock = fwd_unlock,
     .xCheckReservedLock = fwd_check_reserved_lock,
-    .xFileControl = fwd_file_control,
+    .xFileControl = main_file_control,
     .xSectorSize = fwd_sector_size,
     .xDeviceCharacteristics = fwd_device_characteristics,
     .xShmMap = fwd_shm_map,
@@ -566,6 +590,24 @@ size_t sk__store_sqlite_vfs_n_paired(void)
         n += m->peer != NULL;
     }
     pthread_mutex_unlock(&registry_mu);
+    return n;
+}
+
+size_t sk__store_sqlite_vfs_buffer_bytes(size_t *gathered)
+{
+    size_t n = 0, waiting = 0;
+
+    pthread_mutex_lock(&registry_mu);
+    for (shim_file *m = registry; m != NULL; m = m->next_main) {
+        if (m->peer != NULL) {
+            n += m->peer->buf_cap;
+            waiting += m->peer->buf_len;
+        }
+    }
+    pthread_mutex_unlock(&registry_mu);
+    if (gathered != NULL) {
+        *gathered = waiting;
+    }
     return n;
 }
 

@@ -118,6 +118,19 @@ bool sk__store_is_file(const sk_store *store);
 const char *sk__store_sqlite_vfs_register(void);
 /** Databases open through sk-wal whose WAL is paired with them (tests: the gathering is on). */
 size_t sk__store_sqlite_vfs_n_paired(void);
+/**
+ * File control (sqlite3_file_control on "main") that frees the buffer in
+ * which sk-wal gathers the connection's WAL frames, up to 1 MiB after a big
+ * commit, when no frames wait in it. Call it between transactions, on the
+ * connection's thread; the next commit allocates it again.
+ */
+#define SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER 0x736b01
+/**
+ * Bytes allocated for gathering WAL frames over every paired WAL, and in
+ * @p gathered (when not NULL) the bytes waiting in them (tests, while no
+ * other thread writes).
+ */
+size_t sk__store_sqlite_vfs_buffer_bytes(size_t *gathered);
 
 /** Most statements cached per connection; older idle ones are dropped past it. */
 #define SK__STORE_STMT_CACHE_MAX 256

@@ -111,6 +111,15 @@ static void assert_intact(sqlite3 *db)
     sqlite3_finalize(st);
 }
 
+/* A new connection through the default VFS finds @p rows rows in t and an intact file. */
+static void assert_reads_back(const fixture *f, int64_t rows)
+{
+    sqlite3 *db = open_db(f, NULL);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM t"), rows);
+    assert_intact(db);
+    sqlite3_close(db);
+}
+
 /* Insert @p n rows of @p bytes each with values from @p first, in one transaction. */
 static void insert_rows(sqlite3 *db, int first, int n, int bytes, bool commit)
 {
@@ -153,9 +162,50 @@ static void test_commits_are_read_by_the_default_vfs(void **state)
     sqlite3_close(w);
 
     /* And from scratch, after the WAL is gone. */
-    sqlite3 *again = open_db(f, NULL);
-    assert_int_equal(query_int(again, "SELECT COUNT(*) FROM t"), 751);
-    sqlite3_close(again);
+    assert_reads_back(f, 751);
+}
+
+/*
+ * An idle connection gives back the buffer its WAL frames gather in (it
+ * grows to 1 MiB with a big commit): the file control frees it between
+ * transactions, keeps it while frames wait in it, and the next commit
+ * allocates it again with nothing lost.
+ */
+static void test_idle_connection_releases_the_wal_buffer(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *w = open_db(f, vfs_name);
+
+    exec(w, "CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)");
+    insert_rows(w, 0, 200, 4000, true); /* ~800 KiB of frames in one commit */
+    assert_true(sk__store_sqlite_vfs_buffer_bytes(NULL) > 64 * 1024);
+    assert_int_equal(sqlite3_file_control(w, "main", SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sk__store_sqlite_vfs_buffer_bytes(NULL), 0);
+
+    /* Frames a spill gathered in an open transaction keep the buffer. */
+    size_t gathered = 0;
+    exec(w, "PRAGMA cache_size=2");
+    exec(w, "BEGIN IMMEDIATE");
+    exec(w, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) "
+            "INSERT INTO t (k, v) SELECT 3000 + x, zeroblob(4000) FROM c");
+    size_t cap = sk__store_sqlite_vfs_buffer_bytes(&gathered);
+    assert_true(gathered > 0);
+    assert_int_equal(sqlite3_file_control(w, "main", SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER, NULL),
+                     SQLITE_OK);
+    size_t gathered_after = 0;
+    assert_int_equal(sk__store_sqlite_vfs_buffer_bytes(&gathered_after), cap);
+    assert_int_equal(gathered_after, gathered);
+    exec(w, "COMMIT");
+    assert_int_equal(sqlite3_file_control(w, "main", SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sk__store_sqlite_vfs_buffer_bytes(NULL), 0);
+    insert_rows(w, 4000, 5, 100, true);
+    assert_int_equal(query_int(w, "SELECT COUNT(*) FROM t"), 225);
+    assert_intact(w);
+    sqlite3_close(w);
+
+    assert_reads_back(f, 225);
 }
 
 /*
@@ -186,10 +236,7 @@ static void test_rolled_back_spill_never_overwrites_a_later_commit(void **state)
     assert_intact(b);
     sqlite3_close(a);
     sqlite3_close(b);
-    sqlite3 *c = open_db(f, NULL);
-    assert_int_equal(query_int(c, "SELECT COUNT(*) FROM t"), 55);
-    assert_intact(c);
-    sqlite3_close(c);
+    assert_reads_back(f, 55);
 }
 
 /* A process that dies in the middle of a transaction loses that transaction only. */
@@ -343,6 +390,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commits_are_read_by_the_default_vfs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_connection_releases_the_wal_buffer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rolled_back_spill_never_overwrites_a_later_commit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_process_death_keeps_every_commit, setup, teardown),

@@ -945,7 +945,8 @@ static bool memory_released_twice(void *ctx)
 }
 
 /*
- * An idle writer gives its connections' caches back, once per idle spell,
+ * An idle writer gives its connections' caches and its WAL frame buffer
+ * back, once per idle spell,
  * and the store works on as before: readers taken out of the pool for it
  * are back, the data is all there.
  */
@@ -967,6 +968,8 @@ static void test_sk_store_idle_writer_releases_memory(void **state)
     }
     assert_int_equal(count_rows(s, "SELECT count(*) FROM t"), 200); /* a pooled reader */
     assert_true(sk_test_wait_until(memory_released_once, s, WAIT_MS));
+    /* The writer's WAL frame buffer (sk-wal, 64 KiB from the first commit) is gone too. */
+    assert_int_equal(sk__store_sqlite_vfs_buffer_bytes(NULL), 0);
     struct timespec idle = { (SK__STORE_IDLE_RELEASE_MS + 500) / 1000,
                              ((SK__STORE_IDLE_RELEASE_MS + 500) % 1000) * 1000000L };
     nanosleep(&idle, NULL);
