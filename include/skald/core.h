@@ -172,8 +172,12 @@ SK_API void sk_uuid7(char out[SK_UUID_LEN]);
  * Write the name-based UUIDv5 (RFC 9562: SHA-1 of the namespace's 16 bytes
  * and @p name) in lower-case text form: the same name in the same namespace
  * always gives the same id, in every process and after every restart.
- * SK_EINVAL when @p namespace_uuid is not a canonical UUID text or an
- * argument is NULL (then @p out, when given, is "").
+ * Thread-safe.
+ * @param namespace_uuid a canonical UUID text (either case)
+ * @param name           any bytes, @p name.len of them (may be 0)
+ * @return SK_OK; SK_EINVAL when @p namespace_uuid is not a UUID or an
+ *         argument is NULL; SK_ENOMEM or SK_EINTERNAL when OpenSSL fails.
+ *         On failure @p out, when given, is "".
  */
 SK_API SK_NODISCARD sk_status sk_uuid5(const char *namespace_uuid,
                                        sk_slice name,

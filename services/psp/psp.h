@@ -11,13 +11,14 @@
 
 /*
  * The namespace of capture ids: a capture's id is the UUIDv5 of its
- * Idempotency-Key (or, without one, its order id) in it. So a retry gets
- * the same id however late it comes, after a psp restart too, and psp keeps
- * no table of captures (it held 3.5 MB of them before).
+ * Idempotency-Key ("key:<key>") or, without one, of its order id
+ * ("order:<id>") in it. So a retry gets the same id however late it comes,
+ * after a psp restart too, and psp keeps no table of captures (it held
+ * 3.5 MB of them before).
  */
 #define PSP_CAPTURE_NAMESPACE "0190a6e4-0c5e-7a3d-8f3e-5c0d3a9b7e21"
-/* Longest Idempotency-Key (or order id) a capture accepts, in bytes. */
-#define PSP_KEY_MAX 435
+/* Longest Idempotency-Key a capture accepts, in bytes: what the services' own commands accept. */
+#define PSP_KEY_MAX 255
 
 typedef struct psp_state {
     const char *capture_namespace; /* PSP_CAPTURE_NAMESPACE */

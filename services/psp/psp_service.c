@@ -23,13 +23,22 @@ void psp_handle_capture(sk_call *call, void *ctx)
     const sk_request *req = sk_call_request(call);
     const char *order_id = json_string_value(json_object_get(req->payload, "order_id"));
     char capture_id[SK_UUID_LEN] = "";
-    const char *given = req->idempotency_key != NULL ? req->idempotency_key : order_id;
-    if (strlen(given) > PSP_KEY_MAX) {
-        sk_call_fail(call, SK_EPROTO, "Idempotency-Key: expected at most %d bytes", PSP_KEY_MAX);
-        return;
+    char name[PSP_KEY_MAX + 8];
+    /* Keys and order ids name captures in separate halves of the namespace. */
+    if (req->idempotency_key != NULL) {
+        size_t n = strnlen(req->idempotency_key, PSP_KEY_MAX + 1);
+        if (n == 0 || n > PSP_KEY_MAX) {
+            sk_call_fail(call, SK_EPROTO, "Idempotency-Key: expected 1..%d bytes, got %s",
+                         PSP_KEY_MAX, n == 0 ? "an empty key" : "more");
+            return;
+        }
+        snprintf(name, sizeof(name), "key:%s", req->idempotency_key);
+    } else {
+        snprintf(name, sizeof(name), "order:%s", order_id); /* 1..100 bytes (validated) */
     }
-    if (sk_uuid5(psp->capture_namespace, sk_slice_from_str(given), capture_id) != SK_OK) {
-        sk_call_fail(call, SK_EINTERNAL, "capture id: %s", sk_error_message());
+    if (sk_uuid5(psp->capture_namespace, sk_slice_from_str(name), capture_id) != SK_OK) {
+        SK_LOG_ERROR("capture id: %s", sk_error_message());
+        sk_call_fail(call, SK_EINTERNAL, "the capture id could not be made");
         return;
     }
 

@@ -11,6 +11,7 @@
 /* Hide OpenSSL's deprecated names: its stack.h would otherwise define sk_free. */
 #define OPENSSL_API_COMPAT    30000
 #define OPENSSL_NO_DEPRECATED 1
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -141,13 +142,23 @@ sk_status sk_uuid5(const char *namespace_uuid, sk_slice name, char out[SK_UUID_L
             (uint8_t)(sk_hex_value(namespace_uuid[i]) << 4 | sk_hex_value(namespace_uuid[i + 1]));
     }
     md = EVP_MD_CTX_new();
-    is_done = md != NULL && EVP_DigestInit_ex(md, EVP_sha1(), NULL) == 1 &&
+    if (md == NULL) {
+        ERR_clear_error();
+        return SK_FAIL(SK_ENOMEM, "sk_uuid5: EVP_MD_CTX_new");
+    }
+    is_done = EVP_DigestInit_ex(md, EVP_sha1(), NULL) == 1 &&
               EVP_DigestUpdate(md, ns, sizeof(ns)) == 1 &&
               (name.len == 0 || EVP_DigestUpdate(md, name.ptr, name.len) == 1) &&
               EVP_DigestFinal_ex(md, digest, &digest_len) == 1 && digest_len >= 16;
     EVP_MD_CTX_free(md);
     if (!is_done) {
-        return SK_FAIL(SK_EINTERNAL, "sk_uuid5: SHA-1 failed (OpenSSL)");
+        unsigned long e = ERR_get_error();
+        char text[256] = "no OpenSSL error";
+        if (e != 0) {
+            ERR_error_string_n(e, text, sizeof(text));
+        }
+        ERR_clear_error(); /* a later SSL_get_error on this thread must not see it */
+        return SK_FAIL(SK_EINTERNAL, "sk_uuid5: SHA-1: %s", text);
     }
     digest[6] = (unsigned char)(0x50 | (digest[6] & 0x0F)); /* version 5 */
     digest[8] = (unsigned char)(0x80 | (digest[8] & 0x3F)); /* variant 10xx */

@@ -32,6 +32,10 @@
  *    WAL (a commit flushed at its sync), so it is dropped, never written
  *    later over what another connection commits there; the error is
  *    cleared with it.
+ *  - The gathering buffer (up to WAL_BUF_MAX) is freed on request between
+ *    transactions (SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER, the store's idle
+ *    release), and only when no frames wait in it; the next write
+ *    allocates it again.
  * This relies on the shared-memory locks, so the store never runs
  * locking_mode=EXCLUSIVE (SQLite then skips them). The database file
  * itself, journals and temporary files are untouched.
@@ -66,7 +70,10 @@ struct shim_file {
     const char *name;     /* a database: the name pointer it was opened with */
     shim_file *peer;      /* a database's WAL, a WAL's database (registry_mu) */
     shim_file *next_main; /* open databases (registry_mu) */
-    unsigned char *buf;   /* a WAL: frames not written yet */
+    /* A WAL: frames not written yet. buf, buf_off, buf_len and buf_cap belong to
+     * the thread using the connection (SQLite's calls and the release file
+     * control alike), not to registry_mu. */
+    unsigned char *buf;
     sqlite3_int64 buf_off;
     size_t buf_len, buf_cap;
     int err; /* a WAL: the failed flush's error, until the write lock is released */
@@ -366,7 +373,9 @@ static int main_close(sqlite3_file *f)
  * SK__SQLITE_FCNTL_RELEASE_WAL_BUFFER: an idle connection gives back its
  * WAL's gathering buffer (it grows to WAL_BUF_MAX with a big commit and
  * would otherwise stay as long as the connection). Gathered frames are
- * never dropped: with frames waiting the buffer stays.
+ * never dropped: with frames waiting the buffer stays. registry_mu guards
+ * only the peer pointer here (a leaf lock: the store may hold its reader
+ * pool's lock around this call).
  */
 static int main_file_control(sqlite3_file *f, int op, void *arg)
 {

@@ -2,8 +2,9 @@
 /*
  * psp's Capture handler on a real command bus: the same Idempotency-Key
  * gets the same capture id, in another psp (a restart) too, whatever the
- * body; another key another id; without a key the order id decides; a key
- * past PSP_KEY_MAX is refused with 400.
+ * body; another key another id; without a key the order id decides, apart
+ * from any key of the same text; an empty key, or one past PSP_KEY_MAX, is
+ * refused with 400.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,6 +86,7 @@ static void test_psp_capture_id_follows_the_key(void **state)
     assert_int_equal(by_order.status, 201);
     assert_string_equal(capture(&p, NULL, "order-7", 300).capture_id, by_order.capture_id);
     assert_string_not_equal(capture(&p, NULL, "order-8", 300).capture_id, by_order.capture_id);
+    assert_string_not_equal(capture(&p, "order-7", "order-7", 300).capture_id, by_order.capture_id);
 
     /* A psp started again (no state kept) answers the same ids. */
     psp_under_test restarted = { 0 };
@@ -97,7 +99,7 @@ static void test_psp_capture_id_follows_the_key(void **state)
     sk_cqrs_bus_destroy(p.bus);
 }
 
-static void test_psp_capture_refuses_a_long_key(void **state)
+static void test_psp_capture_refuses_an_empty_or_long_key(void **state)
 {
     (void)state;
     psp_under_test p = { 0 };
@@ -112,6 +114,9 @@ static void test_psp_capture_refuses_a_long_key(void **state)
     answer a = capture(&p, key, "order-1", 1);
     assert_int_equal(a.status, 400);
     assert_non_null(strstr(a.detail, "Idempotency-Key"));
+    answer empty = capture(&p, "", "order-1", 1);
+    assert_int_equal(empty.status, 400);
+    assert_non_null(strstr(empty.detail, "empty key"));
     sk_cqrs_bus_destroy(p.bus);
 }
 
@@ -132,7 +137,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_psp_capture_id_follows_the_key),
-        cmocka_unit_test(test_psp_capture_refuses_a_long_key),
+        cmocka_unit_test(test_psp_capture_refuses_an_empty_or_long_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

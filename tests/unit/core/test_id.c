@@ -11,6 +11,8 @@
 
 #include <skald/core.h>
 
+#include "sk_test.h"
+
 static void test_sk_uuid7_format(void **state)
 {
     (void)state;
@@ -117,16 +119,17 @@ static void test_sk_uuid5_is_stable_and_distinct(void **state)
 static void test_sk_uuid5_refuses_bad_arguments(void **state)
 {
     (void)state;
+    const char *dns = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
     char id[SK_UUID_LEN] = "x";
-    assert_int_equal(sk_uuid5("not-a-uuid", sk_slice_from_str("a"), id), SK_EINVAL);
+    SK_TEST_ASSERT_ERR(sk_uuid5("not-a-uuid", sk_slice_from_str("a"), id), SK_EINVAL,
+                       "is not a UUID");
     assert_string_equal(id, "");
-    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c", sk_slice_from_str("a"), id),
-                     SK_EINVAL);
-    assert_int_equal(sk_uuid5(NULL, sk_slice_from_str("a"), id), SK_EINVAL);
+    SK_TEST_ASSERT_ERR(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c", sk_slice_from_str("a"), id),
+                       SK_EINVAL, "is not a UUID");
+    SK_TEST_ASSERT_ERR(sk_uuid5(NULL, sk_slice_from_str("a"), id), SK_EINVAL, "must not be NULL");
     sk_slice no_name = { NULL, 3 };
-    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", no_name, id), SK_EINVAL);
-    assert_int_equal(sk_uuid5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", sk_slice_from_str("a"), NULL),
-                     SK_EINVAL);
+    SK_TEST_ASSERT_ERR(sk_uuid5(dns, no_name, id), SK_EINVAL, "must not be NULL");
+    SK_TEST_ASSERT_ERR(sk_uuid5(dns, sk_slice_from_str("a"), NULL), SK_EINVAL, "must not be NULL");
 }
 
 int main(void)

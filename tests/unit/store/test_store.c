@@ -969,6 +969,7 @@ static void test_sk_store_idle_writer_releases_memory(void **state)
     assert_int_equal(count_rows(s, "SELECT count(*) FROM t"), 200); /* a pooled reader */
     assert_true(sk_test_wait_until(memory_released_once, s, WAIT_MS));
     /* The writer's WAL frame buffer (sk-wal, 64 KiB from the first commit) is gone too. */
+    assert_true(sk__store_sqlite_vfs_n_paired() >= 1); /* sk-wal gathers for this store */
     assert_int_equal(sk__store_sqlite_vfs_buffer_bytes(NULL), 0);
     struct timespec idle = { (SK__STORE_IDLE_RELEASE_MS + 500) / 1000,
                              ((SK__STORE_IDLE_RELEASE_MS + 500) % 1000) * 1000000L };
