@@ -152,13 +152,8 @@ sk_status sk_uuid5(const char *namespace_uuid, sk_slice name, char out[SK_UUID_L
               EVP_DigestFinal_ex(md, digest, &digest_len) == 1 && digest_len >= 16;
     EVP_MD_CTX_free(md);
     if (!is_done) {
-        unsigned long e = ERR_get_error();
-        char text[256] = "no OpenSSL error";
-        if (e != 0) {
-            ERR_error_string_n(e, text, sizeof(text));
-        }
         ERR_clear_error(); /* a later SSL_get_error on this thread must not see it */
-        return SK_FAIL(SK_EINTERNAL, "sk_uuid5: SHA-1: %s", text);
+        return SK_FAIL(SK_EINTERNAL, "sk_uuid5: SHA-1 failed (OpenSSL)");
     }
     digest[6] = (unsigned char)(0x50 | (digest[6] & 0x0F)); /* version 5 */
     digest[8] = (unsigned char)(0x80 | (digest[8] & 0x3F)); /* variant 10xx */

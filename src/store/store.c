@@ -319,9 +319,10 @@ static void run_batch(sk_store *s, job *batch)
  * 1 MiB, sqlite_vfs.c) and the heap's free pages stay with the process: an
  * idle service measured 8.5-9.6 MiB PSS after 5 s at 300 orders/s, against
  * ~5 MiB fresh. An idle writer gives them back: the caches (and buffer) of
- * its connection and of the readers not in use, then the heap's free pages. The pool stays locked
- * while its readers release (freeing clean pages, no I/O): a read meanwhile waits for it rather
- * than opening a connection of its own that would stay in the pool for good.
+ * its connection and of the readers not in use, then the heap's free pages.
+ * The pool stays locked while its readers release (freeing clean pages, no
+ * I/O): a read meanwhile waits for it rather than opening a connection of
+ * its own that would stay in the pool for good.
  */
 static void memory_release(sk_store *s)
 {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "psp.h"
+#include "sk_test.h"
 
 typedef struct answer {
     int status;
@@ -120,24 +121,11 @@ static void test_psp_capture_refuses_an_empty_or_long_key(void **state)
     sk_cqrs_bus_destroy(p.bus);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return sk_init("test-psp") == SK_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    sk_shutdown();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_psp_capture_id_follows_the_key),
         cmocka_unit_test(test_psp_capture_refuses_an_empty_or_long_key),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sk_test_group_setup, sk_test_group_teardown);
 }

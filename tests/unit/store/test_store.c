@@ -946,9 +946,8 @@ static bool memory_released_twice(void *ctx)
 
 /*
  * An idle writer gives its connections' caches and its WAL frame buffer
- * back, once per idle spell,
- * and the store works on as before: readers taken out of the pool for it
- * are back, the data is all there.
+ * back, once per idle spell, and the store works on as before: readers
+ * taken out of the pool for it are back, the data is all there.
  */
 static void test_sk_store_idle_writer_releases_memory(void **state)
 {
