@@ -284,6 +284,19 @@ SK_NODISCARD sk_status cli_http_get_status(int port,
 #define CLI_BACKOFF_RESET_MS 30000
 /** How long each shutdown phase waits after SIGTERM before SIGKILL. */
 #define CLI_STOP_DEADLINE_MS 10000
+/**
+ * The watchdog: every child but nats-server gets the write end of a pipe as
+ * this descriptor, named in its environment (SKALD_WATCHDOG_FD=3); a service
+ * writes a byte to it every second while it is sound (services/common/
+ * svc_watchdog.c). Once a child has written, a silence of
+ * CLI_WATCHDOG_TIMEOUT_MS (stopped, hung, or its store writer stuck) gets it
+ * SIGKILL, and it is restarted like a child that died; unless a debugger
+ * or strace is attached to it. 30 s, like a Kubernetes liveness probe's
+ * defaults (3 failures, 10 s apart): a pause that short is left alone.
+ */
+#define CLI_WATCHDOG_FD         3
+#define CLI_WATCHDOG_ENV        "SKALD_WATCHDOG_FD"
+#define CLI_WATCHDOG_TIMEOUT_MS 30000
 
 /**
  * The delay before restarting a child that exited after running @p ran_ms,
@@ -323,7 +336,8 @@ void cli_supervisor_destroy(cli_supervisor *s);
 
 /**
  * Start a child now: fork, reset signals, stdin from /dev/null, stdout and
- * stderr appended to @p log_path, execv(@p argv[0], argv).
+ * stderr appended to @p log_path, execv(@p argv[0], argv). Children of every
+ * phase but CLI_PHASE_BROKER get the watchdog pipe (CLI_WATCHDOG_FD).
  * @param name unique display name ("order-1"); copied.
  * @param argv NULL-terminated; argv[0] is the path of the program (a name
  *        without '/' is searched on PATH); copied.
@@ -368,6 +382,11 @@ unsigned cli_supervisor_restarts(const cli_supervisor *s, const char *name);
 size_t cli_supervisor_running(const cli_supervisor *s);
 /** Let tests shorten the restart delays: every computed delay is multiplied by @p percent / 100. */
 void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent);
+/** Let tests shorten the watchdog's silence before SIGKILL (default CLI_WATCHDOG_TIMEOUT_MS; >= 1).
+ */
+void cli_supervisor_set_watchdog_timeout(cli_supervisor *s, int64_t timeout_ms);
+/** True once child @p name has written to its watchdog pipe since it was last started. */
+bool cli_supervisor_is_watched(const cli_supervisor *s, const char *name);
 
 /* ---------------------------------------------------------------- bench (bench_stats.c) */
 

@@ -7,13 +7,24 @@
  * Children run in their own process group (a ^C on the terminal reaches
  * skald only, which then stops them in order) and get SIGTERM should skald
  * die first (PR_SET_PDEATHSIG).
+ *
+ * The watchdog: a child that dies is restarted, but one that hangs (stopped
+ * by SIGSTOP, deadlocked, its store writer stuck) would keep its locks and
+ * its consumers' messages for ever. So every child but nats-server gets the
+ * write end of a non-blocking pipe as CLI_WATCHDOG_FD; a service writes a
+ * byte to it every second while it is sound. The first byte arms the watch;
+ * then CLI_WATCHDOG_TIMEOUT_MS without one gets the child SIGKILL, and the
+ * usual restart follows. A child that never writes is never watched, and
+ * one that a debugger or strace holds (TracerPid) is left alone.
  */
-#define _DEFAULT_SOURCE /* vfork */
+#define _GNU_SOURCE /* vfork, pipe2, execvpe */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -24,6 +35,12 @@
 
 /* How long to wait for children that got SIGKILL before giving up on them. */
 #define KILL_REAP_MS 5000
+/* How often the watchdog pipes are read. */
+#define WATCHDOG_READ_MS 1000
+/* "SKALD_WATCHDOG_FD=3", the environment entry of a watched child. */
+#define STRINGIFY_(x)         #x
+#define STRINGIFY(x)          STRINGIFY_(x)
+#define WATCHDOG_ENV_ASSIGNED CLI_WATCHDOG_ENV "=" STRINGIFY(CLI_WATCHDOG_FD)
 
 typedef struct child {
     char *name;
@@ -35,6 +52,11 @@ typedef struct child {
     int64_t delay_ms;      /* delay of the last restart, unscaled (0 = none yet) */
     int64_t restart_at_ms; /* monotonic; 0 when no restart is pending */
     unsigned n_restarts;
+    int beat_fd;          /* read end of the watchdog pipe, or -1 */
+    bool is_watched;      /* it wrote to the pipe since it was started */
+    int64_t last_beat_ms; /* monotonic: its last byte, or its start */
+    int64_t watch_due_ms; /* monotonic: when its silence is next looked at */
+    bool is_trace_logged; /* "left alone: traced" said since its last byte */
 } child;
 
 struct cli_supervisor {
@@ -47,6 +69,7 @@ struct cli_supervisor {
     bool is_forced;    /* a second stop signal: skip the grace periods */
     bool is_reload;    /* SIGHUP arrived and cli_supervisor_take_reload has not seen it yet */
     int backoff_percent;
+    int64_t watchdog_timeout_ms;
 };
 
 static const char *const phase_names[CLI_PHASE_COUNT] = { "gateway", "services", "nats-server" };
@@ -85,6 +108,7 @@ sk_status cli_supervisor_create(cli_supervisor **out)
         return SK_FAIL(SK_ENOMEM, "cli_supervisor_create: allocating");
     }
     s->backoff_percent = 100;
+    s->watchdog_timeout_ms = CLI_WATCHDOG_TIMEOUT_MS;
     stop_signals(&set);
     /* Blocked before any child exists, so no SIGCHLD is lost and none runs a default action. */
     if (pthread_sigmask(SIG_BLOCK, &set, &s->old_mask) != 0) {
@@ -133,7 +157,7 @@ static void child_write(int fd, const char *s)
  * it execs (and the parent's other threads keep running), so it only makes
  * system calls and touches nothing but its own stack: no stdio, no malloc.
  */
-static void child_exec(const child *c, int log_fd, pid_t parent)
+static void child_exec(const child *c, int log_fd, int beat_fd, char **envp, pid_t parent)
 {
     sigset_t none;
     int null_fd;
@@ -162,7 +186,17 @@ static void child_exec(const child *c, int log_fd, pid_t parent)
     if (log_fd > STDERR_FILENO) {
         close(log_fd);
     }
-    execvp(c->argv[0], c->argv);
+    /* The pipe's own descriptor is close-on-exec; its copy at CLI_WATCHDOG_FD is not. */
+    if (beat_fd == CLI_WATCHDOG_FD) {
+        (void)fcntl(beat_fd, F_SETFD, 0);
+    } else if (beat_fd >= 0) {
+        (void)dup2(beat_fd, CLI_WATCHDOG_FD);
+    }
+    if (envp != NULL) {
+        execvpe(c->argv[0], c->argv, envp);
+    } else {
+        execvp(c->argv[0], c->argv);
+    }
     /* errno in digits: strerror may translate (locks, allocations). */
     char digits[16];
     size_t i = sizeof(digits) - 1;
@@ -182,14 +216,72 @@ static void child_exec(const child *c, int log_fd, pid_t parent)
     _exit(127);
 }
 
+/* vfork, and exec in the child: a function of its own, so no variable of the caller lives across
+ * vfork. */
+static pid_t
+vfork_exec(const child *c, int log_fd, int beat_fd, char **envp, pid_t parent, int *err)
+{
+    pid_t pid = vfork();
+    if (pid == 0) {
+        child_exec(c, log_fd, beat_fd, envp, parent);
+    }
+    *err = errno;
+    return pid;
+}
+
+/*
+ * The environment of a watched child: ours, with WATCHDOG_ENV_ASSIGNED in
+ * place of any inherited SKALD_WATCHDOG_FD. The array is owned (sk_free);
+ * its strings are environ's and a literal.
+ */
+static char **watchdog_environ(void)
+{
+    extern char **environ;
+    size_t n = 0;
+    size_t prefix_len = strlen(CLI_WATCHDOG_ENV "=");
+
+    while (environ != NULL && environ[n] != NULL) {
+        n++;
+    }
+    char **envp = sk_calloc(n + 2, sizeof(*envp));
+    if (envp == NULL) {
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], CLI_WATCHDOG_ENV "=", prefix_len) != 0) {
+            envp[k++] = environ[i];
+        }
+    }
+    envp[k] = (char *)WATCHDOG_ENV_ASSIGNED;
+    return envp;
+}
+
 static sk_status child_start(cli_supervisor *s, child *c)
 {
     pid_t parent = getpid();
+    int beat[2] = { -1, -1 };
+    char **envp = NULL;
     int log_fd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    (void)s;
 
     if (log_fd < 0) {
         return SK_FAIL(SK_EIO, "opening log %s: %s", c->log_path, strerror(errno));
+    }
+    if (c->phase != CLI_PHASE_BROKER) {
+        /* Non-blocking on both ends: a child never blocks on a full pipe, nor do we on an empty
+         * one. */
+        if (pipe2(beat, O_CLOEXEC | O_NONBLOCK) != 0) {
+            int e = errno;
+            close(log_fd);
+            return SK_FAIL(SK_EIO, "starting %s: watchdog pipe: %s", c->name, strerror(e));
+        }
+        envp = watchdog_environ();
+        if (envp == NULL) {
+            close(log_fd);
+            close(beat[0]);
+            close(beat[1]);
+            return SK_FAIL(SK_ENOMEM, "starting %s: copying the environment", c->name);
+        }
     }
     fflush(NULL); /* so buffered output is not written twice */
     /*
@@ -198,21 +290,118 @@ static sk_status child_start(cli_supervisor *s, child *c)
      * TLB flushes that follow were most of skald's own CPU while starting
      * the shop's eleven processes.
      */
-    pid_t pid = vfork();
-    if (pid < 0) {
-        int e = errno;
-        close(log_fd);
-        return SK_FAIL(SK_EIO, "starting %s: vfork: %s", c->name, strerror(e));
-    }
-    if (pid == 0) {
-        child_exec(c, log_fd, parent);
-    }
+    int vfork_errno = 0;
+    pid_t pid = vfork_exec(c, log_fd, beat[1], envp, parent, &vfork_errno);
+    /* The child has exec'd (or exited): what it was given can go. */
+    sk_free(envp);
     close(log_fd);
+    if (beat[1] >= 0) {
+        close(beat[1]);
+    }
+    if (pid < 0) {
+        if (beat[0] >= 0) {
+            close(beat[0]);
+        }
+        return SK_FAIL(SK_EIO, "starting %s: vfork: %s", c->name, strerror(vfork_errno));
+    }
     (void)setpgid(pid, pid); /* also done by the child; whichever runs first wins */
     c->pid = pid;
     c->started_ms = sk_time_mono_ms();
     c->restart_at_ms = 0;
+    c->beat_fd = beat[0];
+    c->is_watched = false;
+    c->last_beat_ms = c->started_ms;
+    c->watch_due_ms = c->started_ms + s->watchdog_timeout_ms;
     return SK_OK;
+}
+
+/* A child that is not running keeps no pipe. */
+static void child_close_beat(child *c)
+{
+    if (c->beat_fd >= 0) {
+        close(c->beat_fd);
+        c->beat_fd = -1;
+    }
+    c->is_watched = false;
+}
+
+/* Read what every child wrote to its watchdog pipe; a write end closed by all reads as EOF. */
+static void drain_beats(cli_supervisor *s)
+{
+    char buf[64];
+    int64_t now = sk_time_mono_ms();
+
+    for (size_t i = 0; i < s->n_children; i++) {
+        child *c = &s->children[i];
+        while (c->beat_fd >= 0) {
+            ssize_t n = read(c->beat_fd, buf, sizeof(buf));
+            if (n > 0) {
+                c->is_watched = true;
+                c->is_trace_logged = false;
+                c->last_beat_ms = now;
+                c->watch_due_ms = now + s->watchdog_timeout_ms;
+            } else if (n == 0) {
+                child_close_beat(c); /* it exited, or closed its end: nothing more to watch */
+            } else {
+                break; /* EAGAIN: nothing more for now */
+            }
+        }
+    }
+}
+
+/* True when a debugger or strace is attached to @p pid (its TracerPid is not 0). */
+static bool is_traced(pid_t pid)
+{
+    char path[64], line[128];
+    bool traced = false;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return false;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "TracerPid:", 10) == 0) {
+            traced = strtol(line + 10, NULL, 10) != 0;
+            break;
+        }
+    }
+    fclose(f);
+    return traced;
+}
+
+/* SIGKILL every watched child that has been silent too long; its exit then restarts it. */
+static void check_watchdog(cli_supervisor *s)
+{
+    int64_t now = sk_time_mono_ms();
+
+    if (s->is_stopping) {
+        return;
+    }
+    for (size_t i = 0; i < s->n_children; i++) {
+        child *c = &s->children[i];
+        if (c->pid <= 0 || !c->is_watched || now < c->watch_due_ms) {
+            continue;
+        }
+        if (is_traced(c->pid)) {
+            c->watch_due_ms = now + 1000; /* look again in a second */
+            if (!c->is_trace_logged) {
+                fprintf(stderr,
+                        "skald: %s (pid %ld) sent no watchdog heartbeat for %" PRId64
+                        " ms, but a debugger or tracer holds it: left alone\n",
+                        c->name, (long)c->pid, now - c->last_beat_ms);
+                c->is_trace_logged = true;
+            }
+            continue;
+        }
+        fprintf(stderr,
+                "skald: %s (pid %ld) sent no watchdog heartbeat for %" PRId64
+                " ms (stopped or hung): "
+                "SIGKILL, then a restart\n",
+                c->name, (long)c->pid, now - c->last_beat_ms);
+        (void)kill(c->pid, SIGKILL); /* our unreaped child: the PID cannot have been reused */
+        c->is_watched = false;       /* one kill; the restart arms the watch again */
+    }
 }
 
 sk_status cli_supervisor_spawn(cli_supervisor *s,
@@ -244,6 +433,7 @@ sk_status cli_supervisor_spawn(cli_supervisor *s,
     }
     memset(&c, 0, sizeof(c));
     c.phase = phase;
+    c.beat_fd = -1;
     while (argv[argc] != NULL) {
         argc++;
     }
@@ -299,6 +489,7 @@ static void on_exit_status(cli_supervisor *s, pid_t pid, int status)
         return; /* not one of ours (cannot happen: we start every child) */
     }
     c->pid = 0;
+    child_close_beat(c);
     describe_exit(status, how, sizeof(how));
     int64_t ran_ms = now - c->started_ms;
     if (s->is_stopping) {
@@ -374,27 +565,60 @@ static void wait_events(cli_supervisor *s, int64_t wait_ms)
     (void)poll(&p, 1, timeout); /* EINTR or timeout: the caller looks anyway */
 }
 
+/*
+ * How long to wait before reading the watchdog pipes again, or before a
+ * watched child's silence runs out (-1: no pipe open).
+ * They are read every WATCHDOG_READ_MS rather than polled: ten services
+ * beating every second would otherwise wake skald ten times a second.
+ */
+static int64_t watchdog_wait_ms(const cli_supervisor *s)
+{
+    int64_t now = sk_time_mono_ms();
+    int64_t wait = -1;
+
+    for (size_t i = 0; i < s->n_children; i++) {
+        const child *c = &s->children[i];
+        if (c->pid > 0 && c->beat_fd >= 0) {
+            int64_t left = WATCHDOG_READ_MS;
+            if (c->is_watched && c->watch_due_ms - now < left) {
+                left = c->watch_due_ms > now ? c->watch_due_ms - now
+                                             : 0; /* its silence runs out first */
+            }
+            wait = wait < 0 || left < wait ? left : wait;
+        }
+    }
+    return wait;
+}
+
 void cli_supervisor_poll(cli_supervisor *s, int64_t wait_ms)
 {
     if (s == NULL) {
         return;
     }
     drain_events(s);
+    drain_beats(s);
     if (!s->is_stopping) {
+        check_watchdog(s);
         restart_due(s);
         int64_t now = sk_time_mono_ms();
-        /* Wake up for the next pending restart. */
+        /* Wake up for the next pending restart, and to read the watchdog pipes. */
         for (size_t i = 0; i < s->n_children; i++) {
             int64_t at = s->children[i].restart_at_ms;
             if (at != 0 && (wait_ms < 0 || at - now < wait_ms)) {
                 wait_ms = at > now ? at - now : 0;
             }
         }
+        int64_t watch = watchdog_wait_ms(s);
+        if (watch >= 0 && (wait_ms < 0 || watch < wait_ms)) {
+            wait_ms = watch;
+        }
     }
     if (wait_ms != 0 && !s->is_stopping) {
         wait_events(s, wait_ms);
         drain_events(s);
+        drain_beats(s);
         if (!s->is_stopping) {
+            check_watchdog(s);
             restart_due(s);
         }
     }
@@ -509,6 +733,19 @@ void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent)
     }
 }
 
+void cli_supervisor_set_watchdog_timeout(cli_supervisor *s, int64_t timeout_ms)
+{
+    if (s != NULL && timeout_ms >= 1) {
+        s->watchdog_timeout_ms = timeout_ms;
+    }
+}
+
+bool cli_supervisor_is_watched(const cli_supervisor *s, const char *name)
+{
+    const child *c = s != NULL && name != NULL ? find(s, name) : NULL;
+    return c != NULL && c->pid > 0 && c->is_watched;
+}
+
 void cli_supervisor_destroy(cli_supervisor *s)
 {
     if (s == NULL) {
@@ -518,6 +755,7 @@ void cli_supervisor_destroy(cli_supervisor *s)
         cli_supervisor_stop_all(s, 0);
     }
     for (size_t i = 0; i < s->n_children; i++) {
+        child_close_beat(&s->children[i]);
         child_fini(&s->children[i]);
     }
     sk_free(s->children);

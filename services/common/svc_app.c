@@ -1048,13 +1048,29 @@ int svc_app_run(svc_app *app)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    /* Between signals, the main thread gives the heap's free pages back while the process is
-     * idle (svc_memory.c). */
+    /* Between signals, the main thread tells skald up's supervisor it lives (svc_watchdog.c)
+     * and gives the heap's free pages back while the process is idle (svc_memory.c). */
+    svc_watchdog watchdog;
     svc_memory memory;
-    svc__memory_init(&memory, sk_time_mono_ms());
-    const struct timespec tick = { SVC__MEMORY_TICK_MS / 1000,
-                                   (long)(SVC__MEMORY_TICK_MS % 1000) * 1000000L };
+    sk_store *store = NULL; /* for the watchdog, once wired (the container is then this thread's) */
+    int64_t now = sk_time_mono_ms();
+    int64_t memory_tick_at = now + SVC__MEMORY_TICK_MS;
+    svc__watchdog_open(&watchdog, getenv("SKALD_WATCHDOG_FD"),
+                       now); /* CLI_WATCHDOG_ENV in cli/cli.h */
+    svc__memory_init(&memory, now);
+    const struct timespec tick = { SVC__WATCHDOG_BEAT_MS / 1000,
+                                   (long)(SVC__WATCHDOG_BEAT_MS % 1000) * 1000000L };
     for (;;) {
+        now = sk_time_mono_ms();
+        if (store == NULL && has_database(app) && atomic_load(&app->is_wired) &&
+            svc_get(app, "store", (void **)&store) != SK_OK) {
+            store = NULL;
+        }
+        (void)svc__watchdog_tick(&watchdog, now, sk_store_busy_ms(store));
+        if (now >= memory_tick_at) {
+            (void)svc__memory_tick(&memory, now); /* trimmed or not: both fine */
+            memory_tick_at = now + SVC__MEMORY_TICK_MS;
+        }
         int got = sigtimedwait(&set, NULL, &tick);
         if (got == SIGTERM || got == SIGINT) {
             sig = got;
@@ -1062,10 +1078,10 @@ int svc_app_run(svc_app *app)
         }
         if (got == SIGHUP) {
             reload_tls(app);
-        } else if (got < 0 && errno == EAGAIN) {
-            (void)svc__memory_tick(&memory, sk_time_mono_ms()); /* trimmed or not: both fine */
         }
     }
+    /* Stopping on purpose: the drain and teardown are not a hang. */
+    svc__watchdog_close(&watchdog);
     SK_LOG_INFO("signal %d: stopping", sig);
     atomic_store(&app->is_stopping, true);
     pthread_join(app->startup_thread, NULL);

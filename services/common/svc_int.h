@@ -49,4 +49,34 @@ void svc__memory_init(svc_memory *m, int64_t now_ms);
  */
 bool svc__memory_tick(svc_memory *m, int64_t now_ms);
 
+/* How often a watched service writes its heartbeat, and the longest batch of a sound store writer
+ * (svc_watchdog.c). */
+#define SVC__WATCHDOG_BEAT_MS         1000
+#define SVC__WATCHDOG_WRITER_STALL_MS 60000
+
+/** The heartbeat to skald up's supervisor, kept by the main thread (svc_watchdog.c). */
+typedef struct svc_watchdog {
+    int fd;               /* write end of the supervisor's pipe; -1: not watched */
+    int64_t last_beat_ms; /* monotonic */
+    uint64_t n_beats;
+    bool is_withheld; /* the store writer is stuck: beats withheld (logged once) */
+} svc_watchdog;
+
+/**
+ * Take the pipe that @p env_value (SKALD_WATCHDOG_FD's value, or NULL) names:
+ * a descriptor number >= 3 of a pipe open for writing, made non-blocking and
+ * close-on-exec. Anything else is logged and leaves the process unwatched
+ * (every later call does nothing).
+ */
+void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms);
+/**
+ * Write a byte when SVC__WATCHDOG_BEAT_MS passed since the last one (the
+ * first call always writes), unless @p writer_busy_ms (sk_store_busy_ms, 0
+ * without a store) is over SVC__WATCHDOG_WRITER_STALL_MS. @return true when
+ * a byte was written.
+ */
+bool svc__watchdog_tick(svc_watchdog *w, int64_t now_ms, int64_t writer_busy_ms);
+/** Stop the heartbeat: the supervisor sees the pipe close and stops watching. */
+void svc__watchdog_close(svc_watchdog *w);
+
 #endif /* SVC_INT_H */

@@ -85,6 +85,8 @@ struct sk_store {
     _Atomic uint64_t n_units;
     _Atomic uint64_t n_batches;
     _Atomic uint64_t n_memory_releases; /* memory_release calls (tests) */
+    /* Monotonic ms at which the writer took the batch it is running; 0 while it waits. */
+    _Atomic int64_t batch_started_ms;
 };
 
 /* Every backend, tried in order by sk_store_open. */
@@ -395,7 +397,11 @@ static void *writer_main(void *arg)
         s->n_queued -= n;
         last->next = NULL;
         unlock(&s->mu);
+        int64_t started = sk_time_mono_ms();
+        atomic_store_explicit(&s->batch_started_ms, started > 0 ? started : 1,
+                              memory_order_relaxed);
         run_batch(s, batch);
+        atomic_store_explicit(&s->batch_started_ms, 0, memory_order_relaxed);
         s->is_memory_held = true;
     }
     return NULL;
@@ -597,6 +603,7 @@ sk_status sk_store_open(sk_store **out, const sk_store_config *cfg)
     atomic_init(&s->n_units, 0);
     atomic_init(&s->n_batches, 0);
     atomic_init(&s->n_memory_releases, 0);
+    atomic_init(&s->batch_started_ms, 0);
 
     st = SK_ENOTFOUND;
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]) && st == SK_ENOTFOUND; i++) {
@@ -882,6 +889,19 @@ uint64_t sk__store_n_memory_releases(sk_store *store)
 bool sk__store_is_file(const sk_store *store)
 {
     return store->be->target_is_file(store->target);
+}
+
+int64_t sk_store_busy_ms(sk_store *store)
+{
+    if (store == NULL) {
+        return 0;
+    }
+    int64_t started = atomic_load_explicit(&store->batch_started_ms, memory_order_relaxed);
+    if (started == 0) {
+        return 0;
+    }
+    int64_t busy = sk_time_mono_ms() - started;
+    return busy > 0 ? busy : 0;
 }
 
 void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches)

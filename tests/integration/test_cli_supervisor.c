@@ -3,7 +3,8 @@
  * CLI: the supervisor of `skald up` with real child processes (/bin/sh):
  * backoff computation, restart after an exit or a kill, stop order
  * (gateway, services, broker), SIGKILL after the grace period, a signal
- * arriving through the signalfd, and argument errors. Backoff delays are
+ * arriving through the signalfd, the watchdog (a child that stops writing
+ * its heartbeat is killed and restarted), and argument errors. Backoff delays are
  * scaled down so the tests take milliseconds, not seconds.
  */
 /* cmocka needs these first. */
@@ -13,9 +14,12 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -205,6 +209,173 @@ static void test_cli_supervisor_exec_failure_is_restarted(void **state)
     sk_free(text);
 }
 
+/* Heartbeats every 50 ms on the watchdog pipe, as a service's main thread does every second. */
+#define BEATING_SCRIPT "while :; do printf . >&$SKALD_WATCHDOG_FD || exit 9; sleep 0.05; done"
+
+static bool watched(void *ctx)
+{
+    waiter *w = ctx;
+    cli_supervisor_poll(w->f->sup, 5);
+    return cli_supervisor_is_watched(w->f->sup, w->name);
+}
+
+/* Poll the supervisor for @p ms. */
+static void poll_for(fixture *f, int64_t ms)
+{
+    int64_t until = sk_time_mono_ms() + ms;
+    while (sk_time_mono_ms() < until) {
+        cli_supervisor_poll(f->sup, 10);
+    }
+}
+
+/* Start child @p w->name beating, with the watchdog's silence cut to @p timeout_ms; @return its pid
+ * once watched. */
+static pid_t start_beating(waiter *w, int64_t timeout_ms)
+{
+    cli_supervisor_set_backoff_scale(w->f->sup, 1);
+    cli_supervisor_set_watchdog_timeout(w->f->sup, timeout_ms);
+    assert_int_equal(spawn_sh(w->f, w->name, CLI_PHASE_SERVICE, BEATING_SCRIPT), SK_OK);
+    assert_true(sk_test_wait_until(watched, w, 5000));
+    return cli_supervisor_pid(w->f->sup, w->name);
+}
+
+/* A child that beats and then stops (SIGSTOP, as a debugger or ^Z would) is killed and restarted.
+ */
+static void test_cli_supervisor_watchdog_restarts_stopped_child(void **state)
+{
+    fixture *f = *state;
+    waiter w = { f, "beater", 1 };
+    pid_t first = start_beating(&w, 400);
+
+    /* Beating, it is left alone for several timeouts. */
+    poll_for(f, 1500);
+    assert_int_equal(cli_supervisor_pid(f->sup, "beater"), first);
+    assert_int_equal(cli_supervisor_restarts(f->sup, "beater"), 0);
+    assert_int_equal(kill(first, SIGSTOP), 0);
+    assert_true(sk_test_wait_until(restarted, &w, 5000));
+    pid_t second = cli_supervisor_pid(f->sup, "beater");
+    assert_true(second != first);
+    assert_int_equal(kill(first, 0), -1); /* the stopped one is gone, reaped */
+    /* The new one is watched again, and killed again when it stops. */
+    assert_true(sk_test_wait_until(watched, &w, 5000));
+    assert_int_equal(kill(second, SIGSTOP), 0);
+    w.restarts = 2;
+    assert_true(sk_test_wait_until(restarted, &w, 5000));
+    assert_true(cli_supervisor_pid(f->sup, "beater") != second);
+}
+
+/*
+ * A child held by a debugger (here a process of our own that attached with
+ * PTRACE_SEIZE, as gdb or strace would) is left alone however long it is
+ * silent; once the tracer is gone, the silence counts again.
+ */
+static void test_cli_supervisor_watchdog_spares_a_traced_child(void **state)
+{
+    fixture *f = *state;
+    waiter w = { f, "traced", 1 };
+    pid_t child = start_beating(&w, 300);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t tracer = fork();
+    assert_true(tracer >= 0);
+    if (tracer == 0) {
+        char ok = ptrace(PTRACE_SEIZE, child, NULL, NULL) == 0 ? 'y' : 'n';
+        (void)!write(ready[1], &ok, 1);
+        for (;;) {
+            pause(); /* holds the child until killed */
+        }
+    }
+    close(ready[1]);
+    char ok = 0;
+    assert_int_equal(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    if (ok != 'y') {
+        kill(tracer, SIGKILL);
+        waitpid(tracer, NULL, 0);
+        skip(); /* not allowed to trace here */
+    }
+    assert_int_equal(kill(child, SIGSTOP), 0);
+    poll_for(f, 1500); /* five timeouts */
+    assert_int_equal(cli_supervisor_pid(f->sup, "traced"), child);
+    assert_int_equal(cli_supervisor_restarts(f->sup, "traced"), 0);
+    /* The tracer ends; the child is still stopped and silent: killed and restarted. */
+    assert_int_equal(kill(tracer, SIGKILL), 0);
+    assert_int_equal(waitpid(tracer, NULL, 0), tracer);
+    assert_true(sk_test_wait_until(restarted, &w, 5000));
+    assert_true(cli_supervisor_pid(f->sup, "traced") != child);
+}
+
+/*
+ * Only a child that has written is watched: one that never writes (a program
+ * that knows nothing of the pipe) and one that closed its end (a service
+ * stopping on purpose) run on. nats-server's phase gets neither the pipe nor
+ * the variable.
+ */
+static void test_cli_supervisor_watchdog_only_watches_writers(void **state)
+{
+    fixture *f = *state;
+    char script[512], path[160];
+
+    cli_supervisor_set_watchdog_timeout(f->sup, 200);
+    assert_int_equal(spawn_sh(f, "silent", CLI_PHASE_SERVICE, "exec sleep 30"), SK_OK);
+    assert_int_equal(spawn_sh(f, "closer", CLI_PHASE_SERVICE,
+                              "printf . >&$SKALD_WATCHDOG_FD; exec 3>&-; exec sleep 30"),
+                     SK_OK);
+    snprintf(path, sizeof(path), "%s/broker.env", f->dir);
+    /* Its descriptor 3 is what this process has there, if inherited (ctest may leave one open), not
+     * a pipe of ours. (No command substitution: its own pipe would be the shell's descriptor 3.) */
+    snprintf(script, sizeof(script),
+             "echo \"var=${SKALD_WATCHDOG_FD:-none}\" > %s; "
+             "readlink /proc/$$/fd/3 >> %s; exec sleep 30",
+             path, path);
+    assert_int_equal(spawn_sh(f, "broker", CLI_PHASE_BROKER, script), SK_OK);
+    pid_t silent = cli_supervisor_pid(f->sup, "silent");
+    pid_t closer = cli_supervisor_pid(f->sup, "closer");
+    pid_t broker = cli_supervisor_pid(f->sup, "broker");
+    poll_for(f, 1500);
+    assert_int_equal(cli_supervisor_pid(f->sup, "silent"), silent);
+    assert_int_equal(cli_supervisor_pid(f->sup, "closer"), closer);
+    assert_int_equal(cli_supervisor_pid(f->sup, "broker"), broker);
+    assert_false(cli_supervisor_is_watched(f->sup, "silent"));
+    assert_false(cli_supervisor_is_watched(f->sup, "closer"));
+    char own_fd3[256] = "";
+    int own_flags = fcntl(3, F_GETFD);
+    ssize_t n = readlink("/proc/self/fd/3", own_fd3, sizeof(own_fd3) - 1);
+    own_fd3[n > 0 ? n : 0] = '\0';
+    bool is_inherited = own_flags >= 0 && (own_flags & FD_CLOEXEC) == 0;
+    char expected[320];
+    snprintf(expected, sizeof(expected), "var=none\n%s%s", is_inherited ? own_fd3 : "",
+             is_inherited ? "\n" : "");
+    char *text = sk_test_read_file(path, NULL);
+    assert_non_null(text);
+    assert_string_equal(text, expected);
+    sk_free(text);
+}
+
+/* The variable names descriptor 3 even when skald itself was started with another value. */
+static void test_cli_supervisor_watchdog_environment(void **state)
+{
+    fixture *f = *state;
+    char script[512], path[160];
+
+    assert_int_equal(setenv("SKALD_WATCHDOG_FD", "7", 1), 0);
+    snprintf(path, sizeof(path), "%s/env", f->dir);
+    snprintf(script, sizeof(script),
+             "env | grep -c '^SKALD_WATCHDOG_FD=' > %s; echo \"$SKALD_WATCHDOG_FD\" >> %s", path,
+             path);
+    assert_int_equal(spawn_sh(f, "env", CLI_PHASE_GATEWAY, script), SK_OK);
+    assert_int_equal(unsetenv("SKALD_WATCHDOG_FD"), 0);
+    char *text = NULL;
+    for (int i = 0; i < 500 && (text == NULL || strchr(text, '\n') == strrchr(text, '\n')); i++) {
+        sk_free(text);
+        poll_for(f, 10);
+        text = sk_test_read_file(path, NULL);
+    }
+    assert_non_null(text);
+    assert_string_equal(text, "1\n3\n");
+    sk_free(text);
+}
+
 static void test_cli_supervisor_spawn_errors(void **state)
 {
     fixture *f = *state;
@@ -252,6 +423,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_supervisor_exec_failure_is_restarted, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cli_supervisor_spawn_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_restarts_stopped_child, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_only_watches_writers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_spares_a_traced_child, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_environment, setup, teardown),
     };
     if (sk_init("test-cli") != SK_OK) {
         return 1;

@@ -10,7 +10,8 @@
  *     discovery TTL (its entry goes, or is replaced by its restarted
  *     process), `skald up` restarts it and it is listed ready again;
  *   - a hung orderview-2 (SIGSTOP) expires from the registry within the
- *     TTL, since nothing restarts it; killed, it is restarted and rejoins;
+ *     TTL, then skald up's watchdog kills it (no heartbeat for 30 s) and
+ *     restarts it, and it rejoins;
  *   - `skald bench --json` runs 2 s at 20 orders/s against the system and
  *     every measured order ends APPROVED;
  *   - orders placed meanwhile (retried on transport errors, 429 and 5xx with
@@ -46,6 +47,8 @@
 #define STATUS_MS   20000 /* every instance listed ready */
 #define SUBMIT_MS   45000 /* one order's retries until a 202 */
 #define RESTART_MS  30000 /* the killed instance is back, ready */
+#define WATCHDOG_MS \
+    30000 /* skald up's watchdog: silence before SIGKILL (CLI_WATCHDOG_TIMEOUT_MS) */
 #define TERMINAL_MS 60000
 #define SETTLE_MS   20000
 /* Slack over the TTL for polling `skald status` (each run takes a few hundred ms). */
@@ -572,14 +575,17 @@ static void test_killed_orderview_leaves_registry_and_rejoins(void **state)
 }
 
 /*
- * A hung instance (SIGSTOP: alive for its supervisor, silent for everyone
- * else) stops heartbeating, so its entry expires: skald status no longer
- * lists it within the TTL. SIGKILL then lets skald up restart it.
+ * A hung instance (SIGSTOP: alive for the kernel, silent for everyone else)
+ * stops heartbeating to discovery, so its entry expires within the TTL (6 s),
+ * before skald up's watchdog (30 s without its heartbeat on the pipe) kills
+ * it; then skald up restarts it, and it is listed ready again, with nothing
+ * done by hand.
  */
-static void test_hung_orderview_expires_within_ttl(void **state)
+static void test_hung_orderview_expires_and_is_restarted(void **state)
 {
     (void)state;
     status_row rows[64];
+    char log_path[320];
 
     (void)await_all_ready(rows, 64);
     pid_t pid = sk_test_system_instance_pid(&g_sys, "orderview-2");
@@ -590,16 +596,27 @@ static void test_hung_orderview_expires_within_ttl(void **state)
     int64_t gone_ms = await_gone(pid, t_stop, &was_absent);
     fprintf(stderr, "[stop orderview-2] pid %d gone from skald status after %lld ms (TTL %d ms)\n", (int)pid,
             (long long)gone_ms, SK_DISCOVERY_DEFAULT_TTL_MS);
-    assert_true(was_absent); /* nothing restarted it: the entry expired */
-    assert_int_equal(sk_test_system_instance_pid(&g_sys, "orderview-2"), pid);
+    assert_true(was_absent); /* its entry expired; the watchdog had not acted yet */
 
-    assert_int_equal(kill(pid, SIGKILL), 0);
     pid_t new_pid = 0;
-    assert_int_equal(sk_test_system_await_instance(&g_sys, "orderview-2", pid, RESTART_MS, &new_pid), SK_OK);
+    assert_int_equal(sk_test_system_await_instance(&g_sys, "orderview-2", pid,
+                                                   WATCHDOG_MS + RESTART_MS, &new_pid),
+                     SK_OK);
+    int64_t restarted_ms = sk_time_mono_ms() - t_stop;
+    assert_true(restarted_ms >=
+                WATCHDOG_MS - 1000); /* not before the watchdog's silence (less a beat) */
     int n = await_all_ready(rows, 64);
     assert_int_equal(find_row(rows, n, "orderview-2")->pid, (int)new_pid);
-    fprintf(stderr, "[stop orderview-2] killed, restarted as pid %d, listed ready after %lld ms\n", (int)new_pid,
-            (long long)(sk_time_mono_ms() - t_stop));
+    fprintf(stderr,
+            "[stop orderview-2] restarted by the watchdog as pid %d after %lld ms, listed ready "
+            "after %lld ms\n",
+            (int)new_pid, (long long)restarted_ms, (long long)(sk_time_mono_ms() - t_stop));
+    snprintf(log_path, sizeof(log_path), "%s/skald-up.log", g_sys.data_dir);
+    char *log = sk_test_read_file(log_path, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "orderview-2 (pid"));
+    assert_non_null(strstr(log, "sent no watchdog heartbeat for"));
+    sk_free(log);
 }
 
 /* ---------------------------------------------------------------- fixture */
@@ -790,7 +807,7 @@ int main(void)
         cmocka_unit_test(test_bench_follow_poll_counts_jetstream),
         cmocka_unit_test(test_gateway_balances_reads_over_orderview),
         cmocka_unit_test(test_killed_orderview_leaves_registry_and_rejoins),
-        cmocka_unit_test(test_hung_orderview_expires_within_ttl),
+        cmocka_unit_test(test_hung_orderview_expires_and_is_restarted),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

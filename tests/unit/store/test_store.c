@@ -673,6 +673,38 @@ static void test_sk_store_submit_max_batch(void **state)
     sk_store_close(s);
 }
 
+static bool writer_is_idle(void *ctx)
+{
+    return sk_store_busy_ms(ctx) == 0;
+}
+
+/* How long the writer has been in its batch: what the services' watchdog looks at. */
+static void test_sk_store_busy_ms(void **state)
+{
+    sk_store *s = NULL;
+    sk_store_config cfg = {
+        .url = "sqlite::memory:", .migrations = base_migrations, .n_migrations = 1
+    };
+    gate g;
+    (void)state;
+
+    assert_int_equal(sk_store_busy_ms(NULL), 0);
+    assert_int_equal(sk_store_open(&s, &cfg), SK_OK);
+    assert_int_equal(sk_store_busy_ms(s), 0); /* waiting for work */
+    gate_close_writer(s, &g);
+    int64_t t0 = sk_time_mono_ms();
+    const struct timespec step = { 0, 10000000 };
+    while (sk_time_mono_ms() - t0 < 150) {
+        nanosleep(&step, NULL);
+    }
+    int64_t busy = sk_store_busy_ms(s);
+    assert_true(busy >= 150);
+    assert_true(busy <= sk_time_mono_ms() - t0 + WAIT_MS);
+    atomic_store(&g.is_open, 1);
+    assert_true(sk_test_wait_until(writer_is_idle, s, WAIT_MS));
+    sk_store_close(s);
+}
+
 /* ---------------------------------------------------------------- hooks */
 
 typedef struct event_log {
@@ -1493,6 +1525,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sk_store_open_null_and_invalid_args),
+        cmocka_unit_test(test_sk_store_busy_ms),
         cmocka_unit_test(test_sk_store_lock_try),
         cmocka_unit_test(test_sk_store_open_bad_path),
         cmocka_unit_test(test_sk_store_open_migrations_in_order),

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The heartbeat to `skald up`'s supervisor (cli/supervisor.c, "The
+ * watchdog"). Started by it, a service finds the write end of a pipe at the
+ * descriptor SKALD_WATCHDOG_FD names, and its main thread writes a byte to
+ * it every SVC__WATCHDOG_BEAT_MS while the process is sound. A process that
+ * is stopped or hung writes nothing, and the supervisor kills and restarts it
+ * after 10 s of silence; without that it would keep its database's locks
+ * (the consumers it fetches for, the read model it projects) and the
+ * messages it had fetched, and its service would stand still.
+ *
+ * "Sound" is also the store writer: one batch taking over
+ * SVC__WATCHDOG_WRITER_STALL_MS (a deadlocked handler, a disk that no
+ * longer answers) is a stuck writer, and the beat is withheld. No batch
+ * comes near that: a lock wait gives up after 5 s, a batch holds at most
+ * 256 units. A process that is stopping on purpose closes the pipe, so its
+ * drain is not mistaken for a hang.
+ */
+#include "svc_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Highest descriptor number accepted from the environment. */
+#define MAX_FD 1048576
+
+void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms)
+{
+    struct stat sb;
+    char *end = NULL;
+
+    memset(w, 0, sizeof(*w));
+    w->fd = -1;
+    w->last_beat_ms = now_ms;
+    if (env_value == NULL || env_value[0] == '\0') {
+        return; /* not started by skald up: nobody to tell */
+    }
+    errno = 0;
+    long fd = strtol(env_value, &end, 10);
+    if (errno != 0 || end == env_value || *end != '\0' || fd < 3 || fd > MAX_FD) {
+        SK_LOG_WARN("SKALD_WATCHDOG_FD: expected a descriptor number 3..%d, got \"%.32s\"; no "
+                    "watchdog heartbeat",
+                    MAX_FD, env_value);
+        return;
+    }
+    int flags = fcntl((int)fd, F_GETFL);
+    if (flags < 0 || fstat((int)fd, &sb) != 0 || !S_ISFIFO(sb.st_mode) ||
+        (flags & O_ACCMODE) != O_WRONLY) {
+        SK_LOG_WARN("SKALD_WATCHDOG_FD=%ld: not a pipe open for writing; no watchdog heartbeat",
+                    fd);
+        return;
+    }
+    /* Never block the main thread on a full pipe; never hand the pipe to a program we start. */
+    if (fcntl((int)fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+        fcntl((int)fd, F_SETFD, FD_CLOEXEC) != 0) {
+        SK_LOG_WARN("SKALD_WATCHDOG_FD=%ld: fcntl: %s; no watchdog heartbeat", fd, strerror(errno));
+        return;
+    }
+    w->fd = (int)fd;
+}
+
+bool svc__watchdog_tick(svc_watchdog *w, int64_t now_ms, int64_t writer_busy_ms)
+{
+    if (w->fd < 0) {
+        return false;
+    }
+    if (writer_busy_ms > SVC__WATCHDOG_WRITER_STALL_MS) {
+        if (!w->is_withheld) {
+            SK_LOG_ERROR(
+                "the store writer has been in one batch for %lld ms: withholding the watchdog "
+                "heartbeat, so that skald up restarts this process",
+                (long long)writer_busy_ms);
+            w->is_withheld = true;
+        }
+        return false;
+    }
+    if (w->is_withheld) {
+        SK_LOG_WARN("the store writer moved on; watchdog heartbeat resumed");
+        w->is_withheld = false;
+    }
+    if (now_ms - w->last_beat_ms < SVC__WATCHDOG_BEAT_MS && w->n_beats > 0) {
+        return false;
+    }
+    ssize_t n = write(w->fd, ".", 1);
+    if (n == 1 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
+        /* A full pipe: the supervisor has not read yet, and what is there already says we live. */
+        w->last_beat_ms = now_ms;
+        w->n_beats++;
+        return n == 1;
+    }
+    /* EPIPE: the supervisor is gone (it ends us too); anything else will not get better. */
+    SK_LOG_WARN("watchdog heartbeat: %s; no more heartbeats",
+                n < 0 ? strerror(errno) : "short write");
+    svc__watchdog_close(w);
+    return false;
+}
+
+void svc__watchdog_close(svc_watchdog *w)
+{
+    if (w->fd >= 0) {
+        close(w->fd);
+        w->fd = -1;
+    }
+}
