@@ -296,7 +296,8 @@ SK_NODISCARD sk_status cli_http_get_status(int port,
  */
 #define CLI_WATCHDOG_FD         3
 #define CLI_WATCHDOG_ENV        "SKALD_WATCHDOG_FD"
-#define CLI_WATCHDOG_TIMEOUT_MS 30000
+#define CLI_WATCHDOG_TIMEOUT_MS     30000
+#define CLI_WATCHDOG_TIMEOUT_MAX_MS (INT64_C(24) * 3600 * 1000)
 
 /**
  * The delay before restarting a child that exited after running @p ran_ms,
@@ -335,9 +336,11 @@ SK_NODISCARD sk_status cli_supervisor_create(cli_supervisor **out);
 void cli_supervisor_destroy(cli_supervisor *s);
 
 /**
- * Start a child now: fork, reset signals, stdin from /dev/null, stdout and
- * stderr appended to @p log_path, execv(@p argv[0], argv). Children of every
- * phase but CLI_PHASE_BROKER get the watchdog pipe (CLI_WATCHDOG_FD).
+ * Start a child now: vfork, reset signals, stdin from /dev/null, stdout and
+ * stderr appended to @p log_path, execvpe(@p argv[0], argv). Children of
+ * every phase but CLI_PHASE_BROKER get the watchdog pipe (CLI_WATCHDOG_FD and
+ * CLI_WATCHDOG_ENV); no child inherits CLI_WATCHDOG_ENV from skald's own
+ * environment.
  * @param name unique display name ("order-1"); copied.
  * @param argv NULL-terminated; argv[0] is the path of the program (a name
  *        without '/' is searched on PATH); copied.
@@ -382,8 +385,8 @@ unsigned cli_supervisor_restarts(const cli_supervisor *s, const char *name);
 size_t cli_supervisor_running(const cli_supervisor *s);
 /** Let tests shorten the restart delays: every computed delay is multiplied by @p percent / 100. */
 void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent);
-/** Let tests shorten the watchdog's silence before SIGKILL (default CLI_WATCHDOG_TIMEOUT_MS; >= 1).
- */
+/** Let tests shorten the watchdog's silence before SIGKILL: 1..CLI_WATCHDOG_TIMEOUT_MAX_MS, else
+ * ignored. */
 void cli_supervisor_set_watchdog_timeout(cli_supervisor *s, int64_t timeout_ms);
 /** True once child @p name has written to its watchdog pipe since it was last started. */
 bool cli_supervisor_is_watched(const cli_supervisor *s, const char *name);

@@ -35,8 +35,10 @@
 
 /* How long to wait for children that got SIGKILL before giving up on them. */
 #define KILL_REAP_MS 5000
-/* How often the watchdog pipes are read. */
-#define WATCHDOG_READ_MS 1000
+/* How often the watchdog pipes are read, and a gap between two reads that means skald was frozen.
+ */
+#define WATCHDOG_READ_MS   1000
+#define WATCHDOG_FROZEN_MS 5000
 /* "SKALD_WATCHDOG_FD=3", the environment entry of a watched child. */
 #define STRINGIFY_(x)         #x
 #define STRINGIFY(x)          STRINGIFY_(x)
@@ -57,6 +59,7 @@ typedef struct child {
     int64_t last_beat_ms; /* monotonic: its last byte, or its start */
     int64_t watch_due_ms; /* monotonic: when its silence is next looked at */
     bool is_trace_logged; /* "left alone: traced" said since its last byte */
+    bool is_hang_killed;  /* the watchdog killed it: its restart does not reset the backoff */
 } child;
 
 struct cli_supervisor {
@@ -70,6 +73,7 @@ struct cli_supervisor {
     bool is_reload;    /* SIGHUP arrived and cli_supervisor_take_reload has not seen it yet */
     int backoff_percent;
     int64_t watchdog_timeout_ms;
+    int64_t last_drain_ms; /* monotonic: the pipes were last read (drain_beats); 0: never */
 };
 
 static const char *const phase_names[CLI_PHASE_COUNT] = { "gateway", "services", "nats-server" };
@@ -192,11 +196,7 @@ static void child_exec(const child *c, int log_fd, int beat_fd, char **envp, pid
     } else if (beat_fd >= 0) {
         (void)dup2(beat_fd, CLI_WATCHDOG_FD);
     }
-    if (envp != NULL) {
-        execvpe(c->argv[0], c->argv, envp);
-    } else {
-        execvp(c->argv[0], c->argv);
-    }
+    execvpe(c->argv[0], c->argv, envp);
     /* errno in digits: strerror may translate (locks, allocations). */
     char digits[16];
     size_t i = sizeof(digits) - 1;
@@ -230,11 +230,11 @@ vfork_exec(const child *c, int log_fd, int beat_fd, char **envp, pid_t parent, i
 }
 
 /*
- * The environment of a watched child: ours, with WATCHDOG_ENV_ASSIGNED in
- * place of any inherited SKALD_WATCHDOG_FD. The array is owned (sk_free);
- * its strings are environ's and a literal.
+ * A child's environment: ours without any SKALD_WATCHDOG_FD skald itself was
+ * given, plus WATCHDOG_ENV_ASSIGNED for a watched child. The array is owned
+ * (sk_free); its strings are environ's and a literal.
  */
-static char **watchdog_environ(void)
+static char **child_environ(bool is_watched)
 {
     extern char **environ;
     size_t n = 0;
@@ -253,7 +253,9 @@ static char **watchdog_environ(void)
             envp[k++] = environ[i];
         }
     }
-    envp[k] = (char *)WATCHDOG_ENV_ASSIGNED;
+    if (is_watched) {
+        envp[k] = (char *)WATCHDOG_ENV_ASSIGNED;
+    }
     return envp;
 }
 
@@ -262,26 +264,22 @@ static sk_status child_start(cli_supervisor *s, child *c)
     pid_t parent = getpid();
     int beat[2] = { -1, -1 };
     char **envp = NULL;
+    sk_status st = SK_OK;
+    bool is_watched = c->phase != CLI_PHASE_BROKER;
     int log_fd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
     if (log_fd < 0) {
         return SK_FAIL(SK_EIO, "opening log %s: %s", c->log_path, strerror(errno));
     }
-    if (c->phase != CLI_PHASE_BROKER) {
-        /* Non-blocking on both ends: a child never blocks on a full pipe, nor do we on an empty
-         * one. */
-        if (pipe2(beat, O_CLOEXEC | O_NONBLOCK) != 0) {
-            int e = errno;
-            close(log_fd);
-            return SK_FAIL(SK_EIO, "starting %s: watchdog pipe: %s", c->name, strerror(e));
-        }
-        envp = watchdog_environ();
-        if (envp == NULL) {
-            close(log_fd);
-            close(beat[0]);
-            close(beat[1]);
-            return SK_FAIL(SK_ENOMEM, "starting %s: copying the environment", c->name);
-        }
+    /* Non-blocking on both ends: a child never blocks on a full pipe, nor do we on an empty one. */
+    if (is_watched && pipe2(beat, O_CLOEXEC | O_NONBLOCK) != 0) {
+        st = SK_FAIL(SK_EIO, "starting %s: watchdog pipe: %s", c->name, strerror(errno));
+        goto out;
+    }
+    envp = child_environ(is_watched);
+    if (envp == NULL) {
+        st = SK_FAIL(SK_ENOMEM, "starting %s: copying the environment", c->name);
+        goto out;
     }
     fflush(NULL); /* so buffered output is not written twice */
     /*
@@ -292,27 +290,30 @@ static sk_status child_start(cli_supervisor *s, child *c)
      */
     int vfork_errno = 0;
     pid_t pid = vfork_exec(c, log_fd, beat[1], envp, parent, &vfork_errno);
-    /* The child has exec'd (or exited): what it was given can go. */
-    sk_free(envp);
-    close(log_fd);
-    if (beat[1] >= 0) {
-        close(beat[1]);
-    }
     if (pid < 0) {
-        if (beat[0] >= 0) {
-            close(beat[0]);
-        }
-        return SK_FAIL(SK_EIO, "starting %s: vfork: %s", c->name, strerror(vfork_errno));
+        st = SK_FAIL(SK_EIO, "starting %s: vfork: %s", c->name, strerror(vfork_errno));
+        goto out;
     }
     (void)setpgid(pid, pid); /* also done by the child; whichever runs first wins */
     c->pid = pid;
     c->started_ms = sk_time_mono_ms();
     c->restart_at_ms = 0;
     c->beat_fd = beat[0];
+    beat[0] = -1;
     c->is_watched = false;
+    c->is_hang_killed = false;
     c->last_beat_ms = c->started_ms;
     c->watch_due_ms = c->started_ms + s->watchdog_timeout_ms;
-    return SK_OK;
+out:
+    /* The child has exec'd (or exited): what it was given can go. */
+    sk_free(envp);
+    close(log_fd);
+    for (int i = 0; i < 2; i++) {
+        if (beat[i] >= 0) {
+            close(beat[i]);
+        }
+    }
+    return st;
 }
 
 /* A child that is not running keeps no pipe. */
@@ -325,11 +326,27 @@ static void child_close_beat(child *c)
     c->is_watched = false;
 }
 
-/* Read what every child wrote to its watchdog pipe; a write end closed by all reads as EOF. */
+/*
+ * Read what every child wrote to its watchdog pipe; a write end closed by all
+ * reads as EOF. When skald itself did not run for a while (the whole system
+ * frozen: a paused container, a suspended machine), every watch starts over:
+ * the children had no chance to write since either.
+ */
 static void drain_beats(cli_supervisor *s)
 {
     char buf[64];
     int64_t now = sk_time_mono_ms();
+
+    if (s->last_drain_ms != 0 && now - s->last_drain_ms > WATCHDOG_FROZEN_MS) {
+        for (size_t i = 0; i < s->n_children; i++) {
+            child *c = &s->children[i];
+            if (c->is_watched) {
+                c->last_beat_ms = now;
+                c->watch_due_ms = now + s->watchdog_timeout_ms;
+            }
+        }
+    }
+    s->last_drain_ms = now;
 
     for (size_t i = 0; i < s->n_children; i++) {
         child *c = &s->children[i];
@@ -401,6 +418,7 @@ static void check_watchdog(cli_supervisor *s)
                 c->name, (long)c->pid, now - c->last_beat_ms);
         (void)kill(c->pid, SIGKILL); /* our unreaped child: the PID cannot have been reused */
         c->is_watched = false;       /* one kill; the restart arms the watch again */
+        c->is_hang_killed = true;
     }
 }
 
@@ -496,7 +514,8 @@ static void on_exit_status(cli_supervisor *s, pid_t pid, int status)
         fprintf(stderr, "skald: %s (pid %ld) %s\n", c->name, (long)pid, how);
         return;
     }
-    c->delay_ms = cli_backoff_next(c->delay_ms, ran_ms);
+    /* A process that hung ran 30 s without doing its work: that is no reason to reset the delay. */
+    c->delay_ms = cli_backoff_next(c->delay_ms, c->is_hang_killed ? 0 : ran_ms);
     int64_t delay = c->delay_ms * s->backoff_percent / 100;
     c->restart_at_ms = now + (delay > 0 ? delay : 1);
     fprintf(stderr, "skald: %s (pid %ld) %s after %lld ms; restarting in %lld ms (log: %s)\n",
@@ -735,7 +754,7 @@ void cli_supervisor_set_backoff_scale(cli_supervisor *s, int percent)
 
 void cli_supervisor_set_watchdog_timeout(cli_supervisor *s, int64_t timeout_ms)
 {
-    if (s != NULL && timeout_ms >= 1) {
+    if (s != NULL && timeout_ms >= 1 && timeout_ms <= CLI_WATCHDOG_TIMEOUT_MAX_MS) {
         s->watchdog_timeout_ms = timeout_ms;
     }
 }

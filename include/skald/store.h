@@ -150,13 +150,16 @@ SK_API void sk_tx_want_commit_hook(sk_tx *tx);
 SK_API void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches);
 
 /**
- * How long, in ms, the writer has been running the batch it is on (its units,
- * their lock waits and the commit); 0 while it waits for work. A writer that
- * stays busy far longer than any batch takes is stuck (a deadlocked handler, a
- * disk that no longer answers): the services' watchdog stops vouching for the
- * process then. A NULL store reads as 0. Thread-safe.
+ * How long the writer has been in the batch it is on: from its BEGIN through
+ * its units, their lock waits and its COMMIT (or rollback), not the
+ * after-commit hooks and done callbacks that follow. A writer busy far longer
+ * than any batch takes is stuck (a deadlocked handler, a disk that no longer
+ * answers): the services' watchdog stops vouching for the process then.
+ * @param store the store, or NULL.
+ * @return milliseconds; 0 while the writer waits for work, and for NULL.
+ * Thread-safe.
  */
-SK_API int64_t sk_store_busy_ms(sk_store *store);
+SK_API int64_t sk_store_busy_ms(const sk_store *store);
 
 /**
  * Where the store lives: the SQLite file path as opened (an in-memory

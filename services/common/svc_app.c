@@ -1048,28 +1048,24 @@ int svc_app_run(svc_app *app)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    /* Between signals, the main thread tells skald up's supervisor it lives (svc_watchdog.c)
-     * and gives the heap's free pages back while the process is idle (svc_memory.c). */
+    /* The heartbeat to skald up's supervisor has its thread (svc_watchdog.c). Between signals
+     * the main thread gives the heap's free pages back while the process is idle (svc_memory.c). */
     svc_watchdog watchdog;
-    svc_memory memory;
-    sk_store *store = NULL; /* for the watchdog, once wired (the container is then this thread's) */
-    int64_t now = sk_time_mono_ms();
-    int64_t memory_tick_at = now + SVC__MEMORY_TICK_MS;
     svc__watchdog_open(&watchdog, getenv("SKALD_WATCHDOG_FD"),
-                       now); /* CLI_WATCHDOG_ENV in cli/cli.h */
-    svc__memory_init(&memory, now);
-    const struct timespec tick = { SVC__WATCHDOG_BEAT_MS / 1000,
-                                   (long)(SVC__WATCHDOG_BEAT_MS % 1000) * 1000000L };
+                       sk_time_mono_ms()); /* cli/cli.h's CLI_WATCHDOG_ENV */
+    svc__watchdog_start(&watchdog);
+    bool is_store_watched = !has_database(app);
+    svc_memory memory;
+    svc__memory_init(&memory, sk_time_mono_ms());
+    const struct timespec tick = { SVC__MEMORY_TICK_MS / 1000,
+                                   (long)(SVC__MEMORY_TICK_MS % 1000) * 1000000L };
     for (;;) {
-        now = sk_time_mono_ms();
-        if (store == NULL && has_database(app) && atomic_load(&app->is_wired) &&
-            svc_get(app, "store", (void **)&store) != SK_OK) {
-            store = NULL;
-        }
-        (void)svc__watchdog_tick(&watchdog, now, sk_store_busy_ms(store));
-        if (now >= memory_tick_at) {
-            (void)svc__memory_tick(&memory, now); /* trimmed or not: both fine */
-            memory_tick_at = now + SVC__MEMORY_TICK_MS;
+        /* Once wired the container is this thread's: hand the store to the watchdog. */
+        sk_store *store = NULL;
+        if (!is_store_watched && atomic_load(&app->is_wired) &&
+            svc_get(app, "store", (void **)&store) == SK_OK) {
+            svc__watchdog_set_store(&watchdog, store);
+            is_store_watched = true;
         }
         int got = sigtimedwait(&set, NULL, &tick);
         if (got == SIGTERM || got == SIGINT) {
@@ -1078,10 +1074,12 @@ int svc_app_run(svc_app *app)
         }
         if (got == SIGHUP) {
             reload_tls(app);
+        } else if (got < 0 && errno == EAGAIN) {
+            (void)svc__memory_tick(&memory, sk_time_mono_ms()); /* trimmed or not: both fine */
         }
     }
     /* Stopping on purpose: the drain and teardown are not a hang. */
-    svc__watchdog_close(&watchdog);
+    svc__watchdog_stop(&watchdog);
     SK_LOG_INFO("signal %d: stopping", sig);
     atomic_store(&app->is_stopping, true);
     pthread_join(app->startup_thread, NULL);

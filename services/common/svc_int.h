@@ -5,6 +5,9 @@
 
 #include "svc.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 /* One HTTP route bound to a command or query type. */
 typedef struct svc_edge_route {
     svc_app *app;
@@ -54,12 +57,19 @@ bool svc__memory_tick(svc_memory *m, int64_t now_ms);
 #define SVC__WATCHDOG_BEAT_MS         1000
 #define SVC__WATCHDOG_WRITER_STALL_MS 60000
 
-/** The heartbeat to skald up's supervisor, kept by the main thread (svc_watchdog.c). */
+/** The heartbeat to skald up's supervisor (svc_watchdog.c). */
 typedef struct svc_watchdog {
     int fd;               /* write end of the supervisor's pipe; -1: not watched */
     int64_t last_beat_ms; /* monotonic */
     uint64_t n_beats;
     bool is_withheld; /* the store writer is stuck: beats withheld (logged once) */
+    /* The sk-watchdog thread (svc__watchdog_start .. svc__watchdog_stop). */
+    pthread_t thread;
+    bool has_thread;
+    pthread_mutex_t mu; /* protects is_stopping */
+    pthread_cond_t cv;
+    bool is_stopping;
+    _Atomic(sk_store *) store; /* whose writer it looks at, once the service is wired; or NULL */
 } svc_watchdog;
 
 /**
@@ -73,10 +83,17 @@ void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms);
  * Write a byte when SVC__WATCHDOG_BEAT_MS passed since the last one (the
  * first call always writes), unless @p writer_busy_ms (sk_store_busy_ms, 0
  * without a store) is over SVC__WATCHDOG_WRITER_STALL_MS. @return true when
- * a byte was written.
+ * a byte was written. The sk-watchdog thread's, once started.
  */
 bool svc__watchdog_tick(svc_watchdog *w, int64_t now_ms, int64_t writer_busy_ms);
 /** Stop the heartbeat: the supervisor sees the pipe close and stops watching. */
 void svc__watchdog_close(svc_watchdog *w);
+/** Start the sk-watchdog thread, which ticks every SVC__WATCHDOG_BEAT_MS (nothing when unwatched).
+ */
+void svc__watchdog_start(svc_watchdog *w);
+/** Look at @p store's writer from now on (thread-safe). */
+void svc__watchdog_set_store(svc_watchdog *w, sk_store *store);
+/** Join the thread and close the pipe. */
+void svc__watchdog_stop(svc_watchdog *w);
 
 #endif /* SVC_INT_H */

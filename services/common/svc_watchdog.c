@@ -2,10 +2,11 @@
 /*
  * The heartbeat to `skald up`'s supervisor (cli/supervisor.c, "The
  * watchdog"). Started by it, a service finds the write end of a pipe at the
- * descriptor SKALD_WATCHDOG_FD names, and its main thread writes a byte to
- * it every SVC__WATCHDOG_BEAT_MS while the process is sound. A process that
- * is stopped or hung writes nothing, and the supervisor kills and restarts it
- * after 10 s of silence; without that it would keep its database's locks
+ * descriptor SKALD_WATCHDOG_FD names, and a thread of its own, sk-watchdog,
+ * writes a byte to it every SVC__WATCHDOG_BEAT_MS while the process is
+ * sound. A process that is stopped or hung writes nothing, and the
+ * supervisor kills and restarts it after 30 s of silence (CLI_WATCHDOG_TIMEOUT_MS);
+ * without that it would keep its database's locks
  * (the consumers it fetches for, the read model it projects) and the
  * messages it had fetched, and its service would stand still.
  *
@@ -15,14 +16,20 @@
  * comes near that: a lock wait gives up after 5 s, a batch holds at most
  * 256 units. A process that is stopping on purpose closes the pipe, so its
  * drain is not mistaken for a hang.
+ *
+ * Not the main thread: it also reloads certificates on SIGHUP, which waits
+ * for a new NATS connection and can take longer than the supervisor waits
+ * when the broker is slow.
  */
 #include "svc_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Highest descriptor number accepted from the environment. */
@@ -105,4 +112,80 @@ void svc__watchdog_close(svc_watchdog *w)
         close(w->fd);
         w->fd = -1;
     }
+}
+
+static void *watchdog_main(void *arg)
+{
+    svc_watchdog *w = arg;
+
+    sk_thread_name("sk-watchdog");
+    pthread_mutex_lock(&w->mu);
+    while (!w->is_stopping) {
+        pthread_mutex_unlock(&w->mu);
+        /* w->fd is this thread's until svc__watchdog_stop has joined it. */
+        (void)svc__watchdog_tick(w, sk_time_mono_ms(), sk_store_busy_ms(atomic_load(&w->store)));
+        pthread_mutex_lock(&w->mu);
+        struct timespec until;
+        sk_time_mono_deadline(SVC__WATCHDOG_BEAT_MS, &until);
+        while (!w->is_stopping && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+            /* woken early, not to stop: sleep on */
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+void svc__watchdog_start(svc_watchdog *w)
+{
+    if (w->fd < 0) {
+        return;
+    }
+    atomic_init(&w->store, NULL);
+    w->is_stopping = false;
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        SK_LOG_WARN("watchdog heartbeat: initialising its mutex failed; no heartbeat");
+        svc__watchdog_close(w);
+        return;
+    }
+    pthread_condattr_t ca;
+    bool is_cond = pthread_condattr_init(&ca) == 0;
+    if (is_cond) {
+        is_cond = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+                  pthread_cond_init(&w->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    if (!is_cond) {
+        SK_LOG_WARN("watchdog heartbeat: initialising its condition variable failed; no heartbeat");
+        pthread_mutex_destroy(&w->mu);
+        svc__watchdog_close(w);
+        return;
+    }
+    if (pthread_create(&w->thread, NULL, watchdog_main, w) != 0) {
+        SK_LOG_WARN("watchdog heartbeat: creating its thread failed; no heartbeat");
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        svc__watchdog_close(w);
+        return;
+    }
+    w->has_thread = true;
+}
+
+void svc__watchdog_set_store(svc_watchdog *w, sk_store *store)
+{
+    atomic_store(&w->store, store);
+}
+
+void svc__watchdog_stop(svc_watchdog *w)
+{
+    if (w->has_thread) {
+        pthread_mutex_lock(&w->mu);
+        w->is_stopping = true;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        w->has_thread = false;
+    }
+    svc__watchdog_close(w);
 }

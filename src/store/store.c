@@ -85,7 +85,8 @@ struct sk_store {
     _Atomic uint64_t n_units;
     _Atomic uint64_t n_batches;
     _Atomic uint64_t n_memory_releases; /* memory_release calls (tests) */
-    /* Monotonic ms at which the writer took the batch it is running; 0 while it waits. */
+    /* Monotonic ms at which the writer began its batch; 0 from its commit (or rollback) on and
+     * while it waits for work (sk_store_busy_ms). */
     _Atomic int64_t batch_started_ms;
 };
 
@@ -222,6 +223,8 @@ static void run_batch(sk_store *s, job *batch)
     char *fail_msg = NULL;
     sk_status st;
 
+    int64_t started = sk_time_mono_ms();
+    atomic_store_explicit(&s->batch_started_ms, started > 0 ? started : 1, memory_order_relaxed);
     s->n_hooks = 0;
     sk_error_clear();
     st = be->begin(s->wconn, true);
@@ -270,6 +273,9 @@ static void run_batch(sk_store *s, job *batch)
             fail_msg = sk_asprintf("commit failed: %s", sk_error_message());
         }
     }
+    /* The database's part is done: the hooks and done callbacks that follow hand the results on
+     * (acks, replies), which sk_store_busy_ms does not count. */
+    atomic_store_explicit(&s->batch_started_ms, 0, memory_order_relaxed);
     if (is_broken) {
         be->rollback(s->wconn);
         hooks_discard(s, 0);
@@ -397,11 +403,7 @@ static void *writer_main(void *arg)
         s->n_queued -= n;
         last->next = NULL;
         unlock(&s->mu);
-        int64_t started = sk_time_mono_ms();
-        atomic_store_explicit(&s->batch_started_ms, started > 0 ? started : 1,
-                              memory_order_relaxed);
         run_batch(s, batch);
-        atomic_store_explicit(&s->batch_started_ms, 0, memory_order_relaxed);
         s->is_memory_held = true;
     }
     return NULL;
@@ -891,7 +893,7 @@ bool sk__store_is_file(const sk_store *store)
     return store->be->target_is_file(store->target);
 }
 
-int64_t sk_store_busy_ms(sk_store *store)
+int64_t sk_store_busy_ms(const sk_store *store)
 {
     if (store == NULL) {
         return 0;

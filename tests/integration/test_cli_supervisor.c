@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -245,10 +246,10 @@ static void test_cli_supervisor_watchdog_restarts_stopped_child(void **state)
 {
     fixture *f = *state;
     waiter w = { f, "beater", 1 };
-    pid_t first = start_beating(&w, 400);
+    pid_t first = start_beating(&w, 1000);
 
     /* Beating, it is left alone for several timeouts. */
-    poll_for(f, 1500);
+    poll_for(f, 3000);
     assert_int_equal(cli_supervisor_pid(f->sup, "beater"), first);
     assert_int_equal(cli_supervisor_restarts(f->sup, "beater"), 0);
     assert_int_equal(kill(first, SIGSTOP), 0);
@@ -265,6 +266,32 @@ static void test_cli_supervisor_watchdog_restarts_stopped_child(void **state)
 }
 
 /*
+ * skald frozen with its children (a paused container, a suspended machine):
+ * when it runs again before they do, their silence while frozen is not
+ * counted. Here the child is stopped and the supervisor not polled for
+ * longer than the timeout; at the first poll nothing is killed, and once
+ * the child runs again it beats on.
+ */
+static void test_cli_supervisor_watchdog_forgives_a_frozen_system(void **state)
+{
+    fixture *f = *state;
+    waiter w = { f, "frozen", 1 };
+    pid_t child = start_beating(&w, 1000);
+
+    assert_int_equal(kill(child, SIGSTOP), 0);
+    cli_supervisor_poll(f->sup, 0);          /* read what it wrote before it stopped */
+    const struct timespec frozen = { 6, 0 }; /* over WATCHDOG_FROZEN_MS (5 s) without a poll */
+    assert_int_equal(nanosleep(&frozen, NULL), 0);
+    cli_supervisor_poll(f->sup, 0);
+    assert_int_equal(cli_supervisor_pid(f->sup, "frozen"), child);
+    assert_int_equal(kill(child, SIGCONT), 0);
+    poll_for(f, 3000);
+    assert_int_equal(cli_supervisor_pid(f->sup, "frozen"), child);
+    assert_int_equal(cli_supervisor_restarts(f->sup, "frozen"), 0);
+    assert_true(cli_supervisor_is_watched(f->sup, "frozen"));
+}
+
+/*
  * A child held by a debugger (here a process of our own that attached with
  * PTRACE_SEIZE, as gdb or strace would) is left alone however long it is
  * silent; once the tracer is gone, the silence counts again.
@@ -273,7 +300,7 @@ static void test_cli_supervisor_watchdog_spares_a_traced_child(void **state)
 {
     fixture *f = *state;
     waiter w = { f, "traced", 1 };
-    pid_t child = start_beating(&w, 300);
+    pid_t child = start_beating(&w, 1000);
     int ready[2];
     assert_int_equal(pipe(ready), 0);
     pid_t tracer = fork();
@@ -292,10 +319,12 @@ static void test_cli_supervisor_watchdog_spares_a_traced_child(void **state)
     if (ok != 'y') {
         kill(tracer, SIGKILL);
         waitpid(tracer, NULL, 0);
-        skip(); /* not allowed to trace here */
+        fprintf(stderr,
+                "skipped: PTRACE_SEIZE of a sibling is not allowed here (Yama ptrace_scope?)\n");
+        skip();
     }
     assert_int_equal(kill(child, SIGSTOP), 0);
-    poll_for(f, 1500); /* five timeouts */
+    poll_for(f, 3000); /* three timeouts */
     assert_int_equal(cli_supervisor_pid(f->sup, "traced"), child);
     assert_int_equal(cli_supervisor_restarts(f->sup, "traced"), 0);
     /* The tracer ends; the child is still stopped and silent: killed and restarted. */
@@ -316,7 +345,7 @@ static void test_cli_supervisor_watchdog_only_watches_writers(void **state)
     fixture *f = *state;
     char script[512], path[160];
 
-    cli_supervisor_set_watchdog_timeout(f->sup, 200);
+    cli_supervisor_set_watchdog_timeout(f->sup, 1000);
     assert_int_equal(spawn_sh(f, "silent", CLI_PHASE_SERVICE, "exec sleep 30"), SK_OK);
     assert_int_equal(spawn_sh(f, "closer", CLI_PHASE_SERVICE,
                               "printf . >&$SKALD_WATCHDOG_FD; exec 3>&-; exec sleep 30"),
@@ -332,7 +361,7 @@ static void test_cli_supervisor_watchdog_only_watches_writers(void **state)
     pid_t silent = cli_supervisor_pid(f->sup, "silent");
     pid_t closer = cli_supervisor_pid(f->sup, "closer");
     pid_t broker = cli_supervisor_pid(f->sup, "broker");
-    poll_for(f, 1500);
+    poll_for(f, 3000);
     assert_int_equal(cli_supervisor_pid(f->sup, "silent"), silent);
     assert_int_equal(cli_supervisor_pid(f->sup, "closer"), closer);
     assert_int_equal(cli_supervisor_pid(f->sup, "broker"), broker);
@@ -430,6 +459,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_spares_a_traced_child, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_environment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_supervisor_watchdog_forgives_a_frozen_system,
+                                        setup, teardown),
     };
     if (sk_init("test-cli") != SK_OK) {
         return 1;

@@ -65,6 +65,9 @@
 #define MIN_FAST     20    /* reads started after the ejection, at least */
 #define REJOIN_MS    10000 /* SIGCONT -> listed again when discovery had dropped it */
 #define SLACK_MS     2500  /* polling and scheduling on a shared 2-core machine */
+/* orderview-2 stays stopped well under skald up's watchdog (30 s of silence, then SIGKILL). */
+_Static_assert(EJECT_MS + SLACK_MS + AFTER_MS + CALL_TIMEOUT_MS <= 25000,
+               "orderview-2 would be stopped long enough for skald up's watchdog to kill it");
 
 static sk_test_system g_sys;
 static pid_t g_stopped_pid; /* orderview-2 while SIGSTOPped, for the teardown */

@@ -150,12 +150,48 @@ static void test_svc_watchdog_full_pipe_and_gone_supervisor(void **state)
     assert_false(svc__watchdog_tick(&w, t + 4 * SVC__WATCHDOG_BEAT_MS, 0));
 }
 
+/* Started, the sk-watchdog thread beats at once and then every second; stopped, it closes the pipe.
+ */
+static void test_svc_watchdog_thread_beats_and_closes(void **state)
+{
+    (void)state;
+    svc_watchdog w;
+    int fds[2];
+    char buf[16];
+
+    open_on_pipe(&w, fds, sk_time_mono_ms());
+    assert_int_equal(fcntl(fds[0], F_SETFL, 0), 0); /* blocking reads from here on */
+    svc__watchdog_start(&w);
+    assert_true(w.has_thread);
+    svc__watchdog_set_store(&w, NULL);
+    assert_int_equal(read(fds[0], buf, 1), 1);
+    int64_t t0 = sk_time_mono_ms();
+    assert_int_equal(read(fds[0], buf, 1), 1); /* the next one, about a second later */
+    int64_t took = sk_time_mono_ms() - t0;
+    assert_true(took >= SVC__WATCHDOG_BEAT_MS / 2);
+    svc__watchdog_stop(&w);
+    assert_false(w.has_thread);
+    assert_int_equal(w.fd, -1);
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof(buf))) > 0) {
+        /* what it wrote meanwhile */
+    }
+    assert_int_equal(n, 0); /* EOF: its end is closed */
+    close(fds[0]);
+    /* Unwatched: start and stop do nothing. */
+    svc__watchdog_open(&w, NULL, 0);
+    svc__watchdog_start(&w);
+    assert_false(w.has_thread);
+    svc__watchdog_stop(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_svc_watchdog_takes_only_a_pipe_for_writing),
         cmocka_unit_test(test_svc_watchdog_beats_every_second_unless_the_writer_is_stuck),
         cmocka_unit_test(test_svc_watchdog_full_pipe_and_gone_supervisor),
+        cmocka_unit_test(test_svc_watchdog_thread_beats_and_closes),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
