@@ -241,6 +241,16 @@ typedef void (*sk_http_done_fn)(sk_status st, const sk_http_response *resp, void
 SK_API SK_NODISCARD sk_status sk_http_client_create(sk_http_client **out, const sk_tls_files *tls);
 /** Fail what is in flight with SK_ECANCELED, stop the thread. NULL-safe. */
 SK_API void sk_http_client_destroy(sk_http_client *c);
+/**
+ * How long since the client's loop last came round. It comes round at least
+ * once a second when idle, and after every batch of work; far longer means it
+ * is stuck (the gateway, whose one thread also serves its HTTP, would stand
+ * still): the services' watchdog stops vouching for the process then.
+ * @param c the client, or NULL.
+ * @return milliseconds; 0 for NULL and while its thread is not running.
+ * Thread-safe.
+ */
+SK_API int64_t sk_http_client_stalled_ms(const sk_http_client *c);
 /** Start a request; @p done is called exactly once when this returns SK_OK. */
 SK_API SK_NODISCARD sk_status sk_http_client_send(sk_http_client *c, const sk_http_request *req, sk_http_done_fn done, void *ctx);
 /**

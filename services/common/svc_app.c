@@ -1054,18 +1054,19 @@ int svc_app_run(svc_app *app)
     svc__watchdog_open(&watchdog, getenv("SKALD_WATCHDOG_FD"),
                        sk_time_mono_ms()); /* cli/cli.h's CLI_WATCHDOG_ENV */
     svc__watchdog_start(&watchdog);
-    bool is_store_watched = !has_database(app);
+    bool is_watching = false;
     svc_memory memory;
     svc__memory_init(&memory, sk_time_mono_ms());
     const struct timespec tick = { SVC__MEMORY_TICK_MS / 1000,
                                    (long)(SVC__MEMORY_TICK_MS % 1000) * 1000000L };
     for (;;) {
-        /* Once wired the container is this thread's: hand the store to the watchdog. */
-        sk_store *store = NULL;
-        if (!is_store_watched && atomic_load(&app->is_wired) &&
-            svc_get(app, "store", (void **)&store) == SK_OK) {
-            svc__watchdog_set_store(&watchdog, store);
-            is_store_watched = true;
+        /* Once wired the container is this thread's: hand the watchdog what it looks at. */
+        if (!is_watching && atomic_load(&app->is_wired)) {
+            sk_store *store = NULL;
+            if (!has_database(app) || svc_get(app, "store", (void **)&store) == SK_OK) {
+                svc__watchdog_watch(&watchdog, store, loop);
+                is_watching = true;
+            }
         }
         int got = sigtimedwait(&set, NULL, &tick);
         if (got == SIGTERM || got == SIGINT) {

@@ -52,10 +52,10 @@ void svc__memory_init(svc_memory *m, int64_t now_ms);
  */
 bool svc__memory_tick(svc_memory *m, int64_t now_ms);
 
-/* How often a watched service writes its heartbeat, and the longest batch of a sound store writer
- * (svc_watchdog.c). */
-#define SVC__WATCHDOG_BEAT_MS         1000
-#define SVC__WATCHDOG_WRITER_STALL_MS 60000
+/* How often a watched service writes its heartbeat, and the longest a sound store writer spends in
+ * one batch or a sound HTTP loop takes to come round (svc_watchdog.c). */
+#define SVC__WATCHDOG_BEAT_MS  1000
+#define SVC__WATCHDOG_STALL_MS 60000
 
 /** The heartbeat to skald up's supervisor (svc_watchdog.c). */
 typedef struct svc_watchdog {
@@ -70,6 +70,7 @@ typedef struct svc_watchdog {
     pthread_cond_t cv;
     bool is_stopping;
     _Atomic(sk_store *) store; /* whose writer it looks at, once the service is wired; or NULL */
+    _Atomic(sk_http_client *) loop; /* the gateway's one thread, once wired; or NULL */
 } svc_watchdog;
 
 /**
@@ -81,18 +82,23 @@ typedef struct svc_watchdog {
 void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms);
 /**
  * Write a byte when SVC__WATCHDOG_BEAT_MS passed since the last one (the
- * first call always writes), unless @p writer_busy_ms (sk_store_busy_ms, 0
- * without a store) is over SVC__WATCHDOG_WRITER_STALL_MS. @return true when
- * a byte was written. The sk-watchdog thread's, once started.
+ * first call always writes), unless @p writer_busy_ms (sk_store_busy_ms) or
+ * @p loop_stalled_ms (sk_http_client_stalled_ms) is over
+ * SVC__WATCHDOG_STALL_MS. @return true when a byte was written. The
+ * sk-watchdog thread's, once started.
  */
-bool svc__watchdog_tick(svc_watchdog *w, int64_t now_ms, int64_t writer_busy_ms);
+bool svc__watchdog_tick(svc_watchdog *w,
+                        int64_t now_ms,
+                        int64_t writer_busy_ms,
+                        int64_t loop_stalled_ms);
 /** Stop the heartbeat: the supervisor sees the pipe close and stops watching. */
 void svc__watchdog_close(svc_watchdog *w);
 /** Start the sk-watchdog thread, which ticks every SVC__WATCHDOG_BEAT_MS (nothing when unwatched).
  */
 void svc__watchdog_start(svc_watchdog *w);
-/** Look at @p store's writer from now on (thread-safe). */
-void svc__watchdog_set_store(svc_watchdog *w, sk_store *store);
+/** Look at @p store's writer and @p loop's thread (either may be NULL) from now on (thread-safe).
+ */
+void svc__watchdog_watch(svc_watchdog *w, sk_store *store, sk_http_client *loop);
 /** Join the thread and close the pipe. */
 void svc__watchdog_stop(svc_watchdog *w);
 

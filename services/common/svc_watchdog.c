@@ -10,12 +10,14 @@
  * (the consumers it fetches for, the read model it projects) and the
  * messages it had fetched, and its service would stand still.
  *
- * "Sound" is also the store writer: one batch taking over
- * SVC__WATCHDOG_WRITER_STALL_MS (a deadlocked handler, a disk that no
- * longer answers) is a stuck writer, and the beat is withheld. No batch
- * comes near that: a lock wait gives up after 5 s, a batch holds at most
- * 256 units. A process that is stopping on purpose closes the pipe, so its
- * drain is not mistaken for a hang.
+ * "Sound" is also the store writer and, in the gateway, the loop of the
+ * thread that serves all of its HTTP: one batch taking over
+ * SVC__WATCHDOG_STALL_MS (a deadlocked handler, a disk that no longer
+ * answers), or a loop that has not come round for as long, and the beat is
+ * withheld. Neither comes near that when sound: a lock wait gives up after
+ * 5 s, a batch holds at most 256 units, the loop comes round every second.
+ * A process that is stopping on purpose closes the pipe, so its drain is not
+ * mistaken for a hang.
  *
  * Not the main thread: it also reloads certificates on SIGHUP, which waits
  * for a new NATS connection and can take longer than the supervisor waits
@@ -70,23 +72,33 @@ void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms)
     w->fd = (int)fd;
 }
 
-bool svc__watchdog_tick(svc_watchdog *w, int64_t now_ms, int64_t writer_busy_ms)
+bool svc__watchdog_tick(svc_watchdog *w,
+                        int64_t now_ms,
+                        int64_t writer_busy_ms,
+                        int64_t loop_stalled_ms)
 {
     if (w->fd < 0) {
         return false;
     }
-    if (writer_busy_ms > SVC__WATCHDOG_WRITER_STALL_MS) {
+    if (writer_busy_ms > SVC__WATCHDOG_STALL_MS || loop_stalled_ms > SVC__WATCHDOG_STALL_MS) {
         if (!w->is_withheld) {
-            SK_LOG_ERROR(
-                "the store writer has been in one batch for %lld ms: withholding the watchdog "
-                "heartbeat, so that skald up restarts this process",
-                (long long)writer_busy_ms);
+            if (writer_busy_ms > SVC__WATCHDOG_STALL_MS) {
+                SK_LOG_ERROR(
+                    "the store writer has been in one batch for %lld ms: withholding the watchdog "
+                    "heartbeat, so that skald up restarts this process",
+                    (long long)writer_busy_ms);
+            } else {
+                SK_LOG_ERROR(
+                    "the HTTP client's loop has not come round for %lld ms: withholding the "
+                    "watchdog heartbeat, so that skald up restarts this process",
+                    (long long)loop_stalled_ms);
+            }
             w->is_withheld = true;
         }
         return false;
     }
     if (w->is_withheld) {
-        SK_LOG_WARN("the store writer moved on; watchdog heartbeat resumed");
+        SK_LOG_WARN("moving again; watchdog heartbeat resumed");
         w->is_withheld = false;
     }
     if (now_ms - w->last_beat_ms < SVC__WATCHDOG_BEAT_MS && w->n_beats > 0) {
@@ -123,7 +135,8 @@ static void *watchdog_main(void *arg)
     while (!w->is_stopping) {
         pthread_mutex_unlock(&w->mu);
         /* w->fd is this thread's until svc__watchdog_stop has joined it. */
-        (void)svc__watchdog_tick(w, sk_time_mono_ms(), sk_store_busy_ms(atomic_load(&w->store)));
+        (void)svc__watchdog_tick(w, sk_time_mono_ms(), sk_store_busy_ms(atomic_load(&w->store)),
+                                 sk_http_client_stalled_ms(atomic_load(&w->loop)));
         pthread_mutex_lock(&w->mu);
         struct timespec until;
         sk_time_mono_deadline(SVC__WATCHDOG_BEAT_MS, &until);
@@ -141,6 +154,7 @@ void svc__watchdog_start(svc_watchdog *w)
         return;
     }
     atomic_init(&w->store, NULL);
+    atomic_init(&w->loop, NULL);
     w->is_stopping = false;
     if (pthread_mutex_init(&w->mu, NULL) != 0) {
         SK_LOG_WARN("watchdog heartbeat: initialising its mutex failed; no heartbeat");
@@ -170,9 +184,10 @@ void svc__watchdog_start(svc_watchdog *w)
     w->has_thread = true;
 }
 
-void svc__watchdog_set_store(svc_watchdog *w, sk_store *store)
+void svc__watchdog_watch(svc_watchdog *w, sk_store *store, sk_http_client *loop)
 {
     atomic_store(&w->store, store);
+    atomic_store(&w->loop, loop);
 }
 
 void svc__watchdog_stop(svc_watchdog *w)

@@ -19,6 +19,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -117,6 +118,9 @@ struct sk_http_client {
     int64_t pool_idle_ms;  /* client thread only: the servers' idle bound (same) */
     uint64_t n_pool_closes; /* client thread only */
     bool has_pooled_conns; /* client thread only: a transfer ran since the pool was emptied */
+    /* Monotonic ms at which the loop last came round (it waits at most POLL_MS); 0 before it
+     * started and after it left (sk_http_client_stalled_ms). */
+    _Atomic int64_t loop_at_ms;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -644,6 +648,9 @@ static void *client_main(void *arg)
         int running = 0;
         CURLMsg *msg;
         int n_left = 0;
+        int64_t now = sk_time_mono_ms();
+
+        atomic_store_explicit(&c->loop_at_ms, now > 0 ? now : 1, memory_order_relaxed);
 
         lock(&c->mu);
         batch = c->queue_head;
@@ -704,6 +711,7 @@ static void *client_main(void *arg)
         idle_release(c);
         loop_wait(c);
     }
+    atomic_store_explicit(&c->loop_at_ms, 0, memory_order_relaxed);
     /* Loop calls from now on run on their callers; run the ones already queued. */
     lock(&c->mu);
     c->is_loop_gone = true;
@@ -875,6 +883,7 @@ sk_status sk_http_client_create(sk_http_client **out, const sk_tls_files *tls)
         st = SK_FAIL(SK_EINTERNAL, "sk_http_client_create: configuring curl");
         goto out;
     }
+    atomic_init(&c->loop_at_ms, 0);
     if (pthread_create(&c->thread, NULL, client_main, c) != 0) {
         st = SK_FAIL(SK_ENOMEM, "sk_http_client_create: starting the client thread");
         goto out;
@@ -916,6 +925,19 @@ void sk_http_client_destroy(sk_http_client *c)
     sk_free(c->cert_file);
     sk_free(c->key_file);
     sk_free(c);
+}
+
+int64_t sk_http_client_stalled_ms(const sk_http_client *c)
+{
+    if (c == NULL) {
+        return 0;
+    }
+    int64_t at = atomic_load_explicit(&c->loop_at_ms, memory_order_relaxed);
+    if (at == 0) {
+        return 0;
+    }
+    int64_t stalled = sk_time_mono_ms() - at;
+    return stalled > 0 ? stalled : 0;
 }
 
 static bool is_token(const char *s, size_t max)

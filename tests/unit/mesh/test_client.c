@@ -13,6 +13,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "mesh/mesh_int.h"
 #include "mesh_test_util.h"
@@ -55,6 +56,39 @@ static void noop_done(sk_status st, const sk_http_response *resp, void *ctx)
     (void)st;
     (void)resp;
     (void)ctx;
+}
+
+/* On the loop: sleep past a second, then read how long the loop has not come round. */
+typedef struct blocker {
+    sk_http_client *client;
+    int64_t seen_ms;
+} blocker;
+
+static void block_the_loop(void *ctx)
+{
+    blocker *b = ctx;
+    const struct timespec nap = { 1, 200000000 };
+    nanosleep(&nap, NULL);
+    b->seen_ms = sk_http_client_stalled_ms(b->client);
+}
+
+static bool loop_came_round(void *ctx)
+{
+    return sk_http_client_stalled_ms(ctx) < 1100;
+}
+
+/* What the services' watchdog reads for the gateway: how long the loop has been away. */
+static void test_sk_http_client_stalled_ms(void **state)
+{
+    fixture *f = *state;
+
+    assert_int_equal(sk_http_client_stalled_ms(NULL), 0);
+    /* Idle, it comes round at least every second. */
+    assert_true(sk_test_wait_until(loop_came_round, f->client, 5000));
+    blocker b = { f->client, 0 };
+    sk__http_client_on_loop(f->client, block_the_loop, &b);
+    assert_true(b.seen_ms >= 1200);
+    assert_true(sk_test_wait_until(loop_came_round, f->client, 5000));
 }
 
 static void test_sk_http_client_create_errors(void **state)
@@ -420,6 +454,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sk_http_client_create_errors),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_stalled_ms, setup, teardown),
         cmocka_unit_test(test_sk_http_client_create_every_alloc_failure),
         cmocka_unit_test_setup_teardown(test_sk_http_client_send_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_send_methods_and_headers, setup,
