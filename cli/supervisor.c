@@ -599,9 +599,8 @@ static int64_t watchdog_wait_ms(const cli_supervisor *s)
         const child *c = &s->children[i];
         if (c->pid > 0 && c->beat_fd >= 0) {
             int64_t left = WATCHDOG_READ_MS;
-            if (c->is_watched && c->watch_due_ms - now < left) {
-                left = c->watch_due_ms > now ? c->watch_due_ms - now
-                                             : 0; /* its silence runs out first */
+            if (c->is_watched && c->watch_due_ms - now < left) { /* its silence runs out first */
+                left = c->watch_due_ms > now ? c->watch_due_ms - now : 0;
             }
             wait = wait < 0 || left < wait ? left : wait;
         }

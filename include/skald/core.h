@@ -146,6 +146,12 @@ struct timespec;
  * clock (pthread_condattr_setclock), immune to wall-clock jumps.
  */
 SK_API void sk_time_mono_deadline(int64_t ms, struct timespec *out);
+/**
+ * Milliseconds since @p stamp_ms, a sk_time_mono_ms() reading; 0 for a stamp
+ * of 0, which stands for "not set" (the monotonic clock reads 0 only at boot),
+ * and for one in the future.
+ */
+SK_API int64_t sk_time_mono_since_ms(int64_t stamp_ms);
 /** Size of an RFC 3339 timestamp with milliseconds, including the NUL. */
 #define SK_RFC3339_LEN 25
 /** Format @p epoch_ms as "2026-11-25T10:00:00.123Z" into @p out. */

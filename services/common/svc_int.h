@@ -61,7 +61,6 @@ bool svc__memory_tick(svc_memory *m, int64_t now_ms);
 typedef struct svc_watchdog {
     int fd;               /* write end of the supervisor's pipe; -1: not watched */
     int64_t last_beat_ms; /* monotonic */
-    uint64_t n_beats;
     bool is_withheld; /* the store writer is stuck: beats withheld (logged once) */
     /* The sk-watchdog thread (svc__watchdog_start .. svc__watchdog_stop). */
     pthread_t thread;
@@ -81,8 +80,9 @@ typedef struct svc_watchdog {
  */
 void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms);
 /**
- * Write a byte when SVC__WATCHDOG_BEAT_MS passed since the last one (the
- * first call always writes), unless @p writer_busy_ms (sk_store_busy_ms) or
+ * Write a byte when SVC__WATCHDOG_BEAT_MS passed since the last one (a
+ * first call at or after svc__watchdog_open's @p now_ms writes at once), unless @p writer_busy_ms
+ * (sk_store_busy_ms) or
  * @p loop_stalled_ms (sk_http_client_stalled_ms) is over
  * SVC__WATCHDOG_STALL_MS. @return true when a byte was written. The
  * sk-watchdog thread's, once started.

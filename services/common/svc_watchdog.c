@@ -44,7 +44,7 @@ void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms)
 
     memset(w, 0, sizeof(*w));
     w->fd = -1;
-    w->last_beat_ms = now_ms;
+    w->last_beat_ms = now_ms - SVC__WATCHDOG_BEAT_MS; /* the first tick beats */
     if (env_value == NULL || env_value[0] == '\0') {
         return; /* not started by skald up: nobody to tell */
     }
@@ -101,14 +101,13 @@ bool svc__watchdog_tick(svc_watchdog *w,
         SK_LOG_WARN("moving again; watchdog heartbeat resumed");
         w->is_withheld = false;
     }
-    if (now_ms - w->last_beat_ms < SVC__WATCHDOG_BEAT_MS && w->n_beats > 0) {
+    if (now_ms - w->last_beat_ms < SVC__WATCHDOG_BEAT_MS) {
         return false;
     }
     ssize_t n = write(w->fd, ".", 1);
     if (n == 1 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
         /* A full pipe: the supervisor has not read yet, and what is there already says we live. */
         w->last_beat_ms = now_ms;
-        w->n_beats++;
         return n == 1;
     }
     /* EPIPE: the supervisor is gone (it ends us too); anything else will not get better. */

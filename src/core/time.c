@@ -36,6 +36,15 @@ void sk_time_mono_deadline(int64_t ms, struct timespec *out)
     }
 }
 
+int64_t sk_time_mono_since_ms(int64_t stamp_ms)
+{
+    if (stamp_ms == 0) {
+        return 0;
+    }
+    int64_t since = sk_time_mono_ms() - stamp_ms;
+    return since > 0 ? since : 0;
+}
+
 int64_t sk_time_mono_ns(void)
 {
     struct timespec ts;

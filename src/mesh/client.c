@@ -648,9 +648,8 @@ static void *client_main(void *arg)
         int running = 0;
         CURLMsg *msg;
         int n_left = 0;
-        int64_t now = sk_time_mono_ms();
 
-        atomic_store_explicit(&c->loop_at_ms, now > 0 ? now : 1, memory_order_relaxed);
+        atomic_store_explicit(&c->loop_at_ms, sk_time_mono_ms(), memory_order_relaxed);
 
         lock(&c->mu);
         batch = c->queue_head;
@@ -932,12 +931,7 @@ int64_t sk_http_client_stalled_ms(const sk_http_client *c)
     if (c == NULL) {
         return 0;
     }
-    int64_t at = atomic_load_explicit(&c->loop_at_ms, memory_order_relaxed);
-    if (at == 0) {
-        return 0;
-    }
-    int64_t stalled = sk_time_mono_ms() - at;
-    return stalled > 0 ? stalled : 0;
+    return sk_time_mono_since_ms(atomic_load_explicit(&c->loop_at_ms, memory_order_relaxed));
 }
 
 static bool is_token(const char *s, size_t max)

@@ -223,8 +223,7 @@ static void run_batch(sk_store *s, job *batch)
     char *fail_msg = NULL;
     sk_status st;
 
-    int64_t started = sk_time_mono_ms();
-    atomic_store_explicit(&s->batch_started_ms, started > 0 ? started : 1, memory_order_relaxed);
+    atomic_store_explicit(&s->batch_started_ms, sk_time_mono_ms(), memory_order_relaxed);
     s->n_hooks = 0;
     sk_error_clear();
     st = be->begin(s->wconn, true);
@@ -898,12 +897,8 @@ int64_t sk_store_busy_ms(const sk_store *store)
     if (store == NULL) {
         return 0;
     }
-    int64_t started = atomic_load_explicit(&store->batch_started_ms, memory_order_relaxed);
-    if (started == 0) {
-        return 0;
-    }
-    int64_t busy = sk_time_mono_ms() - started;
-    return busy > 0 ? busy : 0;
+    return sk_time_mono_since_ms(
+        atomic_load_explicit(&store->batch_started_ms, memory_order_relaxed));
 }
 
 void sk_store_stats(sk_store *store, uint64_t *n_units, uint64_t *n_batches)

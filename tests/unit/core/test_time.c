@@ -47,6 +47,16 @@ static void test_sk_time_mono_deadline(void **state)
     }
 }
 
+static void test_sk_time_mono_since_ms(void **state)
+{
+    (void)state;
+    int64_t now = sk_time_mono_ms();
+    assert_int_equal(sk_time_mono_since_ms(0), 0); /* not set */
+    int64_t since = sk_time_mono_since_ms(now - 5000);
+    assert_true(since >= 5000 && since < 5000 + 60000);
+    assert_int_equal(sk_time_mono_since_ms(now + 60000), 0); /* in the future */
+}
+
 static void test_sk_time_format_rfc3339_values(void **state)
 {
     (void)state;
@@ -78,6 +88,7 @@ int main(void)
         cmocka_unit_test(test_sk_time_now_ms_is_recent),
         cmocka_unit_test(test_sk_time_mono_is_monotonic),
         cmocka_unit_test(test_sk_time_mono_deadline),
+        cmocka_unit_test(test_sk_time_mono_since_ms),
         cmocka_unit_test(test_sk_time_format_rfc3339_values),
         cmocka_unit_test(test_sk_time_format_rfc3339_clamps),
     };
