@@ -285,6 +285,15 @@ SK_API void sk_upstream_destroy(sk_upstream *u);
 /** Replace the endpoint set ("127.0.0.1:4711" each); copied. */
 SK_API SK_NODISCARD sk_status sk_upstream_set_endpoints(sk_upstream *u, const char *const *addrs, size_t n);
 SK_API size_t sk_upstream_endpoint_count(sk_upstream *u);
+/**
+ * The most calls the upstream runs at once (its policy's
+ * connectionPool.tcp.maxConnections; 2^32-1 when the policy sets none).
+ * Calls beyond it wait in the pool's queue, where the call's timeout runs,
+ * and overflow with a local 503 once http1MaxPendingRequests are waiting:
+ * a caller that can wait keeps its backlog to itself by sending no more
+ * than this at a time. 0 for NULL.
+ */
+SK_API size_t sk_upstream_max_active(const sk_upstream *u);
 
 /**
  * Send to one endpoint chosen by the load balancer. @p req->url is the path

@@ -23,19 +23,26 @@
 /** Deliveries of a payment command before it is dead-lettered (covers the grace above). */
 #define PAYMENT_MAX_DELIVER 6
 
+/** A capture on its way to the psp (payment_charges.c). */
+typedef struct capture_job capture_job;
+
 typedef struct payment_deps {
     svc_app *app;
     svc_platform platform;
     sk_upstream *psp;
     sk_consumer *customer_events;
     sk_consumer *commands;
-    _Atomic int captures_in_flight;
-    /* The sweeper re-drives unsettled captures; mu protects is_stopping. */
+    _Atomic int captures_in_flight; /* started and not settled yet: waiting, sent or settling */
+    /* The sweeper re-drives unsettled captures. */
     pthread_t sweeper;
     bool has_sweeper;
+    /* mu protects is_stopping and the captures waiting for a connection to psp. */
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool is_stopping;
+    capture_job *capture_queue; /* oldest first */
+    capture_job *capture_queue_tail;
+    size_t captures_sending; /* sent to psp, not answered yet */
 } payment_deps;
 
 /** Unsettled captures older than this are started again by the sweeper, every PAYMENT_SWEEP_MS. */
@@ -56,6 +63,12 @@ sk_status payment_handle_command(sk_tx *tx, const sk_message *m, void *ctx);
  * that was merely slow costs a second call, nothing more.
  */
 sk_status payment_resume_captures(payment_deps *deps, int64_t min_age_ms);
+/**
+ * On the way out, once nothing starts captures any more: forget those still
+ * waiting for a connection to psp. Their charges stay PENDING, and the next
+ * start re-drives them.
+ */
+void payment_drop_waiting_captures(payment_deps *deps);
 
 sk_status payment_provider_create(sk_di *di, void **out, void *ctx);
 void payment_provider_destroy(void *obj, void *ctx);

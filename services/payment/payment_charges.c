@@ -162,13 +162,16 @@ static sk_status reply(sk_tx *tx, payment_deps *deps, const svc_reply_addr *addr
 
 /* ---------------------------------------------------------------- capture */
 
-typedef struct capture_job {
+struct capture_job {
     payment_deps *deps;
+    capture_job *next; /* in deps' queue of captures waiting for a connection */
     char order_id[SVC_ID_MAX];
     int64_t amount_cents;
     bool is_captured;
     bool is_resumed; /* started by payment_resume_captures, not by the charge itself */
-} capture_job;
+};
+
+static void capture_answered(sk_status st, const sk_http_response *resp, void *ctx);
 
 static sk_status capture_settle_tx(sk_tx *tx, void *ctx)
 {
@@ -235,10 +238,9 @@ static void capture_settle_done(sk_status st, const char *message, void *ctx)
     sk_free(job);
 }
 
-/* Client thread: the psp answered (or not). Settle in a unit of work. */
-static void capture_answered(sk_status st, const sk_http_response *resp, void *ctx)
+/* The psp answered (or the capture never left): settle the charge in a unit of work. */
+static void capture_settle(capture_job *job, sk_status st, const sk_http_response *resp)
 {
-    capture_job *job = ctx;
     job->is_captured = st == SK_OK && resp != NULL && resp->status >= 200 && resp->status < 300;
     if (!job->is_captured) {
         SK_LOG_WARN("capture of order %s failed: %s (HTTP %d)", job->order_id,
@@ -251,10 +253,9 @@ static void capture_answered(sk_status st, const sk_http_response *resp, void *c
     }
 }
 
-/* Start a capture; called after the hold is durable. */
-static void capture_start(void *ctx)
+/* Send @p job to the psp; false when it did not go out (its answer will not come). */
+static bool capture_send(capture_job *job)
 {
-    capture_job *job = ctx;
     char idem[SVC_ID_MAX + 32];
     json_t *doc = json_pack("{s:s, s:I}", "order_id", job->order_id, "amount_cents", (json_int_t)job->amount_cents);
     char *body = doc != NULL ? sk_json_dumps(doc) : NULL;
@@ -268,12 +269,93 @@ static void capture_start(void *ctx)
         .body = body,
         .body_len = body != NULL ? strlen(body) : 0,
     };
-    job->deps->captures_in_flight++;
-    if (body == NULL || job->deps->psp == NULL ||
-        sk_upstream_send(job->deps->psp, &req, capture_answered, job) != SK_OK) {
-        capture_answered(SK_EUNAVAILABLE, NULL, job);
-    }
+    bool is_sent =
+        body != NULL && sk_upstream_send(job->deps->psp, &req, capture_answered, job) == SK_OK;
     sk_free(body);
+    return is_sent;
+}
+
+/*
+ * Send waiting captures, oldest first, while fewer than the psp upstream's
+ * maxConnections are out. A burst of charges (a stall that let them pile up,
+ * a restart's re-drive) waits here rather than in the mesh's pool queue,
+ * where psp's 2 s timeout would run, or beyond it, where the pool answers a
+ * local 503: either would fail charges the psp never refused.
+ */
+static void captures_pump(payment_deps *deps)
+{
+    size_t max_sending = sk_upstream_max_active(deps->psp);
+
+    for (;;) {
+        capture_job *job = NULL;
+        pthread_mutex_lock(&deps->mu);
+        if (!deps->is_stopping && deps->capture_queue != NULL &&
+            deps->captures_sending < max_sending) {
+            job = deps->capture_queue;
+            deps->capture_queue = job->next;
+            if (deps->capture_queue == NULL) {
+                deps->capture_queue_tail = NULL;
+            }
+            deps->captures_sending++;
+        }
+        pthread_mutex_unlock(&deps->mu);
+        if (job == NULL) {
+            return;
+        }
+        if (!capture_send(job)) {
+            capture_settle(job, SK_EUNAVAILABLE, NULL);
+            pthread_mutex_lock(&deps->mu);
+            deps->captures_sending--;
+            pthread_mutex_unlock(&deps->mu);
+        }
+    }
+}
+
+/* Client thread: the psp answered (or not). Settle, and let the next capture go. */
+static void capture_answered(sk_status st, const sk_http_response *resp, void *ctx)
+{
+    capture_job *job = ctx;
+    payment_deps *deps = job->deps;
+
+    capture_settle(job, st, resp);
+    pthread_mutex_lock(&deps->mu);
+    deps->captures_sending--;
+    pthread_mutex_unlock(&deps->mu);
+    captures_pump(deps);
+}
+
+/* Start a capture; called after the hold is durable. It waits its turn for a connection. */
+static void capture_start(void *ctx)
+{
+    capture_job *job = ctx;
+    payment_deps *deps = job->deps;
+
+    deps->captures_in_flight++;
+    job->next = NULL;
+    pthread_mutex_lock(&deps->mu);
+    if (deps->capture_queue_tail != NULL) {
+        deps->capture_queue_tail->next = job;
+    } else {
+        deps->capture_queue = job;
+    }
+    deps->capture_queue_tail = job;
+    pthread_mutex_unlock(&deps->mu);
+    captures_pump(deps);
+}
+
+void payment_drop_waiting_captures(payment_deps *deps)
+{
+    pthread_mutex_lock(&deps->mu);
+    capture_job *job = deps->capture_queue;
+    deps->capture_queue = NULL;
+    deps->capture_queue_tail = NULL;
+    pthread_mutex_unlock(&deps->mu);
+    while (job != NULL) {
+        capture_job *next = job->next;
+        deps->captures_in_flight--;
+        sk_free(job);
+        job = next;
+    }
 }
 
 static sk_status capture_schedule(sk_tx *tx, payment_deps *deps, const charge *c)

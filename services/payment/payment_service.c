@@ -30,6 +30,9 @@ static void *sweep_main(void *arg)
         if (deps->is_stopping) {
             break;
         }
+        if (deps->capture_queue != NULL) {
+            continue; /* captures still wait their turn, maybe these: they settle first */
+        }
         pthread_mutex_unlock(&deps->mu);
         if (payment_resume_captures(deps, PAYMENT_RESUME_AFTER_MS) != SK_OK) {
             SK_LOG_WARN("capture sweep: %s", sk_error_message());
@@ -111,15 +114,19 @@ void payment_provider_destroy(void *obj, void *ctx)
     if (deps == NULL) {
         return;
     }
+    /* No capture is sent from now on. */
+    pthread_mutex_lock(&deps->mu);
+    deps->is_stopping = true;
+    pthread_cond_signal(&deps->cond);
+    pthread_mutex_unlock(&deps->mu);
     if (deps->has_sweeper) {
-        pthread_mutex_lock(&deps->mu);
-        deps->is_stopping = true;
-        pthread_cond_signal(&deps->cond);
-        pthread_mutex_unlock(&deps->mu);
         pthread_join(deps->sweeper, NULL);
     }
     sk_consumer_stop(deps->commands);
     sk_consumer_stop(deps->customer_events);
+    /* Nothing queues a capture any more. Those still waiting stay PENDING: the next start re-drives
+     * them. */
+    payment_drop_waiting_captures(deps);
     /* Captures in flight settle through the store; wait for them (bounded by the client timeout). */
     int64_t deadline = sk_time_mono_ms() + 15000;
     while (deps->captures_in_flight > 0 && sk_time_mono_ms() < deadline) {

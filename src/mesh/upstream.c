@@ -1059,6 +1059,11 @@ sk_status sk_upstream_set_endpoints(sk_upstream *u, const char *const *addrs, si
     return SK_OK;
 }
 
+size_t sk_upstream_max_active(const sk_upstream *u)
+{
+    return u != NULL ? u->pool.max_active : 0; /* set at creation, never changed */
+}
+
 size_t sk_upstream_endpoint_count(sk_upstream *u)
 {
     size_t n;

@@ -37,6 +37,8 @@
 #define WARMUP_ORDERS  3    /* may be slower: psp is not ejected yet */
 #define FAST_MS        1000 /* psp's timeout in skald.yaml is 2 s */
 #define RECOVERY_MS    40000
+#define BURST_ORDERS   200
+#define BURST_DELAY_MS 400 /* psp's per-capture delay during the burst */
 
 static sk_test_system g_sys;
 static bool g_fault_on;
@@ -184,28 +186,37 @@ typedef struct outcome {
     int64_t elapsed_ms; /* from POST to the view's terminal status */
 } outcome;
 
-/* POST an order and poll its view until it leaves PENDING (deadline 30 s). */
-static void order_run(shop *s, outcome *o)
+/* POST an order; its id goes to @p order_id. */
+static void order_post(const shop *s, char *order_id, size_t len)
 {
     sk_test_http r;
-    char body[512], order_id[64], path[160];
-    memset(o, 0, sizeof(*o));
+    char body[512];
     snprintf(body, sizeof(body),
              "{\"customer_id\":\"%s\",\"items\":[{\"sku\":\"%s\",\"quantity\":%d},{\"sku\":\"%s\","
              "\"quantity\":%d}]}",
              s->customer, s->sku_a, QTY_A, s->sku_b, QTY_B);
-    int64_t start = sk_time_mono_ms();
     http("POST", "/api/v1/orders", body, &r);
     if (r.status != 202) {
         fail_msg("POST /orders: %d %s", r.status, r.body);
     }
-    snprintf(order_id, sizeof(order_id), "%s", jstr(r.json, "order_id"));
+    snprintf(order_id, len, "%s", jstr(r.json, "order_id"));
     sk_test_http_fini(&r);
+}
+
+/*
+ * Poll the view of order @p order_id, posted at @p start_ms, until it leaves
+ * PENDING (deadline 30 s after the POST).
+ */
+static void order_await(shop *s, const char *order_id, int64_t start_ms, outcome *o)
+{
+    sk_test_http r;
+    char path[160];
+    memset(o, 0, sizeof(*o));
     snprintf(path, sizeof(path), "/api/v1/orders/%s", order_id);
     for (;;) {
         http("GET", path, NULL, &r);
         if (r.status == 200 && strcmp(jstr(r.json, "status"), "PENDING") != 0) {
-            o->elapsed_ms = sk_time_mono_ms() - start;
+            o->elapsed_ms = sk_time_mono_ms() - start_ms;
             snprintf(o->status, sizeof(o->status), "%s", jstr(r.json, "status"));
             const char *reason = json_string_value(json_object_get(r.json, "reject_reason"));
             snprintf(o->reason, sizeof(o->reason), "%s", reason != NULL ? reason : "-");
@@ -213,7 +224,7 @@ static void order_run(shop *s, outcome *o)
             break;
         }
         sk_test_http_fini(&r);
-        if (sk_time_mono_ms() - start > 30000) {
+        if (sk_time_mono_ms() - start_ms > 30000) {
             fail_msg("order %s not terminal within 30 s", order_id);
         }
         pause_ms(5);
@@ -225,6 +236,15 @@ static void order_run(shop *s, outcome *o)
         fail_msg("order %s ended %s (%s): expected APPROVED or REJECTED PAYMENT_UNAVAILABLE",
                  order_id, o->status, o->reason);
     }
+}
+
+/* POST an order and poll its view until it leaves PENDING. */
+static void order_run(shop *s, outcome *o)
+{
+    char order_id[64];
+    int64_t start = sk_time_mono_ms();
+    order_post(s, order_id, sizeof(order_id));
+    order_await(s, order_id, start, o);
 }
 
 /* Is s "HH:MM:SS" followed by the end or a separator? */
@@ -274,12 +294,33 @@ status_payment_rows(char addresses[][64], size_t max, bool *is_psp_ejected, char
     return n;
 }
 
-/* sk_upstream_ejections_total{upstream="psp"} in a Prometheus text page; -1 when absent. */
-static long long psp_ejections(const char *metrics)
+/* Counter @p name{upstream="psp"} in a Prometheus text page; -1 when absent. */
+static long long psp_counter(const char *metrics, const char *name)
 {
-    static const char name[] = "sk_upstream_ejections_total{upstream=\"psp\"} ";
-    const char *p = strstr(metrics, name);
-    return p != NULL ? strtoll(p + strlen(name), NULL, 10) : -1;
+    char key[128];
+    snprintf(key, sizeof(key), "%s{upstream=\"psp\"} ", name);
+    const char *p = strstr(metrics, key);
+    return p != NULL ? strtoll(p + strlen(key), NULL, 10) : -1;
+}
+
+/* Counter @p name{upstream="psp"} summed over the payment instances @p addrs. */
+static long long payment_psp_counter(char addrs[][64], size_t n, const char *name)
+{
+    long long sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        sk_test_http r;
+        if (sk_test_service_get(&g_sys, addrs[i], "/metrics", &r) != SK_OK) {
+            fail_msg("%s", sk_error_message());
+        }
+        assert_int_equal(r.status, 200);
+        long long k = psp_counter(r.body, name);
+        if (k < 0) {
+            fail_msg("payment at %s: no %s for psp", addrs[i], name);
+        }
+        sum += k;
+        sk_test_http_fini(&r);
+    }
+    return sum;
 }
 
 /* ---------------------------------------------------------------- fixture */
@@ -443,21 +484,7 @@ static void test_psp_outage_fails_fast_compensates_and_recovers(void **state)
     shop_expect_balanced(&s);
 
     /* payment counted the ejection. */
-    long long ejections = 0;
-    for (size_t i = 0; i < n; i++) {
-        sk_test_http r;
-        if (sk_test_service_get(&g_sys, addrs[i], "/metrics", &r) != SK_OK) {
-            fail_msg("%s", sk_error_message());
-        }
-        assert_int_equal(r.status, 200);
-        long long k = psp_ejections(r.body);
-        if (k < 0) {
-            fail_msg("payment at %s: no sk_upstream_ejections_total for psp", addrs[i]);
-        }
-        ejections += k;
-        sk_test_http_fini(&r);
-    }
-    assert_true(ejections > 0);
+    assert_true(payment_psp_counter(addrs, n, "sk_upstream_ejections_total") > 0);
 
     /* Clear: approved again once the ejection time has passed. */
     sk_free(cli("fault psp --clear"));
@@ -480,10 +507,75 @@ static void test_psp_outage_fails_fast_compensates_and_recovers(void **state)
     shop_expect_balanced(&s);
 }
 
+/*
+ * A burst of charges beyond what payment's connections to psp carry within
+ * psp's timeout waits its turn in payment instead of failing: with every
+ * capture delayed 400 ms, the 32 connections skald.yaml allows carry 80
+ * captures a second, so of 200 orders posted at once most captures would
+ * wait past psp's 2 s timeout in the mesh's pool queue (or overflow it).
+ * Every order is approved, and no payment instance counts a pool overflow.
+ */
+static void test_capture_burst_waits_its_turn(void **state)
+{
+    (void)state;
+    shop s;
+    outcome o;
+    char *text = NULL;
+    char addrs[8][64];
+    bool ejected = false;
+
+    shop_open(&s);
+    sk_free(cli("fault psp --delay-percent 100 --delay-ms 400"));
+    g_fault_on = true;
+    /* The fault reaches psp through a KV watch: wait until an order shows the delay. */
+    int64_t deadline = sk_time_mono_ms() + 10000;
+    do {
+        order_run(&s, &o);
+        if (strcmp(o.status, "APPROVED") != 0) {
+            fail_msg("an order before the burst ended %s (%s)", o.status, o.reason);
+        }
+        if (sk_time_mono_ms() > deadline) {
+            fail_msg("psp's captures not delayed 10 s after `skald fault psp --delay-ms`");
+        }
+    } while (o.elapsed_ms < BURST_DELAY_MS);
+
+    char(*ids)[64] = sk_calloc(BURST_ORDERS, sizeof(*ids));
+    int64_t *posted = sk_calloc(BURST_ORDERS, sizeof(*posted));
+    assert_non_null(ids);
+    assert_non_null(posted);
+    int64_t first = sk_time_mono_ms();
+    for (int i = 0; i < BURST_ORDERS; i++) {
+        posted[i] = sk_time_mono_ms();
+        order_post(&s, ids[i], sizeof(ids[i]));
+    }
+    int64_t posting_ms = sk_time_mono_ms() - first;
+    int64_t slowest_ms = 0;
+    for (int i = 0; i < BURST_ORDERS; i++) {
+        order_await(&s, ids[i], posted[i], &o);
+        if (strcmp(o.status, "APPROVED") != 0) {
+            fail_msg("order %d of the burst ended %s (%s)", i, o.status, o.reason);
+        }
+        slowest_ms = o.elapsed_ms > slowest_ms ? o.elapsed_ms : slowest_ms;
+    }
+    print_message("%d orders posted in %lld ms, all approved, the slowest %lld ms after its POST\n",
+                  BURST_ORDERS, (long long)posting_ms, (long long)slowest_ms);
+    sk_free(ids);
+    sk_free(posted);
+    sk_free(cli("fault psp --clear"));
+    g_fault_on = false;
+    shop_expect_balanced(&s);
+
+    size_t n = status_payment_rows(addrs, 8, &ejected, &text);
+    sk_free(text);
+    assert_true(n > 0);
+    assert_int_equal(payment_psp_counter(addrs, n, "sk_upstream_pending_overflows_total"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mesh_upstreams_route),
+        cmocka_unit_test(test_capture_burst_waits_its_turn),
         cmocka_unit_test(test_psp_outage_fails_fast_compensates_and_recovers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

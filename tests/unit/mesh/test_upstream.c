@@ -198,6 +198,24 @@ static void test_sk_upstream_send_round_robin(void **state)
     sk_upstream_destroy(u);
 }
 
+/* The pool's maxConnections, as a caller that keeps its own backlog reads it. */
+static void test_sk_upstream_max_active(void **state)
+{
+    fixture *f = *state;
+    sk_upstream *u = NULL;
+    json_t *policy = json_pack("{s:{s:{s:{s:i}, s:{s:i}}}}", "trafficPolicy", "connectionPool",
+                               "tcp", "maxConnections", 7, "http", "http1MaxPendingRequests", 3);
+
+    assert_int_equal(sk_upstream_create(&u, f->client, "order", policy, NULL), SK_OK);
+    json_decref(policy);
+    assert_int_equal(sk_upstream_max_active(u), 7); /* the waiting ones do not count */
+    sk_upstream_destroy(u);
+    assert_int_equal(sk_upstream_create(&u, f->client, "order", NULL, NULL), SK_OK);
+    assert_int_equal(sk_upstream_max_active(u), UINT32_MAX); /* Istio's default */
+    sk_upstream_destroy(u);
+    assert_int_equal(sk_upstream_max_active(NULL), 0);
+}
+
 static void test_sk_upstream_policy_timeout_applied(void **state)
 {
     fixture *f = *state;
@@ -296,11 +314,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_upstream_create_every_alloc_failure, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_set_endpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_upstream_max_active, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_send_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_send_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_policy_timeout_applied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_upstream_endpoints_describe, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sk_upstream_destroy_with_calls_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_upstream_destroy_with_calls_pending, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
