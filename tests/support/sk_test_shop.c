@@ -988,6 +988,36 @@ static void check_orderview_db(
     }
 }
 
+void sk_test_shop_await_sagas(sk_test_shop *shop, const char *data_dir, int64_t timeout_ms)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/db/order.db", data_dir);
+    sqlite3 *db = db_open(shop, path);
+    if (db == NULL) {
+        return;
+    }
+    int64_t start = sk_time_mono_ms();
+    long long n = -1;
+    for (;;) {
+        sqlite3_stmt *s =
+            db_query(shop, db, "order.db", "SELECT count(*) FROM sk_sagas WHERE state IN (0, 1)",
+                     NULL, NULL);
+        if (s == NULL) {
+            break;
+        }
+        n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+        sqlite3_finalize(s);
+        if (n == 0 || sk_time_mono_ms() - start > timeout_ms) {
+            break;
+        }
+        struct timespec pause = { 0, 100 * 1000000L };
+        nanosleep(&pause, NULL);
+    }
+    fprintf(stderr, "[%s] sagas still running or compensating: %lld, after %lld ms\n", shop->label,
+            n, (long long)(sk_time_mono_ms() - start));
+    sqlite3_close(db);
+}
+
 void sk_test_shop_check_databases(sk_test_shop *shop, const char *data_dir)
 {
     char path[512];

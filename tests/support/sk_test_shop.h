@@ -142,6 +142,16 @@ void sk_test_shop_check_customers(sk_test_shop *shop, int64_t timeout_ms);
 void sk_test_shop_check_idempotency(sk_test_shop *shop);
 
 /**
+ * While the system runs: wait until DATA/db/order.db holds no saga still
+ * running or compensating (at most @p timeout_ms), and say how many are
+ * left. An order's status is final at its saga's pivot; the step after it
+ * (committing the reservation) finishes later, after AckWait's redelivery
+ * when a kill cut it short, and sk_test_shop_check_databases wants every
+ * saga finished.
+ */
+void sk_test_shop_await_sagas(sk_test_shop *shop, const char *data_dir, int64_t timeout_ms);
+
+/**
  * After the system has stopped: open DATA/db/{order,inventory,payment}.db
  * and DATA/db/orderview.db read-only and check, per order of the
  * shop, that it exists once with its view's status and its saga finished;

@@ -361,7 +361,8 @@ static void test_chaos_kill_every_process_under_load(void **state)
         fprintf(stderr, "[chaos] stock, credit and idempotency checks skipped: orders not final\n");
     }
 
-    /* The databases are read once every writer is gone. */
+    /* The databases are read once every saga has finished and every writer is gone. */
+    sk_test_shop_await_sagas(shop, g_sys.data_dir, SETTLE_MS);
     int rc = sk_test_system_stop(&g_sys);
     if (rc != 0) {
         sk_test_shop_violation(shop, "skald up exited with %d%s", rc,
