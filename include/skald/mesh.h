@@ -128,6 +128,17 @@ typedef struct sk_http_server_config {
 SK_API SK_NODISCARD sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config *cfg);
 SK_API int sk_http_server_port(const sk_http_server *srv);
 /**
+ * How long the longest of the server's current libmicrohttpd request
+ * callbacks has run: reading a request, the handler (which must not block:
+ * it answers or hands the work over) and queueing the answer. Far longer
+ * than any request takes means a thread of the server is stuck (a
+ * deadlocked handler): the services' watchdog stops vouching for the
+ * process then. Threads beyond the first 16 of a server are not counted.
+ * @param srv the server, or NULL.
+ * @return milliseconds; 0 while no callback runs, and for NULL. Thread-safe.
+ */
+SK_API int64_t sk_http_server_busy_ms(const sk_http_server *srv);
+/**
  * Refuse new connections from now on (the first step of a drain): clients
  * connecting get a TCP reset, which callers treat as a connect failure and
  * retry elsewhere; connections already accepted are served until

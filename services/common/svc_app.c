@@ -1064,7 +1064,7 @@ int svc_app_run(svc_app *app)
         if (!is_watching && atomic_load(&app->is_wired)) {
             sk_store *store = NULL;
             if (!has_database(app) || svc_get(app, "store", (void **)&store) == SK_OK) {
-                svc__watchdog_watch(&watchdog, store, loop);
+                svc__watchdog_watch(&watchdog, store, loop, server);
                 is_watching = true;
             }
         }

@@ -53,7 +53,8 @@ void svc__memory_init(svc_memory *m, int64_t now_ms);
 bool svc__memory_tick(svc_memory *m, int64_t now_ms);
 
 /* How often a watched service writes its heartbeat, and the longest a sound store writer spends in
- * one batch or a sound HTTP loop takes to come round (svc_watchdog.c). */
+ * one batch, a sound HTTP server thread in one request callback or a sound HTTP loop takes to come
+ * round (svc_watchdog.c). */
 #define SVC__WATCHDOG_BEAT_MS  1000
 #define SVC__WATCHDOG_STALL_MS 60000
 
@@ -70,6 +71,7 @@ typedef struct svc_watchdog {
     bool is_stopping;
     _Atomic(sk_store *) store; /* whose writer it looks at, once the service is wired; or NULL */
     _Atomic(sk_http_client *) loop; /* the gateway's one thread, once wired; or NULL */
+    _Atomic(sk_http_server *) server; /* the service's HTTP server, once wired; or NULL */
 } svc_watchdog;
 
 /**
@@ -82,23 +84,27 @@ void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms);
 /**
  * Write a byte when SVC__WATCHDOG_BEAT_MS passed since the last one (a
  * first call at or after svc__watchdog_open's @p now_ms writes at once), unless @p writer_busy_ms
- * (sk_store_busy_ms) or
- * @p loop_stalled_ms (sk_http_client_stalled_ms) is over
+ * (sk_store_busy_ms), @p loop_stalled_ms (sk_http_client_stalled_ms) or
+ * @p handler_busy_ms (sk_http_server_busy_ms) is over
  * SVC__WATCHDOG_STALL_MS. @return true when a byte was written. The
  * sk-watchdog thread's, once started.
  */
 bool svc__watchdog_tick(svc_watchdog *w,
                         int64_t now_ms,
                         int64_t writer_busy_ms,
-                        int64_t loop_stalled_ms);
+                        int64_t loop_stalled_ms,
+                        int64_t handler_busy_ms);
 /** Stop the heartbeat: the supervisor sees the pipe close and stops watching. */
 void svc__watchdog_close(svc_watchdog *w);
 /** Start the sk-watchdog thread, which ticks every SVC__WATCHDOG_BEAT_MS (nothing when unwatched).
  */
 void svc__watchdog_start(svc_watchdog *w);
-/** Look at @p store's writer and @p loop's thread (either may be NULL) from now on (thread-safe).
- */
-void svc__watchdog_watch(svc_watchdog *w, sk_store *store, sk_http_client *loop);
+/** Look at @p store's writer, @p loop's thread and @p server's threads (any may be NULL) from now
+ * on (thread-safe). */
+void svc__watchdog_watch(svc_watchdog *w,
+                         sk_store *store,
+                         sk_http_client *loop,
+                         sk_http_server *server);
 /** Join the thread and close the pipe. */
 void svc__watchdog_stop(svc_watchdog *w);
 

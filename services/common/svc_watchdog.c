@@ -10,12 +10,14 @@
  * (the consumers it fetches for, the read model it projects) and the
  * messages it had fetched, and its service would stand still.
  *
- * "Sound" is also the store writer and, in the gateway, the loop of the
- * thread that serves all of its HTTP: one batch taking over
- * SVC__WATCHDOG_STALL_MS (a deadlocked handler, a disk that no longer
- * answers), or a loop that has not come round for as long, and the beat is
- * withheld. Neither comes near that when sound: a lock wait gives up after
- * 5 s, a batch holds at most 256 units, the loop comes round every second.
+ * "Sound" is also the store writer, the threads of the HTTP server and, in
+ * the gateway, the loop of the thread that serves all of its HTTP: one
+ * batch or one request callback taking over SVC__WATCHDOG_STALL_MS (a
+ * deadlocked handler, a disk that no longer answers), or a loop that has
+ * not come round for as long, and the beat is withheld. None comes near
+ * that when sound: a lock wait gives up after 5 s, a batch holds at most
+ * 256 units, a request handler never blocks, the loop comes round every
+ * second.
  * A process that is stopping on purpose closes the pipe, so its drain is not
  * mistaken for a hang.
  *
@@ -75,24 +77,29 @@ void svc__watchdog_open(svc_watchdog *w, const char *env_value, int64_t now_ms)
 bool svc__watchdog_tick(svc_watchdog *w,
                         int64_t now_ms,
                         int64_t writer_busy_ms,
-                        int64_t loop_stalled_ms)
+                        int64_t loop_stalled_ms,
+                        int64_t handler_busy_ms)
 {
     if (w->fd < 0) {
         return false;
     }
-    if (writer_busy_ms > SVC__WATCHDOG_STALL_MS || loop_stalled_ms > SVC__WATCHDOG_STALL_MS) {
+    const char *stuck = NULL;
+    int64_t stuck_ms = 0;
+    if (writer_busy_ms > SVC__WATCHDOG_STALL_MS) {
+        stuck = "the store writer has been in one batch";
+        stuck_ms = writer_busy_ms;
+    } else if (loop_stalled_ms > SVC__WATCHDOG_STALL_MS) {
+        stuck = "the HTTP client's loop has not come round";
+        stuck_ms = loop_stalled_ms;
+    } else if (handler_busy_ms > SVC__WATCHDOG_STALL_MS) {
+        stuck = "a thread of the HTTP server has been in one request";
+        stuck_ms = handler_busy_ms;
+    }
+    if (stuck != NULL) {
         if (!w->is_withheld) {
-            if (writer_busy_ms > SVC__WATCHDOG_STALL_MS) {
-                SK_LOG_ERROR(
-                    "the store writer has been in one batch for %lld ms: withholding the watchdog "
-                    "heartbeat, so that skald up restarts this process",
-                    (long long)writer_busy_ms);
-            } else {
-                SK_LOG_ERROR(
-                    "the HTTP client's loop has not come round for %lld ms: withholding the "
-                    "watchdog heartbeat, so that skald up restarts this process",
-                    (long long)loop_stalled_ms);
-            }
+            SK_LOG_ERROR("%s for %lld ms: withholding the watchdog heartbeat, so that skald up "
+                         "restarts this process",
+                         stuck, (long long)stuck_ms);
             w->is_withheld = true;
         }
         return false;
@@ -135,7 +142,8 @@ static void *watchdog_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         /* w->fd is this thread's until svc__watchdog_stop has joined it. */
         (void)svc__watchdog_tick(w, sk_time_mono_ms(), sk_store_busy_ms(atomic_load(&w->store)),
-                                 sk_http_client_stalled_ms(atomic_load(&w->loop)));
+                                 sk_http_client_stalled_ms(atomic_load(&w->loop)),
+                                 sk_http_server_busy_ms(atomic_load(&w->server)));
         pthread_mutex_lock(&w->mu);
         struct timespec until;
         sk_time_mono_deadline(SVC__WATCHDOG_BEAT_MS, &until);
@@ -154,6 +162,7 @@ void svc__watchdog_start(svc_watchdog *w)
     }
     atomic_init(&w->store, NULL);
     atomic_init(&w->loop, NULL);
+    atomic_init(&w->server, NULL);
     w->is_stopping = false;
     if (pthread_mutex_init(&w->mu, NULL) != 0) {
         SK_LOG_WARN("watchdog heartbeat: initialising its mutex failed; no heartbeat");
@@ -183,10 +192,14 @@ void svc__watchdog_start(svc_watchdog *w)
     w->has_thread = true;
 }
 
-void svc__watchdog_watch(svc_watchdog *w, sk_store *store, sk_http_client *loop)
+void svc__watchdog_watch(svc_watchdog *w,
+                         sk_store *store,
+                         sk_http_client *loop,
+                         sk_http_server *server)
 {
     atomic_store(&w->store, store);
     atomic_store(&w->loop, loop);
+    atomic_store(&w->server, server);
 }
 
 void svc__watchdog_stop(svc_watchdog *w)

@@ -144,6 +144,10 @@ typedef struct conn_ctx {
     char service[SK_MESH_MAX_SERVICE + 1];
 } conn_ctx;
 
+/* Threads of one server whose time in on_access is tracked: its libmicrohttpd workers (2), or
+ * the gateway's one client thread. */
+#define MAX_ACCESS_THREADS 16
+
 struct sk_http_server {
     struct MHD_Daemon *daemon;
     sk_http_client *loop; /* runs the daemon (it has no thread of its own), or NULL */
@@ -174,7 +178,17 @@ struct sk_http_server {
     sk__conn_guard *guard; /* cuts connections over request_ms / idle_ms */
     int64_t request_ms;
     int64_t idle_ms;
+    /* For the services' watchdog: when each thread that runs on_access entered it (monotonic
+     * ms; 0 while outside), a slot per thread in the order they first came. */
+    _Atomic int64_t access_since_ms[MAX_ACCESS_THREADS];
+    atomic_uint n_access_threads;
 };
+
+/* The slot of this thread in the server it last served (see access_since_ms). */
+static _Thread_local struct {
+    const sk_http_server *srv;
+    unsigned slot; /* MAX_ACCESS_THREADS: not tracked */
+} access_slot;
 
 static void lock(pthread_mutex_t *mu)
 {
@@ -928,6 +942,43 @@ sk_status sk_http_server_set_fault(sk_http_server *srv, const json_t *fault)
 
 /* ---------------------------------------------------------------- MHD callbacks */
 
+/* This thread's access_since_ms slot in @p srv, or NULL when all are taken. */
+static _Atomic int64_t *access_stamp(sk_http_server *srv)
+{
+    if (access_slot.srv != srv) {
+        access_slot.srv = srv;
+        access_slot.slot = atomic_fetch_add(&srv->n_access_threads, 1);
+        if (access_slot.slot > MAX_ACCESS_THREADS) {
+            access_slot.slot = MAX_ACCESS_THREADS; /* not tracked */
+        }
+    }
+    return access_slot.slot < MAX_ACCESS_THREADS ? &srv->access_since_ms[access_slot.slot] : NULL;
+}
+
+int64_t sk_http_server_busy_ms(const sk_http_server *srv)
+{
+    int64_t longest = 0;
+    if (srv == NULL) {
+        return 0;
+    }
+    unsigned n = atomic_load(&srv->n_access_threads);
+    for (unsigned i = 0; i < n && i < MAX_ACCESS_THREADS; i++) {
+        int64_t since = atomic_load(&srv->access_since_ms[i]);
+        int64_t busy = since != 0 ? sk_time_mono_since_ms(since) : 0;
+        longest = busy > longest ? busy : longest;
+    }
+    return longest;
+}
+
+static enum MHD_Result access_serve(sk_http_server *srv,
+                                    struct MHD_Connection *conn,
+                                    const char *url,
+                                    const char *method,
+                                    const char *upload_data,
+                                    size_t *upload_data_size,
+                                    void **con_cls);
+
+/* libmicrohttpd's request callback: access_serve, timed for the watchdog. */
 static enum MHD_Result on_access(void *cls,
                                  struct MHD_Connection *conn,
                                  const char *url,
@@ -938,12 +989,34 @@ static enum MHD_Result on_access(void *cls,
                                  void **con_cls)
 {
     sk_http_server *srv = cls;
+    _Atomic int64_t *stamp = access_stamp(srv);
+
+    (void)version;
+    if (stamp != NULL) {
+        atomic_store(stamp, sk_time_mono_ms());
+    }
+    enum MHD_Result r =
+        access_serve(srv, conn, url, method, upload_data, upload_data_size, con_cls);
+    if (stamp != NULL) {
+        atomic_store(stamp, 0);
+    }
+    return r;
+}
+
+/* Read a request, route it to the handler, hand its answer to libmicrohttpd. */
+static enum MHD_Result access_serve(sk_http_server *srv,
+                                    struct MHD_Connection *conn,
+                                    const char *url,
+                                    const char *method,
+                                    const char *upload_data,
+                                    size_t *upload_data_size,
+                                    void **con_cls)
+{
     sk_http_req *req = *con_cls;
     hub *h = srv->hub;
     struct MHD_Response *resp;
     int status;
 
-    (void)version;
     if (req == NULL) {
         conn_ctx *cc = conn_ctx_of(conn);
         size_t n_headers = 0;

@@ -59,7 +59,7 @@ static void test_svc_watchdog_takes_only_a_pipe_for_writing(void **state)
 
     svc__watchdog_open(&w, NULL, 0); /* not started by skald up */
     assert_int_equal(w.fd, -1);
-    assert_false(svc__watchdog_tick(&w, 5000, 0, 0));
+    assert_false(svc__watchdog_tick(&w, 5000, 0, 0, 0));
     svc__watchdog_open(&w, "", 0);
     assert_int_equal(w.fd, -1);
     const char *bad[] = { "abc", "3x", "-4", "2", "0", "99999999999999999999", " 5" };
@@ -101,32 +101,40 @@ static void test_svc_watchdog_beats_every_second_unless_stuck(void **state)
 
     open_on_pipe(&w, fds, 10000);
     /* The first tick beats at once, so the supervisor starts watching early. */
-    assert_true(svc__watchdog_tick(&w, 10000, 0, 0));
+    assert_true(svc__watchdog_tick(&w, 10000, 0, 0, 0));
     assert_int_equal(drain(fds[0]), 1);
-    assert_false(svc__watchdog_tick(&w, 10000 + SVC__WATCHDOG_BEAT_MS - 1, 0, 0));
+    assert_false(svc__watchdog_tick(&w, 10000 + SVC__WATCHDOG_BEAT_MS - 1, 0, 0, 0));
     assert_int_equal(drain(fds[0]), 0);
-    assert_true(svc__watchdog_tick(&w, 10000 + SVC__WATCHDOG_BEAT_MS, 0, 0));
+    assert_true(svc__watchdog_tick(&w, 10000 + SVC__WATCHDOG_BEAT_MS, 0, 0, 0));
     assert_int_equal(drain(fds[0]), 1);
     /* A writer busy in one batch, but not for long: still sound. */
-    assert_true(svc__watchdog_tick(&w, 12000, SVC__WATCHDOG_STALL_MS, 0));
+    assert_true(svc__watchdog_tick(&w, 12000, SVC__WATCHDOG_STALL_MS, 0, 0));
     assert_int_equal(drain(fds[0]), 1);
     /* Stuck: no beat, however much time passes. */
     for (int64_t t = 13000; t < 30000; t += 1000) {
-        assert_false(svc__watchdog_tick(&w, t, SVC__WATCHDOG_STALL_MS + t, 0));
+        assert_false(svc__watchdog_tick(&w, t, SVC__WATCHDOG_STALL_MS + t, 0, 0));
     }
     assert_int_equal(drain(fds[0]), 0);
     assert_true(w.is_withheld);
     /* It moved on: the beats come back at once. */
-    assert_true(svc__watchdog_tick(&w, 30000, 0, 0));
+    assert_true(svc__watchdog_tick(&w, 30000, 0, 0, 0));
     assert_false(w.is_withheld);
     assert_int_equal(drain(fds[0]), 1);
     /* The gateway's loop stuck: the same. */
-    assert_true(svc__watchdog_tick(&w, 31000, 0, SVC__WATCHDOG_STALL_MS));
+    assert_true(svc__watchdog_tick(&w, 31000, 0, SVC__WATCHDOG_STALL_MS, 0));
     assert_int_equal(drain(fds[0]), 1);
-    assert_false(svc__watchdog_tick(&w, 32000, 0, SVC__WATCHDOG_STALL_MS + 1));
+    assert_false(svc__watchdog_tick(&w, 32000, 0, SVC__WATCHDOG_STALL_MS + 1, 0));
     assert_true(w.is_withheld);
     assert_int_equal(drain(fds[0]), 0);
-    assert_true(svc__watchdog_tick(&w, 33000, 0, 900));
+    assert_true(svc__watchdog_tick(&w, 33000, 0, 900, 0));
+    assert_int_equal(drain(fds[0]), 1);
+    /* A thread of the HTTP server stuck in one request: the same. */
+    assert_true(svc__watchdog_tick(&w, 34000, 0, 0, SVC__WATCHDOG_STALL_MS));
+    assert_int_equal(drain(fds[0]), 1);
+    assert_false(svc__watchdog_tick(&w, 35000, 0, 0, SVC__WATCHDOG_STALL_MS + 1));
+    assert_true(w.is_withheld);
+    assert_int_equal(drain(fds[0]), 0);
+    assert_true(svc__watchdog_tick(&w, 36000, 0, 0, 0));
     assert_int_equal(drain(fds[0]), 1);
     svc__watchdog_close(&w);
     close(fds[0]);
@@ -142,21 +150,21 @@ static void test_svc_watchdog_full_pipe_and_gone_supervisor(void **state)
     /* Nobody reads: the pipe fills, and a tick neither blocks nor gives up. */
     int64_t t = 0;
     for (int i = 0; i < 200000 && w.fd >= 0; i++, t += SVC__WATCHDOG_BEAT_MS) {
-        if (!svc__watchdog_tick(&w, t, 0, 0)) {
+        if (!svc__watchdog_tick(&w, t, 0, 0, 0)) {
             break; /* full */
         }
     }
     assert_int_equal(w.fd, fds[1]);
-    assert_false(svc__watchdog_tick(&w, t + SVC__WATCHDOG_BEAT_MS, 0, 0));
+    assert_false(svc__watchdog_tick(&w, t + SVC__WATCHDOG_BEAT_MS, 0, 0, 0));
     assert_int_equal(w.fd, fds[1]);
     assert_true(drain(fds[0]) > 0);
-    assert_true(svc__watchdog_tick(&w, t + 2 * SVC__WATCHDOG_BEAT_MS, 0, 0));
+    assert_true(svc__watchdog_tick(&w, t + 2 * SVC__WATCHDOG_BEAT_MS, 0, 0, 0));
     /* The supervisor is gone (its end closed): the heartbeat stops, quietly (SIGPIPE is ignored
      * in services, as here). */
     close(fds[0]);
-    assert_false(svc__watchdog_tick(&w, t + 3 * SVC__WATCHDOG_BEAT_MS, 0, 0));
+    assert_false(svc__watchdog_tick(&w, t + 3 * SVC__WATCHDOG_BEAT_MS, 0, 0, 0));
     assert_int_equal(w.fd, -1);
-    assert_false(svc__watchdog_tick(&w, t + 4 * SVC__WATCHDOG_BEAT_MS, 0, 0));
+    assert_false(svc__watchdog_tick(&w, t + 4 * SVC__WATCHDOG_BEAT_MS, 0, 0, 0));
 }
 
 /* Started, the sk-watchdog thread beats at once and then every second; stopped, it closes the pipe.
@@ -172,7 +180,7 @@ static void test_svc_watchdog_thread_beats_and_closes(void **state)
     assert_int_equal(fcntl(fds[0], F_SETFL, 0), 0); /* blocking reads from here on */
     svc__watchdog_start(&w);
     assert_true(w.has_thread);
-    svc__watchdog_watch(&w, NULL, NULL);
+    svc__watchdog_watch(&w, NULL, NULL, NULL);
     assert_int_equal(read(fds[0], buf, 1), 1);
     int64_t t0 = sk_time_mono_ms();
     assert_int_equal(read(fds[0], buf, 1), 1); /* the next one, about a second later */

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -136,6 +137,82 @@ static void test_sk_http_server_null_safe(void **state)
     sk_http_req_respond(NULL, 200, NULL, NULL, 0, NULL);
     sk_http_req_respond_problem(NULL, 400, NULL, "x");
     sk_http_req_respond_json(NULL, 200, NULL, NULL);
+}
+
+/* A handler that blocks (what a handler must never do) until the test lets it go. */
+typedef struct blocker {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool is_inside;
+    bool is_released;
+} blocker;
+
+static void blocking_handler(sk_http_req *req, void *ctx)
+{
+    blocker *b = ctx;
+    pthread_mutex_lock(&b->mu);
+    b->is_inside = true;
+    pthread_cond_broadcast(&b->cv);
+    while (!b->is_released) {
+        pthread_cond_wait(&b->cv, &b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    sk_http_req_respond(req, 200, "text/plain", "done", 4, NULL);
+}
+
+static bool is_not_busy(void *ctx)
+{
+    return sk_http_server_busy_ms(ctx) == 0;
+}
+
+/* The watchdog's reading: how long a thread of the server has been in one request. */
+static void test_sk_http_server_busy_ms(void **state)
+{
+    (void)state;
+    blocker b = { .is_inside = false, .is_released = false };
+    sk_http_server *srv = NULL;
+    sk_http_client *client = NULL;
+    done_rec d;
+    char url[64];
+
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    sk_http_server_config cfg = { .bind_addr = "127.0.0.1",
+                                  .handler = blocking_handler,
+                                  .ctx = &b };
+    assert_int_equal(sk_http_server_start(&srv, &cfg), SK_OK);
+    assert_int_equal(sk_http_client_create(&client, NULL), SK_OK);
+    assert_int_equal(sk_http_server_busy_ms(NULL), 0);
+    assert_int_equal(sk_http_server_busy_ms(srv), 0); /* idle */
+
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/any", sk_http_server_port(srv));
+    sk_http_request r = { .method = "GET", .url = url };
+    assert_int_equal(sk_http_client_send(client, &r, done_rec_cb, &d), SK_OK);
+    pthread_mutex_lock(&b.mu);
+    while (!b.is_inside) {
+        pthread_cond_wait(&b.cv, &b.mu);
+    }
+    pthread_mutex_unlock(&b.mu);
+    int64_t inside_at = sk_time_mono_ms();
+    struct timespec pause = { 0, 120 * 1000000L };
+    nanosleep(&pause, NULL);
+    int64_t busy = sk_http_server_busy_ms(srv);
+    assert_true(busy >= 100);
+    assert_true(busy <= sk_time_mono_ms() - inside_at + 1000); /* since the request, not before */
+
+    pthread_mutex_lock(&b.mu);
+    b.is_released = true;
+    pthread_cond_broadcast(&b.cv);
+    pthread_mutex_unlock(&b.mu);
+    assert_true(done_rec_wait(&d, 1, 10000));
+    assert_int_equal(d.status, 200);
+    assert_true(sk_test_wait_until(is_not_busy, srv, 5000)); /* out of the callback: 0 again */
+    done_rec_fini(&d);
+    sk_http_client_destroy(client);
+    sk_http_server_stop(srv);
+    pthread_cond_destroy(&b.cv);
+    pthread_mutex_destroy(&b.mu);
 }
 
 static void test_sk_http_server_reload_tls_errors(void **state)
@@ -538,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_sk_http_server_start_bad_args),
         cmocka_unit_test_setup_teardown(test_sk_http_server_start_port_in_use, setup, teardown),
         cmocka_unit_test(test_sk_http_server_null_safe),
+        cmocka_unit_test(test_sk_http_server_busy_ms),
         cmocka_unit_test_setup_teardown(test_sk_http_server_reload_tls_errors, setup, teardown),
         cmocka_unit_test(test_sk_http_server_start_tls_missing_files),
         cmocka_unit_test_setup_teardown(test_sk_http_server_set_fault, setup, teardown),
