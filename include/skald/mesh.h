@@ -310,6 +310,10 @@ SK_API size_t sk_upstream_max_active(const sk_upstream *u);
  * Send to one endpoint chosen by the load balancer. @p req->url is the path
  * and query ("/orders/123"); the scheme and address come from the endpoint.
  * With no endpoint the request fails with SK_EUNAVAILABLE.
+ * @return SK_OK: @p done runs exactly once, later on the client's or the
+ *         upstream's timer thread, or before this returns when the call
+ *         could not be started at all (out of memory, a client being
+ *         destroyed). Any other status: @p done never runs.
  */
 SK_API SK_NODISCARD sk_status sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn done, void *ctx);
 

@@ -45,6 +45,13 @@ typedef struct payment_deps {
     size_t captures_sending; /* sent to psp, not answered yet */
 } payment_deps;
 
+/**
+ * A capture that waited this long for one of psp's connections is not sent
+ * but settled as not captured: the charge step's deadline in the order saga
+ * (10 s) has passed by then.
+ */
+#define PAYMENT_CAPTURE_MAX_WAIT_MS 10000
+
 /** Unsettled captures older than this are started again by the sweeper, every PAYMENT_SWEEP_MS. */
 #define PAYMENT_RESUME_AFTER_MS 10000
 #define PAYMENT_SWEEP_MS 5000

@@ -167,6 +167,7 @@ struct capture_job {
     capture_job *next; /* in deps' queue of captures waiting for a connection */
     char order_id[SVC_ID_MAX];
     int64_t amount_cents;
+    int64_t queued_ms; /* monotonic: when it began to wait for a connection */
     bool is_captured;
     bool is_resumed; /* started by payment_resume_captures, not by the charge itself */
 };
@@ -275,17 +276,27 @@ static bool capture_send(capture_job *job)
     return is_sent;
 }
 
+/* This thread is in captures_pump: an answer that comes back inline leaves the sending to it. */
+static _Thread_local bool is_pumping;
+
 /*
  * Send waiting captures, oldest first, while fewer than the psp upstream's
  * maxConnections are out. A burst of charges (a stall that let them pile up,
  * a restart's re-drive) waits here rather than in the mesh's pool queue,
  * where psp's 2 s timeout would run, or beyond it, where the pool answers a
- * local 503: either would fail charges the psp never refused.
+ * local 503: either would fail charges the psp never refused. One that
+ * waited PAYMENT_CAPTURE_MAX_WAIT_MS is not sent but settled as not
+ * captured: its saga step's deadline has passed by then, and so the queue
+ * stays as short as the rate times that wait.
  */
 static void captures_pump(payment_deps *deps)
 {
     size_t max_sending = sk_upstream_max_active(deps->psp);
 
+    if (is_pumping) {
+        return;
+    }
+    is_pumping = true;
     for (;;) {
         capture_job *job = NULL;
         pthread_mutex_lock(&deps->mu);
@@ -300,15 +311,24 @@ static void captures_pump(payment_deps *deps)
         }
         pthread_mutex_unlock(&deps->mu);
         if (job == NULL) {
-            return;
+            break;
         }
-        if (!capture_send(job)) {
-            capture_settle(job, SK_EUNAVAILABLE, NULL);
+        int64_t waited_ms = sk_time_mono_since_ms(job->queued_ms);
+        bool is_sent = false;
+        if (waited_ms > PAYMENT_CAPTURE_MAX_WAIT_MS) {
+            SK_LOG_WARN("capture of order %s waited %lld ms for a connection to psp: not sent",
+                        job->order_id, (long long)waited_ms);
+        } else {
+            is_sent = capture_send(job);
+        }
+        if (!is_sent) {
             pthread_mutex_lock(&deps->mu);
             deps->captures_sending--;
             pthread_mutex_unlock(&deps->mu);
+            capture_settle(job, SK_EUNAVAILABLE, NULL);
         }
     }
+    is_pumping = false;
 }
 
 /* Client thread: the psp answered (or not). Settle, and let the next capture go. */
@@ -317,11 +337,15 @@ static void capture_answered(sk_status st, const sk_http_response *resp, void *c
     capture_job *job = ctx;
     payment_deps *deps = job->deps;
 
-    capture_settle(job, st, resp);
+    /* Settling can finish on the writer thread before the lines after it run, and the service's
+     * teardown waits only for captures_in_flight: count this thread in until it is done. */
+    deps->captures_in_flight++;
     pthread_mutex_lock(&deps->mu);
     deps->captures_sending--;
     pthread_mutex_unlock(&deps->mu);
+    capture_settle(job, st, resp);
     captures_pump(deps);
+    deps->captures_in_flight--;
 }
 
 /* Start a capture; called after the hold is durable. It waits its turn for a connection. */
@@ -332,6 +356,7 @@ static void capture_start(void *ctx)
 
     deps->captures_in_flight++;
     job->next = NULL;
+    job->queued_ms = sk_time_mono_ms();
     pthread_mutex_lock(&deps->mu);
     if (deps->capture_queue_tail != NULL) {
         deps->capture_queue_tail->next = job;

@@ -31,7 +31,9 @@ static void *sweep_main(void *arg)
             break;
         }
         if (deps->capture_queue != NULL) {
-            continue; /* captures still wait their turn, maybe these: they settle first */
+            /* Captures still wait their turn, maybe these: they go (or expire) first, within
+             * PAYMENT_CAPTURE_MAX_WAIT_MS of the backlog's end. */
+            continue;
         }
         pthread_mutex_unlock(&deps->mu);
         if (payment_resume_captures(deps, PAYMENT_RESUME_AFTER_MS) != SK_OK) {

@@ -182,11 +182,15 @@ struct sk_http_server {
      * ms; 0 while outside), a slot per thread in the order they first came. */
     _Atomic int64_t access_since_ms[MAX_ACCESS_THREADS];
     atomic_uint n_access_threads;
+    uint64_t id; /* unique in the process, unlike the address a later server may reuse */
 };
+
+/* Every server's id; 0 is none. */
+static atomic_uint_fast64_t last_server_id;
 
 /* The slot of this thread in the server it last served (see access_since_ms). */
 static _Thread_local struct {
-    const sk_http_server *srv;
+    uint64_t server_id;
     unsigned slot; /* MAX_ACCESS_THREADS: not tracked */
 } access_slot;
 
@@ -945,8 +949,8 @@ sk_status sk_http_server_set_fault(sk_http_server *srv, const json_t *fault)
 /* This thread's access_since_ms slot in @p srv, or NULL when all are taken. */
 static _Atomic int64_t *access_stamp(sk_http_server *srv)
 {
-    if (access_slot.srv != srv) {
-        access_slot.srv = srv;
+    if (access_slot.server_id != srv->id) {
+        access_slot.server_id = srv->id;
         access_slot.slot = atomic_fetch_add(&srv->n_access_threads, 1);
         if (access_slot.slot > MAX_ACCESS_THREADS) {
             access_slot.slot = MAX_ACCESS_THREADS; /* not tracked */
@@ -1715,6 +1719,7 @@ sk_status sk_http_server_start(sk_http_server **out, const sk_http_server_config
         goto out;
     }
     srv->listen_fd = -1;
+    srv->id = atomic_fetch_add(&last_server_id, 1) + 1;
     srv->hub = sk_calloc(1, sizeof(hub));
     if (srv->hub == NULL) {
         st = SK_FAIL(SK_ENOMEM, "sk_http_server_start: allocating the server");

@@ -10,9 +10,11 @@
  * back-off or Retry-After, only when idempotent once the request may have
  * reached the upstream) -> exactly one completion. The overall timeout bounds
  * all of it. Every call state lives under u->mu; callbacks to the caller run
- * without it, on the client thread or the upstream's timer thread, never
- * inside sk_upstream_send. The upstream is reference-counted by its calls so
- * a completion arriving after sk_upstream_destroy is safe. Thread-safe.
+ * without it, on the client thread or the upstream's timer thread, and
+ * inside sk_upstream_send only when the call could not be started at all
+ * (out of memory, a client being destroyed). The upstream is
+ * reference-counted by its calls so a completion arriving after
+ * sk_upstream_destroy is safe. Thread-safe.
  */
 #include "mesh/mesh_int.h"
 
@@ -1215,7 +1217,8 @@ sk_upstream_send(sk_upstream *u, const sk_http_request *req, sk_http_done_fn don
         admit_locked(c, &deliver);
     }
     unlock(&u->mu);
-    /* Only a failure to schedule lands here synchronously; it is delivered like any result. */
+    /* Only a call that could not be started (scheduling or handing it to the client failed)
+     * lands here synchronously; it is delivered like any result. */
     deliver_all(deliver);
     call_unref(c);
     return SK_OK;
