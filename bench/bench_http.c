@@ -247,6 +247,7 @@ static bool easy_setup(slot *s, const char *url)
 {
     CURL *e = s->easy;
     bool ok = curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OK &&
+              curl_easy_setopt(e, CURLOPT_NOPROXY, "*") == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) == CURLE_OK &&

@@ -295,6 +295,7 @@ static int http_sync(bench *b, const char *method, const char *path, const char 
     snprintf(url, sizeof(url), "%s%s", b->gateway, path);
     curl_easy_reset(b->sync);
     curl_easy_setopt(b->sync, CURLOPT_URL, url);
+    curl_easy_setopt(b->sync, CURLOPT_NOPROXY, "*"); /* the local gateway, never via a proxy */
     curl_easy_setopt(b->sync, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(b->sync, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(b->sync, CURLOPT_WRITEFUNCTION, on_body);
@@ -383,6 +384,7 @@ static sk_status xfer_start(bench *b, size_t order, bool is_get)
         curl_easy_setopt(x->h, CURLOPT_POSTFIELDS, x->post_body);
     }
     curl_easy_setopt(x->h, CURLOPT_URL, x->url);
+    curl_easy_setopt(x->h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(x->h, CURLOPT_WRITEDATA, &x->body);
     curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);

@@ -429,6 +429,8 @@ static sk_status job_setup(sk_http_client *c, job *j)
         j->hdrs = n;
     }
     ok = set_ok(curl_easy_setopt(e, CURLOPT_URL, j->url), ok);
+    /* Straight to the chosen endpoint: never through a proxy the environment names. */
+    ok = set_ok(curl_easy_setopt(e, CURLOPT_NOPROXY, "*"), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_PRIVATE, j), ok);
     ok = set_ok(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L), ok);

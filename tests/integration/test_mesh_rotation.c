@@ -86,6 +86,7 @@ static long fetch_serial(const fixture *f, char *serial, size_t serial_cap)
     serial[0] = '\0';
     snprintf(url, sizeof(url), "%s/echo", f->base);
     curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_SSLCERT, f->payment.cert_file);
     curl_easy_setopt(e, CURLOPT_SSLKEY, f->payment.key_file);
     curl_easy_setopt(e, CURLOPT_CAINFO, f->payment.ca_file);

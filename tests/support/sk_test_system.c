@@ -203,6 +203,7 @@ sk_status sk_test_http_send(const sk_test_system *sys,
     }
     list = curl_slist_append(list, "Expect:");
     curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -481,6 +482,7 @@ sk_status sk_test_service_get(const sk_test_system *sys, const char *address, co
     snprintf(key, sizeof(key), "%s/pki/skald-cli.key", sys->data_dir);
     sk_buf_init(&buf, 64u * 1024u * 1024u);
     curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(h, CURLOPT_CAINFO, ca);

@@ -11,9 +11,13 @@
 
 #include <cmocka.h>
 
+#include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mesh/mesh_int.h"
 #include "mesh_test_util.h"
@@ -450,6 +454,55 @@ static void test_sk_http_client_idle_releases_handles_and_connections(void **sta
     done_rec_fini(&d);
 }
 
+/* A listener on 127.0.0.1 standing in for a proxy named by the environment. */
+static int proxy_listen(int *port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static const char *const proxy_vars[] = { "http_proxy",  "HTTP_PROXY", "https_proxy",
+                                          "HTTPS_PROXY", "all_proxy",  "ALL_PROXY" };
+
+/*
+ * Mesh calls go to the endpoint the load balancer chose, never through a
+ * proxy the process environment names (a node's http_proxy would otherwise
+ * carry service traffic off the host, or stop it).
+ */
+static void test_sk_http_client_ignores_proxy_environment(void **state)
+{
+    fixture *f = *state;
+    done_rec d;
+    char url[128], proxy_url[64];
+    int port;
+    int fd = proxy_listen(&port);
+
+    snprintf(proxy_url, sizeof(proxy_url), "http://127.0.0.1:%d", port);
+    for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++) {
+        assert_int_equal(setenv(proxy_vars[i], proxy_url, 1), 0);
+    }
+    done_rec_init(&d);
+    snprintf(url, sizeof(url), "%s/echo", f->base);
+    sk_http_request r = { .method = "GET", .url = url, .timeout_ms = 5000 };
+    assert_int_equal(sk_http_client_send(f->client, &r, done_rec_cb, &d), SK_OK);
+    assert_true(done_rec_wait(&d, 1, 10000));
+    for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++) {
+        assert_int_equal(unsetenv(proxy_vars[i]), 0);
+    }
+    assert_int_equal(d.st, SK_OK);
+    assert_int_equal(d.status, 200);
+    assert_int_equal(accept(fd, NULL, NULL), -1); /* nobody called the proxy */
+    close(fd);
+    done_rec_fini(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +513,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sk_http_client_send_methods_and_headers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_connect_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sk_http_client_ignores_proxy_environment, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_response_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sk_http_client_destroy_cancels_in_flight, setup,
